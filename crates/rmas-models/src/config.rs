@@ -1,0 +1,359 @@
+//! `config.json` of every supported family, mapped onto one decoder description.
+//!
+//! Families differ only by these fields: norms, biases, q/k norms, gating, MLP activation,
+//! embedding scale, RoPE tables, sliding windows and (Qwen3.5) Gated-DeltaNet mixers.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{ModelError, Result};
+
+/// Model families rmas implements (the `model_type` values they come with).
+pub const SUPPORTED: &[(&str, Family)] = &[
+    ("qwen3_5", Family::Qwen35),
+    ("qwen3_5_text", Family::Qwen35),
+    ("qwen2", Family::Qwen2),
+    ("qwen3", Family::Qwen3),
+    ("llama", Family::Llama),
+    ("mistral", Family::Mistral),
+    ("gemma3", Family::Gemma3),
+    ("gemma3_text", Family::Gemma3),
+];
+
+/// A model family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Qwen35,
+    Qwen2,
+    Qwen3,
+    Llama,
+    Mistral,
+    Gemma3,
+}
+
+/// RMSNorm flavour: `w·x̂` (Llama, Qwen2/3, Mistral) or zero-centred `(1+w)·x̂` (Qwen3.5, Gemma 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    Plain,
+    ZeroCentred,
+}
+
+/// MLP gate activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+}
+
+/// Token mixer of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mixer {
+    Attention,
+    GatedDeltaNet,
+}
+
+/// RoPE frequency scaling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear { factor: f64 },
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: f64 },
+}
+
+/// One rotary table: base, rotated width (≤ head_dim, rotate-half inside it) and scaling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub dim: usize,
+    pub scaling: RopeScaling,
+}
+
+/// Per-layer choices.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerConfig {
+    pub mixer: Mixer,
+    /// Index into [`Config::ropes`].
+    pub rope: usize,
+    /// Sliding attention window (key j visible from query i iff `i − w < j ≤ i`).
+    pub window: Option<usize>,
+}
+
+/// Gated DeltaNet sizes (Qwen3.5 linear-attention layers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GdnConfig {
+    pub num_key_heads: usize,
+    pub num_value_heads: usize,
+    pub key_head_dim: usize,
+    pub value_head_dim: usize,
+    pub conv_kernel: usize,
+}
+
+impl GdnConfig {
+    /// `nk·dk`.
+    pub fn key_dim(&self) -> usize {
+        self.num_key_heads * self.key_head_dim
+    }
+    /// `nv·dv`.
+    pub fn value_dim(&self) -> usize {
+        self.num_value_heads * self.value_head_dim
+    }
+    /// Channels of the causal depthwise convolution: `q ‖ k ‖ v`.
+    pub fn conv_dim(&self) -> usize {
+        2 * self.key_dim() + self.value_dim()
+    }
+}
+
+/// A decoder-only language model, whatever its family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub family: Family,
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub norm: NormKind,
+    pub qk_norm: bool,
+    pub qkv_bias: bool,
+    /// Qwen3.5: q_proj also yields a sigmoid output gate per head.
+    pub attn_output_gate: bool,
+    /// Gemma 3: post-attention and pre/post-feed-forward norms.
+    pub sandwich_norms: bool,
+    pub activation: Activation,
+    /// Gemma 3 multiplies token embeddings by √hidden.
+    pub embed_scale: Option<f64>,
+    pub attn_scale: f64,
+    pub tie_embeddings: bool,
+    pub max_positions: usize,
+    pub layers: Vec<LayerConfig>,
+    pub ropes: Vec<RopeConfig>,
+    pub gdn: Option<GdnConfig>,
+}
+
+/// Reads and maps `dir/config.json`.
+pub fn load(dir: &Path) -> Result<Config> {
+    let path = dir.join("config.json");
+    let text = crate::weights::read_to_string(&path)?;
+    parse(&text, &path)
+}
+
+/// Maps the text of a `config.json` (`path` is only used in errors).
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let root: Value = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
+    let model_type = root["model_type"].as_str().ok_or_else(|| err(path, "missing string `model_type`".into()))?;
+    let family = SUPPORTED.iter().find(|(t, _)| *t == model_type).map(|(_, f)| *f).ok_or_else(|| {
+        ModelError::UnknownArchitecture {
+            path: path.to_owned(),
+            found: model_type.to_owned(),
+            supported: SUPPORTED.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", "),
+        }
+    })?;
+    // Multimodal checkpoints (Qwen3.5 upstream, Gemma 3) nest the text model's fields.
+    let tied_top = root["tie_word_embeddings"].as_bool();
+    let c = Cfg { v: root.get("text_config").unwrap_or(&root), path };
+
+    let hidden_size = c.usize("hidden_size")?;
+    let num_heads = c.usize("num_attention_heads")?;
+    let num_layers = c.usize("num_hidden_layers")?;
+    let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
+    let is = |f: &[Family]| f.contains(&family);
+    let mixers = layer_types(&c, family, num_layers)?;
+    let (ropes, rope_of) = ropes(&c, family, head_dim)?;
+    let window = c.opt_usize("sliding_window")?;
+    let sliding_everywhere = family == Family::Mistral;
+    let layers = mixers
+        .iter()
+        .map(|(mixer, ty)| LayerConfig {
+            mixer: *mixer,
+            rope: rope_of(ty),
+            window: if ty == "sliding_attention" || sliding_everywhere { window } else { None },
+        })
+        .collect();
+    let gdn = if family == Family::Qwen35 {
+        Some(GdnConfig {
+            num_key_heads: c.usize("linear_num_key_heads")?,
+            num_value_heads: c.usize("linear_num_value_heads")?,
+            key_head_dim: c.usize("linear_key_head_dim")?,
+            value_head_dim: c.usize("linear_value_head_dim")?,
+            conv_kernel: c.usize("linear_conv_kernel_dim")?,
+        })
+    } else {
+        None
+    };
+    let attn_scale = match family {
+        Family::Gemma3 => c.opt_f64("query_pre_attn_scalar")?.unwrap_or(head_dim as f64).powf(-0.5),
+        _ => (head_dim as f64).powf(-0.5),
+    };
+    let activation = match c.v.get("hidden_activation").or(c.v.get("hidden_act")).and_then(Value::as_str) {
+        Some("silu") | None => Activation::Silu,
+        Some("gelu_pytorch_tanh") => Activation::GeluTanh,
+        Some(other) => return Err(err(path, format!("unsupported activation `{other}` (expected silu or gelu_pytorch_tanh)"))),
+    };
+    let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+    if num_heads % num_kv_heads != 0 {
+        return Err(err(path, format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
+    }
+    Ok(Config {
+        family,
+        model_type: model_type.to_owned(),
+        hidden_size,
+        intermediate_size: c.usize("intermediate_size")?,
+        vocab_size: c.usize("vocab_size")?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rms_norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+        norm: if is(&[Family::Qwen35, Family::Gemma3]) { NormKind::ZeroCentred } else { NormKind::Plain },
+        qk_norm: is(&[Family::Qwen35, Family::Qwen3, Family::Gemma3]),
+        qkv_bias: family == Family::Qwen2 || c.v["attention_bias"].as_bool() == Some(true),
+        attn_output_gate: family == Family::Qwen35 && c.v["attn_output_gate"].as_bool() != Some(false),
+        sandwich_norms: family == Family::Gemma3,
+        activation,
+        embed_scale: (family == Family::Gemma3).then(|| (hidden_size as f64).sqrt()),
+        attn_scale,
+        tie_embeddings: c.v["tie_word_embeddings"].as_bool().or(tied_top).unwrap_or(true),
+        max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(usize::MAX),
+        layers,
+        ropes,
+        gdn,
+    })
+}
+
+fn err(path: &Path, msg: String) -> ModelError {
+    ModelError::Config { path: path.to_owned(), msg }
+}
+
+/// A JSON object with typed, path-naming accessors.
+struct Cfg<'a> {
+    v: &'a Value,
+    path: &'a Path,
+}
+
+impl Cfg<'_> {
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match &self.v[key] {
+            Value::Null => Ok(None),
+            v => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| err(self.path, format!("`{key}` must be a non-negative integer, found {v}"))),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?.ok_or_else(|| err(self.path, format!("missing integer `{key}`")))
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        opt_f64(self.v, key, self.path)
+    }
+}
+
+fn opt_f64(v: &Value, key: &str, path: &Path) -> Result<Option<f64>> {
+    match &v[key] {
+        Value::Null => Ok(None),
+        x => x.as_f64().map(Some).ok_or_else(|| err(path, format!("`{key}` must be a number, found {x}"))),
+    }
+}
+
+/// Mixer and HF layer type name of every layer.
+fn layer_types(c: &Cfg, family: Family, n: usize) -> Result<Vec<(Mixer, String)>> {
+    let names: Vec<String> = match c.v["layer_types"].as_array() {
+        Some(list) => list.iter().map(|t| t.as_str().unwrap_or_default().to_owned()).collect(),
+        None => (0..n)
+            .map(|i| {
+                let full = match family {
+                    Family::Qwen35 => (i + 1) % c.opt_usize("full_attention_interval").ok().flatten().unwrap_or(4) == 0,
+                    Family::Gemma3 => {
+                        let pattern = c.opt_usize("sliding_window_pattern").ok().flatten()
+                            .or(c.opt_usize("_sliding_window_pattern").ok().flatten())
+                            .unwrap_or(6);
+                        (i + 1) % pattern == 0
+                    }
+                    _ => true,
+                };
+                (if full { "full_attention" } else if family == Family::Qwen35 { "linear_attention" } else { "sliding_attention" }).to_owned()
+            })
+            .collect(),
+    };
+    if names.len() != n {
+        return Err(err(c.path, format!("layer_types has {} entries, num_hidden_layers is {n}", names.len())));
+    }
+    names
+        .into_iter()
+        .map(|t| match t.as_str() {
+            "full_attention" | "sliding_attention" => Ok((Mixer::Attention, t)),
+            "linear_attention" if family == Family::Qwen35 => Ok((Mixer::GatedDeltaNet, t)),
+            other => Err(err(c.path, format!("unsupported layer type `{other}`"))),
+        })
+        .collect()
+}
+
+type RopeOf = Box<dyn Fn(&str) -> usize>;
+
+/// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type).
+fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, RopeOf)> {
+    let params = &c.v["rope_parameters"];
+    let partial = |p: &Value| opt_f64(p, "partial_rotary_factor", c.path).map(|f| f.or(c.opt_f64("partial_rotary_factor").ok().flatten()));
+    let dim_of = |factor: Option<f64>| factor.map_or(head_dim, |f| (head_dim as f64 * f) as usize);
+    if family == Family::Gemma3 {
+        let (local, global) = if params.get("sliding_attention").is_some() {
+            (rope(&params["sliding_attention"], head_dim, c.path)?, rope(&params["full_attention"], head_dim, c.path)?)
+        } else {
+            // transformers 4 layout: rope_local_base_freq + rope_theta/rope_scaling.
+            let theta = c.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0);
+            let local = RopeConfig { theta, dim: head_dim, scaling: RopeScaling::None };
+            (local, legacy_rope(c, head_dim)?)
+        };
+        return Ok((vec![local, global], Box::new(|t: &str| usize::from(t != "sliding_attention"))));
+    }
+    let table = if params.is_object() {
+        let mut r = rope(params, head_dim, c.path)?;
+        r.dim = dim_of(partial(params)?);
+        r
+    } else {
+        let mut r = legacy_rope(c, head_dim)?;
+        r.dim = dim_of(c.opt_f64("partial_rotary_factor")?);
+        r
+    };
+    Ok((vec![table], Box::new(|_: &str| 0)))
+}
+
+/// transformers 4 layout: `rope_theta` + optional `rope_scaling`.
+fn legacy_rope(c: &Cfg, head_dim: usize) -> Result<RopeConfig> {
+    let theta = c.opt_f64("rope_theta")?.unwrap_or(10_000.0);
+    let mut p = c.v["rope_scaling"].clone();
+    if !p.is_object() {
+        p = serde_json::json!({});
+    }
+    p["rope_theta"] = theta.into();
+    rope(&p, head_dim, c.path)
+}
+
+/// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`).
+fn rope(p: &Value, head_dim: usize, path: &Path) -> Result<RopeConfig> {
+    let theta = opt_f64(p, "rope_theta", path)?.unwrap_or(10_000.0);
+    let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
+    let num = |k: &str| opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")));
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: num("factor")? },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_positions: num("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(err(path, format!("unsupported rope type `{other}` (supported: default, linear, llama3)")));
+        }
+    };
+    Ok(RopeConfig { theta, dim: head_dim, scaling })
+}
+
+impl Config {
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}
+

@@ -1,0 +1,160 @@
+//! Token generation with HF `generate` semantics: greedy or temperature → top-k → top-p → multinomial.
+
+use std::time::Instant;
+
+use burn::tensor::{ElementConversion, Tensor, activation};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::error::{ModelError, Result};
+use crate::model::{Cache, Model};
+use crate::RmasBackend;
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// Argmax (first maximal index).
+    Greedy,
+    /// HF sampling: temperature, then top-k (`0` disables), then top-p (`1.0` disables).
+    Sample { temperature: f32, top_k: usize, top_p: f32 },
+}
+
+/// Picks tokens from logits; owns the RNG so a seed reproduces a whole run.
+pub struct Sampler {
+    sampling: Sampling,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler seeded with `seed`.
+    pub fn new(sampling: Sampling, seed: u64) -> Self {
+        Self { sampling, rng: StdRng::seed_from_u64(seed) }
+    }
+
+    /// Chooses a token from one row of logits `[1, V]` (one host read-back).
+    pub fn sample<B: RmasBackend>(&mut self, logits: Tensor<B, 2>) -> Result<u32> {
+        match self.sampling {
+            Sampling::Greedy => {
+                let id = logits.argmax(1).into_data().convert::<i64>();
+                let id = id.as_slice::<i64>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0];
+                Ok(id as u32)
+            }
+            Sampling::Sample { temperature, top_k, top_p } => {
+                let data = crate::nn::to_f32(logits).into_data().convert::<f32>();
+                let scores = data.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+                Ok(sample_scores(scores, temperature, top_k, top_p, self.rng.random::<f64>()))
+            }
+        }
+    }
+}
+
+/// HF's warper chain on host scores, then inverse-CDF sampling with `u ∈ [0, 1)`.
+pub fn sample_scores(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
+    let mut s: Vec<f32> = if temperature != 1.0 { scores.iter().map(|x| x / temperature).collect() } else { scores.to_vec() };
+    if top_k > 0 && top_k < s.len() {
+        let mut sorted = s.clone();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        let kth = sorted[top_k - 1];
+        s.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f32::NEG_INFINITY);
+    }
+    if top_p < 1.0 {
+        let mut order: Vec<usize> = (0..s.len()).collect();
+        order.sort_by(|&a, &b| s[a].total_cmp(&s[b])); // ascending, stable like torch.sort
+        let probs = softmax(&order.iter().map(|&i| s[i]).collect::<Vec<_>>());
+        let mut cum = 0.0f32;
+        let last = order.len() - 1;
+        for (rank, &i) in order.iter().enumerate() {
+            cum += probs[rank];
+            if cum <= 1.0 - top_p && rank != last {
+                s[i] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let probs = softmax(&s);
+    let mut acc = 0.0f64;
+    for (i, p) in probs.iter().enumerate() {
+        acc += *p as f64;
+        if u < acc {
+            return i as u32;
+        }
+    }
+    probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as u32
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+/// Limits and extras of one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    /// Generation stops after emitting any of these (the token is kept in the output).
+    pub stop_ids: Vec<u32>,
+    /// Also return each token's log-probability (log-softmax of its step's logits, f32).
+    pub logprobs: bool,
+}
+
+/// Generated ids with timings.
+#[derive(Clone, Debug, Default)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+impl Generation {
+    /// Decode throughput (tokens after the first, per second).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        if self.ids.len() > 1 && self.decode_ms > 0.0 { (self.ids.len() - 1) as f64 * 1000.0 / self.decode_ms } else { 0.0 }
+    }
+}
+
+/// Feeds `prompt` `[L, H]` (embeddings) after `cache`, then generates; `on_token` sees each id as it is chosen.
+pub fn generate<B: RmasBackend>(
+    model: &Model<B>,
+    prompt: Tensor<B, 2>,
+    cache: &mut Cache<B>,
+    opts: &GenerateOptions,
+    sampler: &mut Sampler,
+    mut on_token: impl FnMut(u32),
+) -> Result<Generation> {
+    let needed = cache.len() + prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1);
+    if needed > cache.capacity() {
+        return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
+    }
+    if prompt.dims()[0] == 0 {
+        return Err(ModelError::Input("generation needs at least one prompt row".into()));
+    }
+    let mut out = Generation::default();
+    let start = Instant::now();
+    let mut h = last_row(model.forward(prompt, cache)?);
+    for step in 0..opts.max_new_tokens {
+        let logits = model.logits(h);
+        let id = sampler.sample(logits.clone())?;
+        if step == 0 {
+            out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
+        }
+        if opts.logprobs {
+            let lp = activation::log_softmax(crate::nn::to_f32(logits), 1).narrow(1, id as usize, 1);
+            out.logprobs.push(lp.into_scalar().elem::<f32>());
+        }
+        out.ids.push(id);
+        on_token(id);
+        if opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        h = last_row(model.forward(model.embed(&[id])?, cache)?);
+    }
+    out.decode_ms = start.elapsed().as_secs_f64() * 1e3 - out.prefill_ms;
+    Ok(out)
+}
+
+/// The last row `[1, H]` of `[T, H]`.
+pub fn last_row<B: burn::tensor::backend::Backend>(h: Tensor<B, 2>) -> Tensor<B, 2> {
+    let t = h.dims()[0];
+    h.narrow(0, t - 1, 1)
+}

@@ -1,0 +1,19 @@
+//! Backend-generic agent language models for rmas: Qwen3.5 (hybrid Gated DeltaNet + gated attention)
+//! and the dense Qwen2, Qwen3, Llama 3.2, Mistral and Gemma 3 families, as one decoder configured per family.
+#![recursion_limit = "256"]
+
+pub mod attention;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod nn;
+pub mod qwen35;
+pub mod weights;
+
+pub use config::{Config, Family};
+pub use error::{ModelError, Result};
+pub use model::{Cache, Model};
+pub use rmas_kernels::RmasBackend;
+pub use weights::Weights;

@@ -1,0 +1,249 @@
+//! The decoder shared by every family: embeddings, layers (attention or Gated DeltaNet + MLP), final norm, LM head.
+
+use std::path::Path;
+
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
+use rmas_kernels::RmasBackend;
+
+use crate::attention::{Attention, KvCache};
+use crate::config::{self, Config, Mixer};
+use crate::error::{ModelError, Result};
+use crate::nn::{Linear, Loader, Mlp, RmsNorm, Rope};
+use crate::qwen35::{DeltaState, GatedDeltaNet};
+use crate::weights::Weights;
+
+/// Name prefixes of the text model in the layouts seen on the Hub.
+const PREFIXES: &[&str] = &["model.language_model.", "language_model.model.", "model.", ""];
+
+/// Per-sequence state: KV for attention layers, conv + recurrent state for Gated DeltaNet layers.
+#[derive(Clone, Debug)]
+pub struct Cache<B: Backend> {
+    layers: Vec<LayerCache<B>>,
+    len: usize,
+    capacity: usize,
+}
+
+#[derive(Clone, Debug)]
+enum LayerCache<B: Backend> {
+    Kv(KvCache<B>),
+    Delta(DeltaState<B>),
+}
+
+impl<B: Backend> Cache<B> {
+    /// Positions consumed so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether nothing has been consumed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Maximum number of positions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+enum LayerMixer<B: Backend> {
+    Attention(Attention<B>),
+    Delta(GatedDeltaNet<B>),
+}
+
+/// One decoder layer: pre-norm mixer and MLP with residuals (Gemma 3 adds post-norms).
+struct Layer<B: Backend> {
+    mixer: LayerMixer<B>,
+    rope: usize,
+    attn_norm: RmsNorm<B>,
+    attn_out_norm: Option<RmsNorm<B>>,
+    mlp_norm: RmsNorm<B>,
+    mlp_out_norm: Option<RmsNorm<B>>,
+    mlp: Mlp<B>,
+}
+
+/// A loaded agent language model.
+pub struct Model<B: Backend> {
+    config: Config,
+    embed: Tensor<B, 2>, // [V, H]
+    layers: Vec<Layer<B>>,
+    norm: RmsNorm<B>,
+    lm_head: Option<Linear<B>>, // None: tied to `embed`
+    ropes: Vec<Rope>,
+    device: B::Device,
+    dtype: DType,
+}
+
+impl<B: RmasBackend> Model<B> {
+    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
+    pub fn load(dir: &Path, device: &B::Device, dtype: DType) -> Result<Self> {
+        let config = config::load(dir)?;
+        let weights = Weights::from_dir(dir)?;
+        Self::from_weights(config, &weights, device, dtype)
+    }
+
+    /// Builds the model from a parsed config and indexed weights.
+    pub fn from_weights(config: Config, weights: &Weights, device: &B::Device, dtype: DType) -> Result<Self> {
+        if !B::supports_dtype(device, dtype) {
+            return Err(ModelError::UnsupportedDtype { dtype, backend: B::name(device) });
+        }
+        let prefix = PREFIXES
+            .iter()
+            .find(|p| weights.contains(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: "embed_tokens.weight".into(),
+                files: format!("any of the prefixes {PREFIXES:?}"),
+            })?;
+        let root = Loader::<B> { weights, prefix: prefix.to_string(), device, dtype };
+        let c = &config;
+        let (h, v) = (c.hidden_size, c.vocab_size);
+        let embed = root.tensor("embed_tokens.weight", [v, h])?;
+        let layers = c
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, lc)| {
+                let l = root.at(format_args!("layers.{i}"));
+                let norm = |name: &str| RmsNorm::load(&l, name, h, c.norm, c.rms_norm_eps);
+                let mixer = match lc.mixer {
+                    Mixer::Attention => LayerMixer::Attention(Attention::load(&l.at("self_attn"), c, lc)?),
+                    Mixer::GatedDeltaNet => {
+                        let gdn = c.gdn.ok_or_else(|| ModelError::Input("Gated DeltaNet layer without linear_* sizes".into()))?;
+                        LayerMixer::Delta(GatedDeltaNet::load(&l.at("linear_attn"), c, gdn)?)
+                    }
+                };
+                let (attn_out_norm, mlp_norm, mlp_out_norm) = if c.sandwich_norms {
+                    (Some(norm("post_attention_layernorm")?), norm("pre_feedforward_layernorm")?, Some(norm("post_feedforward_layernorm")?))
+                } else {
+                    (None, norm("post_attention_layernorm")?, None)
+                };
+                Ok(Layer {
+                    mixer,
+                    rope: lc.rope,
+                    attn_norm: norm("input_layernorm")?,
+                    attn_out_norm,
+                    mlp_norm,
+                    mlp_out_norm,
+                    mlp: Mlp::load(&l.at("mlp"), h, c.intermediate_size, c.activation)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(&root, "norm", h, c.norm, c.rms_norm_eps)?;
+        let lm_head = if c.tie_embeddings {
+            None
+        } else {
+            let name = ["lm_head", "language_model.lm_head"]
+                .into_iter()
+                .find(|n| weights.contains(&format!("{n}.weight")))
+                .unwrap_or("lm_head");
+            let top = Loader::<B> { weights, prefix: String::new(), device, dtype };
+            Some(Linear::load(&top, name, h, v, false)?)
+        };
+        let ropes = c.ropes.iter().map(Rope::new).collect();
+        Ok(Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// An empty cache holding up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> Result<Cache<B>> {
+        let c = &self.config;
+        if capacity > c.max_positions {
+            return Err(ModelError::ContextOverflow { needed: capacity, limit: c.max_positions, what: "max_position_embeddings" });
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match &l.mixer {
+                LayerMixer::Attention(_) => LayerCache::Kv(KvCache::new(c.num_kv_heads, capacity, c.head_dim, &self.device, self.dtype)),
+                LayerMixer::Delta(_) => {
+                    LayerCache::Delta(DeltaState::new(c.gdn.as_ref().expect("delta layers imply gdn config"), &self.device, self.dtype))
+                }
+            })
+            .collect();
+        Ok(Cache { layers, len: 0, capacity })
+    }
+
+    /// Input embeddings `[T, H]` of token ids (Gemma 3: scaled by √H).
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor<B, 2>> {
+        let v = self.config.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]), &self.device);
+        let x = self.embed.clone().select(0, idx);
+        Ok(match self.config.embed_scale {
+            Some(s) => x * s,
+            None => x,
+        })
+    }
+
+    /// Runs `x` `[T, H]` (embeddings) after the cached positions; returns final-norm hidden states `[T, H]`.
+    pub fn forward(&self, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
+        self.run(x, cache, None)
+    }
+
+    /// Like [`Self::forward`] but also returns HF's `hidden_states`: the input, each layer's output, and the final norm.
+    pub fn forward_traced(&self, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Vec<Tensor<B, 2>>> {
+        let mut trace = vec![x.clone()];
+        let h = self.run(x, cache, Some(&mut trace))?;
+        trace.pop(); // HF replaces the last layer's raw output by the normed one
+        trace.push(h);
+        Ok(trace)
+    }
+
+    fn run(&self, mut x: Tensor<B, 2>, cache: &mut Cache<B>, mut trace: Option<&mut Vec<Tensor<B, 2>>>) -> Result<Tensor<B, 2>> {
+        let [t, h] = x.dims();
+        if h != self.config.hidden_size {
+            return Err(ModelError::Input(format!("input rows have width {h}, the model's hidden size is {}", self.config.hidden_size)));
+        }
+        let start = cache.len;
+        if start + t > cache.capacity {
+            return Err(ModelError::ContextOverflow { needed: start + t, limit: cache.capacity, what: "cache capacity" });
+        }
+        let tables: Vec<_> = self.ropes.iter().map(|r| r.tables::<B>(start, t, &self.device)).collect();
+        for (layer, state) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let y = layer.attn_norm.forward(x.clone());
+            let y = match (&layer.mixer, state) {
+                (LayerMixer::Attention(a), LayerCache::Kv(kv)) => a.forward(y, start, &tables[layer.rope], kv),
+                (LayerMixer::Delta(d), LayerCache::Delta(s)) => d.forward(y, s),
+                _ => unreachable!("caches are built from the same layer list"),
+            };
+            let y = match &layer.attn_out_norm {
+                Some(n) => n.forward(y),
+                None => y,
+            };
+            x = x + y;
+            let y = layer.mlp.forward(layer.mlp_norm.forward(x.clone()));
+            let y = match &layer.mlp_out_norm {
+                Some(n) => n.forward(y),
+                None => y,
+            };
+            x = x + y;
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(x.clone());
+            }
+        }
+        cache.len = start + t;
+        Ok(self.norm.forward(x))
+    }
+
+    /// LM-head logits `[T, V]` of final-norm hidden states.
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed.clone().transpose()),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Building blocks shared by every family: HF-layout linear, RMSNorms, rotary tables, MLP.
+
+use burn::tensor::{DType, Tensor, activation, backend::Backend};
+
+use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// Loading context: weights, name prefix, device and compute dtype.
+pub struct Loader<'a, B: Backend> {
+    pub weights: &'a Weights,
+    pub prefix: String,
+    pub device: &'a B::Device,
+    pub dtype: DType,
+}
+
+impl<'a, B: Backend> Loader<'a, B> {
+    /// A loader for the names below `prefix.`.
+    pub fn at(&self, prefix: impl std::fmt::Display) -> Self {
+        Self { weights: self.weights, prefix: format!("{}{prefix}.", self.prefix), device: self.device, dtype: self.dtype }
+    }
+    /// Loads `prefix + name` with the given shape in the compute dtype.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        self.weights.tensor(&format!("{}{name}", self.prefix), shape, self.device, self.dtype)
+    }
+    /// Loads an optional tensor (absent → `None`).
+    pub fn optional<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Option<Tensor<B, D>>> {
+        if self.weights.contains(&format!("{}{name}", self.prefix)) { self.tensor(name, shape).map(Some) } else { Ok(None) }
+    }
+}
+
+/// Linear layer in HF layout: `weight [out, in]`, optional `bias [out]`.
+#[derive(Clone, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Tensor<B, 2>,
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Loads `name.weight` (and `name.bias` when `bias`).
+    pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = l.tensor(&format!("{name}.weight"), [d_out, d_in])?;
+        let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    /// `W·xᵀ + b` as `[out, T]` (contiguous, features first) for `x` `[T, in]`.
+    pub fn forward_features_first(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = self.weight.clone().matmul(x.transpose());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze_dim::<2>(1),
+            None => y,
+        }
+    }
+
+    /// `x·Wᵀ + b` for `x` `[T, in]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = x.matmul(self.weight.clone().transpose());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+/// RMSNorm over the last dimension, computed in f32 and cast back after the weight multiply.
+#[derive(Clone, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// The effective scale: `w` or `1 + w` (zero-centred norms are folded at load).
+    pub scale: Tensor<B, 1>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Loads `name.weight` of width `dim`.
+    pub fn load(l: &Loader<B>, name: &str, dim: usize, kind: NormKind, eps: f64) -> Result<Self> {
+        let w = l.weights.tensor::<B, 1>(&format!("{}{name}.weight", l.prefix), [dim], l.device, DType::F32)?;
+        let scale = match kind {
+            NormKind::Plain => w,
+            NormKind::ZeroCentred => w + 1.0,
+        };
+        Ok(Self { scale, eps })
+    }
+
+    /// Normalises `x` `[.., dim]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let xf = to_f32(x);
+        let inv = (xf.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt().recip();
+        let y = xf * inv * self.scale.clone().unsqueeze::<D>();
+        y.cast(dtype)
+    }
+}
+
+/// Casts to f32 unless already f32.
+pub fn to_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
+}
+
+/// Gated MLP: `down(act(gate(x)) ⊙ up(x))`.
+#[derive(Clone, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate: Linear<B>,
+    pub up: Linear<B>,
+    pub down: Linear<B>,
+    pub act: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Loads `gate_proj`, `up_proj`, `down_proj` below `l`.
+    pub fn load(l: &Loader<B>, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            gate: Linear::load(l, "gate_proj", hidden, inter, false)?,
+            up: Linear::load(l, "up_proj", hidden, inter, false)?,
+            down: Linear::load(l, "down_proj", inter, hidden, false)?,
+            act,
+        })
+    }
+
+    /// Applies the MLP to `[T, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let g = self.gate.forward(x.clone());
+        let g = match self.act {
+            Activation::Silu => activation::silu(g),
+            Activation::GeluTanh => activation::gelu_approximate(g),
+        };
+        self.down.forward(g * self.up.forward(x))
+    }
+}
+
+/// Rotary embedding: inverse frequencies of one table (rotate-half over the first `dim` features).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+    pub dim: usize,
+}
+
+impl Rope {
+    /// Builds the (scaled) inverse frequencies like HF, in f32.
+    pub fn new(cfg: &RopeConfig) -> Self {
+        let half = cfg.dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| {
+                let base = 1.0 / (cfg.theta as f32).powf((2 * i) as f32 / cfg.dim as f32);
+                match cfg.scaling {
+                    RopeScaling::None => base,
+                    RopeScaling::Linear { factor } => base / factor as f32,
+                    RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
+                        let (factor, low, high, orig) =
+                            (factor as f32, low_freq_factor as f32, high_freq_factor as f32, original_max_positions as f32);
+                        let wavelen = 2.0 * std::f32::consts::PI / base;
+                        if wavelen > orig / low {
+                            base / factor
+                        } else if wavelen < orig / high {
+                            base
+                        } else {
+                            let s = (orig / wavelen - low) / (high - low);
+                            (1.0 - s) * base / factor + s * base
+                        }
+                    }
+                }
+            })
+            .collect();
+        Self { inv_freq, dim: cfg.dim }
+    }
+
+    /// `cos`, `sin` tables `[T, dim]` for positions `start..start+T`.
+    pub fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(len * self.dim);
+        let mut sin = Vec::with_capacity(len * self.dim);
+        for p in start..start + len {
+            for _ in 0..2 {
+                for f in &self.inv_freq {
+                    let angle = p as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        debug_assert_eq!(cos.len(), len * 2 * half);
+        let make = |v: Vec<f32>| Tensor::from_data(burn::tensor::TensorData::new(v, [len, self.dim]), device);
+        (make(cos), make(sin))
+    }
+}
+
+/// Applies rotate-half RoPE to the first `cos.dims()[1]` features of `x` `[T, heads, head_dim]`.
+pub fn apply_rope<B: Backend>(x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
+    let [t, heads, head_dim] = x.dims();
+    let rot = cos.dims()[1];
+    let half = rot / 2;
+    let dtype = x.dtype();
+    let r = x.clone().narrow(2, 0, rot);
+    let rotated = Tensor::cat(vec![r.clone().narrow(2, half, half).neg(), r.clone().narrow(2, 0, half)], 2);
+    let (c, s) = (cos.clone().cast(dtype).unsqueeze_dim::<3>(1), sin.clone().cast(dtype).unsqueeze_dim::<3>(1)); // [T, 1, rot]
+    let r = r * c + rotated * s;
+    if rot == head_dim { r } else { Tensor::cat(vec![r, x.narrow(2, rot, head_dim - rot)], 2) }.reshape([t, heads, head_dim])
+}

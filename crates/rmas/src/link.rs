@@ -1,0 +1,448 @@
+//! RecursiveLinks (recursivemas.md §3) as Burn modules.
+//!
+//! * [`InnerLink`] (`ln_res_adapter`, H → H): `R_in(x) = LN_post(x + proj2(gelu(proj1(LN_pre(x)))))`
+//! * [`OuterLink`] (`outer_ln_res_adapter`, Din → Dout):
+//!   `R_out(x) = LN_target(proj2(gelu(proj1(LN_source(x)))) + residual_proj(x))`
+//!
+//! LayerNorms use eps 1e-5 with biased variance, GELU is the exact erf form, every Linear has a bias
+//! and keeps the checkpoint's `[out, in]` layout. Links load from the released PyTorch `.pt` state
+//! dicts ([`InnerLink::load`], [`OuterLink::load`]) or from safetensors bytes with the same tensor
+//! names (`from_safetensors_bytes`, for the browser). Loading is strict: exactly the expected tensors
+//! with consistent shapes; every tensor is converted to f32 on the host, the backend may cast later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::gelu;
+use burn_store::pytorch::PytorchReader;
+use burn_store::pytorch::reader::FileFormat;
+
+use crate::error::{Result, RmasError};
+
+/// Adapter type name of the inner link.
+pub const INNER_LINK_TYPE: &str = "ln_res_adapter";
+/// Adapter type name of the outer link.
+pub const OUTER_LINK_TYPE: &str = "outer_ln_res_adapter";
+
+const INNER_KEYS: [&str; 8] = [
+    "pre_ln.weight",
+    "pre_ln.bias",
+    "proj1.weight",
+    "proj1.bias",
+    "proj2.weight",
+    "proj2.bias",
+    "post_ln.weight",
+    "post_ln.bias",
+];
+const OUTER_KEYS: [&str; 10] = [
+    "ln_source.weight",
+    "ln_source.bias",
+    "proj1.weight",
+    "proj1.bias",
+    "proj2.weight",
+    "proj2.bias",
+    "residual_proj.weight",
+    "residual_proj.bias",
+    "ln_target.weight",
+    "ln_target.bias",
+];
+const OUTER_PREFIXES: [&str; 3] = ["ln_source.", "ln_target.", "residual_proj."];
+
+/// Linear layer with bias in Hugging Face layout: `weight [out, in]`, `y = x·Wᵀ + b`.
+#[derive(Module, Debug)]
+pub struct HfLinear<B: Backend> {
+    /// Weight `[out, in]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias `[out]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> HfLinear<B> {
+    /// Wraps loaded tensors.
+    pub fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+        }
+    }
+
+    /// Applies the layer to `[T, in]` rows.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze_dim(0)
+    }
+}
+
+/// The inner RecursiveLink (`ln_res_adapter`, H → H).
+#[derive(Module, Debug)]
+pub struct InnerLink<B: Backend> {
+    /// LayerNorm applied to the input.
+    pub pre_ln: LayerNorm<B>,
+    /// First projection `[H, H]`.
+    pub proj1: HfLinear<B>,
+    /// Second projection `[H, H]`.
+    pub proj2: HfLinear<B>,
+    /// LayerNorm applied to the residual sum.
+    pub post_ln: LayerNorm<B>,
+}
+
+impl<B: Backend> InnerLink<B> {
+    /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_pytorch(path, "inner")?, device)
+    }
+
+    /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
+    pub fn from_safetensors_bytes(bytes: &[u8], device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_safetensors(bytes, "inner")?, device)
+    }
+
+    fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
+        sd.require_keys(INNER_LINK_TYPE, &INNER_KEYS)?;
+        sd.check_exact_keys(INNER_LINK_TYPE, &INNER_KEYS)?;
+        let h = sd.dim0("pre_ln.weight");
+        sd.check_shapes(&[
+            ("pre_ln.weight", vec![h]),
+            ("pre_ln.bias", vec![h]),
+            ("proj1.weight", vec![h, h]),
+            ("proj1.bias", vec![h]),
+            ("proj2.weight", vec![h, h]),
+            ("proj2.bias", vec![h]),
+            ("post_ln.weight", vec![h]),
+            ("post_ln.bias", vec![h]),
+        ])?;
+        Ok(Self {
+            pre_ln: sd.layer_norm("pre_ln", device),
+            proj1: sd.linear("proj1", device),
+            proj2: sd.linear("proj2", device),
+            post_ln: sd.layer_norm("post_ln", device),
+        })
+    }
+
+    /// Input width H.
+    pub fn in_dim(&self) -> usize {
+        self.proj1.weight.val().dims()[1]
+    }
+
+    /// Output width (= H).
+    pub fn out_dim(&self) -> usize {
+        self.proj2.bias.val().dims()[0]
+    }
+
+    /// Maps `[T, H]` last-layer hidden states to `[T, H]` input embeddings.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        if let Some(empty) = no_rows(&x, self.out_dim()) {
+            return empty;
+        }
+        let h = self
+            .proj2
+            .forward(gelu(self.proj1.forward(self.pre_ln.forward(x.clone()))));
+        self.post_ln.forward(x + h)
+    }
+}
+
+/// An outer RecursiveLink (`outer_ln_res_adapter`, Din → Dout, hidden width 2·Dout).
+#[derive(Module, Debug)]
+pub struct OuterLink<B: Backend> {
+    /// LayerNorm over the sender's width.
+    pub ln_source: LayerNorm<B>,
+    /// First projection `[2·Dout, Din]`.
+    pub proj1: HfLinear<B>,
+    /// Second projection `[Dout, 2·Dout]`.
+    pub proj2: HfLinear<B>,
+    /// Residual projection of the un-normalised input `[Dout, Din]`.
+    pub residual_proj: HfLinear<B>,
+    /// LayerNorm over the receiver's width.
+    pub ln_target: LayerNorm<B>,
+}
+
+impl<B: Backend> OuterLink<B> {
+    /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_pytorch(path, "outer")?, device)
+    }
+
+    /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
+    pub fn from_safetensors_bytes(bytes: &[u8], device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_safetensors(bytes, "outer")?, device)
+    }
+
+    fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
+        sd.require_prefixes(OUTER_LINK_TYPE, &OUTER_PREFIXES)?;
+        sd.check_exact_keys(OUTER_LINK_TYPE, &OUTER_KEYS)?;
+        let din = sd.dim0("ln_source.weight");
+        let dout = sd.dim0("proj2.bias");
+        sd.check_shapes(&[
+            ("ln_source.weight", vec![din]),
+            ("ln_source.bias", vec![din]),
+            ("proj1.weight", vec![2 * dout, din]),
+            ("proj1.bias", vec![2 * dout]),
+            ("proj2.weight", vec![dout, 2 * dout]),
+            ("proj2.bias", vec![dout]),
+            ("residual_proj.weight", vec![dout, din]),
+            ("residual_proj.bias", vec![dout]),
+            ("ln_target.weight", vec![dout]),
+            ("ln_target.bias", vec![dout]),
+        ])?;
+        Ok(Self {
+            ln_source: sd.layer_norm("ln_source", device),
+            proj1: sd.linear("proj1", device),
+            proj2: sd.linear("proj2", device),
+            residual_proj: sd.linear("residual_proj", device),
+            ln_target: sd.layer_norm("ln_target", device),
+        })
+    }
+
+    /// Sender width Din.
+    pub fn in_dim(&self) -> usize {
+        self.proj1.weight.val().dims()[1]
+    }
+
+    /// Receiver width Dout (read from `proj2.bias`, §2.4).
+    pub fn out_dim(&self) -> usize {
+        self.proj2.bias.val().dims()[0]
+    }
+
+    /// Maps `[T, Din]` sender latents to a `[T, Dout]` message (T = 0 gives `[0, Dout]`).
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        if let Some(empty) = no_rows(&x, self.out_dim()) {
+            return empty;
+        }
+        let h = self
+            .proj2
+            .forward(gelu(self.proj1.forward(self.ln_source.forward(x.clone()))));
+        self.ln_target.forward(h + self.residual_proj.forward(x))
+    }
+}
+
+/// `[0, out]` for an input without rows (T = 0), which some backends cannot multiply.
+fn no_rows<B: Backend>(x: &Tensor<B, 2>, out: usize) -> Option<Tensor<B, 2>> {
+    (x.dims()[0] == 0).then(|| Tensor::zeros([0, out], &x.device()))
+}
+
+/// A loaded link checkpoint: tensor name → f32 data, plus the file it came from.
+struct StateDict {
+    path: PathBuf,
+    tensors: BTreeMap<String, TensorData>,
+}
+
+impl StateDict {
+    /// Reads a PyTorch checkpoint; any reader failure (or panic) becomes a [`RmasError::LinkFormat`].
+    fn from_pytorch(path: &Path, link: &'static str) -> Result<Self> {
+        let what = if link == "inner" {
+            "inner link"
+        } else {
+            "outer link"
+        };
+        let meta = std::fs::metadata(path).map_err(|e| RmasError::io(what, path, e))?;
+        let format_err = |msg: String| RmasError::LinkFormat {
+            link,
+            path: path.into(),
+            msg,
+        };
+        if !meta.is_file() {
+            return Err(format_err("not a regular file".into()));
+        }
+        let reader = catch_unwind(AssertUnwindSafe(|| PytorchReader::new(path)))
+            .map_err(|_| format_err("the PyTorch reader panicked; the file is corrupt".into()))?
+            .map_err(|e| format_err(format!("not a readable PyTorch state dict ({e})")))?;
+        if reader.metadata().format_type == FileFormat::Zip {
+            verify_zip_checksums(path).map_err(|e| format_err(format!("corrupt archive ({e})")))?;
+        }
+        let mut tensors = BTreeMap::new();
+        for (name, snapshot) in reader.into_tensors() {
+            if !snapshot.dtype.is_float() {
+                return Err(format_err(format!(
+                    "tensor `{name}` has dtype {:?}, expected a floating-point tensor",
+                    snapshot.dtype
+                )));
+            }
+            let data = snapshot
+                .to_data()
+                .map_err(|e| format_err(format!("cannot read tensor `{name}`: {e:?}")))?;
+            tensors.insert(name, data.convert_dtype(DType::F32));
+        }
+        Ok(Self {
+            path: path.into(),
+            tensors,
+        })
+    }
+
+    /// Parses safetensors bytes (BF16 / F16 / F32 tensors).
+    fn from_safetensors(bytes: &[u8], link: &'static str) -> Result<Self> {
+        let path = PathBuf::from("<in-memory safetensors>");
+        let format_err = |msg: String| RmasError::LinkFormat {
+            link,
+            path: path.clone(),
+            msg,
+        };
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| format_err(format!("not a safetensors file ({e})")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let values = view_to_f32(&view).ok_or_else(|| {
+                format_err(format!(
+                    "tensor `{name}` has dtype {:?}, expected BF16, F16 or F32",
+                    view.dtype()
+                ))
+            })?;
+            tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
+        }
+        Ok(Self { path, tensors })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    /// The §2.4 link-type check for inner links: all of `keys` must be present.
+    fn require_keys(&self, link_type: &'static str, keys: &[&str]) -> Result<()> {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.tensors.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect();
+        self.unsupported_if(link_type, missing)
+    }
+
+    /// The §2.4 link-type check for outer links: some tensor must start with each prefix.
+    fn require_prefixes(&self, link_type: &'static str, prefixes: &[&str]) -> Result<()> {
+        let missing: Vec<String> = prefixes
+            .iter()
+            .filter(|p| !self.tensors.keys().any(|k| k.starts_with(**p)))
+            .map(|p| format!("{p}*"))
+            .collect();
+        self.unsupported_if(link_type, missing)
+    }
+
+    fn unsupported_if(&self, supported: &'static str, missing: Vec<String>) -> Result<()> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(RmasError::UnsupportedLinkType {
+            path: self.path.clone(),
+            supported,
+            missing,
+            found: self.names(),
+        })
+    }
+
+    /// Strict loading: the tensor names must be exactly `keys`.
+    fn check_exact_keys(&self, link_type: &'static str, keys: &[&str]) -> Result<()> {
+        let expected: BTreeSet<&str> = keys.iter().copied().collect();
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|k| !self.tensors.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect();
+        let unexpected: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !expected.contains(k.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() && unexpected.is_empty() {
+            return Ok(());
+        }
+        Err(RmasError::LinkKeys {
+            path: self.path.clone(),
+            link_type,
+            missing,
+            unexpected,
+        })
+    }
+
+    /// First dimension of a (present) tensor, 0 for scalars.
+    fn dim0(&self, name: &str) -> usize {
+        self.tensors
+            .get(name)
+            .and_then(|t| t.shape.first().copied())
+            .unwrap_or(0)
+    }
+
+    fn check_shapes(&self, expected: &[(&str, Vec<usize>)]) -> Result<()> {
+        for (name, shape) in expected {
+            let found = self
+                .tensors
+                .get(*name)
+                .map(|t| t.shape.to_vec())
+                .unwrap_or_default();
+            if &found != shape {
+                return Err(RmasError::LinkShape {
+                    path: self.path.clone(),
+                    tensor: name.to_string(),
+                    expected: shape.clone(),
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a tensor (already checked to exist with rank `D`) to the device.
+    fn take<B: Backend, const D: usize>(&mut self, name: &str, device: &B::Device) -> Tensor<B, D> {
+        let data = self
+            .tensors
+            .remove(name)
+            .unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0; D]));
+        Tensor::from_data(data, device)
+    }
+
+    fn linear<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> HfLinear<B> {
+        let weight = self.take(&format!("{prefix}.weight"), device);
+        HfLinear::new(weight, self.take(&format!("{prefix}.bias"), device))
+    }
+
+    fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LayerNorm<B> {
+        let weight: Tensor<B, 1> = self.take(&format!("{prefix}.weight"), device);
+        let mut norm = LayerNormConfig::new(weight.dims()[0]).init(device);
+        norm.gamma = Param::from_tensor(weight);
+        norm.beta = Some(Param::from_tensor(
+            self.take(&format!("{prefix}.bias"), device),
+        ));
+        norm
+    }
+}
+
+/// Converts a safetensors view to f32 values; `None` for non-float dtypes.
+fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    let bytes = view.data();
+    let values = match view.dtype() {
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        _ => return None,
+    };
+    Some(values)
+}
+
+/// Reads every entry of a zip archive so CRC mismatches surface as errors.
+///
+/// `PytorchReader` substitutes zeros for tensor data it cannot read, so a corrupted storage record
+/// would otherwise load silently.
+fn verify_zip_checksums(path: &Path) -> std::result::Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        let name = entry.name().to_string();
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| format!("entry `{name}`: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Custom compute for rmas: each operation has a tensor-op reference path (every backend) and,
+//! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU).
+#![recursion_limit = "256"]
+
+pub mod gdn;
+
+use burn::tensor::backend::Backend;
+
+/// Backends rmas can run on: every custom operation has a default (reference) body.
+pub trait RmasBackend: Backend {
+    /// Gated delta rule over `T` steps for every value head; see [`gdn::gated_delta_rule`].
+    fn gated_delta_rule(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        g: burn::Tensor<Self, 2>,
+        beta: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 3>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        gdn::reference(q, k, v, g, beta, state)
+    }
+}
+
+impl RmasBackend for burn::backend::NdArray {}
+
+impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn_cubecl::CubeRuntime,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+}
+
+#[cfg(feature = "fusion")]
+impl<B: burn_fusion::FusionBackend + RmasBackend> RmasBackend for burn_fusion::Fusion<B> {}

@@ -1,0 +1,87 @@
+//! Every agent family against the reference logits and hidden states of HF transformers (tiny random models).
+//!
+//! Tolerances: the goldens are HF float32 runs; `golden.json` records each model's float32-vs-float64 logit
+//! noise (≈1e-5, Qwen3.5 up to 7e-4 because its gated norm amplifies rounding). We allow a few times that.
+
+use burn::tensor::{DType, Tensor};
+use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
+use rmas_models::{Model, RmasBackend};
+use rmas_suite::{Golden, assert_close, golden};
+
+const ARCHS: &[&str] = &["qwen3_5", "qwen3_5_text", "qwen2", "qwen3", "llama", "mistral", "gemma3"];
+
+fn load<B: RmasBackend>(arch: &str, device: &B::Device) -> Model<B> {
+    Model::load(&golden(&format!("models/{arch}/model")), device, DType::F32).unwrap_or_else(|e| panic!("{arch}: {e}"))
+}
+
+/// Logit tolerance (absolute) per family: Qwen3.5's gated norm amplifies float32 rounding.
+fn logit_tol(arch: &str) -> f32 {
+    if arch.starts_with("qwen3_5") { 2e-3 } else { 2e-4 }
+}
+
+/// Full forward: every layer's output and the logits.
+fn full_forward<B: RmasBackend>(device: &B::Device) {
+    for arch in ARCHS {
+        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
+        let model = load::<B>(arch, device);
+        let ids = g.ids("input_ids");
+        let mut cache = model.new_cache(ids.len()).unwrap();
+        let states = model.forward_traced(model.embed(&ids).unwrap(), &mut cache).unwrap();
+        let expected: Tensor<B, 3> = g.tensor("hidden_states", device);
+        assert_eq!(states.len(), expected.dims()[0], "{arch}: number of hidden states");
+        for (i, h) in states.iter().enumerate() {
+            let e = expected.clone().narrow(0, i, 1).squeeze_dim::<2>(0);
+            assert_close(&format!("{arch} hidden_states[{i}]"), h.clone(), e, 1e-4, 1e-3);
+        }
+        let logits = model.logits(states.last().unwrap().clone());
+        assert_close(&format!("{arch} logits"), logits, g.tensor("logits", device), logit_tol(arch), 0.0);
+    }
+}
+
+/// Prefill 70 tokens, then one token per call: equal to the full forward (and to HF's cached path).
+fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
+    for arch in ARCHS {
+        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
+        let model = load::<B>(arch, device);
+        let ids = g.ids("input_ids");
+        let n = 70;
+        let mut cache = model.new_cache(ids.len()).unwrap();
+        let mut rows = vec![model.forward(model.embed(&ids[..n]).unwrap(), &mut cache).unwrap()];
+        for &id in &ids[n..] {
+            rows.push(model.forward(model.embed(&[id]).unwrap(), &mut cache).unwrap());
+        }
+        let logits = model.logits(Tensor::cat(rows, 0));
+        let full: Tensor<B, 2> = g.tensor("logits", device);
+        assert_close(&format!("{arch} prefill+decode vs full"), logits.clone(), full, logit_tol(arch), 0.0);
+        if arch.starts_with("qwen3_5") {
+            let hf: Tensor<B, 2> = g.tensor("qwen35_prefill_decode_logits", device);
+            let ours = logits.clone().narrow(0, n - 1, ids.len() - n); // row j predicts position n+j
+            assert_close(&format!("{arch} vs HF cached path"), ours, hf, logit_tol(arch), 0.0);
+            let ref64: Tensor<B, 2> = g.tensor("qwen35_ref64_logits", device);
+            assert_close(&format!("{arch} vs float64 recurrence"), logits, ref64, logit_tol(arch), 0.0);
+        }
+    }
+}
+
+/// Greedy generation: identical ids and per-step logits.
+fn greedy_generation<B: RmasBackend>(device: &B::Device) {
+    for arch in ARCHS {
+        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
+        let model = load::<B>(arch, device);
+        let prompt = g.ids("gen_prompt_ids");
+        let expected = g.ids("gen_new_ids");
+        let mut cache = model.new_cache(prompt.len() + expected.len()).unwrap();
+        let opts = GenerateOptions { max_new_tokens: expected.len(), stop_ids: vec![], logprobs: true };
+        let mut sampler = Sampler::new(Sampling::Greedy, 0);
+        let out = generate(&model, model.embed(&prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| {}).unwrap();
+        assert_eq!(out.ids, expected, "{arch}: greedy ids");
+        assert_eq!(out.logprobs.len(), expected.len());
+        assert!(out.logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0), "{arch}: logprobs {:?}", out.logprobs);
+    }
+}
+
+rmas_suite::backend_tests! {
+    full_forward_matches_hf => full_forward,
+    prefill_then_decode_matches_full => prefill_then_decode,
+    greedy_generation_matches_hf => greedy_generation,
+}

@@ -1,0 +1,94 @@
+//! Shared helpers of the conformance suite and the benches: fixture paths, golden tensors, backends.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+/// `tests/fixtures/golden/<rel>` inside the repository.
+pub fn golden(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(rel)
+}
+
+/// Tensors of a golden `.safetensors` file, as f32 (float) or i64 (int) host data.
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    /// Reads `tests/fixtures/golden/<rel>`.
+    pub fn open(rel: &str) -> Self {
+        let path = golden(rel);
+        Self { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+
+    /// Tensor `name` as host data (F32 or I64).
+    pub fn data(&self, name: &str) -> TensorData {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("golden safetensors");
+        let view = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name} missing"));
+        let shape = view.shape().to_vec();
+        let b = view.data();
+        match view.dtype() {
+            safetensors::Dtype::F32 => TensorData::new(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(), shape),
+            safetensors::Dtype::I64 => TensorData::new(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(), shape),
+            d => panic!("golden tensor {name}: unexpected dtype {d:?}"),
+        }
+    }
+
+    /// Integer tensor `name` as u32 token ids.
+    pub fn ids(&self, name: &str) -> Vec<u32> {
+        self.data(name).convert::<i64>().to_vec::<i64>().unwrap().into_iter().map(|x| x as u32).collect()
+    }
+
+    /// Float tensor `name` on a device.
+    pub fn tensor<B: Backend, const D: usize>(&self, name: &str, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(self.data(name), device)
+    }
+}
+
+/// Largest absolute difference between two float tensors of the same shape (on the host, f32).
+pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let b = b.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Asserts `|a − b| ≤ atol + rtol·|b|` elementwise and reports the worst element.
+pub fn assert_close<B: Backend, const D: usize>(what: &str, a: Tensor<B, D>, b: Tensor<B, D>, atol: f32, rtol: f32) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shape mismatch");
+    let a = a.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let b = b.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let (mut worst, mut at, mut max_abs) = (0.0f32, 0usize, 0.0f32);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let d = (x - y).abs();
+        max_abs = max_abs.max(d);
+        let excess = d - (atol + rtol * y.abs());
+        if !(excess <= worst) {
+            worst = excess;
+            at = i;
+        }
+    }
+    assert!(worst <= 0.0, "{what}: element {at}: got {} expected {} (max |Δ| {max_abs}, atol {atol}, rtol {rtol})", a[at], b[at]);
+}
+
+/// Instantiates a generic test body `fn(&B::Device)` for every compiled backend:
+/// `ndarray` always, `wgpu` with the `wgpu` feature, `cuda` with the `cuda` feature.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod ndarray {
+            $(#[test] fn $name() { super::$body::<burn::backend::NdArray>(&Default::default()) })*
+        }
+        #[cfg(feature = "wgpu")]
+        mod wgpu {
+            $(#[test] fn $name() { super::$body::<burn::backend::Wgpu>(&Default::default()) })*
+        }
+        #[cfg(feature = "cuda")]
+        mod cuda {
+            $(#[test] fn $name() { super::$body::<burn::backend::Cuda>(&Default::default()) })*
+        }
+    };
+}
+
+
+pub use rmas_models::demo::uniform;
