@@ -1,1 +1,41 @@
-fn main(){}
+//! `rmas`: run RecursiveMAS systems (agents that talk through latent states) and single agent models.
+#![recursion_limit = "256"]
+
+mod backend;
+mod generate;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// RecursiveMAS runtime: multi-agent LLM systems whose agents exchange latent states, on CPU, CUDA or wgpu.
+///
+/// Examples:
+///   rmas run --demo                                   built-in tiny mixture system, offline
+///   rmas run --style mixture --question "What is 2+3?"
+///   rmas run --style sequential-light --dataset gpqa --question "..." --backend cuda --dtype bf16
+///   rmas generate --model Qwen/Qwen3.5-2B --prompt "Hello" --chat
+///   rmas generate --demo --prompt "Hello" --json
+///
+/// Models and systems resolve through the Hugging Face cache (HF_HOME, HF_HUB_CACHE); set
+/// HF_HUB_OFFLINE=1 to never touch the network.
+#[derive(Parser)]
+#[command(name = "rmas", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a RecursiveMAS system on a question.
+    Run(run::Args),
+    /// Generate text with one agent model (any supported family).
+    Generate(generate::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run::main(args),
+        Command::Generate(args) => generate::main(args),
+    }
+}

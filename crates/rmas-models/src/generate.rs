@@ -113,14 +113,15 @@ impl Generation {
     }
 }
 
-/// Feeds `prompt` `[L, H]` (embeddings) after `cache`, then generates; `on_token` sees each id as it is chosen.
+/// Feeds `prompt` `[L, H]` (embeddings) after `cache`, then generates; `on_token` sees the ids so far after
+/// each step and returns `true` to stop there.
 pub fn generate<B: RmasBackend>(
     model: &Model<B>,
     prompt: Tensor<B, 2>,
     cache: &mut Cache<B>,
     opts: &GenerateOptions,
     sampler: &mut Sampler,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(&[u32]) -> bool,
 ) -> Result<Generation> {
     let needed = cache.len() + prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1);
     if needed > cache.capacity() {
@@ -143,8 +144,8 @@ pub fn generate<B: RmasBackend>(
             out.logprobs.push(lp.into_scalar().elem::<f32>());
         }
         out.ids.push(id);
-        on_token(id);
-        if opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
+        let stop = on_token(&out.ids);
+        if stop || opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
             break;
         }
         h = last_row(model.forward(model.embed(&[id])?, cache)?);

@@ -4,6 +4,7 @@
 mod answer;
 mod settings;
 
+use std::fmt;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -106,10 +107,17 @@ impl Style {
         self.names()[0]
     }
 
+    /// The CLI name (`sequential-light`, `mixture`, ...).
+    pub fn cli_name(self) -> &'static str {
+        let names = self.names();
+        names[names.len() - 1]
+    }
+
+    /// Accepted names (lower-case): the key first, the CLI name last.
     fn names(self) -> &'static [&'static str] {
         match self {
-            Style::SequentialLight => &["sequential_light"],
-            Style::SequentialScaled => &["sequential_scaled"],
+            Style::SequentialLight => &["sequential_light", "sequential-light"],
+            Style::SequentialScaled => &["sequential_scaled", "sequential-scaled"],
             Style::Mixture => &["mixture"],
             Style::Distillation => &["distillation"],
             Style::Deliberation => &["deliberation"],
@@ -154,8 +162,14 @@ impl FromStr for Style {
     }
 }
 
+impl fmt::Display for Style {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.cli_name())
+    }
+}
+
 /// An agent role (lower-case code keys of the reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Sequential planner.
     Planner,
@@ -223,6 +237,12 @@ impl FromStr for Role {
     type Err = TextError;
     fn from_str(name: &str) -> Result<Self> {
         parse_name("role", name, &Role::ALL, Role::names)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
     }
 }
 
@@ -349,12 +369,37 @@ pub enum Task {
 }
 
 impl Task {
+    /// All tasks.
+    pub const ALL: [Task; 2] = [Task::Math, Task::Code];
+
     /// `math` or `code`.
     pub fn key(self) -> &'static str {
+        self.names()[0]
+    }
+
+    fn names(self) -> &'static [&'static str] {
         match self {
-            Task::Math => "math",
-            Task::Code => "code",
+            Task::Math => &["math"],
+            Task::Code => &["code"],
         }
+    }
+
+    /// The task of a dataset name ([`Dataset::task`]); math for unknown names.
+    pub fn from_dataset(name: &str) -> Task {
+        name.parse::<Dataset>().map_or(Task::Math, Dataset::task)
+    }
+}
+
+impl FromStr for Task {
+    type Err = TextError;
+    fn from_str(name: &str) -> Result<Self> {
+        parse_name("task", name, &Task::ALL, Task::names)
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
     }
 }
 

@@ -260,7 +260,14 @@ fn every_style_role_has_a_prompt_and_others_are_rejected() {
         }
         assert!(style.roles().contains(&style.final_role()));
         assert_eq!(style.key().parse::<Style>().ok(), Some(style));
+        assert_eq!(style.cli_name().parse::<Style>().ok(), Some(style));
+        assert_eq!(style.to_string(), style.cli_name());
     }
+    assert_eq!(Style::SequentialLight.cli_name(), "sequential-light");
+    assert_eq!(
+        "Sequential_Scaled".parse::<Style>().ok(),
+        Some(Style::SequentialScaled)
+    );
     assert!(matches!(
         user_prompt(Style::Mixture, Role::Math, 0, &ctx),
         Err(TextError::InvalidRound(0))
@@ -291,6 +298,15 @@ fn names_and_task_resolution() {
         err.to_string().contains("gsm9k") && err.to_string().contains("math500"),
         "{err}"
     );
+    assert_eq!(Task::from_dataset(" LiveCodeBench "), Task::Code);
+    assert_eq!(Task::from_dataset("gsm9k"), Task::Math);
+    for task in Task::ALL {
+        assert_eq!(task.to_string().parse::<Task>().ok(), Some(task));
+    }
+    let err = "poetry".parse::<Task>().expect_err("unknown task");
+    assert!(err.to_string().contains("poetry"), "{err}");
+    assert_eq!(Role::Critic.to_string(), "critic");
+    assert!(Role::Planner < Role::Toolcaller);
     assert!(prompts::is_choice_question("Q\n b) two"));
     assert!(!prompts::is_choice_question("A.B. is a person"));
 }

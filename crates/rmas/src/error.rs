@@ -9,6 +9,10 @@ pub type Result<T, E = RmasError> = std::result::Result<T, E>;
 /// Everything that can go wrong while resolving, loading or validating a RecursiveMAS system.
 #[derive(Debug, thiserror::Error)]
 pub enum RmasError {
+    /// An agent model failed to load or run.
+    #[error(transparent)]
+    Model(#[from] rmas_models::ModelError),
+
     /// A file could not be read (missing, unreadable, ...).
     #[error("cannot read {what} `{path}`: {source}")]
     Io {
@@ -152,15 +156,9 @@ pub enum RmasError {
         available: Vec<String>,
     },
 
-    /// A string does not name a known style.
-    #[error(
-        "unknown style `{0}`; expected one of sequential-light, sequential-scaled, mixture, distillation, deliberation"
-    )]
-    UnknownStyle(String),
-
-    /// A string does not name a known task.
-    #[error("unknown task `{0}`; expected `math` or `code`")]
-    UnknownTask(String),
+    /// A style, role, task or dataset name is unknown, or another text-layer failure.
+    #[error(transparent)]
+    Text(#[from] rmas_text::TextError),
 
     /// A string does not name a known family.
     #[error(

@@ -29,16 +29,18 @@
 //! file = "./links/Science-Summarizer-Outerlink.pt"
 //! ```
 //!
-//! Roles per family: sequential `planner, critic, solver`; mixture `math, code, science,
-//! summarizer`; distillation `expert, learner`; deliberation `reflector, toolcaller` (the last one
-//! is the final agent). The family fixes the round loop and the outer links that must exist.
+//! Roles per family ([`Style::roles`], parsed with [`Role::from_str`]): sequential `planner,
+//! critic, solver`; mixture `math, code, science, summarizer`; distillation `expert, learner`;
+//! deliberation `reflector, toolcaller` (the last one is the final agent). The family fixes the
+//! round loop and the outer links that must exist; a bare `sequential` family follows
+//! sequential-light (see [`family_style`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use burn::prelude::Backend;
+use rmas_text::prompts::{Role, Style, Task};
 use serde::Deserialize;
 
 use crate::error::{Result, RmasError};
@@ -53,18 +55,18 @@ pub const INNER_LINK_CONFIG: &str = "innerlink_config.json";
 const AGENT_FILES: [&str; 3] = ["config.json", "tokenizer.json", "tokenizer_config.json"];
 const OPTIONAL_AGENT_FILES: [&str; 2] = ["generation_config.json", "chat_template.jinja"];
 
-/// A directed outer link of a family's topology.
+/// A directed outer link of a style's topology.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkEdge {
     /// Legacy key (`outer_12`, …).
     pub key: &'static str,
     /// Sending role.
-    pub source: &'static str,
+    pub source: Role,
     /// Receiving role.
-    pub target: &'static str,
+    pub target: Role,
 }
 
-const fn edge(key: &'static str, source: &'static str, target: &'static str) -> LinkEdge {
+const fn edge(key: &'static str, source: Role, target: Role) -> LinkEdge {
     LinkEdge {
         key,
         source,
@@ -72,291 +74,134 @@ const fn edge(key: &'static str, source: &'static str, target: &'static str) -> 
     }
 }
 
-/// The agent-graph topology of a style (fixes roles, round loop and outer links).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Family {
-    /// planner → critic → solver, solver → planner.
-    Sequential,
-    /// math, code, science → summarizer, summarizer → each expert.
-    Mixture,
-    /// expert → learner, learner → expert.
-    Distillation,
-    /// reflector → toolcaller, toolcaller → reflector (tools in the final generation).
-    Deliberation,
-}
-
-impl Family {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sequential => "sequential",
-            Self::Mixture => "mixture",
-            Self::Distillation => "distillation",
-            Self::Deliberation => "deliberation",
-        }
-    }
-
-    /// Role keys in pipeline order; the last one is the final agent.
-    pub fn roles(self) -> &'static [&'static str] {
-        match self {
-            Self::Sequential => &["planner", "critic", "solver"],
-            Self::Mixture => &["math", "code", "science", "summarizer"],
-            Self::Distillation => &["expert", "learner"],
-            Self::Deliberation => &["reflector", "toolcaller"],
-        }
-    }
-
-    /// The role that generates the final text.
-    pub fn final_role(self) -> &'static str {
-        self.roles().last().copied().unwrap_or_default()
-    }
-
-    /// The outer links of the topology (§2.1).
-    pub fn outer_links(self) -> &'static [LinkEdge] {
-        const SEQUENTIAL: [LinkEdge; 3] = [
-            edge("outer_12", "planner", "critic"),
-            edge("outer_23", "critic", "solver"),
-            edge("outer_31", "solver", "planner"),
-        ];
-        const MIXTURE: [LinkEdge; 6] = [
-            edge("outer_1s", "math", "summarizer"),
-            edge("outer_2s", "code", "summarizer"),
-            edge("outer_3s", "science", "summarizer"),
-            edge("outer_s1", "summarizer", "math"),
-            edge("outer_s2", "summarizer", "code"),
-            edge("outer_s3", "summarizer", "science"),
-        ];
-        const DISTILLATION: [LinkEdge; 2] = [
-            edge("outer_el", "expert", "learner"),
-            edge("outer_le", "learner", "expert"),
-        ];
-        const DELIBERATION: [LinkEdge; 2] = [
-            edge("outer_rt", "reflector", "toolcaller"),
-            edge("outer_tr", "toolcaller", "reflector"),
-        ];
-        match self {
-            Self::Sequential => &SEQUENTIAL,
-            Self::Mixture => &MIXTURE,
-            Self::Distillation => &DISTILLATION,
-            Self::Deliberation => &DELIBERATION,
-        }
-    }
-
-    /// Whether inner links are resolved per task (sequential, distillation; §2.4).
-    pub fn task_scoped(self) -> bool {
-        matches!(self, Self::Sequential | Self::Distillation)
+/// The topology family of a style as the official loader names it (`sequential` for both
+/// sequential styles, else the style key).
+pub fn family_name(style: Style) -> &'static str {
+    match style {
+        Style::SequentialLight | Style::SequentialScaled => "sequential",
+        other => other.key(),
     }
 }
 
-impl FromStr for Family {
-    type Err = RmasError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [
-            Self::Sequential,
-            Self::Mixture,
-            Self::Distillation,
-            Self::Deliberation,
-        ]
+/// The style whose topology a bare family name (any case) stands for; `sequential` gives
+/// sequential-light (both sequential styles share roles, links and prompts).
+pub fn family_style(name: &str) -> Result<Style> {
+    Style::ALL
         .into_iter()
-        .find(|f| f.name().eq_ignore_ascii_case(s.trim()))
-        .ok_or_else(|| RmasError::UnknownFamily(s.to_string()))
-    }
+        .find(|style| family_name(*style).eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| RmasError::UnknownFamily(name.to_string()))
 }
 
-/// One of the five released systems (§2.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Style {
-    /// Qwen3-1.7B planner, Llama-3.2-1B critic, Qwen2.5-Math-1.5B solver.
-    SequentialLight,
-    /// Gemma-3-4B planner, Llama-3.2-3B critic, Qwen3.5-4B solver.
-    SequentialScaled,
-    /// Math / code / science experts and a Qwen3.5-2B summarizer.
-    Mixture,
-    /// Qwen3.5-9B expert, Qwen3.5-4B learner.
-    Distillation,
-    /// Qwen3.5-4B reflector and tool-calling Qwen3.5-4B.
-    Deliberation,
-}
-
-impl Style {
-    /// All released styles.
-    pub const ALL: [Style; 5] = [
-        Self::SequentialLight,
-        Self::SequentialScaled,
-        Self::Mixture,
-        Self::Distillation,
-        Self::Deliberation,
+/// The outer links of a style's topology (§2.1).
+pub fn outer_links(style: Style) -> &'static [LinkEdge] {
+    const SEQUENTIAL: [LinkEdge; 3] = [
+        edge("outer_12", Role::Planner, Role::Critic),
+        edge("outer_23", Role::Critic, Role::Solver),
+        edge("outer_31", Role::Solver, Role::Planner),
     ];
-
-    /// The CLI name (`sequential-light`).
-    pub fn cli_name(self) -> &'static str {
-        match self {
-            Self::SequentialLight => "sequential-light",
-            Self::SequentialScaled => "sequential-scaled",
-            Self::Mixture => "mixture",
-            Self::Distillation => "distillation",
-            Self::Deliberation => "deliberation",
-        }
-    }
-
-    /// The reference code's style key (`sequential_light`).
-    pub fn reference_name(self) -> &'static str {
-        match self {
-            Self::SequentialLight => "sequential_light",
-            Self::SequentialScaled => "sequential_scaled",
-            other => other.cli_name(),
-        }
-    }
-
-    /// The topology.
-    pub fn family(self) -> Family {
-        match self {
-            Self::SequentialLight | Self::SequentialScaled => Family::Sequential,
-            Self::Mixture => Family::Mixture,
-            Self::Distillation => Family::Distillation,
-            Self::Deliberation => Family::Deliberation,
-        }
-    }
-
-    /// `(role, repo id)` per agent, in [`Family::roles`] order.
-    pub fn agent_repos(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::SequentialLight => &[
-                (
-                    "planner",
-                    "RecursiveMAS/Sequential-Light-Planner-Qwen3-1.7B",
-                ),
-                ("critic", "RecursiveMAS/Sequential-Light-Critic-Llama3.2-1B"),
-                (
-                    "solver",
-                    "RecursiveMAS/Sequential-Light-Solver-Qwen2.5-Math-1.5B",
-                ),
-            ],
-            Self::SequentialScaled => &[
-                (
-                    "planner",
-                    "RecursiveMAS/Sequential-Scaled-Planner-Gemma3-4B",
-                ),
-                (
-                    "critic",
-                    "RecursiveMAS/Sequential-Scaled-Critic-Llama3.2-3B",
-                ),
-                ("solver", "RecursiveMAS/Sequential-Scaled-Solver-Qwen3.5-4B"),
-            ],
-            Self::Mixture => &[
-                (
-                    "math",
-                    "RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B",
-                ),
-                ("code", "RecursiveMAS/Mixture-Code-Qwen2.5-Coder-3B"),
-                ("science", "RecursiveMAS/Mixture-Science-BioMistral-7B"),
-                ("summarizer", "RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B"),
-            ],
-            Self::Distillation => &[
-                ("expert", "RecursiveMAS/Distillation-Expert-Qwen3.5-9B"),
-                ("learner", "RecursiveMAS/Distillation-Learner-Qwen3.5-4B"),
-            ],
-            Self::Deliberation => &[
-                (
-                    "reflector",
-                    "RecursiveMAS/Deliberation-Reflector-Qwen3.5-4B",
-                ),
-                (
-                    "toolcaller",
-                    "RecursiveMAS/Deliberation-Toolcaller-Qwen3.5-4B",
-                ),
-            ],
-        }
-    }
-
-    /// The repo holding the outer links and their manifest.
-    pub fn outer_repo(self) -> &'static str {
-        match self {
-            Self::SequentialLight => "RecursiveMAS/Sequential-Light-Outerlinks",
-            Self::SequentialScaled => "RecursiveMAS/Sequential-Scaled-Outerlinks",
-            Self::Mixture => "RecursiveMAS/Mixture-Outerlinks",
-            Self::Distillation => "RecursiveMAS/Distillation-Outerlinks",
-            Self::Deliberation => "RecursiveMAS/Deliberation-Outerlinks",
-        }
-    }
-
-    /// The role that generates the final text.
-    pub fn final_role(self) -> &'static str {
-        self.family().final_role()
+    const MIXTURE: [LinkEdge; 6] = [
+        edge("outer_1s", Role::Math, Role::Summarizer),
+        edge("outer_2s", Role::Code, Role::Summarizer),
+        edge("outer_3s", Role::Science, Role::Summarizer),
+        edge("outer_s1", Role::Summarizer, Role::Math),
+        edge("outer_s2", Role::Summarizer, Role::Code),
+        edge("outer_s3", Role::Summarizer, Role::Science),
+    ];
+    const DISTILLATION: [LinkEdge; 2] = [
+        edge("outer_el", Role::Expert, Role::Learner),
+        edge("outer_le", Role::Learner, Role::Expert),
+    ];
+    const DELIBERATION: [LinkEdge; 2] = [
+        edge("outer_rt", Role::Reflector, Role::Toolcaller),
+        edge("outer_tr", Role::Toolcaller, Role::Reflector),
+    ];
+    match style {
+        Style::SequentialLight | Style::SequentialScaled => &SEQUENTIAL,
+        Style::Mixture => &MIXTURE,
+        Style::Distillation => &DISTILLATION,
+        Style::Deliberation => &DELIBERATION,
     }
 }
 
-impl FromStr for Style {
-    type Err = RmasError;
-
-    /// Accepts CLI names (`sequential-light`) and reference keys (`sequential_light`), any case.
-    fn from_str(s: &str) -> Result<Self> {
-        let wanted = s.trim().replace('_', "-");
-        Self::ALL
-            .into_iter()
-            .find(|style| style.cli_name().eq_ignore_ascii_case(&wanted))
-            .ok_or_else(|| RmasError::UnknownStyle(s.to_string()))
+/// `(role, repo id)` per agent of a released style, in [`Style::roles`] order.
+pub fn agent_repos(style: Style) -> &'static [(Role, &'static str)] {
+    match style {
+        Style::SequentialLight => &[
+            (
+                Role::Planner,
+                "RecursiveMAS/Sequential-Light-Planner-Qwen3-1.7B",
+            ),
+            (
+                Role::Critic,
+                "RecursiveMAS/Sequential-Light-Critic-Llama3.2-1B",
+            ),
+            (
+                Role::Solver,
+                "RecursiveMAS/Sequential-Light-Solver-Qwen2.5-Math-1.5B",
+            ),
+        ],
+        Style::SequentialScaled => &[
+            (
+                Role::Planner,
+                "RecursiveMAS/Sequential-Scaled-Planner-Gemma3-4B",
+            ),
+            (
+                Role::Critic,
+                "RecursiveMAS/Sequential-Scaled-Critic-Llama3.2-3B",
+            ),
+            (
+                Role::Solver,
+                "RecursiveMAS/Sequential-Scaled-Solver-Qwen3.5-4B",
+            ),
+        ],
+        Style::Mixture => &[
+            (
+                Role::Math,
+                "RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B",
+            ),
+            (Role::Code, "RecursiveMAS/Mixture-Code-Qwen2.5-Coder-3B"),
+            (Role::Science, "RecursiveMAS/Mixture-Science-BioMistral-7B"),
+            (
+                Role::Summarizer,
+                "RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B",
+            ),
+        ],
+        Style::Distillation => &[
+            (Role::Expert, "RecursiveMAS/Distillation-Expert-Qwen3.5-9B"),
+            (
+                Role::Learner,
+                "RecursiveMAS/Distillation-Learner-Qwen3.5-4B",
+            ),
+        ],
+        Style::Deliberation => &[
+            (
+                Role::Reflector,
+                "RecursiveMAS/Deliberation-Reflector-Qwen3.5-4B",
+            ),
+            (
+                Role::Toolcaller,
+                "RecursiveMAS/Deliberation-Toolcaller-Qwen3.5-4B",
+            ),
+        ],
     }
 }
 
-impl fmt::Display for Style {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.cli_name())
-    }
-}
-
-/// Which trained link set to use (§2.4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Task {
-    /// Math and multiple-choice datasets.
-    #[default]
-    Math,
-    /// Code datasets (MBPP+).
-    Code,
-}
-
-impl Task {
-    /// `code` for `mbppplus` / `evalplus/mbppplus`, else `math`.
-    pub fn from_dataset(dataset: &str) -> Self {
-        match dataset.trim() {
-            "mbppplus" | "evalplus/mbppplus" => Self::Code,
-            _ => Self::Math,
-        }
-    }
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Math => "math",
-            Self::Code => "code",
-        }
-    }
-}
-
-impl FromStr for Task {
-    type Err = RmasError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "math" => Ok(Self::Math),
-            "code" => Ok(Self::Code),
-            _ => Err(RmasError::UnknownTask(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The repo holding a released style's outer links and their manifest.
+pub fn outer_repo(style: Style) -> &'static str {
+    match style {
+        Style::SequentialLight => "RecursiveMAS/Sequential-Light-Outerlinks",
+        Style::SequentialScaled => "RecursiveMAS/Sequential-Scaled-Outerlinks",
+        Style::Mixture => "RecursiveMAS/Mixture-Outerlinks",
+        Style::Distillation => "RecursiveMAS/Distillation-Outerlinks",
+        Style::Deliberation => "RecursiveMAS/Deliberation-Outerlinks",
     }
 }
 
 /// One resolved agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentSpec {
-    /// Role key (`planner`, `math`, …).
-    pub role: String,
+    /// Role.
+    pub role: Role,
     /// Where it came from (repo id or directory), for messages.
     pub source: String,
     /// Local checkpoint directory (`config.json`, `model.safetensors`, tokenizer files).
@@ -367,9 +212,9 @@ pub struct AgentSpec {
 
 impl AgentSpec {
     /// Checks that the inner link width equals the agent's hidden size.
-    pub fn check_inner_dim(&self, link_dim: usize, hidden: &BTreeMap<String, usize>) -> Result<()> {
+    pub fn check_inner_dim(&self, link_dim: usize, hidden: &BTreeMap<Role, usize>) -> Result<()> {
         let link = format!("inner link of `{}`", self.role);
-        check_dim(&link, "in_dim", link_dim, "agent", &self.role, hidden)
+        check_dim(&link, "in_dim", link_dim, "agent", self.role, hidden)
     }
 }
 
@@ -381,9 +226,9 @@ pub struct OuterLinkSpec {
     /// Local link file.
     pub path: PathBuf,
     /// Sending role.
-    pub source_role: String,
+    pub source_role: Role,
     /// Receiving role.
-    pub target_role: String,
+    pub target_role: Role,
 }
 
 impl OuterLinkSpec {
@@ -392,7 +237,7 @@ impl OuterLinkSpec {
         &self,
         in_dim: usize,
         out_dim: usize,
-        hidden: &BTreeMap<String, usize>,
+        hidden: &BTreeMap<Role, usize>,
     ) -> Result<()> {
         let link = format!("outer link `{}`", self.key);
         check_dim(
@@ -400,7 +245,7 @@ impl OuterLinkSpec {
             "out_dim",
             out_dim,
             "receiving agent",
-            &self.target_role,
+            self.target_role,
             hidden,
         )?;
         check_dim(
@@ -408,7 +253,7 @@ impl OuterLinkSpec {
             "in_dim",
             in_dim,
             "source agent",
-            &self.source_role,
+            self.source_role,
             hidden,
         )
     }
@@ -419,10 +264,10 @@ fn check_dim(
     side: &'static str,
     link_dim: usize,
     relation: &'static str,
-    role: &str,
-    hidden: &BTreeMap<String, usize>,
+    role: Role,
+    hidden: &BTreeMap<Role, usize>,
 ) -> Result<()> {
-    let &size = hidden.get(role).ok_or_else(|| RmasError::InvalidSystem {
+    let &size = hidden.get(&role).ok_or_else(|| RmasError::InvalidSystem {
         system: link.to_string(),
         msg: format!("no hidden size known for role `{role}`"),
     })?;
@@ -444,11 +289,11 @@ fn check_dim(
 pub struct SystemSpec {
     /// Style name or the description's name.
     pub name: String,
-    /// The topology.
-    pub family: Family,
+    /// The style whose topology, prompts and round loop it follows (see [`family_style`]).
+    pub style: Style,
     /// The task whose links were resolved.
     pub task: Task,
-    /// Agents in [`Family::roles`] order.
+    /// Agents in [`Style::roles`] order.
     pub agents: Vec<AgentSpec>,
     /// Outer links keyed by legacy key.
     pub outer_links: BTreeMap<String, OuterLinkSpec>,
@@ -457,18 +302,12 @@ pub struct SystemSpec {
 impl SystemSpec {
     /// Resolves a released style through the hub (downloads unless offline).
     pub fn resolve_style(hub: &Hub, style: Style, task: Task) -> Result<Self> {
-        let mut agents = Vec::new();
-        for (role, repo) in style.agent_repos() {
-            agents.push(resolve_agent(
-                role,
-                &hub.repo(repo),
-                None,
-                style.family(),
-                task,
-            )?);
-        }
-        let outer = resolve_manifest_links(&hub.repo(style.outer_repo()), task)?;
-        assemble(style.cli_name(), style.family(), task, agents, outer)
+        let agents = agent_repos(style)
+            .iter()
+            .map(|&(role, repo)| resolve_agent(role, &hub.repo(repo), None, style, task))
+            .collect::<Result<Vec<_>>>()?;
+        let outer = resolve_manifest_links(&hub.repo(outer_repo(style)), task)?;
+        assemble(style.cli_name(), style, task, agents, outer)
     }
 
     /// Assembles a system from a description file (see the module docs).
@@ -490,39 +329,34 @@ impl SystemSpec {
     }
 
     /// The agent with role `role`.
-    pub fn agent(&self, role: &str) -> Option<&AgentSpec> {
+    pub fn agent(&self, role: Role) -> Option<&AgentSpec> {
         self.agents.iter().find(|a| a.role == role)
     }
 
     /// The agent that generates the final text.
     pub fn final_agent(&self) -> Option<&AgentSpec> {
-        self.agent(self.family.final_role())
+        self.agent(self.style.final_role())
     }
 
     /// Hidden size per role, read from each agent's `config.json`.
-    pub fn hidden_sizes(&self) -> Result<BTreeMap<String, usize>> {
+    pub fn hidden_sizes(&self) -> Result<BTreeMap<Role, usize>> {
         self.agents
             .iter()
-            .map(|a| {
-                Ok((
-                    a.role.clone(),
-                    read_hidden_size(&a.dir.join("config.json"))?,
-                ))
-            })
+            .map(|a| Ok((a.role, read_hidden_size(&a.dir.join("config.json"))?)))
             .collect()
     }
 
     /// Loads every inner link, checking its width against `hidden`.
     pub fn load_inner_links<B: Backend>(
         &self,
-        hidden: &BTreeMap<String, usize>,
+        hidden: &BTreeMap<Role, usize>,
         device: &B::Device,
-    ) -> Result<BTreeMap<String, InnerLink<B>>> {
+    ) -> Result<BTreeMap<Role, InnerLink<B>>> {
         let mut links = BTreeMap::new();
         for agent in &self.agents {
             let link = InnerLink::load(&agent.inner_link, device)?;
             agent.check_inner_dim(link.in_dim(), hidden)?;
-            links.insert(agent.role.clone(), link);
+            links.insert(agent.role, link);
         }
         Ok(links)
     }
@@ -530,7 +364,7 @@ impl SystemSpec {
     /// Loads every outer link, checking both widths against `hidden`.
     pub fn load_outer_links<B: Backend>(
         &self,
-        hidden: &BTreeMap<String, usize>,
+        hidden: &BTreeMap<Role, usize>,
         device: &B::Device,
     ) -> Result<BTreeMap<String, OuterLink<B>>> {
         let mut links = BTreeMap::new();
@@ -583,7 +417,7 @@ pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<Pa
     tried.push("adapter.pt".into());
     Err(RmasError::NoInnerLink {
         source_label: src.label(),
-        task: task.map_or("none", Task::name).into(),
+        task: task.map_or("none", Task::key).into(),
         tried,
     })
 }
@@ -591,7 +425,7 @@ pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<Pa
 /// The file named by `tasks[task]["adapter.pt"]` (default `adapter.pt`), if the task is listed.
 fn inner_config_entry(path: &Path, task: Task) -> Result<Option<String>> {
     let json = read_json(path, "inner link config")?;
-    let Some(entry) = json.get("tasks").and_then(|t| t.get(task.name())) else {
+    let Some(entry) = json.get("tasks").and_then(|t| t.get(task.key())) else {
         return Ok(None);
     };
     match entry.get("adapter.pt") {
@@ -642,7 +476,7 @@ pub fn parse_outer_manifest(text: &str, path: &Path, task: Task) -> Result<Vec<M
     let err = |msg: String| RmasError::config("outer manifest", path, msg);
     let manifest: Manifest = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
     let entries = match manifest.tasks {
-        Some(mut tasks) => match tasks.remove(task.name()) {
+        Some(mut tasks) => match tasks.remove(task.key()) {
             Some(scoped) => scoped.adapters,
             None => {
                 let available: Vec<&String> = tasks.keys().collect();
@@ -701,12 +535,22 @@ fn resolve_manifest_links(
 
 /// Fetches an agent's checkpoint files and resolves its inner link.
 fn resolve_agent(
-    role: &str,
+    role: Role,
     src: &dyn FileSource,
     inner_override: Option<&str>,
-    family: Family,
+    style: Style,
     task: Task,
 ) -> Result<AgentSpec> {
+    let dir = fetch_model(src)?;
+    let inner_link = match inner_override {
+        Some(file) => src.get(file)?,
+        None => resolve_inner_link(src, style.is_task_scoped().then_some(task))?,
+    };
+    Ok(AgentSpec { role, source: src.label(), dir, inner_link })
+}
+
+/// Fetches a model checkpoint (config, tokenizer files, weights) and returns its directory.
+pub fn fetch_model(src: &dyn FileSource) -> Result<PathBuf> {
     let config = src.get("config.json")?;
     for file in AGENT_FILES.iter().skip(1) {
         src.get(file)?;
@@ -717,16 +561,7 @@ fn resolve_agent(
         }
     }
     fetch_weights(src)?;
-    let inner_link = match inner_override {
-        Some(file) => src.get(file)?,
-        None => resolve_inner_link(src, family.task_scoped().then_some(task))?,
-    };
-    Ok(AgentSpec {
-        role: role.to_string(),
-        source: src.label(),
-        dir: config.parent().map(Path::to_path_buf).unwrap_or_default(),
-        inner_link,
-    })
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 /// Fetches `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
@@ -751,47 +586,47 @@ fn fetch_weights(src: &dyn FileSource) -> Result<()> {
 /// Checks the topology's outer links against the resolved files and builds the spec.
 fn assemble(
     name: &str,
-    family: Family,
+    style: Style,
     task: Task,
     agents: Vec<AgentSpec>,
     mut found: BTreeMap<String, (PathBuf, ManifestEntry)>,
 ) -> Result<SystemSpec> {
     let available: Vec<String> = found.keys().cloned().collect();
-    let mut outer_links = BTreeMap::new();
-    for edge in family.outer_links() {
+    let mut specs = BTreeMap::new();
+    for edge in outer_links(style) {
         let (path, entry) = found
             .remove(edge.key)
             .ok_or_else(|| RmasError::MissingOuterLink {
                 system: name.to_string(),
                 key: edge.key.into(),
-                source_role: edge.source.into(),
-                target_role: edge.target.into(),
+                source_role: edge.source.to_string(),
+                target_role: edge.target.to_string(),
                 available: available.clone(),
             })?;
         check_manifest_roles(name, edge, &entry)?;
         let spec = OuterLinkSpec {
             key: edge.key.into(),
             path,
-            source_role: edge.source.into(),
-            target_role: edge.target.into(),
+            source_role: edge.source,
+            target_role: edge.target,
         };
-        outer_links.insert(edge.key.to_string(), spec);
+        specs.insert(edge.key.to_string(), spec);
     }
     Ok(SystemSpec {
         name: name.to_string(),
-        family,
+        style,
         task,
         agents,
-        outer_links,
+        outer_links: specs,
     })
 }
 
-/// The manifest's roles (if given) must agree with the topology, case-insensitively.
+/// The manifest's roles (if given) must name the topology's roles ([`Role::from_str`]).
 fn check_manifest_roles(system: &str, edge: &LinkEdge, entry: &ManifestEntry) -> Result<()> {
-    let agrees = |given: &Option<String>, expected: &str| {
+    let agrees = |given: &Option<String>, expected: Role| {
         given
             .as_deref()
-            .is_none_or(|g| g.eq_ignore_ascii_case(expected))
+            .is_none_or(|g| g.parse::<Role>().is_ok_and(|role| role == expected))
     };
     if agrees(&entry.source_role, edge.source) && agrees(&entry.target_role, edge.target) {
         return Ok(());
@@ -833,6 +668,22 @@ struct AgentEntry {
     inner_link: Option<String>,
 }
 
+impl AgentEntry {
+    /// The entry's role ([`Role::from_str`]), which must be one of `style`'s.
+    fn role_in(&self, style: Style) -> std::result::Result<Role, String> {
+        let roles = style.roles();
+        self.role
+            .parse::<Role>()
+            .ok()
+            .filter(|role| roles.contains(role))
+            .ok_or_else(|| {
+                let keys: Vec<&str> = roles.iter().map(|r| r.key()).collect();
+                let family = family_name(style);
+                format!("unknown role `{}`; {family} roles are {keys:?}", self.role)
+            })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OuterEntry {
@@ -847,10 +698,10 @@ impl SystemFile {
             system: name.clone(),
             msg,
         };
-        let style = self.style.as_deref().map(Style::from_str).transpose()?;
-        let family = match (style, self.family.as_deref()) {
-            (Some(style), None) => style.family(),
-            (None, Some(family)) => family.parse()?,
+        let released = self.style.as_deref().map(Style::from_str).transpose()?;
+        let style = match (released, self.family.as_deref()) {
+            (Some(style), None) => style,
+            (None, Some(family)) => family_style(family)?,
             _ => return Err(invalid("give exactly one of `style` or `family`".into())),
         };
         let task = self
@@ -858,8 +709,8 @@ impl SystemFile {
             .as_deref()
             .map(Task::from_str)
             .transpose()?
-            .unwrap_or_default();
-        let sources = self.agent_sources(style, family).map_err(&invalid)?;
+            .unwrap_or(Task::Math);
+        let sources = self.agent_sources(released, style).map_err(&invalid)?;
         let mut agents = Vec::new();
         for (role, source, inner) in sources {
             let src = file_source(&source, base, hub).map_err(&invalid)?;
@@ -867,14 +718,14 @@ impl SystemFile {
                 role,
                 src.as_ref(),
                 inner.as_deref(),
-                family,
+                style,
                 task,
             )?);
         }
         let outer_source = self
             .outer
             .clone()
-            .or_else(|| style.map(|s| s.outer_repo().to_string()));
+            .or_else(|| released.map(|s| outer_repo(s).to_string()));
         let mut links = match outer_source {
             Some(outer) => resolve_manifest_links(
                 file_source(&outer, base, hub).map_err(&invalid)?.as_ref(),
@@ -894,34 +745,28 @@ impl SystemFile {
             };
             links.insert(entry.key, (path, manifest_entry));
         }
-        assemble(&name, family, task, agents, links)
+        assemble(&name, style, task, agents, links)
     }
 
-    /// `(role, source, inner link override)` for every role of the family, in order.
+    /// `(role, source, inner link override)` for every role of `style`, in order; sources
+    /// default to the `released` style's repos.
     fn agent_sources(
         &self,
-        style: Option<Style>,
-        family: Family,
-    ) -> std::result::Result<Vec<(&'static str, String, Option<String>)>, String> {
-        if let Some(entry) = self
+        released: Option<Style>,
+        style: Style,
+    ) -> std::result::Result<Vec<(Role, String, Option<String>)>, String> {
+        let entries = self
             .agents
             .iter()
-            .find(|a| !family.roles().contains(&a.role.as_str()))
-        {
-            return Err(format!(
-                "unknown role `{}`; {} roles are {:?}",
-                entry.role,
-                family.name(),
-                family.roles()
-            ));
-        }
-        family
+            .map(|entry| Ok((entry.role_in(style)?, entry)))
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        style
             .roles()
             .iter()
             .map(|&role| {
-                let entry = self.agents.iter().rev().find(|a| a.role == role);
-                let default = style
-                    .and_then(|s| s.agent_repos().iter().find(|(r, _)| *r == role))
+                let entry = entries.iter().rev().find(|(r, _)| *r == role).map(|e| e.1);
+                let default = released
+                    .and_then(|s| agent_repos(s).iter().find(|(r, _)| *r == role))
                     .map(|(_, repo)| repo.to_string());
                 let source = entry
                     .map(|e| e.source.clone())

@@ -8,7 +8,8 @@ use burn::backend::NdArray;
 use burn::prelude::*;
 use rmas::hub::Hub;
 use rmas::link::{InnerLink, OuterLink};
-use rmas::system::{Style, SystemSpec, Task};
+use rmas::system::SystemSpec;
+use rmas_text::prompts::{Role, Style, Task};
 
 type B = NdArray<f32>;
 
@@ -80,14 +81,15 @@ fn links_reproduce_system_goldens() {
     ] {
         let spec = spec(case, style, Task::Math);
         let golden = load_golden(case);
-        let mut inner: BTreeMap<String, InnerLink<B>> = BTreeMap::new();
+        let mut inner: BTreeMap<Role, InnerLink<B>> = BTreeMap::new();
         let mut outer: BTreeMap<String, OuterLink<B>> = BTreeMap::new();
         let (mut inner_max, mut outer_max, mut inner_n, mut outer_n) = (0f32, 0f32, 0, 0);
         for (key, expected) in &golden {
             let (prefix, role) = prefix_and_role(key);
             if key.ends_with("/inner_latents") {
-                let link = inner.entry(role.clone()).or_insert_with(|| {
-                    InnerLink::load(&spec.agent(&role).unwrap().inner_link, &device()).unwrap()
+                let role: Role = role.parse().unwrap();
+                let link = inner.entry(role).or_insert_with(|| {
+                    InnerLink::load(&spec.agent(role).unwrap().inner_link, &device()).unwrap()
                 });
                 let hidden = tensor(&golden[&format!("{prefix}/rollout_hidden")]);
                 inner_max = inner_max.max(compare(link.forward(hidden), expected, key));
@@ -119,7 +121,7 @@ fn dims_and_empty_input() {
         OuterLink::load(&spec.outer_links["outer_3s"].path, &device()).unwrap();
     assert_eq!((link.in_dim(), link.out_dim()), (96, 64));
     let inner: InnerLink<B> =
-        InnerLink::load(&spec.agent("math").unwrap().inner_link, &device()).unwrap();
+        InnerLink::load(&spec.agent(Role::Math).unwrap().inner_link, &device()).unwrap();
     assert_eq!((inner.in_dim(), inner.out_dim()), (48, 48));
     let empty = Tensor::<B, 2>::zeros([0, 96], &device());
     assert_eq!(link.forward(empty).dims(), [0, 64]);
@@ -180,7 +182,7 @@ fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
 fn safetensors_loading_matches_pytorch_loading() {
     let spec = spec("sequential-light-r2", Style::SequentialLight, Task::Math);
     let pt: InnerLink<B> =
-        InnerLink::load(&spec.agent("solver").unwrap().inner_link, &device()).unwrap();
+        InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
     let x = Tensor::<B, 2>::random(
         [3, 48],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -205,7 +207,7 @@ fn err_string<T>(result: rmas::Result<T>) -> String {
 fn safetensors_with_wrong_keys_or_shapes_are_rejected() {
     let spec = spec("sequential-light-r2", Style::SequentialLight, Task::Math);
     let pt: InnerLink<B> =
-        InnerLink::load(&spec.agent("solver").unwrap().inner_link, &device()).unwrap();
+        InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
     let f32 = safetensors::Dtype::F32;
 
     let mut extra = inner_tensors(&pt);
@@ -267,7 +269,7 @@ fn wrong_link_type_in_pt_files() {
         "{msg}"
     );
     assert!(msg.contains("Math-Summarizer-Outerlink.pt"), "{msg}");
-    let inner_path = &spec.agent("math").unwrap().inner_link;
+    let inner_path = &spec.agent(Role::Math).unwrap().inner_link;
     let msg = err_string(OuterLink::<B>::load(inner_path, &device()));
     assert!(msg.contains("only outer_ln_res_adapter supported"), "{msg}");
 }
@@ -322,7 +324,7 @@ fn pt_state_dicts_with_wrong_keys_are_rejected() {
     );
 
     let inner = tmp.path().join("renamed_inner.pt");
-    rewrite_pt(&spec.agent("code").unwrap().inner_link, &inner, |p| {
+    rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &inner, |p| {
         replace_bytes(p, b"proj1.bias", b"projX.bias")
     });
     let msg = err_string(InnerLink::<B>::load(&inner, &device()));
@@ -332,7 +334,7 @@ fn pt_state_dicts_with_wrong_keys_are_rejected() {
     );
 
     let same = tmp.path().join("rewritten.pt");
-    rewrite_pt(&spec.agent("code").unwrap().inner_link, &same, |p| p);
+    rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &same, |p| p);
     assert_eq!(InnerLink::<B>::load(&same, &device()).unwrap().in_dim(), 64);
 }
 
@@ -366,7 +368,7 @@ fn missing_garbage_truncated_and_corrupt_files_give_clear_errors() {
     assert!(msg.contains("empty.pt"), "{msg}");
 
     let spec = spec("mixture-r2", Style::Mixture, Task::Math);
-    let original = std::fs::read(&spec.agent("science").unwrap().inner_link).unwrap();
+    let original = std::fs::read(&spec.agent(Role::Science).unwrap().inner_link).unwrap();
 
     let truncated = tmp.path().join("truncated.pt");
     std::fs::write(&truncated, &original[..original.len() / 2]).unwrap();

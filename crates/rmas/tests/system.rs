@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use rmas::hub::{FileSource, Hub, LocalDir};
-use rmas::system::{Family, Style, SystemSpec, Task, parse_outer_manifest, resolve_inner_link};
+use rmas::system::{
+    SystemSpec, agent_repos, family_name, family_style, outer_links, parse_outer_manifest,
+    resolve_inner_link,
+};
+use rmas_text::prompts::{Role, Style, Task};
 
 type B = NdArray<f32>;
 
@@ -47,24 +51,25 @@ fn golden_systems_resolve_like_the_official_loader() {
     ] {
         let spec = SystemSpec::resolve_style(&offline_hub(case), style, Task::Math).unwrap();
         let summary = &expected_json(case)["official_loader_summary"];
-        assert_eq!(summary["family"].as_str().unwrap(), spec.family.name());
+        assert_eq!(summary["family"].as_str().unwrap(), family_name(spec.style));
         assert_eq!(
             expected_json(case)["settings"]["style"].as_str().unwrap(),
-            style.reference_name()
+            style.key()
         );
 
         let agents = summary["agents"].as_object().unwrap();
-        let roles: Vec<&str> = spec.agents.iter().map(|a| a.role.as_str()).collect();
+        let roles: Vec<&str> = spec.agents.iter().map(|a| a.role.key()).collect();
         let mut expected_roles: Vec<&str> = agents.keys().map(String::as_str).collect();
         expected_roles.sort();
         let mut sorted = roles.clone();
         sorted.sort();
         assert_eq!(sorted, expected_roles, "{case}: roles");
-        assert_eq!(roles, style.family().roles(), "{case}: role order");
+        let role_order: Vec<Role> = spec.agents.iter().map(|a| a.role).collect();
+        assert_eq!(role_order, style.roles(), "{case}: role order");
 
         let hidden = spec.hidden_sizes().unwrap();
         for agent in &spec.agents {
-            let official = &agents[&agent.role];
+            let official = &agents[agent.role.key()];
             assert!(
                 agent.source.contains(official["repo_id"].as_str().unwrap()),
                 "{}",
@@ -312,7 +317,7 @@ fn dim_mismatch_names_link_and_both_sizes() {
     let spec =
         SystemSpec::resolve_style(&offline_hub("mixture-r2"), Style::Mixture, Task::Math).unwrap();
     let mut hidden = spec.hidden_sizes().unwrap();
-    hidden.insert("summarizer".into(), 80);
+    hidden.insert(Role::Summarizer, 80);
     let msg = err_string(spec.load_outer_links::<B>(&hidden, &Default::default()));
     assert!(
         msg.contains("outer_1s") && msg.contains("out_dim 64") && msg.contains("hidden size 80"),
@@ -332,7 +337,7 @@ fn dim_mismatch_names_link_and_both_sizes() {
     let msg = err_string(link.check_dims(32, 96, &spec.hidden_sizes().unwrap()));
     assert!(msg.contains("in_dim 32") && msg.contains("64"), "{msg}");
 
-    hidden.insert("math".into(), 40);
+    hidden.insert(Role::Math, 40);
     let msg = err_string(spec.load_inner_links::<B>(&hidden, &Default::default()));
     assert!(
         msg.contains("inner link of `math`") && msg.contains("48") && msg.contains("40"),
@@ -363,15 +368,15 @@ fn description_files_assemble_custom_systems() {
     );
     let spec = SystemSpec::from_file(&write(&tmp.path().join("custom.toml"), &toml), &hub).unwrap();
     assert_eq!(
-        (spec.name.as_str(), spec.family, spec.task),
-        ("custom", Family::Sequential, Task::Code)
+        (spec.name.as_str(), spec.style, spec.task),
+        ("custom", Style::SequentialLight, Task::Code)
     );
-    let planner = spec.agent("planner").unwrap();
+    let planner = spec.agent(Role::Planner).unwrap();
     assert!(
         planner.source.contains("directory") && planner.inner_link.ends_with("adapter(math).pt")
     );
     assert!(
-        spec.agent("critic")
+        spec.agent(Role::Critic)
             .unwrap()
             .inner_link
             .ends_with("adapter(code).pt")
@@ -389,7 +394,7 @@ fn description_files_assemble_custom_systems() {
 
     let agents: Vec<String> = ["planner", "critic", "solver"]
         .iter()
-        .zip(Style::SequentialLight.agent_repos())
+        .zip(agent_repos(Style::SequentialLight))
         .map(|(role, (_, repo))| format!(r#"{{"role": "{role}", "source": "{repo}"}}"#))
         .collect();
     let links: Vec<String> = [
@@ -437,7 +442,8 @@ fn description_files_assemble_custom_systems() {
             "style = \"sequential-light\"\n[[agents]]\nrole = \"critic\"\nsource = \"no such thing!\"\n",
             "neither a directory",
         ),
-        ("style = \"pipeline\"\n", "unknown style `pipeline`"),
+        ("style = \"pipeline\"\n", "unknown style \"pipeline\""),
+        ("family = \"pipeline\"\n", "unknown family `pipeline`"),
     ];
     for (text, needle) in cases {
         let msg = err_string(SystemSpec::from_file(
@@ -454,35 +460,35 @@ fn description_files_assemble_custom_systems() {
 fn styles_families_and_tasks_parse() {
     for style in Style::ALL {
         assert_eq!(style.cli_name().parse::<Style>().unwrap(), style);
-        assert_eq!(style.reference_name().parse::<Style>().unwrap(), style);
+        assert_eq!(style.key().parse::<Style>().unwrap(), style);
         assert_eq!(
-            style
-                .agent_repos()
+            agent_repos(style)
                 .iter()
                 .map(|(r, _)| *r)
                 .collect::<Vec<_>>(),
-            style.family().roles()
+            style.roles()
         );
-        let roles = style.family().roles();
-        for edge in style.family().outer_links() {
+        let roles = style.roles();
+        for edge in outer_links(style) {
             assert!(roles.contains(&edge.source) && roles.contains(&edge.target));
         }
+        assert_eq!(family_style(family_name(style)).unwrap().roles(), roles);
     }
     assert_eq!(
         "Sequential_Scaled".parse::<Style>().unwrap(),
         Style::SequentialScaled
     );
-    assert!(err_string("chain".parse::<Style>()).contains("unknown style `chain`"));
-    assert_eq!(Style::Deliberation.final_role(), "toolcaller");
-    assert_eq!(Style::Mixture.final_role(), "summarizer");
+    let err = "chain".parse::<Style>().expect_err("unknown style");
+    assert!(err.to_string().contains("unknown style \"chain\""), "{err}");
+    assert_eq!(Style::Deliberation.final_role(), Role::Toolcaller);
+    assert_eq!(Style::Mixture.final_role(), Role::Summarizer);
     assert_eq!(Task::from_dataset("evalplus/mbppplus"), Task::Code);
     assert_eq!(Task::from_dataset("mbppplus"), Task::Code);
     assert_eq!(Task::from_dataset("gpqa"), Task::Math);
-    assert!(err_string("poetry".parse::<Task>()).contains("poetry"));
-    assert_eq!(
-        "Deliberation".parse::<Family>().unwrap(),
-        Family::Deliberation
-    );
+    let err = "poetry".parse::<Task>().expect_err("unknown task");
+    assert!(err.to_string().contains("poetry"), "{err}");
+    assert_eq!(family_style("Deliberation").unwrap(), Style::Deliberation);
+    assert_eq!(family_style("sequential").unwrap(), Style::SequentialLight);
 }
 
 #[test]

@@ -1,0 +1,151 @@
+//! `rmas generate`: one agent model, greedy or sampled, streamed or as JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::DType;
+use chrono::Local;
+use rmas::hub::Hub;
+use rmas_models::generate::{GenerateOptions, Generation, Sampler, generate};
+use rmas_models::{Model, RmasBackend};
+use rmas_text::{ChatMessage, ChatOptions, Tokenizer};
+
+use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::run::SamplingArgs;
+
+/// Generate text with one agent model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// A Hugging Face repo id (resolved through the HF cache) or a local checkpoint directory.
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    model: Option<String>,
+    /// Use a built-in tiny random-weight Qwen3.5 (no download; its text is gibberish).
+    #[arg(long)]
+    demo: bool,
+    /// Prompt text.
+    #[arg(long, required_unless_present = "prompt_ids", conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Wrap the prompt as a user turn with the model's chat template.
+    #[arg(long, requires = "prompt")]
+    chat: bool,
+    /// Let the chat template open a thinking block (Qwen3/3.5).
+    #[arg(long, requires = "chat")]
+    thinking: bool,
+    /// Prompt as comma-separated token ids (no tokenization).
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Also report each generated token's log-probability.
+    #[arg(long)]
+    logprobs: bool,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    dispatch(&args.device.clone(), args)
+}
+
+impl Job for Args {
+    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
+        let dtype = self.device.dtype.dtype();
+        let (model, tokenizer) = if self.demo { demo::<B>(&device)? } else { load::<B>(self.model.as_deref().unwrap_or_default(), &device, dtype)? };
+        let prompt_ids = match (&self.prompt_ids, &self.prompt) {
+            (Some(ids), _) => ids.clone(),
+            (None, Some(text)) if self.chat => {
+                let opts = ChatOptions { enable_thinking: Some(self.thinking), ..ChatOptions::recursivemas(Local::now().date_naive()) };
+                let rendered = tokenizer.render_chat(&[ChatMessage::new("user", text.as_str())], &opts)?;
+                tokenizer.encode(&rendered, false)?
+            }
+            (None, Some(text)) => tokenizer.encode(text, true)?,
+            (None, None) => bail!("give --prompt or --prompt-ids"),
+        };
+        if prompt_ids.is_empty() {
+            bail!("the prompt encodes to no tokens");
+        }
+        let mut stop_ids = tokenizer.generation_eos_ids().to_vec();
+        stop_ids.extend(tokenizer.eos_token_id());
+        let opts = GenerateOptions { max_new_tokens: self.max_new_tokens, stop_ids, logprobs: self.logprobs };
+        let mut cache = model.new_cache(prompt_ids.len() + self.max_new_tokens)?;
+        let mut sampler = Sampler::new(self.sampling.sampling(), self.sampling.seed);
+        let mut printed = 0;
+        let json = self.json;
+        let out = generate(&model, model.embed(&prompt_ids)?, &mut cache, &opts, &mut sampler, |ids| {
+            if !json {
+                printed = stream(&tokenizer, ids, printed);
+            }
+            false
+        })?;
+        report(&tokenizer, &prompt_ids, &out, json)
+    }
+}
+
+/// Prints the newly decoded suffix; returns how many bytes of text are out.
+fn stream(tokenizer: &Tokenizer, ids: &[u32], printed: usize) -> usize {
+    let Ok(text) = tokenizer.decode(ids, true) else { return printed };
+    // Hold back text ending in an incomplete UTF-8 sequence (shown as U+FFFD) until it completes.
+    if text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
+        print!("{}", &text[printed..]);
+        let _ = std::io::stdout().flush();
+        return text.len();
+    }
+    printed
+}
+
+fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -> Result<()> {
+    let text = tokenizer.decode(&out.ids, true)?;
+    if json {
+        let mut obj = serde_json::json!({
+            "token_ids": out.ids,
+            "text": text,
+            "prompt_tokens": prompt.len(),
+            "prefill_ms": out.prefill_ms,
+            "decode_ms": out.decode_ms,
+            "decode_tokens_per_s": out.decode_tokens_per_s(),
+        });
+        if !out.logprobs.is_empty() {
+            obj["logprobs"] = serde_json::json!(out.logprobs);
+        }
+        println!("{obj}");
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens, {} generated; prefill {:.1} ms, decode {:.1} tokens/s]",
+            prompt.len(),
+            out.ids.len(),
+            out.prefill_ms,
+            out.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint directory or a Hub repo (downloading with progress unless HF_HUB_OFFLINE=1).
+fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result<(Model<B>, Tokenizer)> {
+    let local = PathBuf::from(model);
+    let dir = if local.is_dir() {
+        local
+    } else {
+        let hub = Hub::from_env();
+        rmas::system::fetch_model(&hub.repo(model)).with_context(|| format!("resolving `{model}` (not a local directory)"))?
+    };
+    let spinner = crate::run::spinner(format!("loading {}", dir.display()));
+    let model = Model::load(&dir, device, dtype)?;
+    let tokenizer = Tokenizer::from_dir(&dir)?;
+    spinner.finish_and_clear();
+    Ok((model, tokenizer))
+}
+
+/// The demo mixture system's Qwen3.5 summarizer as a stand-alone model.
+fn demo<B: RmasBackend>(device: &B::Device) -> Result<(Model<B>, Tokenizer)> {
+    let agent = rmas::demo::summarizer::<B>(device, 42)?;
+    Ok((agent.model, agent.tokenizer))
+}

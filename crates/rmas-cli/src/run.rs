@@ -1,0 +1,244 @@
+//! `rmas run`: a RecursiveMAS system on one question, with a live per-stage progress display.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use burn::tensor::DType;
+use chrono::{Local, NaiveDate};
+use indicatif::{ProgressBar, ProgressStyle};
+use rmas::engine::{Event, Run, RunOptions, RunResult, StageKind, System};
+use rmas::hub::Hub;
+use rmas::system::SystemSpec;
+use rmas_models::RmasBackend;
+use rmas_models::generate::Sampling;
+use rmas_text::ChatOptions;
+use rmas_text::prompts::{Dataset, Style, Task, recommended_settings};
+
+use crate::backend::{DeviceArgs, Job, dispatch};
+
+/// Sampling flags (HF semantics: temperature → top-k → top-p → multinomial).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Greedy decoding (argmax).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p"])]
+    greedy: bool,
+    /// Sampling temperature (default: the dataset's recommended value for `run`, greedy for `generate`).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Keep the k most likely tokens (0 disables).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// RNG seed, set once before the first stage.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// Greedy unless a temperature is given.
+    pub fn sampling(&self) -> Sampling {
+        self.with_defaults(None, 1.0)
+    }
+
+    /// The flags over defaults; `None` temperature means greedy.
+    fn with_defaults(&self, temperature: Option<f32>, top_p: f32) -> Sampling {
+        match self.temperature.or(temperature) {
+            Some(t) if !self.greedy && t > 0.0 => Sampling::Sample { temperature: t, top_k: self.top_k, top_p: self.top_p.unwrap_or(top_p) },
+            _ => Sampling::Greedy,
+        }
+    }
+}
+
+/// Run a RecursiveMAS system.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// A released system (resolved through the Hugging Face cache).
+    #[arg(long, value_parser = parse_style, required_unless_present_any = ["demo", "system"])]
+    style: Option<Style>,
+    /// A system description file (TOML/JSON) assembling local or Hub agents and links.
+    #[arg(long, conflicts_with_all = ["style", "demo"])]
+    system: Option<PathBuf>,
+    /// The built-in tiny random-weight mixture system (offline; its text is gibberish).
+    #[arg(long)]
+    demo: bool,
+    /// The question.
+    #[arg(long, required_unless_present = "demo")]
+    question: Option<String>,
+    /// Link set: math or code (default: from the dataset).
+    #[arg(long, value_parser = parse_task)]
+    task: Option<Task>,
+    /// Dataset whose prompt variant and recommended settings to use (math500, gpqa, medqa, mbppplus, aime25, aime26, livecodebench, …).
+    #[arg(long, default_value = "math500", value_parser = parse_dataset)]
+    dataset: Dataset,
+    /// The function name that code prompts ask for.
+    #[arg(long)]
+    fn_name: Option<String>,
+    /// Recursion rounds (default: recommended for style and dataset).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Latent steps per rollout (default: recommended).
+    #[arg(long)]
+    latent_steps: Option<usize>,
+    /// Maximum new tokens of the final answer (default: recommended).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Retry once when the answer lacks its expected form (default on, as the reference's run.py).
+    #[arg(long, overrides_with = "no_answer_retry")]
+    answer_retry: bool,
+    /// Do not run the answer retry.
+    #[arg(long)]
+    no_answer_retry: bool,
+    /// The date chat templates print, "DD Mon YYYY" (default: today).
+    #[arg(long, value_parser = parse_date)]
+    chat_date: Option<NaiveDate>,
+    /// Mixture: skip the summarizer's discarded text in non-final rounds (the reference generates it).
+    #[arg(long)]
+    skip_intermediate_text: bool,
+    /// Load each agent only for its stage (fits systems larger than memory; slower).
+    #[arg(long)]
+    offload: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Print one JSON object (answer, token_ids, stages) instead of the answer text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_style(s: &str) -> Result<Style, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+fn parse_task(s: &str) -> Result<Task, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+fn parse_dataset(s: &str) -> Result<Dataset, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%d %b %Y").map_err(|e| format!("expected \"DD Mon YYYY\" (e.g. \"26 Jul 2024\"): {e}"))
+}
+
+pub fn main(args: Args) -> Result<()> {
+    dispatch(&args.device.clone(), args)
+}
+
+impl Job for Args {
+    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
+        let style = if self.demo { Style::Mixture } else { self.style.unwrap_or(Style::Mixture) };
+        let rec = recommended_settings(style, self.dataset);
+        let opts = RunOptions {
+            dataset: self.dataset,
+            fn_name: self.fn_name.clone(),
+            latent_steps: self.latent_steps.unwrap_or(if self.demo { 4 } else { rec.latent_steps }),
+            rounds: self.rounds.unwrap_or(if self.demo { 2 } else { rec.rounds }),
+            max_new_tokens: self.max_new_tokens.unwrap_or(if self.demo { 24 } else { rec.max_new_tokens }),
+            sampling: if self.demo && self.sampling.temperature.is_none() {
+                Sampling::Greedy
+            } else {
+                self.sampling.with_defaults(Some(rec.temperature), rec.top_p)
+            },
+            seed: self.sampling.seed,
+            chat: ChatOptions::recursivemas(self.chat_date.unwrap_or_else(|| Local::now().date_naive())),
+            answer_retry: !self.no_answer_retry && !self.demo,
+            summarize_every_round: !self.skip_intermediate_text,
+        };
+        let dtype = self.device.dtype.dtype();
+        let system = self.load::<B>(&device, dtype)?;
+        let question = self.question.as_deref().unwrap_or(rmas::demo::QUESTION);
+        let progress = Progress::new(self.json);
+        let mut on_event = |e: Event<'_, B>| progress.event(e);
+        let result = Run::new(&system, &opts, question, None, &mut on_event).execute()?;
+        progress.bar.finish_and_clear();
+        print_result(&result, self.json);
+        Ok(())
+    }
+}
+
+impl Args {
+    fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType) -> Result<System<B>> {
+        let spinner = spinner("building the demo system".into());
+        if self.demo {
+            let system = rmas::demo::mixture::<B>(device, 42)?;
+            spinner.finish_and_clear();
+            return Ok(system);
+        }
+        let hub = Hub::from_env();
+        let task = self.task.unwrap_or(self.dataset.task());
+        let spec = match (&self.system, self.style) {
+            (Some(path), _) => SystemSpec::from_file(path, &hub).with_context(|| format!("reading system description {}", path.display()))?,
+            (None, Some(style)) => SystemSpec::resolve_style(&hub, style, task)?,
+            (None, None) => unreachable!("clap requires --style, --system or --demo"),
+        };
+        spinner.set_message(format!("loading {} agents", spec.agents.len()));
+        let system = System::load(&spec, device, dtype, self.offload)?;
+        spinner.finish_and_clear();
+        Ok(system)
+    }
+}
+
+/// A spinner on stderr (hidden when stderr is not a terminal).
+pub fn spinner(msg: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(msg);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// The live stage display.
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("constant template"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self { bar }
+    }
+
+    fn event<B: RmasBackend>(&self, e: Event<'_, B>) {
+        match e {
+            Event::StageStart { round, role, text } => {
+                self.bar.set_message(format!("round {round} · {role} · {}", if text { "generating" } else { "latent rollout" }));
+            }
+            Event::LatentStep { round, role, step } => self.bar.set_message(format!("round {round} · {role} · latent step {step}")),
+            Event::StageEnd(record) => {
+                let what = match &record.kind {
+                    StageKind::Latent { steps } => format!("{steps} latent steps"),
+                    StageKind::Text { ids } | StageKind::Retry { ids } => {
+                        format!("{} tokens, {:.1} tokens/s", ids.len(), ids.len() as f64 * 1e3 / record.ms.max(1e-9))
+                    }
+                    StageKind::Tool { call } => format!("tool call ({} bytes)", call.len()),
+                };
+                self.bar.println(format!("  round {} · {:<10} {what} in {:.0} ms", record.round, record.role.to_string(), record.ms));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn print_result(result: &RunResult, json: bool) {
+    if !json {
+        println!("{}", result.answer);
+        return;
+    }
+    let stages: Vec<_> = result
+        .stages
+        .iter()
+        .map(|s| {
+            let mut o = serde_json::json!({ "agent": s.role.to_string(), "round": s.round, "ms": s.ms });
+            match &s.kind {
+                StageKind::Latent { steps } => { o["kind"] = "latent".into(); o["latent_steps"] = (*steps).into(); }
+                StageKind::Text { ids } => { o["kind"] = "text".into(); o["generated_ids"] = serde_json::json!(ids); }
+                StageKind::Retry { ids } => { o["kind"] = "answer_retry".into(); o["generated_ids"] = serde_json::json!(ids); }
+                StageKind::Tool { call } => { o["kind"] = "tool".into(); o["call"] = call.clone().into(); }
+            }
+            o
+        })
+        .collect();
+    println!("{}", serde_json::json!({ "answer": result.answer, "token_ids": result.token_ids, "stages": stages }));
+}

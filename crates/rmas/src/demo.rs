@@ -1,0 +1,155 @@
+//! The built-in demo: the mixture system (math, code, science experts → Qwen3.5 summarizer) at tiny
+//! sizes with deterministic random weights and links, built in-process — no download, no files.
+//!
+//! Configs and tokenizers are the real families' (shrunk vocabularies), so prompts, chat templates,
+//! slot splitting and every model family run exactly as for a released system.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::DType;
+use rmas_models::{Model, RmasBackend, demo::random_weights, demo::uniform};
+use rmas_text::prompts::{Role, Style};
+use rmas_text::{Tokenizer, TokenizerFiles};
+
+use crate::engine::{Agent, System};
+use crate::error::{RmasError, Result};
+use crate::link::{InnerLink, OuterLink};
+
+/// A question for demo runs.
+pub const QUESTION: &str = "A baker makes 24 muffins in the morning and 18 muffins in the afternoon. He sells 30 of them. How many muffins are left?";
+
+/// Embedded files of one demo agent.
+struct Assets {
+    role: Role,
+    config: &'static str,
+    tokenizer: &'static [u8],
+    tokenizer_config: &'static [u8],
+    chat_template: &'static str,
+    generation_config: &'static [u8],
+}
+
+macro_rules! assets {
+    ($role:expr, $dir:literal) => {
+        Assets {
+            role: $role,
+            config: include_str!(concat!("../assets/demo/", $dir, "/config.json")),
+            tokenizer: include_bytes!(concat!("../assets/demo/", $dir, "/tokenizer.json")),
+            tokenizer_config: include_bytes!(concat!("../assets/demo/", $dir, "/tokenizer_config.json")),
+            chat_template: include_str!(concat!("../assets/demo/", $dir, "/chat_template.jinja")),
+            generation_config: include_bytes!(concat!("../assets/demo/", $dir, "/generation_config.json")),
+        }
+    };
+}
+
+/// The demo agents in mixture order.
+fn agents() -> [Assets; 4] {
+    [
+        assets!(Role::Math, "math"),
+        assets!(Role::Code, "code"),
+        assets!(Role::Science, "science"),
+        assets!(Role::Summarizer, "summarizer"),
+    ]
+}
+
+/// Outer links of the mixture topology: key, source, target.
+const OUTER: [(&str, Role, Role); 6] = [
+    ("outer_1s", Role::Math, Role::Summarizer),
+    ("outer_2s", Role::Code, Role::Summarizer),
+    ("outer_3s", Role::Science, Role::Summarizer),
+    ("outer_s1", Role::Summarizer, Role::Math),
+    ("outer_s2", Role::Summarizer, Role::Code),
+    ("outer_s3", Role::Summarizer, Role::Science),
+];
+
+/// Builds the demo mixture system on `device` (f32), every value derived from `seed`.
+pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<System<B>> {
+    let built = agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device)).collect::<Result<Vec<_>>>()?;
+    let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
+    let mut outer = BTreeMap::new();
+    for (i, (key, src, dst)) in OUTER.iter().enumerate() {
+        let shapes = outer_shapes(hidden[src], hidden[dst]);
+        let link = OuterLink::from_safetensors_bytes(&link_bytes(&shapes, seed.wrapping_add(77 + i as u64))?, device)?;
+        outer.insert(key.to_string(), link);
+    }
+    Ok(System::from_parts(Style::Mixture, built, outer, device))
+}
+
+/// The demo's Qwen3.5 summarizer alone (what `rmas generate --demo` runs).
+pub fn summarizer<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<Agent<B>> {
+    agent(&agents()[3], 3, seed, device)
+}
+
+/// Demo agent `i` of the mixture order, built from its assets.
+fn agent<B: RmasBackend>(a: &Assets, i: usize, seed: u64, device: &B::Device) -> Result<Agent<B>> {
+    let origin = format!("demo/{}", a.role);
+    let config = rmas_models::config::parse(a.config, std::path::Path::new(&format!("{origin}/config.json")))?;
+    let model_seed = seed.wrapping_add(1000 * i as u64);
+    let weights = random_weights(&config, model_seed);
+    let model = Model::from_weights(config, &weights, device, DType::F32)?;
+    let tokenizer = Tokenizer::from_bytes(TokenizerFiles {
+        origin: &origin,
+        tokenizer_json: a.tokenizer,
+        tokenizer_config: Some(a.tokenizer_config),
+        chat_template: Some(a.chat_template),
+        generation_config: Some(a.generation_config),
+    })?;
+    let h = model.config().hidden_size;
+    let inner = InnerLink::from_safetensors_bytes(&link_bytes(&inner_shapes(h), model_seed + 1)?, device)?;
+    Ok(Agent { role: a.role, model, tokenizer, inner })
+}
+
+/// `(name, shape)` of an inner link of width `h`.
+fn inner_shapes(h: usize) -> Vec<(String, Vec<usize>)> {
+    ["proj1", "proj2"]
+        .into_iter()
+        .flat_map(|p| [(format!("{p}.weight"), vec![h, h]), (format!("{p}.bias"), vec![h])])
+        .chain(["pre_ln", "post_ln"].into_iter().flat_map(|ln| [(format!("{ln}.weight"), vec![h]), (format!("{ln}.bias"), vec![h])]))
+        .collect()
+}
+
+/// `(name, shape)` of an outer link `din → dout`.
+fn outer_shapes(din: usize, dout: usize) -> Vec<(String, Vec<usize>)> {
+    [
+        ("proj1.weight", vec![2 * dout, din]),
+        ("proj1.bias", vec![2 * dout]),
+        ("proj2.weight", vec![dout, 2 * dout]),
+        ("proj2.bias", vec![dout]),
+        ("residual_proj.weight", vec![dout, din]),
+        ("residual_proj.bias", vec![dout]),
+        ("ln_source.weight", vec![din]),
+        ("ln_source.bias", vec![din]),
+        ("ln_target.weight", vec![dout]),
+        ("ln_target.bias", vec![dout]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect()
+}
+
+/// A safetensors file of random link tensors: LayerNorm weights ≈ 0.5 (the rms of the demo embeddings),
+/// biases small, matrices scaled by `1/√fan_in`.
+fn link_bytes(shapes: &[(String, Vec<usize>)], seed: u64) -> Result<Vec<u8>> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let u = uniform(seed.wrapping_mul(31).wrapping_add(i as u64), n);
+            let values: Vec<f32> = match (shape.len(), name.contains("ln")) {
+                (2, _) => u.into_iter().map(|x| x * (3.0 / shape[1] as f32).sqrt()).collect(),
+                (_, true) if name.ends_with("weight") => u.into_iter().map(|x| 0.5 + 0.05 * x).collect(),
+                _ => u.into_iter().map(|x| 0.02 * x).collect(),
+            };
+            (name.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect();
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: e.to_string() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: e.to_string() })
+}

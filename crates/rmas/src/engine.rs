@@ -1,0 +1,472 @@
+//! The recursion engine: latent rollouts with caches, messages through outer links, splicing into
+//! the receivers' prompts, the per-style round loops, final generation, answer retry and the tool loop.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::tensor::{DType, Tensor};
+use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate, last_row};
+use rmas_models::{Model, RmasBackend};
+use rmas_text::prompts::{self, Dataset, PromptContext, Role, Style};
+use rmas_text::{ChatOptions, Tokenizer};
+
+use crate::error::{RmasError, Result};
+use crate::link::{InnerLink, OuterLink};
+use crate::system::{AgentSpec, SystemSpec};
+use crate::tools::{self, ToolBox};
+
+/// One agent: a frozen language model, its tokenizer and its inner RecursiveLink.
+pub struct Agent<B: RmasBackend> {
+    pub role: Role,
+    pub model: Model<B>,
+    pub tokenizer: Tokenizer,
+    pub inner: InnerLink<B>,
+}
+
+impl<B: RmasBackend> Agent<B> {
+    /// Loads the checkpoint, tokenizer and inner link of `spec`.
+    pub fn load(spec: &AgentSpec, device: &B::Device, dtype: DType) -> Result<Self> {
+        let model = Model::load(&spec.dir, device, dtype)?;
+        let tokenizer = Tokenizer::from_dir(&spec.dir)?;
+        let inner = InnerLink::load(&spec.inner_link, device)?;
+        let hidden = model.config().hidden_size;
+        if inner.in_dim() != hidden {
+            return Err(RmasError::LinkDimMismatch {
+                link: format!("inner link {}", spec.inner_link.display()),
+                side: "in_dim",
+                link_dim: inner.in_dim(),
+                relation: "its agent",
+                agent: spec.role.to_string(),
+                hidden,
+            });
+        }
+        Ok(Self { role: spec.role, model, tokenizer, inner })
+    }
+}
+
+/// An agent kept in memory, or loaded for each stage and dropped after it (`--offload`).
+enum Slot<B: RmasBackend> {
+    Resident(Box<Agent<B>>),
+    Offloaded(AgentSpec),
+}
+
+/// A loaded RecursiveMAS system.
+pub struct System<B: RmasBackend> {
+    pub style: Style,
+    agents: BTreeMap<Role, Slot<B>>,
+    outer: BTreeMap<String, OuterLink<B>>,
+    device: B::Device,
+    dtype: DType,
+}
+
+impl<B: RmasBackend> System<B> {
+    /// Loads every link and (unless `offload`) every agent of a resolved system.
+    pub fn load(spec: &SystemSpec, device: &B::Device, dtype: DType, offload: bool) -> Result<Self> {
+        let hidden = spec.hidden_sizes()?;
+        let outer = spec.load_outer_links::<B>(&hidden, device)?;
+        let mut agents = BTreeMap::new();
+        for a in &spec.agents {
+            let slot = if offload { Slot::Offloaded(a.clone()) } else { Slot::Resident(Box::new(Agent::load(a, device, dtype)?)) };
+            agents.insert(a.role, slot);
+        }
+        Ok(Self { style: spec.style, agents, outer, device: device.clone(), dtype })
+    }
+
+    /// Assembles a system from agents and outer links built in memory (the demo).
+    pub fn from_parts(style: Style, agents: Vec<Agent<B>>, outer: BTreeMap<String, OuterLink<B>>, device: &B::Device) -> Self {
+        let dtype = agents.first().map_or(DType::F32, |a| a.model.dtype());
+        let agents = agents.into_iter().map(|a| (a.role, Slot::Resident(Box::new(a)))).collect();
+        Self { style, agents, outer, device: device.clone(), dtype }
+    }
+
+    fn with_agent<R>(&self, role: Role, f: impl FnOnce(&Agent<B>) -> Result<R>) -> Result<R> {
+        match self.agents.get(&role) {
+            Some(Slot::Resident(agent)) => f(agent),
+            Some(Slot::Offloaded(spec)) => f(&Agent::load(spec, &self.device, self.dtype)?),
+            None => Err(RmasError::InvalidSystem { system: self.style.to_string(), msg: format!("no agent for role `{role}`") }),
+        }
+    }
+
+    fn outer(&self, key: &str) -> Result<&OuterLink<B>> {
+        self.outer.get(key).ok_or_else(|| RmasError::InvalidSystem {
+            system: self.style.to_string(),
+            msg: format!("no outer link `{key}` (have: {})", self.outer.keys().cloned().collect::<Vec<_>>().join(", ")),
+        })
+    }
+}
+
+/// Settings of one run (recursivemas.md §7, §8, §12).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub dataset: Dataset,
+    pub fn_name: Option<String>,
+    pub latent_steps: usize,
+    pub rounds: usize,
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    pub chat: ChatOptions,
+    pub answer_retry: bool,
+    /// Mixture: let the summarizer also generate in non-final rounds (the reference does; the text is discarded).
+    pub summarize_every_round: bool,
+}
+
+/// What a stage did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StageKind {
+    /// A latent rollout of this many steps.
+    Latent { steps: usize },
+    /// Text generation of these ids.
+    Text { ids: Vec<u32> },
+    /// The answer-retry continuation.
+    Retry { ids: Vec<u32> },
+    /// A deliberation tool call.
+    Tool { call: String },
+}
+
+/// One finished stage, for `--json` and progress displays.
+#[derive(Clone, Debug)]
+pub struct StageRecord {
+    pub round: usize,
+    pub role: Role,
+    pub kind: StageKind,
+    pub ms: f64,
+}
+
+/// Progress and intermediate values as the run proceeds.
+pub enum Event<'a, B: RmasBackend> {
+    /// A stage starts.
+    StageStart { round: usize, role: Role, text: bool },
+    /// One latent step finished (no host sync happens for it).
+    LatentStep { round: usize, role: Role, step: usize },
+    /// A rollout finished: its input rows, hidden states `h_t` and latents `R_in(h_t)`.
+    Rollout { round: usize, role: Role, input: &'a Tensor<B, 2>, hidden: &'a Tensor<B, 2>, latents: &'a Tensor<B, 2> },
+    /// A message left `from` through the outer link `key`.
+    Message { round: usize, from: Role, key: &'a str, message: &'a Tensor<B, 2> },
+    /// Text generation starts from these input rows.
+    GenerateInput { round: usize, role: Role, input: &'a Tensor<B, 2> },
+    /// A token was generated.
+    Token { role: Role, id: u32, tokenizer: &'a Tokenizer },
+    /// A stage finished.
+    StageEnd(&'a StageRecord),
+}
+
+/// The final answer and the record of every stage.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Final text (`skip_special_tokens`, stripped; with the retry continuation when one ran).
+    pub answer: String,
+    /// Ids generated by the final agent's last generation.
+    pub token_ids: Vec<u32>,
+    pub stages: Vec<StageRecord>,
+}
+
+/// Runs one question through a system.
+pub struct Run<'s, 'e, B: RmasBackend> {
+    system: &'s System<B>,
+    opts: &'s RunOptions,
+    question: &'s str,
+    sampler: Sampler,
+    on_event: &'e mut dyn FnMut(Event<'_, B>),
+    stages: Vec<StageRecord>,
+    tools: Option<&'s ToolBox>,
+}
+
+/// Incoming messages of a prompt, by slot.
+type Slots<B> = Vec<(&'static str, Tensor<B, 2>)>;
+
+impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
+    /// Prepares a run; the sampler is seeded once here, before the first rollout.
+    pub fn new(
+        system: &'s System<B>,
+        opts: &'s RunOptions,
+        question: &'s str,
+        tools: Option<&'s ToolBox>,
+        on_event: &'e mut dyn FnMut(Event<'_, B>),
+    ) -> Self {
+        Self { system, opts, question, sampler: Sampler::new(opts.sampling, opts.seed), on_event, stages: Vec::new(), tools }
+    }
+
+    /// Runs every round of the style's loop and the final generation.
+    pub fn execute(mut self) -> Result<RunResult> {
+        let rounds = self.opts.rounds.max(1);
+        let (answer, token_ids) = match self.system.style {
+            Style::SequentialLight | Style::SequentialScaled => self.sequential(rounds)?,
+            Style::Mixture => self.mixture(rounds)?,
+            Style::Distillation | Style::Deliberation => self.pair(rounds)?,
+        };
+        Ok(RunResult { answer, token_ids, stages: self.stages })
+    }
+
+    /// planner → critic → solver, solver → planner (§7.1).
+    fn sequential(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+        let mut feedback = None;
+        let mut refined = None;
+        for r in 1..=rounds {
+            let fb: Slots<B> = feedback.take().map(|m| vec![(prompts::FEEDBACK_SLOT, m)]).unwrap_or_default();
+            let plan = self.send(Role::Planner, r, fb, "outer_12")?;
+            let m23 = self.send(Role::Critic, r, vec![(prompts::PLANNER_SLOT, plan)], "outer_23")?;
+            if r < rounds {
+                feedback = Some(self.send(Role::Solver, r, vec![(prompts::REFINED_SLOT, m23.clone())], "outer_31")?);
+            }
+            refined = Some(m23);
+        }
+        let slots = vec![(prompts::REFINED_SLOT, refined.expect("at least one round"))];
+        self.answer(Role::Solver, rounds, slots)
+    }
+
+    /// math, code, science → summarizer; summarizer → every expert (§7.2).
+    fn mixture(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+        let experts = [(Role::Math, "outer_1s", "outer_s1"), (Role::Code, "outer_2s", "outer_s2"), (Role::Science, "outer_3s", "outer_s3")];
+        let slots = [prompts::HIE_MATH_EXPERT_SLOT, prompts::HIE_CODE_EXPERT_SLOT, prompts::HIE_SCIENCE_EXPERT_SLOT];
+        let mut feedback: Vec<Option<Tensor<B, 2>>> = vec![None, None, None];
+        for r in 1..=rounds {
+            let mut incoming = Vec::new();
+            for (i, (role, to_summarizer, _)) in experts.iter().enumerate() {
+                let fb = feedback[i].take().map(|m| vec![(prompts::HIE_FEEDBACK_SLOT, m)]).unwrap_or_default();
+                incoming.push((slots[i], self.send(*role, r, fb, to_summarizer)?));
+            }
+            if r == rounds {
+                return self.answer(Role::Summarizer, r, incoming);
+            }
+            if self.opts.summarize_every_round {
+                self.generate_text(Role::Summarizer, r, incoming.clone())?;
+            }
+            let latents = self.rollout(Role::Summarizer, r, incoming)?;
+            for (i, (_, _, back)) in experts.iter().enumerate() {
+                feedback[i] = Some(self.message(Role::Summarizer, r, back, &latents)?);
+            }
+        }
+        unreachable!("the last round returns")
+    }
+
+    /// expert/reflector → learner/toolcaller, and back (§7.3, §7.4).
+    fn pair(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+        let (first, last, fwd, back, fb_slot, in_slot) = if self.system.style == Style::Distillation {
+            (Role::Expert, Role::Learner, "outer_el", "outer_le", prompts::DISTILL_FEEDBACK_SLOT, prompts::DISTILL_EXPERT_SLOT)
+        } else {
+            (Role::Reflector, Role::Toolcaller, "outer_rt", "outer_tr", prompts::DELIBERATION_FEEDBACK_SLOT, prompts::DELIBERATION_REFLECTOR_SLOT)
+        };
+        let mut feedback = None;
+        for r in 1..=rounds {
+            let fb: Slots<B> = feedback.take().map(|m| vec![(fb_slot, m)]).unwrap_or_default();
+            let m = self.send(first, r, fb, fwd)?;
+            let slots = vec![(in_slot, m)];
+            if r == rounds {
+                return self.answer(last, r, slots);
+            }
+            feedback = Some(self.send(last, r, slots, back)?);
+        }
+        unreachable!("the last round returns")
+    }
+
+    /// Rollout of `role` then its outer link `key`: the message it sends.
+    fn send(&mut self, role: Role, round: usize, slots: Slots<B>, key: &str) -> Result<Tensor<B, 2>> {
+        let latents = self.rollout(role, round, slots)?;
+        self.message(role, round, key, &latents)
+    }
+
+    fn message(&mut self, from: Role, round: usize, key: &str, latents: &Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let message = self.system.outer(key)?.forward(latents.clone());
+        (self.on_event)(Event::Message { round, from, key, message: &message });
+        Ok(message)
+    }
+
+    /// The prompt of `role` in `round`, embedded, with the messages spliced into its slots: `[L, H]`.
+    fn prompt_rows(&self, agent: &Agent<B>, round: usize, mut slots: Slots<B>) -> Result<Tensor<B, 2>> {
+        let ctx = PromptContext { fn_name: self.opts.fn_name.as_deref(), ..PromptContext::new(self.question, self.opts.dataset) };
+        let prompt = prompts::user_prompt(self.system.style, agent.role, round, &ctx)?;
+        let rendered = agent.tokenizer.render_prompt(prompts::system_prompt(self.system.style), &prompt.text, &self.opts.chat)?;
+        let pieces = agent.tokenizer.encode_segments(&rendered, &prompt.slots)?;
+        let mut rows = Vec::with_capacity(2 * pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                let slot = prompt.slots[i - 1];
+                let at = slots.iter().position(|(s, _)| *s == slot).ok_or_else(|| RmasError::InvalidSystem {
+                    system: self.system.style.to_string(),
+                    msg: format!("the {} prompt of round {round} has slot {slot} but no message was sent to it", agent.role),
+                })?;
+                let message = slots.swap_remove(at).1;
+                if message.dims()[0] > 0 {
+                    rows.push(message.cast(agent.model.dtype()));
+                }
+            }
+            if !piece.is_empty() {
+                rows.push(agent.model.embed(piece)?);
+            }
+        }
+        if let Some((slot, _)) = slots.first() {
+            return Err(RmasError::InvalidSystem {
+                system: self.system.style.to_string(),
+                msg: format!("a message was sent to slot {slot}, which the {} prompt of round {round} lacks", agent.role),
+            });
+        }
+        Ok(Tensor::cat(rows, 0))
+    }
+
+    /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
+    fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: false });
+        let steps = self.opts.latent_steps;
+        let system = self.system;
+        let latents = system.with_agent(role, |agent| {
+            let input = self.prompt_rows(agent, round, slots)?;
+            let model = &agent.model;
+            let hidden_size = model.config().hidden_size;
+            if steps == 0 {
+                return Ok(Tensor::zeros([0, hidden_size], (model.device(), model.dtype())));
+            }
+            let mut cache = model.new_cache(input.dims()[0] + steps)?;
+            let mut h = last_row(model.forward(input.clone(), &mut cache)?);
+            let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+            for step in 0..steps {
+                let e = agent.inner.forward(h.clone()).cast(model.dtype());
+                hs.push(h.clone());
+                zs.push(e.clone());
+                (self.on_event)(Event::LatentStep { round, role, step: step + 1 });
+                if step + 1 < steps {
+                    h = last_row(model.forward(e, &mut cache)?);
+                }
+            }
+            let (hidden, latents) = (Tensor::cat(hs, 0), Tensor::cat(zs, 0));
+            (self.on_event)(Event::Rollout { round, role, input: &input, hidden: &hidden, latents: &latents });
+            Ok(latents)
+        })?;
+        self.finish(round, role, StageKind::Latent { steps }, started);
+        Ok(latents)
+    }
+
+    /// The final agent's answer: generation (or the tool loop), then the optional answer retry.
+    fn answer(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+        let (text, ids) = if self.system.style == Style::Deliberation {
+            self.tool_loop(role, round, slots)?
+        } else {
+            self.generate_text(role, round, slots)?
+        };
+        if !self.opts.answer_retry {
+            return Ok((text, ids));
+        }
+        let Some(retry) = prompts::answer_retry(self.opts.dataset.mas_task(), &text) else { return Ok((text, ids)) };
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: true });
+        let prompt = retry.prompt(&text);
+        let system = self.system;
+        let (answer, cont) = system.with_agent(role, |agent| {
+            let ids = agent.tokenizer.encode(&prompt, true)?;
+            let input = agent.model.embed(&ids)?;
+            let cont = self.decode(agent, input, retry.max_new_tokens, |_, _| false)?;
+            Ok((format!("{prompt}{}", agent.tokenizer.decode(&cont, true)?), cont))
+        })?;
+        self.finish(round, role, StageKind::Retry { ids: cont }, started);
+        Ok((answer, ids))
+    }
+
+    /// Text generation of `role` from its prompt with messages; returns the stripped text and the ids.
+    fn generate_text(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: true });
+        let system = self.system;
+        let max_new = self.opts.max_new_tokens;
+        let (text, ids) = system.with_agent(role, |agent| {
+            let input = self.prompt_rows(agent, round, slots)?;
+            (self.on_event)(Event::GenerateInput { round, role, input: &input });
+            let ids = self.decode(agent, input, max_new, |_, _| false)?;
+            Ok((agent.tokenizer.decode_generated(&ids)?, ids))
+        })?;
+        self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
+        Ok((text, ids))
+    }
+
+    /// Generates from input rows, stopping on the tokenizer's eos (§8) or when `stop` says so.
+    fn decode(
+        &mut self,
+        agent: &Agent<B>,
+        input: Tensor<B, 2>,
+        max_new_tokens: usize,
+        mut stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
+    ) -> Result<Vec<u32>> {
+        if max_new_tokens == 0 {
+            return Ok(Vec::new());
+        }
+        let model = &agent.model;
+        let mut cache = model.new_cache(input.dims()[0] + max_new_tokens)?;
+        let opts = GenerateOptions { max_new_tokens, stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(), logprobs: false };
+        let on_event = &mut self.on_event;
+        let out = generate(model, input, &mut cache, &opts, &mut self.sampler, |ids| {
+            let id = *ids.last().expect("called after a token");
+            on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
+            stop(&agent.tokenizer, ids)
+        })?;
+        Ok(out.ids)
+    }
+
+    /// The deliberation toolcaller's generation with `<python>` / `<search>` calls (§10).
+    fn tool_loop(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: true });
+        let system = self.system;
+        let own_tools;
+        let toolbox = match self.tools {
+            Some(t) => t,
+            None => {
+                own_tools = ToolBox::from_env()?;
+                &own_tools
+            }
+        };
+        let budget_total = self.opts.max_new_tokens;
+        let (text, ids) = system.with_agent(role, |agent| {
+            let prompt = self.prompt_rows(agent, round, slots)?;
+            let eos: Vec<u32> = agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
+            let (mut text, mut cursor, mut calls, mut budget) = (String::new(), 0usize, 0usize, budget_total);
+            let mut last_ids = Vec::new();
+            while budget > 0 {
+                let input = if text.is_empty() {
+                    prompt.clone()
+                } else {
+                    let ids = agent.tokenizer.encode(&text, false)?;
+                    Tensor::cat(vec![prompt.clone(), agent.model.embed(&ids)?], 0)
+                };
+                (self.on_event)(Event::GenerateInput { round, role, input: &input });
+                let mut tool_stop = false;
+                let ids = self.decode(agent, input, budget, |tok, ids| {
+                    let tail = &ids[ids.len().saturating_sub(16)..];
+                    tool_stop = tok.decode(tail, false).map(|t| tools::contains_tool_close(&t.to_lowercase())).unwrap_or(false);
+                    tool_stop
+                })?;
+                budget = budget.saturating_sub(ids.len());
+                text.push_str(&agent.tokenizer.decode(&ids, true)?);
+                let saw_eos = ids.iter().any(|id| eos.contains(id));
+                last_ids = ids;
+                if let Some(call) = tools::find_tool_call(&text, cursor) {
+                    calls += 1;
+                    text.truncate(call.end);
+                    if calls > tools::MAX_TOOL_ROUNDS {
+                        text.push_str(" <result> [tool limit reached after 5 calls] </result>");
+                        break;
+                    }
+                    let result = toolbox.run(&call);
+                    self.stages.push(StageRecord { round, role, kind: StageKind::Tool { call: call.body.clone() }, ms: 0.0 });
+                    text.push_str(&format!(" <result> {result} </result>"));
+                    cursor = text.len();
+                    continue;
+                }
+                if tools::has_unclosed_tool_call(&text, cursor) {
+                    continue;
+                }
+                if saw_eos || !tool_stop {
+                    break;
+                }
+            }
+            Ok((rmas_text::pystr::py_strip(&text).to_owned(), last_ids))
+        })?;
+        self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
+        Ok((text, ids))
+    }
+
+    fn finish(&mut self, round: usize, role: Role, kind: StageKind, started: Instant) {
+        let record = StageRecord { round, role, kind, ms: started.elapsed().as_secs_f64() * 1e3 };
+        (self.on_event)(Event::StageEnd(&record));
+        self.stages.push(record);
+    }
+}
