@@ -2,6 +2,7 @@
 #![recursion_limit = "256"]
 
 mod backend;
+mod bench;
 mod generate;
 mod run;
 
@@ -31,11 +32,14 @@ enum Command {
     Run(run::Args),
     /// Generate text with one agent model (any supported family).
     Generate(generate::Args),
+    /// Measure prefill/decode speed of a real-size Qwen3.5 with random weights.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Generate(args) => generate::main(args),
+        Command::Bench(args) => bench::main(args),
     }
 }

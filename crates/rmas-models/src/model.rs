@@ -243,7 +243,8 @@ impl<B: RmasBackend> Model<B> {
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => h.matmul(self.embed.clone().transpose()),
+            // Tied head: `(E·hᵀ)ᵀ` keeps the [V, H] embedding contiguous on the matmul's left.
+            None => self.embed.clone().matmul(h.transpose()).transpose(),
         }
     }
 }

@@ -29,24 +29,24 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 }
 
-/// Linear layer in HF layout: `weight [out, in]`, optional `bias [out]`.
+/// Linear layer; the HF weight `[out, in]` is stored transposed, `[in, out]`, so `x·Wᵀ` is a plain matmul.
 #[derive(Clone, Debug)]
 pub struct Linear<B: Backend> {
-    pub weight: Tensor<B, 2>,
+    pub weight_t: Tensor<B, 2>,
     pub bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> Linear<B> {
     /// Loads `name.weight` (and `name.bias` when `bias`).
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let weight = l.tensor(&format!("{name}.weight"), [d_out, d_in])?;
+        let weight_t = l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), [d_out, d_in], l.device, l.dtype)?;
         let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self { weight_t, bias })
     }
 
     /// `W·xᵀ + b` as `[out, T]` (contiguous, features first) for `x` `[T, in]`.
     pub fn forward_features_first(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = self.weight.clone().matmul(x.transpose());
+        let y = self.weight_t.clone().transpose().matmul(x.transpose());
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim::<2>(1),
             None => y,
@@ -55,7 +55,7 @@ impl<B: Backend> Linear<B> {
 
     /// `x·Wᵀ + b` for `x` `[T, in]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.clone().transpose());
+        let y = x.matmul(self.weight_t.clone());
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,

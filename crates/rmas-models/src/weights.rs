@@ -134,6 +134,26 @@ impl Weights {
         Ok(Tensor::from_data(data, (device, dtype)))
     }
 
+    /// Loads a `[rows, cols]` matrix transposed to `[cols, rows]`, contiguous (transposed on the host once,
+    /// so no backend ever copies a strided weight per matmul).
+    pub fn tensor_transposed<B: Backend>(&self, name: &str, shape: [usize; 2], device: &B::Device, dtype: DType) -> Result<Tensor<B, 2>> {
+        let [rows, cols] = shape;
+        let data = self.data(name, &shape)?;
+        let src = data.as_slice::<f32>().expect("weights are converted to f32");
+        let mut out = vec![0.0f32; rows * cols];
+        const BLOCK: usize = 32;
+        for r0 in (0..rows).step_by(BLOCK) {
+            for c0 in (0..cols).step_by(BLOCK) {
+                for r in r0..(r0 + BLOCK).min(rows) {
+                    for c in c0..(c0 + BLOCK).min(cols) {
+                        out[c * rows + r] = src[r * cols + c];
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(out, [cols, rows]), (device, dtype)))
+    }
+
     /// Reads `name` as f32 host data after checking its shape.
     pub fn data(&self, name: &str, shape: &[usize]) -> Result<TensorData> {
         if let Some(generate) = &self.synthetic {
