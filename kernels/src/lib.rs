@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 
 pub mod gdn;
+mod gdn_kernel;
 
 use burn::tensor::backend::Backend;
 
@@ -23,6 +24,7 @@ pub trait RmasBackend: Backend {
 
 impl RmasBackend for burn::backend::NdArray {}
 
+/// CUDA, wgpu/Vulkan and WebGPU: the delta rule runs as one cubecl kernel.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -30,6 +32,16 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
+    fn gated_delta_rule(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        g: burn::Tensor<Self, 2>,
+        beta: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 3>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        gdn_kernel::gated_delta_rule(q, k, v, g, beta, state)
+    }
 }
 
 #[cfg(feature = "fusion")]

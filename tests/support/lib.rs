@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-/// `tests/fixtures/golden/<rel>` inside the repository.
+/// `tests/fixtures/golden/<rel>` inside the repository (`RMAS_REPO_ROOT` relocates it, e.g. for test
+/// binaries copied to a GPU machine).
 pub fn golden(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden").join(rel)
+    let root = std::env::var_os("RMAS_REPO_ROOT").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    root.join("tests/fixtures/golden").join(rel)
 }
 
 /// Tensors of a golden `.safetensors` file, as f32 (float) or i64 (int) host data.

@@ -1,0 +1,94 @@
+//! Criterion benches on the CPU backend: one decode step and a 512-token prefill of a small Qwen3.5,
+//! one decode step per family, and a whole demo RecursiveMAS run.
+
+use burn::backend::NdArray;
+use burn::tensor::DType;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rmas_models::{Model, demo::random_weights};
+use rmas_suite::golden;
+
+type B = NdArray;
+
+/// A small Qwen3.5 (hidden 256, 8 layers) with the real layer pattern and head layout.
+fn small_qwen35() -> Model<B> {
+    let types: Vec<&str> = (0..8).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
+    let json = serde_json::json!({
+        "model_type": "qwen3_5_text", "hidden_size": 256, "num_hidden_layers": 8, "intermediate_size": 768,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "layer_types": types,
+        "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 64, "linear_value_head_dim": 64,
+        "linear_conv_kernel_dim": 4, "vocab_size": 4096, "tie_word_embeddings": true,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25}
+    });
+    let cfg = rmas_models::config::parse(&json.to_string(), std::path::Path::new("bench")).unwrap();
+    let w = random_weights(&cfg, 1);
+    Model::from_weights(cfg, &w, &Default::default(), DType::F32).unwrap()
+}
+
+fn qwen35(c: &mut Criterion) {
+    let model = small_qwen35();
+    let ids: Vec<u32> = (0..512).map(|i| (i * 37) % 4096).collect();
+    let mut g = c.benchmark_group("qwen35_small_cpu");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(512));
+    g.bench_function("prefill_512", |b| {
+        b.iter(|| {
+            let mut cache = model.new_cache(512).unwrap();
+            model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap().into_data()
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    let mut cache = model.new_cache(4096).unwrap();
+    model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
+    g.bench_function("decode_step", |b| {
+        b.iter(|| {
+            let mut step = cache.clone();
+            let h = model.forward(model.embed(&[7]).unwrap(), &mut step).unwrap();
+            model.logits(h).argmax(1).into_data()
+        })
+    });
+    g.finish();
+}
+
+fn families(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_step_tiny");
+    for arch in ["qwen3_5", "qwen2", "qwen3", "llama", "mistral", "gemma3"] {
+        let model = Model::<B>::load(&golden(&format!("models/{arch}/model")), &Default::default(), DType::F32).unwrap();
+        let mut cache = model.new_cache(256).unwrap();
+        model.forward(model.embed(&[1; 64]).unwrap(), &mut cache).unwrap();
+        g.bench_function(arch, |b| {
+            b.iter(|| {
+                let mut step = cache.clone();
+                let h = model.forward(model.embed(&[3]).unwrap(), &mut step).unwrap();
+                model.logits(h).argmax(1).into_data()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn demo_run(c: &mut Criterion) {
+    use rmas::engine::{Run, RunOptions};
+    use rmas_models::generate::Sampling;
+    let system = rmas::demo::mixture::<B>(&Default::default(), 42).unwrap();
+    let opts = RunOptions {
+        dataset: "math500".parse().unwrap(),
+        fn_name: None,
+        latent_steps: 4,
+        rounds: 2,
+        max_new_tokens: 24,
+        sampling: Sampling::Greedy,
+        seed: 42,
+        chat: rmas_text::ChatOptions::recursivemas(chrono::NaiveDate::from_ymd_opt(2024, 7, 26).unwrap()),
+        answer_retry: false,
+        summarize_every_round: true,
+    };
+    let mut g = c.benchmark_group("recursivemas");
+    g.sample_size(10);
+    g.bench_function("demo_mixture_r2_t4", |b| {
+        b.iter(|| Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute().unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, qwen35, families, demo_run);
+criterion_main!(benches);

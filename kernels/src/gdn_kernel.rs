@@ -1,0 +1,99 @@
+//! cubecl kernel for the gated delta rule: one cube per value head, one unit per value column `j`,
+//! which keeps its state column `S[:, j]` (dk f32 values) in registers across all T tokens. It serves
+//! decode (T = 1) and prefill alike, computes the exact recurrence, and replaces ~10 tensor ops per token.
+
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use cubecl::prelude::{CubeCount, CubeDim};
+
+mod kernel {
+use cubecl::prelude::*;
+
+#[cube(launch)]
+pub fn gated_delta_rule_kernel<F: Float>(
+    q: &Tensor<F>,             // [nv, T, dk], l2-normed and scaled
+    k: &Tensor<F>,             // [nv, T, dk], l2-normed
+    v: &Tensor<F>,             // [nv, T, dv]
+    g: &Tensor<F>,             // [nv, T] log-decay
+    beta: &Tensor<F>,          // [nv, T]
+    state: &Tensor<F>,         // [nv, dk, dv]
+    out: &mut Tensor<F>,       // [nv, T, dv]
+    state_out: &mut Tensor<F>, // [nv, dk, dv]
+    #[comptime] dk: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let h = CUBE_POS_X as usize;
+    let j = UNIT_POS_X as usize;
+    let t_len = q.shape(1);
+    let dv = v.shape(2);
+    if j < dv {
+        let mut s = Array::<F>::new(dk);
+        for i in 0..dk {
+            s[i] = state[(h * dk + i) * dv + j];
+        }
+        for t in 0..t_len {
+            let row = h * t_len + t;
+            let decay = F::exp(g[row]);
+            let mut kv = F::new(0.0);
+            for i in 0..dk {
+                s[i] *= decay;
+                kv += s[i] * k[row * dk + i];
+            }
+            let delta = beta[row] * (v[row * dv + j] - kv);
+            let mut o = F::new(0.0);
+            for i in 0..dk {
+                s[i] += k[row * dk + i] * delta;
+                o += s[i] * q[row * dk + i];
+            }
+            out[row * dv + j] = o;
+        }
+        for i in 0..dk {
+            state_out[(h * dk + i) * dv + j] = s[i];
+        }
+    }
+}
+}
+
+/// Launches the kernel on contiguous f32 copies of the inputs; returns `o` (input dtype) and the f32 state.
+pub fn gated_delta_rule<R, F, I, BT>(
+    q: Tensor<CubeBackend<R, F, I, BT>, 3>,
+    k: Tensor<CubeBackend<R, F, I, BT>, 3>,
+    v: Tensor<CubeBackend<R, F, I, BT>, 3>,
+    g: Tensor<CubeBackend<R, F, I, BT>, 2>,
+    beta: Tensor<CubeBackend<R, F, I, BT>, 2>,
+    state: Tensor<CubeBackend<R, F, I, BT>, 3>,
+) -> (Tensor<CubeBackend<R, F, I, BT>, 3>, Tensor<CubeBackend<R, F, I, BT>, 3>)
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let dtype = v.dtype();
+    let [nv, t_len, dk] = q.dims();
+    let dv = v.dims()[2];
+    let prim = |x: Tensor<CubeBackend<R, F, I, BT>, 3>| into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor());
+    let prim2 = |x: Tensor<CubeBackend<R, F, I, BT>, 2>| into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor());
+    let (q, k, v, state) = (prim(q), prim(k), prim(v), prim(state));
+    let (g, beta) = (prim2(g), prim2(beta));
+    let client = q.client.clone();
+    let out = empty_device_dtype(client.clone(), q.device.clone(), [nv, t_len, dv].into(), DType::F32);
+    let state_out = empty_device_dtype(client.clone(), q.device.clone(), [nv, dk, dv].into(), DType::F32);
+    kernel::gated_delta_rule_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(nv as u32, 1, 1),
+        CubeDim::new_1d(dv as u32),
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        g.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        state.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        state_out.clone().into_tensor_arg(),
+        dk,
+        DType::F32.into(),
+    );
+    let out: Tensor<CubeBackend<R, F, I, BT>, 3> = Tensor::from_primitive(TensorPrimitive::Float(out));
+    (out.cast(dtype), Tensor::from_primitive(TensorPrimitive::Float(state_out)))
+}

@@ -1,0 +1,126 @@
+//! Bad input gets a clear error that names what and where — never a panic or a wrong answer.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::tensor::DType;
+use rmas_models::{Model, ModelError};
+use rmas_suite::golden;
+
+type B = NdArray;
+
+/// A scratch copy of a golden model directory that a test may damage.
+fn scratch(arch: &str, tag: &str) -> PathBuf {
+    let src = golden(&format!("models/{arch}/model"));
+    let dst = std::env::temp_dir().join(format!("rmas-errors-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    dst
+}
+
+fn load(dir: &Path) -> Result<Model<B>, ModelError> {
+    Model::<B>::load(dir, &Default::default(), DType::F32)
+}
+
+fn message(r: Result<Model<B>, ModelError>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_weights_file_names_the_file() {
+    let dir = scratch("qwen2", "missing");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("model.safetensors") && msg.contains("cannot read"), "{msg}");
+}
+
+#[test]
+fn corrupt_weights_file_is_reported() {
+    let dir = scratch("qwen2", "corrupt");
+    std::fs::write(dir.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}").unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("corrupt safetensors file") && msg.contains("model.safetensors"), "{msg}");
+}
+
+#[test]
+fn truncated_weights_file_is_reported() {
+    let dir = scratch("qwen3", "truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("truncated"), "{msg}");
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_shapes() {
+    let dir = scratch("llama", "shape");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 256", "\"intermediate_size\": 300");
+    std::fs::write(&path, cfg).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("mlp.gate_proj.weight") && msg.contains("[300, 64]") && msg.contains("[256, 64]"), "{msg}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    // Claim a tied model is untied: its LM head tensor is then missing.
+    let dir = scratch("qwen3", "untied");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    std::fs::write(&path, cfg).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("lm_head.weight") && msg.contains("not found"), "{msg}");
+}
+
+#[test]
+fn unknown_architecture_lists_supported() {
+    let dir = scratch("qwen2", "arch");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"model_type\": \"qwen2\"", "\"model_type\": \"falcon\"");
+    std::fs::write(&path, cfg).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("falcon") && msg.contains("qwen3_5") && msg.contains("gemma3"), "{msg}");
+}
+
+#[test]
+fn unknown_rope_type_is_reported() {
+    let dir = scratch("llama", "rope");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"");
+    std::fs::write(&path, cfg).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("unsupported rope type `yarn`"), "{msg}");
+}
+
+#[test]
+fn prompt_past_the_context_is_an_error() {
+    let model = load(&golden("models/qwen3_5/model")).unwrap();
+    let mut cache = model.new_cache(8).unwrap();
+    let err = model.forward(model.embed(&[1; 9]).unwrap(), &mut cache).unwrap_err().to_string();
+    assert!(err.contains("9 positions exceeds the 8"), "{err}");
+    let err = model.new_cache(usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("max_position_embeddings"), "{err}");
+}
+
+#[test]
+fn token_outside_vocabulary_is_an_error() {
+    let model = load(&golden("models/gemma3/model")).unwrap();
+    let err = model.embed(&[5, 999_999]).unwrap_err().to_string();
+    assert!(err.contains("999999") && err.contains("vocabulary"), "{err}");
+}
+
+#[test]
+fn unsupported_dtype_on_backend_is_an_error() {
+    for dtype in [DType::BF16, DType::F16] {
+        let err = Model::<B>::load(&golden("models/qwen2/model"), &Default::default(), dtype).err().expect("ndarray has no half precision");
+        assert!(err.to_string().contains("not supported by the ndarray backend"), "{err}");
+    }
+}
