@@ -80,8 +80,31 @@ fn greedy_generation<B: RmasBackend>(device: &B::Device) {
     }
 }
 
+
+/// A latent rollout with the cache (one row per step) equals recomputing the whole sequence each step,
+/// as the reference does; the fed row is the hidden state itself (an identity link).
+fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
+    for arch in ["qwen3_5", "gemma3", "llama"] {
+        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
+        let model = load::<B>(arch, device);
+        let prompt = model.embed(&g.ids("gen_prompt_ids")).unwrap();
+        let steps = 5;
+        let mut cache = model.new_cache(prompt.dims()[0] + steps).unwrap();
+        let mut h = rmas_models::generate::last_row(model.forward(prompt.clone(), &mut cache).unwrap());
+        let mut seq = prompt;
+        for step in 0..steps {
+            seq = Tensor::cat(vec![seq, h.clone()], 0);
+            let mut fresh = model.new_cache(seq.dims()[0]).unwrap();
+            let recomputed = rmas_models::generate::last_row(model.forward(seq.clone(), &mut fresh).unwrap());
+            h = rmas_models::generate::last_row(model.forward(h, &mut cache).unwrap());
+            assert_close(&format!("{arch} latent step {step}"), h.clone(), recomputed, 1e-4, 1e-3);
+        }
+    }
+}
+
 rmas_suite::backend_tests! {
     full_forward_matches_hf => full_forward,
     prefill_then_decode_matches_full => prefill_then_decode,
     greedy_generation_matches_hf => greedy_generation,
+    cached_rollout_equals_recompute => cached_rollout_equals_recompute,
 }

@@ -17,13 +17,18 @@ const ATOL: f32 = 2e-4;
 const RTOL: f32 = 1e-3;
 
 fn case<B: RmasBackend>(device: &B::Device, name: &str) {
+    run_case::<B>(device, name, false);
+}
+
+/// Runs a golden case; `offload` loads each agent only for its stage.
+fn run_case<B: RmasBackend>(device: &B::Device, name: &str, offload: bool) {
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap()).unwrap();
     let g = Golden::open(&format!("systems/{name}/expected.safetensors"));
     let settings = &expected["settings"];
     let style: Style = settings["style"].as_str().unwrap().parse().unwrap();
     let hub = Hub::new(golden(&format!("systems/{name}/hub"))).with_offline(true);
     let spec = SystemSpec::resolve_style(&hub, style, settings["task"].as_str().unwrap().parse().unwrap()).unwrap();
-    let system = System::<B>::load(&spec, device, DType::F32, false).unwrap();
+    let system = System::<B>::load(&spec, device, DType::F32, offload).unwrap();
     let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
     let opts = RunOptions {
         dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
@@ -87,6 +92,12 @@ fn mixture<B: RmasBackend>(device: &B::Device) {
 
 fn sequential_light<B: RmasBackend>(device: &B::Device) {
     case::<B>(device, "sequential-light-r2");
+}
+
+/// Stage-by-stage loading (`--offload`) gives the same results.
+#[test]
+fn offloaded_agents_match_reference() {
+    run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", true);
 }
 
 rmas_suite::backend_tests! {
