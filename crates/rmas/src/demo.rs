@@ -67,7 +67,7 @@ pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<System<B
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();
     for (i, (key, src, dst)) in OUTER.iter().enumerate() {
-        let shapes = outer_shapes(hidden[src], hidden[dst]);
+        let shapes = OuterLink::<B>::shapes(hidden[src], hidden[dst]);
         let link = OuterLink::from_safetensors_bytes(&link_bytes(&shapes, seed.wrapping_add(77 + i as u64))?, device)?;
         outer.insert(key.to_string(), link);
     }
@@ -94,41 +94,13 @@ fn agent<B: RmasBackend>(a: &Assets, i: usize, seed: u64, device: &B::Device) ->
         generation_config: Some(a.generation_config),
     })?;
     let h = model.config().hidden_size;
-    let inner = InnerLink::from_safetensors_bytes(&link_bytes(&inner_shapes(h), model_seed + 1)?, device)?;
+    let inner = InnerLink::from_safetensors_bytes(&link_bytes(&InnerLink::<B>::shapes(h), model_seed + 1)?, device)?;
     Ok(Agent { role: a.role, model, tokenizer, inner })
-}
-
-/// `(name, shape)` of an inner link of width `h`.
-fn inner_shapes(h: usize) -> Vec<(String, Vec<usize>)> {
-    ["proj1", "proj2"]
-        .into_iter()
-        .flat_map(|p| [(format!("{p}.weight"), vec![h, h]), (format!("{p}.bias"), vec![h])])
-        .chain(["pre_ln", "post_ln"].into_iter().flat_map(|ln| [(format!("{ln}.weight"), vec![h]), (format!("{ln}.bias"), vec![h])]))
-        .collect()
-}
-
-/// `(name, shape)` of an outer link `din → dout`.
-fn outer_shapes(din: usize, dout: usize) -> Vec<(String, Vec<usize>)> {
-    [
-        ("proj1.weight", vec![2 * dout, din]),
-        ("proj1.bias", vec![2 * dout]),
-        ("proj2.weight", vec![dout, 2 * dout]),
-        ("proj2.bias", vec![dout]),
-        ("residual_proj.weight", vec![dout, din]),
-        ("residual_proj.bias", vec![dout]),
-        ("ln_source.weight", vec![din]),
-        ("ln_source.bias", vec![din]),
-        ("ln_target.weight", vec![dout]),
-        ("ln_target.bias", vec![dout]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), s))
-    .collect()
 }
 
 /// A safetensors file of random link tensors: LayerNorm weights ≈ 0.5 (the rms of the demo embeddings),
 /// biases small, matrices scaled by `1/√fan_in`.
-fn link_bytes(shapes: &[(String, Vec<usize>)], seed: u64) -> Result<Vec<u8>> {
+fn link_bytes(shapes: &[(&'static str, Vec<usize>)], seed: u64) -> Result<Vec<u8>> {
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
         .iter()
         .enumerate()
@@ -140,7 +112,7 @@ fn link_bytes(shapes: &[(String, Vec<usize>)], seed: u64) -> Result<Vec<u8>> {
                 (_, true) if name.ends_with("weight") => u.into_iter().map(|x| 0.5 + 0.05 * x).collect(),
                 _ => u.into_iter().map(|x| 0.02 * x).collect(),
             };
-            (name.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (name.to_string(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
         })
         .collect();
     let views = data

@@ -105,22 +105,27 @@ impl<B: Backend> InnerLink<B> {
         sd.require_keys(INNER_LINK_TYPE, &INNER_KEYS)?;
         sd.check_exact_keys(INNER_LINK_TYPE, &INNER_KEYS)?;
         let h = sd.dim0("pre_ln.weight");
-        sd.check_shapes(&[
-            ("pre_ln.weight", vec![h]),
-            ("pre_ln.bias", vec![h]),
-            ("proj1.weight", vec![h, h]),
-            ("proj1.bias", vec![h]),
-            ("proj2.weight", vec![h, h]),
-            ("proj2.bias", vec![h]),
-            ("post_ln.weight", vec![h]),
-            ("post_ln.bias", vec![h]),
-        ])?;
+        sd.check_shapes(&InnerLink::<B>::shapes(h))?;
         Ok(Self {
             pre_ln: sd.layer_norm("pre_ln", device),
             proj1: sd.linear("proj1", device),
             proj2: sd.linear("proj2", device),
             post_ln: sd.layer_norm("post_ln", device),
         })
+    }
+
+    /// State-dict tensor names and shapes of an inner link of width `h`.
+    pub fn shapes(h: usize) -> Vec<(&'static str, Vec<usize>)> {
+        vec![
+            ("proj1.weight", vec![h, h]),
+            ("proj1.bias", vec![h]),
+            ("proj2.weight", vec![h, h]),
+            ("proj2.bias", vec![h]),
+            ("pre_ln.weight", vec![h]),
+            ("pre_ln.bias", vec![h]),
+            ("post_ln.weight", vec![h]),
+            ("post_ln.bias", vec![h]),
+        ]
     }
 
     /// Input width H.
@@ -176,18 +181,7 @@ impl<B: Backend> OuterLink<B> {
         sd.check_exact_keys(OUTER_LINK_TYPE, &OUTER_KEYS)?;
         let din = sd.dim0("ln_source.weight");
         let dout = sd.dim0("proj2.bias");
-        sd.check_shapes(&[
-            ("ln_source.weight", vec![din]),
-            ("ln_source.bias", vec![din]),
-            ("proj1.weight", vec![2 * dout, din]),
-            ("proj1.bias", vec![2 * dout]),
-            ("proj2.weight", vec![dout, 2 * dout]),
-            ("proj2.bias", vec![dout]),
-            ("residual_proj.weight", vec![dout, din]),
-            ("residual_proj.bias", vec![dout]),
-            ("ln_target.weight", vec![dout]),
-            ("ln_target.bias", vec![dout]),
-        ])?;
+        sd.check_shapes(&OuterLink::<B>::shapes(din, dout))?;
         Ok(Self {
             ln_source: sd.layer_norm("ln_source", device),
             proj1: sd.linear("proj1", device),
@@ -195,6 +189,22 @@ impl<B: Backend> OuterLink<B> {
             residual_proj: sd.linear("residual_proj", device),
             ln_target: sd.layer_norm("ln_target", device),
         })
+    }
+
+    /// State-dict tensor names and shapes of an outer link `din → dout`.
+    pub fn shapes(din: usize, dout: usize) -> Vec<(&'static str, Vec<usize>)> {
+        vec![
+            ("proj1.weight", vec![2 * dout, din]),
+            ("proj1.bias", vec![2 * dout]),
+            ("proj2.weight", vec![dout, 2 * dout]),
+            ("proj2.bias", vec![dout]),
+            ("residual_proj.weight", vec![dout, din]),
+            ("residual_proj.bias", vec![dout]),
+            ("ln_source.weight", vec![din]),
+            ("ln_source.bias", vec![din]),
+            ("ln_target.weight", vec![dout]),
+            ("ln_target.bias", vec![dout]),
+        ]
     }
 
     /// Sender width Din.
@@ -364,7 +374,7 @@ impl StateDict {
             .unwrap_or(0)
     }
 
-    fn check_shapes(&self, expected: &[(&str, Vec<usize>)]) -> Result<()> {
+    fn check_shapes(&self, expected: &[(&'static str, Vec<usize>)]) -> Result<()> {
         for (name, shape) in expected {
             let found = self
                 .tensors
