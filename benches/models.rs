@@ -4,7 +4,7 @@
 use burn::backend::NdArray;
 use burn::tensor::DType;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rmas_models::{Model, demo::random_weights};
+use rmas_models::{Model, block_on, demo::random_weights};
 use rmas_suite::golden;
 
 type B = NdArray;
@@ -85,7 +85,7 @@ fn demo_run(c: &mut Criterion) {
     let mut g = c.benchmark_group("recursivemas");
     g.sample_size(10);
     g.bench_function("demo_mixture_r2_t4", |b| {
-        b.iter(|| Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute().unwrap())
+        b.iter(|| block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap())
     });
     g.finish();
 }

@@ -5,7 +5,7 @@
 
 use burn::tensor::{DType, Tensor};
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
-use rmas_models::{Model, RmasBackend};
+use rmas_models::{Model, RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden};
 
 const ARCHS: &[&str] = &["qwen3_5", "qwen3_5_text", "qwen2", "qwen3", "llama", "mistral", "gemma3"];
@@ -73,7 +73,7 @@ fn greedy_generation<B: RmasBackend>(device: &B::Device) {
         let mut cache = model.new_cache(prompt.len() + expected.len()).unwrap();
         let opts = GenerateOptions { max_new_tokens: expected.len(), stop_ids: vec![], logprobs: true };
         let mut sampler = Sampler::new(Sampling::Greedy, 0);
-        let out = generate(&model, model.embed(&prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| false).unwrap();
+        let out = block_on(generate(&model, model.embed(&prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| false)).unwrap();
         assert_eq!(out.ids, expected, "{arch}: greedy ids");
         assert_eq!(out.logprobs.len(), expected.len());
         assert!(out.logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0), "{arch}: logprobs {:?}", out.logprobs);

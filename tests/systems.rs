@@ -5,7 +5,7 @@ use burn::tensor::{DType, Tensor};
 use rmas::engine::{Event, Run, RunOptions, StageKind, System};
 use rmas::hub::Hub;
 use rmas::system::SystemSpec;
-use rmas_models::RmasBackend;
+use rmas_models::{RmasBackend, block_on};
 use rmas_models::generate::Sampling;
 use rmas_suite::{Golden, assert_close, golden};
 use rmas_text::ChatOptions;
@@ -61,7 +61,7 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, offload: bool) {
             }
             _ => {}
         };
-        let result = Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute().unwrap();
+        let result = block_on(Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute()).unwrap();
 
         // Every recorded tensor of this question was produced, and matches.
         let keys = expected["tensor_keys"].as_array().unwrap();

@@ -78,25 +78,21 @@ impl Job for Args {
         let mut sampler = Sampler::new(self.sampling.sampling(), self.sampling.seed);
         let mut printed = 0;
         let json = self.json;
-        let out = generate(&model, model.embed(&prompt_ids)?, &mut cache, &opts, &mut sampler, |ids| {
+        let out = rmas_models::block_on(generate(&model, model.embed(&prompt_ids)?, &mut cache, &opts, &mut sampler, |ids| {
             if !json {
                 printed = stream(&tokenizer, ids, printed);
             }
             false
-        })?;
+        }))?;
         report(&tokenizer, &prompt_ids, &out, json)
     }
 }
 
 /// Prints the newly decoded suffix; returns how many bytes of text are out.
 fn stream(tokenizer: &Tokenizer, ids: &[u32], printed: usize) -> usize {
-    let Ok(text) = tokenizer.decode(ids, true) else { return printed };
-    // Hold back text ending in an incomplete UTF-8 sequence (shown as U+FFFD) until it completes.
-    if text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) {
-        print!("{}", &text[printed..]);
-        let _ = std::io::stdout().flush();
-        return text.len();
-    }
+    let (new, printed) = tokenizer.decode_new_text(ids, printed);
+    print!("{new}");
+    let _ = std::io::stdout().flush();
     printed
 }
 
@@ -146,6 +142,6 @@ fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result
 
 /// The demo mixture system's Qwen3.5 summarizer as a stand-alone model.
 fn demo<B: RmasBackend>(device: &B::Device) -> Result<(Model<B>, Tokenizer)> {
-    let agent = rmas::demo::summarizer::<B>(device, 42)?;
+    let agent = rmas::demo::summarizer::<B>(device, rmas::demo::SEED)?;
     Ok((agent.model, agent.tokenizer))
 }

@@ -130,19 +130,22 @@ impl Job for Args {
     fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
         let style = if self.demo { Style::Mixture } else { self.style.unwrap_or(Style::Mixture) };
         let rec = recommended_settings(style, self.dataset);
+        let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
+        let demo = rmas::demo::run_options(chat_date);
+        let pick = |flag: Option<usize>, demo_value: usize, recommended: usize| flag.unwrap_or(if self.demo { demo_value } else { recommended });
         let opts = RunOptions {
             dataset: self.dataset,
             fn_name: self.fn_name.clone(),
-            latent_steps: self.latent_steps.unwrap_or(if self.demo { 4 } else { rec.latent_steps }),
-            rounds: self.rounds.unwrap_or(if self.demo { 2 } else { rec.rounds }),
-            max_new_tokens: self.max_new_tokens.unwrap_or(if self.demo { 24 } else { rec.max_new_tokens }),
+            latent_steps: pick(self.latent_steps, demo.latent_steps, rec.latent_steps),
+            rounds: pick(self.rounds, demo.rounds, rec.rounds),
+            max_new_tokens: pick(self.max_new_tokens, demo.max_new_tokens, rec.max_new_tokens),
             sampling: if self.demo && self.sampling.temperature.is_none() {
-                Sampling::Greedy
+                demo.sampling
             } else {
                 self.sampling.with_defaults(Some(rec.temperature), rec.top_p)
             },
             seed: self.sampling.seed,
-            chat: ChatOptions::recursivemas(self.chat_date.unwrap_or_else(|| Local::now().date_naive())),
+            chat: ChatOptions::recursivemas(chat_date),
             answer_retry: !self.no_answer_retry && !self.demo,
             summarize_every_round: !self.skip_intermediate_text,
         };
@@ -151,7 +154,7 @@ impl Job for Args {
         let question = self.question.as_deref().unwrap_or(rmas::demo::QUESTION);
         let progress = Progress::new(self.json);
         let mut on_event = |e: Event<'_, B>| progress.event(e);
-        let result = Run::new(&system, &opts, question, None, &mut on_event).execute()?;
+        let result = rmas_models::block_on(Run::new(&system, &opts, question, None, &mut on_event).execute())?;
         progress.bar.finish_and_clear();
         print_result(&result, self.json);
         Ok(())
@@ -162,7 +165,7 @@ impl Args {
     fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType) -> Result<System<B>> {
         let spinner = spinner("building the demo system".into());
         if self.demo {
-            let system = rmas::demo::mixture::<B>(device, 42)?;
+            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED)?;
             spinner.finish_and_clear();
             return Ok(system);
         }
@@ -222,23 +225,9 @@ impl Progress {
 }
 
 fn print_result(result: &RunResult, json: bool) {
-    if !json {
+    if json {
+        println!("{}", result.to_json());
+    } else {
         println!("{}", result.answer);
-        return;
     }
-    let stages: Vec<_> = result
-        .stages
-        .iter()
-        .map(|s| {
-            let mut o = serde_json::json!({ "agent": s.role.to_string(), "round": s.round, "ms": s.ms });
-            match &s.kind {
-                StageKind::Latent { steps } => { o["kind"] = "latent".into(); o["latent_steps"] = (*steps).into(); }
-                StageKind::Text { ids } => { o["kind"] = "text".into(); o["generated_ids"] = serde_json::json!(ids); }
-                StageKind::Retry { ids } => { o["kind"] = "answer_retry".into(); o["generated_ids"] = serde_json::json!(ids); }
-                StageKind::Tool { call } => { o["kind"] = "tool".into(); o["call"] = call.clone().into(); }
-            }
-            o
-        })
-        .collect();
-    println!("{}", serde_json::json!({ "answer": result.answer, "token_ids": result.token_ids, "stages": stages }));
 }

@@ -32,6 +32,9 @@ pub enum ModelError {
     /// A sequence would not fit the cache or the model's context window.
     #[error("sequence of {needed} positions exceeds the {limit} available ({what})")]
     ContextOverflow { needed: usize, limit: usize, what: &'static str },
+    /// The device failed to execute or read back a tensor.
+    #[error("device error: {0}")]
+    Device(String),
     /// An input row has the wrong width or a token id is outside the vocabulary.
     #[error("invalid input: {0}")]
     Input(String),

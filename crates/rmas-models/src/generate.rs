@@ -1,9 +1,8 @@
 //! Token generation with HF `generate` semantics: greedy or temperature → top-k → top-p → multinomial.
 
-use std::time::Instant;
-
-use burn::tensor::{ElementConversion, Tensor, activation};
+use burn::tensor::{Tensor, TensorData, activation};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use web_time::Instant;
 
 use crate::error::{ModelError, Result};
 use crate::model::{Cache, Model};
@@ -30,21 +29,29 @@ impl Sampler {
         Self { sampling, rng: StdRng::seed_from_u64(seed) }
     }
 
-    /// Chooses a token from one row of logits `[1, V]` (one host read-back).
-    pub fn sample<B: RmasBackend>(&mut self, logits: Tensor<B, 2>) -> Result<u32> {
+    /// Chooses a token from one row of logits `[1, V]` (one asynchronous host read-back).
+    pub async fn sample<B: RmasBackend>(&mut self, logits: Tensor<B, 2>) -> Result<u32> {
         match self.sampling {
             Sampling::Greedy => {
-                let id = logits.argmax(1).into_data().convert::<i64>();
+                let id = read_back(logits.argmax(1)).await?.convert::<i64>();
                 let id = id.as_slice::<i64>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0];
                 Ok(id as u32)
             }
             Sampling::Sample { temperature, top_k, top_p } => {
-                let data = crate::nn::to_f32(logits).into_data().convert::<f32>();
+                let data = read_back(crate::nn::to_f32(logits)).await?.convert::<f32>();
                 let scores = data.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
                 Ok(sample_scores(scores, temperature, top_k, top_p, self.rng.random::<f64>()))
             }
         }
     }
+}
+
+/// Copies a tensor to the host without blocking the thread (required on WebGPU).
+pub async fn read_back<B: burn::tensor::backend::Backend, const D: usize, K>(t: Tensor<B, D, K>) -> Result<TensorData>
+where
+    K: burn::tensor::BasicOps<B>,
+{
+    t.into_data_async().await.map_err(|e| ModelError::Device(format!("{e:?}")))
 }
 
 /// HF's warper chain on host scores, then inverse-CDF sampling with `u ∈ [0, 1)`.
@@ -114,8 +121,8 @@ impl Generation {
 }
 
 /// Feeds `prompt` `[L, H]` (embeddings) after `cache`, then generates; `on_token` sees the ids so far after
-/// each step and returns `true` to stop there.
-pub fn generate<B: RmasBackend>(
+/// each step and returns `true` to stop there. Native callers drive it with [`crate::block_on`].
+pub async fn generate<B: RmasBackend>(
     model: &Model<B>,
     prompt: Tensor<B, 2>,
     cache: &mut Cache<B>,
@@ -135,13 +142,14 @@ pub fn generate<B: RmasBackend>(
     let mut h = last_row(model.forward(prompt, cache)?);
     for step in 0..opts.max_new_tokens {
         let logits = model.logits(h);
-        let id = sampler.sample(logits.clone())?;
+        let id = sampler.sample(logits.clone()).await?;
         if step == 0 {
             out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         }
         if opts.logprobs {
             let lp = activation::log_softmax(crate::nn::to_f32(logits), 1).narrow(1, id as usize, 1);
-            out.logprobs.push(lp.into_scalar().elem::<f32>());
+            let lp = read_back(lp).await?.convert::<f32>();
+            out.logprobs.push(lp.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0]);
         }
         out.ids.push(id);
         let stop = on_token(&out.ids);

@@ -17,3 +17,7 @@ pub use error::{ModelError, Result};
 pub use model::{Cache, Model};
 pub use rmas_kernels::RmasBackend;
 pub use weights::Weights;
+
+/// Runs a future (a generation, a RecursiveMAS run) to completion on the current thread (native only).
+#[cfg(not(target_family = "wasm"))]
+pub use futures_lite::future::block_on;

@@ -176,6 +176,17 @@ impl Tokenizer {
         })
     }
 
+    /// Streaming display: the text of `ids` past the first `printed` bytes already shown, and the new
+    /// count. Text ending in an incomplete UTF-8 sequence (U+FFFD) is held back until it completes.
+    pub fn decode_new_text(&self, ids: &[u32], printed: usize) -> (String, usize) {
+        match self.decode(ids, true) {
+            Ok(text) if text.len() > printed && !text.ends_with('\u{FFFD}') && text.is_char_boundary(printed) => {
+                (text[printed..].to_string(), text.len())
+            }
+            _ => (String::new(), printed),
+        }
+    }
+
     /// A generated answer as RecursiveMAS returns it: decoded without special tokens, stripped.
     pub fn decode_generated(&self, ids: &[u32]) -> Result<String> {
         Ok(py_strip(&self.decode(ids, true)?).to_owned())

@@ -7,16 +7,40 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::DType;
+use chrono::NaiveDate;
+use rmas_models::generate::Sampling;
 use rmas_models::{Model, RmasBackend, demo::random_weights, demo::uniform};
 use rmas_text::prompts::{Role, Style};
-use rmas_text::{Tokenizer, TokenizerFiles};
+use rmas_text::prompts::Dataset;
+use rmas_text::{ChatOptions, Tokenizer, TokenizerFiles};
 
-use crate::engine::{Agent, System};
+use crate::engine::{Agent, RunOptions, System};
 use crate::error::{RmasError, Result};
 use crate::link::{InnerLink, OuterLink};
+use crate::topology::outer_links;
 
 /// A question for demo runs.
 pub const QUESTION: &str = "A baker makes 24 muffins in the morning and 18 muffins in the afternoon. He sells 30 of them. How many muffins are left?";
+
+/// Seed of the demo's weights and links in `rmas run --demo` and the web demo.
+pub const SEED: u64 = 42;
+
+/// Settings of a demo run (CLI and browser alike): 2 rounds of 4 latent steps, then 24 greedy tokens,
+/// no answer retry; chat templates print `chat_date`.
+pub fn run_options(chat_date: NaiveDate) -> RunOptions {
+    RunOptions {
+        dataset: Dataset::Math500,
+        fn_name: None,
+        latent_steps: 4,
+        rounds: 2,
+        max_new_tokens: 24,
+        sampling: Sampling::Greedy,
+        seed: SEED,
+        chat: ChatOptions::recursivemas(chat_date),
+        answer_retry: false,
+        summarize_every_round: true,
+    }
+}
 
 /// Embedded files of one demo agent.
 struct Assets {
@@ -51,25 +75,15 @@ fn agents() -> [Assets; 4] {
     ]
 }
 
-/// Outer links of the mixture topology: key, source, target.
-const OUTER: [(&str, Role, Role); 6] = [
-    ("outer_1s", Role::Math, Role::Summarizer),
-    ("outer_2s", Role::Code, Role::Summarizer),
-    ("outer_3s", Role::Science, Role::Summarizer),
-    ("outer_s1", Role::Summarizer, Role::Math),
-    ("outer_s2", Role::Summarizer, Role::Code),
-    ("outer_s3", Role::Summarizer, Role::Science),
-];
-
 /// Builds the demo mixture system on `device` (f32), every value derived from `seed`.
 pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<System<B>> {
     let built = agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device)).collect::<Result<Vec<_>>>()?;
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();
-    for (i, (key, src, dst)) in OUTER.iter().enumerate() {
-        let shapes = OuterLink::<B>::shapes(hidden[src], hidden[dst]);
+    for (i, edge) in outer_links(Style::Mixture).iter().enumerate() {
+        let shapes = OuterLink::<B>::shapes(hidden[&edge.source], hidden[&edge.target]);
         let link = OuterLink::from_safetensors_bytes(&link_bytes(&shapes, seed.wrapping_add(77 + i as u64))?, device)?;
-        outer.insert(key.to_string(), link);
+        outer.insert(edge.key.to_string(), link);
     }
     Ok(System::from_parts(Style::Mixture, built, outer, device))
 }

@@ -2,18 +2,21 @@
 //! the receivers' prompts, the per-style round loops, final generation, answer retry and the tool loop.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::ops::Deref;
 
 use burn::tensor::{DType, Tensor};
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate, last_row};
 use rmas_models::{Model, RmasBackend};
 use rmas_text::prompts::{self, Dataset, PromptContext, Role, Style};
 use rmas_text::{ChatOptions, Tokenizer};
+use web_time::Instant;
 
 use crate::error::{RmasError, Result};
 use crate::link::{InnerLink, OuterLink};
+#[cfg(not(target_family = "wasm"))]
 use crate::system::{AgentSpec, SystemSpec};
 use crate::tools::{self, ToolBox};
+use crate::topology::outer_links;
 
 /// One agent: a frozen language model, its tokenizer and its inner RecursiveLink.
 pub struct Agent<B: RmasBackend> {
@@ -23,6 +26,7 @@ pub struct Agent<B: RmasBackend> {
     pub inner: InnerLink<B>,
 }
 
+#[cfg(not(target_family = "wasm"))]
 impl<B: RmasBackend> Agent<B> {
     /// Loads the checkpoint, tokenizer and inner link of `spec`.
     pub fn load(spec: &AgentSpec, device: &B::Device, dtype: DType) -> Result<Self> {
@@ -47,7 +51,27 @@ impl<B: RmasBackend> Agent<B> {
 /// An agent kept in memory, or loaded for each stage and dropped after it (`--offload`).
 enum Slot<B: RmasBackend> {
     Resident(Box<Agent<B>>),
+    #[cfg(not(target_family = "wasm"))]
     Offloaded(AgentSpec),
+}
+
+/// An agent for one stage: borrowed from the system, or loaded for the stage alone.
+enum AgentRef<'a, B: RmasBackend> {
+    Resident(&'a Agent<B>),
+    #[cfg(not(target_family = "wasm"))]
+    Loaded(Box<Agent<B>>),
+}
+
+impl<B: RmasBackend> Deref for AgentRef<'_, B> {
+    type Target = Agent<B>;
+
+    fn deref(&self) -> &Agent<B> {
+        match self {
+            Self::Resident(agent) => agent,
+            #[cfg(not(target_family = "wasm"))]
+            Self::Loaded(agent) => agent,
+        }
+    }
 }
 
 /// A loaded RecursiveMAS system.
@@ -55,12 +79,15 @@ pub struct System<B: RmasBackend> {
     pub style: Style,
     agents: BTreeMap<Role, Slot<B>>,
     outer: BTreeMap<String, OuterLink<B>>,
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     device: B::Device,
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     dtype: DType,
 }
 
 impl<B: RmasBackend> System<B> {
     /// Loads every link and (unless `offload`) every agent of a resolved system.
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(spec: &SystemSpec, device: &B::Device, dtype: DType, offload: bool) -> Result<Self> {
         let hidden = spec.hidden_sizes()?;
         let outer = spec.load_outer_links::<B>(&hidden, device)?;
@@ -79,12 +106,27 @@ impl<B: RmasBackend> System<B> {
         Self { style, agents, outer, device: device.clone(), dtype }
     }
 
-    fn with_agent<R>(&self, role: Role, f: impl FnOnce(&Agent<B>) -> Result<R>) -> Result<R> {
+    fn agent(&self, role: Role) -> Result<AgentRef<'_, B>> {
         match self.agents.get(&role) {
-            Some(Slot::Resident(agent)) => f(agent),
-            Some(Slot::Offloaded(spec)) => f(&Agent::load(spec, &self.device, self.dtype)?),
+            Some(Slot::Resident(agent)) => Ok(AgentRef::Resident(agent)),
+            #[cfg(not(target_family = "wasm"))]
+            Some(Slot::Offloaded(spec)) => Ok(AgentRef::Loaded(Box::new(Agent::load(spec, &self.device, self.dtype)?))),
             None => Err(RmasError::InvalidSystem { system: self.style.to_string(), msg: format!("no agent for role `{role}`") }),
         }
+    }
+
+    /// The resident agents (offloaded ones are not loaded for this).
+    pub fn agents(&self) -> impl Iterator<Item = &Agent<B>> {
+        self.agents.values().filter_map(|slot| match slot {
+            Slot::Resident(agent) => Some(&**agent),
+            #[cfg(not(target_family = "wasm"))]
+            Slot::Offloaded(_) => None,
+        })
+    }
+
+    /// The outer links of the style's topology that this system has: `(key, from, to)`.
+    pub fn links(&self) -> impl Iterator<Item = (&'static str, Role, Role)> + '_ {
+        outer_links(self.style).iter().filter(|e| self.outer.contains_key(e.key)).map(|e| (e.key, e.source, e.target))
     }
 
     fn outer(&self, key: &str) -> Result<&OuterLink<B>> {
@@ -161,6 +203,30 @@ pub struct RunResult {
     pub stages: Vec<StageRecord>,
 }
 
+impl StageRecord {
+    /// `{"agent", "round", "ms", "kind", …}` as `rmas run --json` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut o = serde_json::json!({ "agent": self.role.to_string(), "round": self.round, "ms": self.ms });
+        let (kind, key, value) = match &self.kind {
+            StageKind::Latent { steps } => ("latent", "latent_steps", serde_json::json!(steps)),
+            StageKind::Text { ids } => ("text", "generated_ids", serde_json::json!(ids)),
+            StageKind::Retry { ids } => ("answer_retry", "generated_ids", serde_json::json!(ids)),
+            StageKind::Tool { call } => ("tool", "call", serde_json::json!(call)),
+        };
+        o["kind"] = kind.into();
+        o[key] = value;
+        o
+    }
+}
+
+impl RunResult {
+    /// `{"answer", "token_ids", "stages"}` as `rmas run --json` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let stages: Vec<_> = self.stages.iter().map(StageRecord::to_json).collect();
+        serde_json::json!({ "answer": self.answer, "token_ids": self.token_ids, "stages": stages })
+    }
+}
+
 /// Runs one question through a system.
 pub struct Run<'s, 'e, B: RmasBackend> {
     system: &'s System<B>,
@@ -187,19 +253,19 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         Self { system, opts, question, sampler: Sampler::new(opts.sampling, opts.seed), on_event, stages: Vec::new(), tools }
     }
 
-    /// Runs every round of the style's loop and the final generation.
-    pub fn execute(mut self) -> Result<RunResult> {
+    /// Runs every round of the style's loop and the final generation (natively: `rmas_models::block_on(run.execute())`).
+    pub async fn execute(mut self) -> Result<RunResult> {
         let rounds = self.opts.rounds.max(1);
         let (answer, token_ids) = match self.system.style {
-            Style::SequentialLight | Style::SequentialScaled => self.sequential(rounds)?,
-            Style::Mixture => self.mixture(rounds)?,
-            Style::Distillation | Style::Deliberation => self.pair(rounds)?,
+            Style::SequentialLight | Style::SequentialScaled => self.sequential(rounds).await?,
+            Style::Mixture => self.mixture(rounds).await?,
+            Style::Distillation | Style::Deliberation => self.pair(rounds).await?,
         };
         Ok(RunResult { answer, token_ids, stages: self.stages })
     }
 
     /// planner → critic → solver, solver → planner (§7.1).
-    fn sequential(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+    async fn sequential(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
         let mut feedback = None;
         let mut refined = None;
         for r in 1..=rounds {
@@ -212,11 +278,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             refined = Some(m23);
         }
         let slots = vec![(prompts::REFINED_SLOT, refined.expect("at least one round"))];
-        self.answer(Role::Solver, rounds, slots)
+        self.answer(Role::Solver, rounds, slots).await
     }
 
     /// math, code, science → summarizer; summarizer → every expert (§7.2).
-    fn mixture(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+    async fn mixture(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
         let experts = [(Role::Math, "outer_1s", "outer_s1"), (Role::Code, "outer_2s", "outer_s2"), (Role::Science, "outer_3s", "outer_s3")];
         let slots = [prompts::HIE_MATH_EXPERT_SLOT, prompts::HIE_CODE_EXPERT_SLOT, prompts::HIE_SCIENCE_EXPERT_SLOT];
         let mut feedback: Vec<Option<Tensor<B, 2>>> = vec![None, None, None];
@@ -227,10 +293,10 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 incoming.push((slots[i], self.send(*role, r, fb, to_summarizer)?));
             }
             if r == rounds {
-                return self.answer(Role::Summarizer, r, incoming);
+                return self.answer(Role::Summarizer, r, incoming).await;
             }
             if self.opts.summarize_every_round {
-                self.generate_text(Role::Summarizer, r, incoming.clone())?;
+                self.generate_text(Role::Summarizer, r, incoming.clone()).await?;
             }
             let latents = self.rollout(Role::Summarizer, r, incoming)?;
             for (i, (_, _, back)) in experts.iter().enumerate() {
@@ -241,7 +307,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     }
 
     /// expert/reflector → learner/toolcaller, and back (§7.3, §7.4).
-    fn pair(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
+    async fn pair(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
         let (first, last, fwd, back, fb_slot, in_slot) = if self.system.style == Style::Distillation {
             (Role::Expert, Role::Learner, "outer_el", "outer_le", prompts::DISTILL_FEEDBACK_SLOT, prompts::DISTILL_EXPERT_SLOT)
         } else {
@@ -253,7 +319,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             let m = self.send(first, r, fb, fwd)?;
             let slots = vec![(in_slot, m)];
             if r == rounds {
-                return self.answer(last, r, slots);
+                return self.answer(last, r, slots).await;
             }
             feedback = Some(self.send(last, r, slots, back)?);
         }
@@ -305,18 +371,17 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     }
 
     /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
+    /// Nothing is read back to the host.
     fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: false });
         let steps = self.opts.latent_steps;
-        let system = self.system;
-        let latents = system.with_agent(role, |agent| {
-            let input = self.prompt_rows(agent, round, slots)?;
-            let model = &agent.model;
-            let hidden_size = model.config().hidden_size;
-            if steps == 0 {
-                return Ok(Tensor::zeros([0, hidden_size], (model.device(), model.dtype())));
-            }
+        let agent = self.system.agent(role)?;
+        let input = self.prompt_rows(&agent, round, slots)?;
+        let model = &agent.model;
+        let latents = if steps == 0 {
+            Tensor::zeros([0, model.config().hidden_size], (model.device(), model.dtype()))
+        } else {
             let mut cache = model.new_cache(input.dims()[0] + steps)?;
             let mut h = last_row(model.forward(input.clone(), &mut cache)?);
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
@@ -331,18 +396,18 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             }
             let (hidden, latents) = (Tensor::cat(hs, 0), Tensor::cat(zs, 0));
             (self.on_event)(Event::Rollout { round, role, input: &input, hidden: &hidden, latents: &latents });
-            Ok(latents)
-        })?;
+            latents
+        };
         self.finish(round, role, StageKind::Latent { steps }, started);
         Ok(latents)
     }
 
     /// The final agent's answer: generation (or the tool loop), then the optional answer retry.
-    fn answer(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+    async fn answer(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
         let (text, ids) = if self.system.style == Style::Deliberation {
-            self.tool_loop(role, round, slots)?
+            self.tool_loop(role, round, slots).await?
         } else {
-            self.generate_text(role, round, slots)?
+            self.generate_text(role, round, slots).await?
         };
         if !self.opts.answer_retry {
             return Ok((text, ids));
@@ -351,35 +416,29 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: true });
         let prompt = retry.prompt(&text);
-        let system = self.system;
-        let (answer, cont) = system.with_agent(role, |agent| {
-            let ids = agent.tokenizer.encode(&prompt, true)?;
-            let input = agent.model.embed(&ids)?;
-            let cont = self.decode(agent, input, retry.max_new_tokens, |_, _| false)?;
-            Ok((format!("{prompt}{}", agent.tokenizer.decode(&cont, true)?), cont))
-        })?;
+        let agent = self.system.agent(role)?;
+        let input = agent.model.embed(&agent.tokenizer.encode(&prompt, true)?)?;
+        let cont = self.decode(&agent, input, retry.max_new_tokens, |_, _| false).await?;
+        let answer = format!("{prompt}{}", agent.tokenizer.decode(&cont, true)?);
         self.finish(round, role, StageKind::Retry { ids: cont }, started);
         Ok((answer, ids))
     }
 
     /// Text generation of `role` from its prompt with messages; returns the stripped text and the ids.
-    fn generate_text(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+    async fn generate_text(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: true });
-        let system = self.system;
-        let max_new = self.opts.max_new_tokens;
-        let (text, ids) = system.with_agent(role, |agent| {
-            let input = self.prompt_rows(agent, round, slots)?;
-            (self.on_event)(Event::GenerateInput { round, role, input: &input });
-            let ids = self.decode(agent, input, max_new, |_, _| false)?;
-            Ok((agent.tokenizer.decode_generated(&ids)?, ids))
-        })?;
+        let agent = self.system.agent(role)?;
+        let input = self.prompt_rows(&agent, round, slots)?;
+        (self.on_event)(Event::GenerateInput { round, role, input: &input });
+        let ids = self.decode(&agent, input, self.opts.max_new_tokens, |_, _| false).await?;
+        let text = agent.tokenizer.decode_generated(&ids)?;
         self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
         Ok((text, ids))
     }
 
     /// Generates from input rows, stopping on the tokenizer's eos (§8) or when `stop` says so.
-    fn decode(
+    async fn decode(
         &mut self,
         agent: &Agent<B>,
         input: Tensor<B, 2>,
@@ -397,15 +456,15 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             let id = *ids.last().expect("called after a token");
             on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
             stop(&agent.tokenizer, ids)
-        })?;
+        })
+        .await?;
         Ok(out.ids)
     }
 
     /// The deliberation toolcaller's generation with `<python>` / `<search>` calls (§10).
-    fn tool_loop(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+    async fn tool_loop(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: true });
-        let system = self.system;
         let own_tools;
         let toolbox = match self.tools {
             Some(t) => t,
@@ -414,54 +473,54 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 &own_tools
             }
         };
-        let budget_total = self.opts.max_new_tokens;
-        let (text, ids) = system.with_agent(role, |agent| {
-            let prompt = self.prompt_rows(agent, round, slots)?;
-            let eos: Vec<u32> = agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
-            let (mut text, mut cursor, mut calls, mut budget) = (String::new(), 0usize, 0usize, budget_total);
-            let mut last_ids = Vec::new();
-            while budget > 0 {
-                let input = if text.is_empty() {
-                    prompt.clone()
-                } else {
-                    let ids = agent.tokenizer.encode(&text, false)?;
-                    Tensor::cat(vec![prompt.clone(), agent.model.embed(&ids)?], 0)
-                };
-                (self.on_event)(Event::GenerateInput { round, role, input: &input });
-                let mut tool_stop = false;
-                let ids = self.decode(agent, input, budget, |tok, ids| {
+        let agent = self.system.agent(role)?;
+        let prompt = self.prompt_rows(&agent, round, slots)?;
+        let eos: Vec<u32> = agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
+        let (mut text, mut cursor, mut calls, mut budget) = (String::new(), 0usize, 0usize, self.opts.max_new_tokens);
+        let mut last_ids = Vec::new();
+        while budget > 0 {
+            let input = if text.is_empty() {
+                prompt.clone()
+            } else {
+                let ids = agent.tokenizer.encode(&text, false)?;
+                Tensor::cat(vec![prompt.clone(), agent.model.embed(&ids)?], 0)
+            };
+            (self.on_event)(Event::GenerateInput { round, role, input: &input });
+            let mut tool_stop = false;
+            let ids = self
+                .decode(&agent, input, budget, |tok, ids| {
                     let tail = &ids[ids.len().saturating_sub(16)..];
                     tool_stop = tok.decode(tail, false).map(|t| tools::contains_tool_close(&t.to_lowercase())).unwrap_or(false);
                     tool_stop
-                })?;
-                budget = budget.saturating_sub(ids.len());
-                text.push_str(&agent.tokenizer.decode(&ids, true)?);
-                let saw_eos = ids.iter().any(|id| eos.contains(id));
-                last_ids = ids;
-                if let Some(call) = tools::find_tool_call(&text, cursor) {
-                    calls += 1;
-                    text.truncate(call.end);
-                    if calls > tools::MAX_TOOL_ROUNDS {
-                        text.push_str(" <result> [tool limit reached after 5 calls] </result>");
-                        break;
-                    }
-                    let result = toolbox.run(&call);
-                    self.stages.push(StageRecord { round, role, kind: StageKind::Tool { call: call.body.clone() }, ms: 0.0 });
-                    text.push_str(&format!(" <result> {result} </result>"));
-                    cursor = text.len();
-                    continue;
-                }
-                if tools::has_unclosed_tool_call(&text, cursor) {
-                    continue;
-                }
-                if saw_eos || !tool_stop {
+                })
+                .await?;
+            budget = budget.saturating_sub(ids.len());
+            text.push_str(&agent.tokenizer.decode(&ids, true)?);
+            let saw_eos = ids.iter().any(|id| eos.contains(id));
+            last_ids = ids;
+            if let Some(call) = tools::find_tool_call(&text, cursor) {
+                calls += 1;
+                text.truncate(call.end);
+                if calls > tools::MAX_TOOL_ROUNDS {
+                    text.push_str(" <result> [tool limit reached after 5 calls] </result>");
                     break;
                 }
+                let result = toolbox.run(&call);
+                self.stages.push(StageRecord { round, role, kind: StageKind::Tool { call: call.body.clone() }, ms: 0.0 });
+                text.push_str(&format!(" <result> {result} </result>"));
+                cursor = text.len();
+                continue;
             }
-            Ok((rmas_text::pystr::py_strip(&text).to_owned(), last_ids))
-        })?;
-        self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
-        Ok((text, ids))
+            if tools::has_unclosed_tool_call(&text, cursor) {
+                continue;
+            }
+            if saw_eos || !tool_stop {
+                break;
+            }
+        }
+        let text = rmas_text::pystr::py_strip(&text).to_owned();
+        self.finish(round, role, StageKind::Text { ids: last_ids.clone() }, started);
+        Ok((text, last_ids))
     }
 
     fn finish(&mut self, round: usize, role: Role, kind: StageKind, started: Instant) {

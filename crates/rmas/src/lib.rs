@@ -3,9 +3,12 @@
 pub mod demo;
 pub mod engine;
 pub mod error;
+#[cfg(not(target_family = "wasm"))]
 pub mod hub;
 pub mod link;
+#[cfg(not(target_family = "wasm"))]
 pub mod system;
 pub mod tools;
+pub mod topology;
 
 pub use error::{Result, RmasError};

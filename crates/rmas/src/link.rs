@@ -11,15 +11,19 @@
 //! with consistent shapes; every tensor is converted to f32 on the host, the backend may cast later.
 
 use std::collections::{BTreeMap, BTreeSet};
+#[cfg(not(target_family = "wasm"))]
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+#[cfg(not(target_family = "wasm"))]
+use std::path::Path;
+use std::path::PathBuf;
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::activation::gelu;
+#[cfg(not(target_family = "wasm"))]
 use burn_store::pytorch::PytorchReader;
+#[cfg(not(target_family = "wasm"))]
 use burn_store::pytorch::reader::FileFormat;
 
 use crate::error::{Result, RmasError};
@@ -92,6 +96,7 @@ pub struct InnerLink<B: Backend> {
 
 impl<B: Backend> InnerLink<B> {
     /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         Self::from_state_dict(StateDict::from_pytorch(path, "inner")?, device)
     }
@@ -167,6 +172,7 @@ pub struct OuterLink<B: Backend> {
 
 impl<B: Backend> OuterLink<B> {
     /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
         Self::from_state_dict(StateDict::from_pytorch(path, "outer")?, device)
     }
@@ -241,6 +247,7 @@ struct StateDict {
 }
 
 impl StateDict {
+    #[cfg(not(target_family = "wasm"))]
     /// Reads a PyTorch checkpoint; any reader failure (or panic) becomes a [`RmasError::LinkFormat`].
     fn from_pytorch(path: &Path, link: &'static str) -> Result<Self> {
         let what = if link == "inner" {
@@ -274,7 +281,7 @@ impl StateDict {
             let data = snapshot
                 .to_data()
                 .map_err(|e| format_err(format!("cannot read tensor `{name}`: {e:?}")))?;
-            tensors.insert(name, data.convert_dtype(DType::F32));
+            tensors.insert(name, data.convert_dtype(burn::tensor::DType::F32));
         }
         Ok(Self {
             path: path.into(),
@@ -440,6 +447,7 @@ fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
     Some(values)
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Reads every entry of a zip archive so CRC mismatches surface as errors.
 ///
 /// `PytorchReader` substitutes zeros for tensor data it cannot read, so a corrupted storage record

@@ -46,6 +46,7 @@ use serde::Deserialize;
 use crate::error::{Result, RmasError};
 use crate::hub::{FileSource, Hub, LocalDir};
 use crate::link::{InnerLink, OUTER_LINK_TYPE, OuterLink};
+pub use crate::topology::{LinkEdge, outer_links};
 
 /// The outer-link manifest file of an outer repo.
 pub const OUTER_MANIFEST: &str = "outerlink_config.json";
@@ -54,25 +55,6 @@ pub const INNER_LINK_CONFIG: &str = "innerlink_config.json";
 
 const AGENT_FILES: [&str; 3] = ["config.json", "tokenizer.json", "tokenizer_config.json"];
 const OPTIONAL_AGENT_FILES: [&str; 2] = ["generation_config.json", "chat_template.jinja"];
-
-/// A directed outer link of a style's topology.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkEdge {
-    /// Legacy key (`outer_12`, …).
-    pub key: &'static str,
-    /// Sending role.
-    pub source: Role,
-    /// Receiving role.
-    pub target: Role,
-}
-
-const fn edge(key: &'static str, source: Role, target: Role) -> LinkEdge {
-    LinkEdge {
-        key,
-        source,
-        target,
-    }
-}
 
 /// The topology family of a style as the official loader names it (`sequential` for both
 /// sequential styles, else the style key).
@@ -90,37 +72,6 @@ pub fn family_style(name: &str) -> Result<Style> {
         .into_iter()
         .find(|style| family_name(*style).eq_ignore_ascii_case(name.trim()))
         .ok_or_else(|| RmasError::UnknownFamily(name.to_string()))
-}
-
-/// The outer links of a style's topology (§2.1).
-pub fn outer_links(style: Style) -> &'static [LinkEdge] {
-    const SEQUENTIAL: [LinkEdge; 3] = [
-        edge("outer_12", Role::Planner, Role::Critic),
-        edge("outer_23", Role::Critic, Role::Solver),
-        edge("outer_31", Role::Solver, Role::Planner),
-    ];
-    const MIXTURE: [LinkEdge; 6] = [
-        edge("outer_1s", Role::Math, Role::Summarizer),
-        edge("outer_2s", Role::Code, Role::Summarizer),
-        edge("outer_3s", Role::Science, Role::Summarizer),
-        edge("outer_s1", Role::Summarizer, Role::Math),
-        edge("outer_s2", Role::Summarizer, Role::Code),
-        edge("outer_s3", Role::Summarizer, Role::Science),
-    ];
-    const DISTILLATION: [LinkEdge; 2] = [
-        edge("outer_el", Role::Expert, Role::Learner),
-        edge("outer_le", Role::Learner, Role::Expert),
-    ];
-    const DELIBERATION: [LinkEdge; 2] = [
-        edge("outer_rt", Role::Reflector, Role::Toolcaller),
-        edge("outer_tr", Role::Toolcaller, Role::Reflector),
-    ];
-    match style {
-        Style::SequentialLight | Style::SequentialScaled => &SEQUENTIAL,
-        Style::Mixture => &MIXTURE,
-        Style::Distillation => &DISTILLATION,
-        Style::Deliberation => &DELIBERATION,
-    }
 }
 
 /// `(role, repo id)` per agent of a released style, in [`Style::roles`] order.

@@ -1,0 +1,49 @@
+//! The `rmas` binary end to end: the demo run's JSON, its agreement with the library's demo settings
+//! (which the web demo uses too), and a clear offline error.
+
+use std::process::Command;
+
+use burn::backend::NdArray;
+use chrono::NaiveDate;
+use rmas::engine::Run;
+use serde_json::Value;
+
+fn rmas(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rmas")).args(args).env("NO_COLOR", "1").output().expect("the rmas binary runs")
+}
+
+#[test]
+fn demo_run_json_matches_the_library_demo() {
+    let out = rmas(&["run", "--demo", "--backend", "cpu", "--json", "--chat-date", "01 Jan 2026"]);
+    assert!(out.status.success(), "rmas run --demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    let ids: Vec<u32> = serde_json::from_value(json["token_ids"].clone()).expect("token_ids");
+    let stages = json["stages"].as_array().expect("stages");
+    let kinds: Vec<(&str, &str)> = stages.iter().map(|s| (s["agent"].as_str().unwrap(), s["kind"].as_str().unwrap())).collect();
+    let round = [("math", "latent"), ("code", "latent"), ("science", "latent"), ("summarizer", "text")];
+    let expected: Vec<_> = round.iter().copied().chain([("summarizer", "latent")]).chain(round).collect();
+    assert_eq!(kinds, expected, "two mixture rounds, the summarizer also speaking in round 1");
+
+    let device = Default::default();
+    let system = rmas::demo::mixture::<NdArray>(&device, rmas::demo::SEED).unwrap();
+    let opts = rmas::demo::run_options(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+    let result = rmas_models::block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap();
+    assert_eq!(ids, result.token_ids, "the CLI's demo defaults are the library's");
+    assert_eq!(json["answer"], result.answer.as_str());
+    assert_eq!(ids.len(), opts.max_new_tokens);
+}
+
+#[test]
+fn offline_style_without_cache_names_the_repo() {
+    let home = std::env::temp_dir().join(format!("rmas-cli-empty-hf-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_rmas"))
+        .args(["run", "--style", "mixture", "--question", "1+1?", "--backend", "cpu"])
+        .env("HF_HOME", &home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RecursiveMAS/"), "error should name the missing repo: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+}

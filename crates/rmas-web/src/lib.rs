@@ -1,0 +1,210 @@
+//! rmas in the browser: the RecursiveMAS engine on WebGPU (burn-wgpu), driven from JavaScript.
+//!
+//! ```js
+//! import init, { adapterInfo, WebSystem } from "./pkg/rmas_web.js";
+//! await init();
+//! const system = await WebSystem.demo();
+//! const result = await system.run(question, { rounds: 2 }, (event) => console.log(event));
+//! ```
+//!
+//! Every device read-back is asynchronous (WebGPU forbids blocking the main thread); events are
+//! delivered while the run proceeds.
+
+use std::rc::Rc;
+
+use burn::backend::Wgpu;
+use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi, init_setup_async};
+use burn::prelude::Backend;
+use burn::tensor::{DType, Tensor};
+use chrono::NaiveDate;
+use js_sys::{Function, JSON, Promise};
+use rmas::engine::{Event, Run, RunOptions, System};
+use rmas_models::generate::{Sampling, read_back};
+use rmas_text::ChatOptions;
+use serde_json::{Value, json};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+
+/// The backend of the web build: burn's wgpu backend (WebGPU in the browser), f32 activations.
+type B = Wgpu;
+
+thread_local! {
+    static SETUP: std::cell::RefCell<Option<(WgpuDevice, WgpuSetup)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Initialises WebGPU once per page and returns the device.
+async fn device() -> WgpuDevice {
+    if let Some(device) = SETUP.with_borrow(|s| s.as_ref().map(|(d, _)| d.clone())) {
+        return device;
+    }
+    console_error_panic_hook::set_once();
+    let device = WgpuDevice::default();
+    let setup = init_setup_async::<AutoGraphicsApi>(&device, RuntimeOptions::default()).await;
+    SETUP.with_borrow_mut(|s| *s = Some((device.clone(), setup)));
+    device
+}
+
+/// The WebGPU adapter rmas runs on: `{name, backend, driver, f16}` (initialises WebGPU).
+#[wasm_bindgen(js_name = adapterInfo)]
+pub async fn adapter_info() -> Result<JsValue, JsError> {
+    let device = device().await;
+    let info = SETUP.with_borrow(|s| s.as_ref().map(|(_, setup)| setup.adapter.get_info())).expect("set up above");
+    to_js(&json!({
+        "name": info.name,
+        "backend": format!("{:?}", info.backend),
+        "driver": info.driver,
+        "f16": B::supports_dtype(&device, DType::F16),
+    }))
+}
+
+/// The question `rmas run --demo` asks.
+#[wasm_bindgen(js_name = demoQuestion)]
+pub fn demo_question() -> String {
+    rmas::demo::QUESTION.to_string()
+}
+
+/// A RecursiveMAS system resident on the page's WebGPU device.
+#[wasm_bindgen]
+pub struct WebSystem {
+    system: Rc<System<B>>,
+    graph: Value,
+}
+
+#[wasm_bindgen]
+impl WebSystem {
+    /// The built-in demo: the tiny random-weight mixture system (`rmas run --demo`), no download.
+    pub async fn demo() -> Result<WebSystem, JsError> {
+        let device = device().await;
+        let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED).map_err(js_error)?;
+        let graph = graph_of(&system);
+        Ok(WebSystem { system: Rc::new(system), graph })
+    }
+
+    /// The agents (`{role, model, layers, hidden}`) and outer links (`{key, from, to}`) for drawing.
+    pub fn graph(&self) -> Result<JsValue, JsError> {
+        to_js(&self.graph)
+    }
+
+    /// Runs `question`; resolves to `{answer, token_ids, stages}` like `rmas run --json`.
+    ///
+    /// `options` (all optional): `rounds`, `latentSteps`, `maxNewTokens`, `chatDate` ("YYYY-MM-DD"),
+    /// `temperature` (absent or 0: greedy), `topK`, `topP`, `seed`. Defaults are the demo's settings.
+    /// `onEvent` receives `{type: "stage" | "latentStep" | "message" | "token" | "stageEnd", …}`.
+    pub fn run(&self, question: String, options: JsValue, on_event: Function) -> Promise {
+        let system = self.system.clone();
+        future_to_promise(async move {
+            let opts = run_options(&from_js(&options)?)?;
+            let mut stream = TokenStream::default();
+            let mut emit = |e: Event<'_, B>| emit(&on_event, &mut stream, e);
+            let result = Run::new(&system, &opts, &question, None, &mut emit).execute().await.map_err(|e| JsValue::from(js_error(e)))?;
+            Ok(to_js(&result.to_json())?)
+        })
+    }
+}
+
+/// The demo's settings with the page's overrides.
+fn run_options(o: &Value) -> Result<RunOptions, JsError> {
+    let today = chrono::Local::now().date_naive();
+    let date = match o.get("chatDate").and_then(Value::as_str) {
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| JsError::new(&format!("chatDate `{s}`: expected YYYY-MM-DD ({e})")))?,
+        None => today,
+    };
+    let mut opts = rmas::demo::run_options(date);
+    let count = |key: &str, default: usize| o.get(key).and_then(Value::as_u64).map_or(default, |v| v as usize);
+    opts.rounds = count("rounds", opts.rounds).max(1);
+    opts.latent_steps = count("latentSteps", opts.latent_steps);
+    opts.max_new_tokens = count("maxNewTokens", opts.max_new_tokens);
+    opts.seed = o.get("seed").and_then(Value::as_u64).unwrap_or(opts.seed);
+    opts.chat = ChatOptions::recursivemas(date);
+    if let Some(temperature) = o.get("temperature").and_then(Value::as_f64).filter(|t| *t > 0.0) {
+        opts.sampling = Sampling::Sample {
+            temperature: temperature as f32,
+            top_k: count("topK", 50),
+            top_p: o.get("topP").and_then(Value::as_f64).unwrap_or(1.0) as f32,
+        };
+    }
+    Ok(opts)
+}
+
+/// The ids of the current generation and how much of their text was shown.
+#[derive(Default)]
+struct TokenStream {
+    ids: Vec<u32>,
+    shown: usize,
+}
+
+/// Forwards an engine event to JavaScript; messages are read back asynchronously and arrive later.
+fn emit(on_event: &Function, stream: &mut TokenStream, e: Event<'_, B>) {
+    let value = match e {
+        Event::StageStart { round, role, text } => {
+            *stream = TokenStream::default();
+            json!({ "type": "stage", "round": round, "role": role.to_string(), "text": text })
+        }
+        Event::LatentStep { round, role, step } => json!({ "type": "latentStep", "round": round, "role": role.to_string(), "step": step }),
+        Event::Token { role, id, tokenizer } => {
+            stream.ids.push(id);
+            let (text, shown) = tokenizer.decode_new_text(&stream.ids, stream.shown);
+            stream.shown = shown;
+            json!({ "type": "token", "role": role.to_string(), "id": id, "text": text })
+        }
+        Event::StageEnd(record) => {
+            let mut v = record.to_json();
+            v["type"] = "stageEnd".into();
+            v
+        }
+        Event::Message { round, from, key, message } => {
+            let (on_event, key, message) = (on_event.clone(), key.to_string(), message.clone());
+            spawn_local(async move {
+                if let Some(v) = message_values(message).await {
+                    call(&on_event, &json!({ "type": "message", "round": round, "from": from.to_string(), "key": key, "rows": v.0, "cols": v.1, "values": v.2 }));
+                }
+            });
+            return;
+        }
+        Event::Rollout { .. } | Event::GenerateInput { .. } => return,
+    };
+    call(&on_event, &value);
+}
+
+/// A message `[T, H]` on the host: rows, columns, row-major f32 values.
+async fn message_values(message: Tensor<B, 2>) -> Option<(usize, usize, Vec<f32>)> {
+    let [rows, cols] = message.dims();
+    let data = read_back(message.cast(DType::F32)).await.ok()?;
+    Some((rows, cols, data.to_vec::<f32>().ok()?))
+}
+
+fn call(on_event: &Function, value: &Value) {
+    if let Ok(v) = to_js(value) {
+        // A throwing handler must not abort the run.
+        let _ = on_event.call1(&JsValue::NULL, &v);
+    }
+}
+
+/// `{agents: [{role, model, layers, hidden}], links: [{key, from, to}], style}`.
+fn graph_of(system: &System<B>) -> Value {
+    let agents: Vec<Value> = system
+        .agents()
+        .map(|a| {
+            let c = a.model.config();
+            json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size })
+        })
+        .collect();
+    let links: Vec<Value> = system.links().map(|(key, from, to)| json!({ "key": key, "from": from.to_string(), "to": to.to_string() })).collect();
+    json!({ "style": system.style.to_string(), "agents": agents, "links": links })
+}
+
+fn to_js(v: &Value) -> Result<JsValue, JsError> {
+    JSON::parse(&v.to_string()).map_err(|_| JsError::new("internal: invalid JSON"))
+}
+
+fn from_js(v: &JsValue) -> Result<Value, JsError> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Value::Null);
+    }
+    let text = JSON::stringify(v).map_err(|_| JsError::new("options must be a plain object"))?;
+    serde_json::from_str(&String::from(text)).map_err(|e| JsError::new(&format!("options: {e}")))
+}
+
+fn js_error(e: rmas::RmasError) -> JsError {
+    JsError::new(&e.to_string())
+}

@@ -1,0 +1,386 @@
+//! The sandboxed `python` tool (recursivemas.md §10).
+//!
+//! # Python sandbox
+//! Each call writes the release prelude + code to a fresh temporary directory and runs the
+//! interpreter (default `python3`) there, in its own process group, with a cleared environment
+//! (only `PATH`, locale and pyenv variables are kept; `HOME`/`TMPDIR` point at the scratch
+//! directory) and these limits:
+//! * time: the whole process group is SIGKILLed at the timeout (default 10 s);
+//! * memory / files: `RLIMIT_AS` (default 2 GiB), `RLIMIT_FSIZE` (64 MiB), no core dumps;
+//! * network: when `unshare` can create namespaces the process runs in new user + network + PID
+//!   namespaces (only a loopback interface; when the interpreter exits every process it started
+//!   dies with the namespace). A `sitecustomize` guard that refuses IPv4/IPv6 sockets and name
+//!   lookups is always installed as well, so machines without namespaces still get best-effort
+//!   protection;
+//! * output: stdout and stderr are drained concurrently; at most `max_output_bytes` of each are
+//!   kept, the rest is discarded (so a chatty process neither blocks nor exhausts memory).
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{PYTHON_PRELUDE, py_is_space, py_strip};
+
+const SOCKET_GUARD: &str = r#"import socket as _s
+def _rmas_deny(*_a, **_k):
+    raise OSError("network access is disabled in the rmas python tool")
+def _rmas_guard(_orig):
+    def _wrapped(self, *a, **k):
+        if self.family in (_s.AF_INET, _s.AF_INET6):
+            _rmas_deny()
+        return _orig(self, *a, **k)
+    return _wrapped
+for _n in ("connect", "connect_ex", "bind", "sendto", "sendmsg"):
+    setattr(_s.socket, _n, _rmas_guard(getattr(_s.socket, _n)))
+_s.getaddrinfo = _rmas_deny
+_s.gethostbyname = _rmas_deny
+del _s, _n, _rmas_guard
+"#;
+
+/// Environment variables passed through to the interpreter.
+const ENV_PASSTHROUGH: [&str; 6] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+];
+/// `unshare` arguments for user + network + PID namespaces.
+const UNSHARE_ARGS: [&str; 5] = [
+    "--map-root-user",
+    "--net",
+    "--pid",
+    "--fork",
+    "--kill-child",
+];
+
+/// Settings of the python tool.
+#[derive(Clone, Debug)]
+pub struct PythonConfig {
+    /// Interpreter to run (a name looked up in `PATH`, or a path).
+    pub interpreter: PathBuf,
+    /// Wall-clock limit per call.
+    pub timeout: Duration,
+    /// Address-space limit in bytes (`RLIMIT_AS`), if any.
+    pub memory_limit: Option<u64>,
+    /// Largest file the script may write (`RLIMIT_FSIZE`), if limited.
+    pub max_file_size: Option<u64>,
+    /// Bytes kept from each of stdout and stderr.
+    pub max_output_bytes: usize,
+}
+
+impl Default for PythonConfig {
+    fn default() -> Self {
+        Self {
+            interpreter: PathBuf::from("python3"),
+            timeout: Duration::from_secs(10),
+            memory_limit: Some(2 << 30),
+            max_file_size: Some(64 << 20),
+            max_output_bytes: 256 << 10,
+        }
+    }
+}
+
+/// How the python tool keeps scripts off the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkIsolation {
+    /// New user, network and PID namespaces via `unshare` (plus the socket guard).
+    Namespaces,
+    /// Only the `sitecustomize` socket guard (namespaces unavailable).
+    SocketGuard,
+}
+
+/// The sandboxed python tool.
+#[derive(Clone, Debug, Default)]
+pub struct PythonTool {
+    config: PythonConfig,
+}
+
+impl PythonTool {
+    /// A tool with the given settings.
+    pub fn new(config: PythonConfig) -> Self {
+        Self { config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PythonConfig {
+        &self.config
+    }
+
+    /// The network isolation available on this machine (probed once per process).
+    pub fn network_isolation() -> NetworkIsolation {
+        static PROBE: OnceLock<NetworkIsolation> = OnceLock::new();
+        *PROBE.get_or_init(|| {
+            let works = Command::new("unshare")
+                .args(UNSHARE_ARGS)
+                .arg("true")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if works {
+                NetworkIsolation::Namespaces
+            } else {
+                NetworkIsolation::SocketGuard
+            }
+        })
+    }
+
+    /// Runs prelude + `code` and formats the result as §10 (not yet sanitized). Never panics:
+    /// failures to start the interpreter become a `[python error] …` result.
+    pub fn run(&self, code: &str) -> String {
+        match self.execute(code) {
+            Ok(None) => format!(
+                "[timeout] Python tool exceeded {:?} seconds.",
+                self.config.timeout.as_secs_f64()
+            ),
+            Ok(Some(output)) => output.format(),
+            Err(e) => format!(
+                "[python error] cannot run `{}`: {e}",
+                self.config.interpreter.display()
+            ),
+        }
+    }
+
+    /// Runs the script; `None` on timeout.
+    fn execute(&self, code: &str) -> std::io::Result<Option<PythonOutput>> {
+        let scratch = ScratchDir::create()?;
+        let script = scratch.path.join("script.py");
+        std::fs::write(&script, format!("{PYTHON_PRELUDE}{code}\n"))?;
+        let site = scratch.path.join("site");
+        let work = scratch.path.join("work");
+        std::fs::create_dir(&site)?;
+        std::fs::create_dir(&work)?;
+        std::fs::write(site.join("sitecustomize.py"), SOCKET_GUARD)?;
+
+        let interpreter = find_program(&self.config.interpreter)?;
+        let mut child = self.command(&interpreter, &script, &site, &work).spawn()?;
+        let cap = self.config.max_output_bytes;
+        let stdout = child.stdout.take().map(|p| OutputReader::spawn(p, cap));
+        let stderr = child.stderr.take().map(|p| OutputReader::spawn(p, cap));
+        let pid = child.id() as libc::pid_t;
+        let exited = wait_exited(pid, Instant::now() + self.config.timeout);
+        // SAFETY: `pid` is our unreaped child, so its process group id cannot have been reused.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let status = child.wait()?;
+        let grace = Instant::now() + Duration::from_millis(500);
+        let (stdout, stderr) = (
+            OutputReader::finish(stdout, grace),
+            OutputReader::finish(stderr, grace),
+        );
+        Ok(exited.then(|| PythonOutput {
+            stdout,
+            stderr,
+            exit_code: exit_code(status),
+        }))
+    }
+
+    fn command(&self, interpreter: &Path, script: &Path, site: &Path, work: &Path) -> Command {
+        let mut cmd = match Self::network_isolation() {
+            NetworkIsolation::Namespaces => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(UNSHARE_ARGS).arg(interpreter);
+                cmd
+            }
+            NetworkIsolation::SocketGuard => Command::new(interpreter),
+        };
+        cmd.arg(script).current_dir(work).env_clear();
+        for key in ENV_PASSTHROUGH {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        cmd.env("HOME", work)
+            .env("TMPDIR", work)
+            .env("PYTHONPATH", site)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONIOENCODING", "utf-8")
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .env("OMP_NUM_THREADS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let limits = [
+            (libc::RLIMIT_AS, self.config.memory_limit),
+            (libc::RLIMIT_FSIZE, self.config.max_file_size),
+            (libc::RLIMIT_CORE, Some(0)),
+        ];
+        // SAFETY: the closure only calls `setrlimit`, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (resource, limit) in limits {
+                    if let Some(limit) = limit {
+                        let rlim = libc::rlimit {
+                            rlim_cur: limit,
+                            rlim_max: limit,
+                        };
+                        if libc::setrlimit(resource, &rlim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+/// Resolves a program name through `PATH` (paths with a `/` are taken as they are).
+fn find_program(program: &Path) -> std::io::Result<PathBuf> {
+    let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "interpreter not found");
+    if program.components().count() > 1 {
+        return if program.is_file() {
+            Ok(program.to_path_buf())
+        } else {
+            Err(not_found())
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(not_found)
+}
+
+/// Waits (without reaping) until `pid` exits or `deadline` passes; true if it exited.
+fn wait_exited(pid: libc::pid_t, deadline: Instant) -> bool {
+    loop {
+        // SAFETY: `info` is a valid out-parameter; WNOWAIT leaves the child reapable.
+        let (rc, exited_pid) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            let rc = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags);
+            (rc, info.si_pid())
+        };
+        if rc != 0 || exited_pid != 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Python's `returncode`: the exit code, or minus the signal number.
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| -s))
+        .unwrap_or(-1)
+}
+
+/// Captured output of a finished script.
+struct PythonOutput {
+    stdout: String,
+    stderr: String,
+    exit_code: i32,
+}
+
+impl PythonOutput {
+    /// §10: stdout, `[stderr]` block, `[exit_code]` line, joined, stripped, or `[no output]`.
+    fn format(&self) -> String {
+        let mut parts = Vec::new();
+        let stdout = py_rstrip(&self.stdout);
+        if !stdout.is_empty() {
+            parts.push(stdout.to_string());
+        }
+        let stderr = py_rstrip(&self.stderr);
+        if !stderr.is_empty() {
+            parts.push(format!("[stderr]\n{stderr}"));
+        }
+        if self.exit_code != 0 {
+            parts.push(format!("[exit_code] {}", self.exit_code));
+        }
+        let joined = parts.join("\n");
+        match py_strip(&joined) {
+            "" => "[no output]".to_string(),
+            text => text.to_string(),
+        }
+    }
+}
+
+/// Drains a pipe on a thread, keeping at most `cap` bytes.
+struct OutputReader {
+    kept: Arc<Mutex<Vec<u8>>>,
+    thread: JoinHandle<()>,
+}
+
+impl OutputReader {
+    fn spawn(mut pipe: impl Read + Send + 'static, cap: usize) -> Self {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&kept);
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
+                        let room = cap.saturating_sub(kept.len()).min(n);
+                        kept.extend_from_slice(&buf[..room]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+        Self { kept, thread }
+    }
+
+    /// The text read so far, after waiting for end-of-stream until `deadline` (a process that
+    /// escaped the kill may keep the pipe open; its reader is then left behind).
+    fn finish(reader: Option<Self>, deadline: Instant) -> String {
+        let Some(reader) = reader else {
+            return String::new();
+        };
+        while !reader.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let kept = reader.kept.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&kept).into_owned()
+    }
+}
+
+/// A private temporary directory, removed on drop.
+struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    fn create() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path = std::env::temp_dir()
+                .join(format!("rmas-python-{}-{n}-{nanos}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Self { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn py_rstrip(s: &str) -> &str {
+    s.trim_end_matches(py_is_space)
+}
