@@ -4,6 +4,8 @@
 
 pub mod gdn;
 mod gdn_kernel;
+pub mod link;
+mod link_kernel;
 
 use burn::tensor::backend::Backend;
 
@@ -20,11 +22,28 @@ pub trait RmasBackend: Backend {
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn::reference(q, k, v, g, beta, state)
     }
+
+    /// LayerNorm of `a + residual + bias` per row; see [`link::layer_norm_sum`].
+    fn layer_norm_sum(
+        a: burn::Tensor<Self, 2>,
+        residual: Option<burn::Tensor<Self, 2>>,
+        bias: Option<burn::Tensor<Self, 1>>,
+        gamma: burn::Tensor<Self, 1>,
+        beta: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> burn::Tensor<Self, 2> {
+        link::layer_norm_sum(a, residual, bias, gamma, beta, eps)
+    }
+
+    /// Exact GELU of `x + bias`; see [`link::bias_gelu`].
+    fn bias_gelu(x: burn::Tensor<Self, 2>, bias: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
+        link::bias_gelu(x, bias)
+    }
 }
 
 impl RmasBackend for burn::backend::NdArray {}
 
-/// CUDA, wgpu/Vulkan and WebGPU: the delta rule runs as one cubecl kernel.
+/// CUDA, wgpu/Vulkan and WebGPU: the delta rule and the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -41,6 +60,21 @@ where
         state: burn::Tensor<Self, 3>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn_kernel::gated_delta_rule(q, k, v, g, beta, state)
+    }
+
+    fn layer_norm_sum(
+        a: burn::Tensor<Self, 2>,
+        residual: Option<burn::Tensor<Self, 2>>,
+        bias: Option<burn::Tensor<Self, 1>>,
+        gamma: burn::Tensor<Self, 1>,
+        beta: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> burn::Tensor<Self, 2> {
+        link_kernel::layer_norm_sum(a, residual, bias, gamma, beta, eps)
+    }
+
+    fn bias_gelu(x: burn::Tensor<Self, 2>, bias: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
+        link_kernel::bias_gelu(x, bias)
     }
 }
 

@@ -18,9 +18,8 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use rmas_kernels::RmasBackend;
 #[cfg(not(target_family = "wasm"))]
 use burn_store::pytorch::PytorchReader;
 #[cfg(not(target_family = "wasm"))]
@@ -75,9 +74,28 @@ impl<B: Backend> HfLinear<B> {
         }
     }
 
-    /// Applies the layer to `[T, in]` rows.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze_dim(0)
+    /// `x·Wᵀ` of `[T, in]` rows, without the bias (the fused stages after it add that).
+    pub fn matmul(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight.val().transpose())
+    }
+}
+
+/// `torch.nn.LayerNorm`'s epsilon, which the released links use.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// A LayerNorm's affine parameters (`weight`, `bias` `[D]`; epsilon 1e-5).
+#[derive(Module, Debug)]
+pub struct LinkNorm<B: Backend> {
+    /// Scale `[D]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift `[D]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: RmasBackend> LinkNorm<B> {
+    /// LayerNorm of `a + residual + bias` per row (one fused kernel on cubecl backends).
+    fn forward(&self, a: Tensor<B, 2>, residual: Option<Tensor<B, 2>>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+        B::layer_norm_sum(a, residual, bias, self.weight.val(), self.bias.val(), LAYER_NORM_EPS)
     }
 }
 
@@ -85,13 +103,13 @@ impl<B: Backend> HfLinear<B> {
 #[derive(Module, Debug)]
 pub struct InnerLink<B: Backend> {
     /// LayerNorm applied to the input.
-    pub pre_ln: LayerNorm<B>,
+    pub pre_ln: LinkNorm<B>,
     /// First projection `[H, H]`.
     pub proj1: HfLinear<B>,
     /// Second projection `[H, H]`.
     pub proj2: HfLinear<B>,
     /// LayerNorm applied to the residual sum.
-    pub post_ln: LayerNorm<B>,
+    pub post_ln: LinkNorm<B>,
 }
 
 impl<B: Backend> InnerLink<B> {
@@ -143,15 +161,17 @@ impl<B: Backend> InnerLink<B> {
         self.proj2.bias.val().dims()[0]
     }
 
-    /// Maps `[T, H]` last-layer hidden states to `[T, H]` input embeddings.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Maps `[T, H]` last-layer hidden states to `[T, H]` input embeddings:
+    /// `post_ln(x + proj2(gelu(proj1(pre_ln(x)))))`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: RmasBackend,
+    {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
-        let h = self
-            .proj2
-            .forward(gelu(self.proj1.forward(self.pre_ln.forward(x.clone()))));
-        self.post_ln.forward(x + h)
+        let a = B::bias_gelu(self.proj1.matmul(self.pre_ln.forward(x.clone(), None, None)), self.proj1.bias.val());
+        self.post_ln.forward(self.proj2.matmul(a), Some(x), Some(self.proj2.bias.val()))
     }
 }
 
@@ -159,7 +179,7 @@ impl<B: Backend> InnerLink<B> {
 #[derive(Module, Debug)]
 pub struct OuterLink<B: Backend> {
     /// LayerNorm over the sender's width.
-    pub ln_source: LayerNorm<B>,
+    pub ln_source: LinkNorm<B>,
     /// First projection `[2·Dout, Din]`.
     pub proj1: HfLinear<B>,
     /// Second projection `[Dout, 2·Dout]`.
@@ -167,7 +187,7 @@ pub struct OuterLink<B: Backend> {
     /// Residual projection of the un-normalised input `[Dout, Din]`.
     pub residual_proj: HfLinear<B>,
     /// LayerNorm over the receiver's width.
-    pub ln_target: LayerNorm<B>,
+    pub ln_target: LinkNorm<B>,
 }
 
 impl<B: Backend> OuterLink<B> {
@@ -223,15 +243,18 @@ impl<B: Backend> OuterLink<B> {
         self.proj2.bias.val().dims()[0]
     }
 
-    /// Maps `[T, Din]` sender latents to a `[T, Dout]` message (T = 0 gives `[0, Dout]`).
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Maps `[T, Din]` sender latents to a `[T, Dout]` message (T = 0 gives `[0, Dout]`):
+    /// `ln_target(proj2(gelu(proj1(ln_source(x)))) + residual_proj(x))`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: RmasBackend,
+    {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
-        let h = self
-            .proj2
-            .forward(gelu(self.proj1.forward(self.ln_source.forward(x.clone()))));
-        self.ln_target.forward(h + self.residual_proj.forward(x))
+        let a = B::bias_gelu(self.proj1.matmul(self.ln_source.forward(x.clone(), None, None)), self.proj1.bias.val());
+        let bias = self.proj2.bias.val() + self.residual_proj.bias.val();
+        self.ln_target.forward(self.proj2.matmul(a), Some(self.residual_proj.matmul(x)), Some(bias))
     }
 }
 
@@ -414,14 +437,11 @@ impl StateDict {
         HfLinear::new(weight, self.take(&format!("{prefix}.bias"), device))
     }
 
-    fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LayerNorm<B> {
-        let weight: Tensor<B, 1> = self.take(&format!("{prefix}.weight"), device);
-        let mut norm = LayerNormConfig::new(weight.dims()[0]).init(device);
-        norm.gamma = Param::from_tensor(weight);
-        norm.beta = Some(Param::from_tensor(
-            self.take(&format!("{prefix}.bias"), device),
-        ));
-        norm
+    fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LinkNorm<B> {
+        LinkNorm {
+            weight: Param::from_tensor(self.take(&format!("{prefix}.weight"), device)),
+            bias: Param::from_tensor(self.take(&format!("{prefix}.bias"), device)),
+        }
     }
 }
 

@@ -161,19 +161,19 @@ fn to_safetensors(tensors: Vec<(&str, TensorData)>, dtype: safetensors::Dtype) -
 
 fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
     vec![
-        ("pre_ln.weight", link.pre_ln.gamma.val().into_data()),
+        ("pre_ln.weight", link.pre_ln.weight.val().into_data()),
         (
             "pre_ln.bias",
-            link.pre_ln.beta.as_ref().unwrap().val().into_data(),
+            link.pre_ln.bias.val().into_data(),
         ),
         ("proj1.weight", link.proj1.weight.val().into_data()),
         ("proj1.bias", link.proj1.bias.val().into_data()),
         ("proj2.weight", link.proj2.weight.val().into_data()),
         ("proj2.bias", link.proj2.bias.val().into_data()),
-        ("post_ln.weight", link.post_ln.gamma.val().into_data()),
+        ("post_ln.weight", link.post_ln.weight.val().into_data()),
         (
             "post_ln.bias",
-            link.post_ln.beta.as_ref().unwrap().val().into_data(),
+            link.post_ln.bias.val().into_data(),
         ),
     ]
 }
