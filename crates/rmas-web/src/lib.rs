@@ -20,7 +20,6 @@ use chrono::NaiveDate;
 use js_sys::{Function, JSON, Promise};
 use rmas::engine::{Event, Run, RunOptions, System};
 use rmas_models::generate::{Sampling, read_back};
-use rmas_text::ChatOptions;
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
@@ -104,10 +103,9 @@ impl WebSystem {
 
 /// The demo's settings with the page's overrides.
 fn run_options(o: &Value) -> Result<RunOptions, JsError> {
-    let today = chrono::Local::now().date_naive();
     let date = match o.get("chatDate").and_then(Value::as_str) {
         Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| JsError::new(&format!("chatDate `{s}`: expected YYYY-MM-DD ({e})")))?,
-        None => today,
+        None => chrono::Local::now().date_naive(),
     };
     let mut opts = rmas::demo::run_options(date);
     let count = |key: &str, default: usize| o.get(key).and_then(Value::as_u64).map_or(default, |v| v as usize);
@@ -115,7 +113,6 @@ fn run_options(o: &Value) -> Result<RunOptions, JsError> {
     opts.latent_steps = count("latentSteps", opts.latent_steps);
     opts.max_new_tokens = count("maxNewTokens", opts.max_new_tokens);
     opts.seed = o.get("seed").and_then(Value::as_u64).unwrap_or(opts.seed);
-    opts.chat = ChatOptions::recursivemas(date);
     if let Some(temperature) = o.get("temperature").and_then(Value::as_f64).filter(|t| *t > 0.0) {
         opts.sampling = Sampling::Sample {
             temperature: temperature as f32,
