@@ -2,9 +2,11 @@
 //! which keeps its state column `S[:, j]` (dk f32 values) in registers across all T tokens. It serves
 //! decode (T = 1) and prefill alike, computes the exact recurrence, and replaces ~10 tensor ops per token.
 
-use burn::tensor::{DType, Tensor, TensorPrimitive};
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
+
+use crate::cube::{Cube, f32_contiguous, tensor};
 
 mod kernel {
 use cubecl::prelude::*;
@@ -56,13 +58,13 @@ pub fn gated_delta_rule_kernel<F: Float>(
 
 /// Launches the kernel on contiguous f32 copies of the inputs; returns `o` (input dtype) and the f32 state.
 pub fn gated_delta_rule<R, F, I, BT>(
-    q: Tensor<CubeBackend<R, F, I, BT>, 3>,
-    k: Tensor<CubeBackend<R, F, I, BT>, 3>,
-    v: Tensor<CubeBackend<R, F, I, BT>, 3>,
-    g: Tensor<CubeBackend<R, F, I, BT>, 2>,
-    beta: Tensor<CubeBackend<R, F, I, BT>, 2>,
-    state: Tensor<CubeBackend<R, F, I, BT>, 3>,
-) -> (Tensor<CubeBackend<R, F, I, BT>, 3>, Tensor<CubeBackend<R, F, I, BT>, 3>)
+    q: Tensor<Cube<R, F, I, BT>, 3>,
+    k: Tensor<Cube<R, F, I, BT>, 3>,
+    v: Tensor<Cube<R, F, I, BT>, 3>,
+    g: Tensor<Cube<R, F, I, BT>, 2>,
+    beta: Tensor<Cube<R, F, I, BT>, 2>,
+    state: Tensor<Cube<R, F, I, BT>, 3>,
+) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>)
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -72,10 +74,8 @@ where
     let dtype = v.dtype();
     let [nv, t_len, dk] = q.dims();
     let dv = v.dims()[2];
-    let prim = |x: Tensor<CubeBackend<R, F, I, BT>, 3>| into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor());
-    let prim2 = |x: Tensor<CubeBackend<R, F, I, BT>, 2>| into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor());
-    let (q, k, v, state) = (prim(q), prim(k), prim(v), prim(state));
-    let (g, beta) = (prim2(g), prim2(beta));
+    let (q, k, v, state) = (f32_contiguous(q), f32_contiguous(k), f32_contiguous(v), f32_contiguous(state));
+    let (g, beta) = (f32_contiguous(g), f32_contiguous(beta));
     let client = q.client.clone();
     let out = empty_device_dtype(client.clone(), q.device.clone(), [nv, t_len, dv].into(), DType::F32);
     let state_out = empty_device_dtype(client.clone(), q.device.clone(), [nv, dk, dv].into(), DType::F32);
@@ -94,6 +94,5 @@ where
         dk,
         DType::F32.into(),
     );
-    let out: Tensor<CubeBackend<R, F, I, BT>, 3> = Tensor::from_primitive(TensorPrimitive::Float(out));
-    (out.cast(dtype), Tensor::from_primitive(TensorPrimitive::Float(state_out)))
+    (tensor::<R, F, I, BT, 3>(out).cast(dtype), tensor(state_out))
 }

@@ -2,6 +2,7 @@
 //! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU).
 #![recursion_limit = "256"]
 
+mod cube;
 pub mod gdn;
 mod gdn_kernel;
 pub mod link;

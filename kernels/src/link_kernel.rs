@@ -2,9 +2,11 @@
 //! projection bias) and bias + exact GELU, each one pass over the rows instead of 4–7 tensor ops.
 //! They compute in f32 whatever the activation dtype.
 
-use burn::tensor::{DType, Tensor, TensorPrimitive};
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
+
+use crate::cube::{Cube, f32_contiguous, tensor};
 
 /// Units per cube of the row kernel (a power of two).
 const ROW_UNITS: usize = 256;
@@ -109,14 +111,6 @@ pub fn bias_gelu_kernel<F: Float>(
 }
 }
 
-type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
-
-fn f32_prim<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
-    x: Tensor<Cube<R, F, I, BT>, D>,
-) -> burn_cubecl::tensor::CubeTensor<R> {
-    into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor())
-}
-
 /// [`crate::link::layer_norm_sum`] as one kernel launch (one cube per row).
 pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     a: Tensor<Cube<R, F, I, BT>, 2>,
@@ -129,14 +123,14 @@ pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let dtype = a.dtype();
     let [t, d] = a.dims();
     let (has_residual, has_bias) = (residual.is_some(), bias.is_some());
-    let a = f32_prim(a);
+    let a = f32_contiguous(a);
     let client = a.client.clone();
     // Absent inputs are never read; a one-element buffer of their own stands in (a binding must not
     // alias another one).
     let unused = || empty_device_dtype(client.clone(), a.device.clone(), [1].into(), DType::F32);
-    let r = residual.map_or_else(unused, f32_prim);
-    let bias = bias.map_or_else(unused, f32_prim);
-    let (gamma, beta) = (f32_prim(gamma), f32_prim(beta));
+    let r = residual.map_or_else(unused, f32_contiguous);
+    let bias = bias.map_or_else(unused, f32_contiguous);
+    let (gamma, beta) = (f32_contiguous(gamma), f32_contiguous(beta));
     let out = empty_device_dtype(client.clone(), a.device.clone(), [t, d].into(), DType::F32);
     if t > 0 {
         kernel::layer_norm_sum_kernel::launch::<R>(
@@ -156,7 +150,7 @@ pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
             DType::F32.into(),
         );
     }
-    Tensor::<Cube<R, F, I, BT>, 2>::from_primitive(TensorPrimitive::Float(out)).cast(dtype)
+    tensor::<R, F, I, BT, 2>(out).cast(dtype)
 }
 
 /// [`crate::link::bias_gelu`] as one kernel launch.
@@ -166,7 +160,7 @@ pub fn bias_gelu<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement
 ) -> Tensor<Cube<R, F, I, BT>, 2> {
     let dtype = x.dtype();
     let [t, d] = x.dims();
-    let (x, bias) = (f32_prim(x), f32_prim(bias));
+    let (x, bias) = (f32_contiguous(x), f32_contiguous(bias));
     let client = x.client.clone();
     let out = empty_device_dtype(client.clone(), x.device.clone(), [t, d].into(), DType::F32);
     let cubes = (t * d).div_ceil(ELEM_UNITS).clamp(1, ELEM_CUBES);
@@ -181,5 +175,5 @@ pub fn bias_gelu<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement
             DType::F32.into(),
         );
     }
-    Tensor::<Cube<R, F, I, BT>, 2>::from_primitive(TensorPrimitive::Float(out)).cast(dtype)
+    tensor::<R, F, I, BT, 2>(out).cast(dtype)
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
+use rmas_text::pystr::{is_py_space, py_strip};
 
 use crate::error::{Result, RmasError};
 
@@ -124,14 +125,6 @@ pub fn sanitize_tool_result(result: &str) -> String {
     format!("{kept}\n... [truncated {} chars]", total - RESULT_MAX_CHARS)
 }
 
-/// Python's `str.isspace` (Unicode whitespace plus the `\x1c`–`\x1f` separators).
-pub(crate) fn py_is_space(c: char) -> bool {
-    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
-}
-
-pub(crate) fn py_strip(s: &str) -> &str {
-    s.trim_matches(py_is_space)
-}
 
 /// One search hit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -167,7 +160,7 @@ pub fn format_search_results(query: &str, results: &[SearchResult]) -> String {
 /// Whitespace-compacts `content` and cuts it to 320 characters plus `" ..."`.
 fn compact_content(content: &str) -> String {
     let compact = content
-        .split(py_is_space)
+        .split(is_py_space)
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
         .join(" ");

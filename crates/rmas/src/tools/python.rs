@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{PYTHON_PRELUDE, py_is_space, py_strip};
+use rmas_text::pystr::{py_rstrip, py_strip};
+
+use super::PYTHON_PRELUDE;
 
 const SOCKET_GUARD: &str = r#"import socket as _s
 def _rmas_deny(*_a, **_k):
@@ -379,8 +381,4 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
-}
-
-fn py_rstrip(s: &str) -> &str {
-    s.trim_end_matches(py_is_space)
 }
