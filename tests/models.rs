@@ -3,8 +3,9 @@
 //! Tolerances: the goldens are HF float32 runs; `golden.json` records each model's float32-vs-float64 logit
 //! noise (≈1e-5, Qwen3.5 up to 7e-4 because its gated norm amplifies rounding). We allow a few times that.
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
+use rmas_models::nn::VocabMatrix;
 use rmas_models::{Model, RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden};
 
@@ -102,7 +103,25 @@ fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
     }
 }
 
+/// A vocabulary matrix split into row blocks (as for a device's buffer limit) gathers the same rows
+/// and gives the same logits as the whole matrix, for blocks of 1 row, an odd size and a short last block.
+fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
+    let (v, h) = (37, 5);
+    let m = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(3, v * h), [v, h]), device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(4, 3 * h), [3, h]), device);
+    let ids = [36, 0, 5, 5, 12, 35, 3, 36];
+    let whole = VocabMatrix::from_tensor(m.clone(), v);
+    assert_eq!(whole.num_blocks(), 1);
+    for block_rows in [1, 4, 7, 36] {
+        let split = VocabMatrix::from_tensor(m.clone(), block_rows);
+        assert_eq!(split.num_blocks(), v.div_ceil(block_rows));
+        split.rows(&ids).into_data().assert_eq(&whole.rows(&ids).into_data(), true);
+        assert_close(&format!("logits in blocks of {block_rows}"), split.logits(x.clone()), whole.logits(x.clone()), 1e-6, 1e-6);
+    }
+}
+
 rmas_suite::backend_tests! {
+    split_vocab_matrix_matches_whole => split_vocab_matrix,
     full_forward_matches_hf => full_forward,
     prefill_then_decode_matches_full => prefill_then_decode,
     greedy_generation_matches_hf => greedy_generation,

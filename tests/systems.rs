@@ -5,6 +5,7 @@ use burn::tensor::{DType, Tensor};
 use rmas::engine::{Event, Run, RunOptions, StageKind, System};
 use rmas::hub::Hub;
 use rmas::system::SystemSpec;
+use rmas::system::downloads::Downloads;
 use rmas_models::{RmasBackend, block_on};
 use rmas_models::generate::Sampling;
 use rmas_suite::{Golden, assert_close, golden};
@@ -16,19 +17,41 @@ use serde_json::Value;
 const ATOL: f32 = 2e-4;
 const RTOL: f32 = 1e-3;
 
-fn case<B: RmasBackend>(device: &B::Device, name: &str) {
-    run_case::<B>(device, name, false);
+/// How a golden case's system is loaded.
+#[derive(Clone, Copy, PartialEq)]
+enum Loading {
+    /// From the hub cache, every agent resident.
+    Resident,
+    /// From the hub cache, each agent only for its stage (`--offload`).
+    Offload,
+    /// From bytes fetched file by file, as in the browser.
+    Downloads,
 }
 
-/// Runs a golden case; `offload` loads each agent only for its stage.
-fn run_case<B: RmasBackend>(device: &B::Device, name: &str, offload: bool) {
+fn case<B: RmasBackend>(device: &B::Device, name: &str) {
+    run_case::<B>(device, name, Loading::Resident);
+}
+
+/// Runs a golden case.
+fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap()).unwrap();
     let g = Golden::open(&format!("systems/{name}/expected.safetensors"));
     let settings = &expected["settings"];
     let style: Style = settings["style"].as_str().unwrap().parse().unwrap();
     let hub = Hub::new(golden(&format!("systems/{name}/hub"))).with_offline(true);
-    let spec = SystemSpec::resolve_style(&hub, style, settings["task"].as_str().unwrap().parse().unwrap()).unwrap();
-    let system = System::<B>::load(&spec, device, DType::F32, offload).unwrap();
+    let task = settings["task"].as_str().unwrap().parse().unwrap();
+    let system = if loading == Loading::Downloads {
+        let downloads = Downloads::new();
+        let fetch = |repo: String, file: String| {
+            let bytes = hub.repo(&repo).cached(&file).map(|path| std::fs::read(path).unwrap());
+            std::future::ready(Ok(bytes))
+        };
+        let spec = block_on(downloads.resolve(style, task, fetch)).unwrap();
+        downloads.load::<B>(&spec, device, DType::F32).unwrap()
+    } else {
+        let spec = SystemSpec::resolve_style(&hub, style, task).unwrap();
+        System::<B>::load(&spec, device, DType::F32, loading == Loading::Offload).unwrap()
+    };
     let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
     let opts = RunOptions {
         dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
@@ -97,7 +120,15 @@ fn sequential_light<B: RmasBackend>(device: &B::Device) {
 /// Stage-by-stage loading (`--offload`) gives the same results.
 #[test]
 fn offloaded_agents_match_reference() {
-    run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", true);
+    run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", Loading::Offload);
+}
+
+/// Loading from bytes fetched file by file (the browser's path) gives the same results.
+#[test]
+fn downloaded_systems_match_reference() {
+    for name in ["sequential-light-r2", "mixture-r2"] {
+        run_case::<burn::backend::NdArray>(&Default::default(), name, Loading::Downloads);
+    }
 }
 
 rmas_suite::backend_tests! {

@@ -1,15 +1,22 @@
 // The rmas web demo: loads a RecursiveMAS system into WebGPU and shows a run as it happens.
-// `?test` runs the built-in demo once with the CLI's demo settings (date from `&date=YYYY-MM-DD`) and
-// writes `{ok, token_ids, answer, …}` into #out, then sets the title to DONE (for web/drive.js).
+//
+// Test mode (web/drive.js) writes `{ok, token_ids, answer, files, cached, …}` into #out and sets the
+// title to DONE. `?test` runs the built-in demo with the CLI's demo settings; `&hub=URL&style=S&task=T`
+// loads that released system from a Hub (or a mirror with its `<repo>/resolve/main/<file>` layout)
+// instead; `&date=YYYY-MM-DD`, `&latentSteps=N`, `&rounds=N`, `&maxNewTokens=N`, `&dtype=f32|f16|auto`
+// `&dataset=…` and `&question=…` set the run; `&loadOnly` stops after loading.
 
 import init, { adapterInfo, demoQuestion, WebSystem } from "./pkg/rmas_web.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const CACHE = "rmas-hub-v1";
 let system = null;
 
 function fail(message) {
-  $("adapter").innerHTML = `<span class="error">${message}</span>`;
+  $("adapter").innerHTML = `<span class="error"></span>`;
+  $("adapter").firstChild.textContent = message;
+  $("load").disabled = false;
   finishTest({ ok: false, error: message });
 }
 
@@ -32,29 +39,94 @@ async function main() {
   const gpu = adapter.info ?? {};
   const name = [gpu.vendor, gpu.architecture, gpu.description].filter(Boolean).join(" ") || info.name || "unnamed";
   $("adapter").textContent = `WebGPU adapter: ${name}${adapter.info?.isFallbackAdapter ? " (software fallback)" : ""} · ` +
-    `shader-f16 ${info.f16 ? "available" : "unavailable"} · the demo computes in f32`;
-  $("question").value = demoQuestion();
+    `shader-f16 ${info.f16 ? "available: released systems load in f16 (dtype auto)" : "unavailable: everything computes in f32"} · ` +
+    `largest buffer ${mb(info.maxBufferBytes)} (bigger vocabulary matrices are split)`;
+  $("question").value = params.get("question") ?? demoQuestion();
+  for (const key of ["style", "task", "dtype", "hub"]) if (params.has(key)) $(key).value = params.get(key);
+  if (params.has("hub")) document.querySelector('input[value="hub"]').checked = true;
   $("load").onclick = () => load().catch((e) => fail(`loading failed: ${e.message ?? e}`));
   $("run").onclick = () => run().catch((e) => fail(`run failed: ${e.message ?? e}`));
+  $("clear-cache").onclick = async () => {
+    await caches.delete(CACHE);
+    $("load-status").textContent = "download cache cleared";
+  };
   if (params.has("test")) {
-    await load();
-    await run({ chatDate: params.get("date") ?? undefined });
+    const loaded = await load();
+    if (params.has("loadOnly")) return finishTest({ ok: true, ...loaded });
+    const number = (key) => (params.has(key) ? +params.get(key) : undefined);
+    await run({ chatDate: params.get("date") ?? undefined, dataset: params.get("dataset") ?? undefined, latentSteps: number("latentSteps"), rounds: number("rounds"), maxNewTokens: number("maxNewTokens") }, loaded);
   }
 }
 
+/// Loads the chosen system; resolves to `{files, cached, bytes}` of the download (zeros for the demo).
 async function load() {
   $("load").disabled = true;
-  $("load-status").textContent = "building the demo system…";
+  $("run").disabled = true;
   const started = performance.now();
-  system = await WebSystem.demo();
-  $("load-status").textContent = `ready in ${((performance.now() - started) / 1000).toFixed(1)} s`;
-  drawGraph(system.graph());
+  const fromHub = document.querySelector('input[name="source"]:checked').value === "hub";
+  const stats = { files: 0, cached: 0, bytes: 0 };
+  if (fromHub) {
+    const endpoint = $("hub").value.replace(/\/+$/, "");
+    $("load-status").textContent = `resolving ${$("style").value} (${$("task").value})…`;
+    system = await WebSystem.load($("style").value, $("task").value, $("dtype").value, (repo, file) => fetchFile(endpoint, repo, file, stats));
+  } else {
+    $("load-status").textContent = "building the demo system…";
+    system = await WebSystem.demo();
+  }
+  const graph = system.graph();
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const source = fromHub ? ` · ${stats.files} files, ${mb(stats.bytes)} (${stats.cached} from the browser cache)` : "";
+  $("load-status").textContent = `ready in ${seconds} s${source} · ${graph.agents[0]?.dtype ?? ""}`;
+  $("load-progress").hidden = true;
+  drawGraph(graph);
   $("run").disabled = false;
   $("load").disabled = false;
+  return stats;
+}
+
+const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 0)} MB`;
+
+/// One file of a Hub repo: from the Cache API if it was downloaded before, else fetched with a
+/// progress bar and cached. `null` when the repo does not have it (HTTP 404).
+async function fetchFile(endpoint, repo, file, stats) {
+  const url = `${endpoint}/${repo}/resolve/main/${file.split("/").map(encodeURIComponent).join("/")}`;
+  const cache = "caches" in self ? await caches.open(CACHE).catch(() => null) : null;
+  const hit = cache ? await cache.match(url) : undefined;
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    Object.assign(stats, { files: stats.files + 1, cached: stats.cached + 1, bytes: stats.bytes + bytes.length });
+    $("load-status").textContent = `${repo}/${file} · from the cache`;
+    return bytes;
+  }
+  const response = await fetch(url);
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
+  const total = +(response.headers.get("content-length") ?? 0);
+  const bar = $("load-progress");
+  bar.hidden = false;
+  bar.max = total || 1;
+  bar.value = 0;
+  const chunks = [];
+  let loaded = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    bar.value = total ? loaded : 0;
+    $("load-status").textContent = `downloading ${repo}/${file} · ${mb(loaded)}${total ? ` of ${mb(total)}` : ""} · ${mb(stats.bytes + loaded)} in all`;
+  }
+  const bytes = new Uint8Array(loaded);
+  chunks.reduce((at, c) => (bytes.set(c, at), at + c.length), 0);
+  Object.assign(stats, { files: stats.files + 1, bytes: stats.bytes + loaded });
+  // A full quota (or a private window) only costs the next visit a download.
+  if (cache) await cache.put(url, new Response(bytes)).catch((e) => console.warn(`not cached: ${url}: ${e}`));
+  return bytes;
 }
 
 /// Runs the question; `overrides` replaces the form's settings (the test passes the CLI's).
-async function run(overrides) {
+async function run(overrides, loaded) {
   $("run").disabled = true;
   $("stages").replaceChildren();
   $("messages").replaceChildren();
@@ -74,7 +146,7 @@ async function run(overrides) {
   if (last) $("speed").textContent = `· ${last.generated_ids.length} tokens at ${(last.generated_ids.length / (last.ms / 1000)).toFixed(1)} tokens/s · whole run ${((performance.now() - started) / 1000).toFixed(1)} s`;
   $("answer").textContent = result.answer;
   $("run").disabled = false;
-  finishTest({ ok: true, token_ids: result.token_ids, answer: result.answer, stages: result.stages.length, adapter: $("adapter").textContent });
+  finishTest({ ok: true, token_ids: result.token_ids, answer: result.answer, stages: result.stages.length, adapter: $("adapter").textContent, ...loaded });
 }
 
 function onEvent(e, stage) {

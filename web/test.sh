@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Browser conformance test: the built-in demo system runs in headless Chromium on WebGPU and must
-# produce exactly the token ids of the native CPU run (`rmas run --demo --backend cpu`) with the
-# same settings. Leaves a screenshot at target/web-demo.png.
+# Browser conformance tests in headless Chromium on WebGPU; screenshots under target/.
+#  1. The built-in demo system must produce exactly the token ids of the native CPU run
+#     (`rmas run --demo --backend cpu`) with the same settings.
+#  2. A released system downloaded over HTTP from a Hub mirror (the golden sequential-light fixture
+#     laid out as `<repo>/resolve/main/<file>`) must produce the reference pipeline's token ids; a
+#     second visit must load every file from the browser cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
@@ -15,9 +18,33 @@ cargo test --release --workspace --no-run
 target/release/rmas run --demo --backend cpu --json --chat-date "01 Jan 2026" > target/web-expected.json
 (cd web && npm install --no-audit --no-fund --loglevel=error)
 
+# The hub mirror and the reference ids and settings of the golden case's first question.
+CASE=tests/fixtures/golden/systems/sequential-light-r2
+rm -rf target/web-hub
+for repo in "$CASE"/hub/models--*; do
+  id=$(basename "$repo" | sed 's/^models--//; s/--/\//')
+  mkdir -p "target/web-hub/$id/resolve"
+  ln -s "$(realpath "$repo/snapshots/$(cat "$repo/refs/main")")" "target/web-hub/$id/resolve/main"
+done
+HUB_QUERY=$(python3 - "$CASE/expected.json" target/web-expected-hub.json <<'PY'
+import datetime, json, sys, urllib.parse
+e = json.load(open(sys.argv[1]))
+s = e["settings"]
+calls = [x["returned_ids"] for x in e["events"] if x["event"] == "generate" and x["call_index_in_stage"] == 0]
+json.dump({"token_ids": calls[-1]}, open(sys.argv[2], "w"))
+date = datetime.datetime.strptime(s["chat_template_date"], "%d %b %Y").strftime("%Y-%m-%d")
+print(urllib.parse.urlencode({"style": s["style"].replace("_", "-"), "task": s["task"], "dataset": s["dataset_arg"], "dtype": "f32",
+      "latentSteps": s["latent_steps"], "rounds": s["num_recursive_rounds"], "maxNewTokens": s["max_new_tokens"],
+      "date": date, "question": e["questions"][0]}))
+PY
+)
+
 PORT=${PORT:-8765}
-python3 -m http.server "$PORT" --bind 127.0.0.1 --directory web >/dev/null 2>&1 &
+python3 -m http.server "$PORT" --bind 127.0.0.1 >/dev/null 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null' EXIT
-for _ in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/')" 2>/dev/null && break; sleep 0.2; done
-node web/drive.js "http://127.0.0.1:$PORT/index.html?test&date=2026-01-01" target/web-expected.json target/web-demo.png
+for _ in $(seq 50); do python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/web/')" 2>/dev/null && break; sleep 0.2; done
+PAGE="http://127.0.0.1:$PORT/web/index.html"
+node web/drive.js "$PAGE?test&date=2026-01-01" target/web-expected.json target/web-demo.png
+HUB="hub=http://127.0.0.1:$PORT/target/web-hub&$HUB_QUERY"
+node web/drive.js "$PAGE?test&$HUB" target/web-expected-hub.json target/web-hub.png "$PAGE?test&loadOnly&$HUB"

@@ -40,6 +40,11 @@ pub trait RmasBackend: Backend {
     fn bias_gelu(x: burn::Tensor<Self, 2>, bias: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
         link::bias_gelu(x, bias)
     }
+
+    /// The largest tensor, in bytes, one device buffer can hold.
+    fn max_buffer_bytes(_device: &Self::Device) -> u64 {
+        u64::MAX
+    }
 }
 
 impl RmasBackend for burn::backend::NdArray {}
@@ -77,7 +82,16 @@ where
     fn bias_gelu(x: burn::Tensor<Self, 2>, bias: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
         link_kernel::bias_gelu(x, bias)
     }
+
+    /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.
+    fn max_buffer_bytes(device: &Self::Device) -> u64 {
+        R::client(device).properties().memory.max_page_size
+    }
 }
 
 #[cfg(feature = "fusion")]
-impl<B: burn_fusion::FusionBackend + RmasBackend> RmasBackend for burn_fusion::Fusion<B> {}
+impl<B: burn_fusion::FusionBackend + RmasBackend> RmasBackend for burn_fusion::Fusion<B> {
+    fn max_buffer_bytes(device: &Self::Device) -> u64 {
+        B::max_buffer_bytes(device)
+    }
+}

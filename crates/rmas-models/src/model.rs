@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 use rmas_kernels::RmasBackend;
 
 use crate::attention::{Attention, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
-use crate::nn::{Linear, Loader, Mlp, RmsNorm, Rope};
+use crate::nn::{Loader, Mlp, RmsNorm, Rope, VocabMatrix};
 use crate::qwen35::{DeltaState, GatedDeltaNet};
 use crate::weights::Weights;
 
@@ -63,10 +63,10 @@ struct Layer<B: Backend> {
 /// A loaded agent language model.
 pub struct Model<B: Backend> {
     config: Config,
-    embed: Tensor<B, 2>, // [V, H]
+    embed: VocabMatrix<B>, // [V, H]
     layers: Vec<Layer<B>>,
     norm: RmsNorm<B>,
-    lm_head: Option<Linear<B>>, // None: tied to `embed`
+    lm_head: Option<VocabMatrix<B>>, // [V, H]; None: tied to `embed`
     ropes: Vec<Rope>,
     device: B::Device,
     dtype: DType,
@@ -95,7 +95,8 @@ impl<B: RmasBackend> Model<B> {
         let root = Loader::<B> { weights, prefix: prefix.to_string(), device, dtype };
         let c = &config;
         let (h, v) = (c.hidden_size, c.vocab_size);
-        let embed = root.tensor("embed_tokens.weight", [v, h])?;
+        let max_bytes = B::max_buffer_bytes(device);
+        let embed = VocabMatrix::load(&root, "embed_tokens.weight", [v, h], max_bytes)?;
         let layers = c
             .layers
             .iter()
@@ -135,7 +136,7 @@ impl<B: RmasBackend> Model<B> {
                 .find(|n| weights.contains(&format!("{n}.weight")))
                 .unwrap_or("lm_head");
             let top = Loader::<B> { weights, prefix: String::new(), device, dtype };
-            Some(Linear::load(&top, name, h, v, false)?)
+            Some(VocabMatrix::load(&top, &format!("{name}.weight"), [v, h], max_bytes)?)
         };
         let ropes = c.ropes.iter().map(Rope::new).collect();
         Ok(Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config })
@@ -181,8 +182,7 @@ impl<B: RmasBackend> Model<B> {
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
             return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {v}")));
         }
-        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]), &self.device);
-        let x = self.embed.clone().select(0, idx);
+        let x = self.embed.rows(ids);
         Ok(match self.config.embed_scale {
             Some(s) => x * s,
             None => x,
@@ -241,10 +241,6 @@ impl<B: RmasBackend> Model<B> {
 
     /// LM-head logits `[T, V]` of final-norm hidden states.
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        match &self.lm_head {
-            Some(head) => head.forward(h),
-            // Tied head: `(E·hᵀ)ᵀ` keeps the [V, H] embedding contiguous on the matmul's left.
-            None => self.embed.clone().matmul(h.transpose()).transpose(),
-        }
+        self.lm_head.as_ref().unwrap_or(&self.embed).logits(h)
     }
 }

@@ -1,6 +1,6 @@
 //! Building blocks shared by every family: HF-layout linear, RMSNorms, rotary tables, MLP.
 
-use burn::tensor::{DType, Tensor, activation, backend::Backend};
+use burn::tensor::{DType, Int, Tensor, TensorData, activation, backend::Backend};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
@@ -60,6 +60,77 @@ impl<B: Backend> Linear<B> {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         }
+    }
+}
+
+/// A `[V, H]` vocabulary matrix (token embedding or LM head) in row blocks, each small enough for
+/// one device buffer (WebGPU caps a binding, often at 128 MiB–2 GiB; a 248k-row embedding exceeds it).
+#[derive(Clone, Debug)]
+pub struct VocabMatrix<B: Backend> {
+    blocks: Vec<Tensor<B, 2>>, // each [block_rows, H], the last may be shorter
+    block_rows: usize,
+}
+
+impl<B: Backend> VocabMatrix<B> {
+    /// Loads `name` `[v, h]` in blocks of at most `max_bytes` each (in the compute dtype).
+    pub fn load(l: &Loader<B>, name: &str, [v, h]: [usize; 2], max_bytes: u64) -> Result<Self> {
+        let row_bytes = (h * l.dtype.size()).max(1) as u64;
+        let block_rows = (max_bytes / row_bytes).clamp(1, v.max(1) as u64) as usize;
+        let name = format!("{}{name}", l.prefix);
+        let blocks = (0..v)
+            .step_by(block_rows)
+            .map(|r| Ok(Tensor::from_data(l.weights.rows(&name, &[v, h], r..(r + block_rows).min(v))?, (l.device, l.dtype))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { blocks, block_rows })
+    }
+
+    /// Splits a matrix `[V, H]` into blocks of `block_rows` rows.
+    pub fn from_tensor(m: Tensor<B, 2>, block_rows: usize) -> Self {
+        let v = m.dims()[0];
+        let block_rows = block_rows.clamp(1, v.max(1));
+        let blocks = (0..v).step_by(block_rows).map(|r| m.clone().slice(r..(r + block_rows).min(v))).collect();
+        Self { blocks, block_rows }
+    }
+
+    /// How many blocks the matrix is held in.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The rows `ids` (all `< V`), `[T, H]`.
+    pub fn rows(&self, ids: &[u32]) -> Tensor<B, 2> {
+        let device = self.blocks[0].device();
+        let index = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+        if self.blocks.len() == 1 {
+            return self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect()));
+        }
+        // Gather per block, then put the rows back in the order of `ids`.
+        let (mut parts, mut order) = (Vec::new(), Vec::new());
+        for (b, block) in self.blocks.iter().enumerate() {
+            let (at, local): (Vec<usize>, Vec<i64>) = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| **id as usize / self.block_rows == b)
+                .map(|(p, id)| (p, (*id as usize % self.block_rows) as i64))
+                .unzip();
+            if !at.is_empty() {
+                parts.push(block.clone().select(0, index(local)));
+                order.extend(at);
+            }
+        }
+        let mut inverse = vec![0i64; ids.len()];
+        for (k, p) in order.into_iter().enumerate() {
+            inverse[p] = k as i64;
+        }
+        Tensor::cat(parts, 0).select(0, index(inverse)) // [T, H] in block order → in `ids` order
+    }
+
+    /// `h·Mᵀ` `[T, V]` for `h` `[T, H]`.
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        // `(M_b·hᵀ)ᵀ` keeps every [rows, H] block contiguous on the matmul's left.
+        let ht = h.transpose();
+        let parts: Vec<_> = self.blocks.iter().map(|m| m.clone().matmul(ht.clone()).transpose()).collect();
+        if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
     }
 }
 

@@ -45,24 +45,10 @@ pub struct Weights {
 impl Weights {
     /// Opens `model.safetensors`, or every shard listed by `model.safetensors.index.json`, in `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let index_path = dir.join("model.safetensors.index.json");
-        let paths = if index_path.exists() {
-            let text = read_to_string(&index_path)?;
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Config { path: index_path.clone(), msg: e.to_string() })?;
-            let map = json["weight_map"].as_object().ok_or_else(|| ModelError::Config {
-                path: index_path.clone(),
-                msg: "missing object `weight_map`".into(),
-            })?;
-            let mut shards: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-            shards.sort();
-            shards.dedup();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else {
-            vec![dir.join("model.safetensors")]
-        };
+        let index_path = dir.join(INDEX_FILE);
+        let files = if index_path.exists() { shard_files(&read_to_string(&index_path)?, &index_path)? } else { vec![SINGLE_FILE.to_owned()] };
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
-        for path in paths {
+        for path in files.into_iter().map(|f| dir.join(f)) {
             let file = std::fs::File::open(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
             // SAFETY: the file is opened read-only; rmas never writes to checkpoint files while mapped.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.clone(), source })?;
@@ -71,10 +57,12 @@ impl Weights {
         Ok(weights)
     }
 
-    /// Indexes an in-memory safetensors file (named `name` in error messages).
-    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+    /// Indexes in-memory safetensors files, each with the name used in error messages.
+    pub fn from_buffers(files: impl IntoIterator<Item = (PathBuf, Vec<u8>)>) -> Result<Self> {
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
-        weights.add(PathBuf::from(name), Buffer::Owned(bytes))?;
+        for (path, bytes) in files {
+            weights.add(path, Buffer::Owned(bytes))?;
+        }
         Ok(weights)
     }
 
@@ -156,8 +144,22 @@ impl Weights {
 
     /// Reads `name` as f32 host data after checking its shape.
     pub fn data(&self, name: &str, shape: &[usize]) -> Result<TensorData> {
+        let numel = shape.iter().product();
+        Ok(TensorData::new(self.values(name, shape, 0..numel)?, shape.to_vec()))
+    }
+
+    /// Reads rows `rows` of `name` (shape checked against `shape`) as f32 host data.
+    pub fn rows(&self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<TensorData> {
+        let row: usize = shape.iter().skip(1).product();
+        let mut block = shape.to_vec();
+        block[0] = rows.len();
+        Ok(TensorData::new(self.values(name, shape, rows.start * row..rows.end * row)?, block))
+    }
+
+    /// Elements `elems` (row-major) of `name`, converted to f32.
+    fn values(&self, name: &str, shape: &[usize], elems: std::ops::Range<usize>) -> Result<Vec<f32>> {
         if let Some(generate) = &self.synthetic {
-            return Ok(TensorData::new(generate(name, shape), shape.to_vec()));
+            return Ok(generate(name, shape)[elems].to_vec());
         }
         let entry = self.index.get(name).ok_or_else(|| ModelError::MissingTensor {
             name: name.to_owned(),
@@ -172,17 +174,34 @@ impl Weights {
                 found: entry.shape.clone(),
             });
         }
-        let bytes = &self.files[entry.file].1[entry.range.clone()];
-        let values: Vec<f32> = match entry.dtype {
+        let size = entry.dtype.bitsize() / 8;
+        let bytes = &self.files[entry.file].1[entry.range.start + elems.start * size..entry.range.start + elems.end * size];
+        Ok(match entry.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
                 return Err(ModelError::WeightDtype { name: name.to_owned(), path: path.clone(), dtype: format!("{other:?}") });
             }
-        };
-        Ok(TensorData::new(values, shape.to_vec()))
+        })
     }
+}
+
+/// The single-file checkpoint name.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The shard index of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The distinct shard files named by a `model.safetensors.index.json` (`path` is used in errors), sorted.
+pub fn shard_files(index: &str, path: &Path) -> Result<Vec<String>> {
+    let err = |msg: String| ModelError::Config { path: path.to_owned(), msg };
+    let json: serde_json::Value = serde_json::from_str(index).map_err(|e| err(e.to_string()))?;
+    let map = json["weight_map"].as_object().ok_or_else(|| err("missing object `weight_map`".into()))?;
+    let shards: std::collections::BTreeSet<String> = map
+        .values()
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("weight_map value {v} is not a file name"))))
+        .collect::<Result<_>>()?;
+    Ok(shards.into_iter().collect())
 }
 
 /// Reads a whole text file with a path-naming error.

@@ -71,30 +71,35 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Loads the tokenizer files of a checkpoint directory (only `tokenizer.json` is required).
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let read = |name: &str| -> Result<Option<Vec<u8>>> {
+        Self::from_reader(&dir.display().to_string(), |name| {
             let path = dir.join(name);
             match std::fs::read(&path) {
                 Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != TOKENIZER_FILE => {
-                    Ok(None)
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(source) => Err(TextError::Io { path, source }),
             }
-        };
-        let tokenizer_json = read(TOKENIZER_FILE)?.unwrap_or_default();
+        })
+    }
+
+    /// Loads the tokenizer files of the checkpoint `origin` through `read(file name)` (`None`: absent).
+    pub fn from_reader(origin: &str, read: impl Fn(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        let path = |name: &str| std::path::PathBuf::from(format!("{origin}/{name}"));
+        let tokenizer_json = read(TOKENIZER_FILE)?.ok_or_else(|| TextError::Io {
+            path: path(TOKENIZER_FILE),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the checkpoint has no tokenizer.json"),
+        })?;
         let tokenizer_config = read(TOKENIZER_CONFIG_FILE)?;
         let generation_config = read(GENERATION_CONFIG_FILE)?;
         let chat_template = read(CHAT_TEMPLATE_FILE)?
             .map(|bytes| {
                 String::from_utf8(bytes).map_err(|e| TextError::Io {
-                    path: dir.join(CHAT_TEMPLATE_FILE),
+                    path: path(CHAT_TEMPLATE_FILE),
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 })
             })
             .transpose()?;
-        let origin = dir.display().to_string();
         Self::from_bytes(TokenizerFiles {
-            origin: &origin,
+            origin,
             tokenizer_json: &tokenizer_json,
             tokenizer_config: tokenizer_config.as_deref(),
             chat_template: chat_template.as_deref(),

@@ -4,6 +4,8 @@
 //! import init, { adapterInfo, WebSystem } from "./pkg/rmas_web.js";
 //! await init();
 //! const system = await WebSystem.demo();
+//! // or a released system, with the page's fetch (progress, caching) behind `fetchFile`:
+//! // const system = await WebSystem.load("sequential-light", "math", "auto", (repo, file) => bytesOrNull);
 //! const result = await system.run(question, { rounds: 2 }, (event) => console.log(event));
 //! ```
 //!
@@ -17,12 +19,14 @@ use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoG
 use burn::prelude::Backend;
 use burn::tensor::{DType, Tensor};
 use chrono::NaiveDate;
-use js_sys::{Function, JSON, Promise};
+use js_sys::{Function, JSON, Promise, Uint8Array};
 use rmas::engine::{Event, Run, RunOptions, System};
+use rmas::system::downloads::Downloads;
+use rmas_text::prompts::{Style, Task};
 use rmas_models::generate::{Sampling, read_back};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
+use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
 
 /// The backend of the web build: burn's wgpu backend (WebGPU in the browser), f32 activations.
 type B = Wgpu;
@@ -43,7 +47,7 @@ async fn device() -> WgpuDevice {
     device
 }
 
-/// The WebGPU adapter rmas runs on: `{name, backend, driver, f16}` (initialises WebGPU).
+/// The WebGPU adapter rmas runs on: `{name, backend, driver, f16, maxBufferBytes}` (initialises WebGPU).
 #[wasm_bindgen(js_name = adapterInfo)]
 pub async fn adapter_info() -> Result<JsValue, JsError> {
     let device = device().await;
@@ -53,6 +57,7 @@ pub async fn adapter_info() -> Result<JsValue, JsError> {
         "backend": format!("{:?}", info.backend),
         "driver": info.driver,
         "f16": B::supports_dtype(&device, DType::F16),
+        "maxBufferBytes": <B as rmas_models::RmasBackend>::max_buffer_bytes(&device),
     }))
 }
 
@@ -79,7 +84,29 @@ impl WebSystem {
         Ok(WebSystem { system: Rc::new(system), graph })
     }
 
-    /// The agents (`{role, model, layers, hidden}`) and outer links (`{key, from, to}`) for drawing.
+    /// Downloads and loads a released system. `style`: `sequential-light`, `sequential-scaled`,
+    /// `mixture`, `distillation` or `deliberation`; `task`: `math` or `code`; `dtype`: `f32`, `f16` or
+    /// `auto` (f16 when the adapter has `shader-f16`). `fetchFile(repo, file)` returns a Promise of the
+    /// file's bytes (`Uint8Array`), or of `null` when the repo does not have it.
+    pub async fn load(style: String, task: String, dtype: String, fetch_file: Function) -> Result<WebSystem, JsError> {
+        let device = device().await;
+        let style: Style = style.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
+        let task: Task = task.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
+        let dtype = match dtype.as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "auto" if B::supports_dtype(&device, DType::F16) => DType::F16,
+            "auto" => DType::F32,
+            other => return Err(JsError::new(&format!("dtype `{other}`: expected f32, f16 or auto"))),
+        };
+        let downloads = Downloads::new();
+        let spec = downloads.resolve(style, task, |repo, file| fetch(&fetch_file, repo, file)).await.map_err(js_error)?;
+        let system = downloads.load::<B>(&spec, &device, dtype).map_err(js_error)?;
+        let graph = graph_of(&system);
+        Ok(WebSystem { system: Rc::new(system), graph })
+    }
+
+    /// The agents (`{role, model, layers, hidden, dtype}`) and outer links (`{key, from, to}`) for drawing.
     pub fn graph(&self) -> Result<JsValue, JsError> {
         to_js(&self.graph)
     }
@@ -87,6 +114,7 @@ impl WebSystem {
     /// Runs `question`; resolves to `{answer, token_ids, stages}` like `rmas run --json`.
     ///
     /// `options` (all optional): `rounds`, `latentSteps`, `maxNewTokens`, `chatDate` ("YYYY-MM-DD"),
+    /// `dataset` (the prompt set: `math500`, `gsm8k`, `mbppplus`, …),
     /// `temperature` (absent or 0: greedy), `topK`, `topP`, `seed`. Defaults are the demo's settings.
     /// `onEvent` receives `{type: "stage" | "latentStep" | "message" | "token" | "stageEnd", …}`.
     pub fn run(&self, question: String, options: JsValue, on_event: Function) -> Promise {
@@ -113,6 +141,9 @@ fn run_options(o: &Value) -> Result<RunOptions, JsError> {
     opts.latent_steps = count("latentSteps", opts.latent_steps);
     opts.max_new_tokens = count("maxNewTokens", opts.max_new_tokens);
     opts.seed = o.get("seed").and_then(Value::as_u64).unwrap_or(opts.seed);
+    if let Some(name) = o.get("dataset").and_then(Value::as_str) {
+        opts.dataset = name.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
+    }
     if let Some(temperature) = o.get("temperature").and_then(Value::as_f64).filter(|t| *t > 0.0) {
         opts.sampling = Sampling::Sample {
             temperature: temperature as f32,
@@ -183,11 +214,26 @@ fn graph_of(system: &System<B>) -> Value {
         .agents()
         .map(|a| {
             let c = a.model.config();
-            json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size })
+            json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size, "dtype": format!("{:?}", a.model.dtype()) })
         })
         .collect();
     let links: Vec<Value> = system.links().map(|(key, from, to)| json!({ "key": key, "from": from.to_string(), "to": to.to_string() })).collect();
     json!({ "style": system.style.to_string(), "agents": agents, "links": links })
+}
+
+/// Calls the page's `fetchFile(repo, file)`: the file's bytes, or `None` when the repo lacks it.
+async fn fetch(fetch_file: &Function, repo: String, file: String) -> rmas::Result<Option<Vec<u8>>> {
+    let failed = |e: JsValue| rmas::RmasError::HubRequest {
+        repo: repo.clone(),
+        file: file.clone(),
+        msg: e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}")),
+    };
+    let promise = fetch_file.call2(&JsValue::NULL, &JsValue::from_str(&repo), &JsValue::from_str(&file)).map_err(&failed)?;
+    let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(&failed)?;
+    if value.is_null() || value.is_undefined() {
+        return Ok(None);
+    }
+    Ok(Some(Uint8Array::new(&value).to_vec()))
 }
 
 fn to_js(v: &Value) -> Result<JsValue, JsError> {

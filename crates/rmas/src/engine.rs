@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
+use std::path::Path;
 
 use burn::tensor::{DType, Tensor};
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate, last_row};
@@ -26,25 +27,30 @@ pub struct Agent<B: RmasBackend> {
     pub inner: InnerLink<B>,
 }
 
-#[cfg(not(target_family = "wasm"))]
 impl<B: RmasBackend> Agent<B> {
+    /// An agent from its parts, checking that the inner link (`link` in errors) fits the model's width.
+    pub fn new(role: Role, model: Model<B>, tokenizer: Tokenizer, inner: InnerLink<B>, link: &Path) -> Result<Self> {
+        let hidden = model.config().hidden_size;
+        if inner.in_dim() != hidden {
+            return Err(RmasError::LinkDimMismatch {
+                link: format!("inner link {}", link.display()),
+                side: "in_dim",
+                link_dim: inner.in_dim(),
+                relation: "its agent",
+                agent: role.to_string(),
+                hidden,
+            });
+        }
+        Ok(Self { role, model, tokenizer, inner })
+    }
+
     /// Loads the checkpoint, tokenizer and inner link of `spec`.
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(spec: &AgentSpec, device: &B::Device, dtype: DType) -> Result<Self> {
         let model = Model::load(&spec.dir, device, dtype)?;
         let tokenizer = Tokenizer::from_dir(&spec.dir)?;
         let inner = InnerLink::load(&spec.inner_link, device)?;
-        let hidden = model.config().hidden_size;
-        if inner.in_dim() != hidden {
-            return Err(RmasError::LinkDimMismatch {
-                link: format!("inner link {}", spec.inner_link.display()),
-                side: "in_dim",
-                link_dim: inner.in_dim(),
-                relation: "its agent",
-                agent: spec.role.to_string(),
-                hidden,
-            });
-        }
-        Ok(Self { role: spec.role, model, tokenizer, inner })
+        Self::new(spec.role, model, tokenizer, inner, &spec.inner_link)
     }
 }
 
@@ -90,7 +96,7 @@ impl<B: RmasBackend> System<B> {
     #[cfg(not(target_family = "wasm"))]
     pub fn load(spec: &SystemSpec, device: &B::Device, dtype: DType, offload: bool) -> Result<Self> {
         let hidden = spec.hidden_sizes()?;
-        let outer = spec.load_outer_links::<B>(&hidden, device)?;
+        let outer = spec.load_outer_links(&hidden, |path| OuterLink::load(path, device))?;
         let mut agents = BTreeMap::new();
         for a in &spec.agents {
             let slot = if offload { Slot::Offloaded(a.clone()) } else { Slot::Resident(Box::new(Agent::load(a, device, dtype)?)) };

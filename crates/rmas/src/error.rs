@@ -121,6 +121,15 @@ pub enum RmasError {
         context: String,
     },
 
+    /// A file of a source that fetches asynchronously (the browser) has not been downloaded yet.
+    #[error("`{file}` of `{repo}` has not been downloaded yet")]
+    NotFetched {
+        /// The repo id.
+        repo: String,
+        /// The file inside it.
+        file: String,
+    },
+
     /// No inner link file could be resolved for an agent.
     #[error("no inner link found in {source_label} for task {task}: tried {tried:?}")]
     NoInnerLink {

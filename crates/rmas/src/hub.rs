@@ -8,23 +8,14 @@
 //! [`Hub::from_env`] is the only place that reads environment variables; tests build a [`Hub`] for
 //! an explicit cache with [`Hub::new`] or [`Hub::from_vars`].
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hf_hub::Cache;
 use hf_hub::api::sync::{Api, ApiBuilder};
 
 use crate::error::{Result, RmasError};
-
-/// Something files can be fetched from: a hub repo or a local directory.
-pub trait FileSource {
-    /// Repo id or directory, for messages.
-    fn label(&self) -> String;
-    /// Whether the source has `file` (online hub repos ask the Hub's file list).
-    fn exists(&self, file: &str) -> Result<bool>;
-    /// Local path of `file`, downloading it if needed.
-    fn get(&self, file: &str) -> Result<PathBuf>;
-}
+use crate::system::{FileSource, check_relative};
 
 /// A plain local directory (e.g. a checkpoint saved with `save_pretrained`).
 #[derive(Clone, Debug)]
@@ -271,18 +262,4 @@ fn is_truthy(value: &str) -> bool {
         value.trim().to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on"
     )
-}
-
-/// Rejects file names that could leave the repo / directory (absolute paths, `..`).
-pub(crate) fn check_relative(name: &str, context: &str) -> Result<()> {
-    let path = Path::new(name);
-    let plain = !name.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
-    if plain {
-        Ok(())
-    } else {
-        Err(RmasError::InvalidFileName {
-            name: name.into(),
-            context: context.into(),
-        })
-    }
 }

@@ -6,7 +6,7 @@ pub mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod hub;
 pub mod link;
-#[cfg(not(target_family = "wasm"))]
+mod pt;
 pub mod system;
 pub mod tools;
 pub mod topology;

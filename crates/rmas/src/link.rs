@@ -6,13 +6,11 @@
 //!
 //! LayerNorms use eps 1e-5 with biased variance, GELU is the exact erf form, every Linear has a bias
 //! and keeps the checkpoint's `[out, in]` layout. Links load from the released PyTorch `.pt` state
-//! dicts ([`InnerLink::load`], [`OuterLink::load`]) or from safetensors bytes with the same tensor
-//! names (`from_safetensors_bytes`, for the browser). Loading is strict: exactly the expected tensors
+//! dicts ([`InnerLink::load`], [`OuterLink::load`], or their bytes with `from_pt_bytes`) or from
+//! safetensors bytes with the same tensor names (`from_safetensors_bytes`). Loading is strict: exactly the expected tensors
 //! with consistent shapes; every tensor is converted to f32 on the host, the backend may cast later.
 
 use std::collections::{BTreeMap, BTreeSet};
-#[cfg(not(target_family = "wasm"))]
-use std::panic::{AssertUnwindSafe, catch_unwind};
 #[cfg(not(target_family = "wasm"))]
 use std::path::Path;
 use std::path::PathBuf;
@@ -20,10 +18,6 @@ use std::path::PathBuf;
 use burn::module::Param;
 use burn::prelude::*;
 use rmas_kernels::RmasBackend;
-#[cfg(not(target_family = "wasm"))]
-use burn_store::pytorch::PytorchReader;
-#[cfg(not(target_family = "wasm"))]
-use burn_store::pytorch::reader::FileFormat;
 
 use crate::error::{Result, RmasError};
 
@@ -116,7 +110,12 @@ impl<B: Backend> InnerLink<B> {
     /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
     #[cfg(not(target_family = "wasm"))]
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_pytorch(path, "inner")?, device)
+        Self::from_state_dict(StateDict::read_pytorch(path, "inner")?, device)
+    }
+
+    /// Loads the bytes of a released `.pt` state dict (`name` is used in errors).
+    pub fn from_pt_bytes(bytes: &[u8], name: &str, device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_pytorch(bytes, name.into(), "inner")?, device)
     }
 
     /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
@@ -170,6 +169,8 @@ impl<B: Backend> InnerLink<B> {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
+        // Links compute in their own dtype (f32, as the reference's `outer_dtype`) whatever the agent's.
+        let x = x.cast(self.proj1.bias.val().dtype());
         let a = B::bias_gelu(self.proj1.matmul(self.pre_ln.forward(x.clone(), None, None)), self.proj1.bias.val());
         self.post_ln.forward(self.proj2.matmul(a), Some(x), Some(self.proj2.bias.val()))
     }
@@ -194,7 +195,12 @@ impl<B: Backend> OuterLink<B> {
     /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
     #[cfg(not(target_family = "wasm"))]
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_pytorch(path, "outer")?, device)
+        Self::from_state_dict(StateDict::read_pytorch(path, "outer")?, device)
+    }
+
+    /// Loads the bytes of a released `.pt` state dict (`name` is used in errors).
+    pub fn from_pt_bytes(bytes: &[u8], name: &str, device: &B::Device) -> Result<Self> {
+        Self::from_state_dict(StateDict::from_pytorch(bytes, name.into(), "outer")?, device)
     }
 
     /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
@@ -252,6 +258,7 @@ impl<B: Backend> OuterLink<B> {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
+        let x = x.cast(self.proj1.bias.val().dtype());
         let a = B::bias_gelu(self.proj1.matmul(self.ln_source.forward(x.clone(), None, None)), self.proj1.bias.val());
         let bias = self.proj2.bias.val() + self.residual_proj.bias.val();
         self.ln_target.forward(self.proj2.matmul(a), Some(self.residual_proj.matmul(x)), Some(bias))
@@ -270,46 +277,24 @@ struct StateDict {
 }
 
 impl StateDict {
+    /// Reads a PyTorch checkpoint file.
     #[cfg(not(target_family = "wasm"))]
-    /// Reads a PyTorch checkpoint; any reader failure (or panic) becomes a [`RmasError::LinkFormat`].
-    fn from_pytorch(path: &Path, link: &'static str) -> Result<Self> {
-        let what = if link == "inner" {
-            "inner link"
-        } else {
-            "outer link"
-        };
+    fn read_pytorch(path: &Path, link: &'static str) -> Result<Self> {
+        let what = if link == "inner" { "inner link" } else { "outer link" };
         let meta = std::fs::metadata(path).map_err(|e| RmasError::io(what, path, e))?;
-        let format_err = |msg: String| RmasError::LinkFormat {
-            link,
-            path: path.into(),
-            msg,
-        };
         if !meta.is_file() {
-            return Err(format_err("not a regular file".into()));
+            return Err(RmasError::LinkFormat { link, path: path.into(), msg: "not a regular file".into() });
         }
-        let reader = catch_unwind(AssertUnwindSafe(|| PytorchReader::new(path)))
-            .map_err(|_| format_err("the PyTorch reader panicked; the file is corrupt".into()))?
-            .map_err(|e| format_err(format!("not a readable PyTorch state dict ({e})")))?;
-        if reader.metadata().format_type == FileFormat::Zip {
-            verify_zip_checksums(path).map_err(|e| format_err(format!("corrupt archive ({e})")))?;
+        let bytes = std::fs::read(path).map_err(|e| RmasError::io(what, path, e))?;
+        Self::from_pytorch(&bytes, path.into(), link)
+    }
+
+    /// Parses the bytes of a PyTorch checkpoint named `path` (BF16 / F16 / F32 / F64 tensors).
+    fn from_pytorch(bytes: &[u8], path: PathBuf, link: &'static str) -> Result<Self> {
+        match crate::pt::read_state_dict(bytes) {
+            Ok(tensors) => Ok(Self { path, tensors }),
+            Err(msg) => Err(RmasError::LinkFormat { link, path, msg }),
         }
-        let mut tensors = BTreeMap::new();
-        for (name, snapshot) in reader.into_tensors() {
-            if !snapshot.dtype.is_float() {
-                return Err(format_err(format!(
-                    "tensor `{name}` has dtype {:?}, expected a floating-point tensor",
-                    snapshot.dtype
-                )));
-            }
-            let data = snapshot
-                .to_data()
-                .map_err(|e| format_err(format!("cannot read tensor `{name}`: {e:?}")))?;
-            tensors.insert(name, data.convert_dtype(burn::tensor::DType::F32));
-        }
-        Ok(Self {
-            path: path.into(),
-            tensors,
-        })
     }
 
     /// Parses safetensors bytes (BF16 / F16 / F32 tensors).
@@ -465,22 +450,4 @@ fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
         _ => return None,
     };
     Some(values)
-}
-
-#[cfg(not(target_family = "wasm"))]
-/// Reads every entry of a zip archive so CRC mismatches surface as errors.
-///
-/// `PytorchReader` substitutes zeros for tensor data it cannot read, so a corrupted storage record
-/// would otherwise load silently.
-fn verify_zip_checksums(path: &Path) -> std::result::Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut archive =
-        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
-        let name = entry.name().to_string();
-        std::io::copy(&mut entry, &mut std::io::sink())
-            .map_err(|e| format!("entry `{name}`: {e}"))?;
-    }
-    Ok(())
 }

@@ -196,6 +196,26 @@ fn safetensors_loading_matches_pytorch_loading() {
     }
 }
 
+/// A `torch.save`d `nn.Module` state dict with every layout the reader must handle: a transposed
+/// (strided) weight, two biases at offsets 8 and 16 of one shared storage, a stride-2 view, F64 /
+/// BF16 / F16 / F32 storages and the OrderedDict's `_metadata` (a BUILD). Reference: the same
+/// tensors made contiguous f32 in safetensors.
+#[test]
+fn pytorch_reader_handles_views_shared_storages_dtypes_and_metadata() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pt");
+    let reference: InnerLink<B> =
+        InnerLink::from_safetensors_bytes(&std::fs::read(dir.join("strided_inner.safetensors")).unwrap(), &device()).unwrap();
+    let path = dir.join("strided_inner.pt");
+    let from_file: InnerLink<B> = InnerLink::load(&path, &device()).unwrap();
+    let from_bytes: InnerLink<B> = InnerLink::from_pt_bytes(&std::fs::read(&path).unwrap(), "strided_inner.pt", &device()).unwrap();
+    for (name, expected) in inner_tensors(&reference) {
+        let got = inner_tensors(&from_file).into_iter().find(|(n, _)| *n == name).unwrap().1;
+        got.assert_eq(&expected, true);
+        let got = inner_tensors(&from_bytes).into_iter().find(|(n, _)| *n == name).unwrap().1;
+        got.assert_eq(&expected, true);
+    }
+}
+
 fn err_string<T>(result: rmas::Result<T>) -> String {
     match result {
         Ok(_) => panic!("expected an error"),

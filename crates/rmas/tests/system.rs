@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use rmas::hub::{FileSource, Hub, LocalDir};
+use rmas::hub::{Hub, LocalDir};
+use rmas::link::OuterLink;
 use rmas::system::{
-    SystemSpec, agent_repos, family_name, family_style, outer_links, parse_outer_manifest,
+    FileSource, SystemSpec, agent_repos, family_name, family_style, outer_links, parse_outer_manifest,
     resolve_inner_link,
 };
 use rmas_text::prompts::{Role, Style, Task};
@@ -113,7 +114,7 @@ fn golden_systems_resolve_like_the_official_loader() {
             assert!(link.path.is_file());
         }
         let loaded = spec
-            .load_outer_links::<B>(&hidden, &Default::default())
+            .load_outer_links(&hidden, |p| OuterLink::<B>::load(p, &Default::default()))
             .unwrap();
         for (key, link) in &loaded {
             assert_eq!(
@@ -318,7 +319,7 @@ fn dim_mismatch_names_link_and_both_sizes() {
         SystemSpec::resolve_style(&offline_hub("mixture-r2"), Style::Mixture, Task::Math).unwrap();
     let mut hidden = spec.hidden_sizes().unwrap();
     hidden.insert(Role::Summarizer, 80);
-    let msg = err_string(spec.load_outer_links::<B>(&hidden, &Default::default()));
+    let msg = err_string(spec.load_outer_links(&hidden, |p| OuterLink::<B>::load(p, &Default::default())));
     assert!(
         msg.contains("outer_1s") && msg.contains("out_dim 64") && msg.contains("hidden size 80"),
         "{msg}"

@@ -3,50 +3,54 @@
 //!
 //! A [`SystemSpec`] holds resolved local paths: every agent's checkpoint directory and inner link
 //! file, and every outer link file keyed by its legacy key (`outer_12`, `outer_1s`, …) with its
-//! source and target role. [`SystemSpec::resolve_style`] resolves a released style through a
-//! [`Hub`]; [`SystemSpec::from_file`] assembles a custom system from a description file.
-//!
-//! # System description files
-//!
-//! TOML (or JSON when the file name ends in `.json`, same fields). Relative paths are relative to
-//! the file's directory. A `source` is a local checkpoint directory if one exists at that path,
-//! otherwise a Hub repo id (`org/name`).
-//!
-//! ```toml
-//! name = "my-mixture"          # optional, defaults to the file stem
-//! style = "mixture"            # start from a released style (its repos and outer repo) ...
-//! # family = "mixture"         # ... or give a bare family: then every role and link is required
-//! task = "math"                # optional: math (default) or code
-//! outer = "RecursiveMAS/Mixture-Outerlinks"   # optional: repo id or directory holding outerlink_config.json
-//!
-//! [[agents]]                   # overrides / defines one role of the family
-//! role = "science"
-//! source = "./my-science-agent"
-//! inner_link = "adapter.pt"    # optional: file inside `source`; default: §2.4 resolution
-//!
-//! [[outer_links]]              # optional: explicit files, taking precedence over the manifest
-//! key = "outer_3s"
-//! file = "./links/Science-Summarizer-Outerlink.pt"
-//! ```
-//!
-//! Roles per family ([`Style::roles`], parsed with [`Role::from_str`]): sequential `planner,
-//! critic, solver`; mixture `math, code, science, summarizer`; distillation `expert, learner`;
-//! deliberation `reflector, toolcaller` (the last one is the final agent). The family fixes the
-//! round loop and the outer links that must exist; a bare `sequential` family follows
-//! sequential-light (see [`family_style`]).
+//! source and target role. [`SystemSpec::resolve_released`] resolves a released style from any
+//! [`FileSource`] (a Hub repo natively through `resolve_style`, downloaded bytes in the browser);
+//! `SystemSpec::from_file` ([`describe`], native builds) assembles a custom system from a
+//! description file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use burn::prelude::Backend;
+use rmas_models::weights::{INDEX_FILE, SINGLE_FILE, shard_files};
 use rmas_text::prompts::{Role, Style, Task};
 use serde::Deserialize;
 
 use crate::error::{Result, RmasError};
-use crate::hub::{FileSource, Hub, LocalDir};
-use crate::link::{InnerLink, OUTER_LINK_TYPE, OuterLink};
+#[cfg(not(target_family = "wasm"))]
+use crate::hub::Hub;
+#[cfg(not(target_family = "wasm"))]
+use crate::link::InnerLink;
+use crate::link::{OUTER_LINK_TYPE, OuterLink};
 pub use crate::topology::{LinkEdge, outer_links};
+
+#[cfg(not(target_family = "wasm"))]
+pub mod describe;
+pub mod downloads;
+
+/// Something a system's files come from: a Hub repo, a local directory, or downloads in the browser.
+pub trait FileSource {
+    /// Repo id or directory, for messages.
+    fn label(&self) -> String;
+    /// Whether the source has `file`.
+    fn exists(&self, file: &str) -> Result<bool>;
+    /// The path of `file`, fetching it if needed (a local path, or the key of downloaded bytes).
+    fn get(&self, file: &str) -> Result<PathBuf>;
+    /// The text of a file returned by [`FileSource::get`] (`what` names it in errors).
+    fn read_text(&self, path: &Path, what: &'static str) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|e| RmasError::io(what, path, e))
+    }
+}
+
+/// Rejects file names that could leave the repo / directory (absolute paths, `..`).
+pub fn check_relative(name: &str, context: &str) -> Result<()> {
+    let plain = !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(RmasError::InvalidFileName { name: name.into(), context: context.into() })
+    }
+}
 
 /// The outer-link manifest file of an outer repo.
 pub const OUTER_MANIFEST: &str = "outerlink_config.json";
@@ -252,31 +256,23 @@ pub struct SystemSpec {
 
 impl SystemSpec {
     /// Resolves a released style through the hub (downloads unless offline).
+    #[cfg(not(target_family = "wasm"))]
     pub fn resolve_style(hub: &Hub, style: Style, task: Task) -> Result<Self> {
-        let agents = agent_repos(style)
-            .iter()
-            .map(|&(role, repo)| resolve_agent(role, &hub.repo(repo), None, style, task))
-            .collect::<Result<Vec<_>>>()?;
-        let outer = resolve_manifest_links(&hub.repo(outer_repo(style)), task)?;
-        assemble(style.cli_name(), style, task, agents, outer)
+        Self::resolve_released(style, task, &|repo| Box::new(hub.repo(repo)))
     }
 
-    /// Assembles a system from a description file (see the module docs).
-    pub fn from_file(path: &Path, hub: &Hub) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RmasError::io("system description", path, e))?;
-        let desc: SystemFile = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            toml::from_str(&text).map_err(|e| e.to_string())
-        }
-        .map_err(|msg| RmasError::config("system description", path, msg))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let fallback_name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        desc.resolve(base, hub, fallback_name)
+    /// Resolves a released style with `open` giving the source of each of its repo ids.
+    pub fn resolve_released<'s>(
+        style: Style,
+        task: Task,
+        open: &dyn Fn(&'static str) -> Box<dyn FileSource + 's>,
+    ) -> Result<Self> {
+        let agents = agent_repos(style)
+            .iter()
+            .map(|&(role, repo)| resolve_agent(role, open(repo).as_ref(), None, style, task))
+            .collect::<Result<Vec<_>>>()?;
+        let outer = resolve_manifest_links(open(outer_repo(style)).as_ref(), task)?;
+        assemble(style.cli_name(), style, task, agents, outer)
     }
 
     /// The agent with role `role`.
@@ -290,6 +286,7 @@ impl SystemSpec {
     }
 
     /// Hidden size per role, read from each agent's `config.json`.
+    #[cfg(not(target_family = "wasm"))]
     pub fn hidden_sizes(&self) -> Result<BTreeMap<Role, usize>> {
         self.agents
             .iter()
@@ -298,6 +295,7 @@ impl SystemSpec {
     }
 
     /// Loads every inner link, checking its width against `hidden`.
+    #[cfg(not(target_family = "wasm"))]
     pub fn load_inner_links<B: Backend>(
         &self,
         hidden: &BTreeMap<Role, usize>,
@@ -312,15 +310,15 @@ impl SystemSpec {
         Ok(links)
     }
 
-    /// Loads every outer link, checking both widths against `hidden`.
+    /// Loads every outer link with `load(path)`, checking both widths against `hidden`.
     pub fn load_outer_links<B: Backend>(
         &self,
         hidden: &BTreeMap<Role, usize>,
-        device: &B::Device,
+        load: impl Fn(&Path) -> Result<OuterLink<B>>,
     ) -> Result<BTreeMap<String, OuterLink<B>>> {
         let mut links = BTreeMap::new();
         for (key, spec) in &self.outer_links {
-            let link = OuterLink::load(&spec.path, device)?;
+            let link = load(&spec.path)?;
             spec.check_dims(link.in_dim(), link.out_dim(), hidden)?;
             links.insert(key.clone(), link);
         }
@@ -329,8 +327,11 @@ impl SystemSpec {
 }
 
 /// Reads `hidden_size` (or `text_config.hidden_size`) from a model `config.json`.
+#[cfg(not(target_family = "wasm"))]
 pub fn read_hidden_size(config: &Path) -> Result<usize> {
-    let json = read_json(config, "model config")?;
+    let text = std::fs::read_to_string(config).map_err(|e| RmasError::io("model config", config, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| RmasError::config("model config", config, e.to_string()))?;
     json.get("hidden_size")
         .or_else(|| json.get("text_config").and_then(|t| t.get("hidden_size")))
         .and_then(serde_json::Value::as_u64)
@@ -352,7 +353,7 @@ pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<Pa
         if src.exists(INNER_LINK_CONFIG)? {
             tried.push(format!("{INNER_LINK_CONFIG} tasks.{task}"));
             let config = src.get(INNER_LINK_CONFIG)?;
-            if let Some(file) = inner_config_entry(&config, task)? {
+            if let Some(file) = inner_config_entry(src, &config, task)? {
                 return src.get(&file);
             }
         }
@@ -374,8 +375,8 @@ pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<Pa
 }
 
 /// The file named by `tasks[task]["adapter.pt"]` (default `adapter.pt`), if the task is listed.
-fn inner_config_entry(path: &Path, task: Task) -> Result<Option<String>> {
-    let json = read_json(path, "inner link config")?;
+fn inner_config_entry(src: &dyn FileSource, path: &Path, task: Task) -> Result<Option<String>> {
+    let json = read_json(src, path, "inner link config")?;
     let Some(entry) = json.get("tasks").and_then(|t| t.get(task.key())) else {
         return Ok(None);
     };
@@ -465,8 +466,7 @@ fn resolve_manifest_links(
         });
     }
     let path = src.get(OUTER_MANIFEST)?;
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| RmasError::io("outer manifest", &path, e))?;
+    let text = src.read_text(&path, "outer manifest")?;
     let mut links = BTreeMap::new();
     for entry in parse_outer_manifest(&text, &path, task)? {
         let file = src.get(&entry.filename)?;
@@ -517,21 +517,12 @@ pub fn fetch_model(src: &dyn FileSource) -> Result<PathBuf> {
 
 /// Fetches `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
 fn fetch_weights(src: &dyn FileSource) -> Result<()> {
-    if src.exists("model.safetensors")? {
-        return src.get("model.safetensors").map(drop);
+    if src.exists(SINGLE_FILE)? {
+        return src.get(SINGLE_FILE).map(drop);
     }
-    let index = src.get("model.safetensors.index.json")?;
-    let json = read_json(&index, "weight index")?;
-    let shards: std::collections::BTreeSet<&str> = json
-        .get("weight_map")
-        .and_then(serde_json::Value::as_object)
-        .ok_or_else(|| RmasError::config("weight index", &index, "missing `weight_map` object"))?
-        .values()
-        .filter_map(serde_json::Value::as_str)
-        .collect();
-    shards
-        .into_iter()
-        .try_for_each(|shard| src.get(shard).map(drop))
+    let index = src.get(INDEX_FILE)?;
+    let shards = shard_files(&src.read_text(&index, "weight index")?, &index)?;
+    shards.iter().try_for_each(|shard| src.get(shard).map(drop))
 }
 
 /// Checks the topology's outer links against the resolved files and builds the spec.
@@ -591,171 +582,8 @@ fn check_manifest_roles(system: &str, edge: &LinkEdge, entry: &ManifestEntry) ->
     })
 }
 
-fn read_json(path: &Path, what: &'static str) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| RmasError::io(what, path, e))?;
+/// Parses a fetched JSON file of `src`.
+fn read_json(src: &dyn FileSource, path: &Path, what: &'static str) -> Result<serde_json::Value> {
+    let text = src.read_text(path, what)?;
     serde_json::from_str(&text).map_err(|e| RmasError::config(what, path, e.to_string()))
-}
-
-/// A parsed system description file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SystemFile {
-    name: Option<String>,
-    style: Option<String>,
-    family: Option<String>,
-    task: Option<String>,
-    outer: Option<String>,
-    #[serde(default)]
-    agents: Vec<AgentEntry>,
-    #[serde(default)]
-    outer_links: Vec<OuterEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentEntry {
-    role: String,
-    source: String,
-    inner_link: Option<String>,
-}
-
-impl AgentEntry {
-    /// The entry's role ([`Role::from_str`]), which must be one of `style`'s.
-    fn role_in(&self, style: Style) -> std::result::Result<Role, String> {
-        let roles = style.roles();
-        self.role
-            .parse::<Role>()
-            .ok()
-            .filter(|role| roles.contains(role))
-            .ok_or_else(|| {
-                let keys: Vec<&str> = roles.iter().map(|r| r.key()).collect();
-                let family = family_name(style);
-                format!("unknown role `{}`; {family} roles are {keys:?}", self.role)
-            })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OuterEntry {
-    key: String,
-    file: PathBuf,
-}
-
-impl SystemFile {
-    fn resolve(self, base: &Path, hub: &Hub, fallback_name: String) -> Result<SystemSpec> {
-        let name = self.name.clone().unwrap_or(fallback_name);
-        let invalid = |msg: String| RmasError::InvalidSystem {
-            system: name.clone(),
-            msg,
-        };
-        let released = self.style.as_deref().map(Style::from_str).transpose()?;
-        let style = match (released, self.family.as_deref()) {
-            (Some(style), None) => style,
-            (None, Some(family)) => family_style(family)?,
-            _ => return Err(invalid("give exactly one of `style` or `family`".into())),
-        };
-        let task = self
-            .task
-            .as_deref()
-            .map(Task::from_str)
-            .transpose()?
-            .unwrap_or(Task::Math);
-        let sources = self.agent_sources(released, style).map_err(&invalid)?;
-        let mut agents = Vec::new();
-        for (role, source, inner) in sources {
-            let src = file_source(&source, base, hub).map_err(&invalid)?;
-            agents.push(resolve_agent(
-                role,
-                src.as_ref(),
-                inner.as_deref(),
-                style,
-                task,
-            )?);
-        }
-        let outer_source = self
-            .outer
-            .clone()
-            .or_else(|| released.map(|s| outer_repo(s).to_string()));
-        let mut links = match outer_source {
-            Some(outer) => resolve_manifest_links(
-                file_source(&outer, base, hub).map_err(&invalid)?.as_ref(),
-                task,
-            )?,
-            None => BTreeMap::new(),
-        };
-        for entry in self.outer_links {
-            let path = base.join(&entry.file);
-            std::fs::metadata(&path).map_err(|e| RmasError::io("outer link", &path, e))?;
-            let manifest_entry = ManifestEntry {
-                legacy_key: entry.key.clone(),
-                filename: entry.file.to_string_lossy().into_owned(),
-                source_role: None,
-                target_role: None,
-                adapter_type: None,
-            };
-            links.insert(entry.key, (path, manifest_entry));
-        }
-        assemble(&name, style, task, agents, links)
-    }
-
-    /// `(role, source, inner link override)` for every role of `style`, in order; sources
-    /// default to the `released` style's repos.
-    fn agent_sources(
-        &self,
-        released: Option<Style>,
-        style: Style,
-    ) -> std::result::Result<Vec<(Role, String, Option<String>)>, String> {
-        let entries = self
-            .agents
-            .iter()
-            .map(|entry| Ok((entry.role_in(style)?, entry)))
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        style
-            .roles()
-            .iter()
-            .map(|&role| {
-                let entry = entries.iter().rev().find(|(r, _)| *r == role).map(|e| e.1);
-                let default = released
-                    .and_then(|s| agent_repos(s).iter().find(|(r, _)| *r == role))
-                    .map(|(_, repo)| repo.to_string());
-                let source = entry
-                    .map(|e| e.source.clone())
-                    .or(default)
-                    .ok_or_else(|| format!("no source for role `{role}`"))?;
-                Ok((role, source, entry.and_then(|e| e.inner_link.clone())))
-            })
-            .collect()
-    }
-}
-
-/// A local directory if `spec` names one (relative to `base`), else a Hub repo id.
-fn file_source(
-    spec: &str,
-    base: &Path,
-    hub: &Hub,
-) -> std::result::Result<Box<dyn FileSource>, String> {
-    let dir = base.join(spec);
-    if dir.is_dir() {
-        return Ok(Box::new(LocalDir::new(dir)));
-    }
-    if is_repo_id(spec) {
-        return Ok(Box::new(hub.repo(spec)));
-    }
-    Err(format!(
-        "`{spec}` is neither a directory (under `{}`) nor a repo id `org/name`",
-        base.display()
-    ))
-}
-
-/// `name` or `org/name` with characters `[A-Za-z0-9._-]`, no `..`.
-fn is_repo_id(spec: &str) -> bool {
-    let parts: Vec<&str> = spec.split('/').collect();
-    parts.len() <= 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && !p.contains("..")
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        })
 }

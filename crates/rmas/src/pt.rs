@@ -1,0 +1,431 @@
+//! PyTorch state dicts saved by `torch.save`: a zip archive with a pickled dict of tensors
+//! (`<archive>/data.pkl`) and one raw little-endian storage per tensor (`<archive>/data/<key>`).
+//!
+//! Read from bytes on every target (the browser has no files). Only what state dicts use is
+//! understood: the pickle opcodes of protocols 2–4 for tuples, lists, dicts, strings and numbers;
+//! the globals `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` /
+//! `_rebuild_parameter` and the float storage types. Anything else is an error that names it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Cursor, Read};
+
+use burn::tensor::TensorData;
+
+/// Element type of a storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+impl Dtype {
+    /// The dtype of a storage class (`torch.BFloat16Storage`, …).
+    fn of_storage(class: &str) -> Result<Self, String> {
+        match class.strip_prefix("torch.") {
+            Some("FloatStorage") => Ok(Self::F32),
+            Some("DoubleStorage") => Ok(Self::F64),
+            Some("HalfStorage") => Ok(Self::F16),
+            Some("BFloat16Storage") => Ok(Self::BF16),
+            _ => Err(format!("storage type `{class}` is not a floating-point storage (F32, F64, F16 or BF16)")),
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Self::F64 => 8,
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+
+    fn read(self, b: &[u8]) -> f32 {
+        match self {
+            Self::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Self::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+            Self::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Self::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        }
+    }
+}
+
+/// A tensor of the pickle: a strided view of one storage record.
+#[derive(Clone, Debug)]
+struct TensorRef {
+    dtype: Dtype,
+    key: String,
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+/// A value on the pickle machine's stack (flags, floats and bytes only matter as placeholders).
+#[derive(Clone, Debug)]
+enum Value {
+    None,
+    Bool,
+    Int(i64),
+    Float,
+    Str(String),
+    Bytes,
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    /// `module.name` of a GLOBAL.
+    Global(String),
+    Storage { dtype: Dtype, key: String },
+    Tensor(TensorRef),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::Bool => "bool",
+            Self::Int(_) => "int",
+            Self::Float => "float",
+            Self::Str(_) => "str",
+            Self::Bytes => "bytes",
+            Self::Tuple(_) => "tuple",
+            Self::List(_) => "list",
+            Self::Dict(_) => "dict",
+            Self::Global(_) => "global",
+            Self::Storage { .. } => "storage",
+            Self::Tensor(_) => "tensor",
+        }
+    }
+
+    fn usize(&self, what: &str) -> Result<usize, String> {
+        match self {
+            Self::Int(v) if *v >= 0 => Ok(*v as usize),
+            other => Err(format!("{what}: expected a non-negative int, found {}", other.kind())),
+        }
+    }
+
+    fn usizes(&self, what: &str) -> Result<Vec<usize>, String> {
+        match self {
+            Self::Tuple(items) | Self::List(items) => items.iter().map(|v| v.usize(what)).collect(),
+            other => Err(format!("{what}: expected a tuple, found {}", other.kind())),
+        }
+    }
+}
+
+/// Reads a state dict: tensor name → f32 data (F64 / F16 / BF16 storages converted).
+pub fn read_state_dict(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        format!("not a zip-format PyTorch checkpoint ({e}); legacy torch.save files are not supported")
+    })?;
+    // Every entry is read in full, so a CRC mismatch anywhere surfaces as an error.
+    let mut entries = HashMap::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| format!("corrupt archive ({e})"))?;
+        let name = entry.name().to_string();
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data).map_err(|e| format!("corrupt archive entry `{name}` ({e})"))?;
+        entries.insert(name, data);
+    }
+    let pickle = entries
+        .keys()
+        .find(|name| name.ends_with("data.pkl") && name.matches('/').count() <= 1)
+        .cloned()
+        .ok_or("no `data.pkl` in the archive")?;
+    let prefix = &pickle[..pickle.len() - "data.pkl".len()];
+    if let Some(order) = entries.get(&format!("{prefix}byteorder")) {
+        if order.as_slice() != b"little" {
+            return Err(format!("byte order `{}` is not supported (only little-endian)", String::from_utf8_lossy(order)));
+        }
+    }
+    let Value::Dict(items) = Machine::default().run(&entries[&pickle])? else {
+        return Err("data.pkl does not hold a dict of tensors".into());
+    };
+    let mut tensors = BTreeMap::new();
+    for (key, value) in items {
+        let (Value::Str(name), Value::Tensor(t)) = (&key, &value) else {
+            return Err(format!("state dict entry {key:?} is a {}, expected a named tensor", value.kind()));
+        };
+        let storage = entries
+            .get(&format!("{prefix}data/{}", t.key))
+            .ok_or_else(|| format!("tensor `{name}`: storage record `data/{}` is missing", t.key))?;
+        tensors.insert(name.clone(), materialize(t, storage).map_err(|e| format!("tensor `{name}`: {e}"))?);
+    }
+    Ok(tensors)
+}
+
+/// Gathers a strided view out of its storage bytes.
+fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
+    if t.size.len() != t.stride.len() {
+        return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
+    }
+    let elems = storage.len() / t.dtype.size();
+    let numel: usize = t.size.iter().product();
+    let last = t.offset + t.size.iter().zip(&t.stride).map(|(n, s)| n.saturating_sub(1) * s).sum::<usize>();
+    if numel > 0 && last >= elems {
+        return Err(format!("view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements", t.offset, t.size, t.stride));
+    }
+    let at = |i: usize| t.dtype.read(&storage[i * t.dtype.size()..]);
+    let mut values = Vec::with_capacity(numel);
+    let mut index = vec![0usize; t.size.len()];
+    for _ in 0..numel {
+        values.push(at(t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>()));
+        // Row-major increment of the multi-index.
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < t.size[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    Ok(TensorData::new(values, t.size.clone()))
+}
+
+/// The pickle virtual machine (stack, marks, memo).
+#[derive(Default)]
+struct Machine {
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Value>,
+}
+
+impl Machine {
+    fn run(mut self, code: &[u8]) -> Result<Value, String> {
+        let mut r = Reader { code, pos: 0 };
+        loop {
+            let at = r.pos;
+            let op = r.byte()?;
+            match op {
+                0x80 => drop(r.byte()?),                     // PROTO
+                0x95 => drop(r.take(8)?),                    // FRAME
+                b'.' => return self.pop(),                   // STOP
+                b'(' => self.marks.push(self.stack.len()),   // MARK
+                b'N' => self.stack.push(Value::None),
+                0x88 | 0x89 => self.stack.push(Value::Bool), // NEWTRUE, NEWFALSE
+                b'J' => self.stack.push(Value::Int(i32::from_le_bytes(r.array()?) as i64)),
+                b'K' => self.stack.push(Value::Int(r.byte()? as i64)),
+                b'M' => self.stack.push(Value::Int(u16::from_le_bytes(r.array()?) as i64)),
+                0x8a => {
+                    // LONG1: little-endian two's complement of n bytes.
+                    let n = r.byte()? as usize;
+                    let bytes = r.take(n)?;
+                    if n > 8 {
+                        return Err(format!("pickle: integer of {n} bytes is too large"));
+                    }
+                    let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 8];
+                    buf[..n].copy_from_slice(bytes);
+                    self.stack.push(Value::Int(i64::from_le_bytes(buf)));
+                }
+                b'G' => {
+                    r.take(8)?;
+                    self.stack.push(Value::Float);
+                }
+                b'X' => {
+                    let n = u32::from_le_bytes(r.array()?) as usize;
+                    self.stack.push(Value::Str(r.utf8(n)?));
+                }
+                0x8c => {
+                    let n = r.byte()? as usize;
+                    self.stack.push(Value::Str(r.utf8(n)?));
+                }
+                0x8d => {
+                    let n = u64::from_le_bytes(r.array()?) as usize;
+                    self.stack.push(Value::Str(r.utf8(n)?));
+                }
+                b'C' => {
+                    let n = r.byte()? as usize;
+                    r.take(n)?;
+                    self.stack.push(Value::Bytes);
+                }
+                b'B' => {
+                    let n = u32::from_le_bytes(r.array()?) as usize;
+                    r.take(n)?;
+                    self.stack.push(Value::Bytes);
+                }
+                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b']' => self.stack.push(Value::List(Vec::new())),
+                b'}' => self.stack.push(Value::Dict(Vec::new())),
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(items));
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    let items = self.stack.split_off(self.stack.len().checked_sub(n).ok_or("pickle: stack underflow")?);
+                    self.stack.push(Value::Tuple(items));
+                }
+                b'a' => {
+                    let item = self.pop()?;
+                    self.extend_list(vec![item])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.extend_list(items)?;
+                }
+                b's' => {
+                    let value = self.pop()?;
+                    let key = self.pop()?;
+                    self.extend_dict(vec![key, value])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.extend_dict(items)?;
+                }
+                b'c' => {
+                    let module = r.line()?;
+                    let name = r.line()?;
+                    self.stack.push(Value::Global(format!("{module}.{name}")));
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(format!("{m}.{n}"))),
+                        _ => return Err("pickle: STACK_GLOBAL needs two strings".into()),
+                    }
+                }
+                b'q' => self.put(r.byte()? as u32)?,
+                b'r' => self.put(u32::from_le_bytes(r.array()?))?,
+                0x94 => self.put(self.memo.len() as u32)?,
+                b'h' => self.get(r.byte()? as u32)?,
+                b'j' => self.get(u32::from_le_bytes(r.array()?))?,
+                b'Q' => {
+                    let pid = self.pop()?;
+                    self.stack.push(persistent_load(pid)?);
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    self.stack.push(reduce(callable, args)?);
+                }
+                // BUILD: object state (an OrderedDict's `_metadata`) is not part of the tensors.
+                b'b' => drop(self.pop()?),
+                _ => return Err(format!("pickle: unsupported opcode 0x{op:02x} at byte {at}")),
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Result<Value, String> {
+        self.stack.pop().ok_or_else(|| "pickle: stack underflow".to_string())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+        let mark = self.marks.pop().ok_or("pickle: no MARK")?;
+        if mark > self.stack.len() {
+            return Err("pickle: MARK beyond the stack".into());
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn extend_list(&mut self, items: Vec<Value>) -> Result<(), String> {
+        match self.stack.last_mut() {
+            Some(Value::List(list)) => Ok(list.extend(items)),
+            other => Err(format!("pickle: APPEND to a {}", other.map_or("nothing", |v| v.kind()))),
+        }
+    }
+
+    fn extend_dict(&mut self, items: Vec<Value>) -> Result<(), String> {
+        let Some(Value::Dict(dict)) = self.stack.last_mut() else {
+            return Err("pickle: SETITEM on something that is not a dict".into());
+        };
+        if items.len() % 2 != 0 {
+            return Err("pickle: SETITEMS with an odd number of values".into());
+        }
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            dict.push((k, v));
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, slot: u32) -> Result<(), String> {
+        let top = self.stack.last().ok_or("pickle: PUT on an empty stack")?.clone();
+        self.memo.insert(slot, top);
+        Ok(())
+    }
+
+    fn get(&mut self, slot: u32) -> Result<(), String> {
+        let value = self.memo.get(&slot).ok_or_else(|| format!("pickle: memo slot {slot} is empty"))?.clone();
+        self.stack.push(value);
+        Ok(())
+    }
+}
+
+/// `('storage', storage_type, key, location, numel)` → the storage it names.
+fn persistent_load(pid: Value) -> Result<Value, String> {
+    match pid {
+        Value::Tuple(items) => match items.as_slice() {
+            [Value::Str(tag), Value::Global(class), key, ..] if tag == "storage" => {
+                let key = match key {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    other => return Err(format!("storage key is a {}", other.kind())),
+                };
+                Ok(Value::Storage { dtype: Dtype::of_storage(class)?, key })
+            }
+            _ => Err("pickle: persistent id is not a storage reference".into()),
+        },
+        other => Err(format!("pickle: persistent id is a {}", other.kind())),
+    }
+}
+
+/// Applies the callables state dicts use.
+fn reduce(callable: Value, args: Value) -> Result<Value, String> {
+    let Value::Global(name) = callable else {
+        return Err(format!("pickle: REDUCE on a {}", callable.kind()));
+    };
+    let Value::Tuple(args) = args else {
+        return Err(format!("pickle: `{name}` called with a {}", args.kind()));
+    };
+    match name.as_str() {
+        "collections.OrderedDict" | "builtins.dict" if args.is_empty() => Ok(Value::Dict(Vec::new())),
+        "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => match args.as_slice() {
+            [Value::Storage { dtype, key }, offset, size, stride, ..] => Ok(Value::Tensor(TensorRef {
+                dtype: *dtype,
+                key: key.clone(),
+                offset: offset.usize("storage offset")?,
+                size: size.usizes("tensor size")?,
+                stride: stride.usizes("tensor stride")?,
+            })),
+            _ => Err(format!("pickle: unexpected arguments to `{name}`")),
+        },
+        "torch._utils._rebuild_parameter" => match args.into_iter().next() {
+            Some(tensor @ Value::Tensor(_)) => Ok(tensor),
+            _ => Err("pickle: `_rebuild_parameter` without a tensor".into()),
+        },
+        _ => Err(format!("pickle: unsupported callable `{name}` (not a plain state dict of tensors)")),
+    }
+}
+
+/// A cursor over the pickle bytes.
+struct Reader<'a> {
+    code: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.code.len()).ok_or("pickle: truncated data.pkl")?;
+        let bytes = &self.code[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+
+    fn utf8(&mut self, n: usize) -> Result<String, String> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "pickle: string is not UTF-8".to_string())
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let len = self.code[self.pos..].iter().position(|&b| b == b'\n').ok_or("pickle: truncated GLOBAL")?;
+        let text = self.utf8(len)?;
+        self.pos += 1;
+        Ok(text)
+    }
+}

@@ -1,0 +1,162 @@
+//! Released systems from downloaded bytes (the browser, which has no files): a store of fetched
+//! files, a [`FileSource`] per repo over it, resolution that downloads what it asks for, and
+//! loading straight from the bytes.
+//!
+//! Resolution is the native one ([`SystemSpec::resolve_released`]): a file it asks for that is not
+//! in the store stops it with [`RmasError::NotFetched`]; [`Downloads::resolve`] fetches that file
+//! and runs it again, until it completes. Paths in the resolved [`SystemSpec`] are store keys
+//! `<repo id>/<file>`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::DType;
+use rmas_models::weights::{INDEX_FILE, SINGLE_FILE, shard_files};
+use rmas_models::{Model, RmasBackend, Weights, config};
+use rmas_text::Tokenizer;
+use rmas_text::prompts::{Style, Task};
+
+use super::{AgentSpec, FileSource, SystemSpec, check_relative};
+use crate::engine::{Agent, System};
+use crate::error::{Result, RmasError};
+use crate::link::{InnerLink, OuterLink};
+
+/// Files fetched so far, keyed `<repo id>/<file>`; `None` records a file the repo does not have.
+#[derive(Default)]
+pub struct Downloads {
+    files: RefCell<BTreeMap<PathBuf, Option<Vec<u8>>>>,
+}
+
+impl Downloads {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `file` of `repo`: its bytes, or `None` when the repo does not have it.
+    pub fn insert(&self, repo: &str, file: &str, bytes: Option<Vec<u8>>) {
+        self.files.borrow_mut().insert(key(repo, file), bytes);
+    }
+
+    /// Total bytes held.
+    pub fn size(&self) -> usize {
+        self.files.borrow().values().flatten().map(Vec::len).sum()
+    }
+
+    /// The [`FileSource`] of one repo over this store.
+    pub fn repo<'a>(&'a self, repo: &str) -> DownloadedRepo<'a> {
+        DownloadedRepo { downloads: self, repo: repo.to_string() }
+    }
+
+    /// Resolves a released style, awaiting `fetch(repo, file)` (bytes, or `None` when the repo lacks
+    /// the file) for every file resolution asks for that is not in the store yet.
+    pub async fn resolve<F, Fut>(&self, style: Style, task: Task, mut fetch: F) -> Result<SystemSpec>
+    where
+        F: FnMut(String, String) -> Fut,
+        Fut: Future<Output = Result<Option<Vec<u8>>>>,
+    {
+        loop {
+            match SystemSpec::resolve_released(style, task, &|repo| Box::new(self.repo(repo))) {
+                Err(RmasError::NotFetched { repo, file }) => {
+                    let bytes = fetch(repo.clone(), file.clone()).await?;
+                    self.insert(&repo, &file, bytes);
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Loads a system resolved by [`Downloads::resolve`]; weight and link bytes move out of the store.
+    pub fn load<B: RmasBackend>(&self, spec: &SystemSpec, device: &B::Device, dtype: DType) -> Result<System<B>> {
+        let agents = spec.agents.iter().map(|a| self.agent(a, device, dtype)).collect::<Result<Vec<_>>>()?;
+        let hidden = agents.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
+        let outer = spec.load_outer_links(&hidden, |path| OuterLink::from_pt_bytes(&self.take(path)?, &path.display().to_string(), device))?;
+        Ok(System::from_parts(spec.style, agents, outer, device))
+    }
+
+    fn agent<B: RmasBackend>(&self, spec: &AgentSpec, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
+        let dir = &spec.dir;
+        let config_path = dir.join("config.json");
+        let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
+        let weights = if self.bytes(&dir.join(SINGLE_FILE)).is_some() {
+            vec![dir.join(SINGLE_FILE)]
+        } else {
+            let index = dir.join(INDEX_FILE);
+            shard_files(&self.text(&index, "weight index")?, &index)?.into_iter().map(|f| dir.join(f)).collect()
+        };
+        let weights = Weights::from_buffers(weights.into_iter().map(|p| self.take(&p).map(|b| (p, b))).collect::<Result<Vec<_>>>()?)?;
+        let model = Model::from_weights(config, &weights, device, dtype)?;
+        let tokenizer = Tokenizer::from_reader(&dir.display().to_string(), |name| Ok(self.bytes(&dir.join(name))))?;
+        let inner = InnerLink::from_pt_bytes(&self.take(&spec.inner_link)?, &spec.inner_link.display().to_string(), device)?;
+        Agent::new(spec.role, model, tokenizer, inner, &spec.inner_link)
+    }
+
+    /// A copy of the bytes stored at `path`, if downloaded and present.
+    fn bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        self.files.borrow().get(path).cloned().flatten()
+    }
+
+    /// Moves the bytes at `path` out of the store.
+    fn take(&self, path: &Path) -> Result<Vec<u8>> {
+        self.files.borrow_mut().get_mut(path).and_then(Option::take).ok_or_else(|| missing(path))
+    }
+
+    fn text(&self, path: &Path, what: &'static str) -> Result<String> {
+        let bytes = self.bytes(path).ok_or_else(|| missing(path))?;
+        String::from_utf8(bytes).map_err(|_| RmasError::config(what, path, "not UTF-8 text"))
+    }
+}
+
+/// One repo's files in a [`Downloads`] store.
+pub struct DownloadedRepo<'a> {
+    downloads: &'a Downloads,
+    repo: String,
+}
+
+impl DownloadedRepo<'_> {
+    /// Whether the repo has `file`: `None` while it has not been fetched.
+    fn lookup(&self, file: &str) -> Result<Option<bool>> {
+        check_relative(file, &self.label())?;
+        Ok(self.downloads.files.borrow().get(&key(&self.repo, file)).map(Option::is_some))
+    }
+
+    fn not_fetched(&self, file: &str) -> RmasError {
+        RmasError::NotFetched { repo: self.repo.clone(), file: file.to_string() }
+    }
+}
+
+impl FileSource for DownloadedRepo<'_> {
+    fn label(&self) -> String {
+        format!("repo `{}`", self.repo)
+    }
+
+    fn exists(&self, file: &str) -> Result<bool> {
+        self.lookup(file)?.ok_or_else(|| self.not_fetched(file))
+    }
+
+    fn get(&self, file: &str) -> Result<PathBuf> {
+        match self.lookup(file)? {
+            Some(true) => Ok(key(&self.repo, file)),
+            Some(false) => Err(RmasError::HubRequest {
+                repo: self.repo.clone(),
+                file: file.to_string(),
+                msg: "the repo has no such file".into(),
+            }),
+            None => Err(self.not_fetched(file)),
+        }
+    }
+
+    fn read_text(&self, path: &Path, what: &'static str) -> Result<String> {
+        self.downloads.text(path, what)
+    }
+}
+
+fn key(repo: &str, file: &str) -> PathBuf {
+    Path::new(repo).join(file)
+}
+
+fn missing(path: &Path) -> RmasError {
+    RmasError::io("downloaded file", path, std::io::Error::new(std::io::ErrorKind::NotFound, "not in the download store"))
+}
