@@ -43,6 +43,9 @@ async function main() {
     `largest buffer ${mb(info.maxBufferBytes)} (bigger vocabulary matrices are split)`;
   $("question").value = params.get("question") ?? demoQuestion();
   for (const key of ["style", "task", "dtype", "hub"]) if (params.has(key)) $(key).value = params.get(key);
+  for (const [key, id] of [["rounds", "rounds"], ["latentSteps", "latent-steps"], ["maxNewTokens", "max-new-tokens"]]) {
+    if (params.has(key)) $(id).value = params.get(key);
+  }
   if (params.has("hub")) document.querySelector('input[value="hub"]').checked = true;
   $("load").onclick = () => load().catch((e) => fail(`loading failed: ${e.message ?? e}`));
   $("run").onclick = () => run().catch((e) => fail(`run failed: ${e.message ?? e}`));
