@@ -1,5 +1,6 @@
 //! Criterion benches on the CPU backend: one decode step and a 512-token prefill of a small Qwen3.5,
-//! one decode step per family, and a whole demo RecursiveMAS run.
+//! one decode step per family, a whole demo RecursiveMAS run, and the streaming weight products
+//! against burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read).
 
 use burn::backend::NdArray;
 use burn::tensor::DType;
@@ -90,5 +91,23 @@ fn demo_run(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, qwen35, families, demo_run);
+/// One row times a 2B-sized MLP weight `[2048, 6144]` and a 32k-row vocabulary block `[32768, 2048]`.
+fn weight_products(c: &mut Criterion) {
+    use burn::tensor::{Distribution, Tensor};
+    use rmas_models::RmasBackend;
+    let device = Default::default();
+    let x = Tensor::<B, 2>::random([1, 2048], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<B, 2>::random([2048, 6144], Distribution::Normal(0.0, 1.0), &device);
+    let m = Tensor::<B, 2>::random([32768, 2048], Distribution::Normal(0.0, 1.0), &device);
+    let mut g = c.benchmark_group("weight_product_cpu");
+    g.throughput(Throughput::Bytes(2048 * 6144 * 4));
+    g.bench_function("linear_1x2048x6144_streaming", |b| b.iter(|| B::linear_matmul(x.clone(), w.clone()).into_data()));
+    g.bench_function("linear_1x2048x6144_burn_matmul", |b| b.iter(|| x.clone().matmul(w.clone()).into_data()));
+    g.throughput(Throughput::Bytes(32768 * 2048 * 4));
+    g.bench_function("logits_32768x2048_streaming", |b| b.iter(|| B::vocab_logits(x.clone(), m.clone()).into_data()));
+    g.bench_function("logits_32768x2048_burn_matmul", |b| b.iter(|| m.clone().matmul(x.clone().transpose()).transpose().into_data()));
+    g.finish();
+}
+
+criterion_group!(benches, qwen35, families, demo_run, weight_products);
 criterion_main!(benches);

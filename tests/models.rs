@@ -120,7 +120,22 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
     }
 }
 
+/// The backend's weight products (on the CPU: streamed for ≤ 4 rows, GEMM on views above) equal
+/// burn's matmul, for 1…9 rows and widths that do not divide evenly among threads.
+fn weight_products<B: RmasBackend>(device: &B::Device) {
+    for (rows, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70)] {
+        let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(rows as u64, rows * k), [rows, k]), device);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(7, k * n), [k, n]), device);
+        let what = format!("{rows}x{k} by {k}x{n}");
+        assert_close(&format!("linear {what}"), B::linear_matmul(x.clone(), w.clone()), x.clone().matmul(w.clone()), 1e-5, 1e-5);
+        let m = w.clone().transpose().into_data(); // [n, k], contiguous
+        let m = Tensor::<B, 2>::from_data(m, device);
+        assert_close(&format!("logits {what}"), B::vocab_logits(x.clone(), m), x.matmul(w), 1e-5, 1e-5);
+    }
+}
+
 rmas_suite::backend_tests! {
+    weight_products_match_matmul => weight_products,
     split_vocab_matrix_matches_whole => split_vocab_matrix,
     full_forward_matches_hf => full_forward,
     prefill_then_decode_matches_full => prefill_then_decode,

@@ -2,6 +2,7 @@
 //! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU).
 #![recursion_limit = "256"]
 
+mod cpu;
 mod cube;
 pub mod gdn;
 mod gdn_kernel;
@@ -45,9 +46,29 @@ pub trait RmasBackend: Backend {
     fn max_buffer_bytes(_device: &Self::Device) -> u64 {
         u64::MAX
     }
+
+    /// `x·w` for activations `x` `[M, K]` and a layer's weight stored `[K, N]`.
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        x.matmul(w)
+    }
+
+    /// `h·mᵀ` `[T, V]` for hidden states `h` `[T, H]` and a vocabulary matrix `m` `[V, H]`.
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        // `(m·hᵀ)ᵀ` keeps the [V, H] matrix contiguous on the matmul's left.
+        m.matmul(h.transpose()).transpose()
+    }
 }
 
-impl RmasBackend for burn::backend::NdArray {}
+/// The CPU reference backend: weight products stream the weights instead of copying them.
+impl RmasBackend for burn::backend::NdArray {
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        cpu::linear(x, w)
+    }
+
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        cpu::logits(h, m)
+    }
+}
 
 /// CUDA, wgpu/Vulkan and WebGPU: the delta rule and the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>

@@ -2,6 +2,8 @@
 
 use burn::tensor::{Bool, DType, Tensor, TensorData, activation, backend::Backend};
 
+use rmas_kernels::RmasBackend;
+
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
 use crate::nn::{Linear, Loader, RmsNorm, apply_rope, to_f32};
@@ -49,7 +51,7 @@ pub struct Attention<B: Backend> {
     window: Option<usize>,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: RmasBackend> Attention<B> {
     /// Loads `q_proj`, `k_proj`, `v_proj`, `o_proj` (and q/k norms) below `l`.
     pub fn load(l: &Loader<B>, c: &Config, layer: &LayerConfig) -> Result<Self> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);

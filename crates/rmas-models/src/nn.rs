@@ -2,6 +2,8 @@
 
 use burn::tensor::{DType, Int, Tensor, TensorData, activation, backend::Backend};
 
+use rmas_kernels::RmasBackend;
+
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
 use crate::weights::Weights;
@@ -54,8 +56,11 @@ impl<B: Backend> Linear<B> {
     }
 
     /// `x·Wᵀ + b` for `x` `[T, in]`.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight_t.clone());
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: RmasBackend,
+    {
+        let y = B::linear_matmul(x, self.weight_t.clone());
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
@@ -126,10 +131,11 @@ impl<B: Backend> VocabMatrix<B> {
     }
 
     /// `h·Mᵀ` `[T, V]` for `h` `[T, H]`.
-    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        // `(M_b·hᵀ)ᵀ` keeps every [rows, H] block contiguous on the matmul's left.
-        let ht = h.transpose();
-        let parts: Vec<_> = self.blocks.iter().map(|m| m.clone().matmul(ht.clone()).transpose()).collect();
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: RmasBackend,
+    {
+        let parts: Vec<_> = self.blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone())).collect();
         if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
     }
 }
@@ -177,7 +183,7 @@ pub struct Mlp<B: Backend> {
     pub act: Activation,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: RmasBackend> Mlp<B> {
     /// Loads `gate_proj`, `up_proj`, `down_proj` below `l`.
     pub fn load(l: &Loader<B>, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
         Ok(Self {
