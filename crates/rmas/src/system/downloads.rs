@@ -40,11 +40,6 @@ impl Downloads {
         self.files.borrow_mut().insert(key(repo, file), bytes);
     }
 
-    /// Total bytes held.
-    pub fn size(&self) -> usize {
-        self.files.borrow().values().flatten().map(Vec::len).sum()
-    }
-
     /// The [`FileSource`] of one repo over this store.
     pub fn repo<'a>(&'a self, repo: &str) -> DownloadedRepo<'a> {
         DownloadedRepo { downloads: self, repo: repo.to_string() }
@@ -80,7 +75,7 @@ impl Downloads {
         let dir = &spec.dir;
         let config_path = dir.join("config.json");
         let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
-        let weights = if self.bytes(&dir.join(SINGLE_FILE)).is_some() {
+        let weights = if self.files.borrow().get(&dir.join(SINGLE_FILE)).is_some_and(Option::is_some) {
             vec![dir.join(SINGLE_FILE)]
         } else {
             let index = dir.join(INDEX_FILE);

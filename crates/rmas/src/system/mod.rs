@@ -330,8 +330,7 @@ impl SystemSpec {
 #[cfg(not(target_family = "wasm"))]
 pub fn read_hidden_size(config: &Path) -> Result<usize> {
     let text = std::fs::read_to_string(config).map_err(|e| RmasError::io("model config", config, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| RmasError::config("model config", config, e.to_string()))?;
+    let json = parse_json(&text, config, "model config")?;
     json.get("hidden_size")
         .or_else(|| json.get("text_config").and_then(|t| t.get("hidden_size")))
         .and_then(serde_json::Value::as_u64)
@@ -584,6 +583,10 @@ fn check_manifest_roles(system: &str, edge: &LinkEdge, entry: &ManifestEntry) ->
 
 /// Parses a fetched JSON file of `src`.
 fn read_json(src: &dyn FileSource, path: &Path, what: &'static str) -> Result<serde_json::Value> {
-    let text = src.read_text(path, what)?;
-    serde_json::from_str(&text).map_err(|e| RmasError::config(what, path, e.to_string()))
+    parse_json(&src.read_text(path, what)?, path, what)
+}
+
+/// Parses the JSON text of `path` (`what` names it in errors).
+fn parse_json(text: &str, path: &Path, what: &'static str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| RmasError::config(what, path, e.to_string()))
 }
