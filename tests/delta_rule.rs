@@ -83,10 +83,13 @@ fn check<B: RmasBackend>(d: &B::Device, t: usize, strong: bool, s0: Vec<f64>) {
     let state = host::<B, 3>(&s0, [NV, DK, DV], d);
     let chunked = gdn::chunked(q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), state.clone());
     let recurrent = gdn::recurrent(q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), state.clone());
-    let dispatched = gdn::gated_delta_rule(q, k, v, g, beta, state);
+    let dispatched = gdn::gated_delta_rule(q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), state.clone());
+    // Head-major views of token-major tensors, as the model passes them.
+    let token_major = |x: Tensor<B, 3>| Tensor::<B, 3>::from_data(x.swap_dims(0, 1).into_data(), d).swap_dims(0, 1);
+    let strided = gdn::gated_delta_rule(token_major(q), token_major(k), token_major(v), g, beta, state);
     let o_ref = host::<B, 3>(&o_ref, [NV, t, DV], d);
     let s_ref = host::<B, 3>(&s_ref, [NV, DK, DV], d);
-    for (name, (o, s)) in [("chunked", chunked), ("recurrent", recurrent), ("dispatched", dispatched)] {
+    for (name, (o, s)) in [("chunked", chunked), ("recurrent", recurrent), ("dispatched", dispatched), ("dispatched strided", strided)] {
         let what = format!("{name} T={t} strong={strong}");
         assert_close(&format!("{what} o"), o, o_ref.clone(), 2e-5, 1e-4);
         assert_close(&format!("{what} S"), s, s_ref.clone(), 2e-5, 1e-4);

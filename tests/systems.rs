@@ -1,11 +1,15 @@
 //! Whole RecursiveMAS systems against the official pipeline's outputs (HF cache fixtures, offline):
 //! every rollout input, hidden state, latent and message within f32 noise, greedy token ids exact.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use burn::tensor::{DType, Tensor};
 use rmas::engine::{Event, Run, RunOptions, StageKind, System};
 use rmas::hub::Hub;
 use rmas::system::SystemSpec;
-use rmas::system::downloads::Downloads;
+use rmas::system::downloads::{Downloads, Fetched};
+use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
 use rmas_models::generate::Sampling;
 use rmas_suite::{Golden, assert_close, golden};
@@ -32,6 +36,23 @@ fn case<B: RmasBackend>(device: &B::Device, name: &str) {
     run_case::<B>(device, name, Loading::Resident);
 }
 
+/// A fetched file that records its largest single read.
+struct Recorded {
+    bytes: Vec<u8>,
+    largest_read: Rc<Cell<usize>>,
+}
+
+impl ByteSource for Recorded {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn read(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        self.largest_read.set(self.largest_read.get().max(range.len()));
+        self.bytes[range].to_vec()
+    }
+}
+
 /// Runs a golden case.
 fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let expected: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap()).unwrap();
@@ -42,12 +63,30 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let task = settings["task"].as_str().unwrap().parse().unwrap();
     let system = if loading == Loading::Downloads {
         let downloads = Downloads::new();
+        let weight_files = RefCell::new(Vec::new());
         let fetch = |repo: String, file: String| {
             let bytes = hub.repo(&repo).cached(&file).map(|path| std::fs::read(path).unwrap());
-            std::future::ready(Ok(bytes))
+            let file = bytes.map(|bytes| {
+                let recorded = Recorded { bytes, largest_read: Rc::new(Cell::new(0)) };
+                if file.ends_with(".safetensors") {
+                    weight_files.borrow_mut().push((format!("{repo}/{file}"), recorded.bytes.clone(), recorded.largest_read.clone()));
+                }
+                Box::new(recorded) as Fetched
+            });
+            std::future::ready(Ok(file))
         };
         let spec = block_on(downloads.resolve(style, task, fetch)).unwrap();
-        downloads.load::<B>(&spec, device, DType::F32).unwrap()
+        let system = downloads.load::<B>(&spec, device, DType::F32).unwrap();
+        // Weights are copied in one tensor at a time, never as a whole file.
+        for (file, bytes, largest_read) in weight_files.into_inner() {
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let largest_tensor = st.tensors().iter().map(|(_, t)| t.data().len()).max().unwrap();
+            let limit = largest_tensor.max(header);
+            assert!(largest_read.get() <= limit, "{file}: a read of {} bytes, largest tensor or header {limit}", largest_read.get());
+            assert!(largest_read.get() > 0 && largest_read.get() < bytes.len(), "{file}: largest read {}", largest_read.get());
+        }
+        system
     } else {
         let spec = SystemSpec::resolve_style(&hub, style, task).unwrap();
         System::<B>::load(&spec, device, DType::F32, loading == Loading::Offload).unwrap()
@@ -123,7 +162,8 @@ fn offloaded_agents_match_reference() {
     run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", Loading::Offload);
 }
 
-/// Loading from bytes fetched file by file (the browser's path) gives the same results.
+/// Loading from bytes fetched file by file (the browser's path) gives the same results, reading
+/// weights tensor by tensor.
 #[test]
 fn downloaded_systems_match_reference() {
     for name in ["sequential-light-r2", "mixture-r2"] {

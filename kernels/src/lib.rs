@@ -2,6 +2,7 @@
 //! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU).
 #![recursion_limit = "256"]
 
+pub mod act;
 mod cpu;
 mod cube;
 pub mod gdn;
@@ -10,6 +11,8 @@ pub mod link;
 mod link_kernel;
 
 use burn::tensor::backend::Backend;
+
+pub use act::Act;
 
 /// Backends rmas can run on: every custom operation has a default (reference) body.
 pub trait RmasBackend: Backend {
@@ -23,6 +26,16 @@ pub trait RmasBackend: Backend {
         state: burn::Tensor<Self, 3>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn::reference(q, k, v, g, beta, state)
+    }
+
+    /// `act(x)`, times `by` (same shape) when given; see [`act::reference`].
+    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+        act::reference(x, act, by)
+    }
+
+    /// Softmax over the last axis (attention probabilities).
+    fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
+        burn::tensor::activation::softmax(x, D - 1)
     }
 
     /// LayerNorm of `a + residual + bias` per row; see [`link::layer_norm_sum`].
@@ -59,8 +72,28 @@ pub trait RmasBackend: Backend {
     }
 }
 
-/// The CPU reference backend: weight products stream the weights instead of copying them.
+/// The CPU backend: weight products stream the weights instead of copying them; the delta rule runs
+/// its recurrence and activations and softmax run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
+    fn gated_delta_rule(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        g: burn::Tensor<Self, 2>,
+        beta: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 3>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        cpu::gated_delta_rule(q, k, v, g, beta, state)
+    }
+
+    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+        cpu::activate(x, act, by)
+    }
+
+    fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
+        cpu::softmax(x)
+    }
+
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
         cpu::linear(x, w)
     }

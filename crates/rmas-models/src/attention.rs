@@ -1,8 +1,8 @@
 //! Causal softmax attention with GQA, optional q/k norms, output gate and sliding window, over a KV cache.
 
-use burn::tensor::{Bool, DType, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{Bool, DType, Tensor, TensorData, backend::Backend};
 
-use rmas_kernels::RmasBackend;
+use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
@@ -113,10 +113,10 @@ impl<B: RmasBackend> Attention<B> {
         } else {
             scores
         };
-        let probs = activation::softmax(scores, 2).cast(v_all.dtype());
+        let probs = B::softmax_last(scores).cast(v_all.dtype());
         let o = probs.matmul(v_all).reshape([nh, t, hd]).swap_dims(0, 1).reshape([t, nh * hd]);
         let o = match gate {
-            Some(g) => o * activation::sigmoid(g),
+            Some(g) => B::activate(g, Act::Sigmoid, Some(o)),
             None => o,
         };
         self.o_proj.forward(o)

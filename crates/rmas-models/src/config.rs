@@ -39,12 +39,8 @@ pub enum NormKind {
     ZeroCentred,
 }
 
-/// MLP gate activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Silu,
-    GeluTanh,
-}
+/// MLP gate activation (`hidden_act`: silu or gelu_pytorch_tanh).
+pub use rmas_kernels::Act as Activation;
 
 /// Token mixer of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Building blocks shared by every family: HF-layout linear, RMSNorms, rotary tables, MLP.
 
-use burn::tensor::{DType, Int, Tensor, TensorData, activation, backend::Backend};
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use rmas_kernels::RmasBackend;
 
@@ -197,11 +197,7 @@ impl<B: RmasBackend> Mlp<B> {
     /// Applies the MLP to `[T, hidden]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let g = self.gate.forward(x.clone());
-        let g = match self.act {
-            Activation::Silu => activation::silu(g),
-            Activation::GeluTanh => activation::gelu_approximate(g),
-        };
-        self.down.forward(g * self.up.forward(x))
+        self.down.forward(B::activate(g, self.act, Some(self.up.forward(x))))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Qwen3.5's Gated DeltaNet mixer (`linear_attn.*`); the rest of Qwen3.5 is the shared decoder.
 
-use burn::tensor::{DType, Tensor, activation, backend::Backend};
-use rmas_kernels::{RmasBackend, gdn};
+use burn::tensor::{DType, Tensor, backend::Backend};
+use rmas_kernels::{Act, RmasBackend, gdn};
 
 use crate::config::{Config, GdnConfig};
 use crate::error::Result;
@@ -78,7 +78,7 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
             .reduce(|a, b| a + b)
             .expect("conv kernel has at least one tap");
         state.conv = window.narrow(0, t, k_taps - 1);
-        let u = activation::silu(mixed);
+        let u = B::activate(mixed, Act::Silu, None);
 
         let heads = |x: Tensor<B, 2>, n: usize, d: usize| x.reshape([t, n, d]);
         let q = heads(u.clone().narrow(1, 0, c.key_dim()), nk, dk);
@@ -98,7 +98,7 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
 
         // Gates head-major and contiguous, [nv, T]: burn 0.21's cubecl reshape mis-strides views such as
         // a transposed [nv, 1], so they must not be transposes of [T, nv].
-        let beta = to_f32(activation::sigmoid(self.in_proj_b.forward_features_first(x.clone())));
+        let beta = to_f32(B::activate(self.in_proj_b.forward_features_first(x.clone()), Act::Sigmoid, None));
         let a = to_f32(self.in_proj_a.forward_features_first(x.clone())) + self.dt_bias.clone().unsqueeze_dim::<2>(1);
         let g = softplus(a) * self.neg_decay.clone().unsqueeze_dim::<2>(1); // log-decay ≤ 0
 
@@ -116,7 +116,7 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let o = o.swap_dims(0, 1); // [T, nv, dv] f32
         let o = o.clone() * (o.powi_scalar(2).mean_dim(2) + self.eps).sqrt().recip();
         let z = to_f32(self.in_proj_z.forward(x)).reshape([t, nv, dv]);
-        let y = o * self.norm.clone().unsqueeze::<3>() * activation::silu(z);
+        let y = B::activate(z, Act::Silu, Some(o * self.norm.clone().unsqueeze::<3>()));
         self.out_proj.forward(y.reshape([t, nv * dv]).cast(dtype))
     }
 }

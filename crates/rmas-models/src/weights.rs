@@ -1,6 +1,8 @@
 //! Safetensors checkpoints (single file or sharded), memory-mapped, converted to the compute dtype on load.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
@@ -8,18 +10,44 @@ use safetensors::Dtype;
 
 use crate::error::{ModelError, Result};
 
-/// Bytes of one weight file: memory-mapped from disk or owned (in-process models, the browser).
-enum Buffer {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
+/// Random access to a weight file held outside this process's memory (in the browser: a
+/// downloaded file on the JS heap), so that only one tensor at a time is copied in.
+pub trait ByteSource {
+    /// Size in bytes.
+    fn len(&self) -> usize;
+    /// A copy of the bytes in `range` (within `0..len()`).
+    fn read(&self, range: Range<usize>) -> Vec<u8>;
 }
 
-impl std::ops::Deref for Buffer {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl ByteSource for Vec<u8> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn read(&self, range: Range<usize>) -> Vec<u8> {
+        self[range].to_vec()
+    }
+}
+
+/// Bytes of one weight file: memory-mapped from disk, or read range by range from a [`ByteSource`].
+enum Buffer {
+    Mapped(memmap2::Mmap),
+    Source(Box<dyn ByteSource>),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
         match self {
-            Buffer::Mapped(m) => m,
-            Buffer::Owned(v) => v,
+            Buffer::Mapped(m) => m.len(),
+            Buffer::Source(s) => s.len(),
+        }
+    }
+
+    /// The bytes in `range` (within `0..len()`).
+    fn bytes(&self, range: Range<usize>) -> Cow<'_, [u8]> {
+        match self {
+            Buffer::Mapped(m) => Cow::Borrowed(&m[range]),
+            Buffer::Source(s) => Cow::Owned(s.read(range)),
         }
     }
 }
@@ -29,7 +57,7 @@ struct Entry {
     file: usize,
     dtype: Dtype,
     shape: Vec<usize>,
-    range: std::ops::Range<usize>,
+    range: Range<usize>,
 }
 
 /// Makes the values of a tensor from its name and shape (in-process demo models).
@@ -57,11 +85,11 @@ impl Weights {
         Ok(weights)
     }
 
-    /// Indexes in-memory safetensors files, each with the name used in error messages.
-    pub fn from_buffers(files: impl IntoIterator<Item = (PathBuf, Vec<u8>)>) -> Result<Self> {
+    /// Indexes safetensors files read through [`ByteSource`]s, each with the name used in errors.
+    pub fn from_sources(files: impl IntoIterator<Item = (PathBuf, Box<dyn ByteSource>)>) -> Result<Self> {
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
-        for (path, bytes) in files {
-            weights.add(path, Buffer::Owned(bytes))?;
+        for (path, source) in files {
+            weights.add(path, Buffer::Source(source))?;
         }
         Ok(weights)
     }
@@ -73,18 +101,24 @@ impl Weights {
 
     fn add(&mut self, path: PathBuf, buffer: Buffer) -> Result<()> {
         let corrupt = |msg: String| ModelError::CorruptWeights { path: path.clone(), msg };
-        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&buffer).map_err(|e| corrupt(e.to_string()))?;
-        let start = 8 + header_len;
+        // Header: an u64 length, then that many bytes of JSON.
+        let len = buffer.len();
+        if len < 8 {
+            return Err(corrupt(format!("{len} bytes, too short for a safetensors header")));
+        }
+        let header_len = u64::from_le_bytes(buffer.bytes(0..8).as_ref().try_into().expect("8 bytes"));
+        if header_len > MAX_HEADER_BYTES || 8 + header_len as usize > len {
+            return Err(corrupt(format!("header of {header_len} bytes in a file of {len} bytes")));
+        }
+        let start = 8 + header_len as usize;
+        let meta: safetensors::tensor::Metadata =
+            serde_json::from_slice(&buffer.bytes(8..start)).map_err(|e| corrupt(format!("header: {e}")))?;
         let file = self.files.len();
         for (name, info) in meta.tensors() {
             let (b, e) = info.data_offsets;
             let elems: usize = info.shape.iter().product();
-            if start + e > buffer.len() {
-                return Err(corrupt(format!(
-                    "tensor `{name}` ends at byte {} but the file has {} bytes (truncated?)",
-                    start + e,
-                    buffer.len()
-                )));
+            if start + e > len {
+                return Err(corrupt(format!("tensor `{name}` ends at byte {} but the file has {len} bytes (truncated?)", start + e)));
             }
             if e - b != elems * info.dtype.bitsize() / 8 {
                 return Err(corrupt(format!("tensor `{name}` has {} bytes for shape {:?}", e - b, info.shape)));
@@ -149,7 +183,7 @@ impl Weights {
     }
 
     /// Reads rows `rows` of `name` (shape checked against `shape`) as f32 host data.
-    pub fn rows(&self, name: &str, shape: &[usize], rows: std::ops::Range<usize>) -> Result<TensorData> {
+    pub fn rows(&self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<TensorData> {
         let row: usize = shape.iter().skip(1).product();
         let mut block = shape.to_vec();
         block[0] = rows.len();
@@ -157,7 +191,7 @@ impl Weights {
     }
 
     /// Elements `elems` (row-major) of `name`, converted to f32.
-    fn values(&self, name: &str, shape: &[usize], elems: std::ops::Range<usize>) -> Result<Vec<f32>> {
+    fn values(&self, name: &str, shape: &[usize], elems: Range<usize>) -> Result<Vec<f32>> {
         if let Some(generate) = &self.synthetic {
             return Ok(generate(name, shape)[elems].to_vec());
         }
@@ -175,7 +209,7 @@ impl Weights {
             });
         }
         let size = entry.dtype.bitsize() / 8;
-        let bytes = &self.files[entry.file].1[entry.range.start + elems.start * size..entry.range.start + elems.end * size];
+        let bytes = self.files[entry.file].1.bytes(entry.range.start + elems.start * size..entry.range.start + elems.end * size);
         Ok(match entry.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
@@ -186,6 +220,9 @@ impl Weights {
         })
     }
 }
+
+/// Largest safetensors header accepted (as the safetensors crate).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// The single-file checkpoint name.
 pub const SINGLE_FILE: &str = "model.safetensors";

@@ -21,7 +21,8 @@ use burn::tensor::{DType, Tensor};
 use chrono::NaiveDate;
 use js_sys::{Function, JSON, Promise, Uint8Array};
 use rmas::engine::{Event, Run, RunOptions, System};
-use rmas::system::downloads::Downloads;
+use rmas::system::downloads::{Downloads, Fetched};
+use rmas_models::weights::ByteSource;
 use rmas_text::prompts::{Style, Task};
 use rmas_models::generate::{Sampling, read_back};
 use serde_json::{Value, json};
@@ -221,8 +222,9 @@ fn graph_of(system: &System<B>) -> Value {
     json!({ "style": system.style.to_string(), "agents": agents, "links": links })
 }
 
-/// Calls the page's `fetchFile(repo, file)`: the file's bytes, or `None` when the repo lacks it.
-async fn fetch(fetch_file: &Function, repo: String, file: String) -> rmas::Result<Option<Vec<u8>>> {
+/// Calls the page's `fetchFile(repo, file)`: the file (left on the JS heap), or `None` when the repo
+/// lacks it.
+async fn fetch(fetch_file: &Function, repo: String, file: String) -> rmas::Result<Option<Fetched>> {
     let failed = |e: JsValue| rmas::RmasError::HubRequest {
         repo: repo.clone(),
         file: file.clone(),
@@ -233,7 +235,20 @@ async fn fetch(fetch_file: &Function, repo: String, file: String) -> rmas::Resul
     if value.is_null() || value.is_undefined() {
         return Ok(None);
     }
-    Ok(Some(Uint8Array::new(&value).to_vec()))
+    Ok(Some(Box::new(JsBytes(Uint8Array::new(&value)))))
+}
+
+/// A downloaded file on the JS heap; loading copies one tensor at a time into wasm memory.
+struct JsBytes(Uint8Array);
+
+impl ByteSource for JsBytes {
+    fn len(&self) -> usize {
+        self.0.length() as usize
+    }
+
+    fn read(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        self.0.subarray(range.start as u32, range.end as u32).to_vec()
+    }
 }
 
 fn to_js(v: &Value) -> Result<JsValue, JsError> {

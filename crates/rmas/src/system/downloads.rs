@@ -6,6 +6,9 @@
 //! in the store stops it with [`RmasError::NotFetched`]; [`Downloads::resolve`] fetches that file
 //! and runs it again, until it completes. Paths in the resolved [`SystemSpec`] are store keys
 //! `<repo id>/<file>`.
+//!
+//! Files are [`ByteSource`]s: the browser keeps them on the JS heap and weights are copied into
+//! wasm memory one tensor at a time, each agent's files leaving the store once it is built.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -13,7 +16,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::DType;
-use rmas_models::weights::{INDEX_FILE, SINGLE_FILE, shard_files};
+use rmas_models::weights::{ByteSource, INDEX_FILE, SINGLE_FILE, shard_files};
 use rmas_models::{Model, RmasBackend, Weights, config};
 use rmas_text::Tokenizer;
 use rmas_text::prompts::{Style, Task};
@@ -23,10 +26,13 @@ use crate::engine::{Agent, System};
 use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
 
+/// A fetched file.
+pub type Fetched = Box<dyn ByteSource>;
+
 /// Files fetched so far, keyed `<repo id>/<file>`; `None` records a file the repo does not have.
 #[derive(Default)]
 pub struct Downloads {
-    files: RefCell<BTreeMap<PathBuf, Option<Vec<u8>>>>,
+    files: RefCell<BTreeMap<PathBuf, Option<Fetched>>>,
 }
 
 impl Downloads {
@@ -36,7 +42,7 @@ impl Downloads {
     }
 
     /// Records `file` of `repo`: its bytes, or `None` when the repo does not have it.
-    pub fn insert(&self, repo: &str, file: &str, bytes: Option<Vec<u8>>) {
+    pub fn insert(&self, repo: &str, file: &str, bytes: Option<Fetched>) {
         self.files.borrow_mut().insert(key(repo, file), bytes);
     }
 
@@ -50,7 +56,7 @@ impl Downloads {
     pub async fn resolve<F, Fut>(&self, style: Style, task: Task, mut fetch: F) -> Result<SystemSpec>
     where
         F: FnMut(String, String) -> Fut,
-        Fut: Future<Output = Result<Option<Vec<u8>>>>,
+        Fut: Future<Output = Result<Option<Fetched>>>,
     {
         loop {
             match SystemSpec::resolve_released(style, task, &|repo| Box::new(self.repo(repo))) {
@@ -67,7 +73,7 @@ impl Downloads {
     pub fn load<B: RmasBackend>(&self, spec: &SystemSpec, device: &B::Device, dtype: DType) -> Result<System<B>> {
         let agents = spec.agents.iter().map(|a| self.agent(a, device, dtype)).collect::<Result<Vec<_>>>()?;
         let hidden = agents.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
-        let outer = spec.load_outer_links(&hidden, |path| OuterLink::from_pt_bytes(&self.take(path)?, &path.display().to_string(), device))?;
+        let outer = spec.load_outer_links(&hidden, |path| OuterLink::from_pt_bytes(&whole(&*self.take(path)?), &path.display().to_string(), device))?;
         Ok(System::from_parts(spec.style, agents, outer, device))
     }
 
@@ -81,20 +87,20 @@ impl Downloads {
             let index = dir.join(INDEX_FILE);
             shard_files(&self.text(&index, "weight index")?, &index)?.into_iter().map(|f| dir.join(f)).collect()
         };
-        let weights = Weights::from_buffers(weights.into_iter().map(|p| self.take(&p).map(|b| (p, b))).collect::<Result<Vec<_>>>()?)?;
+        let weights = Weights::from_sources(weights.into_iter().map(|p| self.take(&p).map(|b| (p, b))).collect::<Result<Vec<_>>>()?)?;
         let model = Model::from_weights(config, &weights, device, dtype)?;
         let tokenizer = Tokenizer::from_reader(&dir.display().to_string(), |name| Ok(self.bytes(&dir.join(name))))?;
-        let inner = InnerLink::from_pt_bytes(&self.take(&spec.inner_link)?, &spec.inner_link.display().to_string(), device)?;
+        let inner = InnerLink::from_pt_bytes(&whole(&*self.take(&spec.inner_link)?), &spec.inner_link.display().to_string(), device)?;
         Agent::new(spec.role, model, tokenizer, inner, &spec.inner_link)
     }
 
     /// A copy of the bytes stored at `path`, if downloaded and present.
     fn bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.files.borrow().get(path).cloned().flatten()
+        self.files.borrow().get(path)?.as_deref().map(whole)
     }
 
-    /// Moves the bytes at `path` out of the store.
-    fn take(&self, path: &Path) -> Result<Vec<u8>> {
+    /// Moves the file at `path` out of the store.
+    fn take(&self, path: &Path) -> Result<Fetched> {
         self.files.borrow_mut().get_mut(path).and_then(Option::take).ok_or_else(|| missing(path))
     }
 
@@ -146,6 +152,11 @@ impl FileSource for DownloadedRepo<'_> {
     fn read_text(&self, path: &Path, what: &'static str) -> Result<String> {
         self.downloads.text(path, what)
     }
+}
+
+/// All bytes of a file.
+fn whole(file: &dyn ByteSource) -> Vec<u8> {
+    file.read(0..file.len())
 }
 
 fn key(repo: &str, file: &str) -> PathBuf {
