@@ -1,6 +1,7 @@
 //! Criterion benches on the CPU backend: one decode step and a 512-token prefill of a small Qwen3.5,
-//! one decode step per family, a whole demo RecursiveMAS run, and the streaming weight products
-//! against burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read).
+//! one decode step per family, a whole demo RecursiveMAS run, the streaming weight products against
+//! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), and the CPU bodies of the
+//! delta rule, activations and softmax against their reference paths.
 
 use burn::backend::NdArray;
 use burn::tensor::DType;
@@ -109,5 +110,47 @@ fn weight_products(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, qwen35, families, demo_run, weight_products);
+/// The CPU bodies of the custom operations against their tensor-op reference paths, at Qwen3.5-2B
+/// prefill shapes (512 tokens).
+fn cpu_ops(c: &mut Criterion) {
+    use burn::tensor::{Distribution, Tensor};
+    use rmas_kernels::{Act, RmasBackend, act, gdn};
+    let device = Default::default();
+    let (nv, t, d) = (16, 512, 128);
+    let unit = |dims: [usize; 3]| {
+        let x = Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        x.clone() / x.powi_scalar(2).sum_dim(2).sqrt()
+    };
+    let (q, k, v) = (unit([nv, t, d]), unit([nv, t, d]), Tensor::<B, 3>::random([nv, t, d], Distribution::Normal(0.0, 1.0), &device));
+    let g = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(-0.5, 0.0), &device);
+    let beta = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(0.0, 1.0), &device);
+    let s = Tensor::<B, 3>::zeros([nv, d, d], &device);
+    let mut group = c.benchmark_group("cpu_ops");
+    group.throughput(Throughput::Elements(t as u64));
+    let inputs = || (q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), s.clone());
+    group.bench_function("delta_rule_16x512x128_recurrent_cpu", |b| {
+        b.iter(|| {
+            let (q, k, v, g, beta, s) = inputs();
+            B::gated_delta_rule(q, k, v, g, beta, s).0.into_data()
+        })
+    });
+    group.bench_function("delta_rule_16x512x128_chunked_reference", |b| {
+        b.iter(|| {
+            let (q, k, v, g, beta, s) = inputs();
+            gdn::chunked(q, k, v, g, beta, s).0.into_data()
+        })
+    });
+    let x = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
+    let up = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
+    group.throughput(Throughput::Elements((t * 6144) as u64));
+    group.bench_function("silu_mul_512x6144_cpu", |b| b.iter(|| B::activate(x.clone(), Act::Silu, Some(up.clone())).into_data()));
+    group.bench_function("silu_mul_512x6144_reference", |b| b.iter(|| act::reference(x.clone(), Act::Silu, Some(up.clone())).into_data()));
+    let scores = Tensor::<B, 3>::random([8, t, t], Distribution::Normal(0.0, 3.0), &device);
+    group.throughput(Throughput::Elements((8 * t * t) as u64));
+    group.bench_function("softmax_8x512x512_cpu", |b| b.iter(|| B::softmax_last(scores.clone()).into_data()));
+    group.bench_function("softmax_8x512x512_reference", |b| b.iter(|| burn::tensor::activation::softmax(scores.clone(), 2).into_data()));
+    group.finish();
+}
+
+criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops);
 criterion_main!(benches);

@@ -14,24 +14,24 @@ pub enum Act {
 }
 
 impl Act {
-    /// `out[i] = act(x[i])`, times `by[i]` when given (slices of equal length).
-    pub fn apply(self, x: &[f32], by: Option<&[f32]>, out: &mut [f32]) {
+    /// `x[i] ← act(x[i])`, times `by[i]` when given (slices of equal length).
+    pub fn apply(self, x: &mut [f32], by: Option<&[f32]>) {
         // One monomorphised loop per activation so that each vectorises (`exp` below is branch-free).
         match self {
-            Act::Silu => map(|x| x / (1.0 + exp(-x)), x, by, out),
-            Act::Sigmoid => map(|x| 1.0 / (1.0 + exp(-x)), x, by, out),
+            Act::Silu => map(|x| x / (1.0 + exp(-x)), x, by),
+            Act::Sigmoid => map(|x| 1.0 / (1.0 + exp(-x)), x, by),
             // 0.5·x·(1 + tanh(u)) = x·σ(2u).
-            Act::GeluTanh => map(|x| x / (1.0 + exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))), x, by, out),
+            Act::GeluTanh => map(|x| x / (1.0 + exp(-2.0 * SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))), x, by),
         }
     }
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
-fn map(f: impl Fn(f32) -> f32, x: &[f32], by: Option<&[f32]>, out: &mut [f32]) {
+fn map(f: impl Fn(f32) -> f32, x: &mut [f32], by: Option<&[f32]>) {
     match by {
-        Some(by) => out.iter_mut().zip(x).zip(by).for_each(|((o, &x), &b)| *o = f(x) * b),
-        None => out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)),
+        Some(by) => x.iter_mut().zip(by).for_each(|(x, &b)| *x = f(*x) * b),
+        None => x.iter_mut().for_each(|x| *x = f(*x)),
     }
 }
 
@@ -101,8 +101,8 @@ mod tests {
             (Act::GeluTanh, |x| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())),
         ];
         for (act, f) in cases {
-            let mut out = vec![0f32; x.len()];
-            act.apply(&x, Some(&by), &mut out);
+            let mut out = x.clone();
+            act.apply(&mut out, Some(&by));
             for ((&x, &b), &o) in x.iter().zip(&by).zip(&out) {
                 let want = f(x as f64) * b as f64;
                 assert!((o as f64 - want).abs() <= 1e-6 + 2e-6 * want.abs(), "{act:?}({x})·{b}: {o} vs {want}");

@@ -117,36 +117,37 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `act(x)·by` in one parallel pass over f32 arrays of equal shapes (burn's sigmoid takes five).
+/// `act(x)·by` in one parallel pass over f32 arrays of equal shapes (burn's sigmoid takes five),
+/// in place when `x` is not shared.
 pub fn activate<const D: usize>(x: Tensor<NdArray, D>, act: Act, by: Option<Tensor<NdArray, D>>) -> Tensor<NdArray, D> {
-    let shape = x.dims();
-    if by.as_ref().is_some_and(|b| b.dims() != shape) || x.dtype() != DType::F32 {
+    if by.as_ref().is_some_and(|b| b.dims() != x.dims()) || x.dtype() != DType::F32 {
         return crate::act::reference(x, act, by);
     }
-    let x = rows(x);
-    let by = by.map(rows);
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(c, out)| {
-        let range = c * ELEMENTWISE_CHUNK..c * ELEMENTWISE_CHUNK + out.len();
-        act.apply(&x[range.clone()], by.as_ref().map(|b| &b[range]), out);
+    let mut x = standard(x);
+    let by = by.map(standard);
+    let by = by.as_ref().map(|b| b.as_slice().expect("standard layout"));
+    let values = x.as_slice_mut().expect("standard layout");
+    values.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(c, chunk)| {
+        let start = c * ELEMENTWISE_CHUNK;
+        act.apply(chunk, by.map(|b| &b[start..start + chunk.len()]));
     });
-    from_vec(out, shape)
+    tensor(Ok(x))
 }
 
-/// Softmax over the last axis, one row per task group, with the vectorising `exp`.
+/// Softmax over the last axis in one pass per row group, with the vectorising `exp`.
 pub fn softmax<const D: usize>(x: Tensor<NdArray, D>) -> Tensor<NdArray, D> {
     if x.dtype() != DType::F32 {
         return burn::tensor::activation::softmax(x, D - 1);
     }
-    let shape = x.dims();
-    let mut values = rows(x);
-    values.par_chunks_mut(shape[D - 1]).with_min_len(16).for_each(|row| {
+    let width = x.dims()[D - 1];
+    let mut x = standard(x);
+    x.as_slice_mut().expect("standard layout").par_chunks_mut(width).with_min_len(16).for_each(|row| {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         row.iter_mut().for_each(|x| *x = crate::act::exp(*x - max));
         let scale = 1.0 / row.iter().sum::<f32>();
         row.iter_mut().for_each(|x| *x *= scale);
     });
-    from_vec(values, shape)
+    tensor(Ok(x))
 }
 
 /// The gated delta rule of [`crate::gdn::gated_delta_rule`] (same shapes), by its recurrence.
@@ -161,9 +162,12 @@ pub fn gated_delta_rule(
     let dtype = v.dtype();
     let [nv, t_len, dk] = q.dims();
     let dv = v.dims()[2];
-    // Row-major f32 copies (the model hands head-major views of token-major tensors).
-    let (q, k, v, mut s) = (rows(q), rows(k), rows(v), rows(state));
-    let (g, beta) = (rows(g), rows(beta));
+    // Row-major f32 (the model hands head-major views of token-major tensors).
+    let [q, k, v] = [q, k, v].map(standard);
+    let [g, beta] = [g, beta].map(standard);
+    let row_major = |x: &ArcArray<f32, IxDyn>| x.as_slice().expect("standard layout").to_owned();
+    let (q, k, v, g, beta) = (row_major(&q), row_major(&k), row_major(&v), row_major(&g), row_major(&beta));
+    let mut s = row_major(&standard(state));
     let mut o = vec![0f32; nv * t_len * dv];
     o.par_chunks_mut(t_len * dv).zip(s.par_chunks_mut(dk * dv)).enumerate().for_each(|(h, (o, s))| {
         fn at(x: &[f32], d: usize, i: usize) -> &[f32] {
@@ -193,17 +197,18 @@ pub fn gated_delta_rule(
     (from_vec(o, [nv, t_len, dv]).cast(dtype), from_vec(s, [nv, dk, dv]))
 }
 
-/// The tensor's elements as f32 in row-major order.
-fn rows<const D: usize>(x: Tensor<NdArray, D>) -> Vec<f32> {
+/// The tensor as an f32 array in standard (row-major) layout, copied only when it is strided.
+fn standard<const D: usize>(x: Tensor<NdArray, D>) -> ArcArray<f32, IxDyn> {
     let array = f32_array(crate::gdn::f32_of(x)).unwrap_or_else(|_| unreachable!("cast to f32 above"));
-    if let Some(values) = array.as_slice() {
-        return values.to_vec();
+    if array.is_standard_layout() {
+        return array;
     }
     // A static rank walks strided views far faster than `IxDyn` (the model's views have rank 3).
-    match array.view().into_dimensionality::<Ix3>() {
-        Ok(array) => array.iter().copied().collect(),
+    let values = match array.view().into_dimensionality::<Ix3>() {
+        Ok(view) => view.iter().copied().collect(),
         Err(_) => array.iter().copied().collect(),
-    }
+    };
+    ArcArray::from_shape_vec(array.raw_dim(), values).expect("sizes match the shape")
 }
 
 /// A tensor of `shape` over row-major `values`.
