@@ -350,7 +350,9 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let prompt = prompts::user_prompt(self.system.style, agent.role, round, &ctx)?;
         let rendered = agent.tokenizer.render_prompt(prompts::system_prompt(self.system.style), &prompt.text, &self.opts.chat)?;
         let pieces = agent.tokenizer.encode_segments(&rendered, &prompt.slots)?;
-        let mut rows = Vec::with_capacity(2 * pieces.len());
+        // Token ids with placeholder rows (id 0) where messages go, and where each message starts.
+        let mut ids = Vec::new();
+        let mut spliced = Vec::with_capacity(prompt.slots.len());
         for (i, piece) in pieces.iter().enumerate() {
             if i > 0 {
                 let slot = prompt.slots[i - 1];
@@ -359,13 +361,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                     msg: format!("the {} prompt of round {round} has slot {slot} but no message was sent to it", agent.role),
                 })?;
                 let message = slots.swap_remove(at).1;
-                if message.dims()[0] > 0 {
-                    rows.push(message.cast(agent.model.dtype()));
-                }
+                let start = ids.len();
+                ids.resize(start + message.dims()[0], 0);
+                spliced.push((start, message));
             }
-            if !piece.is_empty() {
-                rows.push(agent.model.embed(piece)?);
-            }
+            ids.extend_from_slice(piece);
         }
         if let Some((slot, _)) = slots.first() {
             return Err(RmasError::InvalidSystem {
@@ -373,7 +373,16 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 msg: format!("a message was sent to slot {slot}, which the {} prompt of round {round} lacks", agent.role),
             });
         }
-        Ok(Tensor::cat(rows, 0))
+        // One embedding lookup for the whole prompt; each message is then written into its rows.
+        let mut rows = agent.model.embed(&ids)?; // [L, H]
+        let width = rows.dims()[1];
+        for (start, message) in spliced {
+            let n = message.dims()[0];
+            if n > 0 {
+                rows = rows.slice_assign([start..start + n, 0..width], message.cast(agent.model.dtype()));
+            }
+        }
+        Ok(rows)
     }
 
     /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
