@@ -8,7 +8,7 @@ use burn::tensor::{DType, Tensor};
 use rmas::engine::{Event, Run, RunOptions, StageKind, System};
 use rmas::hub::Hub;
 use rmas::system::SystemSpec;
-use rmas::system::downloads::{Downloads, Fetched};
+use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
 use rmas_models::generate::Sampling;
@@ -63,20 +63,29 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let task = settings["task"].as_str().unwrap().parse().unwrap();
     let system = if loading == Loading::Downloads {
         let downloads = Downloads::new();
-        let weight_files = RefCell::new(Vec::new());
-        let fetch = |repo: String, file: String| {
+        let (asked, weight_files) = (RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+        let fetch = |repo: String, file: String, want: Want| {
+            asked.borrow_mut().push((format!("{repo}/{file}"), want));
             let bytes = hub.repo(&repo).cached(&file).map(|path| std::fs::read(path).unwrap());
             let file = bytes.map(|bytes| {
                 let recorded = Recorded { bytes, largest_read: Rc::new(Cell::new(0)) };
-                if file.ends_with(".safetensors") {
+                if file.ends_with(".safetensors") && want == Want::Bytes {
                     weight_files.borrow_mut().push((format!("{repo}/{file}"), recorded.bytes.clone(), recorded.largest_read.clone()));
                 }
                 Box::new(recorded) as Fetched
             });
             std::future::ready(Ok(file))
         };
-        let spec = block_on(downloads.resolve(style, task, fetch)).unwrap();
-        let system = downloads.load::<B>(&spec, device, DType::F32).unwrap();
+        let spec = block_on(downloads.resolve(style, task, &fetch)).unwrap();
+        let system = block_on(downloads.load::<B, _, _>(&spec, device, DType::F32, &fetch)).unwrap();
+        // Weight files: only downloaded while resolving, their bytes asked for once when loading.
+        let asked = asked.into_inner();
+        let weights: Vec<_> = asked.iter().filter(|(f, _)| f.ends_with(".safetensors")).collect();
+        assert!(!weights.is_empty());
+        for (file, want) in &weights {
+            let times: Vec<Want> = asked.iter().filter(|(f, _)| f == file).map(|(_, w)| *w).collect();
+            assert_eq!(times, [Want::Presence, Want::Bytes], "{file}: asked as {times:?} ({want:?})");
+        }
         // Weights are copied in one tensor at a time, never as a whole file.
         for (file, bytes, largest_read) in weight_files.into_inner() {
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -162,8 +171,8 @@ fn offloaded_agents_match_reference() {
     run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", Loading::Offload);
 }
 
-/// Loading from bytes fetched file by file (the browser's path) gives the same results, reading
-/// weights tensor by tensor.
+/// Loading from bytes fetched file by file (the browser's path) gives the same results, fetching
+/// weight bytes only when their agent loads and reading them tensor by tensor.
 #[test]
 fn downloaded_systems_match_reference() {
     for name in ["sequential-light-r2", "mixture-r2"] {

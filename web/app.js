@@ -71,7 +71,9 @@ async function load() {
   if (fromHub) {
     const endpoint = $("hub").value.replace(/\/+$/, "");
     $("load-status").textContent = `resolving ${$("style").value} (${$("task").value})…`;
-    system = await WebSystem.load($("style").value, $("task").value, $("dtype").value, (repo, file) => fetchFile(endpoint, repo, file, stats));
+    const counted = new Set();
+    const fetchOne = (repo, file, wantBytes) => fetchFile(endpoint, repo, file, wantBytes, stats, counted);
+    system = await WebSystem.load($("style").value, $("task").value, $("dtype").value, fetchOne);
   } else {
     $("load-status").textContent = "building the demo system…";
     system = await WebSystem.demo();
@@ -89,17 +91,33 @@ async function load() {
 
 const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 0)} MB`;
 
+/// Downloads the page keeps in memory because the Cache API is unavailable (e.g. a private window).
+const held = new Map();
+
 /// One file of a Hub repo: from the Cache API if it was downloaded before, else fetched with a
-/// progress bar and cached. `null` when the repo does not have it (HTTP 404).
-async function fetchFile(endpoint, repo, file, stats) {
+/// progress bar and cached. `null` when the repo does not have it (HTTP 404). Without `wantBytes`
+/// (weights while resolving) it only makes sure the file is downloaded and answers `true`; rmas asks
+/// again for the bytes when it builds that agent. `counted` keeps `stats` to one count per file.
+async function fetchFile(endpoint, repo, file, wantBytes, stats, counted) {
   const url = `${endpoint}/${repo}/resolve/main/${file.split("/").map(encodeURIComponent).join("/")}`;
+  if (held.has(url)) {
+    const bytes = held.get(url);
+    held.delete(url);
+    return bytes;
+  }
   const cache = "caches" in self ? await caches.open(CACHE).catch(() => null) : null;
   const hit = cache ? await cache.match(url) : undefined;
   if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    Object.assign(stats, { files: stats.files + 1, cached: stats.cached + 1, bytes: stats.bytes + bytes.length });
-    $("load-status").textContent = `${repo}/${file} · from the cache`;
-    return bytes;
+    if (!counted.has(url)) {
+      counted.add(url);
+      const size = wantBytes ? 0 : (await hit.clone().blob()).size;
+      const bytes = wantBytes ? new Uint8Array(await hit.arrayBuffer()) : true;
+      Object.assign(stats, { files: stats.files + 1, cached: stats.cached + 1, bytes: stats.bytes + (wantBytes ? bytes.length : size) });
+      $("load-status").textContent = `${repo}/${file} · from the cache`;
+      return bytes;
+    }
+    $("load-status").textContent = `loading ${repo}/${file}`;
+    return new Uint8Array(await hit.arrayBuffer());
   }
   const response = await fetch(url);
   if (response.status === 404) return null;
@@ -122,10 +140,13 @@ async function fetchFile(endpoint, repo, file, stats) {
   }
   const bytes = new Uint8Array(loaded);
   chunks.reduce((at, c) => (bytes.set(c, at), at + c.length), 0);
+  counted.add(url);
   Object.assign(stats, { files: stats.files + 1, bytes: stats.bytes + loaded });
   // A full quota (or a private window) only costs the next visit a download.
-  if (cache) await cache.put(url, new Response(bytes)).catch((e) => console.warn(`not cached: ${url}: ${e}`));
-  return bytes;
+  const cached = cache ? await cache.put(url, new Response(bytes)).then(() => true, (e) => console.warn(`not cached: ${url}: ${e}`)) : false;
+  if (wantBytes) return bytes;
+  if (!cached) held.set(url, bytes);
+  return true;
 }
 
 /// Runs the question; `overrides` replaces the form's settings (the test passes the CLI's).

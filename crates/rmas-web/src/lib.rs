@@ -5,7 +5,7 @@
 //! await init();
 //! const system = await WebSystem.demo();
 //! // or a released system, with the page's fetch (progress, caching) behind `fetchFile`:
-//! // const system = await WebSystem.load("sequential-light", "math", "auto", (repo, file) => bytesOrNull);
+//! // const system = await WebSystem.load("sequential-light", "math", "auto", (repo, file, wantBytes) => bytesOrNull);
 //! const result = await system.run(question, { rounds: 2 }, (event) => console.log(event));
 //! ```
 //!
@@ -21,7 +21,7 @@ use burn::tensor::{DType, Tensor};
 use chrono::NaiveDate;
 use js_sys::{Function, JSON, Promise, Uint8Array};
 use rmas::engine::{Event, Run, RunOptions, System};
-use rmas::system::downloads::{Downloads, Fetched};
+use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::weights::ByteSource;
 use rmas_text::prompts::{Style, Task};
 use rmas_models::generate::{Sampling, read_back};
@@ -87,8 +87,10 @@ impl WebSystem {
 
     /// Downloads and loads a released system. `style`: `sequential-light`, `sequential-scaled`,
     /// `mixture`, `distillation` or `deliberation`; `task`: `math` or `code`; `dtype`: `f32`, `f16` or
-    /// `auto` (f16 when the adapter has `shader-f16`). `fetchFile(repo, file)` returns a Promise of the
-    /// file's bytes (`Uint8Array`), or of `null` when the repo does not have it.
+    /// `auto` (f16 when the adapter has `shader-f16`). `fetchFile(repo, file, wantBytes)` returns a
+    /// Promise of the file's bytes (`Uint8Array`), or of `null` when the repo does not have it. Weight
+    /// files are first asked for with `wantBytes = false` (download and cache them, any non-null
+    /// answer) and again with `true` when their agent is built, one agent at a time.
     pub async fn load(style: String, task: String, dtype: String, fetch_file: Function) -> Result<WebSystem, JsError> {
         let device = device().await;
         let style: Style = style.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
@@ -101,8 +103,9 @@ impl WebSystem {
             other => return Err(JsError::new(&format!("dtype `{other}`: expected f32, f16 or auto"))),
         };
         let downloads = Downloads::new();
-        let spec = downloads.resolve(style, task, |repo, file| fetch(&fetch_file, repo, file)).await.map_err(js_error)?;
-        let system = downloads.load::<B>(&spec, &device, dtype).map_err(js_error)?;
+        let fetch = |repo, file, want| fetch(&fetch_file, repo, file, want);
+        let spec = downloads.resolve(style, task, fetch).await.map_err(js_error)?;
+        let system = downloads.load::<B, _, _>(&spec, &device, dtype, fetch).await.map_err(js_error)?;
         let graph = graph_of(&system);
         Ok(WebSystem { system: Rc::new(system), graph })
     }
@@ -222,18 +225,22 @@ fn graph_of(system: &System<B>) -> Value {
     json!({ "style": system.style.to_string(), "agents": agents, "links": links })
 }
 
-/// Calls the page's `fetchFile(repo, file)`: the file (left on the JS heap), or `None` when the repo
-/// lacks it.
-async fn fetch(fetch_file: &Function, repo: String, file: String) -> rmas::Result<Option<Fetched>> {
+/// Calls the page's `fetchFile(repo, file, wantBytes)`: the file (left on the JS heap), or `None`
+/// when the repo lacks it; without `wantBytes` the page only makes sure the file is downloaded.
+async fn fetch(fetch_file: &Function, repo: String, file: String, want: Want) -> rmas::Result<Option<Fetched>> {
     let failed = |e: JsValue| rmas::RmasError::HubRequest {
         repo: repo.clone(),
         file: file.clone(),
         msg: e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}")),
     };
-    let promise = fetch_file.call2(&JsValue::NULL, &JsValue::from_str(&repo), &JsValue::from_str(&file)).map_err(&failed)?;
+    let want_bytes = JsValue::from_bool(want == Want::Bytes);
+    let promise = fetch_file.call3(&JsValue::NULL, &JsValue::from_str(&repo), &JsValue::from_str(&file), &want_bytes).map_err(&failed)?;
     let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(&failed)?;
     if value.is_null() || value.is_undefined() {
         return Ok(None);
+    }
+    if want == Want::Presence {
+        return Ok(Some(Box::new(Vec::new())));
     }
     Ok(Some(Box::new(JsBytes(Uint8Array::new(&value)))))
 }

@@ -7,8 +7,10 @@
 //! and runs it again, until it completes. Paths in the resolved [`SystemSpec`] are store keys
 //! `<repo id>/<file>`.
 //!
-//! Files are [`ByteSource`]s: the browser keeps them on the JS heap and weights are copied into
-//! wasm memory one tensor at a time, each agent's files leaving the store once it is built.
+//! Weight files are only downloaded during resolution (the fetcher may keep them in a cache, not
+//! in memory) and fetched as bytes agent by agent while loading, each agent's files leaving the
+//! store once it is built. Files are [`ByteSource`]s: the browser keeps them on the JS heap and
+//! weights are copied into wasm memory one tensor at a time.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -29,10 +31,27 @@ use crate::link::{InnerLink, OuterLink};
 /// A fetched file.
 pub type Fetched = Box<dyn ByteSource>;
 
+/// What a fetch asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The file's bytes.
+    Bytes,
+    /// Only that the file exists and is downloaded (weights during resolution); the fetcher may
+    /// answer with any bytes (they are dropped) and is asked for them again when the agent loads.
+    Presence,
+}
+
+/// A stored file.
+enum Stored {
+    Bytes(Fetched),
+    /// Downloaded, bytes not held: fetched again on load.
+    Later { repo: String, file: String },
+}
+
 /// Files fetched so far, keyed `<repo id>/<file>`; `None` records a file the repo does not have.
 #[derive(Default)]
 pub struct Downloads {
-    files: RefCell<BTreeMap<PathBuf, Option<Fetched>>>,
+    files: RefCell<BTreeMap<PathBuf, Option<Stored>>>,
 }
 
 impl Downloads {
@@ -43,7 +62,7 @@ impl Downloads {
 
     /// Records `file` of `repo`: its bytes, or `None` when the repo does not have it.
     pub fn insert(&self, repo: &str, file: &str, bytes: Option<Fetched>) {
-        self.files.borrow_mut().insert(key(repo, file), bytes);
+        self.files.borrow_mut().insert(key(repo, file), bytes.map(Stored::Bytes));
     }
 
     /// The [`FileSource`] of one repo over this store.
@@ -51,57 +70,90 @@ impl Downloads {
         DownloadedRepo { downloads: self, repo: repo.to_string() }
     }
 
-    /// Resolves a released style, awaiting `fetch(repo, file)` (bytes, or `None` when the repo lacks
-    /// the file) for every file resolution asks for that is not in the store yet.
+    /// Resolves a released style, awaiting `fetch(repo, file, want)` (the file, or `None` when the
+    /// repo lacks it) for every file resolution asks for that is not in the store yet; weight files
+    /// are asked for with [`Want::Presence`].
     pub async fn resolve<F, Fut>(&self, style: Style, task: Task, mut fetch: F) -> Result<SystemSpec>
     where
-        F: FnMut(String, String) -> Fut,
+        F: FnMut(String, String, Want) -> Fut,
         Fut: Future<Output = Result<Option<Fetched>>>,
     {
         loop {
             match SystemSpec::resolve_released(style, task, &|repo| Box::new(self.repo(repo))) {
                 Err(RmasError::NotFetched { repo, file }) => {
-                    let bytes = fetch(repo.clone(), file.clone()).await?;
-                    self.insert(&repo, &file, bytes);
+                    let want = if file.ends_with(".safetensors") { Want::Presence } else { Want::Bytes };
+                    let fetched = fetch(repo.clone(), file.clone(), want).await?;
+                    let stored = fetched.map(|bytes| match want {
+                        Want::Bytes => Stored::Bytes(bytes),
+                        Want::Presence => Stored::Later { repo: repo.clone(), file: file.clone() },
+                    });
+                    self.files.borrow_mut().insert(key(&repo, &file), stored);
                 }
                 done => return done,
             }
         }
     }
 
-    /// Loads a system resolved by [`Downloads::resolve`]; weight and link bytes move out of the store.
-    pub fn load<B: RmasBackend>(&self, spec: &SystemSpec, device: &B::Device, dtype: DType) -> Result<System<B>> {
-        let agents = spec.agents.iter().map(|a| self.agent(a, device, dtype)).collect::<Result<Vec<_>>>()?;
+    /// Loads a system resolved by [`Downloads::resolve`], agent by agent: its weight files are
+    /// fetched with [`Want::Bytes`] and, like the link files, leave the store once it is built.
+    pub async fn load<B, F, Fut>(&self, spec: &SystemSpec, device: &B::Device, dtype: DType, mut fetch: F) -> Result<System<B>>
+    where
+        B: RmasBackend,
+        F: FnMut(String, String, Want) -> Fut,
+        Fut: Future<Output = Result<Option<Fetched>>>,
+    {
+        let mut agents = Vec::with_capacity(spec.agents.len());
+        for agent in &spec.agents {
+            let mut weights = Vec::new();
+            for path in self.weight_files(&agent.dir)? {
+                let stored = self.files.borrow_mut().get_mut(&path).and_then(Option::take).ok_or_else(|| missing(&path))?;
+                let bytes = match stored {
+                    Stored::Bytes(bytes) => bytes,
+                    Stored::Later { repo, file } => fetch(repo, file, Want::Bytes).await?.ok_or_else(|| missing(&path))?,
+                };
+                weights.push((path, bytes));
+            }
+            agents.push(self.agent(agent, Weights::from_sources(weights)?, device, dtype)?);
+        }
         let hidden = agents.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
         let outer = spec.load_outer_links(&hidden, |path| OuterLink::from_pt_bytes(&whole(&*self.take(path)?), &path.display().to_string(), device))?;
         Ok(System::from_parts(spec.style, agents, outer, device))
     }
 
-    fn agent<B: RmasBackend>(&self, spec: &AgentSpec, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
+    /// The weight files of the checkpoint in `dir`: `model.safetensors` or the index's shards.
+    fn weight_files(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if self.files.borrow().get(&dir.join(SINGLE_FILE)).is_some_and(Option::is_some) {
+            return Ok(vec![dir.join(SINGLE_FILE)]);
+        }
+        let index = dir.join(INDEX_FILE);
+        Ok(shard_files(&self.text(&index, "weight index")?, &index)?.into_iter().map(|f| dir.join(f)).collect())
+    }
+
+    fn agent<B: RmasBackend>(&self, spec: &AgentSpec, weights: Weights, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
         let dir = &spec.dir;
         let config_path = dir.join("config.json");
         let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
-        let weights = if self.files.borrow().get(&dir.join(SINGLE_FILE)).is_some_and(Option::is_some) {
-            vec![dir.join(SINGLE_FILE)]
-        } else {
-            let index = dir.join(INDEX_FILE);
-            shard_files(&self.text(&index, "weight index")?, &index)?.into_iter().map(|f| dir.join(f)).collect()
-        };
-        let weights = Weights::from_sources(weights.into_iter().map(|p| self.take(&p).map(|b| (p, b))).collect::<Result<Vec<_>>>()?)?;
         let model = Model::from_weights(config, &weights, device, dtype)?;
+        drop(weights);
         let tokenizer = Tokenizer::from_reader(&dir.display().to_string(), |name| Ok(self.bytes(&dir.join(name))))?;
         let inner = InnerLink::from_pt_bytes(&whole(&*self.take(&spec.inner_link)?), &spec.inner_link.display().to_string(), device)?;
         Agent::new(spec.role, model, tokenizer, inner, &spec.inner_link)
     }
 
-    /// A copy of the bytes stored at `path`, if downloaded and present.
+    /// A copy of the bytes stored at `path`, if downloaded, present and held.
     fn bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.files.borrow().get(path)?.as_deref().map(whole)
+        match self.files.borrow().get(path)? {
+            Some(Stored::Bytes(bytes)) => Some(whole(bytes.as_ref())),
+            _ => None,
+        }
     }
 
-    /// Moves the file at `path` out of the store.
+    /// Moves the held bytes at `path` out of the store.
     fn take(&self, path: &Path) -> Result<Fetched> {
-        self.files.borrow_mut().get_mut(path).and_then(Option::take).ok_or_else(|| missing(path))
+        match self.files.borrow_mut().get_mut(path).and_then(Option::take) {
+            Some(Stored::Bytes(bytes)) => Ok(bytes),
+            _ => Err(missing(path)),
+        }
     }
 
     fn text(&self, path: &Path, what: &'static str) -> Result<String> {
