@@ -94,6 +94,12 @@ const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 0)} MB`;
 /// Downloads the page keeps in memory because the Cache API is unavailable (e.g. a private window).
 const held = new Map();
 
+/// wasm32 addresses 4 GiB: a larger file (a big checkpoint shard) cannot be read by offset.
+function readable(url, bytes) {
+  if (bytes.length > 0xffffffff) throw new Error(`${url}: ${mb(bytes.length)} — files over 4 GiB cannot be read by the wasm32 build`);
+  return bytes;
+}
+
 /// One file of a Hub repo: from the Cache API if it was downloaded before, else fetched with a
 /// progress bar and cached. `null` when the repo does not have it (HTTP 404). Without `wantBytes`
 /// (weights while resolving) it only makes sure the file is downloaded and answers `true`; rmas asks
@@ -103,7 +109,7 @@ async function fetchFile(endpoint, repo, file, wantBytes, stats, counted) {
   if (held.has(url)) {
     const bytes = held.get(url);
     held.delete(url);
-    return bytes;
+    return readable(url, bytes);
   }
   const cache = "caches" in self ? await caches.open(CACHE).catch(() => null) : null;
   const hit = cache ? await cache.match(url) : undefined;
@@ -111,13 +117,13 @@ async function fetchFile(endpoint, repo, file, wantBytes, stats, counted) {
     if (!counted.has(url)) {
       counted.add(url);
       const size = wantBytes ? 0 : (await hit.clone().blob()).size;
-      const bytes = wantBytes ? new Uint8Array(await hit.arrayBuffer()) : true;
+      const bytes = wantBytes ? readable(url, new Uint8Array(await hit.arrayBuffer())) : true;
       Object.assign(stats, { files: stats.files + 1, cached: stats.cached + 1, bytes: stats.bytes + (wantBytes ? bytes.length : size) });
       $("load-status").textContent = `${repo}/${file} · from the cache`;
       return bytes;
     }
     $("load-status").textContent = `loading ${repo}/${file}`;
-    return new Uint8Array(await hit.arrayBuffer());
+    return readable(url, new Uint8Array(await hit.arrayBuffer()));
   }
   const response = await fetch(url);
   if (response.status === 404) return null;
@@ -144,7 +150,7 @@ async function fetchFile(endpoint, repo, file, wantBytes, stats, counted) {
   Object.assign(stats, { files: stats.files + 1, bytes: stats.bytes + loaded });
   // A full quota (or a private window) only costs the next visit a download.
   const cached = cache ? await cache.put(url, new Response(bytes)).then(() => true, (e) => console.warn(`not cached: ${url}: ${e}`)) : false;
-  if (wantBytes) return bytes;
+  if (wantBytes) return readable(url, bytes);
   if (!cached) held.set(url, bytes);
   return true;
 }
