@@ -5,9 +5,10 @@
 //! about five times. Here a few rows stream the weight once (split over the output columns on the
 //! thread pool); more rows run one GEMM on views.
 //!
-//! Activations (times a gate) take one pass instead of burn's several. The gated delta rule runs its exact recurrence per value head on the thread pool, the state row by
-//! row in cache: fewer operations than the chunked tensor form (whose `(I − A)⁻¹` alone costs six
-//! 64×64×64 products per chunk) and no intermediate tensors.
+//! Activations (times a gate) and softmax take one pass instead of burn's several. The gated delta
+//! rule runs its exact recurrence per value head on the thread pool, the state row by row in cache:
+//! fewer operations than the chunked tensor form (whose `(I − A)⁻¹` alone costs six 64×64×64
+//! products per chunk) and no intermediate tensors.
 
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -125,7 +126,7 @@ pub fn activate<const D: usize>(x: Tensor<NdArray, D>, act: Act, by: Option<Tens
     }
     let mut x = standard(x);
     let by = by.map(standard);
-    let by = by.as_ref().map(|b| b.as_slice().expect("standard layout"));
+    let by = by.as_ref().map(values);
     let values = x.as_slice_mut().expect("standard layout");
     values.par_chunks_mut(ELEMENTWISE_CHUNK).enumerate().for_each(|(c, chunk)| {
         let start = c * ELEMENTWISE_CHUNK;
@@ -162,12 +163,11 @@ pub fn gated_delta_rule(
     let dtype = v.dtype();
     let [nv, t_len, dk] = q.dims();
     let dv = v.dims()[2];
-    // Row-major f32 (the model hands head-major views of token-major tensors).
-    let [q, k, v] = [q, k, v].map(standard);
-    let [g, beta] = [g, beta].map(standard);
-    let row_major = |x: &ArcArray<f32, IxDyn>| x.as_slice().expect("standard layout").to_owned();
-    let (q, k, v, g, beta) = (row_major(&q), row_major(&k), row_major(&v), row_major(&g), row_major(&beta));
-    let mut s = row_major(&standard(state));
+    // Row-major f32 (the model hands head-major views of token-major tensors: those are copied).
+    let inputs = [q, k, v].map(standard);
+    let gates = [g, beta].map(standard);
+    let ([q, k, v], [g, beta]) = (inputs.each_ref().map(values), gates.each_ref().map(values));
+    let mut s = values(&standard(state)).to_vec();
     let mut o = vec![0f32; nv * t_len * dv];
     o.par_chunks_mut(t_len * dv).zip(s.par_chunks_mut(dk * dv)).enumerate().for_each(|(h, (o, s))| {
         fn at(x: &[f32], d: usize, i: usize) -> &[f32] {
@@ -176,7 +176,7 @@ pub fn gated_delta_rule(
         let (mut kv, mut delta) = (vec![0f32; dv], vec![0f32; dv]);
         for t in 0..t_len {
             let i = h * t_len + t; // row of token t in head h
-            let (qt, kt, vt) = (at(&q, dk, i), at(&k, dk, i), at(&v, dv, i));
+            let (qt, kt, vt) = (at(q, dk, i), at(k, dk, i), at(v, dv, i));
             let (decay, b) = (g[i].exp(), beta[i]);
             // kᵀS with the old state; the decayed state gives decay·kᵀS.
             kv.fill(0.0);
@@ -209,6 +209,11 @@ fn standard<const D: usize>(x: Tensor<NdArray, D>) -> ArcArray<f32, IxDyn> {
         Err(_) => array.iter().copied().collect(),
     };
     ArcArray::from_shape_vec(array.raw_dim(), values).expect("sizes match the shape")
+}
+
+/// The elements of a standard-layout array.
+fn values(x: &ArcArray<f32, IxDyn>) -> &[f32] {
+    x.as_slice().expect("standard layout")
 }
 
 /// A tensor of `shape` over row-major `values`.
