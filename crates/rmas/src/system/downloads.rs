@@ -60,11 +60,6 @@ impl Downloads {
         Self::default()
     }
 
-    /// Records `file` of `repo`: its bytes, or `None` when the repo does not have it.
-    pub fn insert(&self, repo: &str, file: &str, bytes: Option<Fetched>) {
-        self.files.borrow_mut().insert(key(repo, file), bytes.map(Stored::Bytes));
-    }
-
     /// The [`FileSource`] of one repo over this store.
     pub fn repo<'a>(&'a self, repo: &str) -> DownloadedRepo<'a> {
         DownloadedRepo { downloads: self, repo: repo.to_string() }
@@ -106,8 +101,7 @@ impl Downloads {
         for agent in &spec.agents {
             let mut weights = Vec::new();
             for path in self.weight_files(&agent.dir)? {
-                let stored = self.files.borrow_mut().get_mut(&path).and_then(Option::take).ok_or_else(|| missing(&path))?;
-                let bytes = match stored {
+                let bytes = match self.take_stored(&path)? {
                     Stored::Bytes(bytes) => bytes,
                     Stored::Later { repo, file } => fetch(repo, file, Want::Bytes).await?.ok_or_else(|| missing(&path))?,
                 };
@@ -148,11 +142,16 @@ impl Downloads {
         }
     }
 
+    /// Moves the file at `path` out of the store.
+    fn take_stored(&self, path: &Path) -> Result<Stored> {
+        self.files.borrow_mut().get_mut(path).and_then(Option::take).ok_or_else(|| missing(path))
+    }
+
     /// Moves the held bytes at `path` out of the store.
     fn take(&self, path: &Path) -> Result<Fetched> {
-        match self.files.borrow_mut().get_mut(path).and_then(Option::take) {
-            Some(Stored::Bytes(bytes)) => Ok(bytes),
-            _ => Err(missing(path)),
+        match self.take_stored(path)? {
+            Stored::Bytes(bytes) => Ok(bytes),
+            Stored::Later { .. } => Err(missing(path)),
         }
     }
 
