@@ -114,31 +114,30 @@ fn weight_products(c: &mut Criterion) {
 /// prefill shapes (512 tokens).
 fn cpu_ops(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
-    use rmas_kernels::{Act, RmasBackend, act, gdn};
+    use rmas_kernels::{Act, DeltaRule, GatedNorm, RmasBackend, act, gdn};
     let device = Default::default();
     let (nv, t, d) = (16, 512, 128);
     let unit = |dims: [usize; 3]| {
         let x = Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), &device);
         x.clone() / x.powi_scalar(2).sum_dim(2).sqrt()
     };
-    let (q, k, v) = (unit([nv, t, d]), unit([nv, t, d]), Tensor::<B, 3>::random([nv, t, d], Distribution::Normal(0.0, 1.0), &device));
+    let (q, k, v) = (unit([t, nv, d]), unit([t, nv, d]), Tensor::<B, 3>::random([t, nv, d], Distribution::Normal(0.0, 1.0), &device));
     let g = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(-0.5, 0.0), &device);
     let beta = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(0.0, 1.0), &device);
-    let s = Tensor::<B, 3>::zeros([nv, d, d], &device);
+    let state = Tensor::<B, 3>::zeros([nv, d, d], &device);
+    let rule = DeltaRule { q, k, v, g, beta, state };
+    let norm = GatedNorm {
+        z: Tensor::<B, 3>::random([t, nv, d], Distribution::Normal(0.0, 1.0), &device),
+        weight: Tensor::ones([d], &device),
+        eps: 1e-6,
+    };
     let mut group = c.benchmark_group("cpu_ops");
     group.throughput(Throughput::Elements(t as u64));
-    let inputs = || (q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), s.clone());
-    group.bench_function("delta_rule_16x512x128_recurrent_cpu", |b| {
-        b.iter(|| {
-            let (q, k, v, g, beta, s) = inputs();
-            B::gated_delta_rule(q, k, v, g, beta, s).0.into_data()
-        })
+    group.bench_function("delta_rule_16x512x128_normed_recurrent_cpu", |b| {
+        b.iter(|| B::gated_delta_rule(rule.clone(), Some(norm.clone())).0.into_data())
     });
-    group.bench_function("delta_rule_16x512x128_chunked_reference", |b| {
-        b.iter(|| {
-            let (q, k, v, g, beta, s) = inputs();
-            gdn::chunked(q, k, v, g, beta, s).0.into_data()
-        })
+    group.bench_function("delta_rule_16x512x128_normed_chunked_reference", |b| {
+        b.iter(|| gdn::reference(rule.clone(), Some(norm.clone())).0.into_data())
     });
     let x = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
     let up = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);

@@ -1,8 +1,9 @@
 //! Activations (times a gate) and the attention softmax: the backend's implementation (one pass on
-//! the CPU) against float64 host loops, at awkward sizes (1, odd, past the CPU task size), on
-//! contiguous and strided inputs, incl. −∞ (masked) scores.
+//! the CPU, one cubecl kernel on wgpu/CUDA) against float64 host loops, at awkward sizes (1, odd, past
+//! the CPU task size and the kernels' grid), on contiguous and strided inputs, incl. −∞ (masked)
+//! scores; in f32 and, where the device supports it, f16.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{Act, RmasBackend};
 use rmas_suite::{assert_close, uniform};
 
@@ -14,14 +15,29 @@ fn act_f64(act: Act, x: f64) -> f64 {
     }
 }
 
-fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    uniform(seed, n).into_iter().map(|x| scale * x).collect()
+/// Uniform values in ±`scale`, rounded to `dtype` (so the f64 reference sees the backend's inputs).
+fn values(seed: u64, n: usize, scale: f32, dtype: DType) -> Vec<f32> {
+    let v = uniform(seed, n).into_iter().map(|x| scale * x);
+    if dtype == DType::F16 { v.map(|x| half::f16::from_f32(x).to_f32()).collect() } else { v.collect() }
 }
 
-/// `[a, b, c]` values as a tensor; `strided` builds it as a `[b, a, c]` tensor's transposed view.
-fn tensor<B: RmasBackend>(v: &[f32], [a, b, c]: [usize; 3], strided: bool, d: &B::Device) -> Tensor<B, 3> {
+fn dtypes<B: RmasBackend>(d: &B::Device) -> Vec<DType> {
+    let mut v = vec![DType::F32];
+    if B::supports_dtype(d, DType::F16) {
+        v.push(DType::F16);
+    }
+    v
+}
+
+/// (atol, rtol) per dtype: f16 results are rounded to 11 significant bits.
+fn tolerance(dtype: DType, f32_tolerance: (f32, f32)) -> (f32, f32) {
+    if dtype == DType::F16 { (2e-2, 2e-2) } else { f32_tolerance }
+}
+
+/// `[a, b, c]` values as a `dtype` tensor; `strided` builds it as a `[b, a, c]` tensor's transposed view.
+fn tensor<B: RmasBackend>(v: &[f32], [a, b, c]: [usize; 3], strided: bool, dtype: DType, d: &B::Device) -> Tensor<B, 3> {
     if !strided {
-        return Tensor::from_data(TensorData::new(v.to_vec(), [a, b, c]), d);
+        return Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), [a, b, c]), d).cast(dtype);
     }
     let mut t = vec![0f32; v.len()];
     for i in 0..a {
@@ -29,48 +45,60 @@ fn tensor<B: RmasBackend>(v: &[f32], [a, b, c]: [usize; 3], strided: bool, d: &B
             t[(j * a + i) * c..(j * a + i + 1) * c].copy_from_slice(&v[(i * b + j) * c..(i * b + j + 1) * c]);
         }
     }
-    Tensor::<B, 3>::from_data(TensorData::new(t, [b, a, c]), d).swap_dims(0, 1)
+    Tensor::<B, 3>::from_data(TensorData::new(t, [b, a, c]), d).cast(dtype).swap_dims(0, 1)
 }
 
 fn activations<B: RmasBackend>(d: &B::Device) {
-    for (shape, strided) in [([1, 1, 1], false), ([1, 1, 7], false), ([3, 5, 7], true), ([2, 3, 2731], false), ([4, 3, 1500], true)] {
-        let n: usize = shape.iter().product();
-        let x = values(n as u64, n, 30.0);
-        let by = values(n as u64 + 1, n, 2.0);
-        for act in [Act::Silu, Act::Sigmoid, Act::GeluTanh] {
-            let what = format!("{act:?} {shape:?} strided={strided}");
-            let want = |gate: bool| {
-                let v = x.iter().zip(&by).map(|(&x, &b)| (act_f64(act, x as f64) * if gate { b as f64 } else { 1.0 }) as f32);
-                Tensor::<B, 3>::from_data(TensorData::new(v.collect(), shape), d)
-            };
-            let got = B::activate(tensor::<B>(&x, shape, strided, d), act, None);
-            assert_close(&what, got, want(false), 2e-6, 1e-5);
-            let got = B::activate(tensor::<B>(&x, shape, strided, d), act, Some(tensor::<B>(&by, shape, !strided, d)));
-            assert_close(&format!("{what} gated"), got, want(true), 2e-6, 1e-5);
+    let shapes = [([1, 1, 1], false), ([1, 1, 7], false), ([3, 5, 7], true), ([2, 3, 2731], false), ([4, 3, 1500], true), ([1, 3, 400_001], false)];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (2e-6, 1e-5));
+        for (shape, strided) in shapes {
+            let n: usize = shape.iter().product();
+            let x = values(n as u64, n, 30.0, dtype);
+            let by = values(n as u64 + 1, n, 2.0, dtype);
+            for act in [Act::Silu, Act::Sigmoid, Act::GeluTanh] {
+                let what = format!("{act:?} {dtype:?} {shape:?} strided={strided}");
+                let want = |gate: bool| {
+                    let v = x.iter().zip(&by).map(|(&x, &b)| (act_f64(act, x as f64) * if gate { b as f64 } else { 1.0 }) as f32);
+                    Tensor::<B, 3>::from_data(TensorData::new(v.collect(), shape), d)
+                };
+                let got = B::activate(tensor::<B>(&x, shape, strided, dtype, d), act, None);
+                assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+                assert_close(&what, got.cast(DType::F32), want(false), atol, rtol);
+                let by = tensor::<B>(&by, shape, !strided, dtype, d);
+                let got = B::activate(tensor::<B>(&x, shape, strided, dtype, d), act, Some(by));
+                assert_close(&format!("{what} gated"), got.cast(DType::F32), want(true), atol, rtol);
+            }
         }
     }
 }
 
 fn softmax<B: RmasBackend>(d: &B::Device) {
-    for (shape, strided) in [([1, 1, 1], false), ([2, 3, 5], true), ([2, 33, 513], false), ([3, 4, 130], true)] {
-        let n: usize = shape.iter().product();
-        let width = shape[2];
-        // Causal-style masks: row r keeps its first (r % width) + 1 entries.
-        let x: Vec<f32> = values(n as u64 + 7, n, 20.0)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| if i % width > (i / width) % width { f32::NEG_INFINITY } else { v })
-            .collect();
-        let mut want = Vec::with_capacity(n);
-        for row in x.chunks(width) {
-            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            want.extend(e.iter().map(|v| (v / sum) as f32));
+    // [2, 2100, 3]: more rows than the kernel's cubes, so each cube strides over several.
+    let shapes = [([1, 1, 1], false), ([2, 3, 5], true), ([2, 33, 513], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (1e-6, 1e-5));
+        for (shape, strided) in shapes {
+            let n: usize = shape.iter().product();
+            let width = shape[2];
+            // Causal-style masks: row r keeps its first (r % width) + 1 entries.
+            let x: Vec<f32> = values(n as u64 + 7, n, 20.0, dtype)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| if i % width > (i / width) % width { f32::NEG_INFINITY } else { v })
+                .collect();
+            let mut want = Vec::with_capacity(n);
+            for row in x.chunks(width) {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let e: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                want.extend(e.iter().map(|v| (v / sum) as f32));
+            }
+            let got = B::softmax_last(tensor::<B>(&x, shape, strided, dtype, d));
+            assert_eq!(got.dtype(), dtype, "softmax: output dtype follows the input");
+            let want = Tensor::<B, 3>::from_data(TensorData::new(want, shape), d);
+            assert_close(&format!("softmax {dtype:?} {shape:?} strided={strided}"), got.cast(DType::F32), want, atol, rtol);
         }
-        let got = B::softmax_last(tensor::<B>(&x, shape, strided, d));
-        let want = Tensor::<B, 3>::from_data(TensorData::new(want, shape), d);
-        assert_close(&format!("softmax {shape:?} strided={strided}"), got, want, 1e-6, 1e-5);
     }
 }
 

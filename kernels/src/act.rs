@@ -15,6 +15,7 @@ pub enum Act {
 
 impl Act {
     /// `x[i] ← act(x[i])`, times `by[i]` when given (slices of equal length).
+    #[inline(always)]
     pub fn apply(self, x: &mut [f32], by: Option<&[f32]>) {
         // One monomorphised loop per activation so that each vectorises (`exp` below is branch-free).
         match self {
@@ -28,6 +29,7 @@ impl Act {
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
+#[inline(always)]
 fn map(f: impl Fn(f32) -> f32, x: &mut [f32], by: Option<&[f32]>) {
     match by {
         Some(by) => x.iter_mut().zip(by).for_each(|(x, &b)| *x = f(*x) * b),

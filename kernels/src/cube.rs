@@ -1,7 +1,24 @@
-//! Conversions shared by the cubecl kernels' launchers.
+//! Conversions shared by the cubecl kernels' launchers, and their shared cube functions.
 
-use burn::tensor::{Tensor, TensorPrimitive};
-use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, tensor::CubeTensor};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_cubecl::{
+    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
+    tensor::CubeTensor,
+};
+use cubecl::prelude::*;
+
+/// Units per cube of the row kernels (a power of two, for [`cube_reduce`]).
+pub(crate) const ROW_UNITS: usize = 256;
+/// Units per cube of the element-wise kernels.
+pub(crate) const ELEM_UNITS: usize = 256;
+/// Most cubes of an element-wise or row kernel (they stride over the rest; a dimension of the
+/// launch grid is limited to 65535 cubes).
+pub(crate) const MAX_CUBES: usize = 4096;
+
+/// Cubes of an element-wise kernel over `n` elements.
+pub(crate) fn elementwise_cubes(n: usize) -> CubeCount {
+    CubeCount::Static(n.div_ceil(ELEM_UNITS).clamp(1, MAX_CUBES) as u32, 1, 1)
+}
 
 /// The CubeBackend of runtime `R`.
 pub(crate) type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
@@ -18,4 +35,35 @@ pub(crate) fn tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEle
     out: CubeTensor<R>,
 ) -> Tensor<Cube<R, F, I, BT>, D> {
     Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// A one-element f32 buffer for a kernel input that is absent and never read (a binding must not
+/// alias another one).
+pub(crate) fn unused<R: CubeRuntime>(like: &CubeTensor<R>) -> CubeTensor<R> {
+    empty_device_dtype(like.client.clone(), like.device.clone(), [1].into(), DType::F32)
+}
+
+/// Sum (or with `max` the maximum) of every unit's `value`: a tree reduction in shared memory over a
+/// power-of-two cube.
+#[cube]
+pub(crate) fn cube_reduce<F: Float>(shared: &mut SharedMemory<F>, value: F, #[comptime] max: bool) -> F {
+    let u = UNIT_POS_X as usize;
+    shared[u] = value;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if u < stride {
+            let other = shared[u + stride];
+            if max {
+                shared[u] = cubecl::prelude::max(shared[u], other);
+            } else {
+                shared[u] += other;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let total = shared[0];
+    sync_cube();
+    total
 }

@@ -1,57 +1,75 @@
 //! Gated DeltaNet recurrence (Qwen3.5 linear-attention layers), per value head `h`:
-//! `S ← exp(g_t)·S;  S ← S + k_t ⊗ β_t(v_t − Sᵀk_t);  o_t = Sᵀq_t`, with `S ∈ R^{dk×dv}` kept in f32.
+//! `S ← exp(g_t)·S;  S ← S + k_t ⊗ β_t(v_t − Sᵀk_t);  o_t = Sᵀq_t`, with `S ∈ R^{dk×dv}` kept in f32,
+//! optionally followed by the layer's gated RMSNorm of each `o_t`.
 
 use burn::tensor::{Bool, DType, Tensor, backend::Backend};
+
+use crate::Act;
 
 /// Chunk length of the chunked (WY) form used for multi-token prefill.
 pub const CHUNK: usize = 64;
 
-/// Runs the gated delta rule: `q`,`k` `[nv, T, dk]` (already l2-normed, `q` scaled), `v` `[nv, T, dv]`,
-/// `g` (log-decay) and `beta` `[nv, T]`, `state` `[nv, dk, dv]` f32; returns `o` `[nv, T, dv]` and the new state.
-pub fn gated_delta_rule<B: crate::RmasBackend>(
-    q: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    v: Tensor<B, 3>,
-    g: Tensor<B, 2>,
-    beta: Tensor<B, 2>,
-    state: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    B::gated_delta_rule(q, k, v, g, beta, state)
+/// The inputs of one gated-delta-rule call, token-major as a layer computes them.
+#[derive(Clone, Debug)]
+pub struct DeltaRule<B: Backend> {
+    /// Queries `[T, nv, dk]`, l2-normed and scaled by `dk^-½`.
+    pub q: Tensor<B, 3>,
+    /// Keys `[T, nv, dk]`, l2-normed.
+    pub k: Tensor<B, 3>,
+    /// Values `[T, nv, dv]`; their dtype is the output's.
+    pub v: Tensor<B, 3>,
+    /// Log-decay (≤ 0) `[nv, T]`.
+    pub g: Tensor<B, 2>,
+    /// Write strength in (0, 1) `[nv, T]`.
+    pub beta: Tensor<B, 2>,
+    /// The state before the first token, f32 `[nv, dk, dv]`.
+    pub state: Tensor<B, 3>,
 }
 
-/// Tensor-op reference: the recurrent form for one token, the chunked form otherwise (all in f32).
-pub fn reference<B: Backend>(
-    q: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    v: Tensor<B, 3>,
-    g: Tensor<B, 2>,
-    beta: Tensor<B, 2>,
-    state: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let dtype = v.dtype();
-    let [q, k, v] = [q, k, v].map(f32_of);
-    let (g, beta) = (f32_of(g), f32_of(beta));
-    let (o, state) = if q.dims()[1] == 1 {
-        recurrent(q, k, v, g, beta, state)
-    } else {
-        chunked(q, k, v, g, beta, state)
+/// The gated RMSNorm applied to each head's output: `w · o / rms(o) · silu(z)`.
+#[derive(Clone, Debug)]
+pub struct GatedNorm<B: Backend> {
+    /// Gate `[T, nv, dv]`.
+    pub z: Tensor<B, 3>,
+    /// Weight `[dv]`.
+    pub weight: Tensor<B, 1>,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+/// Tensor-op reference: the recurrent form for one token, the chunked form otherwise (all in f32);
+/// returns `o` `[T, nv, dv]` (normed when `norm` is given, in `v`'s dtype) and the new state.
+pub fn reference<B: Backend>(x: DeltaRule<B>, norm: Option<GatedNorm<B>>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let dtype = x.v.dtype();
+    let (o, state) = if x.q.dims()[0] == 1 { recurrent(x) } else { chunked(x) };
+    let o = match norm {
+        Some(norm) => gated_rms_norm(o, norm),
+        None => o,
     };
     (o.cast(dtype), state)
+}
+
+/// The gated RMSNorm of `o` `[T, nv, dv]` in f32.
+pub fn gated_rms_norm<B: Backend>(o: Tensor<B, 3>, norm: GatedNorm<B>) -> Tensor<B, 3> {
+    let o = f32_of(o);
+    let o = o.clone() * (o.powi_scalar(2).mean_dim(2) + norm.eps).sqrt().recip();
+    let w = f32_of(norm.weight).unsqueeze::<3>();
+    crate::act::reference(f32_of(norm.z), Act::Silu, Some(o * w))
 }
 
 pub(crate) fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 
-/// Token-by-token recurrence (decode and latent steps).
-pub fn recurrent<B: Backend>(
-    q: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    v: Tensor<B, 3>,
-    g: Tensor<B, 2>,
-    beta: Tensor<B, 2>,
-    mut state: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
+/// `q`, `k`, `v` head-major `[nv, T, d]` and every input in f32, for the batched-over-heads forms.
+fn head_major<B: Backend>(x: DeltaRule<B>) -> ([Tensor<B, 3>; 3], [Tensor<B, 2>; 2], Tensor<B, 3>) {
+    let [q, k, v] = [x.q, x.k, x.v].map(|t| f32_of(t).swap_dims(0, 1));
+    ([q, k, v], [f32_of(x.g), f32_of(x.beta)], f32_of(x.state))
+}
+
+/// Token-by-token recurrence (decode and latent steps); `o` `[T, nv, dv]` in f32.
+pub fn recurrent<B: Backend>(x: DeltaRule<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let ([q, k, v], [g, beta], mut state) = head_major(x);
     let [nv, t_len, _dk] = q.dims();
     let dv = v.dims()[2];
     // [nv, T] → [nv, T, 1] before narrowing: reshaping a narrowed view to [nv, 1, 1] reads wrong
@@ -72,18 +90,13 @@ pub fn recurrent<B: Backend>(
     }
     let o = if outs.len() == 1 { outs.pop().expect("one step") } else { Tensor::cat(outs, 1) };
     debug_assert_eq!(o.dims(), [nv, t_len, dv]);
-    (o, state)
+    (o.swap_dims(0, 1), state)
 }
 
-/// Chunked WY form (chunk 64): equal to the recurrence up to rounding, O(T/64) sequential steps.
-pub fn chunked<B: Backend>(
-    q: Tensor<B, 3>,
-    k: Tensor<B, 3>,
-    v: Tensor<B, 3>,
-    g: Tensor<B, 2>,
-    beta: Tensor<B, 2>,
-    mut state: Tensor<B, 3>,
-) -> (Tensor<B, 3>, Tensor<B, 3>) {
+/// Chunked WY form (chunk 64): equal to the recurrence up to rounding, O(T/64) sequential steps;
+/// `o` `[T, nv, dv]` in f32.
+pub fn chunked<B: Backend>(x: DeltaRule<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let ([q, k, v], [g, beta], mut state) = head_major(x);
     let [nv, t_len, dk] = q.dims();
     let dv = v.dims()[2];
     let device = q.device();
@@ -137,5 +150,5 @@ pub fn chunked<B: Backend>(
         state = state * g_last.exp() + k_decayed.swap_dims(1, 2).matmul(v_new);
     }
     let o = Tensor::cat(outs, 1).narrow(1, 0, t_len); // [nv, T, dv]
-    (o, state)
+    (o.swap_dims(0, 1), state)
 }

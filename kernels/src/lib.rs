@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 
 pub mod act;
+mod act_kernel;
 mod cpu;
 mod cube;
 pub mod gdn;
@@ -13,19 +14,14 @@ mod link_kernel;
 use burn::tensor::backend::Backend;
 
 pub use act::Act;
+pub use gdn::{DeltaRule, GatedNorm};
 
 /// Backends rmas can run on: every custom operation has a default (reference) body.
 pub trait RmasBackend: Backend {
-    /// Gated delta rule over `T` steps for every value head; see [`gdn::gated_delta_rule`].
-    fn gated_delta_rule(
-        q: burn::Tensor<Self, 3>,
-        k: burn::Tensor<Self, 3>,
-        v: burn::Tensor<Self, 3>,
-        g: burn::Tensor<Self, 2>,
-        beta: burn::Tensor<Self, 2>,
-        state: burn::Tensor<Self, 3>,
-    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
-        gdn::reference(q, k, v, g, beta, state)
+    /// Gated delta rule over `T` tokens for every value head, then `norm` when given; returns `o`
+    /// `[T, nv, dv]` in `v`'s dtype and the new f32 state; see [`gdn::reference`].
+    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        gdn::reference(x, norm)
     }
 
     /// `act(x)`, times `by` (same shape) when given; see [`act::reference`].
@@ -75,15 +71,8 @@ pub trait RmasBackend: Backend {
 /// The CPU backend: weight products stream the weights instead of copying them; the delta rule runs
 /// its recurrence and activations and softmax run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
-    fn gated_delta_rule(
-        q: burn::Tensor<Self, 3>,
-        k: burn::Tensor<Self, 3>,
-        v: burn::Tensor<Self, 3>,
-        g: burn::Tensor<Self, 2>,
-        beta: burn::Tensor<Self, 2>,
-        state: burn::Tensor<Self, 3>,
-    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
-        cpu::gated_delta_rule(q, k, v, g, beta, state)
+    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        cpu::gated_delta_rule(x, norm)
     }
 
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
@@ -103,7 +92,8 @@ impl RmasBackend for burn::backend::NdArray {
     }
 }
 
-/// CUDA, wgpu/Vulkan and WebGPU: the delta rule and the latent-fusion stages run as cubecl kernels.
+/// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), activations, softmax and the
+/// latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -111,15 +101,16 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
-    fn gated_delta_rule(
-        q: burn::Tensor<Self, 3>,
-        k: burn::Tensor<Self, 3>,
-        v: burn::Tensor<Self, 3>,
-        g: burn::Tensor<Self, 2>,
-        beta: burn::Tensor<Self, 2>,
-        state: burn::Tensor<Self, 3>,
-    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
-        gdn_kernel::gated_delta_rule(q, k, v, g, beta, state)
+    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        gdn_kernel::gated_delta_rule(x, norm)
+    }
+
+    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+        act_kernel::activate(x, act, by)
+    }
+
+    fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
+        act_kernel::softmax(x)
     }
 
     fn layer_norm_sum(

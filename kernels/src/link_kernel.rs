@@ -6,36 +6,12 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube::{Cube, f32_contiguous, tensor};
-
-/// Units per cube of the row kernel (a power of two).
-const ROW_UNITS: usize = 256;
-/// Units per cube and most cubes of the element-wise kernel (it strides over the rest).
-const ELEM_UNITS: usize = 256;
-const ELEM_CUBES: usize = 4096;
+use crate::cube::{Cube, ELEM_UNITS, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
 
 mod kernel {
 use cubecl::prelude::*;
 
-/// Sum of every unit's `value` (tree reduction in shared memory; the cube size is a power of two).
-#[cube]
-fn cube_sum<F: Float>(shared: &mut SharedMemory<F>, value: F) -> F {
-    let u = UNIT_POS_X as usize;
-    shared[u] = value;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if u < stride {
-            let other = shared[u + stride];
-            shared[u] += other;
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = shared[0];
-    sync_cube();
-    total
-}
+use crate::cube::cube_reduce;
 
 /// Element `j` of row `row` of `a + residual + bias`.
 #[cube]
@@ -74,7 +50,7 @@ pub fn layer_norm_sum_kernel<F: Float>(
         s += summed(a, r, bias, row, j, d, has_residual, has_bias);
         j += units;
     }
-    let mean = cube_sum(&mut shared, s) / F::cast_from(d as u32);
+    let mean = cube_reduce(&mut shared, s, false) / F::cast_from(d as u32);
     let mut sq = F::new(0.0);
     j = u;
     while j < d {
@@ -82,7 +58,7 @@ pub fn layer_norm_sum_kernel<F: Float>(
         sq += c * c;
         j += units;
     }
-    let var = cube_sum(&mut shared, sq) / F::cast_from(d as u32);
+    let var = cube_reduce(&mut shared, sq, false) / F::cast_from(d as u32);
     let inv = F::new(1.0) / F::sqrt(var + F::new(comptime!(f32::from_bits(eps_bits))));
     j = u;
     while j < d {
@@ -125,11 +101,8 @@ pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let (has_residual, has_bias) = (residual.is_some(), bias.is_some());
     let a = f32_contiguous(a);
     let client = a.client.clone();
-    // Absent inputs are never read; a one-element buffer of their own stands in (a binding must not
-    // alias another one).
-    let unused = || empty_device_dtype(client.clone(), a.device.clone(), [1].into(), DType::F32);
-    let r = residual.map_or_else(unused, f32_contiguous);
-    let bias = bias.map_or_else(unused, f32_contiguous);
+    let r = residual.map_or_else(|| unused(&a), f32_contiguous);
+    let bias = bias.map_or_else(|| unused(&a), f32_contiguous);
     let (gamma, beta) = (f32_contiguous(gamma), f32_contiguous(beta));
     let out = empty_device_dtype(client.clone(), a.device.clone(), [t, d].into(), DType::F32);
     if t > 0 {
@@ -163,11 +136,10 @@ pub fn bias_gelu<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement
     let (x, bias) = (f32_contiguous(x), f32_contiguous(bias));
     let client = x.client.clone();
     let out = empty_device_dtype(client.clone(), x.device.clone(), [t, d].into(), DType::F32);
-    let cubes = (t * d).div_ceil(ELEM_UNITS).clamp(1, ELEM_CUBES);
     if t * d > 0 {
         kernel::bias_gelu_kernel::launch::<R>(
             &client,
-            CubeCount::Static(cubes as u32, 1, 1),
+            elementwise_cubes(t * d),
             CubeDim::new_1d(ELEM_UNITS as u32),
             x.into_tensor_arg(),
             bias.into_tensor_arg(),

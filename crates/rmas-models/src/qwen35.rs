@@ -1,7 +1,7 @@
 //! Qwen3.5's Gated DeltaNet mixer (`linear_attn.*`); the rest of Qwen3.5 is the shared decoder.
 
 use burn::tensor::{DType, Tensor, backend::Backend};
-use rmas_kernels::{Act, RmasBackend, gdn};
+use rmas_kernels::{Act, DeltaRule, GatedNorm, RmasBackend};
 
 use crate::config::{Config, GdnConfig};
 use crate::error::Result;
@@ -68,7 +68,6 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let [t, _] = x.dims();
         let c = &self.cfg;
         let (nk, nv, dk, dv, k_taps) = (c.num_key_heads, c.num_value_heads, c.key_head_dim, c.value_head_dim, c.conv_kernel);
-        let dtype = x.dtype();
 
         // Causal depthwise conv over [conv state ‖ qkv].
         let qkv = self.in_proj_qkv.forward(x.clone()); // [T, conv_dim]
@@ -102,22 +101,11 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let a = to_f32(self.in_proj_a.forward_features_first(x.clone())) + self.dt_bias.clone().unsqueeze_dim::<2>(1);
         let g = softplus(a) * self.neg_decay.clone().unsqueeze_dim::<2>(1); // log-decay ≤ 0
 
-        let (o, ssm) = gdn::gated_delta_rule(
-            q.swap_dims(0, 1),
-            k.swap_dims(0, 1),
-            to_f32(v).swap_dims(0, 1),
-            g,
-            beta,
-            state.ssm.clone(),
-        );
+        let z = self.in_proj_z.forward(x).reshape([t, nv, dv]);
+        let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
+        let (o, ssm) = B::gated_delta_rule(DeltaRule { q, k, v, g, beta, state: state.ssm.clone() }, Some(norm));
         state.ssm = ssm;
-
-        // Gated RMSNorm per value head: w · x̂ · silu(z).
-        let o = o.swap_dims(0, 1); // [T, nv, dv] f32
-        let o = o.clone() * (o.powi_scalar(2).mean_dim(2) + self.eps).sqrt().recip();
-        let z = to_f32(self.in_proj_z.forward(x)).reshape([t, nv, dv]);
-        let y = B::activate(z, Act::Silu, Some(o * self.norm.clone().unsqueeze::<3>()));
-        self.out_proj.forward(y.reshape([t, nv * dv]).cast(dtype))
+        self.out_proj.forward(o.reshape([t, nv * dv])) // o: [T, nv, dv] normed, in v's dtype
     }
 }
 
