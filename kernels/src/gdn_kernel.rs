@@ -9,7 +9,7 @@ use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numer
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::cube::{Cube, f32_contiguous, tensor, unused};
-use crate::gdn::{DeltaRule, GatedNorm};
+use crate::gdn::{DeltaRule, GatedNorm, f32_of};
 
 mod kernel {
 use cubecl::prelude::*;
@@ -21,8 +21,7 @@ pub fn gated_delta_rule_kernel<F: Float>(
     q: &Tensor<F>,             // [T, nv, dk], l2-normed and scaled
     k: &Tensor<F>,             // [T, nv, dk], l2-normed
     v: &Tensor<F>,             // [T, nv, dv]
-    g: &Tensor<F>,             // [nv, T] log-decay
-    beta: &Tensor<F>,          // [nv, T]
+    gates: &Tensor<F>,         // [2, nv, T]: log-decay g, then β
     state: &Tensor<F>,         // [nv, dk, dv]
     z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
     w: &Tensor<F>,             // [dv] norm weight (read only when normed)
@@ -52,13 +51,13 @@ pub fn gated_delta_rule_kernel<F: Float>(
         let row = t * nv + h; // head h of token t in [T, nv, ·]
         let mut o = F::new(0.0);
         if active {
-            let decay = F::exp(g[h * t_len + t]);
+            let decay = F::exp(gates[h * t_len + t]);
             let mut kv = F::new(0.0);
             for i in 0..dk {
                 s[i] *= decay;
                 kv += s[i] * k[row * dk + i];
             }
-            let delta = beta[h * t_len + t] * (v[row * dv + j] - kv);
+            let delta = gates[(nv + h) * t_len + t] * (v[row * dv + j] - kv);
             for i in 0..dk {
                 s[i] += k[row * dk + i] * delta;
                 o += s[i] * q[row * dk + i];
@@ -99,7 +98,9 @@ where
     let [t_len, nv, dk] = x.q.dims();
     let dv = x.v.dims()[2];
     let [q, k, v, state] = [x.q, x.k, x.v, x.state].map(f32_contiguous);
-    let [g, beta] = [x.g, x.beta].map(f32_contiguous);
+    // g and β share one binding: WebGPU allows 10 storage buffers per shader stage, and cubecl's
+    // metadata takes one.
+    let gates = f32_contiguous(Tensor::stack::<3>(vec![f32_of(x.g), f32_of(x.beta)], 0)); // [2, nv, T]
     let (normed, eps) = (norm.is_some(), norm.as_ref().map_or(0.0, |n| n.eps as f32));
     let (z, w) = match norm {
         Some(n) => (f32_contiguous(n.z), f32_contiguous(n.weight)),
@@ -116,8 +117,7 @@ where
         q.into_tensor_arg(),
         k.into_tensor_arg(),
         v.into_tensor_arg(),
-        g.into_tensor_arg(),
-        beta.into_tensor_arg(),
+        gates.into_tensor_arg(),
         state.into_tensor_arg(),
         z.into_tensor_arg(),
         w.into_tensor_arg(),
