@@ -114,18 +114,14 @@ fn weight_products(c: &mut Criterion) {
 /// prefill shapes (512 tokens).
 fn cpu_ops(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
-    use rmas_kernels::{Act, DeltaRule, GatedNorm, RmasBackend, act, gdn};
+    use rmas_kernels::{Act, DeltaRule, GatedNorm, RmasBackend, act, conv, gdn, norm};
     let device = Default::default();
     let (nv, t, d) = (16, 512, 128);
-    let unit = |dims: [usize; 3]| {
-        let x = Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), &device);
-        x.clone() / x.powi_scalar(2).sum_dim(2).sqrt()
-    };
-    let (q, k, v) = (unit([t, nv, d]), unit([t, nv, d]), Tensor::<B, 3>::random([t, nv, d], Distribution::Normal(0.0, 1.0), &device));
-    let g = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(-0.5, 0.0), &device);
-    let beta = Tensor::<B, 2>::random([nv, t], Distribution::Uniform(0.0, 1.0), &device);
+    let qkv = Tensor::<B, 2>::random([t, 3 * nv * d], Distribution::Normal(0.0, 1.0), &device); // q ‖ k ‖ v, 16 heads each
+    let ab = Tensor::<B, 3>::random([2, nv, t], Distribution::Normal(0.0, 1.0), &device);
+    let decay = Tensor::<B, 2>::random([2, nv], Distribution::Uniform(-0.5, 0.0), &device);
     let state = Tensor::<B, 3>::zeros([nv, d, d], &device);
-    let rule = DeltaRule { q, k, v, g, beta, state };
+    let rule = DeltaRule { qkv, ab, decay, state };
     let norm = GatedNorm {
         z: Tensor::<B, 3>::random([t, nv, d], Distribution::Normal(0.0, 1.0), &device),
         weight: Tensor::ones([d], &device),
@@ -140,10 +136,22 @@ fn cpu_ops(c: &mut Criterion) {
         b.iter(|| gdn::reference(rule.clone(), Some(norm.clone())).0.into_data())
     });
     let x = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
-    let up = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
+    let conv_state = Tensor::<B, 2>::random([3, 6144], Distribution::Normal(0.0, 1.0), &device);
+    let taps = Tensor::<B, 2>::random([4, 6144], Distribution::Normal(0.0, 0.5), &device);
     group.throughput(Throughput::Elements((t * 6144) as u64));
+    group.bench_function("causal_conv_silu_512x6144_cpu", |b| {
+        b.iter(|| B::causal_conv_silu(x.clone(), conv_state.clone(), taps.clone()).0.into_data())
+    });
+    group.bench_function("causal_conv_silu_512x6144_reference", |b| {
+        b.iter(|| conv::causal_conv_silu(x.clone(), conv_state.clone(), taps.clone()).0.into_data())
+    });
+    let up = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
     group.bench_function("silu_mul_512x6144_cpu", |b| b.iter(|| B::activate(x.clone(), Act::Silu, Some(up.clone())).into_data()));
     group.bench_function("silu_mul_512x6144_reference", |b| b.iter(|| act::reference(x.clone(), Act::Silu, Some(up.clone())).into_data()));
+    let (hidden, scale) = (Tensor::<B, 2>::random([t, 2048], Distribution::Normal(0.0, 1.0), &device), Tensor::<B, 1>::ones([2048], &device));
+    group.throughput(Throughput::Elements((t * 2048) as u64));
+    group.bench_function("rms_norm_512x2048_cpu", |b| b.iter(|| B::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data()));
+    group.bench_function("rms_norm_512x2048_reference", |b| b.iter(|| norm::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data()));
     let scores = Tensor::<B, 3>::random([8, t, t], Distribution::Normal(0.0, 3.0), &device);
     group.throughput(Throughput::Elements((8 * t * t) as u64));
     group.bench_function("softmax_8x512x512_cpu", |b| b.iter(|| B::softmax_last(scores.clone()).into_data()));

@@ -1,7 +1,7 @@
-//! Activations (times a gate) and the attention softmax: the backend's implementation (one pass on
-//! the CPU, one cubecl kernel on wgpu/CUDA) against float64 host loops, at awkward sizes (1, odd, past
-//! the CPU task size and the kernels' grid), on contiguous and strided inputs, incl. −∞ (masked)
-//! scores; in f32 and, where the device supports it, f16.
+//! Activations (times a gate), the attention softmax, RMSNorm and the GDN's causal conv + SiLU: the
+//! backend's implementation (one pass on the CPU, one cubecl kernel on wgpu/CUDA) against float64 host
+//! loops, at awkward sizes (1, odd, past the CPU task size and the kernels' grid), on contiguous and
+//! strided inputs, incl. −∞ (masked) scores; in f32 and, where the device supports it, f16.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{Act, RmasBackend};
@@ -102,7 +102,75 @@ fn softmax<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// `[r, c]` values as a `dtype` tensor; `strided` builds it as a `[c, r]` tensor's transposed view.
+fn matrix<B: RmasBackend>(v: &[f32], [r, c]: [usize; 2], strided: bool, dtype: DType, d: &B::Device) -> Tensor<B, 2> {
+    if !strided {
+        return Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [r, c]), d).cast(dtype);
+    }
+    let columns: Vec<f32> = (0..c).flat_map(|j| (0..r).map(move |i| v[i * c + j])).collect();
+    Tensor::<B, 2>::from_data(TensorData::new(columns, [c, r]), d).cast(dtype).transpose()
+}
+
+/// Qwen3.5's causal depthwise convolution + SiLU and its new state, for `[T, C]` inputs after `K − 1`
+/// earlier ones: decode (T = 1), T < K − 1, odd widths, and more elements than the kernel's grid.
+fn causal_conv<B: RmasBackend>(d: &B::Device) {
+    let cases = [(1, 1, 4, false), (1, 7, 4, true), (2, 5, 4, false), (17, 300, 4, true), (3, 2731, 2, false), (260, 4500, 4, false)];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (2e-6, 1e-5));
+        for (t, c, k, strided) in cases {
+            let seed = (t * c * k) as u64;
+            let (x, state, weight) = (values(seed, t * c, 3.0, dtype), values(seed + 1, (k - 1) * c, 3.0, dtype), values(seed + 2, k * c, 1.0, dtype));
+            let window = |r: usize| if r < k - 1 { &state[r * c..(r + 1) * c] } else { &x[(r + 1 - k) * c..(r + 2 - k) * c] };
+            let mut want = Vec::with_capacity(t * c);
+            for i in 0..t {
+                want.extend((0..c).map(|ch| {
+                    let a: f64 = (0..k).map(|j| weight[j * c + ch] as f64 * window(i + j)[ch] as f64).sum();
+                    (a / (1.0 + (-a).exp())) as f32
+                }));
+            }
+            let want_state: Vec<f32> = (t..t + k - 1).flat_map(window).copied().collect();
+            let what = format!("causal conv {dtype:?} T={t} C={c} K={k} strided={strided}");
+            let (got, got_state) = B::causal_conv_silu(
+                matrix::<B>(&x, [t, c], strided, dtype, d),
+                matrix::<B>(&state, [k - 1, c], false, dtype, d),
+                matrix::<B>(&weight, [k, c], strided, dtype, d),
+            );
+            assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+            assert_close(&what, got.cast(DType::F32), matrix::<B>(&want, [t, c], false, DType::F32, d), atol, rtol);
+            // The state only moves values: exact.
+            let want_state = matrix::<B>(&want_state, [k - 1, c], false, DType::F32, d);
+            assert_close(&format!("{what} state"), got_state.cast(DType::F32), want_state, 0.0, 0.0);
+        }
+    }
+}
+
+/// RMSNorm over the last axis: rows wider and narrower than the cube, more rows than its grid, strided
+/// inputs, and values whose squares would overflow an f16 sum (the norm sums in f32).
+fn rms_norm<B: RmasBackend>(d: &B::Device) {
+    let shapes = [([1, 1, 1], false), ([2, 3, 7], true), ([1, 17, 2049], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (2e-6, 2e-6));
+        for (shape, strided) in shapes {
+            let (n, width) = (shape.iter().product::<usize>(), shape[2]);
+            let x = values(n as u64 + 11, n, 200.0, dtype);
+            let scale = values(width as u64 + 12, width, 0.5, dtype).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
+            let mut want = Vec::with_capacity(n);
+            for row in x.chunks(width) {
+                let inv = 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / width as f64 + 1e-6).sqrt();
+                want.extend(row.iter().zip(&scale).map(|(&v, &s)| (v as f64 * inv * s as f64) as f32));
+            }
+            let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [width]), d).cast(dtype);
+            let got = B::rms_norm(tensor::<B>(&x, shape, strided, dtype, d), scale, 1e-6);
+            let what = format!("rms_norm {dtype:?} {shape:?} strided={strided}");
+            assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+            assert_close(&what, got.cast(DType::F32), Tensor::<B, 3>::from_data(TensorData::new(want, shape), d), atol, rtol);
+        }
+    }
+}
+
 rmas_suite::backend_tests! {
+    rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,
     softmax_matches_f64 => softmax,
+    causal_conv_matches_f64 => causal_conv,
 }

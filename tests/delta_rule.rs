@@ -1,5 +1,6 @@
-//! The gated delta rule and its fused gated RMSNorm: chunked prefill == token recurrence == the
-//! backend's own body (contiguous and strided inputs) == a plain float64 loop, incl. continuation.
+//! The gated delta rule (with Qwen3.5's q/k l2 norms, shared key heads and gates) and its fused gated
+//! RMSNorm: chunked prefill == token recurrence == the backend's own body (contiguous and strided
+//! inputs) == a plain float64 loop, incl. continuation.
 
 use burn::tensor::{Tensor, TensorData};
 use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend, gdn};
@@ -7,17 +8,21 @@ use rmas_suite::{assert_close, uniform};
 
 const EPS: f64 = 1e-6;
 
-/// Random inputs of `t` steps, head-major `[nv, t, d]` in float64: l2-normed q/k (q scaled), β ∈ (0,1),
-/// log-decay g ≤ 0 (`strong` = large decay), and the norm's gate `z` and weight `w`.
+/// Random inputs of `t` steps, head-major `[heads, t, d]` in float64: raw q/k of `nk` key heads
+/// (norms well away from 1), the raw gates `a`, `b` and per-head `dt_bias`, `−exp(A_log)` (`strong` =
+/// large decay), and the norm's gate `z` and weight `w`.
 struct Inputs {
     q: Vec<f64>,
     k: Vec<f64>,
     v: Vec<f64>,
-    g: Vec<f64>,
-    beta: Vec<f64>,
+    a: Vec<f64>,
+    b: Vec<f64>,
+    dt_bias: Vec<f64>,
+    neg_decay: Vec<f64>,
     z: Vec<f64>,
     w: Vec<f64>,
     t: usize,
+    nk: usize,
     nv: usize,
     dk: usize,
     dv: usize,
@@ -28,47 +33,49 @@ fn f64s(seed: u64, n: usize) -> Vec<f64> {
 }
 
 impl Inputs {
-    fn new(seed: u64, t: usize, strong: bool, [nv, dk, dv]: [usize; 3]) -> Self {
-        let unit = |seed, d| {
-            f64s(seed, nv * t * d)
-                .chunks(d)
-                .flat_map(|c| {
-                    let n = c.iter().map(|x| x * x).sum::<f64>().sqrt() + 1e-3;
-                    c.iter().map(move |x| x / n).collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>()
-        };
-        let q = unit(seed, dk).into_iter().map(|x| x / (dk as f64).sqrt()).collect();
-        let scale = if strong { 30.0 } else { 0.3 };
+    fn new(seed: u64, t: usize, strong: bool, [nk, nv, dk, dv]: [usize; 4]) -> Self {
+        // Strong: |a| up to 100 (a naive f32 softplus overflows past 88) and −exp(A_log) up to −60, so
+        // a step's log-decay reaches −6000 and a chunk's cumulative decay hundreds of thousands.
+        let (scale, a_scale) = if strong { (30.0, 100.0) } else { (0.3, 4.0) };
         Self {
-            q,
-            k: unit(seed + 1, dk),
+            q: f64s(seed, nk * t * dk).into_iter().map(|x| 3.0 * x).collect(),
+            k: f64s(seed + 1, nk * t * dk).into_iter().map(|x| 0.2 * x).collect(),
             v: f64s(seed + 2, nv * t * dv),
-            g: f64s(seed + 3, nv * t).into_iter().map(|x| -scale * (x + 1.0)).collect(),
-            beta: f64s(seed + 4, nv * t).into_iter().map(|x| 0.5 + 0.45 * x).collect(),
+            a: f64s(seed + 3, nv * t).into_iter().map(|x| a_scale * x).collect(),
+            b: f64s(seed + 4, nv * t).into_iter().map(|x| 3.0 * x).collect(),
+            dt_bias: f64s(seed + 7, nv),
+            neg_decay: f64s(seed + 8, nv).into_iter().map(|x| -scale * (x + 1.0)).collect(),
             z: f64s(seed + 5, nv * t * dv).into_iter().map(|x| 4.0 * x).collect(),
             w: f64s(seed + 6, dv).into_iter().map(|x| 1.0 + x).collect(),
             t,
+            nk,
             nv,
             dk,
             dv,
         }
     }
 
-    /// The layer's token-major inputs from state `s0`: contiguous, or (`strided`) views of head-major data.
+    /// The layer's `[T, q ‖ k ‖ v]` rows from state `s0`: contiguous, or (`strided`) a transposed view.
     fn rule<B: RmasBackend>(&self, s0: &[f64], strided: bool, d: &B::Device) -> DeltaRule<B> {
-        let (nv, t) = (self.nv, self.t);
-        let token_major = |x: &[f64], dim| {
-            let x = host::<B, 3>(x, [nv, t, dim], d).swap_dims(0, 1); // [t, nv, dim]
-            if strided { x } else { Tensor::from_data(x.into_data(), d) }
+        let (nk, nv, t, dk, dv) = (self.nk, self.nv, self.t, self.dk, self.dv);
+        let width = 2 * nk * dk + nv * dv;
+        let mut rows = Vec::with_capacity(t * width);
+        for step in 0..t {
+            for (x, n, dim) in [(&self.q, nk, dk), (&self.k, nk, dk), (&self.v, nv, dv)] {
+                (0..n).for_each(|h| rows.extend_from_slice(&x[(h * t + step) * dim..][..dim]));
+            }
+        }
+        let qkv = if strided {
+            let columns: Vec<f64> = (0..width).flat_map(|c| rows.iter().skip(c).step_by(width).copied()).collect();
+            host::<B, 2>(&columns, [width, t], d).transpose()
+        } else {
+            host::<B, 2>(&rows, [t, width], d)
         };
         DeltaRule {
-            q: token_major(&self.q, self.dk),
-            k: token_major(&self.k, self.dk),
-            v: token_major(&self.v, self.dv),
-            g: host(&self.g, [nv, t], d),
-            beta: host(&self.beta, [nv, t], d),
-            state: host(s0, [nv, self.dk, self.dv], d),
+            qkv,
+            ab: host(&[&self.a[..], &self.b[..]].concat(), [2, nv, t], d),
+            decay: host(&[&self.dt_bias[..], &self.neg_decay[..]].concat(), [2, nv], d),
+            state: host(s0, [nv, dk, dv], d),
         }
     }
 
@@ -77,24 +84,32 @@ impl Inputs {
         GatedNorm { z: Tensor::from_data(z.into_data(), d), weight: host(&self.w, [self.dv], d), eps: EPS }
     }
 
-    /// Plain float64 recurrence from `s0` (`[nv, dk, dv]` row-major); returns o `[nv, t, dv]`, that
-    /// o gated-RMS-normed, and S.
+    /// Plain float64 recurrence from `s0` (`[nv, dk, dv]` row-major), normalising q and k as Qwen3.5
+    /// does; returns o `[nv, t, dv]`, that o gated-RMS-normed, and S.
     fn naive(&self, mut s: Vec<f64>) -> [Vec<f64>; 3] {
         let (nv, dk, dv) = (self.nv, self.dk, self.dv);
+        let l2 = |x: &[f64]| {
+            let n = (x.iter().map(|x| x * x).sum::<f64>() + gdn::L2_EPS).sqrt();
+            x.iter().map(|x| x / n).collect::<Vec<_>>()
+        };
         let mut o = vec![0.0; nv * self.t * dv];
         for h in 0..nv {
+            let kh = h / (nv / self.nk);
             for t in 0..self.t {
-                let r = h * self.t + t;
-                let decay = self.g[r].exp();
+                let (r, kr) = (h * self.t + t, kh * self.t + t);
+                let q: Vec<f64> = l2(&self.q[kr * dk..][..dk]).into_iter().map(|x| x / (dk as f64).sqrt()).collect();
+                let k = l2(&self.k[kr * dk..][..dk]);
+                let softplus = (1.0 + (self.a[r] + self.dt_bias[h]).exp()).ln();
+                let (decay, beta) = ((self.neg_decay[h] * softplus).exp(), 1.0 / (1.0 + (-self.b[r]).exp()));
                 let st = &mut s[h * dk * dv..(h + 1) * dk * dv];
                 st.iter_mut().for_each(|x| *x *= decay);
                 for j in 0..dv {
-                    let kv: f64 = (0..dk).map(|i| st[i * dv + j] * self.k[r * dk + i]).sum();
-                    let delta = self.beta[r] * (self.v[r * dv + j] - kv);
+                    let kv: f64 = (0..dk).map(|i| st[i * dv + j] * k[i]).sum();
+                    let delta = beta * (self.v[r * dv + j] - kv);
                     for i in 0..dk {
-                        st[i * dv + j] += self.k[r * dk + i] * delta;
+                        st[i * dv + j] += k[i] * delta;
                     }
-                    o[r * dv + j] = (0..dk).map(|i| st[i * dv + j] * self.q[r * dk + i]).sum();
+                    o[r * dv + j] = (0..dk).map(|i| st[i * dv + j] * q[i]).sum();
                 }
             }
         }
@@ -114,8 +129,8 @@ fn host<B: RmasBackend, const D: usize>(v: &[f64], shape: [usize; D], d: &B::Dev
     Tensor::from_data(TensorData::new(v.iter().map(|x| *x as f32).collect(), shape), d)
 }
 
-fn check<B: RmasBackend>(d: &B::Device, t: usize, strong: bool, dims: [usize; 3], s0: &[f64]) {
-    let [nv, dk, dv] = dims;
+fn check<B: RmasBackend>(d: &B::Device, t: usize, strong: bool, dims: [usize; 4], s0: &[f64]) {
+    let [_, nv, dk, dv] = dims;
     let inputs = Inputs::new(t as u64 * 7 + strong as u64 + dk as u64, t, strong, dims);
     let [o_ref, normed_ref, s_ref] = inputs.naive(s0.to_vec());
     let token_major = |o: &[f64]| host::<B, 3>(o, [nv, t, dv], d).swap_dims(0, 1); // [t, nv, dv]
@@ -131,18 +146,24 @@ fn check<B: RmasBackend>(d: &B::Device, t: usize, strong: bool, dims: [usize; 3]
         ("dispatched strided normed", B::gated_delta_rule(rule(true), Some(inputs.norm(d))), &normed_ref),
     ];
     for (name, (o, s), o_ref) in cases {
-        let what = format!("{name} T={t} strong={strong} [nv, dk, dv]={dims:?}");
+        let what = format!("{name} T={t} strong={strong} [nk, nv, dk, dv]={dims:?}");
         assert_close(&format!("{what} o"), o, o_ref.clone(), 2e-5, 1e-4);
         assert_close(&format!("{what} S"), s, s_ref.clone(), 2e-5, 1e-4);
     }
 }
 
-/// Small awkward head sizes (dv not a power of two) and Qwen3.5's 128 × 128 heads.
-const SMALL: [usize; 3] = [3, 8, 5];
-const QWEN35: [usize; 3] = [2, 128, 128];
+/// `[nk, nv, dk, dv]`: small awkward head sizes (dv not a power of two, 3 value heads per key head)
+/// and Qwen3.5's 128 × 128 heads.
+const SMALL: [usize; 4] = [1, 3, 8, 5];
+const QWEN35: [usize; 4] = [2, 2, 128, 128];
 
-fn zeros(dims: [usize; 3]) -> Vec<f64> {
-    vec![0.0; dims.iter().product()]
+/// The state's size.
+fn state_len([_, nv, dk, dv]: [usize; 4]) -> usize {
+    nv * dk * dv
+}
+
+fn zeros(dims: [usize; 4]) -> Vec<f64> {
+    vec![0.0; state_len(dims)]
 }
 
 fn lengths<B: RmasBackend>(d: &B::Device) {
@@ -162,7 +183,7 @@ fn strong_decay<B: RmasBackend>(d: &B::Device) {
 
 fn continues_from_state<B: RmasBackend>(d: &B::Device) {
     for dims in [SMALL, QWEN35] {
-        let s0 = f64s(99, dims.iter().product());
+        let s0 = f64s(99, state_len(dims));
         for t in [1, 17, 64, 100] {
             check::<B>(d, t, false, dims, &s0);
         }

@@ -101,6 +101,16 @@ fn unknown_rope_type_is_reported() {
 }
 
 #[test]
+fn value_heads_not_a_multiple_of_key_heads_is_reported() {
+    let dir = scratch("qwen3_5", "gdn-heads");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"linear_num_value_heads\": 4", "\"linear_num_value_heads\": 3");
+    std::fs::write(&path, cfg).unwrap();
+    let msg = message(load(&dir));
+    assert!(msg.contains("num_value_heads: 3") && msg.contains("multiple of linear_num_key_heads"), "{msg}");
+}
+
+#[test]
 fn prompt_past_the_context_is_an_error() {
     let model = load(&golden("models/qwen3_5/model")).unwrap();
     let mut cache = model.new_cache(8).unwrap();

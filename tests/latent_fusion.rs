@@ -120,8 +120,23 @@ fn bias_gelu_long<B: RmasBackend>(d: &B::Device) {
     assert_close("bias_gelu [4500, 257]", got, host::<B, 2>(&expected, [t, w], d, DType::F32), 2e-5, 1e-4);
 }
 
+/// More rows than the row kernels launch cubes (4096), so the LayerNorm's row-striding loop runs.
+fn layer_norm_sum_many_rows<B: RmasBackend>(d: &B::Device) {
+    let (t, w) = (4200, 33);
+    let a = values(91, t * w, 3.0, 0.5);
+    let r = values(92, t * w, 1.0, -0.2);
+    let gamma = values(93, w, 0.3, 1.0);
+    let beta = values(94, w, 0.1, 0.0);
+    let expected = layer_norm_ref(&a, Some(&r[..]), None, &gamma, &beta, w);
+    let f32s = |v: &[f64], shape| host::<B, 2>(v, shape, d, DType::F32);
+    let vector = |v: &[f64]| host::<B, 1>(v, [w], d, DType::F32);
+    let got = B::layer_norm_sum(f32s(&a, [t, w]), Some(f32s(&r, [t, w])), None, vector(&gamma), vector(&beta), EPS);
+    assert_close("layer_norm_sum [4200, 33]", got, f32s(&expected, [t, w]), 2e-5, 1e-4);
+}
+
 rmas_suite::backend_tests! {
     latent_fusion_layer_norm_sum => layer_norm_sum,
+    latent_fusion_layer_norm_sum_many_rows => layer_norm_sum_many_rows,
     latent_fusion_bias_gelu => bias_gelu,
     latent_fusion_bias_gelu_long => bias_gelu_long,
 }

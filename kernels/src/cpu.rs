@@ -5,10 +5,10 @@
 //! about five times. Here a few rows stream the weight once (split over the output columns on the
 //! thread pool); more rows run one GEMM on views.
 //!
-//! Activations (times a gate) and softmax take one pass instead of burn's several. The gated delta
-//! rule runs its exact recurrence per value head on the thread pool, the state row by row in cache:
-//! fewer operations than the chunked tensor form (whose `(I − A)⁻¹` alone costs six 64×64×64
-//! products per chunk) and no intermediate tensors.
+//! Activations (times a gate), softmax, RMSNorm and the GDN convolution take one pass instead of
+//! burn's several. The gated delta rule runs its exact recurrence per value head on the thread pool,
+//! the state row by row in cache: fewer operations than the chunked tensor form (whose `(I − A)⁻¹`
+//! alone costs six 64×64×64 products per chunk) and no intermediate tensors.
 
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -153,16 +153,57 @@ pub fn softmax<const D: usize>(x: Tensor<NdArray, D>) -> Tensor<NdArray, D> {
     tensor(Ok(x))
 }
 
+/// [`crate::norm::rms_norm`] in one pass per row, in place when `x` is not shared.
+pub fn rms_norm<const D: usize>(x: Tensor<NdArray, D>, scale: Tensor<NdArray, 1>, eps: f64) -> Tensor<NdArray, D> {
+    if x.dtype() != DType::F32 {
+        return crate::norm::rms_norm(x, scale, eps);
+    }
+    let width = x.dims()[D - 1];
+    let scale = standard(scale);
+    let scale = values(&scale);
+    let mut x = standard(x);
+    x.as_slice_mut().expect("standard layout").par_chunks_mut(width.max(1)).with_min_len(16).for_each(|row| {
+        wide(|| {
+            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / width as f32 + eps as f32).sqrt();
+            row.iter_mut().zip(scale).for_each(|(v, s)| *v = *v * inv * s);
+        })
+    });
+    tensor(Ok(x))
+}
+
+/// [`crate::conv::causal_conv_silu`] in one parallel pass over the output rows.
+pub fn causal_conv_silu(x: Tensor<NdArray, 2>, state: Tensor<NdArray, 2>, weight: Tensor<NdArray, 2>) -> (Tensor<NdArray, 2>, Tensor<NdArray, 2>) {
+    if [&x, &state, &weight].iter().any(|t| t.dtype() != DType::F32) {
+        return crate::conv::causal_conv_silu(x, state, weight);
+    }
+    let ([t, c], [lag, _]) = (x.dims(), state.dims());
+    let [x, state, weight] = [x, state, weight].map(standard);
+    let (x, state, weight) = (values(&x), values(&state), values(&weight));
+    // Row r of the window [state ‖ x].
+    let window = |r: usize| if r < lag { &state[r * c..(r + 1) * c] } else { &x[(r - lag) * c..(r - lag + 1) * c] };
+    let mut out = vec![0f32; t * c];
+    out.par_chunks_mut(c.max(1)).enumerate().for_each(|(i, row)| {
+        wide(|| {
+            for (j, w) in weight.chunks_exact(c).enumerate() {
+                row.iter_mut().zip(window(i + j)).zip(w).for_each(|((o, x), w)| *o += x * w);
+            }
+            Act::Silu.apply(row, None);
+        })
+    });
+    let new_state = (t..t + lag).flat_map(window).copied().collect();
+    (from_vec(out, [t, c]), from_vec(new_state, [lag, c]))
+}
+
 /// The gated delta rule and norm of [`crate::RmasBackend::gated_delta_rule`] by the recurrence, one
 /// value head per task.
 pub fn gated_delta_rule(x: DeltaRule<NdArray>, norm: Option<GatedNorm<NdArray>>) -> (Tensor<NdArray, 3>, Tensor<NdArray, 3>) {
-    let dtype = x.v.dtype();
-    let [t_len, nv, dk] = x.q.dims();
-    let dv = x.v.dims()[2];
-    // Row-major f32 (strided views, such as `v` narrowed out of the conv output, are copied).
-    let inputs = [x.q, x.k, x.v].map(standard);
-    let gates = [x.g, x.beta].map(standard);
-    let ([q, k, v], [g, beta]) = (inputs.each_ref().map(values), gates.each_ref().map(values));
+    let dtype = x.qkv.dtype();
+    let [nk, nv, dk, dv] = x.heads();
+    let [t_len, width] = x.qkv.dims();
+    let (rep, q_scale) = (nv / nk, (dk as f32).powf(-0.5));
+    let qkv = standard(x.qkv);
+    let gates = [standard(x.ab), standard(x.decay)];
+    let (qkv, [ab, params]) = (values(&qkv), gates.each_ref().map(values));
     let norm = norm.map(|n| ([n.z, n.weight.unsqueeze()].map(standard), n.eps as f32));
     let norm = norm.as_ref().map(|(zw, eps)| (zw.each_ref().map(values), *eps));
     let mut s = values(&standard(x.state)).to_vec();
@@ -170,20 +211,30 @@ pub fn gated_delta_rule(x: DeltaRule<NdArray>, norm: Option<GatedNorm<NdArray>>)
     let mut per_head = vec![0f32; nv * t_len * dv];
     per_head.par_chunks_mut(t_len * dv).zip(s.par_chunks_mut(dk * dv)).enumerate().for_each(|(h, (o, s))| {
         wide(|| {
-            fn at(x: &[f32], d: usize, i: usize) -> &[f32] {
-                &x[i * d..(i + 1) * d]
+            // 1/‖x‖ as the l2 norm of q and k computes it.
+            fn inv_norm(x: &[f32]) -> f32 {
+                1.0 / (x.iter().map(|x| x * x).sum::<f32>() + crate::gdn::L2_EPS as f32).sqrt()
             }
+            let kh = h / rep;
             let (mut kv, mut delta) = (vec![0f32; dv], vec![0f32; dv]);
             for t in 0..t_len {
-                let i = t * nv + h; // row of head h, token t in `[T, nv, d]`
-                let (qt, kt, vt) = (at(q, dk, i), at(k, dk, i), at(v, dv, i));
-                let (decay, b) = (g[h * t_len + t].exp(), beta[h * t_len + t]);
+                let row = &qkv[t * width..(t + 1) * width]; // [q ‖ k ‖ v] of token t
+                let qt = &row[kh * dk..(kh + 1) * dk];
+                let kt = &row[(nk + kh) * dk..(nk + kh + 1) * dk];
+                let vt = &row[2 * nk * dk + h * dv..2 * nk * dk + (h + 1) * dv];
+                // The raw k and q, with their norms applied to the scalars they produce.
+                let (k_scale, q_scale) = (inv_norm(kt), q_scale * inv_norm(qt));
+                // exp(g) and β from the raw gates (see `gdn::gates`).
+                let a = ab[h * t_len + t] + params[h];
+                let decay = (params[nv + h] * (a.max(0.0) + (-a.abs()).exp().ln_1p())).exp();
+                let b = 1.0 / (1.0 + (-ab[(nv + h) * t_len + t]).exp());
                 // kᵀS with the old state; the decayed state gives decay·kᵀS.
                 kv.fill(0.0);
                 for (ki, row) in kt.iter().zip(s.chunks_exact(dv)) {
                     kv.iter_mut().zip(row).for_each(|(a, r)| *a += ki * r);
                 }
-                delta.iter_mut().zip(vt).zip(&kv).for_each(|((d, v), kv)| *d = (v - decay * kv) * b);
+                let (kv_scale, write) = (decay * k_scale, b * k_scale);
+                delta.iter_mut().zip(vt).zip(&kv).for_each(|((d, v), kv)| *d = (v - kv_scale * kv) * write);
                 // S ← decay·S + k ⊗ δ and o = qᵀS in one pass over the rows of S.
                 let ot = &mut o[t * dv..(t + 1) * dv];
                 for ((ki, qi), row) in kt.iter().zip(qt).zip(s.chunks_exact_mut(dv)) {
@@ -192,11 +243,12 @@ pub fn gated_delta_rule(x: DeltaRule<NdArray>, norm: Option<GatedNorm<NdArray>>)
                         *o += qi * *r;
                     }
                 }
+                ot.iter_mut().for_each(|o| *o *= q_scale);
                 if let Some(([z, w], eps)) = norm {
                     // w · o / rms(o) · silu(z), with `delta` as scratch.
                     let scale = 1.0 / (ot.iter().map(|o| o * o).sum::<f32>() / dv as f32 + eps).sqrt();
                     ot.iter_mut().zip(w).for_each(|(o, w)| *o *= scale * w);
-                    delta.copy_from_slice(at(z, dv, i));
+                    delta.copy_from_slice(&z[(t * nv + h) * dv..(t * nv + h + 1) * dv]);
                     Act::Silu.apply(&mut delta, Some(ot));
                     ot.copy_from_slice(&delta);
                 }

@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 pub(crate) const ROW_UNITS: usize = 256;
 /// Units per cube of the element-wise kernels.
 pub(crate) const ELEM_UNITS: usize = 256;
-/// Most cubes of the element-wise kernels and the softmax, which stride over the rest (a dimension
+/// Most cubes of the element-wise and row kernels, which stride over the rest (a dimension
 /// of the launch grid is limited to 65535 cubes).
 pub(crate) const MAX_CUBES: usize = 4096;
 

@@ -1,6 +1,8 @@
 //! Gated DeltaNet recurrence (Qwen3.5 linear-attention layers), per value head `h`:
 //! `S ← exp(g_t)·S;  S ← S + k_t ⊗ β_t(v_t − Sᵀk_t);  o_t = Sᵀq_t`, with `S ∈ R^{dk×dv}` kept in f32,
-//! optionally followed by the layer's gated RMSNorm of each `o_t`.
+//! `q_t`, `k_t` l2-normalised (q also scaled by `dk^-½`) and shared by `nv/nk` value heads, the gates
+//! `g_t`, `β_t` computed from the layer's raw projections (see [`gates`]), and optionally followed by
+//! the layer's gated RMSNorm of each `o_t`.
 
 use burn::tensor::{Bool, DType, Tensor, backend::Backend};
 
@@ -9,22 +11,37 @@ use crate::Act;
 /// Chunk length of the chunked (WY) form used for multi-token prefill.
 pub const CHUNK: usize = 64;
 
-/// The inputs of one gated-delta-rule call, token-major as a layer computes them.
+/// The inputs of one gated-delta-rule call, token-major as a Qwen3.5 layer computes them.
 #[derive(Clone, Debug)]
 pub struct DeltaRule<B: Backend> {
-    /// Queries `[T, nv, dk]`, l2-normed and scaled by `dk^-½`.
-    pub q: Tensor<B, 3>,
-    /// Keys `[T, nv, dk]`, l2-normed.
-    pub k: Tensor<B, 3>,
-    /// Values `[T, nv, dv]`; their dtype is the output's.
-    pub v: Tensor<B, 3>,
-    /// Log-decay (≤ 0) `[nv, T]`.
-    pub g: Tensor<B, 2>,
-    /// Write strength in (0, 1) `[nv, T]`.
-    pub beta: Tensor<B, 2>,
+    /// Each token's raw queries, keys and values `[T, nk·dk ‖ nk·dk ‖ nv·dv]` (the layer's conv
+    /// output): q and k are l2-normalised here and q scaled by `dk^-½`; value head `h` reads key head
+    /// `h / (nv/nk)`; the values' dtype is the output's.
+    pub qkv: Tensor<B, 2>,
+    /// The gates' raw inputs `[2, nv, T]`: `a` (log-decay), then `b` (write strength); see [`gates`].
+    pub ab: Tensor<B, 3>,
+    /// The gates' per-head parameters `[2, nv]`: `dt_bias`, then `−exp(A_log)`.
+    pub decay: Tensor<B, 2>,
     /// The state before the first token, f32 `[nv, dk, dv]`.
     pub state: Tensor<B, 3>,
 }
+
+impl<B: Backend> DeltaRule<B> {
+    /// `[nk, nv, dk, dv]`: key heads (from `qkv`'s width), value heads and head widths (from `state`).
+    pub fn heads(&self) -> [usize; 4] {
+        let [nv, dk, dv] = self.state.dims();
+        let width = self.qkv.dims()[1];
+        let nk = width.saturating_sub(nv * dv) / (2 * dk).max(1);
+        assert!(
+            2 * nk * dk + nv * dv == width && nk > 0 && nv % nk == 0,
+            "qkv width {width} is not 2·nk·{dk} + {nv}·{dv} with {nv} value heads a multiple of nk"
+        );
+        [nk, nv, dk, dv]
+    }
+}
+
+/// The l2 norm's `ε` (added to the sum of squares), as in Qwen3.5's `use_qk_l2norm_in_kernel`.
+pub const L2_EPS: f64 = 1e-6;
 
 /// The gated RMSNorm applied to each head's output: `w · o / rms(o) · silu(z)`.
 #[derive(Clone, Debug)]
@@ -38,10 +55,10 @@ pub struct GatedNorm<B: Backend> {
 }
 
 /// Tensor-op reference: the recurrent form for one token, the chunked form otherwise (all in f32);
-/// returns `o` `[T, nv, dv]` (normed when `norm` is given, in `v`'s dtype) and the new state.
+/// returns `o` `[T, nv, dv]` (normed when `norm` is given, in `qkv`'s dtype) and the new state.
 pub fn reference<B: Backend>(x: DeltaRule<B>, norm: Option<GatedNorm<B>>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-    let dtype = x.v.dtype();
-    let (o, state) = if x.q.dims()[0] == 1 { recurrent(x) } else { chunked(x) };
+    let dtype = x.qkv.dtype();
+    let (o, state) = if x.qkv.dims()[0] == 1 { recurrent(x) } else { chunked(x) };
     let o = match norm {
         Some(norm) => gated_rms_norm(o, norm),
         None => o,
@@ -57,14 +74,41 @@ pub fn gated_rms_norm<B: Backend>(o: Tensor<B, 3>, norm: GatedNorm<B>) -> Tensor
     crate::act::reference(f32_of(norm.z), Act::Silu, Some(o * w))
 }
 
+/// The log-decay `g = −exp(A_log)·softplus(a + dt_bias)` (≤ 0) and the write strength `β = σ(b)`,
+/// each `[nv, T]` in f32, of the raw gate inputs `ab` `[2, nv, T]` and `decay` `[2, nv]`.
+pub fn gates<B: Backend>(ab: Tensor<B, 3>, decay: Tensor<B, 2>) -> [Tensor<B, 2>; 2] {
+    let [_, nv, t] = ab.dims();
+    let (ab, decay) = (f32_of(ab), f32_of(decay));
+    let gate = |i: usize| ab.clone().narrow(0, i, 1).reshape([nv, t]);
+    let param = |i: usize| decay.clone().narrow(0, i, 1).reshape([nv, 1]);
+    let g = softplus(gate(0) + param(0)) * param(1);
+    [g, crate::act::reference(gate(1), Act::Sigmoid, None)]
+}
+
+/// `log(1 + eˣ)` without overflow: `max(x, 0) + log1p(e^{−|x|})`.
+fn softplus<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+}
+
 pub(crate) fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 
-/// `q`, `k`, `v` head-major `[nv, T, d]` and every input in f32, for the batched-over-heads forms.
+/// `q`, `k` (l2-normed, q scaled, repeated to nv heads) and `v` head-major `[nv, T, d]`, the gates
+/// `[g, β]` and the state, all in f32, for the batched-over-heads forms.
 fn head_major<B: Backend>(x: DeltaRule<B>) -> ([Tensor<B, 3>; 3], [Tensor<B, 2>; 2], Tensor<B, 3>) {
-    let [q, k, v] = [x.q, x.k, x.v].map(|t| f32_of(t).swap_dims(0, 1));
-    ([q, k, v], [f32_of(x.g), f32_of(x.beta)], f32_of(x.state))
+    let [nk, nv, dk, dv] = x.heads();
+    let t = x.qkv.dims()[0];
+    let qkv = f32_of(x.qkv);
+    let heads = |start: usize, n: usize, d: usize| qkv.clone().narrow(1, start, n * d).reshape([t, n, d]);
+    let l2 = |x: Tensor<B, 3>| x.clone() * (x.powi_scalar(2).sum_dim(2) + L2_EPS).sqrt().recip();
+    // Value head h reads key head h / (nv/nk): [T, nk, dk] → [T, nk, rep, dk] → [T, nv, dk].
+    let repeat = |x: Tensor<B, 3>| x.unsqueeze_dim::<4>(2).expand([t, nk, nv / nk, dk]).reshape([t, nv, dk]);
+    let q = repeat(l2(heads(0, nk, dk)) * (dk as f64).powf(-0.5));
+    let k = repeat(l2(heads(nk * dk, nk, dk)));
+    let v = heads(2 * nk * dk, nv, dv);
+    let [q, k, v] = [q, k, v].map(|x| x.swap_dims(0, 1));
+    ([q, k, v], gates(x.ab, x.decay), f32_of(x.state))
 }
 
 /// Token-by-token recurrence (decode and latent steps); `o` `[T, nv, dv]` in f32.
@@ -113,13 +157,17 @@ pub fn chunked<B: Backend>(x: DeltaRule<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let k = pad3(k, dk).reshape([nv, n, CHUNK, dk]);
     let v = pad3(v, dv).reshape([nv, n, CHUNK, dv]);
     let beta = pad2(beta).reshape([nv, n, CHUNK, 1]);
-    let gamma = pad2(g).reshape([nv, n, CHUNK]).cumsum(2); // within-chunk cumulative log-decay
+    let g = pad2(g).reshape([nv, n, CHUNK]);
+    let gamma = g.clone().cumsum(2); // within-chunk cumulative log-decay γ_i = Σ_{s≤i} g_s
 
-    // D[i,j] = exp(γ_i − γ_j) for i ≥ j, 0 above the diagonal (zeroed before exp).
     // Burn masks are `true` where filled: `tril_mask(_, 0)` is true strictly above the diagonal.
     let upper = Tensor::<B, 2, Bool>::tril_mask([CHUNK, CHUNK], 0, &device).reshape([1, 1, CHUNK, CHUNK]);
-    let diff = gamma.clone().unsqueeze_dim::<4>(3) - gamma.clone().unsqueeze_dim::<4>(2);
-    let decay = diff.mask_fill(upper.clone(), 0.0).exp().mask_fill(upper.clone(), 0.0);
+    // seg[j, i] = γ_i − γ_j = Σ_{j<s≤i} g_s (0 for i ≤ j), summed from zero rather than subtracted:
+    // γ reaches tens of thousands under strong decay, where its f32 differences lose their digits.
+    let seg = g.unsqueeze_dim::<4>(2).expand([nv, n, CHUNK, CHUNK]).mask_fill(upper.clone().bool_not(), 0.0).cumsum(3); // [nv, n, C(j), C(i)]
+    // D[i,j] = exp(γ_i − γ_j) for i ≥ j, 0 above the diagonal.
+    let decay = seg.clone().swap_dims(2, 3).exp().mask_fill(upper.clone(), 0.0);
+    let to_end = seg.narrow(3, CHUNK - 1, 1); // [nv, n, C, 1]: γ_last − γ_j
 
     let k_beta = k.clone() * beta.clone();
     let v_beta = v * beta;
@@ -144,9 +192,9 @@ pub fn chunked<B: Backend>(x: DeltaRule<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let g_c = gamma.clone().narrow(1, c, 1).swap_dims(1, 2); // [nv, C, 1]: γ per row
         let g_last = g_c.clone().narrow(1, CHUNK - 1, 1); // [nv, 1, 1]
         let v_new = u_c - w_c.matmul(state.clone()); // [nv, C, dv]
-        let inter = (q_c * g_c.clone().exp()).matmul(state.clone());
+        let inter = (q_c * g_c.exp()).matmul(state.clone());
         outs.push(inter + qk_c.matmul(v_new.clone()));
-        let k_decayed = k_c * (g_last.clone() - g_c).exp(); // [nv, C, dk]
+        let k_decayed = k_c * at(to_end.clone()).exp(); // [nv, C, dk]
         state = state * g_last.exp() + k_decayed.swap_dims(1, 2).matmul(v_new);
     }
     let o = Tensor::cat(outs, 1).narrow(1, 0, t_len); // [nv, T, dv]

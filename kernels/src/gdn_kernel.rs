@@ -2,14 +2,16 @@
 //! which keeps its state column `S[:, j]` (dk f32 values) in registers across all T tokens, and
 //! applies the layer's gated RMSNorm to each token's output row before writing it (a cube-wide sum
 //! of squares). It serves decode (T = 1) and prefill alike, computes the exact recurrence, reads the
-//! layer's token-major tensors as they are, and replaces ~10 tensor ops per token plus the norm's six.
+//! layer's conv output and raw gate projections as they are (the q/k l2 norms, q's scale, the
+//! key-head sharing and the gates' softplus/sigmoid folded in) and replaces ~10 tensor ops per
+//! token, the q/k preparation's ~15, the gates' ~10 and the norm's six.
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::cube::{Cube, f32_contiguous, tensor, unused};
-use crate::gdn::{DeltaRule, GatedNorm, f32_of};
+use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
 use cubecl::prelude::*;
@@ -18,10 +20,9 @@ use crate::cube::cube_reduce;
 
 #[cube(launch)]
 pub fn gated_delta_rule_kernel<F: Float>(
-    q: &Tensor<F>,             // [T, nv, dk], l2-normed and scaled
-    k: &Tensor<F>,             // [T, nv, dk], l2-normed
-    v: &Tensor<F>,             // [T, nv, dv]
-    gates: &Tensor<F>,         // [2, nv, T]: log-decay g, then β
+    qkv: &Tensor<F>,           // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
+    ab: &Tensor<F>,            // [2, nv, T]: the raw gates a, then b
+    decay: &Tensor<F>,         // [2, nv]: dt_bias, then −exp(A_log)
     state: &Tensor<F>,         // [nv, dk, dv]
     z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
     w: &Tensor<F>,             // [dv] norm weight (read only when normed)
@@ -35,9 +36,18 @@ pub fn gated_delta_rule_kernel<F: Float>(
 ) {
     let h = CUBE_POS_X as usize;
     let j = UNIT_POS_X as usize;
-    let t_len = q.shape(0);
-    let nv = q.shape(1);
-    let dv = v.shape(2);
+    let t_len = qkv.shape(0);
+    let width = qkv.shape(1);
+    let nv = state.shape(0);
+    let dv = state.shape(2);
+    let nk = (width - nv * dv) / (2 * dk);
+    // Value head h reads key head h / (nv/nk); offsets of its q, k and v within a token's row.
+    let kh = h / (nv / nk);
+    let q0 = kh * dk;
+    let k0 = (nk + kh) * dk;
+    let v0 = 2 * nk * dk + h * dv;
+    let l2_eps = F::new(comptime!(crate::gdn::L2_EPS as f32));
+    let q_scale = F::new(1.0) / F::sqrt(F::cast_from(dk as u32));
     // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
     let active = j < dv;
     let mut shared = SharedMemory::<F>::new(units);
@@ -48,20 +58,34 @@ pub fn gated_delta_rule_kernel<F: Float>(
         }
     }
     for t in 0..t_len {
+        let base = t * width;
         let row = t * nv + h; // head h of token t in [T, nv, ·]
         let mut o = F::new(0.0);
         if active {
-            let decay = F::exp(gates[h * t_len + t]);
+            // The raw k and q: their l2 norms scale the scalars they produce.
+            // exp(g) and β from the raw gates (see `gdn::gates`).
+            let a = ab[h * t_len + t] + decay[h];
+            let softplus = max(a, F::new(0.0)) + F::log1p(F::exp(-F::abs(a)));
+            let decay_t = F::exp(decay[nv + h] * softplus);
+            let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[(nv + h) * t_len + t]));
             let mut kv = F::new(0.0);
+            let mut kk = F::new(0.0);
             for i in 0..dk {
-                s[i] *= decay;
-                kv += s[i] * k[row * dk + i];
+                let ki = qkv[base + k0 + i];
+                s[i] *= decay_t;
+                kv += s[i] * ki;
+                kk += ki * ki;
             }
-            let delta = gates[(nv + h) * t_len + t] * (v[row * dv + j] - kv);
+            let k_scale = F::new(1.0) / F::sqrt(kk + l2_eps);
+            let delta = beta * (qkv[base + v0 + j] - kv * k_scale) * k_scale;
+            let mut qq = F::new(0.0);
             for i in 0..dk {
-                s[i] += k[row * dk + i] * delta;
-                o += s[i] * q[row * dk + i];
+                let qi = qkv[base + q0 + i];
+                s[i] += qkv[base + k0 + i] * delta;
+                o += s[i] * qi;
+                qq += qi * qi;
             }
+            o *= q_scale / F::sqrt(qq + l2_eps);
         }
         if normed {
             let mean_square = cube_reduce(&mut shared, o * o, false) / F::cast_from(dv as u32);
@@ -82,7 +106,7 @@ pub fn gated_delta_rule_kernel<F: Float>(
 }
 }
 
-/// Launches the kernel on contiguous f32 copies of the inputs; returns `o` `[T, nv, dv]` (in `v`'s
+/// Launches the kernel on contiguous f32 copies of the inputs; returns `o` `[T, nv, dv]` (in `qkv`'s
 /// dtype) and the f32 state.
 pub fn gated_delta_rule<R, F, I, BT>(
     x: DeltaRule<Cube<R, F, I, BT>>,
@@ -94,30 +118,27 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let dtype = x.v.dtype();
-    let [t_len, nv, dk] = x.q.dims();
-    let dv = x.v.dims()[2];
-    let [q, k, v, state] = [x.q, x.k, x.v, x.state].map(f32_contiguous);
-    // g and β share one binding: WebGPU allows 10 storage buffers per shader stage, and cubecl's
-    // metadata takes one.
-    let gates = f32_contiguous(Tensor::stack::<3>(vec![f32_of(x.g), f32_of(x.beta)], 0)); // [2, nv, T]
+    let dtype = x.qkv.dtype();
+    let [_, nv, dk, dv] = x.heads();
+    let t_len = x.qkv.dims()[0];
+    let (qkv, state) = (f32_contiguous(x.qkv), f32_contiguous(x.state));
+    let (ab, decay) = (f32_contiguous(x.ab), f32_contiguous(x.decay));
     let (normed, eps) = (norm.is_some(), norm.as_ref().map_or(0.0, |n| n.eps as f32));
     let (z, w) = match norm {
         Some(n) => (f32_contiguous(n.z), f32_contiguous(n.weight)),
-        None => (unused(&q), unused(&q)),
+        None => (unused(&qkv), unused(&qkv)),
     };
-    let client = q.client.clone();
-    let out = empty_device_dtype(client.clone(), q.device.clone(), [t_len, nv, dv].into(), DType::F32);
-    let state_out = empty_device_dtype(client.clone(), q.device.clone(), [nv, dk, dv].into(), DType::F32);
+    let client = qkv.client.clone();
+    let out = empty_device_dtype(client.clone(), qkv.device.clone(), [t_len, nv, dv].into(), DType::F32);
+    let state_out = empty_device_dtype(client.clone(), qkv.device.clone(), [nv, dk, dv].into(), DType::F32);
     let units = dv.next_power_of_two();
     kernel::gated_delta_rule_kernel::launch::<R>(
         &client,
         CubeCount::Static(nv as u32, 1, 1),
         CubeDim::new_1d(units as u32),
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        gates.into_tensor_arg(),
+        qkv.into_tensor_arg(),
+        ab.into_tensor_arg(),
+        decay.into_tensor_arg(),
         state.into_tensor_arg(),
         z.into_tensor_arg(),
         w.into_tensor_arg(),

@@ -4,12 +4,15 @@
 
 pub mod act;
 mod act_kernel;
+pub mod conv;
+mod conv_kernel;
 mod cpu;
 mod cube;
 pub mod gdn;
 mod gdn_kernel;
 pub mod link;
 mod link_kernel;
+pub mod norm;
 
 use burn::tensor::backend::Backend;
 
@@ -24,6 +27,12 @@ pub trait RmasBackend: Backend {
         gdn::reference(x, norm)
     }
 
+    /// Causal depthwise convolution of `x` `[T, C]` after `state` `[K−1, C]`, then SiLU; returns it
+    /// and the new state; see [`conv::causal_conv_silu`].
+    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+        conv::causal_conv_silu(x, state, weight)
+    }
+
     /// `act(x)`, times `by` (same shape) when given; see [`act::reference`].
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
         act::reference(x, act, by)
@@ -32,6 +41,11 @@ pub trait RmasBackend: Backend {
     /// Softmax over the last axis (attention probabilities).
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
         burn::tensor::activation::softmax(x, D - 1)
+    }
+
+    /// RMSNorm of `x` over its last axis with the effective weight `scale`; see [`norm::rms_norm`].
+    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+        norm::rms_norm(x, scale, eps)
     }
 
     /// LayerNorm of `a + residual + bias` per row; see [`link::layer_norm_sum`].
@@ -69,10 +83,15 @@ pub trait RmasBackend: Backend {
 }
 
 /// The CPU backend: weight products stream the weights instead of copying them; the delta rule runs
-/// its recurrence and activations and softmax run in one pass, on the thread pool.
+/// its recurrence and the convolution, activations, softmax and RMSNorm run in one pass, on the
+/// thread pool.
 impl RmasBackend for burn::backend::NdArray {
     fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         cpu::gated_delta_rule(x, norm)
+    }
+
+    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+        cpu::causal_conv_silu(x, state, weight)
     }
 
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
@@ -81,6 +100,10 @@ impl RmasBackend for burn::backend::NdArray {
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
         cpu::softmax(x)
+    }
+
+    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+        cpu::rms_norm(x, scale, eps)
     }
 
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
@@ -92,8 +115,8 @@ impl RmasBackend for burn::backend::NdArray {
     }
 }
 
-/// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), activations, softmax and the
-/// latent-fusion stages run as cubecl kernels.
+/// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), the GDN convolution,
+/// activations, softmax, RMSNorm and the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -105,12 +128,20 @@ where
         gdn_kernel::gated_delta_rule(x, norm)
     }
 
+    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+        conv_kernel::causal_conv_silu(x, state, weight)
+    }
+
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
         act_kernel::activate(x, act, by)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
         act_kernel::softmax(x)
+    }
+
+    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+        act_kernel::rms_norm(x, scale, eps)
     }
 
     fn layer_norm_sum(

@@ -6,7 +6,7 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube::{Cube, ELEM_UNITS, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
+use crate::cube::{Cube, ELEM_UNITS, MAX_CUBES, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
 
 mod kernel {
 use cubecl::prelude::*;
@@ -40,31 +40,36 @@ pub fn layer_norm_sum_kernel<F: Float>(
     #[comptime] eps_bits: u32,
     #[define(F)] _dtype: StorageType,
 ) {
-    let row = CUBE_POS_X as usize;
     let u = UNIT_POS_X as usize;
+    let rows = a.shape(0);
     let d = a.shape(1);
     let mut shared = SharedMemory::<F>::new(units);
-    let mut s = F::new(0.0);
-    let mut j = u;
-    while j < d {
-        s += summed(a, r, bias, row, j, d, has_residual, has_bias);
-        j += units;
-    }
-    let mean = cube_reduce(&mut shared, s, false) / F::cast_from(d as u32);
-    let mut sq = F::new(0.0);
-    j = u;
-    while j < d {
-        let c = summed(a, r, bias, row, j, d, has_residual, has_bias) - mean;
-        sq += c * c;
-        j += units;
-    }
-    let var = cube_reduce(&mut shared, sq, false) / F::cast_from(d as u32);
-    let inv = F::new(1.0) / F::sqrt(var + F::new(comptime!(f32::from_bits(eps_bits))));
-    j = u;
-    while j < d {
-        let c = summed(a, r, bias, row, j, d, has_residual, has_bias) - mean;
-        out[row * d + j] = c * inv * gamma[j] + beta[j];
-        j += units;
+    // One cube per row, striding over the rows past the grid.
+    let mut row = CUBE_POS_X as usize;
+    while row < rows {
+        let mut s = F::new(0.0);
+        let mut j = u;
+        while j < d {
+            s += summed(a, r, bias, row, j, d, has_residual, has_bias);
+            j += units;
+        }
+        let mean = cube_reduce(&mut shared, s, false) / F::cast_from(d as u32);
+        let mut sq = F::new(0.0);
+        j = u;
+        while j < d {
+            let c = summed(a, r, bias, row, j, d, has_residual, has_bias) - mean;
+            sq += c * c;
+            j += units;
+        }
+        let var = cube_reduce(&mut shared, sq, false) / F::cast_from(d as u32);
+        let inv = F::new(1.0) / F::sqrt(var + F::new(comptime!(f32::from_bits(eps_bits))));
+        j = u;
+        while j < d {
+            let c = summed(a, r, bias, row, j, d, has_residual, has_bias) - mean;
+            out[row * d + j] = c * inv * gamma[j] + beta[j];
+            j += units;
+        }
+        row += CUBE_COUNT_X as usize;
     }
 }
 
@@ -87,7 +92,7 @@ pub fn bias_gelu_kernel<F: Float>(
 }
 }
 
-/// [`crate::link::layer_norm_sum`] as one kernel launch (one cube per row).
+/// [`crate::link::layer_norm_sum`] as one kernel launch (a cube per row, up to [`MAX_CUBES`]).
 pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     a: Tensor<Cube<R, F, I, BT>, 2>,
     residual: Option<Tensor<Cube<R, F, I, BT>, 2>>,
@@ -108,7 +113,7 @@ pub fn layer_norm_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     if t > 0 {
         kernel::layer_norm_sum_kernel::launch::<R>(
             &client,
-            CubeCount::Static(t as u32, 1, 1),
+            CubeCount::Static(t.min(MAX_CUBES) as u32, 1, 1),
             CubeDim::new_1d(ROW_UNITS as u32),
             a.into_tensor_arg(),
             r.into_tensor_arg(),

@@ -180,6 +180,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     } else {
         None
     };
+    if let Some(g) = &gdn {
+        let sizes = [g.num_key_heads, g.num_value_heads, g.key_head_dim, g.value_head_dim, g.conv_kernel];
+        if sizes.contains(&0) || g.num_value_heads % g.num_key_heads != 0 {
+            return Err(err(path, format!(
+                "linear attention sizes {g:?} must be positive with linear_num_value_heads a multiple of linear_num_key_heads"
+            )));
+        }
+    }
     let attn_scale = match family {
         Family::Gemma3 => c.opt_f64("query_pre_attn_scalar")?.unwrap_or(head_dim as f64).powf(-0.5),
         _ => (head_dim as f64).powf(-0.5),

@@ -41,7 +41,7 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// Loads `name.weight` (and `name.bias` when `bias`).
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let weight_t = l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), [d_out, d_in], l.device, l.dtype)?;
+        let weight_t = l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), &[d_out, d_in], l.device, l.dtype)?;
         let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
         Ok(Self { weight_t, bias })
     }
@@ -140,7 +140,8 @@ impl<B: Backend> VocabMatrix<B> {
     }
 }
 
-/// RMSNorm over the last dimension, computed in f32 and cast back after the weight multiply.
+/// RMSNorm over the last dimension, computed in f32 and cast back after the weight multiply
+/// ([`RmasBackend::rms_norm`]).
 #[derive(Clone, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// The effective scale: `w` or `1 + w` (zero-centred norms are folded at load).
@@ -160,12 +161,11 @@ impl<B: Backend> RmsNorm<B> {
     }
 
     /// Normalises `x` `[.., dim]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let xf = to_f32(x);
-        let inv = (xf.clone().powi_scalar(2).mean_dim(D - 1) + self.eps).sqrt().recip();
-        let y = xf * inv * self.scale.clone().unsqueeze::<D>();
-        y.cast(dtype)
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>
+    where
+        B: RmasBackend,
+    {
+        B::rms_norm(x, self.scale.clone(), self.eps)
     }
 }
 

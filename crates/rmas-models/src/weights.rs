@@ -156,11 +156,13 @@ impl Weights {
         Ok(Tensor::from_data(data, (device, dtype)))
     }
 
-    /// Loads a `[rows, cols]` matrix transposed to `[cols, rows]`, contiguous (transposed on the host once,
-    /// so no backend ever copies a strided weight per matmul).
-    pub fn tensor_transposed<B: Backend>(&self, name: &str, shape: [usize; 2], device: &B::Device, dtype: DType) -> Result<Tensor<B, 2>> {
-        let [rows, cols] = shape;
-        let data = self.data(name, &shape)?;
+    /// Loads a tensor of `shape` as a `[rows, cols]` matrix (cols the last axis) transposed to
+    /// `[cols, rows]`, contiguous (transposed on the host once, so no backend ever copies a strided
+    /// weight per use).
+    pub fn tensor_transposed<B: Backend>(&self, name: &str, shape: &[usize], device: &B::Device, dtype: DType) -> Result<Tensor<B, 2>> {
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = shape.iter().rev().skip(1).product();
+        let data = self.data(name, shape)?;
         let src = data.as_slice::<f32>().expect("weights are converted to f32");
         let mut out = vec![0.0f32; rows * cols];
         const BLOCK: usize = 32;
