@@ -2,6 +2,7 @@
 //! every rollout input, hidden state, latent and message within f32 noise, greedy token ids exact.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::tensor::{DType, Tensor};
@@ -101,6 +102,9 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
         System::<B>::load(&spec, device, DType::F32, loading == Loading::Offload).unwrap()
     };
     let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
+    assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");
+    let mut chat = ChatOptions::recursivemas(date);
+    chat.enable_thinking = Some(settings["enable_thinking"].as_bool().unwrap_or(false));
     let opts = RunOptions {
         dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
         fn_name: None,
@@ -108,12 +112,19 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
         rounds: settings["num_recursive_rounds"].as_u64().unwrap() as usize,
         max_new_tokens: settings["max_new_tokens"].as_u64().unwrap() as usize,
         sampling: Sampling::Greedy,
-        seed: 42,
-        chat: ChatOptions::recursivemas(date),
-        answer_retry: false,
+        seed: settings["seed"].as_u64().unwrap_or(42),
+        chat,
+        answer_retry: settings["ans_retry"].as_bool().unwrap_or(false),
         summarize_every_round: true,
     };
+    // The reference runs stage by stage over the questions; a stage's generate calls are numbered in
+    // that order (one per question, or several in a tool loop): `r{round}/{role}/text/call{i}`.
+    let mut calls_so_far: HashMap<(usize, &'static str), usize> = HashMap::new();
+    let mut ours: HashMap<(usize, String), Vec<Vec<u32>>> = HashMap::new();
+    let mut seen_keys = Vec::new();
     for (q, question) in expected["questions"].as_array().unwrap().iter().enumerate() {
+        let fn_name = expected["mbpp_fn_names"].get(q).and_then(Value::as_str);
+        let opts = RunOptions { fn_name: fn_name.map(str::to_owned), ..opts.clone() };
         let mut seen: Vec<(String, Tensor<B, 2>)> = Vec::new();
         let mut on_event = |e: Event<'_, B>| match e {
             Event::Rollout { round, role, input, hidden, latents } => {
@@ -128,41 +139,55 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
                 seen.push((format!("q{q}/r{round}/{}/message.{key}", from.key()), message.clone()));
             }
             Event::GenerateInput { round, role, input } => {
-                seen.push((format!("r{round}/{}/text/call{q}/gen_input_embeds", role.key()), input.clone()));
+                let call = calls_so_far.entry((round, role.key())).or_default();
+                seen.push((format!("r{round}/{}/text/call{call}/gen_input_embeds", role.key()), input.clone()));
+                *call += 1;
             }
             _ => {}
         };
         let result = block_on(Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute()).unwrap();
-
-        // Every recorded tensor of this question was produced, and matches.
-        let keys = expected["tensor_keys"].as_array().unwrap();
-        let mine: Vec<&str> = keys.iter().filter_map(Value::as_str).filter(|k| k.starts_with(&format!("q{q}/")) || k.contains(&format!("/call{q}/"))).collect();
-        assert_eq!(seen.len(), mine.len(), "{name} q{q}: produced {:?}, expected {mine:?}", seen.iter().map(|s| &s.0).collect::<Vec<_>>());
         for (key, tensor) in seen {
             assert_close(&format!("{name} {key}"), tensor, g.tensor(&key, device), ATOL, RTOL);
+            seen_keys.push(key);
         }
-
-        // Greedy ids of every generate call, in order, and the final text.
-        let calls: Vec<Vec<u32>> = expected["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == "generate" && e["call_index_in_stage"] == q)
-            .map(|e| e["returned_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
-            .collect();
-        let ours: Vec<Vec<u32>> = result.stages.iter().filter_map(|s| match &s.kind { StageKind::Text { ids } => Some(ids.clone()), _ => None }).collect();
-        assert_eq!(ours, calls, "{name} q{q}: generated ids per call");
-        assert_eq!(result.token_ids, *calls.last().unwrap(), "{name} q{q}: final ids");
+        let mut finals = Vec::new();
+        for stage in &result.stages {
+            if let StageKind::Text { ids } = &stage.kind {
+                ours.entry((stage.round, stage.role.key().to_owned())).or_default().push(ids.clone());
+                if stage.round == opts.rounds && stage.role == system.style.final_role() {
+                    finals.extend_from_slice(ids);
+                }
+            }
+        }
+        assert_eq!(result.token_ids, finals, "{name} q{q}: the answer's ids are the final agent's generated ids");
         assert_eq!(result.answer, expected["final_outputs"][q].as_str().unwrap(), "{name} q{q}: final text");
     }
+
+    // Every recorded tensor was produced (and matched above).
+    let mut keys: Vec<&str> = expected["tensor_keys"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    keys.sort_unstable();
+    seen_keys.sort_unstable();
+    assert_eq!(seen_keys, keys, "{name}: tensors produced vs recorded");
+
+    // Greedy ids of every generate call, stage by stage in the reference's order.
+    let mut calls: HashMap<(usize, String), Vec<Vec<u32>>> = HashMap::new();
+    for e in expected["events"].as_array().unwrap().iter().filter(|e| e["event"] == "generate") {
+        let ids = e["returned_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        calls.entry((e["round"].as_u64().unwrap() as usize, e["role"].as_str().unwrap().to_owned())).or_default().push(ids);
+    }
+    assert!(!calls.is_empty(), "{name}: no generate calls recorded");
+    assert_eq!(ours, calls, "{name}: generated ids per stage and call");
 }
 
-fn mixture<B: RmasBackend>(device: &B::Device) {
-    case::<B>(device, "mixture-r2");
+/// Every system case under `tests/fixtures/golden/systems`.
+fn system_cases() -> Vec<String> {
+    rmas_suite::cases("systems", "expected.json")
 }
 
-fn sequential_light<B: RmasBackend>(device: &B::Device) {
-    case::<B>(device, "sequential-light-r2");
+fn all_systems<B: RmasBackend>(device: &B::Device) {
+    for name in system_cases() {
+        case::<B>(device, &name);
+    }
 }
 
 /// Stage-by-stage loading (`--offload`) gives the same results.
@@ -175,12 +200,11 @@ fn offloaded_agents_match_reference() {
 /// weight bytes only when their agent loads and reading them tensor by tensor.
 #[test]
 fn downloaded_systems_match_reference() {
-    for name in ["sequential-light-r2", "mixture-r2"] {
-        run_case::<burn::backend::NdArray>(&Default::default(), name, Loading::Downloads);
+    for name in system_cases() {
+        run_case::<burn::backend::NdArray>(&Default::default(), &name, Loading::Downloads);
     }
 }
 
 rmas_suite::backend_tests! {
-    mixture_matches_reference => mixture,
-    sequential_light_matches_reference => sequential_light,
+    systems_match_reference => all_systems,
 }

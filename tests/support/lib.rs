@@ -11,6 +11,21 @@ pub fn golden(rel: &str) -> PathBuf {
     root.join("tests/fixtures/golden").join(rel)
 }
 
+/// The case directories under `tests/fixtures/golden/<kind>` (`models`, `systems`) that hold `file`,
+/// sorted: every case present is checked, including ones added after this suite was written.
+pub fn cases(kind: &str, file: &str) -> Vec<String> {
+    let dir = golden(kind);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path())
+        .filter(|path| path.join(file).is_file())
+        .map(|path| path.file_name().expect("a case directory has a name").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 2, "golden cases missing under {}", dir.display());
+    names
+}
+
 /// Tensors of a golden `.safetensors` file, as f32 (float) or i64 (int) host data.
 pub struct Golden {
     bytes: Vec<u8>,
@@ -21,6 +36,11 @@ impl Golden {
     pub fn open(rel: &str) -> Self {
         let path = golden(rel);
         Self { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+
+    /// Whether the file holds tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        safetensors::SafeTensors::deserialize(&self.bytes).expect("golden safetensors").tensor(name).is_ok()
     }
 
     /// Tensor `name` as host data (F32 or I64).

@@ -1,5 +1,7 @@
 //! RecursiveLinks against the system goldens, and loading failures.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,12 +13,10 @@ use rmas::link::{InnerLink, OuterLink};
 use rmas::system::SystemSpec;
 use rmas_text::prompts::{Role, Style, Task};
 
+use common::{SYSTEMS, golden_cases};
+
 type B = NdArray<f32>;
 
-const SYSTEMS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/golden/systems"
-);
 
 /// Golden tensors: key → (shape, values).
 type Golden = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -75,11 +75,9 @@ fn prefix_and_role(key: &str) -> (String, String) {
 
 #[test]
 fn links_reproduce_system_goldens() {
-    for (case, style) in [
-        ("mixture-r2", Style::Mixture),
-        ("sequential-light-r2", Style::SequentialLight),
-    ] {
-        let spec = spec(case, style, Task::Math);
+    for (case, style, task) in golden_cases() {
+        let case = case.as_str();
+        let spec = spec(case, style, task);
         let golden = load_golden(case);
         let mut inner: BTreeMap<Role, InnerLink<B>> = BTreeMap::new();
         let mut outer: BTreeMap<String, OuterLink<B>> = BTreeMap::new();

@@ -1,5 +1,7 @@
 //! System resolution against the golden hub caches, manifests, descriptions and the hub cache.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,12 +14,10 @@ use rmas::system::{
 };
 use rmas_text::prompts::{Role, Style, Task};
 
+use common::{SYSTEMS, golden_cases};
+
 type B = NdArray<f32>;
 
-const SYSTEMS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/golden/systems"
-);
 
 fn hub_dir(case: &str) -> PathBuf {
     Path::new(SYSTEMS).join(case).join("hub")
@@ -46,11 +46,9 @@ fn err_string<T: std::fmt::Debug>(result: rmas::Result<T>) -> String {
 
 #[test]
 fn golden_systems_resolve_like_the_official_loader() {
-    for (case, style) in [
-        ("mixture-r2", Style::Mixture),
-        ("sequential-light-r2", Style::SequentialLight),
-    ] {
-        let spec = SystemSpec::resolve_style(&offline_hub(case), style, Task::Math).unwrap();
+    for (case, style, task) in golden_cases() {
+        let case = case.as_str();
+        let spec = SystemSpec::resolve_style(&offline_hub(case), style, task).unwrap();
         let summary = &expected_json(case)["official_loader_summary"];
         assert_eq!(summary["family"].as_str().unwrap(), family_name(spec.style));
         assert_eq!(
