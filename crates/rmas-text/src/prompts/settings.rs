@@ -19,10 +19,15 @@ pub struct RecommendedSettings {
     pub seed: u64,
 }
 
-/// T and R from the 2026-06 table where it has an entry, else the release defaults (T 32, R 3);
-/// max_new_tokens and temperature from the release rules (plus the newer datasets' budgets).
+/// T and R of the release `run.py` (the reference pipeline): its table for the sequential styles on
+/// MATH500, MedQA, GPQA and MBPP+, else T 32 and R 3; datasets that only the 2026-06 release knows
+/// (AIME, LiveCodeBench, HotpotQA, Bamboogle) take that release's table. max_new_tokens and
+/// temperature follow the release rules (plus the newer datasets' budgets).
 pub fn recommended_settings(style: Style, dataset: Dataset) -> RecommendedSettings {
-    let (latent_steps, rounds) = latent_steps_and_rounds(style, dataset).unwrap_or((32, 3));
+    let (latent_steps, rounds) = release_latent_steps(style, dataset)
+        .map(|t| (t, 3))
+        .or_else(|| newer_latent_steps_and_rounds(style, dataset))
+        .unwrap_or((32, 3));
     RecommendedSettings {
         latent_steps,
         rounds,
@@ -33,30 +38,35 @@ pub fn recommended_settings(style: Style, dataset: Dataset) -> RecommendedSettin
     }
 }
 
-/// The 2026-06 T/R table (deliberation's "2-3" rounds taken as 3, the release default).
-fn latent_steps_and_rounds(style: Style, dataset: Dataset) -> Option<(usize, usize)> {
+/// The release `run.py` T (with R = 3) for the datasets it evaluates.
+fn release_latent_steps(style: Style, dataset: Dataset) -> Option<usize> {
+    use Dataset as D;
+    use Style as S;
+    match (style, dataset) {
+        (S::SequentialLight, D::Math500) => Some(48),
+        (S::SequentialLight, D::MedQa | D::Gpqa) | (S::SequentialScaled, D::Math500) => Some(32),
+        (S::SequentialScaled, D::MedQa | D::Gpqa) => Some(48),
+        (S::SequentialLight | S::SequentialScaled, D::MbppPlus) => Some(16),
+        (_, D::Math500 | D::MedQa | D::Gpqa | D::MbppPlus) => Some(32),
+        _ => None,
+    }
+}
+
+/// The 2026-06 T/R table for the datasets the release does not evaluate (deliberation's "2-3"
+/// rounds taken as 3, the release default).
+fn newer_latent_steps_and_rounds(style: Style, dataset: Dataset) -> Option<(usize, usize)> {
     use Dataset as D;
     use Style as S;
     Some(match (style, dataset) {
-        (S::SequentialLight, D::Math500 | D::Aime25) => (32, 3),
-        (S::SequentialLight, D::MedQa | D::Aime26) => (32, 2),
-        (S::SequentialLight, D::Gpqa | D::MbppPlus) => (48, 3),
-        (S::SequentialScaled, D::Math500) => (64, 2),
-        (S::SequentialScaled, D::MedQa | D::MbppPlus) => (32, 3),
-        (S::SequentialScaled, D::Gpqa) => (32, 2),
+        (S::SequentialLight, D::Aime25) => (32, 3),
+        (S::SequentialLight, D::Aime26) => (32, 2),
         (S::SequentialScaled, D::Aime25) => (48, 3),
         (S::SequentialScaled, D::Aime26) => (64, 3),
         (S::SequentialScaled, D::LiveCodeBench) => (48, 2),
-        (S::Mixture, D::Math500) => (64, 3),
-        (S::Mixture, D::MedQa) => (48, 2),
-        (S::Mixture, D::Gpqa) => (48, 3),
-        (S::Mixture, D::MbppPlus) => (32, 3),
         (S::Mixture, D::Aime25) => (16, 3),
         (S::Mixture, D::Aime26) => (32, 2),
         (S::Mixture, D::LiveCodeBench) => (16, 2),
-        (S::Distillation, D::Math500 | D::Gpqa) => (64, 3),
-        (S::Distillation, D::MedQa | D::LiveCodeBench) => (64, 2),
-        (S::Distillation, D::MbppPlus) => (16, 2),
+        (S::Distillation, D::LiveCodeBench) => (64, 2),
         (S::Distillation, D::Aime25 | D::Aime26) => (32, 3),
         (S::Deliberation, D::HotpotQa) => (32, 2),
         (S::Deliberation, _) => (16, 3),
@@ -92,13 +102,21 @@ mod tests {
 
     #[test]
     fn table_entries() {
+        // The release run.py table (R = 3 throughout).
         let s = recommended_settings(Style::SequentialLight, Dataset::Math500);
-        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (32, 3, 1000));
+        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (48, 3, 1000));
+        let s = recommended_settings(Style::SequentialScaled, Dataset::Gpqa);
+        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (48, 3, 4000));
+        let s = recommended_settings(Style::SequentialLight, Dataset::MbppPlus);
+        assert_eq!((s.latent_steps, s.rounds, s.temperature), (16, 3, 0.2));
         let s = recommended_settings(Style::Mixture, Dataset::MbppPlus);
         assert_eq!(
             (s.latent_steps, s.rounds, s.max_new_tokens, s.temperature),
             (32, 3, 4000, 0.2)
         );
+        let s = recommended_settings(Style::Deliberation, Dataset::Math500);
+        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (32, 3, 2000));
+        // Datasets of the 2026-06 release only.
         let s = recommended_settings(Style::SequentialLight, Dataset::LiveCodeBench);
         assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (32, 3, 4096));
         let s = recommended_settings(Style::Distillation, Dataset::Aime26);
@@ -106,5 +124,7 @@ mod tests {
             (s.latent_steps, s.rounds, s.max_new_tokens, s.top_p, s.seed),
             (32, 3, 16000, 0.95, 42)
         );
+        let s = recommended_settings(Style::Deliberation, Dataset::HotpotQa);
+        assert_eq!((s.latent_steps, s.rounds), (32, 2));
     }
 }
