@@ -203,8 +203,10 @@ function onEvent(e, stage) {
       break;
     }
     case "message":
+      // Read back asynchronously: it can arrive after the receiver's stage started, so it lights
+      // its link only, never the active agent.
       drawMessage(e);
-      highlight(e.from, e.key);
+      highlightLink(e.key);
       break;
   }
 }
@@ -277,8 +279,13 @@ function drawGraph(g) {
   }
 }
 
-function highlight(role, key) {
+/// Marks the agent whose stage runs.
+function highlight(role) {
   document.querySelectorAll("#graph .node").forEach((n) => n.classList.toggle("active", n.dataset.role === role));
+}
+
+/// Marks the outer link whose message arrived last.
+function highlightLink(key) {
   document.querySelectorAll("#graph .edge").forEach((p) => p.classList.toggle("active", p.dataset.key === key));
 }
 
