@@ -159,5 +159,27 @@ fn cpu_ops(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops);
+/// Causal attention at Qwen3.5-2B's head layout (8 query heads over 2 KV heads of 256) for 512- and
+/// 2048-token prefills: the CPU body against the reference (full scores, mask, softmax).
+fn attention(c: &mut Criterion) {
+    use burn::tensor::{Distribution, Tensor};
+    use rmas_kernels::{RmasBackend, attn};
+    let device = Default::default();
+    let mut group = c.benchmark_group("attention_cpu");
+    group.sample_size(10);
+    for t in [512, 2048] {
+        let q = Tensor::<B, 3>::random([8, t, 256], Distribution::Normal(0.0, 1.0), &device);
+        let [k, v] = [0; 2].map(|_| Tensor::<B, 3>::random([2, t, 256], Distribution::Normal(0.0, 1.0), &device));
+        group.throughput(Throughput::Elements(t as u64));
+        group.bench_function(format!("causal_8x{t}x256_cpu"), |b| {
+            b.iter(|| B::causal_attention(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
+        });
+        group.bench_function(format!("causal_8x{t}x256_reference"), |b| {
+            b.iter(|| attn::reference(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops, attention);
 criterion_main!(benches);

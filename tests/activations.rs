@@ -1,7 +1,8 @@
-//! Activations (times a gate), the attention softmax, RMSNorm and the GDN's causal conv + SiLU: the
-//! backend's implementation (one pass on the CPU, one cubecl kernel on wgpu/CUDA) against float64 host
-//! loops, at awkward sizes (1, odd, past the CPU task size and the kernels' grid), on contiguous and
-//! strided inputs, incl. −∞ (masked) scores; in f32 and, where the device supports it, f16.
+//! Activations (times a gate), the attention softmax, causal attention, RMSNorm and the GDN's causal
+//! conv + SiLU: the backend's implementation (one pass or blocked on the CPU, cubecl kernels on
+//! wgpu/CUDA) against float64 host loops, at awkward sizes (1, odd, past the CPU task size and the
+//! kernels' grid), on contiguous and strided inputs, incl. −∞ (masked) scores; in f32 and, where the
+//! device supports it, f16.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{Act, RmasBackend};
@@ -168,7 +169,58 @@ fn rms_norm<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// Causal attention as the model calls it (queries a transposed view, keys and values a narrowed
+/// cache) against float64 loops: decode and prefill, after a cache, GQA and MHA, sliding windows
+/// narrower and wider than the keys, odd head sizes, more query rows than one CPU block.
+fn causal_attention<B: RmasBackend>(d: &B::Device) {
+    // (query heads, KV heads, T, L, head dim, window)
+    let cases = [
+        (1, 1, 1, 1, 1, None),
+        (4, 2, 1, 37, 16, None),
+        (4, 1, 1, 50, 8, Some(7)),
+        (6, 2, 13, 13, 5, None),
+        (3, 3, 5, 21, 7, Some(4)),
+        (8, 2, 300, 300, 64, None),
+        (8, 2, 300, 300, 64, Some(100)),
+        (2, 1, 260, 301, 33, Some(512)),
+    ];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (2e-5, 1e-4));
+        for (nh, nkv, t, l, hd, window) in cases {
+            let what = format!("{dtype:?} heads {nh}/{nkv} T {t} L {l} hd {hd} window {window:?}");
+            let cap = l + 3; // the cache is longer than its filled part
+            let q = values(1, t * nh * hd, 1.0, dtype); // [T, nh, hd]
+            let [k, v] = [2, 3].map(|seed| values(seed, nkv * cap * hd, 1.0, dtype)); // [nkv, cap, hd]
+            let scale = 1.0 / (hd as f64).sqrt();
+            let mut want = vec![0f32; nh * t * hd];
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                for i in 0..t {
+                    let p = l - t + i;
+                    let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                    let qi = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+                    let row = |x: &[f32], j: usize| x[(g * cap + j) * hd..(g * cap + j + 1) * hd].iter().map(|&x| x as f64).collect::<Vec<_>>();
+                    let s: Vec<f64> = (lo..=p).map(|j| scale * row(&k, j).iter().zip(qi).map(|(k, &q)| k * q as f64).sum::<f64>()).collect();
+                    let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..hd {
+                        let o: f64 = (lo..=p).zip(&e).map(|(j, e)| e / z * v[(g * cap + j) * hd + c] as f64).sum();
+                        want[(h * t + i) * hd + c] = o as f32;
+                    }
+                }
+            }
+            let q = Tensor::<B, 3>::from_data(TensorData::new(q, [t, nh, hd]), d).cast(dtype).swap_dims(0, 1);
+            let [k, v] = [k, v].map(|x| Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype).narrow(1, 0, l));
+            let got = B::causal_attention(q, k, v, scale, window);
+            assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+            assert_close(&what, got.cast(DType::F32), Tensor::<B, 3>::from_data(TensorData::new(want, [nh, t, hd]), d), atol, rtol);
+        }
+    }
+}
+
 rmas_suite::backend_tests! {
+    causal_attention_matches_f64 => causal_attention,
     rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,
     softmax_matches_f64 => softmax,

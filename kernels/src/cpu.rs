@@ -3,7 +3,12 @@
 //! Weight products avoid the copies of burn-ndarray's generic matmul, which reshapes (copies) both
 //! operands and, through its GEMM, packs the weight even for one row: a decode step read every weight
 //! about five times. Here a few rows stream the weight once (split over the output columns on the
-//! thread pool); more rows run one GEMM on views.
+//! thread pool); more rows run one GEMM on views. Every product runs on rayon's pool (the `gemm`
+//! crate), the pool of all other bodies here: burn-ndarray's GEMM brings its own threads, which
+//! competed with rayon's for the cores (a fifth of attention's time went to the scheduler).
+//!
+//! Attention runs by query blocks in parallel, each over the keys it may see: no score tensor or mask
+//! of the whole sequence, and the keys past a block's last query never touched.
 //!
 //! Activations (times a gate), softmax, RMSNorm and the GDN convolution take one pass instead of
 //! burn's several. The gated delta rule runs its exact recurrence per value head on the thread pool,
@@ -13,7 +18,8 @@
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_ndarray::NdArrayTensor;
-use ndarray::{ArcArray, Array2, ArrayView2, Ix2, Ix3, IxDyn};
+use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, Ix2, Ix3, IxDyn, s};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::{Act, DeltaRule, GatedNorm};
@@ -24,6 +30,8 @@ const STREAM_ROWS: usize = 4;
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// Fewest output columns a thread takes.
 const MIN_COLUMNS: usize = 256;
+/// Query rows (positions × the heads of one KV group) per block of [`causal_attention`].
+const ATTENTION_ROWS: usize = 128;
 
 /// `x·w` for `x` `[M, K]` and `w` `[K, N]` (a linear layer's weight stored `[in, out]`).
 pub fn linear(x: Tensor<NdArray, 2>, w: Tensor<NdArray, 2>) -> Tensor<NdArray, 2> {
@@ -73,8 +81,27 @@ fn product(x: Tensor<NdArray, 2>, w: Tensor<NdArray, 2>, layout: Layout) -> Tens
             return tensor(Ok(out.into_dyn().into_shared()));
         }
     }
-    ndarray::linalg::general_mat_mul(1.0, &x, &w, 0.0, &mut out);
+    matmul(1.0, x, w, out.view_mut(), Parallelism::Rayon(0));
     tensor(Ok(out.into_dyn().into_shared()))
+}
+
+/// `out = alpha·a·b` for strided f32 views.
+fn matmul(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, mut out: ArrayViewMut2<f32>, parallelism: Parallelism) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(b.nrows() == k && out.dim() == (m, n), "matmul of [{m}, {k}] by {:?} into {:?}", b.dim(), out.dim());
+    let ([ars, acs], [brs, bcs], [ors, ocs]) = (stride2(a.strides()), stride2(b.strides()), stride2(out.strides()));
+    // SAFETY: the pointers and strides describe the three views, which outlive the call; `out` is
+    // borrowed mutably and overwritten without being read (`read_dst` false).
+    unsafe {
+        gemm::gemm(
+            m, n, k, out.as_mut_ptr(), ocs, ors, false, a.as_ptr(), acs, ars, b.as_ptr(), bcs, brs,
+            0.0, alpha, false, false, false, parallelism,
+        )
+    }
+}
+
+fn stride2(s: &[isize]) -> [isize; 2] {
+    [s[0], s[1]]
 }
 
 /// `out[i, :] = x[i, :]·W` reading the row-major weight `rows` once per row of `x`.
@@ -134,6 +161,65 @@ pub fn activate<const D: usize>(x: Tensor<NdArray, D>, act: Act, by: Option<Tens
         wide(|| act.apply(chunk, by.map(|b| &b[start..start + chunk.len()])));
     });
     tensor(Ok(x))
+}
+
+/// [`crate::attn::reference`] by blocks of queries (all heads of one KV group, about
+/// [`ATTENTION_ROWS`] rows): one product with the keys the block can see, the masked softmax per
+/// row, one product with the values. The keys after a block's last query are never touched, nor
+/// any score tensor or mask of the whole sequence built.
+pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<NdArray, 3>, scale: f64, window: Option<usize>) -> Tensor<NdArray, 3> {
+    if [&q, &k, &v].iter().any(|t| t.dtype() != DType::F32) {
+        return crate::attn::reference(q, k, v, scale, window);
+    }
+    let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
+    let rep = nh / nkv;
+    let q = standard(q);
+    let q = values(&q);
+    // The cache's views as they are (each head's keys are contiguous rows).
+    let [k, v] = [k, v].map(|x| f32_array(x).unwrap_or_else(|_| unreachable!("f32 checked above")));
+    let [k, v] = [&k, &v].map(|x| x.view().into_dimensionality::<Ix3>().expect("rank-3 tensor"));
+    let rows = (ATTENTION_ROWS / rep).clamp(1, t.max(1)); // query positions per block
+    // Blocks (KV head, first position), the longest (latest) first for the pool's balance.
+    let blocks: Vec<(usize, usize)> = (0..t).step_by(rows).rev().flat_map(|i0| (0..nkv).map(move |g| (g, i0))).collect();
+    let outs: Vec<Array2<f32>> = blocks
+        .par_iter()
+        .map(|&(g, i0)| {
+            let n = rows.min(t - i0);
+            let (lo, hi) = (crate::attn::first_key(i0, t, l, window), l - t + i0 + n); // keys of the block
+            let width = hi - lo;
+            // Block rows `r·n + i`: query head g·rep + r at position i0 + i.
+            let qb = Array2::from_shape_fn((rep * n, hd), |(row, d)| q[((g * rep + row / n) * t + i0 + row % n) * hd + d]);
+            let mut sc = Array2::<f32>::zeros((rep * n, width));
+            let (kg, vg) = (k.slice(s![g, lo..hi, ..]), v.slice(s![g, lo..hi, ..])); // [width, hd]
+            matmul(scale as f32, qb.view(), kg.t(), sc.view_mut(), Parallelism::None);
+            for (row, mut p) in sc.rows_mut().into_iter().enumerate() {
+                let i = i0 + row % n;
+                let (a, b) = (crate::attn::first_key(i, t, l, window) - lo, l - t + i + 1 - lo); // visible keys
+                let p = p.as_slice_mut().expect("contiguous scores");
+                wide(|| {
+                    let visible = &mut p[a..b];
+                    let max = visible.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    visible.iter_mut().for_each(|x| *x = crate::act::exp(*x - max));
+                    let norm = 1.0 / visible.iter().sum::<f32>();
+                    visible.iter_mut().for_each(|x| *x *= norm);
+                    p[..a].fill(0.0);
+                    p[b..].fill(0.0);
+                })
+            }
+            let mut ob = Array2::<f32>::zeros((rep * n, hd));
+            matmul(1.0, sc.view(), vg, ob.view_mut(), Parallelism::None);
+            ob
+        })
+        .collect();
+    let mut out = vec![0f32; nh * t * hd];
+    for (&(g, i0), ob) in blocks.iter().zip(&outs) {
+        let n = rows.min(t - i0);
+        for (row, src) in ob.rows().into_iter().enumerate() {
+            let dst = ((g * rep + row / n) * t + i0 + row % n) * hd;
+            out[dst..dst + hd].iter_mut().zip(src).for_each(|(o, x)| *o = *x);
+        }
+    }
+    from_vec(out, [nh, t, hd])
 }
 
 /// Softmax over the last axis in one pass per row group, with the vectorising `exp`.

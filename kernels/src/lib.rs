@@ -4,6 +4,7 @@
 
 pub mod act;
 mod act_kernel;
+pub mod attn;
 pub mod conv;
 mod conv_kernel;
 mod cpu;
@@ -36,6 +37,11 @@ pub trait RmasBackend: Backend {
     /// `act(x)`, times `by` (same shape) when given; see [`act::reference`].
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
         act::reference(x, act, by)
+    }
+
+    /// Causal attention of `q` `[nh, T, hd]` over `k`, `v` `[nkv, L, hd]`; see [`attn::reference`].
+    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+        attn::reference(q, k, v, scale, window)
     }
 
     /// Softmax over the last axis (attention probabilities).
@@ -82,9 +88,9 @@ pub trait RmasBackend: Backend {
     }
 }
 
-/// The CPU backend: weight products stream the weights instead of copying them; the delta rule runs
-/// its recurrence and the convolution, activations, softmax and RMSNorm run in one pass, on the
-/// thread pool.
+/// The CPU backend: weight products stream the weights instead of copying them; attention runs by
+/// query blocks over the causal keys only; the delta rule runs its recurrence and the convolution,
+/// activations, softmax and RMSNorm run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
     fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         cpu::gated_delta_rule(x, norm)
@@ -96,6 +102,10 @@ impl RmasBackend for burn::backend::NdArray {
 
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
         cpu::activate(x, act, by)
+    }
+
+    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+        cpu::causal_attention(q, k, v, scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {

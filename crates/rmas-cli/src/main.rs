@@ -8,6 +8,9 @@ mod run;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// RecursiveMAS runtime: multi-agent LLM systems whose agents exchange latent states, on CPU, CUDA or wgpu.
 ///
 /// Examples:

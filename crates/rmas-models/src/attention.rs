@@ -1,12 +1,12 @@
 //! Causal softmax attention with GQA, optional q/k norms, output gate and sliding window, over a KV cache.
 
-use burn::tensor::{Bool, DType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm, apply_rope, to_f32};
+use crate::nn::{Linear, Loader, RmsNorm, apply_rope};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -73,11 +73,10 @@ impl<B: RmasBackend> Attention<B> {
         })
     }
 
-    /// Attends `x` `[T, hidden]` at positions `start..start+T` to itself and the cache.
-    pub fn forward(&self, x: Tensor<B, 2>, start: usize, rope: &(Tensor<B, 2>, Tensor<B, 2>), cache: &mut KvCache<B>) -> Tensor<B, 2> {
+    /// Attends `x` `[T, hidden]` (the positions after the cache's) to itself and the cache.
+    pub fn forward(&self, x: Tensor<B, 2>, rope: &(Tensor<B, 2>, Tensor<B, 2>), cache: &mut KvCache<B>) -> Tensor<B, 2> {
         let [t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let rep = nh / nkv;
         let q = self.q_proj.forward(x.clone());
         let (q, gate) = if self.gated {
             let qg = q.reshape([t, nh, 2 * hd]); // per head: hd query rows then hd gate rows
@@ -93,44 +92,13 @@ impl<B: RmasBackend> Attention<B> {
         };
         let q = apply_rope(q, &rope.0, &rope.1).swap_dims(0, 1); // [nh, T, hd]
         let k = apply_rope(k, &rope.0, &rope.1).swap_dims(0, 1); // [nkv, T, hd]
-        let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1));
-        let mut k_len = start + t;
-        let (mut k_all, mut v_all) = (k_all, v_all);
-        // A single row with a window only needs the window's keys.
-        if let (1, Some(w)) = (t, self.window)
-            && k_len > w
-        {
-            k_all = k_all.narrow(1, k_len - w, w);
-            v_all = v_all.narrow(1, k_len - w, w);
-            k_len = w;
-        }
-        // GQA without copying K/V: query heads of one KV group become rows, [nkv, rep·T, hd].
-        let q = q.reshape([nkv, rep * t, hd]);
-        let scores = to_f32(q.matmul(k_all.swap_dims(1, 2))) * self.scale; // [nkv, rep·T, L]
-        let scores = if t > 1 {
-            let mask = self.mask(start, t, k_len, rep, &scores.device());
-            scores.mask_fill(mask, f32::NEG_INFINITY)
-        } else {
-            scores
-        };
-        let probs = B::softmax_last(scores).cast(v_all.dtype());
-        let o = probs.matmul(v_all).reshape([nh, t, hd]).swap_dims(0, 1).reshape([t, nh * hd]);
+        let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1)); // [nkv, L, hd]
+        let o = B::causal_attention(q, k_all, v_all, self.scale, self.window); // [nh, T, hd]
+        let o = o.swap_dims(0, 1).reshape([t, nh * hd]);
         let o = match gate {
             Some(g) => B::activate(g, Act::Sigmoid, Some(o)),
             None => o,
         };
         self.o_proj.forward(o)
-    }
-
-    /// `true` where query `start+i` may not see key `j`: `[1, rep·T, L]`, bottom-right aligned causal + window.
-    fn mask(&self, start: usize, t: usize, k_len: usize, rep: usize, device: &B::Device) -> Tensor<B, 3, Bool> {
-        let mut m = Vec::with_capacity(rep * t * k_len);
-        for _ in 0..rep {
-            for i in 0..t {
-                let p = start + i;
-                m.extend((0..k_len).map(|j| j > p || self.window.is_some_and(|w| j + w <= p)));
-            }
-        }
-        Tensor::from_data(TensorData::new(m, [1, rep * t, k_len]), device)
     }
 }

@@ -216,7 +216,7 @@ impl<B: RmasBackend> Model<B> {
         for (layer, state) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let y = layer.attn_norm.forward(x.clone());
             let y = match (&layer.mixer, state) {
-                (LayerMixer::Attention(a), LayerCache::Kv(kv)) => a.forward(y, start, &tables[layer.rope], kv),
+                (LayerMixer::Attention(a), LayerCache::Kv(kv)) => a.forward(y, &tables[layer.rope], kv),
                 (LayerMixer::Delta(d), LayerCache::Delta(s)) => d.forward(y, s),
                 _ => unreachable!("caches are built from the same layer list"),
             };
