@@ -172,6 +172,7 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
         return crate::attn::reference(q, k, v, scale, window);
     }
     let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
+    assert!(l >= t && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
     let rep = nh / nkv;
     let q = standard(q);
     let q = values(&q);

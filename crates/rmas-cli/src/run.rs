@@ -12,7 +12,7 @@ use rmas::hub::Hub;
 use rmas::system::SystemSpec;
 use rmas_models::RmasBackend;
 use rmas_models::generate::Sampling;
-use rmas_text::ChatOptions;
+use rmas_text::{ChatOptions, RowQuestion};
 use rmas_text::prompts::{Dataset, Style, Task, recommended_settings};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
@@ -65,15 +65,21 @@ pub struct Args {
     #[arg(long)]
     demo: bool,
     /// The question.
-    #[arg(long, required_unless_present = "demo")]
+    #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
     question: Option<String>,
+    /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/AIME
+    /// `problem`; MBPP+ `prompt`, `test_list`, `test`, `code`; LiveCodeBench `question_content`,
+    /// `starter_code`, `metadata`): the question and function name are built from it as the
+    /// reference's loaders build them.
+    #[arg(long, value_name = "FILE")]
+    row: Option<PathBuf>,
     /// Link set: math or code (default: from the dataset).
     #[arg(long, value_parser = parse_task)]
     task: Option<Task>,
     /// Dataset whose prompt variant and recommended settings to use (math500, gpqa, medqa, mbppplus, aime25, aime26, livecodebench, …).
     #[arg(long, default_value = "math500", value_parser = parse_dataset)]
     dataset: Dataset,
-    /// The function name that code prompts ask for.
+    /// The function name that code prompts ask for (default: the row's, with --row).
     #[arg(long)]
     fn_name: Option<String>,
     /// Recursion rounds (default: recommended for style and dataset).
@@ -109,6 +115,13 @@ pub struct Args {
     json: bool,
 }
 
+/// The question of the dataset row in the JSON file at `path`.
+fn read_row(path: &std::path::Path, dataset: Dataset) -> Result<RowQuestion> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the dataset row {}", path.display()))?;
+    let row: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    rmas_text::row_question(dataset, &row).with_context(|| format!("building the question of {}", path.display()))
+}
+
 fn parse_style(s: &str) -> Result<Style, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
@@ -132,10 +145,11 @@ impl Job for Args {
         let rec = recommended_settings(style, self.dataset);
         let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
         let demo = rmas::demo::run_options(chat_date);
+        let row = self.row.as_deref().map(|path| read_row(path, self.dataset)).transpose()?;
         let pick = |flag: Option<usize>, demo_value: usize, recommended: usize| flag.unwrap_or(if self.demo { demo_value } else { recommended });
         let opts = RunOptions {
             dataset: self.dataset,
-            fn_name: self.fn_name.clone(),
+            fn_name: self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone())),
             latent_steps: pick(self.latent_steps, demo.latent_steps, rec.latent_steps),
             rounds: pick(self.rounds, demo.rounds, rec.rounds),
             max_new_tokens: pick(self.max_new_tokens, demo.max_new_tokens, rec.max_new_tokens),
@@ -151,7 +165,11 @@ impl Job for Args {
         };
         let dtype = self.device.dtype.dtype();
         let system = self.load::<B>(&device, dtype)?;
-        let question = self.question.as_deref().unwrap_or(rmas::demo::QUESTION);
+        let question = match (&row, &self.question) {
+            (Some(row), _) => row.question.as_str(),
+            (None, Some(q)) => q.as_str(),
+            (None, None) => rmas::demo::QUESTION,
+        };
         let progress = Progress::new(self.json);
         let mut on_event = |e: Event<'_, B>| progress.event(e);
         let result = rmas_models::block_on(Run::new(&system, &opts, question, None, &mut on_event).execute())?;

@@ -1,5 +1,5 @@
 //! The `rmas` binary end to end: the demo run's JSON, its agreement with the library's demo settings
-//! (which the web demo uses too), and a clear offline error.
+//! (which the web demo uses too), and clear errors offline and for bad dataset rows.
 
 use std::process::Command;
 
@@ -45,5 +45,21 @@ fn offline_style_without_cache_names_the_repo() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RecursiveMAS/"), "error should name the missing repo: {err}");
+    assert!(!err.contains("panicked"), "no panic: {err}");
+}
+
+#[test]
+fn dataset_row_errors_name_the_file_and_field() {
+    let dir = std::env::temp_dir().join(format!("rmas-cli-row-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let row = dir.join("row.json");
+    std::fs::write(&row, r#"{"task_id": 7, "code": "def f(): pass"}"#).unwrap();
+    let row = row.to_str().unwrap();
+    let out = rmas(&["run", "--style", "mixture", "--dataset", "mbppplus", "--row", row, "--backend", "cpu"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(row) && err.contains("no string field `prompt`"), "error should name the file and field: {err}");
+    let out = rmas(&["run", "--style", "mixture", "--row", row, "--question", "q"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "--row and --question conflict");
     assert!(!err.contains("panicked"), "no panic: {err}");
 }

@@ -117,6 +117,14 @@ pub enum TextError {
         /// The style's roles.
         expected: String,
     },
+    /// A dataset row lacks what its question is built from, or the dataset has no row builder.
+    #[error("{dataset} row: {reason}")]
+    DatasetRow {
+        /// The dataset key.
+        dataset: &'static str,
+        /// What is missing or unsupported.
+        reason: String,
+    },
     /// Rounds are 1-based.
     #[error("round must be >= 1 (rounds are 1-based), got {0}")]
     InvalidRound(usize),

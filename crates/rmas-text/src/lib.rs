@@ -2,12 +2,14 @@
 //! RecursiveMAS prompt texts, answer-retry rules and recommended settings.
 
 pub mod chat;
+pub mod datasets;
 pub mod error;
 pub mod prompts;
 pub mod pystr;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatOptions, ChatTemplate};
+pub use datasets::{RowQuestion, row_question};
 pub use error::{Result, TextError};
 pub use prompts::{
     CodeTask, Dataset, MasTask, Prompt, PromptContext, RecommendedSettings, Role, Style, Task,

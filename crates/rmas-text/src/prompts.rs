@@ -447,10 +447,12 @@ impl<'a> PromptContext<'a> {
         }
     }
 
-    /// The same context with a function name.
+    /// The same context with a function name: a function task, as the reference's `task_type` is
+    /// for every row that names one (MBPP+, LiveCodeBench's functional problems).
     pub fn with_fn_name(self, fn_name: &'a str) -> Self {
         Self {
             fn_name: Some(fn_name),
+            code_task: CodeTask::Function,
             ..self
         }
     }

@@ -423,3 +423,56 @@ fn config_template_tojson_and_invalid_templates() {
         "{err}"
     );
 }
+
+#[test]
+fn dataset_rows_build_the_reference_questions() {
+    use rmas_text::{RowQuestion, row_question};
+    use serde_json::json;
+    let q = |dataset, row| row_question(dataset, &row).unwrap_or_else(|e| panic!("{e}"));
+    let math = q(Dataset::Math500, json!({"problem": "  What is $1+1$?\n", "answer": "2"}));
+    assert_eq!(math, RowQuestion { question: "  What is $1+1$?\n".into(), fn_name: None });
+    // MBPP+: stripped prompt, the first three tests, the name from the test script's last assertion.
+    let row = json!({
+        "prompt": "\n Write a function to add two numbers. \n",
+        "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 1) == 0", "assert add(5, 5) == 10"],
+        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\nassertion(add_two(1, 2), 3, 0)\n",
+        "code": "def plus(a, b):\n    return a + b",
+    });
+    let mbpp = q(Dataset::MbppPlus, row.clone());
+    assert_eq!(
+        mbpp.question,
+        "Write a function to add two numbers.\n\nYour solution should satisfy assertions like:\nassert add(1, 2) == 3\nassert add(0, 0) == 0\nassert add(-1, 1) == 0"
+    );
+    assert_eq!(mbpp.fn_name.as_deref(), Some("add_two"));
+    // Without assertion(...): the script's last `assert name(`, then the test list's, then the code's def.
+    let with = |patch: serde_json::Value| {
+        let mut r = row.clone();
+        r.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        q(Dataset::MbppPlus, r).fn_name
+    };
+    assert_eq!(with(json!({"test": "assert first(1)\nassert second (2)"})).as_deref(), Some("second"));
+    assert_eq!(with(json!({"test": ""})).as_deref(), Some("add"));
+    assert_eq!(with(json!({"test": "", "test_list": []})).as_deref(), Some("plus"));
+    assert_eq!(with(json!({"test": "", "test_list": [], "code": "x = 1"})), None);
+    assert_eq!(q(Dataset::MbppPlus, json!({"prompt": "P"})).question, "P");
+    // LiveCodeBench: a functional problem names its function; its prompt is a function task.
+    let lcb = q(Dataset::LiveCodeBench, json!({
+        "question_content": " Sum the list.\n",
+        "starter_code": "class Solution:\n    def total(self, xs):\n",
+        "metadata": "{\"func_name\": \"total\"}",
+    }));
+    assert_eq!(lcb.question, "Sum the list.\n\nStarter code:\nclass Solution:\n    def total(self, xs):\n");
+    assert_eq!(lcb.fn_name.as_deref(), Some("total"));
+    let ctx = PromptContext::new(&lcb.question, Dataset::LiveCodeBench).with_fn_name("total");
+    assert!(prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Implement and return the function `total` only."));
+    let stdin = q(Dataset::LiveCodeBench, json!({"question_content": "Read n.", "starter_code": "  ", "metadata": "{}"}));
+    assert_eq!(stdin, RowQuestion { question: "Read n.".into(), fn_name: None });
+    let ctx = PromptContext::new(&stdin.question, Dataset::LiveCodeBench);
+    assert!(prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Write a complete program that reads from stdin"));
+    // Bad rows and datasets without a builder name the dataset and what is missing.
+    let err = |dataset, row| row_question(dataset, &row).unwrap_err().to_string();
+    assert_eq!(err(Dataset::MbppPlus, json!({"task_id": 1})), "mbppplus row: no string field `prompt` (fields: task_id)");
+    assert!(err(Dataset::Math500, json!(["x"])).contains("not a JSON object but an array"), "{}", err(Dataset::Math500, json!(["x"])));
+    assert!(err(Dataset::LiveCodeBench, json!({"question_content": "q", "metadata": "{"})).contains("`metadata` is not JSON"));
+    assert!(err(Dataset::Gpqa, json!({"Question": "q"})).starts_with("gpqa row: rmas builds no questions"));
+}

@@ -347,7 +347,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
 
     /// The prompt of `role` in `round`, embedded, with the messages spliced into its slots: `[L, H]`.
     fn prompt_rows(&self, agent: &Agent<B>, round: usize, mut slots: Slots<B>) -> Result<Tensor<B, 2>> {
-        let ctx = PromptContext { fn_name: self.opts.fn_name.as_deref(), ..PromptContext::new(self.question, self.opts.dataset) };
+        let ctx = PromptContext::new(self.question, self.opts.dataset);
+        let ctx = match self.opts.fn_name.as_deref() {
+            Some(name) => ctx.with_fn_name(name),
+            None => ctx,
+        };
         let prompt = prompts::user_prompt(self.system.style, agent.role, round, &ctx)?;
         let rendered = agent.tokenizer.render_prompt(prompts::system_prompt(self.system.style), &prompt.text, &self.opts.chat)?;
         let pieces = agent.tokenizer.encode_segments(&rendered, &prompt.slots)?;

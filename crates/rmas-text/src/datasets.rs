@@ -1,0 +1,106 @@
+//! The question text and function name of one dataset row (spec §11), built as the reference
+//! pipeline's loaders build them.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::error::{Result, TextError};
+use crate::prompts::Dataset;
+use crate::pystr::py_strip;
+
+/// Test lines of an MBPP+ row shown in its question.
+const MBPP_PROMPT_TESTS: usize = 3;
+
+/// What the prompts take from one dataset row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowQuestion {
+    /// The question text as given to the prompts.
+    pub question: String,
+    /// The function the code prompts ask for, when the row names one.
+    pub fn_name: Option<String>,
+}
+
+/// Builds the question of `row` (one record of `dataset`, as its Hub dataset stores it):
+/// MATH500/AIME `problem`; MBPP+ `prompt` with its first three `test_list` assertions and the
+/// function name from its tests or reference code; LiveCodeBench `question_content` with its starter
+/// code and `metadata.func_name`. Choice datasets (GPQA's option shuffle, MedQA's option layout) and
+/// the retrieval datasets have no builder: pass their question text as it is.
+pub fn row_question(dataset: Dataset, row: &Value) -> Result<RowQuestion> {
+    let text = |field: &str| row.get(field).and_then(Value::as_str);
+    let required = |field: &str| {
+        text(field).ok_or_else(|| row_error(dataset, format!("no string field `{field}` (fields: {})", fields(row))))
+    };
+    match dataset {
+        Dataset::Math500 | Dataset::Aime25 | Dataset::Aime26 => {
+            let problem = text("problem").or_else(|| text("question")).ok_or_else(|| row_error(dataset, format!("no string field `problem` or `question` (fields: {})", fields(row))))?;
+            Ok(RowQuestion { question: problem.to_owned(), fn_name: None })
+        }
+        Dataset::MbppPlus => {
+            let prompt = py_strip(required("prompt")?);
+            let tests: Vec<&str> = match row.get("test_list") {
+                Some(Value::Array(items)) => items.iter().map(|t| t.as_str().ok_or_else(|| row_error(dataset, "`test_list` holds a non-string".into()))).collect::<Result<_>>()?,
+                _ => Vec::new(),
+            };
+            let shown = &tests[..tests.len().min(MBPP_PROMPT_TESTS)];
+            let question = if shown.is_empty() {
+                prompt.to_owned()
+            } else {
+                format!("{prompt}\n\nYour solution should satisfy assertions like:\n{}", shown.join("\n"))
+            };
+            let fn_name = mbpp_fn_name(text("test").unwrap_or(""), &tests, text("code").unwrap_or(""));
+            Ok(RowQuestion { question, fn_name })
+        }
+        Dataset::LiveCodeBench => {
+            let mut question = py_strip(required("question_content")?).to_owned();
+            if let Some(starter) = text("starter_code").filter(|s| !py_strip(s).is_empty()) {
+                question.push_str("\n\nStarter code:\n");
+                question.push_str(starter);
+            }
+            // `metadata` is a JSON object serialised into a string.
+            let metadata: Value = match text("metadata") {
+                Some(m) if !m.is_empty() => serde_json::from_str(m).map_err(|e| row_error(dataset, format!("`metadata` is not JSON: {e}")))?,
+                _ => Value::Null,
+            };
+            let fn_name = metadata.get("func_name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
+            Ok(RowQuestion { question, fn_name })
+        }
+        Dataset::Gpqa | Dataset::MedQa | Dataset::HotpotQa | Dataset::Bamboogle => Err(row_error(
+            dataset,
+            "rmas builds no questions from this dataset's rows; pass the question text as the reference formats it (--question)".into(),
+        )),
+    }
+}
+
+/// The function an MBPP+ row tests: the last `assertion(name(` of its test script, else its last
+/// `assert name(`, else the first `assert name(` of its test list, else its reference code's first
+/// `def`.
+fn mbpp_fn_name(script: &str, tests: &[&str], code: &str) -> Option<String> {
+    static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"assertion\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    static ASSERT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"assert\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    static DEF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    let last = |re: &Regex| re.captures_iter(script).last().map(|c| c[1].to_owned());
+    last(&ASSERTION)
+        .or_else(|| last(&ASSERT))
+        .or_else(|| tests.iter().find_map(|t| ASSERT.captures(t).map(|c| c[1].to_owned())))
+        .or_else(|| DEF.captures(code).map(|c| c[1].to_owned()))
+}
+
+fn row_error(dataset: Dataset, reason: String) -> TextError {
+    TextError::DatasetRow { dataset: dataset.key(), reason }
+}
+
+/// The row's field names, for errors.
+fn fields(row: &Value) -> String {
+    match row.as_object() {
+        Some(map) => map.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+        None => format!("the row is not a JSON object but {}", match row {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        }),
+    }
+}
