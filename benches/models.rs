@@ -1,7 +1,8 @@
 //! Criterion benches on the CPU backend: one decode step and a 512-token prefill of a small Qwen3.5,
 //! one decode step per family, a whole demo RecursiveMAS run, the streaming weight products against
-//! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), and the CPU bodies of the
-//! delta rule, activations and softmax against their reference paths.
+//! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), the CPU bodies of the
+//! delta rule, activations and softmax against their reference paths, and attention's CPU body and
+//! (with `wgpu`) cubecl kernel against the reference.
 
 use burn::backend::NdArray;
 use burn::tensor::DType;
@@ -159,22 +160,28 @@ fn cpu_ops(c: &mut Criterion) {
     group.finish();
 }
 
-/// Causal attention at Qwen3.5-2B's head layout (8 query heads over 2 KV heads of 256) for 512- and
-/// 2048-token prefills: the CPU body against the reference (full scores, mask, softmax).
+/// Causal attention at Qwen3.5-2B's head layout (8 query heads over 2 KV heads of 256): 512- and
+/// 2048-token prefills and one decode step over 4096 cached keys, the backend's body against the
+/// reference (full scores, mask, softmax); on the CPU and, with `wgpu`, the cubecl kernel.
 fn attention(c: &mut Criterion) {
+    attention_on::<B>(c, "attention_cpu", &Default::default());
+    #[cfg(feature = "wgpu")]
+    attention_on::<burn::backend::Wgpu>(c, "attention_wgpu", &Default::default());
+}
+
+fn attention_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device) {
     use burn::tensor::{Distribution, Tensor};
-    use rmas_kernels::{RmasBackend, attn};
-    let device = Default::default();
-    let mut group = c.benchmark_group("attention_cpu");
+    use rmas_kernels::attn;
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    for t in [512, 2048] {
-        let q = Tensor::<B, 3>::random([8, t, 256], Distribution::Normal(0.0, 1.0), &device);
-        let [k, v] = [0; 2].map(|_| Tensor::<B, 3>::random([2, t, 256], Distribution::Normal(0.0, 1.0), &device));
+    for (t, l) in [(512, 512), (2048, 2048), (1, 4096)] {
+        let q = Tensor::<A, 3>::random([8, t, 256], Distribution::Normal(0.0, 1.0), device);
+        let [k, v] = [0; 2].map(|_| Tensor::<A, 3>::random([2, l, 256], Distribution::Normal(0.0, 1.0), device));
         group.throughput(Throughput::Elements(t as u64));
-        group.bench_function(format!("causal_8x{t}x256_cpu"), |b| {
-            b.iter(|| B::causal_attention(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
+        group.bench_function(format!("causal_{t}q_{l}k_backend"), |b| {
+            b.iter(|| A::causal_attention(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
         });
-        group.bench_function(format!("causal_8x{t}x256_reference"), |b| {
+        group.bench_function(format!("causal_{t}q_{l}k_reference"), |b| {
             b.iter(|| attn::reference(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
         });
     }

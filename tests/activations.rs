@@ -171,7 +171,8 @@ fn rms_norm<B: RmasBackend>(d: &B::Device) {
 
 /// Causal attention as the model calls it (queries a transposed view, keys and values a narrowed
 /// cache) against float64 loops: decode and prefill, after a cache, GQA and MHA, sliding windows
-/// narrower and wider than the keys, odd head sizes, more query rows than one CPU block.
+/// narrower and wider than the keys, odd head sizes, more query rows than one CPU block, long
+/// decode caches, head sizes past one cube and query groups too wide for the GPU kernel.
 fn causal_attention<B: RmasBackend>(d: &B::Device) {
     // (query heads, KV heads, T, L, head dim, window)
     let cases = [
@@ -183,6 +184,12 @@ fn causal_attention<B: RmasBackend>(d: &B::Device) {
         (8, 2, 300, 300, 64, None),
         (8, 2, 300, 300, 64, Some(100)),
         (2, 1, 260, 301, 33, Some(512)),
+        // Decode over long caches (keys split over cubes), head dims past one cube, wide groups.
+        (4, 2, 1, 700, 16, None),
+        (8, 2, 3, 1200, 256, None),
+        (4, 1, 1, 2000, 8, Some(900)),
+        (16, 2, 2, 40, 130, Some(9)),
+        (32, 1, 1, 9, 256, None),
     ];
     for dtype in dtypes::<B>(d) {
         let (atol, rtol) = tolerance(dtype, (2e-5, 1e-4));

@@ -52,6 +52,33 @@ pub fn activate_kernel<F: Float>(
     }
 }
 
+/// The maximum (or with `squares` the sum of squares) of `x[base..base + width]` over the cube.
+#[cube]
+fn row_reduce<F: Float>(
+    x: &Tensor<F>,
+    base: usize,
+    width: usize,
+    shared: &mut SharedMemory<F>,
+    #[comptime] units: usize,
+    #[comptime] squares: bool,
+) -> F {
+    let mut acc = F::min_value();
+    if squares {
+        acc = F::new(0.0);
+    }
+    let mut j = UNIT_POS_X as usize;
+    while j < width {
+        let v = x[base + j];
+        if squares {
+            acc += v * v;
+        } else {
+            acc = max(acc, v);
+        }
+        j += units;
+    }
+    cube_reduce(shared, acc, comptime!(!squares))
+}
+
 #[cube(launch)]
 pub fn softmax_kernel<F: Float>(
     x: &Tensor<F>,       // [rows, width] contiguous
@@ -66,15 +93,9 @@ pub fn softmax_kernel<F: Float>(
     let mut row = CUBE_POS_X as usize;
     while row < rows {
         let base = row * width;
-        let mut m = F::min_value();
-        let mut j = u;
-        while j < width {
-            m = max(m, x[base + j]);
-            j += units;
-        }
-        let m = cube_reduce(&mut shared, m, true);
+        let m = row_reduce(x, base, width, &mut shared, units, false);
         let mut sum = F::new(0.0);
-        j = u;
+        let mut j = u;
         while j < width {
             let e = F::exp(x[base + j] - m);
             out[base + j] = e;
@@ -107,15 +128,9 @@ pub fn rms_norm_kernel<F: Float>(
     let mut row = CUBE_POS_X as usize;
     while row < rows {
         let base = row * width;
-        let mut sq = F::new(0.0);
-        let mut j = u;
-        while j < width {
-            sq += x[base + j] * x[base + j];
-            j += units;
-        }
-        let mean_square = cube_reduce(&mut shared, sq, false) / F::cast_from(width as u32);
+        let mean_square = row_reduce(x, base, width, &mut shared, units, true) / F::cast_from(width as u32);
         let inv = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
-        j = u;
+        let mut j = u;
         while j < width {
             out[base + j] = x[base + j] * inv * scale[j];
             j += units;

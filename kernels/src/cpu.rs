@@ -180,6 +180,9 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
     let [k, v] = [k, v].map(|x| f32_array(x).unwrap_or_else(|_| unreachable!("f32 checked above")));
     let [k, v] = [&k, &v].map(|x| x.view().into_dimensionality::<Ix3>().expect("rank-3 tensor"));
     let rows = (ATTENTION_ROWS / rep).clamp(1, t.max(1)); // query positions per block
+    // Where block row `r·n + i` of the block (g, i0) with n positions lives in `[nh, T, hd]`: query
+    // head g·rep + r at position i0 + i.
+    let at = |g: usize, i0: usize, n: usize, row: usize| ((g * rep + row / n) * t + i0 + row % n) * hd;
     // Blocks (KV head, first position), the longest (latest) first for the pool's balance.
     let blocks: Vec<(usize, usize)> = (0..t).step_by(rows).rev().flat_map(|i0| (0..nkv).map(move |g| (g, i0))).collect();
     let outs: Vec<Array2<f32>> = blocks
@@ -188,8 +191,7 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
             let n = rows.min(t - i0);
             let (lo, hi) = (crate::attn::first_key(i0, t, l, window), l - t + i0 + n); // keys of the block
             let width = hi - lo;
-            // Block rows `r·n + i`: query head g·rep + r at position i0 + i.
-            let qb = Array2::from_shape_fn((rep * n, hd), |(row, d)| q[((g * rep + row / n) * t + i0 + row % n) * hd + d]);
+            let qb = Array2::from_shape_fn((rep * n, hd), |(row, d)| q[at(g, i0, n, row) + d]);
             let mut sc = Array2::<f32>::zeros((rep * n, width));
             let (kg, vg) = (k.slice(s![g, lo..hi, ..]), v.slice(s![g, lo..hi, ..])); // [width, hd]
             matmul(scale as f32, qb.view(), kg.t(), sc.view_mut(), Parallelism::None);
@@ -198,11 +200,7 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
                 let (a, b) = (crate::attn::first_key(i, t, l, window) - lo, l - t + i + 1 - lo); // visible keys
                 let p = p.as_slice_mut().expect("contiguous scores");
                 wide(|| {
-                    let visible = &mut p[a..b];
-                    let max = visible.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    visible.iter_mut().for_each(|x| *x = crate::act::exp(*x - max));
-                    let norm = 1.0 / visible.iter().sum::<f32>();
-                    visible.iter_mut().for_each(|x| *x *= norm);
+                    softmax_row(&mut p[a..b]);
                     p[..a].fill(0.0);
                     p[b..].fill(0.0);
                 })
@@ -216,7 +214,7 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
     for (&(g, i0), ob) in blocks.iter().zip(&outs) {
         let n = rows.min(t - i0);
         for (row, src) in ob.rows().into_iter().enumerate() {
-            let dst = ((g * rep + row / n) * t + i0 + row % n) * hd;
+            let dst = at(g, i0, n, row);
             out[dst..dst + hd].iter_mut().zip(src).for_each(|(o, x)| *o = *x);
         }
     }
@@ -231,14 +229,18 @@ pub fn softmax<const D: usize>(x: Tensor<NdArray, D>) -> Tensor<NdArray, D> {
     let width = x.dims()[D - 1];
     let mut x = standard(x);
     x.as_slice_mut().expect("standard layout").par_chunks_mut(width).with_min_len(16).for_each(|row| {
-        wide(|| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            row.iter_mut().for_each(|x| *x = crate::act::exp(*x - max));
-            let scale = 1.0 / row.iter().sum::<f32>();
-            row.iter_mut().for_each(|x| *x *= scale);
-        })
+        wide(|| softmax_row(row))
     });
     tensor(Ok(x))
+}
+
+/// Softmax of one row in place (inlined into [`wide`]'s callers).
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    row.iter_mut().for_each(|x| *x = crate::act::exp(*x - max));
+    let scale = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|x| *x *= scale);
 }
 
 /// [`crate::norm::rms_norm`] in one pass per row, in place when `x` is not shared.

@@ -5,6 +5,7 @@
 pub mod act;
 mod act_kernel;
 pub mod attn;
+mod attn_kernel;
 pub mod conv;
 mod conv_kernel;
 mod cpu;
@@ -126,7 +127,7 @@ impl RmasBackend for burn::backend::NdArray {
 }
 
 /// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), the GDN convolution,
-/// activations, softmax, RMSNorm and the latent-fusion stages run as cubecl kernels.
+/// attention, activations, softmax, RMSNorm and the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -144,6 +145,10 @@ where
 
     fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
         act_kernel::activate(x, act, by)
+    }
+
+    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+        attn_kernel::causal_attention(q, k, v, scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {

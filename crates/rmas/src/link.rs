@@ -93,6 +93,37 @@ impl<B: RmasBackend> LinkNorm<B> {
     }
 }
 
+/// The loaders and widths of a link type (`kind` names the link in errors).
+macro_rules! loaders {
+    ($kind:literal) => {
+        /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
+        #[cfg(not(target_family = "wasm"))]
+        pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
+            Self::from_state_dict(StateDict::read_pytorch(path, $kind)?, device)
+        }
+
+        /// Loads the bytes of a released `.pt` state dict (`name` is used in errors).
+        pub fn from_pt_bytes(bytes: &[u8], name: &str, device: &B::Device) -> Result<Self> {
+            Self::from_state_dict(StateDict::from_pytorch(bytes, name.into(), $kind)?, device)
+        }
+
+        /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
+        pub fn from_safetensors_bytes(bytes: &[u8], device: &B::Device) -> Result<Self> {
+            Self::from_state_dict(StateDict::from_safetensors(bytes, $kind)?, device)
+        }
+
+        /// Input (sender) width.
+        pub fn in_dim(&self) -> usize {
+            self.proj1.weight.val().dims()[1]
+        }
+
+        /// Output (receiver) width, read from `proj2.bias` (§2.4).
+        pub fn out_dim(&self) -> usize {
+            self.proj2.bias.val().dims()[0]
+        }
+    };
+}
+
 /// The inner RecursiveLink (`ln_res_adapter`, H → H).
 #[derive(Module, Debug)]
 pub struct InnerLink<B: Backend> {
@@ -107,21 +138,7 @@ pub struct InnerLink<B: Backend> {
 }
 
 impl<B: Backend> InnerLink<B> {
-    /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
-    #[cfg(not(target_family = "wasm"))]
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::read_pytorch(path, "inner")?, device)
-    }
-
-    /// Loads the bytes of a released `.pt` state dict (`name` is used in errors).
-    pub fn from_pt_bytes(bytes: &[u8], name: &str, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_pytorch(bytes, name.into(), "inner")?, device)
-    }
-
-    /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
-    pub fn from_safetensors_bytes(bytes: &[u8], device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_safetensors(bytes, "inner")?, device)
-    }
+    loaders!("inner");
 
     fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
         sd.require_keys(INNER_LINK_TYPE, &INNER_KEYS)?;
@@ -150,16 +167,6 @@ impl<B: Backend> InnerLink<B> {
         ]
     }
 
-    /// Input width H.
-    pub fn in_dim(&self) -> usize {
-        self.proj1.weight.val().dims()[1]
-    }
-
-    /// Output width (= H).
-    pub fn out_dim(&self) -> usize {
-        self.proj2.bias.val().dims()[0]
-    }
-
     /// Maps `[T, H]` last-layer hidden states to `[T, H]` input embeddings:
     /// `post_ln(x + proj2(gelu(proj1(pre_ln(x)))))`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
@@ -169,9 +176,7 @@ impl<B: Backend> InnerLink<B> {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
-        // Links compute in their own dtype (f32, as the reference's `outer_dtype`) whatever the agent's.
-        let x = x.cast(self.proj1.bias.val().dtype());
-        let a = B::bias_gelu(self.proj1.matmul(self.pre_ln.forward(x.clone(), None, None)), self.proj1.bias.val());
+        let (x, a) = expand(&self.pre_ln, &self.proj1, x);
         self.post_ln.forward(self.proj2.matmul(a), Some(x), Some(self.proj2.bias.val()))
     }
 }
@@ -192,21 +197,7 @@ pub struct OuterLink<B: Backend> {
 }
 
 impl<B: Backend> OuterLink<B> {
-    /// Loads a released PyTorch `.pt` state dict (bf16 tensors are converted to f32).
-    #[cfg(not(target_family = "wasm"))]
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::read_pytorch(path, "outer")?, device)
-    }
-
-    /// Loads the bytes of a released `.pt` state dict (`name` is used in errors).
-    pub fn from_pt_bytes(bytes: &[u8], name: &str, device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_pytorch(bytes, name.into(), "outer")?, device)
-    }
-
-    /// Loads a safetensors file with the same tensor names as the `.pt` state dict.
-    pub fn from_safetensors_bytes(bytes: &[u8], device: &B::Device) -> Result<Self> {
-        Self::from_state_dict(StateDict::from_safetensors(bytes, "outer")?, device)
-    }
+    loaders!("outer");
 
     fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
         sd.require_prefixes(OUTER_LINK_TYPE, &OUTER_PREFIXES)?;
@@ -239,16 +230,6 @@ impl<B: Backend> OuterLink<B> {
         ]
     }
 
-    /// Sender width Din.
-    pub fn in_dim(&self) -> usize {
-        self.proj1.weight.val().dims()[1]
-    }
-
-    /// Receiver width Dout (read from `proj2.bias`, §2.4).
-    pub fn out_dim(&self) -> usize {
-        self.proj2.bias.val().dims()[0]
-    }
-
     /// Maps `[T, Din]` sender latents to a `[T, Dout]` message (T = 0 gives `[0, Dout]`):
     /// `ln_target(proj2(gelu(proj1(ln_source(x)))) + residual_proj(x))`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
@@ -258,11 +239,18 @@ impl<B: Backend> OuterLink<B> {
         if let Some(empty) = no_rows(&x, self.out_dim()) {
             return empty;
         }
-        let x = x.cast(self.proj1.bias.val().dtype());
-        let a = B::bias_gelu(self.proj1.matmul(self.ln_source.forward(x.clone(), None, None)), self.proj1.bias.val());
+        let (x, a) = expand(&self.ln_source, &self.proj1, x);
         let bias = self.proj2.bias.val() + self.residual_proj.bias.val();
         self.ln_target.forward(self.proj2.matmul(a), Some(self.residual_proj.matmul(x)), Some(bias))
     }
+}
+
+/// Both links' first half: `x` in the link's dtype (f32, as the reference's `outer_dtype`, whatever
+/// the agent's) and `gelu(proj1(ln(x)))`.
+fn expand<B: RmasBackend>(ln: &LinkNorm<B>, proj1: &HfLinear<B>, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let x = x.cast(proj1.bias.val().dtype());
+    let a = B::bias_gelu(proj1.matmul(ln.forward(x.clone(), None, None)), proj1.bias.val());
+    (x, a)
 }
 
 /// `[0, out]` for an input without rows (T = 0), which some backends cannot multiply.

@@ -1,0 +1,267 @@
+//! cubecl kernel of causal attention, flash style: one cube per (KV head, query position) serves
+//! the query heads of that KV group, walks the visible keys in tiles with an online softmax in f32,
+//! and reads the queries and the cache views in place (any strides). No score matrix, no host-built
+//! mask. With few query positions (decode) the keys are split over several cubes, whose partial
+//! results a second launch combines (flash decoding). burn's own `attention` op has no GQA, offset
+//! causal mask, window or custom scale, which every model family here needs one of.
+
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use crate::cube::{Cube, ELEM_UNITS, MAX_CUBES, elementwise_cubes, tensor, unused};
+
+/// Units per cube, and keys per tile (one key per unit).
+const UNITS: usize = 64;
+/// Shared memory a cube may use (WebGPU's guaranteed minimum).
+const SHARED_BYTES: usize = 16 * 1024;
+/// Fewest keys per split of a decode step.
+const KEYS_PER_SPLIT: usize = 256;
+/// Cubes a split launch aims for (a few per multiprocessor).
+const TARGET_CUBES: usize = 256;
+/// Most key splits of one query row.
+const MAX_SPLITS: usize = 32;
+
+mod kernel {
+use cubecl::prelude::*;
+
+#[cube(launch)]
+pub fn attention_kernel<F: Float>(
+    q: &Tensor<F>,          // [nh, T, hd], any strides
+    k: &Tensor<F>,          // [nkv, L, hd], any strides
+    v: &Tensor<F>,          // [nkv, L, hd], any strides
+    out: &mut Tensor<F>,    // [nh, T, hd] (written when not split)
+    part: &mut Tensor<f32>, // [splits, nkv·T·rep, hd + 2]: numerator, max, denominator (when split)
+    #[comptime] rep: usize,
+    #[comptime] hd: usize,
+    #[comptime] units: usize,
+    #[comptime] window: usize, // 0: none
+    #[comptime] scale_bits: u32,
+    #[comptime] split: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let per_unit = comptime!(hd.div_ceil(units));
+    let u = UNIT_POS_X as usize;
+    let t_len = q.shape(1);
+    let nkv = k.shape(0);
+    let l_len = k.shape(1);
+    let splits = CUBE_COUNT_Y as usize;
+    let scale = f32::new(comptime!(f32::from_bits(scale_bits)));
+    let mut q_s = SharedMemory::<f32>::new(rep * hd); // the group's scaled queries
+    let mut p_s = SharedMemory::<f32>::new(rep * units); // one tile's scores, then weights
+    let mut m = Array::<f32>::new(rep); // running max per query head
+    let mut z = Array::<f32>::new(rep); // running denominator
+    let mut alpha = Array::<f32>::new(rep); // rescale of this tile
+    let mut acc = Array::<f32>::new(rep * per_unit); // numerators of this unit's dims u + x·units
+    let mut pair = CUBE_POS_X as usize;
+    while pair < nkv * t_len {
+        let g = pair / t_len;
+        let i = pair % t_len;
+        let pos = l_len - t_len + i;
+        let mut lo = 0usize;
+        if comptime!(window > 0) {
+            if pos + 1 > window {
+                lo = pos + 1 - window;
+            }
+        }
+        // This split's share of the visible keys [lo, pos], in whole tiles.
+        let tiles = (pos + 1 - lo + units - 1) / units;
+        let per_split = (tiles + splits - 1) / splits * units;
+        let start = lo + CUBE_POS_Y as usize * per_split;
+        let mut end = pos + 1;
+        if start + per_split < end {
+            end = start + per_split;
+        }
+
+        let mut e = u;
+        while e < rep * hd {
+            let h = g * rep + e / hd;
+            q_s[e] = f32::cast_from(q[h * q.stride(0) + i * q.stride(1) + (e % hd) * q.stride(2)]) * scale;
+            e += units;
+        }
+        for r in 0..rep {
+            m[r] = f32::min_value();
+            z[r] = f32::new(0.0);
+            for x in 0..per_unit {
+                acc[r * per_unit + x] = f32::new(0.0);
+            }
+        }
+        sync_cube();
+
+        let mut j0 = start;
+        while j0 < end {
+            // Scores of key j0 + u for every query head of the group (the lowest value past the end).
+            let j = j0 + u;
+            if j < end {
+                let kb = g * k.stride(0) + j * k.stride(1);
+                for r in 0..rep {
+                    let mut s = f32::new(0.0);
+                    for c in 0..hd {
+                        s += q_s[r * hd + c] * f32::cast_from(k[kb + c * k.stride(2)]);
+                    }
+                    p_s[r * units + u] = s;
+                }
+            } else {
+                for r in 0..rep {
+                    p_s[r * units + u] = f32::min_value();
+                }
+            }
+            sync_cube();
+            for r in 0..rep {
+                let mut mt = m[r];
+                for c in 0..units {
+                    mt = max(mt, p_s[r * units + c]);
+                }
+                alpha[r] = f32::exp(m[r] - mt);
+                m[r] = mt;
+            }
+            sync_cube();
+            for r in 0..rep {
+                p_s[r * units + u] = f32::exp(p_s[r * units + u] - m[r]);
+            }
+            sync_cube();
+            let n = min(units, end - j0);
+            for r in 0..rep {
+                let mut sum = f32::new(0.0);
+                for c in 0..n {
+                    sum += p_s[r * units + c];
+                }
+                z[r] = z[r] * alpha[r] + sum;
+                for x in 0..per_unit {
+                    acc[r * per_unit + x] *= alpha[r];
+                }
+            }
+            for x in 0..per_unit {
+                let d = u + x * units;
+                if d < hd {
+                    let vb = g * v.stride(0) + j0 * v.stride(1) + d * v.stride(2);
+                    for c in 0..n {
+                        let vc = f32::cast_from(v[vb + c * v.stride(1)]);
+                        for r in 0..rep {
+                            acc[r * per_unit + x] += p_s[r * units + c] * vc;
+                        }
+                    }
+                }
+            }
+            sync_cube();
+            j0 += units;
+        }
+
+        for r in 0..rep {
+            let row = pair * rep + r; // [nkv, T, rep] order
+            let base = (CUBE_POS_Y as usize * nkv * t_len * rep + row) * (hd + 2);
+            for x in 0..per_unit {
+                let d = u + x * units;
+                if d < hd {
+                    if split {
+                        part[base + d] = acc[r * per_unit + x];
+                    } else {
+                        out[((g * rep + r) * t_len + i) * hd + d] = F::cast_from(acc[r * per_unit + x] / z[r]);
+                    }
+                }
+            }
+            if split && u == 0 {
+                part[base + hd] = m[r];
+                part[base + hd + 1] = z[r];
+            }
+        }
+        sync_cube();
+        pair += CUBE_COUNT_X as usize;
+    }
+}
+
+#[cube(launch)]
+pub fn attention_combine_kernel<F: Float>(
+    part: &Tensor<f32>,  // [splits, nkv·T·rep, hd + 2]
+    out: &mut Tensor<F>, // [nh, T, hd]
+    #[comptime] rep: usize,
+    #[define(F)] _dtype: StorageType,
+) {
+    let t_len = out.shape(1);
+    let hd = out.shape(2);
+    let splits = part.shape(0);
+    let rows = part.shape(1);
+    let width = hd + 2;
+    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+    let mut e = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+    while e < rows * hd {
+        let row = e / hd;
+        let d = e % hd;
+        let mut mx = f32::min_value();
+        for s in 0..splits {
+            mx = max(mx, part[(s * rows + row) * width + hd]);
+        }
+        let mut num = f32::new(0.0);
+        let mut den = f32::new(0.0);
+        for s in 0..splits {
+            let b = (s * rows + row) * width;
+            let w = f32::exp(part[b + hd] - mx);
+            num += w * part[b + d];
+            den += w * part[b + hd + 1];
+        }
+        // row = (g·T + i)·rep + r is query head g·rep + r at position i.
+        let pair = row / rep;
+        let h = (pair / t_len) * rep + row % rep;
+        out[(h * t_len + pair % t_len) * hd + d] = F::cast_from(num / den);
+        e += step;
+    }
+}
+}
+
+/// [`crate::attn::reference`] as one kernel launch (two for a split decode step) in `v`'s dtype, for
+/// inputs of one dtype whose query group fits the shared memory; the reference path otherwise.
+pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    q: Tensor<Cube<R, F, I, BT>, 3>,
+    k: Tensor<Cube<R, F, I, BT>, 3>,
+    v: Tensor<Cube<R, F, I, BT>, 3>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<Cube<R, F, I, BT>, 3> {
+    let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
+    assert!(l >= t && nkv > 0 && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
+    let (rep, dtype) = (nh / nkv, v.dtype());
+    let fits = rep * (hd + UNITS) * 4 <= SHARED_BYTES;
+    if !fits || t == 0 || hd == 0 || window == Some(0) || q.dtype() != dtype || k.dtype() != dtype {
+        return crate::attn::reference(q, k, v, scale, window);
+    }
+    let pairs = nkv * t;
+    let visible = window.map_or(l, |w| w.min(l));
+    let splits = (visible / KEYS_PER_SPLIT).min(TARGET_CUBES / pairs).clamp(1, MAX_SPLITS);
+    let [q, k, v] = [q, k, v].map(|x| x.into_primitive().tensor());
+    let (client, device) = (q.client.clone(), q.device.clone());
+    let out = empty_device_dtype(client.clone(), device.clone(), [nh, t, hd].into(), dtype);
+    let part = if splits > 1 {
+        empty_device_dtype(client.clone(), device, [splits, pairs * rep, hd + 2].into(), DType::F32)
+    } else {
+        unused(&out)
+    };
+    kernel::attention_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(pairs.min(MAX_CUBES) as u32, splits as u32, 1),
+        CubeDim::new_1d(UNITS as u32),
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        part.clone().into_tensor_arg(),
+        rep,
+        hd,
+        UNITS,
+        window.unwrap_or(0),
+        (scale as f32).to_bits(),
+        splits > 1,
+        dtype.into(),
+    );
+    if splits > 1 {
+        kernel::attention_combine_kernel::launch::<R>(
+            &client,
+            elementwise_cubes(pairs * rep * hd),
+            CubeDim::new_1d(ELEM_UNITS as u32),
+            part.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rep,
+            dtype.into(),
+        );
+    }
+    tensor(out)
+}
