@@ -2,7 +2,8 @@
 //! the query heads of that KV group, walks the visible keys in tiles with an online softmax in f32,
 //! and reads the queries and the cache views in place (any strides). No score matrix, no host-built
 //! mask. With few query positions (decode) the keys are split over several cubes, whose partial
-//! results a second launch combines (flash decoding). burn's own `attention` op has no GQA, offset
+//! results a second launch combines (flash decoding). It serves decode-sized queries and prefills
+//! too long for the reference's score tensor. burn's own `attention` op has no GQA, offset
 //! causal mask, window or custom scale, which every model family here needs one of.
 
 use burn::tensor::{DType, Tensor};
@@ -21,6 +22,10 @@ const KEYS_PER_SPLIT: usize = 256;
 const TARGET_CUBES: usize = 256;
 /// Most key splits of one query row.
 const MAX_SPLITS: usize = 32;
+/// Query positions up to which the kernel always runs (decode, latent steps, short chunks).
+const DECODE_ROWS: usize = 16;
+/// Bytes of the reference's f32 score tensor past which a longer prefill runs the kernel too.
+const SCORE_BYTES: usize = 256 << 20;
 
 mod kernel {
 use cubecl::prelude::*;
@@ -46,6 +51,16 @@ pub fn attention_kernel<F: Float>(
     let nkv = k.shape(0);
     let l_len = k.shape(1);
     let splits = CUBE_COUNT_Y as usize;
+    // Strides read once (the loops below would reload them from the metadata).
+    let qh = q.stride(0);
+    let qt = q.stride(1);
+    let qc = q.stride(2);
+    let kg = k.stride(0);
+    let kj = k.stride(1);
+    let kc = k.stride(2);
+    let vg = v.stride(0);
+    let vj = v.stride(1);
+    let vc = v.stride(2);
     let scale = f32::new(comptime!(f32::from_bits(scale_bits)));
     let mut q_s = SharedMemory::<f32>::new(rep * hd); // the group's scaled queries
     let mut p_s = SharedMemory::<f32>::new(rep * units); // one tile's scores, then weights
@@ -76,7 +91,7 @@ pub fn attention_kernel<F: Float>(
         let mut e = u;
         while e < rep * hd {
             let h = g * rep + e / hd;
-            q_s[e] = f32::cast_from(q[h * q.stride(0) + i * q.stride(1) + (e % hd) * q.stride(2)]) * scale;
+            q_s[e] = f32::cast_from(q[h * qh + i * qt + (e % hd) * qc]) * scale;
             e += units;
         }
         for r in 0..rep {
@@ -93,11 +108,11 @@ pub fn attention_kernel<F: Float>(
             // Scores of key j0 + u for every query head of the group (the lowest value past the end).
             let j = j0 + u;
             if j < end {
-                let kb = g * k.stride(0) + j * k.stride(1);
+                let kb = g * kg + j * kj;
                 for r in 0..rep {
                     let mut s = f32::new(0.0);
                     for c in 0..hd {
-                        s += q_s[r * hd + c] * f32::cast_from(k[kb + c * k.stride(2)]);
+                        s += q_s[r * hd + c] * f32::cast_from(k[kb + c * kc]);
                     }
                     p_s[r * units + u] = s;
                 }
@@ -134,11 +149,11 @@ pub fn attention_kernel<F: Float>(
             for x in 0..per_unit {
                 let d = u + x * units;
                 if d < hd {
-                    let vb = g * v.stride(0) + j0 * v.stride(1) + d * v.stride(2);
+                    let vb = g * vg + j0 * vj + d * vc;
                     for c in 0..n {
-                        let vc = f32::cast_from(v[vb + c * v.stride(1)]);
+                        let value = f32::cast_from(v[vb + c * vj]);
                         for r in 0..rep {
-                            acc[r * per_unit + x] += p_s[r * units + c] * vc;
+                            acc[r * per_unit + x] += p_s[r * units + c] * value;
                         }
                     }
                 }
@@ -209,7 +224,8 @@ pub fn attention_combine_kernel<F: Float>(
 }
 
 /// [`crate::attn::reference`] as one kernel launch (two for a split decode step) in `v`'s dtype, for
-/// inputs of one dtype whose query group fits the shared memory; the reference path otherwise.
+/// decode-sized queries or prefills whose scores would not fit in memory, of one dtype, whose query
+/// group fits the shared memory; the reference path otherwise.
 pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     q: Tensor<Cube<R, F, I, BT>, 3>,
     k: Tensor<Cube<R, F, I, BT>, 3>,
@@ -221,7 +237,11 @@ pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     assert!(l >= t && nkv > 0 && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
     let (rep, dtype) = (nh / nkv, v.dtype());
     let fits = rep * (hd + UNITS) * 4 <= SHARED_BYTES;
-    if !fits || t == 0 || hd == 0 || window == Some(0) || q.dtype() != dtype || k.dtype() != dtype {
+    // A prefill whose scores fit in memory takes the reference, whose products run on the runtime's
+    // tuned matmul: this kernel's scalar products are unmeasured on a GPU, and on lavapipe a
+    // 512-token prefill took 7× the reference's time (a decode step over 4096 keys 0.8×).
+    let prefill = t > DECODE_ROWS && nh * t * l * 4 <= SCORE_BYTES;
+    if !fits || prefill || t == 0 || hd == 0 || window == Some(0) || q.dtype() != dtype || k.dtype() != dtype {
         return crate::attn::reference(q, k, v, scale, window);
     }
     let pairs = nkv * t;
