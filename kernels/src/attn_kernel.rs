@@ -239,7 +239,7 @@ pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     let fits = rep * (hd + UNITS) * 4 <= SHARED_BYTES;
     // A prefill whose scores fit in memory takes the reference, whose products run on the runtime's
     // tuned matmul: this kernel's scalar products are unmeasured on a GPU, and on lavapipe a
-    // 512-token prefill took 7× the reference's time (a decode step over 4096 keys 0.8×).
+    // 512-token prefill took 7× the reference's time (a decode step over 4096 keys 0.7×).
     let prefill = t > DECODE_ROWS && nh * t * l * 4 <= SCORE_BYTES;
     if !fits || prefill || t == 0 || hd == 0 || window == Some(0) || q.dtype() != dtype || k.dtype() != dtype {
         return crate::attn::reference(q, k, v, scale, window);
