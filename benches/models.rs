@@ -2,7 +2,7 @@
 //! one decode step per family, a whole demo RecursiveMAS run, the streaming weight products against
 //! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), the CPU bodies of the
 //! delta rule, activations and softmax against their reference paths, and attention's CPU body and
-//! (with `wgpu`) cubecl kernel against the reference.
+//! (with `wgpu` or `cuda`) cubecl kernel against the reference.
 
 use burn::backend::NdArray;
 use burn::tensor::DType;
@@ -160,21 +160,26 @@ fn cpu_ops(c: &mut Criterion) {
     group.finish();
 }
 
-/// Causal attention at Qwen3.5-2B's head layout (8 query heads over 2 KV heads of 256): 512- and
-/// 2048-token prefills and one decode step over 4096 cached keys, the backend's body against the
-/// reference (full scores, mask, softmax); on the CPU and, with `wgpu`, the cubecl kernel.
+/// Causal attention at Qwen3.5-2B's head layout (8 query heads over 2 KV heads of 256), the
+/// backend's body against the reference (full scores, mask, softmax): on the CPU 512- and 2048-token
+/// prefills and one decode step over 4096 cached keys; with `wgpu` or `cuda` the shapes the cubecl
+/// kernel serves (a decode step and a 16-query chunk over 4096 keys; shorter prefills run the
+/// reference).
 fn attention(c: &mut Criterion) {
-    attention_on::<B>(c, "attention_cpu", &Default::default());
+    attention_on::<B>(c, "attention_cpu", &Default::default(), &[(512, 512), (2048, 2048), (1, 4096)]);
     #[cfg(feature = "wgpu")]
-    attention_on::<burn::backend::Wgpu>(c, "attention_wgpu", &Default::default());
+    attention_on::<burn::backend::Wgpu>(c, "attention_wgpu", &Default::default(), &[(1, 4096), (16, 4096)]);
+    #[cfg(feature = "cuda")]
+    attention_on::<burn::backend::Cuda>(c, "attention_cuda", &Default::default(), &[(1, 4096), (16, 4096)]);
 }
 
-fn attention_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device) {
+/// The attention group `name` over (query positions, keys) `shapes`.
+fn attention_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device, shapes: &[(usize, usize)]) {
     use burn::tensor::{Distribution, Tensor};
     use rmas_kernels::attn;
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    for (t, l) in [(512, 512), (2048, 2048), (1, 4096)] {
+    for &(t, l) in shapes {
         let q = Tensor::<A, 3>::random([8, t, 256], Distribution::Normal(0.0, 1.0), device);
         let [k, v] = [0; 2].map(|_| Tensor::<A, 3>::random([2, l, 256], Distribution::Normal(0.0, 1.0), device));
         group.throughput(Throughput::Elements(t as u64));

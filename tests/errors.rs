@@ -22,6 +22,16 @@ fn scratch(arch: &str, tag: &str) -> PathBuf {
     dst
 }
 
+/// A scratch copy of a golden model whose `config.json` has `from` replaced by `to`.
+fn edited(arch: &str, tag: &str, from: &str, to: &str) -> PathBuf {
+    let dir = scratch(arch, tag);
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    assert!(cfg.contains(from), "{arch} config has no `{from}`");
+    std::fs::write(&path, cfg.replace(from, to)).unwrap();
+    dir
+}
+
 fn load(dir: &Path) -> Result<Model<B>, ModelError> {
     Model::<B>::load(dir, &Default::default(), DType::F32)
 }
@@ -61,10 +71,7 @@ fn truncated_weights_file_is_reported() {
 
 #[test]
 fn wrong_shape_names_tensor_and_shapes() {
-    let dir = scratch("llama", "shape");
-    let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 256", "\"intermediate_size\": 300");
-    std::fs::write(&path, cfg).unwrap();
+    let dir = edited("llama", "shape", "\"intermediate_size\": 256", "\"intermediate_size\": 300");
     let msg = message(load(&dir));
     assert!(msg.contains("mlp.gate_proj.weight") && msg.contains("[300, 64]") && msg.contains("[256, 64]"), "{msg}");
 }
@@ -72,42 +79,38 @@ fn wrong_shape_names_tensor_and_shapes() {
 #[test]
 fn missing_tensor_is_named() {
     // Claim a tied model is untied: its LM head tensor is then missing.
-    let dir = scratch("qwen3", "untied");
-    let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
-    std::fs::write(&path, cfg).unwrap();
+    let dir = edited("qwen3", "untied", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
     let msg = message(load(&dir));
     assert!(msg.contains("lm_head.weight") && msg.contains("not found"), "{msg}");
 }
 
 #[test]
 fn unknown_architecture_lists_supported() {
-    let dir = scratch("qwen2", "arch");
-    let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"model_type\": \"qwen2\"", "\"model_type\": \"falcon\"");
-    std::fs::write(&path, cfg).unwrap();
+    let dir = edited("qwen2", "arch", "\"model_type\": \"qwen2\"", "\"model_type\": \"falcon\"");
     let msg = message(load(&dir));
     assert!(msg.contains("falcon") && msg.contains("qwen3_5") && msg.contains("gemma3"), "{msg}");
 }
 
 #[test]
 fn unknown_rope_type_is_reported() {
-    let dir = scratch("llama", "rope");
-    let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"");
-    std::fs::write(&path, cfg).unwrap();
+    let dir = edited("llama", "rope", "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"");
     let msg = message(load(&dir));
     assert!(msg.contains("unsupported rope type `yarn`"), "{msg}");
 }
 
 #[test]
 fn value_heads_not_a_multiple_of_key_heads_is_reported() {
-    let dir = scratch("qwen3_5", "gdn-heads");
-    let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"linear_num_value_heads\": 4", "\"linear_num_value_heads\": 3");
-    std::fs::write(&path, cfg).unwrap();
+    let dir = edited("qwen3_5", "gdn-heads", "\"linear_num_value_heads\": 4", "\"linear_num_value_heads\": 3");
     let msg = message(load(&dir));
     assert!(msg.contains("num_value_heads: 3") && msg.contains("multiple of linear_num_key_heads"), "{msg}");
+}
+
+#[test]
+fn zero_sliding_window_is_an_error_only_where_layers_slide() {
+    let msg = message(load(&edited("mistral", "window0", "\"sliding_window\": 4096", "\"sliding_window\": 0")));
+    assert!(msg.contains("`sliding_window` is 0 but layers slide") && msg.contains("config.json"), "{msg}");
+    // Without sliding layers a 0 means "no window" (as several exporters write it).
+    assert!(load(&edited("qwen2", "window0", "\"sliding_window\": null", "\"sliding_window\": 0")).is_ok());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::gdn::f32_of;
 /// softmax are f32; returns `[nh, T, hd]` in `v`'s dtype.
 pub fn reference<B: RmasBackend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, scale: f64, window: Option<usize>) -> Tensor<B, 3> {
     let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
-    assert!(l >= t && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
+    assert!(l >= t && nh % nkv == 0 && window != Some(0), "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}");
     let rep = nh / nkv;
     // A single query with a window only needs the window's keys.
     let (k, v, l) = match window {

@@ -40,7 +40,7 @@ pub fn attention_kernel<F: Float>(
     #[comptime] rep: usize,
     #[comptime] hd: usize,
     #[comptime] units: usize,
-    #[comptime] window: usize, // 0: none
+    #[comptime] window: usize, // 0: none (a window is at least 1)
     #[comptime] scale_bits: u32,
     #[comptime] split: bool,
     #[define(F)] _dtype: StorageType,
@@ -234,14 +234,14 @@ pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     window: Option<usize>,
 ) -> Tensor<Cube<R, F, I, BT>, 3> {
     let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
-    assert!(l >= t && nkv > 0 && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
+    assert!(l >= t && nkv > 0 && nh % nkv == 0 && window != Some(0), "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}");
     let (rep, dtype) = (nh / nkv, v.dtype());
     let fits = rep * (hd + UNITS) * 4 <= SHARED_BYTES;
     // A prefill whose scores fit in memory takes the reference, whose products run on the runtime's
     // tuned matmul: this kernel's scalar products are unmeasured on a GPU, and on lavapipe a
     // 512-token prefill took 7× the reference's time (a decode step over 4096 keys 0.7×).
     let prefill = t > DECODE_ROWS && nh * t * l * 4 <= SCORE_BYTES;
-    if !fits || prefill || t == 0 || hd == 0 || window == Some(0) || q.dtype() != dtype || k.dtype() != dtype {
+    if !fits || prefill || t == 0 || hd == 0 || q.dtype() != dtype || k.dtype() != dtype {
         return crate::attn::reference(q, k, v, scale, window);
     }
     let pairs = nkv * t;

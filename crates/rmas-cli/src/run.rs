@@ -32,7 +32,7 @@ pub struct SamplingArgs {
     /// Keep the k most likely tokens (0 disables).
     #[arg(long, default_value_t = 50)]
     top_k: usize,
-    /// RNG seed, set once before the first stage.
+    /// RNG seed, set once before the first stage (it also orders the options of a GPQA --row).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
@@ -68,9 +68,10 @@ pub struct Args {
     #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
     question: Option<String>,
     /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/AIME
-    /// `problem`; MBPP+ `prompt`, `test_list`, `test`, `code`; LiveCodeBench `question_content`,
-    /// `starter_code`, `metadata`): the question and function name are built from it as the
-    /// reference's loaders build them.
+    /// `problem`; GPQA `Question` and its four answers, ordered by --seed as the reference orders
+    /// them; MedQA `question`/`query` and `options`; MBPP+ `prompt`, `test_list`, `test`, `code`;
+    /// LiveCodeBench `question_content`, `starter_code`, `metadata`): the question and function name
+    /// are built from it as the reference's loaders build them.
     #[arg(long, value_name = "FILE")]
     row: Option<PathBuf>,
     /// Link set: math or code (default: from the dataset).
@@ -115,11 +116,11 @@ pub struct Args {
     json: bool,
 }
 
-/// The question of the dataset row in the JSON file at `path`.
-fn read_row(path: &std::path::Path, dataset: Dataset) -> Result<RowQuestion> {
+/// The question of the dataset row in the JSON file at `path`, for a run seeded with `seed`.
+fn read_row(path: &std::path::Path, dataset: Dataset, seed: u64) -> Result<RowQuestion> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the dataset row {}", path.display()))?;
     let row: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-    rmas_text::row_question(dataset, &row).with_context(|| format!("building the question of {}", path.display()))
+    rmas_text::row_question(dataset, &row, seed).with_context(|| format!("building the question of {}", path.display()))
 }
 
 fn parse_style(s: &str) -> Result<Style, String> {
@@ -145,7 +146,7 @@ impl Job for Args {
         let rec = recommended_settings(style, self.dataset);
         let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
         let demo = rmas::demo::run_options(chat_date);
-        let row = self.row.as_deref().map(|path| read_row(path, self.dataset)).transpose()?;
+        let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.sampling.seed)).transpose()?;
         let pick = |flag: Option<usize>, demo_value: usize, recommended: usize| flag.unwrap_or(if self.demo { demo_value } else { recommended });
         let opts = RunOptions {
             dataset: self.dataset,

@@ -161,7 +161,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let (ropes, rope_of) = ropes(&c, family, head_dim)?;
     let window = c.opt_usize("sliding_window")?;
     let sliding_everywhere = family == Family::Mistral;
-    let layers = mixers
+    let layers: Vec<LayerConfig> = mixers
         .iter()
         .map(|(mixer, ty)| LayerConfig {
             mixer: *mixer,
@@ -169,6 +169,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             window: if ty == "sliding_attention" || sliding_everywhere { window } else { None },
         })
         .collect();
+    // Configs without sliding layers may write 0 for "no window"; a sliding layer needs one key.
+    if layers.iter().any(|l| l.window == Some(0)) {
+        return Err(err(path, "`sliding_window` is 0 but layers slide: every key would be hidden; expected at least 1 (or null for no window)".into()));
+    }
     let gdn = if family == Family::Qwen35 {
         Some(GdnConfig {
             num_key_heads: c.usize("linear_num_key_heads")?,

@@ -7,8 +7,9 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::error::{Result, TextError};
-use crate::prompts::Dataset;
-use crate::pystr::py_strip;
+use crate::prompts::{Dataset, is_choice_question, with_choice_instruction};
+use crate::pyrandom::PyRandom;
+use crate::pystr::{py_rstrip, py_strip};
 
 /// Test lines of an MBPP+ row shown in its question.
 const MBPP_PROMPT_TESTS: usize = 3;
@@ -22,20 +23,50 @@ pub struct RowQuestion {
     pub fn_name: Option<String>,
 }
 
-/// Builds the question of `row` (one record of `dataset`, as its Hub dataset stores it):
-/// MATH500/AIME `problem`; MBPP+ `prompt` with its first three `test_list` assertions and the
-/// function name from its tests or reference code; LiveCodeBench `question_content` with its starter
-/// code and `metadata.func_name`. Choice datasets (GPQA's option shuffle, MedQA's option layout) and
-/// the retrieval datasets have no builder: pass their question text as it is.
-pub fn row_question(dataset: Dataset, row: &Value) -> Result<RowQuestion> {
+/// Builds the question of `row` (one record of `dataset`, as its Hub dataset stores it) for a run
+/// seeded with `seed`: MATH500/AIME `question` or `problem`; GPQA `Question` with its four answers
+/// in the order `seed` and the stem draw; MedQA `query`/`question` with its `options`; MBPP+ `prompt`
+/// with its first three `test_list` assertions and the function name from its tests or reference
+/// code; LiveCodeBench `question_content` with its starter code and `metadata.func_name`. The
+/// retrieval datasets (HotpotQA, Bamboogle) have no builder: pass their question text as it is.
+pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuestion> {
     let text = |field: &str| row.get(field).and_then(Value::as_str);
     let required = |field: &str| {
         text(field).ok_or_else(|| row_error(dataset, format!("no string field `{field}` (fields: {})", fields(row))))
     };
     match dataset {
         Dataset::Math500 | Dataset::Aime25 | Dataset::Aime26 => {
-            let problem = text("problem").or_else(|| text("question")).ok_or_else(|| row_error(dataset, format!("no string field `problem` or `question` (fields: {})", fields(row))))?;
+            // The reference takes the `question` column when the dataset has one, else `problem`.
+            let column = if row.get("question").is_some() { "question" } else { "problem" };
+            let problem = text(column).ok_or_else(|| row_error(dataset, format!("no string field `question` or `problem` (fields: {})", fields(row))))?;
             Ok(RowQuestion { question: problem.to_owned(), fn_name: None })
+        }
+        Dataset::Gpqa => {
+            let stem = first_text(dataset, row, &["Question", "question", "query", "prompt"])?;
+            let mut options = Vec::with_capacity(4);
+            for keys in GPQA_OPTIONS {
+                options.push(first_text(dataset, row, &keys)?);
+            }
+            // Option order: CPython's `Random(int(md5("{seed}::{stem}")[:16], 16)).shuffle([0, 1, 2, 3])`.
+            let digest = md5::compute(format!("{seed}::{stem}"));
+            let mut order = [0usize, 1, 2, 3];
+            PyRandom::new(u64::from_be_bytes(digest.0[..8].try_into().expect("16-byte digest")).into()).shuffle(&mut order);
+            let lines: Vec<String> = order.iter().zip(['A', 'B', 'C', 'D']).map(|(&i, label)| format!("{label}. {}", options[i])).collect();
+            Ok(RowQuestion { question: with_choice_instruction(&format!("{stem}\n{}", lines.join("\n"))), fn_name: None })
+        }
+        Dataset::MedQa => {
+            // The first of `query`, `question` that is a non-empty string, stripped.
+            let question = ["query", "question"].iter().find_map(|k| text(k).filter(|t| !t.is_empty())).ok_or_else(|| row_error(dataset, format!("no non-empty string field `query` or `question` (fields: {})", fields(row))))?;
+            let mut question = py_strip(question).to_owned();
+            // A non-empty `options` list goes one per line under a text that letters no options.
+            match row.get("options") {
+                Some(Value::Array(options)) if !options.is_empty() && !is_choice_question(&question) => {
+                    let options = options.iter().map(|o| py_str(o).ok_or_else(|| row_error(dataset, format!("`options` holds {o}, not a string")))).collect::<Result<Vec<_>>>()?;
+                    question = format!("{}\n{}", py_rstrip(&question), options.join("\n"));
+                }
+                _ => {}
+            }
+            Ok(RowQuestion { question: with_choice_instruction(&question), fn_name: None })
         }
         Dataset::MbppPlus => {
             let prompt = py_strip(required("prompt")?);
@@ -66,7 +97,7 @@ pub fn row_question(dataset: Dataset, row: &Value) -> Result<RowQuestion> {
             let fn_name = metadata.get("func_name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
             Ok(RowQuestion { question, fn_name })
         }
-        Dataset::Gpqa | Dataset::MedQa | Dataset::HotpotQa | Dataset::Bamboogle => Err(row_error(
+        Dataset::HotpotQa | Dataset::Bamboogle => Err(row_error(
             dataset,
             "rmas builds no questions from this dataset's rows; pass the question text as the reference formats it (--question)".into(),
         )),
@@ -85,6 +116,33 @@ fn mbpp_fn_name(script: &str, tests: &[&str], code: &str) -> Option<String> {
         .or_else(|| last(&ASSERT))
         .or_else(|| tests.iter().find_map(|t| ASSERT.captures(t).map(|c| c[1].to_owned())))
         .or_else(|| DEF.captures(code).map(|c| c[1].to_owned()))
+}
+
+/// A GPQA row's answer fields (each under either spelling): the correct one first.
+const GPQA_OPTIONS: [[&str; 2]; 4] = [
+    ["Correct Answer", "correct_answer"],
+    ["Incorrect Answer 1", "incorrect_answer_1"],
+    ["Incorrect Answer 2", "incorrect_answer_2"],
+    ["Incorrect Answer 3", "incorrect_answer_3"],
+];
+
+/// The first of `keys` whose value is non-empty once stripped, stripped.
+fn first_text(dataset: Dataset, row: &Value, keys: &[&str]) -> Result<String> {
+    keys.iter()
+        .filter_map(|k| row.get(k).and_then(py_str))
+        .map(|t| py_strip(&t).to_owned())
+        .find(|t| !t.is_empty())
+        .ok_or_else(|| row_error(dataset, format!("no non-empty field {} (fields: {})", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or "), fields(row))))
+}
+
+/// Python's `str(value)` for the scalar JSON values rows hold (strings, integers, booleans).
+fn py_str(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_owned()),
+        _ => None,
+    }
 }
 
 fn row_error(dataset: Dataset, reason: String) -> TextError {

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod datasets;
 pub mod error;
 pub mod prompts;
+mod pyrandom;
 pub mod pystr;
 pub mod tokenizer;
 

@@ -520,6 +520,17 @@ pub fn is_choice_question(question: &str) -> bool {
     CHOICE_LINE.is_match(question)
 }
 
+/// The right-stripped question, closed by the choice instruction unless it already asks to choose
+/// the correct option (the reference's `ensure_choice_instruction`).
+pub(crate) fn with_choice_instruction(question: &str) -> String {
+    let q = py_rstrip(question);
+    if q.to_lowercase().contains("choose the correct option") {
+        q.to_owned()
+    } else {
+        format!("{q}\n\n{CHOICE_SUFFIX}")
+    }
+}
+
 /// INTERFACE: the code-task instruction line.
 fn interface(ctx: &PromptContext<'_>) -> String {
     match (ctx.code_task, ctx.fn_name) {
@@ -538,14 +549,7 @@ fn task_context(ctx: &PromptContext<'_>) -> String {
     let q = ctx.question;
     match ctx.dataset.mas_task() {
         MasTask::Code => format!("{}\nThe programming problem is:\n{q}\n", interface(ctx)),
-        MasTask::Choice => {
-            let q = py_rstrip(q);
-            if q.to_lowercase().contains("choose the correct option") {
-                format!("The question is:\nQuestion:\n{q}\n")
-            } else {
-                format!("The question is:\nQuestion:\n{q}\n\n{CHOICE_SUFFIX}\n")
-            }
-        }
+        MasTask::Choice => format!("The question is:\nQuestion:\n{}\n", with_choice_instruction(q)),
         MasTask::Math => format!("The question is:\nQuestion:\n{q}\n"),
     }
 }

@@ -428,9 +428,11 @@ fn config_template_tojson_and_invalid_templates() {
 fn dataset_rows_build_the_reference_questions() {
     use rmas_text::{RowQuestion, row_question};
     use serde_json::json;
-    let q = |dataset, row| row_question(dataset, &row).unwrap_or_else(|e| panic!("{e}"));
+    let q = |dataset, row| row_question(dataset, &row, 42).unwrap_or_else(|e| panic!("{e}"));
     let math = q(Dataset::Math500, json!({"problem": "  What is $1+1$?\n", "answer": "2"}));
     assert_eq!(math, RowQuestion { question: "  What is $1+1$?\n".into(), fn_name: None });
+    // A `question` column wins over `problem`, as in the reference.
+    assert_eq!(q(Dataset::Aime25, json!({"problem": "p", "question": "q"})).question, "q");
     // MBPP+: stripped prompt, the first three tests, the name from the test script's last assertion.
     let row = json!({
         "prompt": "\n Write a function to add two numbers. \n",
@@ -469,10 +471,30 @@ fn dataset_rows_build_the_reference_questions() {
     assert_eq!(stdin, RowQuestion { question: "Read n.".into(), fn_name: None });
     let ctx = PromptContext::new(&stdin.question, Dataset::LiveCodeBench);
     assert!(prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Write a complete program that reads from stdin"));
+    // GPQA: the stripped stem and answers, in the order CPython's md5-seeded shuffle gives for the
+    // run's seed (expected texts printed by the reference loader's code under CPython 3.11).
+    let noble = json!({"Question": "  Which gas is a noble gas?\n", "Correct Answer": " Argon ", "Incorrect Answer 1": "Nitrogen", "Incorrect Answer 2": "Oxygen\n", "Incorrect Answer 3": "Hydrogen"});
+    let choose = "\n\nChoose the correct option (A/B/C/D).";
+    assert_eq!(q(Dataset::Gpqa, noble.clone()).question, format!("Which gas is a noble gas?\nA. Oxygen\nB. Nitrogen\nC. Argon\nD. Hydrogen{choose}"));
+    assert_eq!(row_question(Dataset::Gpqa, &noble, 7).unwrap().question, format!("Which gas is a noble gas?\nA. Hydrogen\nB. Nitrogen\nC. Argon\nD. Oxygen{choose}"));
+    // Either key spelling; blank values fall through to the next key; integers print as Python's str.
+    let prime = json!({"Question": "", "question": "Pick the prime.", "correct_answer": 7, "incorrect_answer_1": "8", "Incorrect Answer 2": "  ", "incorrect_answer_2": "9", "incorrect_answer_3": "10"});
+    assert_eq!(q(Dataset::Gpqa, prime).question, format!("Pick the prime.\nA. 10\nB. 9\nC. 8\nD. 7{choose}"));
+    let planets = json!({"Question": "Which is largest? Choose the correct option below.", "Correct Answer": "Jupiter", "Incorrect Answer 1": "Mars", "Incorrect Answer 2": "Venus", "Incorrect Answer 3": "Earth"});
+    assert_eq!(q(Dataset::Gpqa, planets).question, "Which is largest? Choose the correct option below.\nA. Earth\nB. Venus\nC. Jupiter\nD. Mars");
+    // MedQA: options one per line unless the text letters its own; a dict of options is not a list.
+    let fever = json!({"question": " A 30-year-old man has a fever. What is the diagnosis? ", "options": ["A. Flu", "B. Cold", "C. Measles", "D. Mumps"]});
+    assert_eq!(q(Dataset::MedQa, fever).question, format!("A 30-year-old man has a fever. What is the diagnosis?\nA. Flu\nB. Cold\nC. Measles\nD. Mumps{choose}"));
+    let lettered = json!({"query": "", "question": "Which drug?\na) Aspirin\nb) Heparin", "options": ["A. Aspirin", "B. Heparin"]});
+    assert_eq!(q(Dataset::MedQa, lettered).question, format!("Which drug?\na) Aspirin\nb) Heparin{choose}"));
+    assert_eq!(q(Dataset::MedQa, json!({"query": "Which vitamin?", "options": {"A": "C", "B": "D"}})).question, format!("Which vitamin?{choose}"));
+    assert_eq!(q(Dataset::MedQa, json!({"question": "Which one? Choose the correct option (A/B/C/D).  \n", "options": []})).question, "Which one? Choose the correct option (A/B/C/D).");
     // Bad rows and datasets without a builder name the dataset and what is missing.
-    let err = |dataset, row| row_question(dataset, &row).unwrap_err().to_string();
+    let err = |dataset, row| row_question(dataset, &row, 42).unwrap_err().to_string();
     assert_eq!(err(Dataset::MbppPlus, json!({"task_id": 1})), "mbppplus row: no string field `prompt` (fields: task_id)");
     assert!(err(Dataset::Math500, json!(["x"])).contains("not a JSON object but an array"), "{}", err(Dataset::Math500, json!(["x"])));
     assert!(err(Dataset::LiveCodeBench, json!({"question_content": "q", "metadata": "{"})).contains("`metadata` is not JSON"));
-    assert!(err(Dataset::Gpqa, json!({"Question": "q"})).starts_with("gpqa row: rmas builds no questions"));
+    assert!(err(Dataset::Gpqa, json!({"Question": "q"})).starts_with("gpqa row: no non-empty field `Correct Answer` or `correct_answer` (fields: Question)"), "{}", err(Dataset::Gpqa, json!({"Question": "q"})));
+    assert!(err(Dataset::MedQa, json!({"query": "q", "options": ["x", ["y"]]})).contains("`options` holds [\"y\"], not a string"));
+    assert!(err(Dataset::HotpotQa, json!({"question": "q"})).starts_with("hotpotqa row: rmas builds no questions"));
 }
