@@ -63,3 +63,10 @@ fn dataset_row_errors_name_the_file_and_field() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "--row and --question conflict");
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
+
+#[test]
+fn zero_rounds_is_an_error() {
+    let out = rmas(&["run", "--demo", "--backend", "cpu", "--rounds", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run option `rounds` must be at least 1 (got 0)"), "{err}");
+}

@@ -262,7 +262,10 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
 
     /// Runs every round of the style's loop and the final generation (natively: `rmas_models::block_on(run.execute())`).
     pub async fn execute(mut self) -> Result<RunResult> {
-        let rounds = self.opts.rounds.max(1);
+        let rounds = self.opts.rounds;
+        if rounds == 0 {
+            return Err(RmasError::InvalidOption { option: "rounds", msg: "must be at least 1 (got 0)".into() });
+        }
         let (answer, token_ids) = match self.system.style {
             Style::SequentialLight | Style::SequentialScaled => self.sequential(rounds).await?,
             Style::Mixture => self.mixture(rounds).await?,
@@ -507,11 +510,15 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 Tensor::cat(vec![prompt.clone(), agent.model.embed(&ids)?], 0)
             };
             (self.on_event)(Event::GenerateInput { round, role, input: &input });
+            // The reference slices its generated ids at the input's length (generating from
+            // embeddings, its `input_ids` hold only the new tokens), so a call stops for a tool only
+            // once it has generated more tokens than its input has rows; the text past the first
+            // call is then cut off, its tokens still spent.
+            let rows = input.dims()[0];
             let mut tool_stop = false;
             let ids = self
                 .decode(&agent, input, budget, |tok, ids| {
-                    let tail = &ids[ids.len().saturating_sub(16)..];
-                    tool_stop = tok.decode(tail, false).map(|t| tools::contains_tool_close(&t.to_lowercase())).unwrap_or(false);
+                    tool_stop = tools::stops_for_tool(tok, ids, rows);
                     tool_stop
                 })
                 .await?;

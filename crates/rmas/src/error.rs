@@ -184,6 +184,15 @@ pub enum RmasError {
         msg: String,
     },
 
+    /// A run option is out of its range.
+    #[error("run option `{option}` {msg}")]
+    InvalidOption {
+        /// The option (`rounds`).
+        option: &'static str,
+        /// What is wrong, with the value given.
+        msg: String,
+    },
+
     /// A link's width does not match the hidden size of the agent it connects.
     #[error("{link} has {side} {link_dim}, but {relation} `{agent}` has hidden size {hidden}")]
     LinkDimMismatch {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rmas::tools::{
     CorpusSearch, DummySearch, NetworkIsolation, PythonConfig, PythonTool, SearchBackend,
-    SearchResult, ToolBox, ToolCall, ToolKind, contains_tool_close, find_tool_call,
+    SearchResult, ToolBox, ToolCall, ToolKind, find_tool_call, stops_for_tool,
     format_search_results, has_unclosed_tool_call, sanitize_tool_result, search_from_vars,
 };
 
@@ -45,6 +45,11 @@ fn python_stderr_and_exit_code() {
         "{out}"
     );
     assert!(out.ends_with("[exit_code] 1"), "{out}");
+    // As the reference (CPython's subprocess in text mode): a stream that is only whitespace still
+    // adds its part, and carriage returns read as newlines.
+    assert_eq!(python().run("import sys\nprint('x')\nsys.stderr.write('\\n')"), "x\n[stderr]");
+    assert_eq!(python().run("import sys\nsys.stderr.write(' \\n')"), "[stderr]");
+    assert_eq!(python().run("print('a\\rb\\r\\nc')"), "a\nb\nc");
 }
 
 #[test]
@@ -179,10 +184,29 @@ fn tool_call_parsing() {
     );
     assert_eq!(find_tool_call("abc", 99), None);
     assert!(!has_unclosed_tool_call("plain text", 0));
+}
 
-    assert!(contains_tool_close("x</PYTHON>"));
-    assert!(!contains_tool_close("</search"));
-    assert!(contains_tool_close("a </Search> b"));
+#[test]
+fn tool_stop_reads_the_tail_past_the_input_length() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/golden/models/qwen3_5/model");
+    let tok = rmas_text::Tokenizer::from_dir(std::path::Path::new(dir)).unwrap();
+    let ids = |text: &str| tok.encode(text, false).unwrap();
+    let call = ids("Let me check. <python>print(1)</PYTHON>");
+    // The fewest last ids that spell the closing tag.
+    let k = (1..=call.len()).find(|&k| tok.decode(&call[call.len() - k..], false).unwrap().to_lowercase().contains("</python>")).unwrap();
+    // Past the input's length: the closing tag (any case) in the tail stops the call; ids within
+    // the input's length are not read (the reference's slice starts there).
+    assert!(stops_for_tool(&tok, &call, 0));
+    assert!(stops_for_tool(&tok, &call, call.len() - k));
+    assert!(!stops_for_tool(&tok, &call, call.len() - k + 1));
+    assert!(!stops_for_tool(&tok, &call, call.len()));
+    assert!(!stops_for_tool(&tok, &call, call.len() + 40));
+    // Only the last 16 ids are read, and a tag cut short is no tag.
+    let later = [call.clone(), ids(&" and then some more words".repeat(8))].concat();
+    assert!(later.len() > call.len() + 16);
+    assert!(!stops_for_tool(&tok, &later, 0));
+    assert!(stops_for_tool(&tok, &ids("x </Search>"), 0));
+    assert!(!stops_for_tool(&tok, &ids("x </search"), 0));
 }
 
 #[test]
@@ -221,9 +245,13 @@ fn dummy_and_formatted_search() {
             "Query: q", "Results:", "[1] T1", "URL: u1", "a b c", "[2] T2"
         ]
     );
-    assert_eq!(lines[7].chars().count(), 324);
-    assert!(lines[7].ends_with(" ..."));
-    assert_eq!(format_search_results("q", &[]), "[no search results]");
+    // 320 characters cut, right-stripped (the 320th is a space), then " ...".
+    assert_eq!(lines[7].chars().count(), 323);
+    assert!(lines[7].ends_with("w w ..."));
+    assert_eq!(format_search_results("q", &[]), "Query: q\n[no search results]");
+    // Titles and addresses are stripped; empty address and content lines are left out.
+    let bare = [SearchResult { title: " T ".into(), url: " ".into(), content: "\n".into() }];
+    assert_eq!(format_search_results("q", &bare), "Query: q\nResults:\n[1] T");
 }
 
 #[test]
@@ -247,7 +275,7 @@ fn corpus_search_ranks_by_term_overlap() {
     assert_eq!(ranked[0].content, "Paris is the capital of France.");
     assert_eq!(ranked[1].title, "rome");
     assert!(ranked.iter().all(|r| !r.url.ends_with("ignored.json")));
-    assert_eq!(corpus.search("zebra"), "[no search results]");
+    assert_eq!(corpus.search("zebra"), "Query: zebra\n[no search results]");
     assert!(
         corpus
             .search("Louvre")

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
-use rmas_text::pystr::{is_py_space, py_strip};
+use rmas_text::Tokenizer;
+use rmas_text::pystr::{is_py_space, py_rstrip, py_strip};
 
 use crate::error::{Result, RmasError};
 
@@ -108,10 +109,21 @@ pub fn has_unclosed_tool_call(text: &str, cursor: usize) -> bool {
         .any(|(kind, _, body_start)| !kind.close_tag().is_match(&text[body_start..]))
 }
 
-/// The generation stop check: whether `text` (lower-cased) contains `</python>` or `</search>`.
-pub fn contains_tool_close(text: &str) -> bool {
-    let lower = text.to_lowercase();
-    lower.contains("</python>") || lower.contains("</search>")
+/// Ids of a generate call's tail the stop check decodes.
+const STOP_TAIL_TOKENS: usize = 16;
+
+/// The tool loop's stop check after a call generated `ids` from `input_rows` input rows (§10):
+/// `</python>` or `</search>` (any case) among the last 16 of the ids generated past the first
+/// `input_rows`. The reference slices its generated ids at the input's length, so before that many
+/// tokens a call never stops for a tool (it runs on to eos or its budget).
+pub fn stops_for_tool(tokenizer: &Tokenizer, ids: &[u32], input_rows: usize) -> bool {
+    let seen = ids.get(input_rows..).unwrap_or_default();
+    let tail = &seen[seen.len().saturating_sub(STOP_TAIL_TOKENS)..];
+    !tail.is_empty()
+        && tokenizer.decode(tail, false).is_ok_and(|text| {
+            let lower = text.to_lowercase();
+            lower.contains("</python>") || lower.contains("</search>")
+        })
 }
 
 /// Escapes `</result>` and truncates to [`RESULT_MAX_CHARS`] characters with a note of the rest.
@@ -143,21 +155,30 @@ pub trait SearchBackend: Send + Sync {
     fn search(&self, query: &str) -> String;
 }
 
-/// §10's result layout: `Query:`, `Results:`, then `[i] title`, `URL: url`, compacted content.
+/// §10's result layout: `Query:`, then `Results:` with `[i] title`, `URL: url` and compacted
+/// content (each line only when non-empty), or `[no search results]`.
 pub fn format_search_results(query: &str, results: &[SearchResult]) -> String {
+    let mut lines = vec![format!("Query: {query}")];
     if results.is_empty() {
-        return "[no search results]".to_string();
+        lines.push("[no search results]".to_string());
+    } else {
+        lines.push("Results:".to_string());
     }
-    let mut lines = vec![format!("Query: {query}"), "Results:".to_string()];
     for (i, result) in results.iter().take(SEARCH_TOP_K).enumerate() {
-        lines.push(format!("[{}] {}", i + 1, result.title));
-        lines.push(format!("URL: {}", result.url));
-        lines.push(compact_content(&result.content));
+        lines.push(format!("[{}] {}", i + 1, py_strip(&result.title)));
+        let (url, content) = (py_strip(&result.url), compact_content(&result.content));
+        if !url.is_empty() {
+            lines.push(format!("URL: {url}"));
+        }
+        if !content.is_empty() {
+            lines.push(content);
+        }
     }
     lines.join("\n")
 }
 
-/// Whitespace-compacts `content` and cuts it to 320 characters plus `" ..."`.
+/// Whitespace-compacts `content`; past 320 characters cuts it there, right-strips the cut and
+/// appends `" ..."`.
 fn compact_content(content: &str) -> String {
     let compact = content
         .split(is_py_space)
@@ -168,7 +189,7 @@ fn compact_content(content: &str) -> String {
         return compact;
     }
     let cut: String = compact.chars().take(SEARCH_CONTENT_CHARS).collect();
-    format!("{cut} ...")
+    format!("{} ...", py_rstrip(&cut))
 }
 
 /// The release's offline stand-in (no API key).

@@ -288,16 +288,15 @@ struct PythonOutput {
 }
 
 impl PythonOutput {
-    /// §10: stdout, `[stderr]` block, `[exit_code]` line, joined, stripped, or `[no output]`.
+    /// §10: stdout, `[stderr]` block, `[exit_code]` line, joined, stripped, or `[no output]`; a
+    /// stream takes part when it is non-empty before its right strip, as in the reference.
     fn format(&self) -> String {
         let mut parts = Vec::new();
-        let stdout = py_rstrip(&self.stdout);
-        if !stdout.is_empty() {
-            parts.push(stdout.to_string());
+        if !self.stdout.is_empty() {
+            parts.push(py_rstrip(&self.stdout).to_string());
         }
-        let stderr = py_rstrip(&self.stderr);
-        if !stderr.is_empty() {
-            parts.push(format!("[stderr]\n{stderr}"));
+        if !self.stderr.is_empty() {
+            parts.push(format!("[stderr]\n{}", py_rstrip(&self.stderr)));
         }
         if self.exit_code != 0 {
             parts.push(format!("[exit_code] {}", self.exit_code));
@@ -338,8 +337,9 @@ impl OutputReader {
         Self { kept, thread }
     }
 
-    /// The text read so far, after waiting for end-of-stream until `deadline` (a process that
-    /// escaped the kill may keep the pipe open; its reader is then left behind).
+    /// The text read so far (universal newlines), after waiting for end-of-stream until
+    /// `deadline` (a process that escaped the kill may keep the pipe open; its reader is then left
+    /// behind).
     fn finish(reader: Option<Self>, deadline: Instant) -> String {
         let Some(reader) = reader else {
             return String::new();
@@ -348,7 +348,8 @@ impl OutputReader {
             std::thread::sleep(Duration::from_millis(2));
         }
         let kept = reader.kept.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(&kept).into_owned()
+        // Python's text mode reads universal newlines: `\r\n` and `\r` become `\n`.
+        String::from_utf8_lossy(&kept).replace("\r\n", "\n").replace('\r', "\n")
     }
 }
 
