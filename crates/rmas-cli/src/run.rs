@@ -13,7 +13,7 @@ use rmas::system::SystemSpec;
 use rmas_models::RmasBackend;
 use rmas_models::generate::Sampling;
 use rmas_text::{ChatOptions, RowQuestion};
-use rmas_text::prompts::{Dataset, Style, Task, recommended_settings};
+use rmas_text::prompts::{Dataset, MasTask, Style, Task, recommended_settings, with_choice_instruction};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 
@@ -32,7 +32,7 @@ pub struct SamplingArgs {
     /// Keep the k most likely tokens (0 disables).
     #[arg(long, default_value_t = 50)]
     top_k: usize,
-    /// RNG seed, set once before the first stage (it also orders the options of a GPQA --row).
+    /// RNG seed, set once before the first stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
@@ -64,7 +64,8 @@ pub struct Args {
     /// The built-in tiny random-weight mixture system (offline; its text is gibberish).
     #[arg(long)]
     demo: bool,
-    /// The question.
+    /// The question (for GPQA/MedQA closed by "Choose the correct option (A/B/C/D)." unless it
+    /// asks so already, as the reference's loaders close every choice question).
     #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
     question: Option<String>,
     /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/AIME
@@ -109,6 +110,10 @@ pub struct Args {
     offload: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Seed of the sampling alone (default: --seed), as the reference's --sample_seed; --seed still
+    /// orders a GPQA row's options.
+    #[arg(long)]
+    sample_seed: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print one JSON object (answer, token_ids, stages) instead of the answer text.
@@ -159,21 +164,22 @@ impl Job for Args {
             } else {
                 self.sampling.with_defaults(Some(rec.temperature), rec.top_p)
             },
-            seed: self.sampling.seed,
+            seed: self.sample_seed.unwrap_or(self.sampling.seed),
             chat: ChatOptions::recursivemas(chat_date),
             answer_retry: !self.no_answer_retry && !self.demo,
             summarize_every_round: !self.skip_intermediate_text,
         };
         let dtype = self.device.dtype.dtype();
         let system = self.load::<B>(&device, dtype)?;
-        let question = match (&row, &self.question) {
-            (Some(row), _) => row.question.as_str(),
-            (None, Some(q)) => q.as_str(),
-            (None, None) => rmas::demo::QUESTION,
+        let question = match (row, &self.question) {
+            (Some(row), _) => row.question,
+            (None, Some(q)) if self.dataset.mas_task() == MasTask::Choice => with_choice_instruction(q),
+            (None, Some(q)) => q.clone(),
+            (None, None) => rmas::demo::QUESTION.to_owned(),
         };
         let progress = Progress::new(self.json);
         let mut on_event = |e: Event<'_, B>| progress.event(e);
-        let result = rmas_models::block_on(Run::new(&system, &opts, question, None, &mut on_event).execute())?;
+        let result = rmas_models::block_on(Run::new(&system, &opts, &question, None, &mut on_event).execute())?;
         progress.bar.finish_and_clear();
         print_result(&result, self.json);
         Ok(())

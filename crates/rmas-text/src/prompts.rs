@@ -522,7 +522,7 @@ pub fn is_choice_question(question: &str) -> bool {
 
 /// The right-stripped question, closed by the choice instruction unless it already asks to choose
 /// the correct option (the reference's `ensure_choice_instruction`).
-pub(crate) fn with_choice_instruction(question: &str) -> String {
+pub fn with_choice_instruction(question: &str) -> String {
     let q = py_rstrip(question);
     if q.to_lowercase().contains("choose the correct option") {
         q.to_owned()
