@@ -10,6 +10,8 @@ pub mod conv;
 mod conv_kernel;
 mod cpu;
 mod cube;
+#[cfg(feature = "fusion")]
+mod fusion;
 pub mod gdn;
 mod gdn_kernel;
 pub mod link;
@@ -177,12 +179,5 @@ where
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.
     fn max_buffer_bytes(device: &Self::Device) -> u64 {
         R::client(device).properties().memory.max_page_size
-    }
-}
-
-#[cfg(feature = "fusion")]
-impl<B: burn_fusion::FusionBackend + RmasBackend> RmasBackend for burn_fusion::Fusion<B> {
-    fn max_buffer_bytes(device: &Self::Device) -> u64 {
-        B::max_buffer_bytes(device)
     }
 }

@@ -93,8 +93,18 @@ pub fn assert_close<B: Backend, const D: usize>(what: &str, a: Tensor<B, D>, b: 
     assert!(worst <= 0.0, "{what}: element {at}: got {} expected {} (max |Δ| {max_abs}, atol {atol}, rtol {rtol})", a[at], b[at]);
 }
 
+/// The wgpu backend without burn's fusion (what `burn::backend::Wgpu` is without the `fusion` feature).
+#[cfg(all(feature = "wgpu", feature = "fusion"))]
+pub type WgpuUnfused = burn_cubecl::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// The CUDA backend without burn's fusion.
+#[cfg(all(feature = "cuda", feature = "fusion"))]
+pub type CudaUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
 /// Instantiates a generic test body `fn(&B::Device)` for every compiled backend:
-/// `ndarray` always, `wgpu` with the `wgpu` feature, `cuda` with the `cuda` feature.
+/// `ndarray` always, `wgpu` with the `wgpu` feature, `cuda` with the `cuda` feature; with the
+/// `fusion` feature those two are burn's fusion backend and `wgpu_unfused`/`cuda_unfused` run the
+/// bodies on the plain cubecl backends as well.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident => $body:ident),* $(,)?) => {
@@ -108,6 +118,14 @@ macro_rules! backend_tests {
         #[cfg(feature = "cuda")]
         mod cuda {
             $(#[test] fn $name() { super::$body::<burn::backend::Cuda>(&Default::default()) })*
+        }
+        #[cfg(all(feature = "wgpu", feature = "fusion"))]
+        mod wgpu_unfused {
+            $(#[test] fn $name() { super::$body::<$crate::WgpuUnfused>(&Default::default()) })*
+        }
+        #[cfg(all(feature = "cuda", feature = "fusion"))]
+        mod cuda_unfused {
+            $(#[test] fn $name() { super::$body::<$crate::CudaUnfused>(&Default::default()) })*
         }
     };
 }

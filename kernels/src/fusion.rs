@@ -1,0 +1,177 @@
+//! The custom operations on burn's fusion backend: each call is queued on the fusion stream as one
+//! opaque operation that runs the inner backend's body (the cubecl kernel) when the stream executes,
+//! so fused element-wise chains end before it and start again after it.
+
+use std::sync::Arc;
+
+use burn::tensor::{DType, Shape, Tensor, TensorMetadata, TensorPrimitive, ops::FloatTensor};
+use burn_fusion::{
+    Fusion, FusionBackend, FusionRuntime, FusionTensor,
+    stream::{Operation, OperationStreams},
+};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+use crate::{Act, DeltaRule, GatedNorm, RmasBackend};
+
+/// The inner backend's body of one queued operation: its inputs to its outputs, in order.
+type Body<B> = Arc<dyn Fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> + Send + Sync>;
+
+/// One queued custom operation: its tensors as the stream knows them, and the body that computes it.
+struct Custom<B: FusionBackend> {
+    desc: CustomOpIr,
+    body: Body<B>,
+}
+
+impl<B: FusionBackend> std::fmt::Debug for Custom<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custom").field("desc", &self.desc).finish_non_exhaustive()
+    }
+}
+
+impl<B: FusionBackend> Operation<B::FusionRuntime> for Custom<B> {
+    fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+        let inputs = self.desc.inputs.iter().map(|x| handles.get_float_tensor::<B>(x)).collect();
+        for (ir, out) in self.desc.outputs.iter().zip((self.body)(inputs)) {
+            assert!(
+                out.shape() == ir.shape && out.dtype() == ir.dtype,
+                "{}: the body returned {:?} {:?} where {:?} {:?} was declared",
+                self.desc.id,
+                out.shape(),
+                out.dtype(),
+                ir.shape,
+                ir.dtype
+            );
+            handles.register_float_tensor::<B>(&ir.id, out);
+        }
+    }
+}
+
+/// Queues `body` over `inputs` as the operation `name` whose outputs have the shapes and dtypes
+/// `outputs`; returns those outputs (not yet computed).
+fn queue<B: FusionBackend, const N: usize>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    outputs: [(Shape, DType); N],
+    body: impl Fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> + Send + Sync + 'static,
+) -> [FusionTensor<B::FusionRuntime>; N] {
+    let client = inputs.first().expect("a custom operation has inputs").client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outputs = outputs.map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
+    let desc = CustomOpIr::new(name, &inputs, &outputs);
+    let queued = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, body: Arc::new(body) });
+    queued.try_into().unwrap_or_else(|_| unreachable!("the stream returns one tensor per declared output"))
+}
+
+/// A float tensor's primitive.
+fn raw<B: burn::tensor::backend::Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+    x.into_primitive().tensor()
+}
+
+/// A float primitive as a tensor of rank `D`.
+fn wrap<B: burn::tensor::backend::Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
+
+/// The next of a body's inputs, as a tensor of rank `D`.
+fn take<B: burn::tensor::backend::Backend, const D: usize>(inputs: &mut impl Iterator<Item = FloatTensor<B>>) -> Tensor<B, D> {
+    wrap(inputs.next().expect("a body gets every declared input"))
+}
+
+/// A shape-preserving operation of `x` and `extra` (which the body reads after `x`, in order).
+fn map_like<B: FusionBackend, const D: usize>(
+    name: &'static str,
+    x: Tensor<Fusion<B>, D>,
+    extra: Vec<FloatTensor<Fusion<B>>>,
+    body: impl Fn(Tensor<B, D>, &mut std::vec::IntoIter<FloatTensor<B>>) -> Tensor<B, D> + Send + Sync + 'static,
+) -> Tensor<Fusion<B>, D> {
+    let like = (x.shape(), x.dtype());
+    let inputs = std::iter::once(raw(x)).chain(extra).collect();
+    let [out] = queue::<B, 1>(name, inputs, [like], move |inputs| {
+        let mut inputs = inputs.into_iter();
+        let x = take(&mut inputs);
+        vec![raw(body(x, &mut inputs))]
+    });
+    wrap(out)
+}
+
+/// The fusion backend over a cubecl backend: every custom operation runs the inner backend's kernel.
+impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
+    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
+        let [_, nv, dk, dv] = x.heads();
+        let outputs = [([x.qkv.dims()[0], nv, dv].into(), x.qkv.dtype()), ([nv, dk, dv].into(), DType::F32)];
+        let mut inputs = vec![raw(x.qkv), raw(x.ab), raw(x.decay), raw(x.state)];
+        let eps = norm.map(|n| {
+            inputs.extend([raw(n.z), raw(n.weight)]);
+            n.eps
+        });
+        let [o, state] = queue::<B, 2>("rmas.gated_delta_rule", inputs, outputs, move |inputs| {
+            let mut x = inputs.into_iter();
+            let rule = DeltaRule { qkv: take(&mut x), ab: take(&mut x), decay: take(&mut x), state: take(&mut x) };
+            let norm = eps.map(|eps| GatedNorm { z: take(&mut x), weight: take(&mut x), eps });
+            let (o, state) = B::gated_delta_rule(rule, norm);
+            vec![raw(o), raw(state)]
+        });
+        (wrap(o), wrap(state))
+    }
+
+    fn causal_conv_silu(x: Tensor<Self, 2>, state: Tensor<Self, 2>, weight: Tensor<Self, 2>) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        let outputs = [(x.shape(), x.dtype()), (state.shape(), x.dtype())];
+        let inputs = vec![raw(x), raw(state), raw(weight)];
+        let [out, state] = queue::<B, 2>("rmas.causal_conv_silu", inputs, outputs, |inputs| {
+            let mut x = inputs.into_iter();
+            let (out, state) = B::causal_conv_silu(take(&mut x), take(&mut x), take(&mut x));
+            vec![raw(out), raw(state)]
+        });
+        (wrap(out), wrap(state))
+    }
+
+    fn activate<const D: usize>(x: Tensor<Self, D>, act: Act, by: Option<Tensor<Self, D>>) -> Tensor<Self, D> {
+        let gated = by.is_some();
+        map_like("rmas.activate", x, by.map(raw).into_iter().collect(), move |x, rest| {
+            B::activate(x, act, gated.then(|| take(rest)))
+        })
+    }
+
+    fn causal_attention(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, scale: f64, window: Option<usize>) -> Tensor<Self, 3> {
+        let out = ([q.dims()[0], q.dims()[1], v.dims()[2]].into(), v.dtype());
+        let [out] = queue::<B, 1>("rmas.causal_attention", vec![raw(q), raw(k), raw(v)], [out], move |inputs| {
+            let mut x = inputs.into_iter();
+            vec![raw(B::causal_attention(take(&mut x), take(&mut x), take(&mut x), scale, window))]
+        });
+        wrap(out)
+    }
+
+    fn softmax_last<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        map_like("rmas.softmax_last", x, Vec::new(), |x, _| B::softmax_last(x))
+    }
+
+    fn rms_norm<const D: usize>(x: Tensor<Self, D>, scale: Tensor<Self, 1>, eps: f64) -> Tensor<Self, D> {
+        map_like("rmas.rms_norm", x, vec![raw(scale)], move |x, rest| B::rms_norm(x, take(rest), eps))
+    }
+
+    fn layer_norm_sum(
+        a: Tensor<Self, 2>,
+        residual: Option<Tensor<Self, 2>>,
+        bias: Option<Tensor<Self, 1>>,
+        gamma: Tensor<Self, 1>,
+        beta: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, 2> {
+        let (has_residual, has_bias) = (residual.is_some(), bias.is_some());
+        let extra = residual.map(raw).into_iter().chain(bias.map(raw)).chain([raw(gamma), raw(beta)]).collect();
+        map_like("rmas.layer_norm_sum", a, extra, move |a, rest| {
+            let residual = has_residual.then(|| take(rest));
+            let bias = has_bias.then(|| take(rest));
+            B::layer_norm_sum(a, residual, bias, take(rest), take(rest), eps)
+        })
+    }
+
+    fn bias_gelu(x: Tensor<Self, 2>, bias: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        map_like("rmas.bias_gelu", x, vec![raw(bias)], |x, rest| B::bias_gelu(x, take(rest)))
+    }
+
+    fn max_buffer_bytes(device: &Self::Device) -> u64 {
+        B::max_buffer_bytes(device)
+    }
+}
