@@ -114,6 +114,13 @@ fn zero_sliding_window_is_an_error_only_where_layers_slide() {
 }
 
 #[test]
+fn logit_softcapping_is_reported() {
+    let dir = edited("gemma3", "softcap", "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0");
+    let msg = message(load(&dir));
+    assert!(msg.contains("`final_logit_softcapping` = 30 is not supported") && msg.contains("config.json"), "{msg}");
+}
+
+#[test]
 fn prompt_past_the_context_is_an_error() {
     let model = load(&golden("models/qwen3_5/model")).unwrap();
     let mut cache = model.new_cache(8).unwrap();

@@ -4,7 +4,7 @@
 //! noise (≈1e-5, Qwen3.5 up to 7e-4 because its gated norm amplifies rounding). We allow a few times that.
 
 use burn::tensor::{DType, Tensor, TensorData};
-use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
+use rmas_models::generate::{GenerateOptions, Generation, Sampler, Sampling, generate};
 use rmas_models::nn::VocabMatrix;
 use rmas_models::{Model, RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden};
@@ -14,14 +14,15 @@ fn archs() -> Vec<String> {
     rmas_suite::cases("models", "golden.safetensors")
 }
 
-fn load<B: RmasBackend>(arch: &str, device: &B::Device) -> Model<B> {
-    Model::load(&golden(&format!("models/{arch}/model")), device, DType::F32).unwrap_or_else(|e| panic!("{arch}: {e}"))
+/// The model of case `models/<arch>` or `variants/<name>`, in f32.
+fn load<B: RmasBackend>(case: &str, device: &B::Device) -> Model<B> {
+    Model::load(&golden(&format!("{case}/model")), device, DType::F32).unwrap_or_else(|e| panic!("{case}: {e}"))
 }
 
 /// Logit tolerance (absolute): a few times the reference's own float32-vs-float64 noise recorded in
-/// `golden.json` (Qwen3.5's gated norm amplifies rounding to ~7e-4), at least 2e-4.
-fn logit_tol(arch: &str) -> f32 {
-    let path = golden(&format!("models/{arch}/golden.json"));
+/// the case's `golden.json` (Qwen3.5's gated norm amplifies rounding to ~7e-4), at least 2e-4.
+fn logit_tol(case: &str) -> f32 {
+    let path = golden(&format!("{case}/golden.json"));
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
     let noise = json["max_abs_logits_float32_vs_float64"].as_f64().unwrap_or_else(|| panic!("{}: no float64 noise", path.display()));
     (3.0 * noise as f32).max(2e-4)
@@ -32,7 +33,7 @@ fn full_forward<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
         let arch = arch.as_str();
         let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(arch, device);
+        let model = load::<B>(&format!("models/{arch}"), device);
         let ids = g.ids("input_ids");
         let mut cache = model.new_cache(ids.len()).unwrap();
         let states = model.forward_traced(model.embed(&ids).unwrap(), &mut cache).unwrap();
@@ -43,7 +44,7 @@ fn full_forward<B: RmasBackend>(device: &B::Device) {
             assert_close(&format!("{arch} hidden_states[{i}]"), h.clone(), e, 1e-4, 1e-3);
         }
         let logits = model.logits(states.last().unwrap().clone());
-        assert_close(&format!("{arch} logits"), logits, g.tensor("logits", device), logit_tol(arch), 0.0);
+        assert_close(&format!("{arch} logits"), logits, g.tensor("logits", device), logit_tol(&format!("models/{arch}")), 0.0);
     }
 }
 
@@ -52,7 +53,7 @@ fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
         let arch = arch.as_str();
         let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(arch, device);
+        let model = load::<B>(&format!("models/{arch}"), device);
         let ids = g.ids("input_ids");
         let n = 70;
         let mut cache = model.new_cache(ids.len()).unwrap();
@@ -62,15 +63,23 @@ fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
         }
         let logits = model.logits(Tensor::cat(rows, 0));
         let full: Tensor<B, 2> = g.tensor("logits", device);
-        assert_close(&format!("{arch} prefill+decode vs full"), logits.clone(), full, logit_tol(arch), 0.0);
+        assert_close(&format!("{arch} prefill+decode vs full"), logits.clone(), full, logit_tol(&format!("models/{arch}")), 0.0);
         if g.has("qwen35_prefill_decode_logits") {
             let hf: Tensor<B, 2> = g.tensor("qwen35_prefill_decode_logits", device);
             let ours = logits.clone().narrow(0, n - 1, ids.len() - n); // row j predicts position n+j
-            assert_close(&format!("{arch} vs HF cached path"), ours, hf, logit_tol(arch), 0.0);
+            assert_close(&format!("{arch} vs HF cached path"), ours, hf, logit_tol(&format!("models/{arch}")), 0.0);
             let ref64: Tensor<B, 2> = g.tensor("qwen35_ref64_logits", device);
-            assert_close(&format!("{arch} vs float64 recurrence"), logits, ref64, logit_tol(arch), 0.0);
+            assert_close(&format!("{arch} vs float64 recurrence"), logits, ref64, logit_tol(&format!("models/{arch}")), 0.0);
         }
     }
+}
+
+/// `n` greedy tokens after `prompt`, with their log-probabilities (no stop ids).
+fn greedy<B: RmasBackend>(model: &Model<B>, prompt: &[u32], n: usize) -> Generation {
+    let mut cache = model.new_cache(prompt.len() + n).unwrap();
+    let opts = GenerateOptions { max_new_tokens: n, stop_ids: vec![], logprobs: true };
+    let mut sampler = Sampler::new(Sampling::Greedy, 0);
+    block_on(generate(model, model.embed(prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| false)).unwrap()
 }
 
 /// Greedy generation: identical ids and per-step logits.
@@ -78,26 +87,46 @@ fn greedy_generation<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
         let arch = arch.as_str();
         let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(arch, device);
+        let model = load::<B>(&format!("models/{arch}"), device);
         let prompt = g.ids("gen_prompt_ids");
         let expected = g.ids("gen_new_ids");
-        let mut cache = model.new_cache(prompt.len() + expected.len()).unwrap();
-        let opts = GenerateOptions { max_new_tokens: expected.len(), stop_ids: vec![], logprobs: true };
-        let mut sampler = Sampler::new(Sampling::Greedy, 0);
-        let out = block_on(generate(&model, model.embed(&prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| false)).unwrap();
+        let out = greedy(&model, &prompt, expected.len());
         assert_eq!(out.ids, expected, "{arch}: greedy ids");
         assert_eq!(out.logprobs.len(), expected.len());
         assert!(out.logprobs.iter().all(|lp| lp.is_finite() && *lp <= 0.0), "{arch}: logprobs {:?}", out.logprobs);
     }
 }
 
+/// Config variants of the tiny models (biases, sliding windows, head shapes, RoPE layouts, configs
+/// without `layer_types`, Gated-DeltaNet shapes) against transformers: the last prompt position's
+/// logits, then greedy ids and their log-probabilities.
+fn config_variants<B: RmasBackend>(device: &B::Device) {
+    for name in rmas_suite::cases("variants", "golden.safetensors") {
+        let case = format!("variants/{name}");
+        let g = Golden::open(&format!("{case}/golden.safetensors"));
+        let model = load::<B>(&case, device);
+        let tol = logit_tol(&case);
+        let prompt = g.ids("prompt_ids");
+        let mut cache = model.new_cache(prompt.len()).unwrap();
+        let states = model.forward(model.embed(&prompt).unwrap(), &mut cache).unwrap(); // [T, hidden]
+        let last = model.logits(rmas_models::generate::last_row(states)); // [1, vocab]
+        assert_close(&format!("{name} last logits"), last, g.tensor::<B, 1>("last_logits", device).unsqueeze(), tol, 0.0);
+
+        let expected = g.ids("new_ids");
+        let out = greedy(&model, &prompt, expected.len());
+        assert_eq!(out.ids, expected, "{name}: greedy ids");
+        let n = out.logprobs.len();
+        let logprobs = Tensor::<B, 1>::from_data(TensorData::new(out.logprobs, [n]), device);
+        assert_close(&format!("{name} logprobs"), logprobs, g.tensor("logprobs", device), 2.0 * tol, 0.0);
+    }
+}
 
 /// A latent rollout with the cache (one row per step) equals recomputing the whole sequence each step,
 /// as the reference does; the fed row is the hidden state itself (an identity link).
 fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
     for arch in ["qwen3_5", "gemma3", "llama"] {
         let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(arch, device);
+        let model = load::<B>(&format!("models/{arch}"), device);
         let prompt = model.embed(&g.ids("gen_prompt_ids")).unwrap();
         let steps = 5;
         let mut cache = model.new_cache(prompt.dims()[0] + steps).unwrap();
@@ -150,5 +179,6 @@ rmas_suite::backend_tests! {
     full_forward_matches_hf => full_forward,
     prefill_then_decode_matches_full => prefill_then_decode,
     greedy_generation_matches_hf => greedy_generation,
+    config_variants_match_hf => config_variants,
     cached_rollout_equals_recompute => cached_rollout_equals_recompute,
 }

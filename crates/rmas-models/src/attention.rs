@@ -61,7 +61,7 @@ impl<B: RmasBackend> Attention<B> {
             q_proj: Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?,
             k_proj: Linear::load(l, "k_proj", h, nkv * hd, c.qkv_bias)?,
             v_proj: Linear::load(l, "v_proj", h, nkv * hd, c.qkv_bias)?,
-            o_proj: Linear::load(l, "o_proj", nh * hd, h, false)?,
+            o_proj: Linear::load(l, "o_proj", nh * hd, h, c.o_bias)?,
             q_norm: if c.qk_norm { Some(norm("q_norm")?) } else { None },
             k_norm: if c.qk_norm { Some(norm("k_norm")?) } else { None },
             num_heads: nh,

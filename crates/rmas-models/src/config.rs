@@ -114,7 +114,12 @@ pub struct Config {
     pub rms_norm_eps: f64,
     pub norm: NormKind,
     pub qk_norm: bool,
+    /// Biases on q/k/v_proj.
     pub qkv_bias: bool,
+    /// Bias on o_proj.
+    pub o_bias: bool,
+    /// Biases on the MLP's gate/up/down_proj (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
     /// Qwen3.5: q_proj also yields a sigmoid output gate per head.
     pub attn_output_gate: bool,
     /// Gemma 3: post-attention and pre/post-feed-forward norms.
@@ -157,9 +162,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let num_layers = c.usize("num_hidden_layers")?;
     let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
     let is = |f: &[Family]| f.contains(&family);
+    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some(cap) = c.opt_f64(key)? {
+            return Err(err(path, format!("`{key}` = {cap} is not supported (expected null, as in Gemma 3 checkpoints)")));
+        }
+    }
+    if c.v["use_bidirectional_attention"].as_bool() == Some(true) {
+        return Err(err(path, "`use_bidirectional_attention` = true is not supported (rmas attends causally)".into()));
+    }
     let mixers = layer_types(&c, family, num_layers)?;
     let (ropes, rope_of) = ropes(&c, family, head_dim)?;
-    let window = c.opt_usize("sliding_window")?;
+    // Qwen2/Qwen3 drop the window unless `use_sliding_window` (as their transformers configs do).
+    let window = match family {
+        Family::Qwen2 | Family::Qwen3 if c.v["use_sliding_window"].as_bool() != Some(true) => None,
+        _ => c.opt_usize("sliding_window")?,
+    };
     let sliding_everywhere = family == Family::Mistral;
     let layers: Vec<LayerConfig> = mixers
         .iter()
@@ -201,6 +218,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         Some("gelu_pytorch_tanh") => Activation::GeluTanh,
         Some(other) => return Err(err(path, format!("unsupported activation `{other}` (expected silu or gelu_pytorch_tanh)"))),
     };
+    // As transformers builds them: Qwen2 always has q/k/v biases, Mistral never any.
+    let attention_bias = c.v["attention_bias"].as_bool() == Some(true);
     let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
     if num_heads % num_kv_heads != 0 {
         return Err(err(path, format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
@@ -217,13 +236,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         rms_norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
         norm: if is(&[Family::Qwen35, Family::Gemma3]) { NormKind::ZeroCentred } else { NormKind::Plain },
         qk_norm: is(&[Family::Qwen35, Family::Qwen3, Family::Gemma3]),
-        qkv_bias: family == Family::Qwen2 || c.v["attention_bias"].as_bool() == Some(true),
-        attn_output_gate: family == Family::Qwen35 && c.v["attn_output_gate"].as_bool() != Some(false),
+        qkv_bias: family == Family::Qwen2 || (family != Family::Mistral && attention_bias),
+        o_bias: !is(&[Family::Qwen2, Family::Mistral]) && attention_bias,
+        mlp_bias: family == Family::Llama && c.v["mlp_bias"].as_bool() == Some(true),
+        // transformers builds Qwen3.5's gate whatever `attn_output_gate` says.
+        attn_output_gate: family == Family::Qwen35,
         sandwich_norms: family == Family::Gemma3,
         activation,
         embed_scale: (family == Family::Gemma3).then(|| (hidden_size as f64).sqrt()),
         attn_scale,
-        tie_embeddings: c.v["tie_word_embeddings"].as_bool().or(tied_top).unwrap_or(true),
+        // transformers' default: tied for Gemma 3 only.
+        tie_embeddings: c.v["tie_word_embeddings"].as_bool().or(tied_top).unwrap_or(family == Family::Gemma3),
         max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(usize::MAX),
         layers,
         ropes,
@@ -272,10 +295,15 @@ fn layer_types(c: &Cfg, family: Family, n: usize) -> Result<Vec<(Mixer, String)>
                 let full = match family {
                     Family::Qwen35 => (i + 1) % c.opt_usize("full_attention_interval").ok().flatten().unwrap_or(4) == 0,
                     Family::Gemma3 => {
-                        let pattern = c.opt_usize("sliding_window_pattern").ok().flatten()
-                            .or(c.opt_usize("_sliding_window_pattern").ok().flatten())
-                            .unwrap_or(6);
+                        // transformers reads only `sliding_window_pattern` here (not `_sliding_window_pattern`).
+                        let pattern = c.opt_usize("sliding_window_pattern").ok().flatten().unwrap_or(6);
                         (i + 1) % pattern == 0
+                    }
+                    // transformers' default for Qwen2/Qwen3: layers from `max_window_layers` on slide.
+                    Family::Qwen2 | Family::Qwen3 => {
+                        c.v["use_sliding_window"].as_bool() != Some(true)
+                            || c.v["sliding_window"].is_null()
+                            || i < c.opt_usize("max_window_layers").ok().flatten().unwrap_or(28)
                     }
                     _ => true,
                 };
@@ -305,41 +333,41 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, R
     let dim_of = |factor: Option<f64>| factor.map_or(head_dim, |f| (head_dim as f64 * f) as usize);
     if family == Family::Gemma3 {
         let (local, global) = if params.get("sliding_attention").is_some() {
-            (rope(&params["sliding_attention"], head_dim, c.path)?, rope(&params["full_attention"], head_dim, c.path)?)
+            (rope(&params["sliding_attention"], head_dim, 1e4, c.path)?, rope(&params["full_attention"], head_dim, 1e6, c.path)?)
         } else {
             // transformers 4 layout: rope_local_base_freq + rope_theta/rope_scaling.
             let theta = c.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0);
             let local = RopeConfig { theta, dim: head_dim, scaling: RopeScaling::None };
-            (local, legacy_rope(c, head_dim)?)
+            (local, legacy_rope(c, head_dim, 1e6)?)
         };
         return Ok((vec![local, global], Box::new(|t: &str| usize::from(t != "sliding_attention"))));
     }
     let table = if params.is_object() {
-        let mut r = rope(params, head_dim, c.path)?;
+        let mut r = rope(params, head_dim, 1e4, c.path)?;
         r.dim = dim_of(partial(params)?);
         r
     } else {
-        let mut r = legacy_rope(c, head_dim)?;
+        let mut r = legacy_rope(c, head_dim, 1e4)?;
         r.dim = dim_of(c.opt_f64("partial_rotary_factor")?);
         r
     };
     Ok((vec![table], Box::new(|_: &str| 0)))
 }
 
-/// transformers 4 layout: `rope_theta` + optional `rope_scaling`.
-fn legacy_rope(c: &Cfg, head_dim: usize) -> Result<RopeConfig> {
-    let theta = c.opt_f64("rope_theta")?.unwrap_or(10_000.0);
+/// transformers 4 layout: `rope_theta` (else `default_theta`) + optional `rope_scaling`.
+fn legacy_rope(c: &Cfg, head_dim: usize, default_theta: f64) -> Result<RopeConfig> {
+    let theta = c.opt_f64("rope_theta")?.unwrap_or(default_theta);
     let mut p = c.v["rope_scaling"].clone();
     if !p.is_object() {
         p = serde_json::json!({});
     }
     p["rope_theta"] = theta.into();
-    rope(&p, head_dim, c.path)
+    rope(&p, head_dim, default_theta, c.path)
 }
 
 /// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`).
-fn rope(p: &Value, head_dim: usize, path: &Path) -> Result<RopeConfig> {
-    let theta = opt_f64(p, "rope_theta", path)?.unwrap_or(10_000.0);
+fn rope(p: &Value, head_dim: usize, default_theta: f64, path: &Path) -> Result<RopeConfig> {
+    let theta = opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta);
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
     let num = |k: &str| opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")));
     let scaling = match kind {

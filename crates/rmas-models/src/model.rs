@@ -123,7 +123,7 @@ impl<B: RmasBackend> Model<B> {
                     attn_out_norm,
                     mlp_norm,
                     mlp_out_norm,
-                    mlp: Mlp::load(&l.at("mlp"), h, c.intermediate_size, c.activation)?,
+                    mlp: Mlp::load(&l.at("mlp"), h, c.intermediate_size, c.activation, c.mlp_bias)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

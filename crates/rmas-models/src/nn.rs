@@ -185,11 +185,11 @@ pub struct Mlp<B: Backend> {
 
 impl<B: RmasBackend> Mlp<B> {
     /// Loads `gate_proj`, `up_proj`, `down_proj` below `l`.
-    pub fn load(l: &Loader<B>, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
+    pub fn load(l: &Loader<B>, hidden: usize, inter: usize, act: Activation, bias: bool) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(l, "gate_proj", hidden, inter, false)?,
-            up: Linear::load(l, "up_proj", hidden, inter, false)?,
-            down: Linear::load(l, "down_proj", inter, hidden, false)?,
+            gate: Linear::load(l, "gate_proj", hidden, inter, bias)?,
+            up: Linear::load(l, "up_proj", hidden, inter, bias)?,
+            down: Linear::load(l, "down_proj", inter, hidden, bias)?,
             act,
         })
     }
