@@ -6,11 +6,27 @@ use burn::backend::NdArray;
 use burn::tensor::DType;
 use rmas_models::{Model, ModelError};
 use rmas_suite::golden;
+use serde_json::{json, Value};
 
 type B = NdArray;
 
-/// A scratch copy of a golden model directory that a test may damage.
-fn scratch(arch: &str, tag: &str) -> PathBuf {
+/// A scratch copy of a golden model directory that a test may damage; removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+fn scratch(arch: &str, tag: &str) -> Scratch {
     let src = golden(&format!("models/{arch}/model"));
     let dst = std::env::temp_dir().join(format!("rmas-errors-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
@@ -19,16 +35,33 @@ fn scratch(arch: &str, tag: &str) -> PathBuf {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
     }
-    dst
+    Scratch(dst)
 }
 
 /// A scratch copy of a golden model whose `config.json` has `from` replaced by `to`.
-fn edited(arch: &str, tag: &str, from: &str, to: &str) -> PathBuf {
+fn edited(arch: &str, tag: &str, from: &str, to: &str) -> Scratch {
     let dir = scratch(arch, tag);
     let path = dir.join("config.json");
     let cfg = std::fs::read_to_string(&path).unwrap();
     assert!(cfg.contains(from), "{arch} config has no `{from}`");
     std::fs::write(&path, cfg.replace(from, to)).unwrap();
+    dir
+}
+
+/// A scratch copy of a golden model whose text-model config has `edits` set (null removes the key).
+fn edited_json(arch: &str, tag: &str, edits: &[(&str, Value)]) -> Scratch {
+    let dir = scratch(arch, tag);
+    let path = dir.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let text = if cfg.get("text_config").is_some() { &mut cfg["text_config"] } else { &mut cfg };
+    let text = text.as_object_mut().unwrap();
+    for (key, value) in edits {
+        match value {
+            Value::Null => text.remove(*key),
+            v => text.insert((*key).to_owned(), v.clone()),
+        };
+    }
+    std::fs::write(&path, cfg.to_string()).unwrap();
     dir
 }
 
@@ -118,6 +151,71 @@ fn logit_softcapping_is_reported() {
     let dir = edited("gemma3", "softcap", "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0");
     let msg = message(load(&dir));
     assert!(msg.contains("`final_logit_softcapping` = 30 is not supported") && msg.contains("config.json"), "{msg}");
+}
+
+#[test]
+fn degenerate_sizes_are_errors_not_panics() {
+    let rope = json!({"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.3});
+    let cases = [
+        ("qwen2", vec![("num_key_value_heads", json!(0))], "positive multiple of num_key_value_heads 0"),
+        ("llama", vec![("num_attention_heads", json!(0))], "num_attention_heads 0 must be"),
+        ("qwen3", vec![("head_dim", json!(0))], "head_dim is 0"),
+        ("llama", vec![("partial_rotary_factor", json!(2.0))], "rotary width 32"),
+        ("qwen3_5", vec![("rope_parameters", rope)], "rotary width 9"),
+        ("qwen3", vec![("partial_rotary_factor", json!(0.0))], "rotary width 0"),
+        ("qwen3", vec![("rope_parameters", json!({"rope_type": "default", "rope_theta": 0.0}))], "rope `rope_theta` is 0"),
+        ("qwen2", vec![("num_hidden_layers", json!(1u64 << 40))], "num_hidden_layers 1099511627776 is implausible"),
+        ("qwen3_5", vec![("layer_types", Value::Null), ("full_attention_interval", json!(0))], "`full_attention_interval` is 0"),
+        ("gemma3", vec![("layer_types", Value::Null), ("sliding_window_pattern", json!(0))], "`sliding_window_pattern` is 0"),
+    ];
+    for (i, (arch, edits, expected)) in cases.iter().enumerate() {
+        let msg = message(load(&edited_json(arch, &format!("degenerate{i}"), edits)));
+        assert!(msg.contains(expected) && msg.contains("config.json"), "{arch}: {msg}");
+    }
+}
+
+/// Every number in every golden config (RoPE parameters included) set to awkward values: loading
+/// and a short forward pass give a result or a clear error, never a panic.
+#[test]
+fn number_config_edits_never_panic() {
+    let mut panics = Vec::new();
+    for arch in ["qwen2", "qwen3", "qwen3_5", "llama", "mistral", "gemma3"] {
+        let base: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("models/{arch}/model/config.json"))).unwrap()).unwrap();
+        let text = base.get("text_config").unwrap_or(&base).as_object().unwrap();
+        // (top-level key, edited value) pairs: numbers directly, numbers inside objects one at a time.
+        let mut edits: Vec<(String, Value)> = Vec::new();
+        for (key, v) in text {
+            let values = |v: &Value| -> Vec<Value> {
+                match v {
+                    Value::Number(n) if n.is_u64() => vec![json!(0), json!(1), json!(3), json!(1u64 << 40)],
+                    Value::Number(_) => vec![json!(0.0), json!(-1.0), json!(1e30)],
+                    _ => vec![],
+                }
+            };
+            edits.extend(values(v).into_iter().map(|x| (key.clone(), x)));
+            for (inner, iv) in v.as_object().into_iter().flatten() {
+                for x in values(iv) {
+                    let mut obj = v.clone();
+                    obj[inner] = x;
+                    edits.push((key.clone(), obj));
+                }
+            }
+        }
+        for (i, (key, value)) in edits.iter().enumerate() {
+            let dir = edited_json(arch, &format!("number-{arch}-{i}"), &[(key, value.clone())]);
+            let run = std::panic::catch_unwind(|| {
+                let Ok(model) = load(&dir) else { return };
+                let Ok(mut cache) = model.new_cache(4) else { return };
+                if let Ok(h) = model.embed(&[1, 2, 3, 4]).and_then(|x| model.forward(x, &mut cache)) {
+                    let _ = model.logits(h);
+                }
+            });
+            if run.is_err() {
+                panics.push(format!("{arch}: {key} = {value}"));
+            }
+        }
+    }
+    assert!(panics.is_empty(), "panicked for {panics:?}");
 }
 
 #[test]

@@ -116,30 +116,31 @@ def build(name: str, out: Path) -> tuple[torch.nn.Module, int]:
 
 
 @torch.no_grad()
-def hf_greedy(model, ids: list[int], n: int) -> tuple[list[int], list[float], list[float]]:
-    x = torch.tensor([ids])
-    out, gen, lps, gaps = None, [], [], []
-    past = None
+def hf_greedy(model, ids: list[int], n: int) -> tuple[torch.Tensor, list[int], list[float], list[float]]:
+    """The last prompt position's logits, then `n` greedy ids, their log-probabilities and top-2 gaps."""
+    x, past = torch.tensor([ids]), None
+    first, gen, lps, gaps = None, [], [], []
     for _ in range(n):
         out = model(input_ids=x, past_key_values=past, use_cache=True)
         past = out.past_key_values
-        logp = out.logits[0, -1].float().log_softmax(-1)
-        top = logp.topk(2)
+        logits = out.logits[0, -1].float()
+        if first is None:
+            first = logits
+        top = logits.log_softmax(-1).topk(2)
         nxt = int(top.indices[0])
         gen.append(nxt)
         lps.append(float(top.values[0]))
         gaps.append(float(top.values[0] - top.values[1]))
         x = torch.tensor([[nxt]])
-    return gen, lps, gaps
+    return first, gen, lps, gaps
 
 
 def write_case(name: str, out: Path, new_tokens: int) -> str:
     model, prompt_len = build(name, out / "model")
     vocab = text(json.loads((out / "model/config.json").read_text()))["vocab_size"]
     ids = torch.randint(0, vocab, (prompt_len,), generator=torch.Generator().manual_seed(7)).tolist()
-    gen, logprobs, gaps = hf_greedy(model, ids, new_tokens)
+    logits, gen, logprobs, gaps = hf_greedy(model, ids, new_tokens)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
         model64 = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float64, attn_implementation="eager")
         logits64 = model64(input_ids=torch.tensor([ids])).logits[0, -1]
     noise = float((logits.double() - logits64).abs().max())

@@ -28,12 +28,15 @@ fn logit_tol(case: &str) -> f32 {
     (3.0 * noise as f32).max(2e-4)
 }
 
+/// Golden case `case`: its reference tensors, its model in f32 and its logit tolerance.
+fn open<B: RmasBackend>(case: &str, device: &B::Device) -> (Golden, Model<B>, f32) {
+    (Golden::open(&format!("{case}/golden.safetensors")), load(case, device), logit_tol(case))
+}
+
 /// Full forward: every layer's output and the logits.
 fn full_forward<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let arch = arch.as_str();
-        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(&format!("models/{arch}"), device);
+        let (g, model, tol) = open::<B>(&format!("models/{arch}"), device);
         let ids = g.ids("input_ids");
         let mut cache = model.new_cache(ids.len()).unwrap();
         let states = model.forward_traced(model.embed(&ids).unwrap(), &mut cache).unwrap();
@@ -44,16 +47,14 @@ fn full_forward<B: RmasBackend>(device: &B::Device) {
             assert_close(&format!("{arch} hidden_states[{i}]"), h.clone(), e, 1e-4, 1e-3);
         }
         let logits = model.logits(states.last().unwrap().clone());
-        assert_close(&format!("{arch} logits"), logits, g.tensor("logits", device), logit_tol(&format!("models/{arch}")), 0.0);
+        assert_close(&format!("{arch} logits"), logits, g.tensor("logits", device), tol, 0.0);
     }
 }
 
 /// Prefill 70 tokens, then one token per call: equal to the full forward (and to HF's cached path).
 fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let arch = arch.as_str();
-        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(&format!("models/{arch}"), device);
+        let (g, model, tol) = open::<B>(&format!("models/{arch}"), device);
         let ids = g.ids("input_ids");
         let n = 70;
         let mut cache = model.new_cache(ids.len()).unwrap();
@@ -63,13 +64,13 @@ fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
         }
         let logits = model.logits(Tensor::cat(rows, 0));
         let full: Tensor<B, 2> = g.tensor("logits", device);
-        assert_close(&format!("{arch} prefill+decode vs full"), logits.clone(), full, logit_tol(&format!("models/{arch}")), 0.0);
+        assert_close(&format!("{arch} prefill+decode vs full"), logits.clone(), full, tol, 0.0);
         if g.has("qwen35_prefill_decode_logits") {
             let hf: Tensor<B, 2> = g.tensor("qwen35_prefill_decode_logits", device);
             let ours = logits.clone().narrow(0, n - 1, ids.len() - n); // row j predicts position n+j
-            assert_close(&format!("{arch} vs HF cached path"), ours, hf, logit_tol(&format!("models/{arch}")), 0.0);
+            assert_close(&format!("{arch} vs HF cached path"), ours, hf, tol, 0.0);
             let ref64: Tensor<B, 2> = g.tensor("qwen35_ref64_logits", device);
-            assert_close(&format!("{arch} vs float64 recurrence"), logits, ref64, logit_tol(&format!("models/{arch}")), 0.0);
+            assert_close(&format!("{arch} vs float64 recurrence"), logits, ref64, tol, 0.0);
         }
     }
 }
@@ -85,9 +86,7 @@ fn greedy<B: RmasBackend>(model: &Model<B>, prompt: &[u32], n: usize) -> Generat
 /// Greedy generation: identical ids and per-step logits.
 fn greedy_generation<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let arch = arch.as_str();
-        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(&format!("models/{arch}"), device);
+        let (g, model, _) = open::<B>(&format!("models/{arch}"), device);
         let prompt = g.ids("gen_prompt_ids");
         let expected = g.ids("gen_new_ids");
         let out = greedy(&model, &prompt, expected.len());
@@ -102,10 +101,7 @@ fn greedy_generation<B: RmasBackend>(device: &B::Device) {
 /// logits, then greedy ids and their log-probabilities.
 fn config_variants<B: RmasBackend>(device: &B::Device) {
     for name in rmas_suite::cases("variants", "golden.safetensors") {
-        let case = format!("variants/{name}");
-        let g = Golden::open(&format!("{case}/golden.safetensors"));
-        let model = load::<B>(&case, device);
-        let tol = logit_tol(&case);
+        let (g, model, tol) = open::<B>(&format!("variants/{name}"), device);
         let prompt = g.ids("prompt_ids");
         let mut cache = model.new_cache(prompt.len()).unwrap();
         let states = model.forward(model.embed(&prompt).unwrap(), &mut cache).unwrap(); // [T, hidden]
@@ -125,8 +121,7 @@ fn config_variants<B: RmasBackend>(device: &B::Device) {
 /// as the reference does; the fed row is the hidden state itself (an identity link).
 fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
     for arch in ["qwen3_5", "gemma3", "llama"] {
-        let g = Golden::open(&format!("models/{arch}/golden.safetensors"));
-        let model = load::<B>(&format!("models/{arch}"), device);
+        let (g, model, _) = open::<B>(&format!("models/{arch}"), device);
         let prompt = model.embed(&g.ids("gen_prompt_ids")).unwrap();
         let steps = 5;
         let mut cache = model.new_cache(prompt.dims()[0] + steps).unwrap();

@@ -67,14 +67,6 @@ impl Golden {
     }
 }
 
-/// Largest absolute difference between two float tensors of the same shape (on the host, f32).
-pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    let b = b.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
 /// Asserts `|a − b| ≤ atol + rtol·|b|` elementwise and reports the worst element.
 pub fn assert_close<B: Backend, const D: usize>(what: &str, a: Tensor<B, D>, b: Tensor<B, D>, atol: f32, rtol: f32) {
     assert_eq!(a.dims(), b.dims(), "{what}: shape mismatch");
@@ -85,7 +77,7 @@ pub fn assert_close<B: Backend, const D: usize>(what: &str, a: Tensor<B, D>, b: 
         let d = (x - y).abs();
         max_abs = max_abs.max(d);
         let excess = d - (atol + rtol * y.abs());
-        if !(excess <= worst) {
+        if excess.is_nan() || excess > worst {
             worst = excess;
             at = i;
         }

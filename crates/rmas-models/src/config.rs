@@ -21,6 +21,9 @@ pub const SUPPORTED: &[(&str, Family)] = &[
     ("gemma3_text", Family::Gemma3),
 ];
 
+/// Most decoder layers a config may declare (real checkpoints have under 200).
+const MAX_LAYERS: usize = 4096;
+
 /// A model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -160,7 +163,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let hidden_size = c.usize("hidden_size")?;
     let num_heads = c.usize("num_attention_heads")?;
     let num_layers = c.usize("num_hidden_layers")?;
+    if num_layers > MAX_LAYERS {
+        return Err(err(path, format!("num_hidden_layers {num_layers} is implausible (expected at most {MAX_LAYERS})")));
+    }
+    let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+    if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        return Err(err(path, format!(
+            "num_attention_heads {num_heads} must be a positive multiple of num_key_value_heads {num_kv_heads}"
+        )));
+    }
     let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
+    if head_dim == 0 {
+        return Err(err(path, format!("head_dim is 0 (hidden_size {hidden_size}, {num_heads} heads); expected at least 1")));
+    }
     let is = |f: &[Family]| f.contains(&family);
     for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
         if let Some(cap) = c.opt_f64(key)? {
@@ -170,13 +185,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     if c.v["use_bidirectional_attention"].as_bool() == Some(true) {
         return Err(err(path, "`use_bidirectional_attention` = true is not supported (rmas attends causally)".into()));
     }
-    let mixers = layer_types(&c, family, num_layers)?;
-    let (ropes, rope_of) = ropes(&c, family, head_dim)?;
     // Qwen2/Qwen3 drop the window unless `use_sliding_window` (as their transformers configs do).
     let window = match family {
         Family::Qwen2 | Family::Qwen3 if c.v["use_sliding_window"].as_bool() != Some(true) => None,
         _ => c.opt_usize("sliding_window")?,
     };
+    let mixers = layer_types(&c, family, num_layers, window)?;
+    let (ropes, rope_of) = ropes(&c, family, head_dim)?;
     let sliding_everywhere = family == Family::Mistral;
     let layers: Vec<LayerConfig> = mixers
         .iter()
@@ -220,10 +235,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     };
     // As transformers builds them: Qwen2 always has q/k/v biases, Mistral never any.
     let attention_bias = c.v["attention_bias"].as_bool() == Some(true);
-    let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
-    if num_heads % num_kv_heads != 0 {
-        return Err(err(path, format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
-    }
     Ok(Config {
         family,
         model_type: model_type.to_owned(),
@@ -286,30 +297,36 @@ fn opt_f64(v: &Value, key: &str, path: &Path) -> Result<Option<f64>> {
     }
 }
 
-/// Mixer and HF layer type name of every layer.
-fn layer_types(c: &Cfg, family: Family, n: usize) -> Result<Vec<(Mixer, String)>> {
+/// Mixer and HF layer type name of every layer (`window`: the sliding window, if any).
+fn layer_types(c: &Cfg, family: Family, n: usize, window: Option<usize>) -> Result<Vec<(Mixer, String)>> {
     let names: Vec<String> = match c.v["layer_types"].as_array() {
         Some(list) => list.iter().map(|t| t.as_str().unwrap_or_default().to_owned()).collect(),
-        None => (0..n)
-            .map(|i| {
-                let full = match family {
-                    Family::Qwen35 => (i + 1) % c.opt_usize("full_attention_interval").ok().flatten().unwrap_or(4) == 0,
-                    Family::Gemma3 => {
-                        // transformers reads only `sliding_window_pattern` here (not `_sliding_window_pattern`).
-                        let pattern = c.opt_usize("sliding_window_pattern").ok().flatten().unwrap_or(6);
-                        (i + 1) % pattern == 0
-                    }
-                    // transformers' default for Qwen2/Qwen3: layers from `max_window_layers` on slide.
-                    Family::Qwen2 | Family::Qwen3 => {
-                        c.v["use_sliding_window"].as_bool() != Some(true)
-                            || c.v["sliding_window"].is_null()
-                            || i < c.opt_usize("max_window_layers").ok().flatten().unwrap_or(28)
-                    }
-                    _ => true,
-                };
-                (if full { "full_attention" } else if family == Family::Qwen35 { "linear_attention" } else { "sliding_attention" }).to_owned()
-            })
-            .collect(),
+        None => {
+            let period = |key: &str, default: usize| match c.opt_usize(key)?.unwrap_or(default) {
+                0 => Err(err(c.path, format!("`{key}` is 0; expected at least 1"))),
+                k => Ok(k),
+            };
+            // transformers' defaults: which layers attend to every key.
+            let full: Box<dyn Fn(usize) -> bool> = match family {
+                Family::Qwen35 => {
+                    let k = period("full_attention_interval", 4)?;
+                    Box::new(move |i| (i + 1) % k == 0)
+                }
+                Family::Gemma3 => {
+                    // transformers reads only `sliding_window_pattern` here (not `_sliding_window_pattern`).
+                    let k = period("sliding_window_pattern", 6)?;
+                    Box::new(move |i| (i + 1) % k == 0)
+                }
+                // Qwen2/Qwen3: with a window on, layers from `max_window_layers` on slide.
+                Family::Qwen2 | Family::Qwen3 => {
+                    let m = c.opt_usize("max_window_layers")?.unwrap_or(28);
+                    Box::new(move |i| window.is_none() || i < m)
+                }
+                _ => Box::new(|_| true),
+            };
+            let other = if family == Family::Qwen35 { "linear_attention" } else { "sliding_attention" };
+            (0..n).map(|i| (if full(i) { "full_attention" } else { other }).to_owned()).collect()
+        }
     };
     if names.len() != n {
         return Err(err(c.path, format!("layer_types has {} entries, num_hidden_layers is {n}", names.len())));
@@ -337,7 +354,7 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, R
         } else {
             // transformers 4 layout: rope_local_base_freq + rope_theta/rope_scaling.
             let theta = c.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0);
-            let local = RopeConfig { theta, dim: head_dim, scaling: RopeScaling::None };
+            let local = rope(&serde_json::json!({ "rope_theta": theta }), head_dim, 1e4, c.path)?;
             (local, legacy_rope(c, head_dim, 1e6)?)
         };
         return Ok((vec![local, global], Box::new(|t: &str| usize::from(t != "sliding_attention"))));
@@ -351,6 +368,12 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, R
         r.dim = dim_of(c.opt_f64("partial_rotary_factor")?);
         r
     };
+    if table.dim == 0 || table.dim % 2 != 0 || table.dim > head_dim {
+        return Err(err(c.path, format!(
+            "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
+            table.dim
+        )));
+    }
     Ok((vec![table], Box::new(|_: &str| 0)))
 }
 
@@ -367,9 +390,13 @@ fn legacy_rope(c: &Cfg, head_dim: usize, default_theta: f64) -> Result<RopeConfi
 
 /// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`).
 fn rope(p: &Value, head_dim: usize, default_theta: f64, path: &Path) -> Result<RopeConfig> {
-    let theta = opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta);
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
-    let num = |k: &str| opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")));
+    let positive = |k: &str, x: f64| match x > 0.0 && x.is_finite() {
+        true => Ok(x),
+        false => Err(err(path, format!("rope `{k}` is {x}; expected a positive number"))),
+    };
+    let theta = positive("rope_theta", opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta))?;
+    let num = |k: &str| positive(k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?);
     let scaling = match kind {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: num("factor")? },

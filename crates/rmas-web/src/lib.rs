@@ -195,7 +195,7 @@ fn emit(on_event: &Function, stream: &mut TokenStream, e: Event<'_, B>) {
         }
         Event::Rollout { .. } | Event::GenerateInput { .. } => return,
     };
-    call(&on_event, &value);
+    call(on_event, &value);
 }
 
 /// A message `[T, H]` on the host: rows, columns, row-major f32 values.

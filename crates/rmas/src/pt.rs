@@ -131,10 +131,10 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, Str
         .cloned()
         .ok_or("no `data.pkl` in the archive")?;
     let prefix = &pickle[..pickle.len() - "data.pkl".len()];
-    if let Some(order) = entries.get(&format!("{prefix}byteorder")) {
-        if order.as_slice() != b"little" {
-            return Err(format!("byte order `{}` is not supported (only little-endian)", String::from_utf8_lossy(order)));
-        }
+    if let Some(order) = entries.get(&format!("{prefix}byteorder"))
+        && order.as_slice() != b"little"
+    {
+        return Err(format!("byte order `{}` is not supported (only little-endian)", String::from_utf8_lossy(order)));
     }
     let Value::Dict(items) = Machine::default().run(&entries[&pickle])? else {
         return Err("data.pkl does not hold a dict of tensors".into());
@@ -158,10 +158,15 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
         return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
     }
     let elems = storage.len() / t.dtype.size();
-    let numel: usize = t.size.iter().product();
-    let last = t.offset + t.size.iter().zip(&t.stride).map(|(n, s)| n.saturating_sub(1) * s).sum::<usize>();
-    if numel > 0 && last >= elems {
-        return Err(format!("view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements", t.offset, t.size, t.stride));
+    let out_of_storage = || format!("view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements", t.offset, t.size, t.stride);
+    let numel = t.size.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(out_of_storage)?;
+    // Index of the view's last element (checked: sizes and strides come from the file).
+    let last = t.size.iter().zip(&t.stride).try_fold(t.offset, |at, (n, s)| n.saturating_sub(1).checked_mul(*s).and_then(|x| at.checked_add(x)));
+    if numel > 0 && last.is_none_or(|last| last >= elems) {
+        return Err(out_of_storage());
+    }
+    if numel > elems {
+        return Err(format!("view of {numel} elements is larger than its storage of {elems} (overlapping views are not supported)"));
     }
     let at = |i: usize| t.dtype.read(&storage[i * t.dtype.size()..]);
     let mut values = Vec::with_capacity(numel);
@@ -318,7 +323,10 @@ impl Machine {
 
     fn extend_list(&mut self, items: Vec<Value>) -> Result<(), String> {
         match self.stack.last_mut() {
-            Some(Value::List(list)) => Ok(list.extend(items)),
+            Some(Value::List(list)) => {
+                list.extend(items);
+                Ok(())
+            }
             other => Err(format!("pickle: APPEND to a {}", other.map_or("nothing", |v| v.kind()))),
         }
     }
@@ -327,7 +335,7 @@ impl Machine {
         let Some(Value::Dict(dict)) = self.stack.last_mut() else {
             return Err("pickle: SETITEM on something that is not a dict".into());
         };
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("pickle: SETITEMS with an odd number of values".into());
         }
         let mut it = items.into_iter();

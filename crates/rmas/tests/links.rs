@@ -314,15 +314,47 @@ fn rewrite_pt(src: &Path, dst: &Path, edit: impl Fn(Vec<u8>) -> Vec<u8>) {
     writer.finish().unwrap();
 }
 
-fn replace_bytes(haystack: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
-    let at = haystack
-        .windows(from.len())
-        .position(|w| w == from)
-        .expect("pattern in pickle");
+/// `haystack` with the first occurrence of `from` at or after byte `start` replaced by `to`.
+fn replace_bytes_from(haystack: Vec<u8>, start: usize, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = start
+        + haystack[start..]
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("pattern in pickle");
     let mut out = haystack;
-    out[at..at + to.len()].copy_from_slice(to);
+    out.splice(at..at + from.len(), to.iter().copied());
     out
+}
+
+fn replace_bytes(haystack: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    replace_bytes_from(haystack, 0, from, to)
+}
+
+/// Views whose sizes overflow or that repeat storage elements (stride 0) are rejected before any
+/// allocation, whatever their element count.
+#[test]
+fn oversized_views_in_pt_files_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec("mixture-r2", Style::Mixture, Task::Math);
+    let src = &spec.agent(Role::Code).unwrap().inner_link;
+    // proj1.weight is saved as offset 0, size (64, 64), stride (64, 1): BININT1 ops after BINPERSID.
+    let size = b"QK\x00K@K@\x86";
+    let cases: [(&[u8], &[u8], &str); 2] = [
+        // size (2^62 + 1, 64): its element count wraps around 2^64.
+        (b"QK\x00\x8a\x08\x01\x00\x00\x00\x00\x00\x00\x40K@\x86", b"K@K\x01\x86", "exceeds its storage"),
+        // size (2^40, 64), stride (0, 1): 2^46 elements out of 4096.
+        (b"QK\x00\x8a\x06\x00\x00\x00\x00\x00\x01K@\x86", b"K\x00K\x01\x86", "larger than its storage"),
+    ];
+    for (i, (new_size, new_stride, expected)) in cases.into_iter().enumerate() {
+        let damaged = tmp.path().join(format!("oversized{i}.pt"));
+        rewrite_pt(src, &damaged, |p| {
+            let at = p.windows(size.len()).position(|w| w == size).expect("proj1.weight size in pickle");
+            let p = replace_bytes_from(p, at, size, new_size);
+            replace_bytes_from(p, at, b"K@K\x01\x86", new_stride)
+        });
+        let msg = err_string(InnerLink::<B>::load(&damaged, &device()));
+        assert!(msg.contains("proj1.weight") && msg.contains(expected) && msg.contains(&format!("oversized{i}.pt")), "{msg}");
+    }
 }
 
 #[test]
@@ -354,6 +386,50 @@ fn pt_state_dicts_with_wrong_keys_are_rejected() {
     let same = tmp.path().join("rewritten.pt");
     rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &same, |p| p);
     assert_eq!(InnerLink::<B>::load(&same, &device()).unwrap().in_dim(), 64);
+}
+
+/// Random byte damage to links' pickles (CRCs recomputed, so the zip layer cannot catch it) gives
+/// a clear error or a link, never a panic.
+#[test]
+fn damaged_pickles_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec("mixture-r2", Style::Mixture, Task::Math);
+    let inner = spec.agent(Role::Code).unwrap().inner_link.clone();
+    let outer = spec.outer_links["outer_1s"].path.clone();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64; // xorshift64
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut loaded, mut rejected) = (0, 0);
+    for round in 0..400 {
+        let edits: Vec<(u64, u8)> = (0..1 + next() % 3).map(|_| (next(), next() as u8)).collect();
+        let damaged = tmp.path().join(format!("damaged{round}.pt"));
+        let src = if round % 2 == 0 { &inner } else { &outer };
+        rewrite_pt(src, &damaged, |mut pickle| {
+            for &(at, byte) in &edits {
+                let n = pickle.len() as u64;
+                pickle[(at % n) as usize] = byte;
+            }
+            pickle
+        });
+        let result = std::panic::catch_unwind(|| match round % 2 {
+            0 => InnerLink::<B>::load(&damaged, &device()).map(drop),
+            _ => OuterLink::<B>::load(&damaged, &device()).map(drop),
+        });
+        match result {
+            Ok(Ok(())) => loaded += 1,
+            Ok(Err(e)) => {
+                assert!(e.to_string().contains(&format!("damaged{round}.pt")), "round {round}: {e}");
+                rejected += 1;
+            }
+            Err(_) => panic!("round {round}: loading panicked after pickle edits {edits:?}"),
+        }
+        std::fs::remove_file(&damaged).unwrap();
+    }
+    assert!(rejected > 200, "{rejected} of 400 damaged pickles rejected, {loaded} loaded");
 }
 
 #[test]
