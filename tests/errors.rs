@@ -126,9 +126,9 @@ fn unknown_architecture_lists_supported() {
 
 #[test]
 fn unknown_rope_type_is_reported() {
-    let dir = edited("llama", "rope", "\"rope_type\": \"llama3\"", "\"rope_type\": \"yarn\"");
+    let dir = edited("llama", "rope", "\"rope_type\": \"llama3\"", "\"rope_type\": \"longrope\"");
     let msg = message(load(&dir));
-    assert!(msg.contains("unsupported rope type `yarn`"), "{msg}");
+    assert!(msg.contains("unsupported rope type `longrope`"), "{msg}");
 }
 
 #[test]
@@ -167,6 +167,8 @@ fn degenerate_sizes_are_errors_not_panics() {
         ("qwen2", vec![("num_hidden_layers", json!(1u64 << 40))], "num_hidden_layers 1099511627776 is implausible"),
         ("qwen3_5", vec![("layer_types", Value::Null), ("full_attention_interval", json!(0))], "`full_attention_interval` is 0"),
         ("gemma3", vec![("layer_types", Value::Null), ("sliding_window_pattern", json!(0))], "`sliding_window_pattern` is 0"),
+        ("gemma3", vec![("head_dim", json!(15))], "rotary width 15"),
+        ("gemma3", vec![("rope_parameters", Value::Null), ("rope_local_base_freq", json!(0.0))], "rope `rope_local_base_freq` is 0"),
     ];
     for (i, (arch, edits, expected)) in cases.iter().enumerate() {
         let msg = message(load(&edited_json(arch, &format!("degenerate{i}"), edits)));
@@ -178,6 +180,13 @@ fn degenerate_sizes_are_errors_not_panics() {
 /// and a short forward pass give a result or a clear error, never a panic.
 #[test]
 fn number_config_edits_never_panic() {
+    let values = |v: &Value| -> Vec<Value> {
+        match v {
+            Value::Number(n) if n.is_u64() => vec![json!(0), json!(1), json!(3), json!(1u64 << 40)],
+            Value::Number(_) => vec![json!(0.0), json!(-1.0), json!(1e30)],
+            _ => vec![],
+        }
+    };
     let mut panics = Vec::new();
     for arch in ["qwen2", "qwen3", "qwen3_5", "llama", "mistral", "gemma3"] {
         let base: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("models/{arch}/model/config.json"))).unwrap()).unwrap();
@@ -185,13 +194,6 @@ fn number_config_edits_never_panic() {
         // (top-level key, edited value) pairs: numbers directly, numbers inside objects one at a time.
         let mut edits: Vec<(String, Value)> = Vec::new();
         for (key, v) in text {
-            let values = |v: &Value| -> Vec<Value> {
-                match v {
-                    Value::Number(n) if n.is_u64() => vec![json!(0), json!(1), json!(3), json!(1u64 << 40)],
-                    Value::Number(_) => vec![json!(0.0), json!(-1.0), json!(1e30)],
-                    _ => vec![],
-                }
-            };
             edits.extend(values(v).into_iter().map(|x| (key.clone(), x)));
             for (inner, iv) in v.as_object().into_iter().flatten() {
                 for x in values(iv) {

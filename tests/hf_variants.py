@@ -44,6 +44,13 @@ VARIANTS = {
     "llama-legacy-rope": ("llama", 40, lambda c: (c.pop("rope_parameters"), c.update(
         rope_theta=20000.0, rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16}))),
+    # YaRN: explicit original context; transformers-4 layout with a top-level original context, mscales and no truncation.
+    "qwen3-yarn": ("qwen3", 40, lambda c: c.update(rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 64})),
+    "llama-legacy-yarn": ("llama", 40, lambda c: (c.pop("rope_parameters"), c.update(
+        rope_theta=50000.0, original_max_position_embeddings=256, rope_scaling={
+            "type": "yarn", "factor": 8.0, "beta_fast": 16.0, "beta_slow": 2.0, "mscale": 0.9, "mscale_all_dim": 0.5,
+            "truncate": False}))),
     "qwen2-sliding": ("qwen2", 40, lambda c: c.update(
         use_sliding_window=True, sliding_window=7, max_window_layers=1, num_hidden_layers=3,
         layer_types=sliding(3, 1), tie_word_embeddings=True)),
@@ -58,12 +65,17 @@ VARIANTS = {
         query_pre_attn_scalar=24, head_dim=16,
         rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 1000.0},
                          "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 50000.0}})),
+    # Per-type YaRN: the context comes from max_position_embeddings and `truncate` is read from the outer object.
+    "gemma3-yarn": ("gemma3", 40, lambda c: text(c)["rope_parameters"].update(full_attention={
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 100000.0, "truncate": False, "beta_fast": 8.0})),
     "gemma3-bias-wide-heads": ("gemma3", 24, lambda c: text(c).update(attention_bias=True, head_dim=32, num_key_value_heads=1)),
     "qwen3_5-shapes": ("qwen3_5_text", 150, lambda c: text(c).update(
         layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention"],
         linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=8, linear_value_head_dim=24,
         linear_conv_kernel_dim=3, tie_word_embeddings=False,
         rope_parameters={**text(c)["rope_parameters"], "partial_rotary_factor": 0.5})),
+    "qwen3_5-yarn-partial": ("qwen3_5_text", 70, lambda c: text(c)["rope_parameters"].update(
+        rope_type="yarn", factor=2.0, original_max_position_embeddings=48, attention_factor=1.3)),
     "qwen3_5-vl-gqa": ("qwen3_5", 80, lambda c: text(c).update(
         num_attention_heads=8, num_key_value_heads=1, head_dim=16, linear_num_key_heads=1, linear_num_value_heads=3)),
     # transformers builds Qwen3.5's output gate whatever `attn_output_gate` says.

@@ -28,15 +28,16 @@ fn logit_tol(case: &str) -> f32 {
     (3.0 * noise as f32).max(2e-4)
 }
 
-/// Golden case `case`: its reference tensors, its model in f32 and its logit tolerance.
-fn open<B: RmasBackend>(case: &str, device: &B::Device) -> (Golden, Model<B>, f32) {
-    (Golden::open(&format!("{case}/golden.safetensors")), load(case, device), logit_tol(case))
+/// Golden case `case`: its reference tensors and its model in f32.
+fn open<B: RmasBackend>(case: &str, device: &B::Device) -> (Golden, Model<B>) {
+    (Golden::open(&format!("{case}/golden.safetensors")), load(case, device))
 }
 
 /// Full forward: every layer's output and the logits.
 fn full_forward<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let (g, model, tol) = open::<B>(&format!("models/{arch}"), device);
+        let case = format!("models/{arch}");
+        let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let ids = g.ids("input_ids");
         let mut cache = model.new_cache(ids.len()).unwrap();
         let states = model.forward_traced(model.embed(&ids).unwrap(), &mut cache).unwrap();
@@ -54,7 +55,8 @@ fn full_forward<B: RmasBackend>(device: &B::Device) {
 /// Prefill 70 tokens, then one token per call: equal to the full forward (and to HF's cached path).
 fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let (g, model, tol) = open::<B>(&format!("models/{arch}"), device);
+        let case = format!("models/{arch}");
+        let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let ids = g.ids("input_ids");
         let n = 70;
         let mut cache = model.new_cache(ids.len()).unwrap();
@@ -86,7 +88,7 @@ fn greedy<B: RmasBackend>(model: &Model<B>, prompt: &[u32], n: usize) -> Generat
 /// Greedy generation: identical ids and per-step logits.
 fn greedy_generation<B: RmasBackend>(device: &B::Device) {
     for arch in archs() {
-        let (g, model, _) = open::<B>(&format!("models/{arch}"), device);
+        let (g, model) = open::<B>(&format!("models/{arch}"), device);
         let prompt = g.ids("gen_prompt_ids");
         let expected = g.ids("gen_new_ids");
         let out = greedy(&model, &prompt, expected.len());
@@ -101,7 +103,8 @@ fn greedy_generation<B: RmasBackend>(device: &B::Device) {
 /// logits, then greedy ids and their log-probabilities.
 fn config_variants<B: RmasBackend>(device: &B::Device) {
     for name in rmas_suite::cases("variants", "golden.safetensors") {
-        let (g, model, tol) = open::<B>(&format!("variants/{name}"), device);
+        let case = format!("variants/{name}");
+        let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let prompt = g.ids("prompt_ids");
         let mut cache = model.new_cache(prompt.len()).unwrap();
         let states = model.forward(model.embed(&prompt).unwrap(), &mut cache).unwrap(); // [T, hidden]
@@ -121,7 +124,7 @@ fn config_variants<B: RmasBackend>(device: &B::Device) {
 /// as the reference does; the fed row is the hidden state itself (an identity link).
 fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
     for arch in ["qwen3_5", "gemma3", "llama"] {
-        let (g, model, _) = open::<B>(&format!("models/{arch}"), device);
+        let (g, model) = open::<B>(&format!("models/{arch}"), device);
         let prompt = model.embed(&g.ids("gen_prompt_ids")).unwrap();
         let steps = 5;
         let mut cache = model.new_cache(prompt.dims()[0] + steps).unwrap();

@@ -58,6 +58,8 @@ pub enum RopeScaling {
     None,
     Linear { factor: f64 },
     Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: f64 },
+    /// YaRN: interpolation ramped between the `beta_fast`/`beta_slow` rotation counts, cos/sin × `attention_factor`.
+    Yarn { factor: f64, beta_fast: f64, beta_slow: f64, original_max_positions: f64, truncate: bool, attention_factor: f64 },
 }
 
 /// One rotary table: base, rotated width (≤ head_dim, rotate-half inside it) and scaling.
@@ -192,6 +194,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     };
     let mixers = layer_types(&c, family, num_layers, window)?;
     let (ropes, rope_of) = ropes(&c, family, head_dim)?;
+    if let Some(r) = ropes.iter().find(|r| r.dim == 0 || r.dim % 2 != 0 || r.dim > head_dim) {
+        return Err(err(path, format!(
+            "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
+            r.dim
+        )));
+    }
     let sliding_everywhere = family == Family::Mistral;
     let layers: Vec<LayerConfig> = mixers
         .iter()
@@ -346,57 +354,47 @@ type RopeOf = Box<dyn Fn(&str) -> usize>;
 /// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type).
 fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, RopeOf)> {
     let params = &c.v["rope_parameters"];
-    let partial = |p: &Value| opt_f64(p, "partial_rotary_factor", c.path).map(|f| f.or(c.opt_f64("partial_rotary_factor").ok().flatten()));
-    let dim_of = |factor: Option<f64>| factor.map_or(head_dim, |f| (head_dim as f64 * f) as usize);
     if family == Family::Gemma3 {
         let (local, global) = if params.get("sliding_attention").is_some() {
-            (rope(&params["sliding_attention"], head_dim, 1e4, c.path)?, rope(&params["full_attention"], head_dim, 1e6, c.path)?)
+            (rope(c, &params["sliding_attention"], head_dim, 1e4, true)?, rope(c, &params["full_attention"], head_dim, 1e6, true)?)
         } else {
             // transformers 4 layout: rope_local_base_freq + rope_theta/rope_scaling.
-            let theta = c.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0);
-            let local = rope(&serde_json::json!({ "rope_theta": theta }), head_dim, 1e4, c.path)?;
-            (local, legacy_rope(c, head_dim, 1e6)?)
+            let theta = positive(c.path, "rope_local_base_freq", c.opt_f64("rope_local_base_freq")?.unwrap_or(1e4))?;
+            (RopeConfig { theta, dim: head_dim, scaling: RopeScaling::None }, rope(c, &c.v["rope_scaling"], head_dim, 1e6, true)?)
         };
         return Ok((vec![local, global], Box::new(|t: &str| usize::from(t != "sliding_attention"))));
     }
-    let table = if params.is_object() {
-        let mut r = rope(params, head_dim, 1e4, c.path)?;
-        r.dim = dim_of(partial(params)?);
-        r
-    } else {
-        let mut r = legacy_rope(c, head_dim, 1e4)?;
-        r.dim = dim_of(c.opt_f64("partial_rotary_factor")?);
-        r
-    };
-    if table.dim == 0 || table.dim % 2 != 0 || table.dim > head_dim {
-        return Err(err(c.path, format!(
-            "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
-            table.dim
-        )));
+    // transformers 5 `rope_parameters`, else the transformers 4 `rope_scaling` (null: default RoPE).
+    let p = if params.is_object() { params } else { &c.v["rope_scaling"] };
+    let mut table = rope(c, p, head_dim, 1e4, false)?;
+    if let Some(f) = opt_f64(p, "partial_rotary_factor", c.path)?.or(c.opt_f64("partial_rotary_factor")?) {
+        table.dim = (head_dim as f64 * f) as usize;
     }
     Ok((vec![table], Box::new(|_: &str| 0)))
 }
 
-/// transformers 4 layout: `rope_theta` (else `default_theta`) + optional `rope_scaling`.
-fn legacy_rope(c: &Cfg, head_dim: usize, default_theta: f64) -> Result<RopeConfig> {
-    let theta = c.opt_f64("rope_theta")?.unwrap_or(default_theta);
-    let mut p = c.v["rope_scaling"].clone();
-    if !p.is_object() {
-        p = serde_json::json!({});
+/// `x` if it is a positive finite number, else an error naming the RoPE field `key`.
+fn positive(path: &Path, key: &str, x: f64) -> Result<f64> {
+    match x > 0.0 && x.is_finite() {
+        true => Ok(x),
+        false => Err(err(path, format!("rope `{key}` is {x}; expected a positive number"))),
     }
-    p["rope_theta"] = theta.into();
-    rope(&p, head_dim, default_theta, c.path)
 }
 
-/// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`).
-fn rope(p: &Value, head_dim: usize, default_theta: f64, path: &Path) -> Result<RopeConfig> {
+/// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`); missing fields
+/// come from the top level of the config as transformers fills them (`nested`: one of Gemma 3's per-type objects).
+fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, nested: bool) -> Result<RopeConfig> {
+    let path = c.path;
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
-    let positive = |k: &str, x: f64| match x > 0.0 && x.is_finite() {
-        true => Ok(x),
-        false => Err(err(path, format!("rope `{k}` is {x}; expected a positive number"))),
+    let theta = opt_f64(p, "rope_theta", path)?.or(c.opt_f64("rope_theta")?).unwrap_or(default_theta);
+    let theta = positive(path, "rope_theta", theta)?;
+    let num = |k: &str| positive(path, k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?);
+    // A top-level `original_max_position_embeddings` wins over the object's; else `max_position_embeddings`.
+    let original_max = || -> Result<f64> {
+        let top = if nested { None } else { c.opt_f64("original_max_position_embeddings")? };
+        let found = top.or(opt_f64(p, "original_max_position_embeddings", path)?).or(c.opt_f64("max_position_embeddings")?);
+        positive(path, "original_max_position_embeddings", found.ok_or_else(|| err(path, format!("rope type `{kind}` needs `original_max_position_embeddings`")))?)
     };
-    let theta = positive("rope_theta", opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta))?;
-    let num = |k: &str| positive(k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?);
     let scaling = match kind {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: num("factor")? },
@@ -404,10 +402,30 @@ fn rope(p: &Value, head_dim: usize, default_theta: f64, path: &Path) -> Result<R
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
-            original_max_positions: num("original_max_position_embeddings")?,
+            original_max_positions: original_max()?,
         },
+        "yarn" => {
+            let factor = num("factor")?;
+            let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+            // Zero or absent betas and mscales fall back to the defaults, as transformers' `or` does.
+            let nonzero = |k: &str| Ok::<_, ModelError>(opt_f64(p, k, path)?.filter(|x| *x != 0.0));
+            let attention_factor = match (opt_f64(p, "attention_factor", path)?, nonzero("mscale")?, nonzero("mscale_all_dim")?) {
+                (Some(a), _, _) => positive(path, "attention_factor", a)?,
+                (None, Some(m), Some(all)) => mscale(m) / mscale(all),
+                _ => mscale(1.0),
+            };
+            RopeScaling::Yarn {
+                factor,
+                beta_fast: nonzero("beta_fast")?.unwrap_or(32.0),
+                beta_slow: nonzero("beta_slow")?.unwrap_or(1.0),
+                original_max_positions: original_max()?,
+                // transformers reads `truncate` from the whole `rope_parameters`, so Gemma 3's per-type objects always truncate.
+                truncate: nested || p["truncate"].as_bool().unwrap_or(true),
+                attention_factor,
+            }
+        }
         other => {
-            return Err(err(path, format!("unsupported rope type `{other}` (supported: default, linear, llama3)")));
+            return Err(err(path, format!("unsupported rope type `{other}` (supported: default, linear, llama3, yarn)")));
         }
     };
     Ok(RopeConfig { theta, dim: head_dim, scaling })

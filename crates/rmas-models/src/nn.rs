@@ -205,22 +205,26 @@ impl<B: RmasBackend> Mlp<B> {
 #[derive(Clone, Debug)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// Factor on cos and sin (YaRN's attention factor, else 1).
+    scale: f32,
     pub dim: usize,
 }
 
 impl Rope {
     /// Builds the (scaled) inverse frequencies like HF, in f32.
     pub fn new(cfg: &RopeConfig) -> Self {
-        let half = cfg.dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                let base = 1.0 / (cfg.theta as f32).powf((2 * i) as f32 / cfg.dim as f32);
-                match cfg.scaling {
-                    RopeScaling::None => base,
-                    RopeScaling::Linear { factor } => base / factor as f32,
-                    RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
-                        let (factor, low, high, orig) =
-                            (factor as f32, low_freq_factor as f32, high_freq_factor as f32, original_max_positions as f32);
+        let (half, dim) = (cfg.dim / 2, cfg.dim as f32);
+        let pos_freq = |i: usize| (cfg.theta as f32).powf((2 * i) as f32 / dim);
+        let mut scale = 1.0;
+        let inv_freq = match cfg.scaling {
+            RopeScaling::None => (0..half).map(|i| 1.0 / pos_freq(i)).collect(),
+            RopeScaling::Linear { factor } => (0..half).map(|i| 1.0 / pos_freq(i) / factor as f32).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
+                let (factor, low, high, orig) =
+                    (factor as f32, low_freq_factor as f32, high_freq_factor as f32, original_max_positions as f32);
+                (0..half)
+                    .map(|i| {
+                        let base = 1.0 / pos_freq(i);
                         let wavelen = 2.0 * std::f32::consts::PI / base;
                         if wavelen > orig / low {
                             base / factor
@@ -230,11 +234,29 @@ impl Rope {
                             let s = (orig / wavelen - low) / (high - low);
                             (1.0 - s) * base / factor + s * base
                         }
-                    }
-                }
-            })
-            .collect();
-        Self { inv_freq, dim: cfg.dim }
+                    })
+                    .collect()
+            }
+            RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_positions, truncate, attention_factor } => {
+                scale = attention_factor as f32;
+                // Feature index (of `dim`) at which a wave turns `rotations` times over the original context, in f64.
+                let correction = |rotations: f64| {
+                    cfg.dim as f64 * (original_max_positions / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * cfg.theta.ln())
+                };
+                let (low, high) = (correction(beta_fast), correction(beta_slow));
+                let (low, high) = if truncate { (low.floor(), high.ceil()) } else { (low, high) };
+                let (low, high) = (low.max(0.0), high.min(cfg.dim as f64 - 1.0));
+                let high = if low == high { high + 0.001 } else { high };
+                (0..half)
+                    .map(|i| {
+                        let extrapolation = 1.0 - ((i as f32 - low as f32) / (high - low) as f32).clamp(0.0, 1.0);
+                        let p = pos_freq(i);
+                        1.0 / (factor as f32 * p) * (1.0 - extrapolation) + 1.0 / p * extrapolation
+                    })
+                    .collect()
+            }
+        };
+        Self { inv_freq, scale, dim: cfg.dim }
     }
 
     /// `cos`, `sin` tables `[T, dim]` for positions `start..start+T`.
@@ -246,8 +268,8 @@ impl Rope {
             for _ in 0..2 {
                 for f in &self.inv_freq {
                     let angle = p as f32 * f;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
+                    cos.push(angle.cos() * self.scale);
+                    sin.push(angle.sin() * self.scale);
                 }
             }
         }

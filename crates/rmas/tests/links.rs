@@ -314,20 +314,12 @@ fn rewrite_pt(src: &Path, dst: &Path, edit: impl Fn(Vec<u8>) -> Vec<u8>) {
     writer.finish().unwrap();
 }
 
-/// `haystack` with the first occurrence of `from` at or after byte `start` replaced by `to`.
-fn replace_bytes_from(haystack: Vec<u8>, start: usize, from: &[u8], to: &[u8]) -> Vec<u8> {
-    let at = start
-        + haystack[start..]
-            .windows(from.len())
-            .position(|w| w == from)
-            .expect("pattern in pickle");
+/// `haystack` with the first occurrence of `from` replaced by `to`.
+fn replace_bytes(haystack: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = haystack.windows(from.len()).position(|w| w == from).expect("pattern in pickle");
     let mut out = haystack;
     out.splice(at..at + from.len(), to.iter().copied());
     out
-}
-
-fn replace_bytes(haystack: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
-    replace_bytes_from(haystack, 0, from, to)
 }
 
 /// Views whose sizes overflow or that repeat storage elements (stride 0) are rejected before any
@@ -337,21 +329,18 @@ fn oversized_views_in_pt_files_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = spec("mixture-r2", Style::Mixture, Task::Math);
     let src = &spec.agent(Role::Code).unwrap().inner_link;
-    // proj1.weight is saved as offset 0, size (64, 64), stride (64, 1): BININT1 ops after BINPERSID.
-    let size = b"QK\x00K@K@\x86";
-    let cases: [(&[u8], &[u8], &str); 2] = [
+    // proj1.weight is saved as offset 0, size (64, 64), stride (64, 1): BININT1 ops after BINPERSID,
+    // each tuple memoised (BINPUT 9 after the size).
+    let view = b"QK\x00K@K@\x86q\tK@K\x01\x86";
+    let cases: [(&[u8], &str); 2] = [
         // size (2^62 + 1, 64): its element count wraps around 2^64.
-        (b"QK\x00\x8a\x08\x01\x00\x00\x00\x00\x00\x00\x40K@\x86", b"K@K\x01\x86", "exceeds its storage"),
+        (b"QK\x00\x8a\x08\x01\x00\x00\x00\x00\x00\x00\x40K@\x86q\tK@K\x01\x86", "exceeds its storage"),
         // size (2^40, 64), stride (0, 1): 2^46 elements out of 4096.
-        (b"QK\x00\x8a\x06\x00\x00\x00\x00\x00\x01K@\x86", b"K\x00K\x01\x86", "larger than its storage"),
+        (b"QK\x00\x8a\x06\x00\x00\x00\x00\x00\x01K@\x86q\tK\x00K\x01\x86", "larger than its storage"),
     ];
-    for (i, (new_size, new_stride, expected)) in cases.into_iter().enumerate() {
+    for (i, (new_view, expected)) in cases.into_iter().enumerate() {
         let damaged = tmp.path().join(format!("oversized{i}.pt"));
-        rewrite_pt(src, &damaged, |p| {
-            let at = p.windows(size.len()).position(|w| w == size).expect("proj1.weight size in pickle");
-            let p = replace_bytes_from(p, at, size, new_size);
-            replace_bytes_from(p, at, b"K@K\x01\x86", new_stride)
-        });
+        rewrite_pt(src, &damaged, |p| replace_bytes(p, view, new_view));
         let msg = err_string(InnerLink::<B>::load(&damaged, &device()));
         assert!(msg.contains("proj1.weight") && msg.contains(expected) && msg.contains(&format!("oversized{i}.pt")), "{msg}");
     }
