@@ -91,6 +91,17 @@ VARIANTS = {
             rope_scaling={"rope_type": "linear", "factor": 4.0}))),
     "qwen3_5-legacy-interval": ("qwen3_5_text", 90, lambda c: (text(c).pop("layer_types"), text(c).update(
         num_hidden_layers=6, full_attention_interval=3))),
+    # Fields left out: transformers' config-class defaults apply (head_dim 128/256, 8 kv heads, Gemma 3's
+    # query scale 256 and tanh GELU, Qwen3.5's partial rotary 0.25, top-level RoPE θ).
+    "qwen3-absent-fields": ("qwen3", 40, lambda c: (c.pop("head_dim"), c.pop("rope_parameters"),
+        c.pop("max_position_embeddings"), c.update(rope_theta=20000.0))),
+    "mistral-absent-fields": ("mistral", 40, lambda c: (c.pop("num_key_value_heads"), c.pop("sliding_window"),
+        c.update(num_attention_heads=16, head_dim=8))),
+    "gemma3-absent-fields": ("gemma3", 40, lambda c: [text(c).pop(k) for k in (
+        "query_pre_attn_scalar", "hidden_activation", "rope_parameters", "sliding_window")] and text(c).update(
+        rope_theta=200000.0, rope_local_base_freq=500.0)),
+    "qwen3_5-absent-fields": ("qwen3_5_text", 70, lambda c: (text(c).pop("head_dim"),
+        text(c)["rope_parameters"].pop("partial_rotary_factor"))),
 }
 
 

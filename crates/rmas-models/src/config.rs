@@ -35,6 +35,39 @@ pub enum Family {
     Gemma3,
 }
 
+/// transformers' config-class values for fields a `config.json` leaves out (an explicit null keeps its own meaning).
+struct Defaults {
+    /// `None`: hidden_size / num_attention_heads.
+    head_dim: Option<usize>,
+    /// `None`: num_attention_heads.
+    kv_heads: Option<usize>,
+    window: Option<usize>,
+    max_positions: usize,
+    partial_rotary: Option<f64>,
+    activation: Activation,
+}
+
+impl Family {
+    fn defaults(self) -> Defaults {
+        let base = Defaults { head_dim: None, kv_heads: None, window: None, max_positions: 32768, partial_rotary: None, activation: Activation::Silu };
+        match self {
+            Family::Qwen2 => Defaults { kv_heads: Some(32), window: Some(4096), ..base },
+            Family::Qwen3 => Defaults { head_dim: Some(128), kv_heads: Some(32), window: Some(4096), ..base },
+            Family::Llama => Defaults { max_positions: 2048, ..base },
+            Family::Mistral => Defaults { kv_heads: Some(8), window: Some(4096), max_positions: 131072, ..base },
+            Family::Gemma3 => Defaults {
+                head_dim: Some(256),
+                kv_heads: Some(4),
+                window: Some(4096),
+                max_positions: 131072,
+                activation: Activation::GeluTanh,
+                ..base
+            },
+            Family::Qwen35 => Defaults { head_dim: Some(256), kv_heads: Some(4), partial_rotary: Some(0.25), ..base },
+        }
+    }
+}
+
 /// RMSNorm flavour: `w·x̂` (Llama, Qwen2/3, Mistral) or zero-centred `(1+w)·x̂` (Qwen3.5, Gemma 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
@@ -160,7 +193,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     })?;
     // Multimodal checkpoints (Qwen3.5 upstream, Gemma 3) nest the text model's fields.
     let tied_top = root["tie_word_embeddings"].as_bool();
-    let c = Cfg { v: root.get("text_config").unwrap_or(&root), path };
+    let d = family.defaults();
+    let c = Cfg { v: root.get("text_config").unwrap_or(&root), path, max_positions: d.max_positions };
 
     let hidden_size = c.usize("hidden_size")?;
     let num_heads = c.usize("num_attention_heads")?;
@@ -168,13 +202,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     if num_layers > MAX_LAYERS {
         return Err(err(path, format!("num_hidden_layers {num_layers} is implausible (expected at most {MAX_LAYERS})")));
     }
-    let num_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
+    let num_kv_heads = c.or_absent("num_key_value_heads", d.kv_heads, Cfg::opt_usize)?.unwrap_or(num_heads);
     if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
         return Err(err(path, format!(
             "num_attention_heads {num_heads} must be a positive multiple of num_key_value_heads {num_kv_heads}"
         )));
     }
-    let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden_size / num_heads);
+    let head_dim = c.or_absent("head_dim", d.head_dim, Cfg::opt_usize)?.unwrap_or(hidden_size / num_heads);
     if head_dim == 0 {
         return Err(err(path, format!("head_dim is 0 (hidden_size {hidden_size}, {num_heads} heads); expected at least 1")));
     }
@@ -190,10 +224,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     // Qwen2/Qwen3 drop the window unless `use_sliding_window` (as their transformers configs do).
     let window = match family {
         Family::Qwen2 | Family::Qwen3 if c.v["use_sliding_window"].as_bool() != Some(true) => None,
-        _ => c.opt_usize("sliding_window")?,
+        _ => c.or_absent("sliding_window", d.window, Cfg::opt_usize)?,
     };
     let mixers = layer_types(&c, family, num_layers, window)?;
-    let (ropes, rope_of) = ropes(&c, family, head_dim)?;
+    let (ropes, rope_of) = ropes(&c, family, head_dim, d.partial_rotary)?;
     if let Some(r) = ropes.iter().find(|r| r.dim == 0 || r.dim % 2 != 0 || r.dim > head_dim) {
         return Err(err(path, format!(
             "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
@@ -214,12 +248,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         return Err(err(path, "`sliding_window` is 0 but layers slide: every key would be hidden; expected at least 1 (or null for no window)".into()));
     }
     let gdn = if family == Family::Qwen35 {
+        let size = |key: &str, absent: usize| {
+            c.or_absent(key, Some(absent), Cfg::opt_usize)?.ok_or_else(|| err(path, format!("`{key}` is null; expected an integer")))
+        };
         Some(GdnConfig {
-            num_key_heads: c.usize("linear_num_key_heads")?,
-            num_value_heads: c.usize("linear_num_value_heads")?,
-            key_head_dim: c.usize("linear_key_head_dim")?,
-            value_head_dim: c.usize("linear_value_head_dim")?,
-            conv_kernel: c.usize("linear_conv_kernel_dim")?,
+            num_key_heads: size("linear_num_key_heads", 16)?,
+            num_value_heads: size("linear_num_value_heads", 32)?,
+            key_head_dim: size("linear_key_head_dim", 128)?,
+            value_head_dim: size("linear_value_head_dim", 128)?,
+            conv_kernel: size("linear_conv_kernel_dim", 4)?,
         })
     } else {
         None
@@ -233,11 +270,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         }
     }
     let attn_scale = match family {
-        Family::Gemma3 => c.opt_f64("query_pre_attn_scalar")?.unwrap_or(head_dim as f64).powf(-0.5),
+        Family::Gemma3 => c.or_absent("query_pre_attn_scalar", Some(256.0), Cfg::opt_f64)?.unwrap_or(head_dim as f64).powf(-0.5),
         _ => (head_dim as f64).powf(-0.5),
     };
     let activation = match c.v.get("hidden_activation").or(c.v.get("hidden_act")).and_then(Value::as_str) {
-        Some("silu") | None => Activation::Silu,
+        None => d.activation,
+        Some("silu") => Activation::Silu,
         Some("gelu_pytorch_tanh") => Activation::GeluTanh,
         Some(other) => return Err(err(path, format!("unsupported activation `{other}` (expected silu or gelu_pytorch_tanh)"))),
     };
@@ -266,7 +304,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         attn_scale,
         // transformers' default: tied for Gemma 3 only.
         tie_embeddings: c.v["tie_word_embeddings"].as_bool().or(tied_top).unwrap_or(family == Family::Gemma3),
-        max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(usize::MAX),
+        max_positions: c.max_positions()?,
         layers,
         ropes,
         gdn,
@@ -281,9 +319,22 @@ fn err(path: &Path, msg: String) -> ModelError {
 struct Cfg<'a> {
     v: &'a Value,
     path: &'a Path,
+    /// The family's `max_position_embeddings` when the config has none.
+    max_positions: usize,
 }
 
 impl Cfg<'_> {
+    /// `get(key)`, or `absent` when the config does not mention `key` (null stays `None`).
+    fn or_absent<T>(&self, key: &str, absent: Option<T>, get: fn(&Self, &str) -> Result<Option<T>>) -> Result<Option<T>> {
+        match self.v.get(key) {
+            None => Ok(absent),
+            Some(_) => get(self, key),
+        }
+    }
+    /// The context length (unbounded when `max_position_embeddings` is null).
+    fn max_positions(&self) -> Result<usize> {
+        Ok(self.or_absent("max_position_embeddings", Some(self.max_positions), Cfg::opt_usize)?.unwrap_or(usize::MAX))
+    }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match &self.v[key] {
             Value::Null => Ok(None),
@@ -352,22 +403,31 @@ fn layer_types(c: &Cfg, family: Family, n: usize, window: Option<usize>) -> Resu
 type RopeOf = Box<dyn Fn(&str) -> usize>;
 
 /// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type).
-fn ropes(c: &Cfg, family: Family, head_dim: usize) -> Result<(Vec<RopeConfig>, RopeOf)> {
+fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) -> Result<(Vec<RopeConfig>, RopeOf)> {
     let params = &c.v["rope_parameters"];
+    // A top-level θ for objects without one, named in its own errors.
+    let top = |key: &str, default: f64| c.opt_f64(key)?.map_or(Ok(default), |x| positive(c.path, key, x));
     if family == Family::Gemma3 {
-        let (local, global) = if params.get("sliding_attention").is_some() {
-            (rope(c, &params["sliding_attention"], head_dim, 1e4, true)?, rope(c, &params["full_attention"], head_dim, 1e6, true)?)
-        } else {
-            // transformers 4 layout: rope_local_base_freq + rope_theta/rope_scaling.
-            let theta = positive(c.path, "rope_local_base_freq", c.opt_f64("rope_local_base_freq")?.unwrap_or(1e4))?;
-            (RopeConfig { theta, dim: head_dim, scaling: RopeScaling::None }, rope(c, &c.v["rope_scaling"], head_dim, 1e6, true)?)
+        // As transformers 5 builds them: each type's object (default RoPE if absent), a transformers-4
+        // `rope_scaling` merged into the global one, θ from `rope_theta` (global) or `rope_local_base_freq`.
+        let table = |ty: &str, theta_key: &str, theta: f64| {
+            let mut p = params.get(ty).filter(|v| v.is_object()).cloned().unwrap_or_else(|| serde_json::json!({}));
+            if let (true, Some(scaling), Some(obj)) = (ty == "full_attention", c.v["rope_scaling"].as_object(), p.as_object_mut()) {
+                obj.extend(scaling.clone());
+            }
+            rope(c, &p, head_dim, top(theta_key, theta)?, true)
         };
-        return Ok((vec![local, global], Box::new(|t: &str| usize::from(t != "sliding_attention"))));
+        let tables = vec![table("sliding_attention", "rope_local_base_freq", 1e4)?, table("full_attention", "rope_theta", 1e6)?];
+        return Ok((tables, Box::new(|t: &str| usize::from(t != "sliding_attention"))));
     }
     // transformers 5 `rope_parameters`, else the transformers 4 `rope_scaling` (null: default RoPE).
     let p = if params.is_object() { params } else { &c.v["rope_scaling"] };
-    let mut table = rope(c, p, head_dim, 1e4, false)?;
-    if let Some(f) = opt_f64(p, "partial_rotary_factor", c.path)?.or(c.opt_f64("partial_rotary_factor")?) {
+    let mut table = rope(c, p, head_dim, top("rope_theta", 1e4)?, false)?;
+    let partial = match opt_f64(p, "partial_rotary_factor", c.path)? {
+        Some(f) => Some(f),
+        None => c.or_absent("partial_rotary_factor", partial_rotary, Cfg::opt_f64)?,
+    };
+    if let Some(f) = partial {
         table.dim = (head_dim as f64 * f) as usize;
     }
     Ok((vec![table], Box::new(|_: &str| 0)))
@@ -386,14 +446,13 @@ fn positive(path: &Path, key: &str, x: f64) -> Result<f64> {
 fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, nested: bool) -> Result<RopeConfig> {
     let path = c.path;
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
-    let theta = opt_f64(p, "rope_theta", path)?.or(c.opt_f64("rope_theta")?).unwrap_or(default_theta);
-    let theta = positive(path, "rope_theta", theta)?;
+    let theta = positive(path, "rope_theta", opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta))?;
     let num = |k: &str| positive(path, k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?);
     // A top-level `original_max_position_embeddings` wins over the object's; else `max_position_embeddings`.
     let original_max = || -> Result<f64> {
         let top = if nested { None } else { c.opt_f64("original_max_position_embeddings")? };
-        let found = top.or(opt_f64(p, "original_max_position_embeddings", path)?).or(c.opt_f64("max_position_embeddings")?);
-        positive(path, "original_max_position_embeddings", found.ok_or_else(|| err(path, format!("rope type `{kind}` needs `original_max_position_embeddings`")))?)
+        let found = top.or(opt_f64(p, "original_max_position_embeddings", path)?).unwrap_or(c.max_positions()? as f64);
+        positive(path, "original_max_position_embeddings", found)
     };
     let scaling = match kind {
         "default" => RopeScaling::None,
