@@ -44,6 +44,9 @@ VARIANTS = {
     "llama-legacy-rope": ("llama", 40, lambda c: (c.pop("rope_parameters"), c.update(
         rope_theta=20000.0, rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 16}))),
+    # Both layouts: a non-empty `rope_scaling` replaces `rope_parameters` (θ then from the top level).
+    "llama-both-rope-fields": ("llama", 40, lambda c: c.update(
+        rope_theta=30000.0, rope_scaling={"rope_type": "linear", "factor": 3.0})),
     # YaRN: explicit original context; transformers-4 layout with a top-level original context, mscales and no truncation.
     "qwen3-yarn": ("qwen3", 40, lambda c: c.update(rope_parameters={
         "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 64})),

@@ -420,8 +420,9 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) 
         let tables = vec![table("sliding_attention", "rope_local_base_freq", 1e4)?, table("full_attention", "rope_theta", 1e6)?];
         return Ok((tables, Box::new(|t: &str| usize::from(t != "sliding_attention"))));
     }
-    // transformers 5 `rope_parameters`, else the transformers 4 `rope_scaling` (null: default RoPE).
-    let p = if params.is_object() { params } else { &c.v["rope_scaling"] };
+    // A transformers 4 `rope_scaling` object wins over `rope_parameters`, as in transformers (neither: default RoPE).
+    let scaling = &c.v["rope_scaling"];
+    let p = if scaling.as_object().is_some_and(|o| !o.is_empty()) { scaling } else { params };
     let mut table = rope(c, p, head_dim, top("rope_theta", 1e4)?, false)?;
     let partial = match opt_f64(p, "partial_rotary_factor", c.path)? {
         Some(f) => Some(f),
