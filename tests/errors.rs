@@ -147,10 +147,15 @@ fn zero_sliding_window_is_an_error_only_where_layers_slide() {
 }
 
 #[test]
-fn logit_softcapping_is_reported() {
-    let dir = edited("gemma3", "softcap", "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": 30.0");
+fn logit_softcap_must_be_positive() {
+    let dir = edited("gemma3", "softcap", "\"final_logit_softcapping\": null", "\"final_logit_softcapping\": -1.0");
+    // Gemma3ForConditionalGeneration never reads the cap; Gemma3ForCausalLM (`gemma3_text`) does.
+    assert!(load(&dir).is_ok(), "a `gemma3` config's logit cap is unused");
+    let path = dir.join("config.json");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"model_type\": \"gemma3\",", "\"model_type\": \"gemma3_text\",");
+    std::fs::write(&path, cfg).unwrap();
     let msg = message(load(&dir));
-    assert!(msg.contains("`final_logit_softcapping` = 30 is not supported") && msg.contains("config.json"), "{msg}");
+    assert!(msg.contains("`final_logit_softcapping` is -1; expected a positive number") && msg.contains("config.json"), "{msg}");
 }
 
 #[test]
@@ -163,12 +168,12 @@ fn degenerate_sizes_are_errors_not_panics() {
         ("llama", vec![("partial_rotary_factor", json!(2.0))], "rotary width 32"),
         ("qwen3_5", vec![("rope_parameters", rope)], "rotary width 9"),
         ("qwen3", vec![("partial_rotary_factor", json!(0.0))], "rotary width 0"),
-        ("qwen3", vec![("rope_parameters", json!({"rope_type": "default", "rope_theta": 0.0}))], "rope `rope_theta` is 0"),
+        ("qwen3", vec![("rope_parameters", json!({"rope_type": "default", "rope_theta": 0.0}))], "`rope_theta` is 0"),
         ("qwen2", vec![("num_hidden_layers", json!(1u64 << 40))], "num_hidden_layers 1099511627776 is implausible"),
         ("qwen3_5", vec![("layer_types", Value::Null), ("full_attention_interval", json!(0))], "`full_attention_interval` is 0"),
         ("gemma3", vec![("layer_types", Value::Null), ("sliding_window_pattern", json!(0))], "`sliding_window_pattern` is 0"),
         ("gemma3", vec![("head_dim", json!(15))], "rotary width 15"),
-        ("gemma3", vec![("rope_parameters", Value::Null), ("rope_local_base_freq", json!(0.0))], "rope `rope_local_base_freq` is 0"),
+        ("gemma3", vec![("rope_parameters", Value::Null), ("rope_local_base_freq", json!(0.0))], "`rope_local_base_freq` is 0"),
     ];
     for (i, (arch, edits, expected)) in cases.iter().enumerate() {
         let msg = message(load(&edited_json(arch, &format!("degenerate{i}"), edits)));

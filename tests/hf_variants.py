@@ -30,6 +30,13 @@ def text(cfg: dict) -> dict:
     return cfg.get("text_config", cfg)
 
 
+def text_only(cfg: dict, **fields) -> None:
+    """Makes a multimodal config its text model's (Gemma3ForCausalLM), with `fields` set."""
+    t = text(cfg)
+    cfg.clear()
+    cfg.update(t, architectures=["Gemma3ForCausalLM"], **fields)
+
+
 def sliding(layers: int, window_from: int) -> list[str]:
     return ["sliding_attention" if i >= window_from else "full_attention" for i in range(layers)]
 
@@ -71,6 +78,9 @@ VARIANTS = {
     # Per-type YaRN: the context comes from max_position_embeddings and `truncate` is read from the outer object.
     "gemma3-yarn": ("gemma3", 40, lambda c: text(c)["rope_parameters"].update(full_attention={
         "rope_type": "yarn", "factor": 4.0, "rope_theta": 100000.0, "truncate": False, "beta_fast": 8.0})),
+    # transformers 5 caps the logits of Gemma3ForCausalLM only, and Gemma 3 attention never reads its cap.
+    "gemma3_text-softcaps": ("gemma3", 40, lambda c: text_only(c, final_logit_softcapping=2.0, attn_logit_softcapping=1.0)),
+    "gemma3-softcaps": ("gemma3", 40, lambda c: text(c).update(final_logit_softcapping=2.0, attn_logit_softcapping=1.0)),
     "gemma3-bias-wide-heads": ("gemma3", 24, lambda c: text(c).update(attention_bias=True, head_dim=32, num_key_value_heads=1)),
     "qwen3_5-shapes": ("qwen3_5_text", 150, lambda c: text(c).update(
         layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention"],

@@ -167,6 +167,8 @@ pub struct Config {
     pub embed_scale: Option<f64>,
     pub attn_scale: f64,
     pub tie_embeddings: bool,
+    /// `gemma3_text` (Gemma3ForCausalLM): logits become `cap·tanh(logits/cap)`.
+    pub final_logit_softcap: Option<f64>,
     pub max_positions: usize,
     pub layers: Vec<LayerConfig>,
     pub ropes: Vec<RopeConfig>,
@@ -194,7 +196,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     // Multimodal checkpoints (Qwen3.5 upstream, Gemma 3) nest the text model's fields.
     let tied_top = root["tie_word_embeddings"].as_bool();
     let d = family.defaults();
-    let c = Cfg { v: root.get("text_config").unwrap_or(&root), path, max_positions: d.max_positions };
+    let c = Cfg { v: root.get("text_config").unwrap_or(&root), path };
+    // The context length (unbounded when `max_position_embeddings` is null).
+    let max_positions = c.or_absent("max_position_embeddings", Some(d.max_positions), Cfg::opt_usize)?.unwrap_or(usize::MAX);
 
     let hidden_size = c.usize("hidden_size")?;
     let num_heads = c.usize("num_attention_heads")?;
@@ -213,11 +217,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         return Err(err(path, format!("head_dim is 0 (hidden_size {hidden_size}, {num_heads} heads); expected at least 1")));
     }
     let is = |f: &[Family]| f.contains(&family);
-    for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
-        if let Some(cap) = c.opt_f64(key)? {
-            return Err(err(path, format!("`{key}` = {cap} is not supported (expected null, as in Gemma 3 checkpoints)")));
-        }
-    }
+    // As transformers 5: Gemma3ForCausalLM caps its logits, Gemma3ForConditionalGeneration does not, and
+    // Gemma 3 attention never reads `attn_logit_softcapping`.
+    let final_logit_softcap = match model_type {
+        "gemma3_text" => c.opt_f64("final_logit_softcapping")?.map(|x| positive(path, "final_logit_softcapping", x)).transpose()?,
+        _ => None,
+    };
     if c.v["use_bidirectional_attention"].as_bool() == Some(true) {
         return Err(err(path, "`use_bidirectional_attention` = true is not supported (rmas attends causally)".into()));
     }
@@ -227,7 +232,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         _ => c.or_absent("sliding_window", d.window, Cfg::opt_usize)?,
     };
     let mixers = layer_types(&c, family, num_layers, window)?;
-    let (ropes, rope_of) = ropes(&c, family, head_dim, d.partial_rotary)?;
+    let (ropes, rope_of) = ropes(&c, family, head_dim, d.partial_rotary, max_positions)?;
     if let Some(r) = ropes.iter().find(|r| r.dim == 0 || r.dim % 2 != 0 || r.dim > head_dim) {
         return Err(err(path, format!(
             "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
@@ -304,7 +309,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         attn_scale,
         // transformers' default: tied for Gemma 3 only.
         tie_embeddings: c.v["tie_word_embeddings"].as_bool().or(tied_top).unwrap_or(family == Family::Gemma3),
-        max_positions: c.max_positions()?,
+        final_logit_softcap,
+        max_positions,
         layers,
         ropes,
         gdn,
@@ -319,8 +325,6 @@ fn err(path: &Path, msg: String) -> ModelError {
 struct Cfg<'a> {
     v: &'a Value,
     path: &'a Path,
-    /// The family's `max_position_embeddings` when the config has none.
-    max_positions: usize,
 }
 
 impl Cfg<'_> {
@@ -330,10 +334,6 @@ impl Cfg<'_> {
             None => Ok(absent),
             Some(_) => get(self, key),
         }
-    }
-    /// The context length (unbounded when `max_position_embeddings` is null).
-    fn max_positions(&self) -> Result<usize> {
-        Ok(self.or_absent("max_position_embeddings", Some(self.max_positions), Cfg::opt_usize)?.unwrap_or(usize::MAX))
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match &self.v[key] {
@@ -402,8 +402,9 @@ fn layer_types(c: &Cfg, family: Family, n: usize, window: Option<usize>) -> Resu
 
 type RopeOf = Box<dyn Fn(&str) -> usize>;
 
-/// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type).
-fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) -> Result<(Vec<RopeConfig>, RopeOf)> {
+/// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type);
+/// `max_positions`: the context length, the scalings' default original context.
+fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>, max_positions: usize) -> Result<(Vec<RopeConfig>, RopeOf)> {
     let params = &c.v["rope_parameters"];
     // A top-level θ for objects without one, named in its own errors.
     let top = |key: &str, default: f64| c.opt_f64(key)?.map_or(Ok(default), |x| positive(c.path, key, x));
@@ -415,7 +416,7 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) 
             if let (true, Some(scaling), Some(obj)) = (ty == "full_attention", c.v["rope_scaling"].as_object(), p.as_object_mut()) {
                 obj.extend(scaling.clone());
             }
-            rope(c, &p, head_dim, top(theta_key, theta)?, true)
+            rope(c, &p, head_dim, top(theta_key, theta)?, max_positions, true)
         };
         let tables = vec![table("sliding_attention", "rope_local_base_freq", 1e4)?, table("full_attention", "rope_theta", 1e6)?];
         return Ok((tables, Box::new(|t: &str| usize::from(t != "sliding_attention"))));
@@ -423,7 +424,7 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) 
     // A transformers 4 `rope_scaling` object wins over `rope_parameters`, as in transformers (neither: default RoPE).
     let scaling = &c.v["rope_scaling"];
     let p = if scaling.as_object().is_some_and(|o| !o.is_empty()) { scaling } else { params };
-    let mut table = rope(c, p, head_dim, top("rope_theta", 1e4)?, false)?;
+    let mut table = rope(c, p, head_dim, top("rope_theta", 1e4)?, max_positions, false)?;
     let partial = match opt_f64(p, "partial_rotary_factor", c.path)? {
         Some(f) => Some(f),
         None => c.or_absent("partial_rotary_factor", partial_rotary, Cfg::opt_f64)?,
@@ -434,17 +435,17 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>) 
     Ok((vec![table], Box::new(|_: &str| 0)))
 }
 
-/// `x` if it is a positive finite number, else an error naming the RoPE field `key`.
+/// `x` if it is a positive finite number, else an error naming the field `key`.
 fn positive(path: &Path, key: &str, x: f64) -> Result<f64> {
     match x > 0.0 && x.is_finite() {
         true => Ok(x),
-        false => Err(err(path, format!("rope `{key}` is {x}; expected a positive number"))),
+        false => Err(err(path, format!("`{key}` is {x}; expected a positive number"))),
     }
 }
 
 /// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`); missing fields
 /// come from the top level of the config as transformers fills them (`nested`: one of Gemma 3's per-type objects).
-fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, nested: bool) -> Result<RopeConfig> {
+fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, max_positions: usize, nested: bool) -> Result<RopeConfig> {
     let path = c.path;
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
     let theta = positive(path, "rope_theta", opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta))?;
@@ -452,7 +453,7 @@ fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, nested: bool) -
     // A top-level `original_max_position_embeddings` wins over the object's; else `max_position_embeddings`.
     let original_max = || -> Result<f64> {
         let top = if nested { None } else { c.opt_f64("original_max_position_embeddings")? };
-        let found = top.or(opt_f64(p, "original_max_position_embeddings", path)?).unwrap_or(c.max_positions()? as f64);
+        let found = top.or(opt_f64(p, "original_max_position_embeddings", path)?).unwrap_or(max_positions as f64);
         positive(path, "original_max_position_embeddings", found)
     };
     let scaling = match kind {

@@ -241,6 +241,10 @@ impl<B: RmasBackend> Model<B> {
 
     /// LM-head logits `[T, V]` of final-norm hidden states.
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.lm_head.as_ref().unwrap_or(&self.embed).logits(h)
+        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).logits(h);
+        match self.config.final_logit_softcap {
+            Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
+            None => logits,
+        }
     }
 }

@@ -240,12 +240,13 @@ impl Rope {
             RopeScaling::Yarn { factor, beta_fast, beta_slow, original_max_positions, truncate, attention_factor } => {
                 scale = attention_factor as f32;
                 // Feature index (of `dim`) at which a wave turns `rotations` times over the original context, in f64.
+                let dim = cfg.dim as f64;
                 let correction = |rotations: f64| {
-                    cfg.dim as f64 * (original_max_positions / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * cfg.theta.ln())
+                    dim * (original_max_positions / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * cfg.theta.ln())
                 };
                 let (low, high) = (correction(beta_fast), correction(beta_slow));
                 let (low, high) = if truncate { (low.floor(), high.ceil()) } else { (low, high) };
-                let (low, high) = (low.max(0.0), high.min(cfg.dim as f64 - 1.0));
+                let (low, high) = (low.max(0.0), high.min(dim - 1.0));
                 let high = if low == high { high + 0.001 } else { high };
                 (0..half)
                     .map(|i| {
