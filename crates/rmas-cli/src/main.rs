@@ -3,8 +3,10 @@
 
 mod backend;
 mod bench;
+mod eval;
 mod generate;
 mod run;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   rmas run --demo                                   built-in tiny mixture system, offline
 ///   rmas run --style mixture --question "What is 2+3?"
 ///   rmas run --style sequential-light --dataset gpqa --question "..." --backend cuda --dtype bf16
+///   rmas eval --style mixture --dataset math500 --result-jsonl out.jsonl
+///   rmas score --input outputs.jsonl --output scored.jsonl --dataset gsm8k
 ///   rmas generate --model Qwen/Qwen3.5-2B --prompt "Hello" --chat
 ///   rmas generate --demo --prompt "Hello" --json
 ///
@@ -33,6 +37,10 @@ struct Cli {
 enum Command {
     /// Run a RecursiveMAS system on a question.
     Run(run::Args),
+    /// Run a system over a benchmark and score it as the reference does.
+    Eval(eval::Args),
+    /// Re-score saved outputs (JSONL) with the reference's rules.
+    Score(score::Args),
     /// Generate text with one agent model (any supported family).
     Generate(generate::Args),
     /// Measure prefill/decode speed of a real-size Qwen3.5 with random weights.
@@ -42,6 +50,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
+        Command::Eval(args) => eval::main(args),
+        Command::Score(args) => score::main(args),
         Command::Generate(args) => generate::main(args),
         Command::Bench(args) => bench::main(args),
     }

@@ -7,13 +7,14 @@ use anyhow::{Context, Result};
 use burn::tensor::DType;
 use chrono::{Local, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
-use rmas::engine::{Event, Run, RunOptions, RunResult, StageKind, System};
+use rmas::engine::{Event, Run, RunResult, StageKind, System};
 use rmas::hub::Hub;
+use rmas::options::{RunOptions, RunOverrides};
 use rmas::system::SystemSpec;
 use rmas_models::RmasBackend;
 use rmas_models::generate::Sampling;
-use rmas_text::{ChatOptions, RowQuestion};
-use rmas_text::prompts::{Dataset, MasTask, Style, Task, recommended_settings, with_choice_instruction};
+use rmas_text::RowQuestion;
+use rmas_text::prompts::{Dataset, MasTask, Style, Task, with_choice_instruction};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 
@@ -30,7 +31,7 @@ pub struct SamplingArgs {
     #[arg(long)]
     top_p: Option<f32>,
     /// Keep the k most likely tokens (0 disables).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = rmas::options::DEFAULT_TOP_K)]
     top_k: usize,
     /// RNG seed, set once before the first stage.
     #[arg(long, default_value_t = 42)]
@@ -40,59 +41,79 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// Greedy unless a temperature is given.
     pub fn sampling(&self) -> Sampling {
-        self.with_defaults(None, 1.0)
-    }
-
-    /// The flags over defaults; `None` temperature means greedy.
-    fn with_defaults(&self, temperature: Option<f32>, top_p: f32) -> Sampling {
-        match self.temperature.or(temperature) {
-            Some(t) if !self.greedy && t > 0.0 => Sampling::Sample { temperature: t, top_k: self.top_k, top_p: self.top_p.unwrap_or(top_p) },
+        match self.temperature {
+            Some(t) if !self.greedy && t > 0.0 => Sampling::Sample { temperature: t, top_k: self.top_k, top_p: self.top_p.unwrap_or(1.0) },
             _ => Sampling::Greedy,
         }
     }
 }
 
-/// Run a RecursiveMAS system.
+/// Which system runs: a released style, a description file or the demo.
 #[derive(clap::Args, Clone, Debug)]
-pub struct Args {
+pub struct SystemArgs {
     /// A released system (resolved through the Hugging Face cache).
     #[arg(long, value_parser = parse_style, required_unless_present_any = ["demo", "system"])]
-    style: Option<Style>,
+    pub style: Option<Style>,
     /// A system description file (TOML/JSON) assembling local or Hub agents and links.
     #[arg(long, conflicts_with_all = ["style", "demo"])]
-    system: Option<PathBuf>,
+    pub system: Option<PathBuf>,
     /// The built-in tiny random-weight mixture system (offline; its text is gibberish).
     #[arg(long)]
-    demo: bool,
-    /// The question (for GPQA/MedQA closed by "Choose the correct option (A/B/C/D)." unless it
-    /// asks so already, as the reference's loaders close every choice question).
-    #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
-    question: Option<String>,
-    /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/AIME
-    /// `problem`; GPQA `Question` and its four answers, ordered by --seed as the reference orders
-    /// them; MedQA `question`/`query` and `options`; MBPP+ `prompt`, `test_list`, `test`, `code`;
-    /// LiveCodeBench `question_content`, `starter_code`, `metadata`): the question and function name
-    /// are built from it as the reference's loaders build them.
-    #[arg(long, value_name = "FILE")]
-    row: Option<PathBuf>,
+    pub demo: bool,
     /// Link set: math or code (default: from the dataset).
     #[arg(long, value_parser = parse_task)]
-    task: Option<Task>,
-    /// Dataset whose prompt variant and recommended settings to use (math500, gpqa, medqa, mbppplus, aime25, aime26, livecodebench, …).
-    #[arg(long, default_value = "math500", value_parser = parse_dataset)]
-    dataset: Dataset,
-    /// The function name that code prompts ask for (default: the row's, with --row).
+    pub task: Option<Task>,
+    /// Load each agent only for its stage (fits systems larger than memory; slower).
     #[arg(long)]
-    fn_name: Option<String>,
+    pub offload: bool,
+}
+
+impl SystemArgs {
+    /// The style whose prompts and settings apply (the demo is a mixture system).
+    pub fn style(&self) -> Style {
+        self.style.unwrap_or(Style::Mixture)
+    }
+
+    /// A short name of the system for records and messages.
+    pub fn label(&self) -> String {
+        match (&self.system, self.demo) {
+            (Some(path), _) => path.display().to_string(),
+            (None, true) => "demo".to_owned(),
+            (None, false) => self.style().key().to_owned(),
+        }
+    }
+
+    /// Loads the system, with a spinner.
+    pub fn load<B: RmasBackend>(&self, dataset: Dataset, device: &B::Device, dtype: DType) -> Result<System<B>> {
+        let spinner = spinner("building the demo system".into());
+        if self.demo {
+            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED)?;
+            spinner.finish_and_clear();
+            return Ok(system);
+        }
+        let hub = Hub::from_env();
+        let task = self.task.unwrap_or(dataset.task());
+        let spec = match (&self.system, self.style) {
+            (Some(path), _) => SystemSpec::from_file(path, &hub).with_context(|| format!("reading system description {}", path.display()))?,
+            (None, Some(style)) => SystemSpec::resolve_style(&hub, style, task)?,
+            (None, None) => unreachable!("clap requires --style, --system or --demo"),
+        };
+        spinner.set_message(format!("loading {} agents", spec.agents.len()));
+        let system = System::load(&spec, device, dtype, self.offload)?;
+        spinner.finish_and_clear();
+        Ok(system)
+    }
+}
+
+/// Run settings over the recommended ones (shared by `run` and `eval`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunFlags {
     /// Recursion rounds (default: recommended for style and dataset).
     #[arg(long)]
-    rounds: Option<usize>,
-    /// Latent steps per rollout (default: recommended).
-    #[arg(long)]
-    latent_steps: Option<usize>,
+    pub rounds: Option<usize>,
     /// Maximum new tokens of the final answer (default: recommended).
     #[arg(long)]
-    max_new_tokens: Option<usize>,
+    pub max_new_tokens: Option<usize>,
     /// Retry once when the answer lacks its expected form (default on, as the reference's run.py).
     #[arg(long, overrides_with = "no_answer_retry")]
     answer_retry: bool,
@@ -101,19 +122,77 @@ pub struct Args {
     no_answer_retry: bool,
     /// The date chat templates print, "DD Mon YYYY" (default: today).
     #[arg(long, value_parser = parse_date)]
-    chat_date: Option<NaiveDate>,
+    pub chat_date: Option<NaiveDate>,
     /// Mixture: skip the summarizer's discarded text in non-final rounds (the reference generates it).
     #[arg(long)]
     skip_intermediate_text: bool,
-    /// Load each agent only for its stage (fits systems larger than memory; slower).
-    #[arg(long)]
-    offload: bool,
     #[command(flatten)]
-    sampling: SamplingArgs,
+    pub sampling: SamplingArgs,
     /// Seed of the sampling alone (default: --seed), as the reference's --sample_seed; --seed still
     /// orders a GPQA row's options.
     #[arg(long)]
-    sample_seed: Option<u64>,
+    pub sample_seed: Option<u64>,
+}
+
+impl RunFlags {
+    /// The run options of `system` on `dataset` with `latent_steps` (default: recommended): the
+    /// released system's recommended settings (the demo's for `--demo`) under these flags.
+    pub fn options(&self, system: &SystemArgs, dataset: Dataset, latent_steps: Option<usize>, fn_name: Option<String>) -> RunOptions {
+        let retry = if self.no_answer_retry {
+            Some(false)
+        } else {
+            self.answer_retry.then_some(true)
+        };
+        let s = &self.sampling;
+        let overrides = RunOverrides {
+            rounds: self.rounds,
+            latent_steps,
+            max_new_tokens: self.max_new_tokens,
+            greedy: s.greedy,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: Some(s.top_k),
+            seed: Some(self.sample_seed.unwrap_or(s.seed)),
+            answer_retry: retry,
+            fn_name,
+            summarize_every_round: self.skip_intermediate_text.then_some(false),
+        };
+        let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
+        if system.demo {
+            RunOptions { dataset, ..rmas::demo::run_options(chat_date) }.overridden(&overrides)
+        } else {
+            RunOptions::released(system.style(), dataset, chat_date, &overrides)
+        }
+    }
+}
+
+/// Run a RecursiveMAS system.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    system: SystemArgs,
+    /// The question (for GPQA/MedQA closed by "Choose the correct option (A/B/C/D)." unless it
+    /// asks so already, as the reference's loaders close every choice question).
+    #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
+    question: Option<String>,
+    /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/GSM8K/AIME
+    /// `problem`; GPQA `Question` and its four answers, ordered by --seed as the reference orders
+    /// them; MedQA `question`/`query` and `options`; MBPP+ `prompt`, `test_list`, `test`, `code`;
+    /// LiveCodeBench `question_content`, `starter_code`, `metadata`): the question and function name
+    /// are built from it as the reference's loaders build them.
+    #[arg(long, value_name = "FILE")]
+    row: Option<PathBuf>,
+    /// Dataset whose prompt variant and recommended settings to use (math500, gsm8k, gpqa, medqa, mbppplus, aime25, aime26, livecodebench, …).
+    #[arg(long, default_value = "math500", value_parser = parse_dataset)]
+    dataset: Dataset,
+    /// The function name that code prompts ask for (default: the row's, with --row).
+    #[arg(long)]
+    fn_name: Option<String>,
+    /// Latent steps per rollout (default: recommended).
+    #[arg(long)]
+    latent_steps: Option<usize>,
+    #[command(flatten)]
+    flags: RunFlags,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print one JSON object (answer, token_ids, stages) instead of the answer text.
@@ -128,13 +207,13 @@ fn read_row(path: &std::path::Path, dataset: Dataset, seed: u64) -> Result<RowQu
     rmas_text::row_question(dataset, &row, seed).with_context(|| format!("building the question of {}", path.display()))
 }
 
-fn parse_style(s: &str) -> Result<Style, String> {
+pub fn parse_style(s: &str) -> Result<Style, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
-fn parse_task(s: &str) -> Result<Task, String> {
+pub fn parse_task(s: &str) -> Result<Task, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
-fn parse_dataset(s: &str) -> Result<Dataset, String> {
+pub fn parse_dataset(s: &str) -> Result<Dataset, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -147,30 +226,10 @@ pub fn main(args: Args) -> Result<()> {
 
 impl Job for Args {
     fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
-        let style = if self.demo { Style::Mixture } else { self.style.unwrap_or(Style::Mixture) };
-        let rec = recommended_settings(style, self.dataset);
-        let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
-        let demo = rmas::demo::run_options(chat_date);
-        let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.sampling.seed)).transpose()?;
-        let pick = |flag: Option<usize>, demo_value: usize, recommended: usize| flag.unwrap_or(if self.demo { demo_value } else { recommended });
-        let opts = RunOptions {
-            dataset: self.dataset,
-            fn_name: self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone())),
-            latent_steps: pick(self.latent_steps, demo.latent_steps, rec.latent_steps),
-            rounds: pick(self.rounds, demo.rounds, rec.rounds),
-            max_new_tokens: pick(self.max_new_tokens, demo.max_new_tokens, rec.max_new_tokens),
-            sampling: if self.demo && self.sampling.temperature.is_none() {
-                demo.sampling
-            } else {
-                self.sampling.with_defaults(Some(rec.temperature), rec.top_p)
-            },
-            seed: self.sample_seed.unwrap_or(self.sampling.seed),
-            chat: ChatOptions::recursivemas(chat_date),
-            answer_retry: !self.no_answer_retry && !self.demo,
-            summarize_every_round: !self.skip_intermediate_text,
-        };
-        let dtype = self.device.dtype.dtype();
-        let system = self.load::<B>(&device, dtype)?;
+        let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.flags.sampling.seed)).transpose()?;
+        let fn_name = self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone()));
+        let opts = self.flags.options(&self.system, self.dataset, self.latent_steps, fn_name);
+        let system = self.system.load::<B>(self.dataset, &device, self.device.dtype.dtype())?;
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,
             (None, Some(q)) if self.dataset.mas_task() == MasTask::Choice => with_choice_instruction(q),
@@ -183,28 +242,6 @@ impl Job for Args {
         progress.bar.finish_and_clear();
         print_result(&result, self.json);
         Ok(())
-    }
-}
-
-impl Args {
-    fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType) -> Result<System<B>> {
-        let spinner = spinner("building the demo system".into());
-        if self.demo {
-            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED)?;
-            spinner.finish_and_clear();
-            return Ok(system);
-        }
-        let hub = Hub::from_env();
-        let task = self.task.unwrap_or(self.dataset.task());
-        let spec = match (&self.system, self.style) {
-            (Some(path), _) => SystemSpec::from_file(path, &hub).with_context(|| format!("reading system description {}", path.display()))?,
-            (None, Some(style)) => SystemSpec::resolve_style(&hub, style, task)?,
-            (None, None) => unreachable!("clap requires --style, --system or --demo"),
-        };
-        spinner.set_message(format!("loading {} agents", spec.agents.len()));
-        let system = System::load(&spec, device, dtype, self.offload)?;
-        spinner.finish_and_clear();
-        Ok(system)
     }
 }
 

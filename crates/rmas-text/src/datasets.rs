@@ -24,18 +24,18 @@ pub struct RowQuestion {
 }
 
 /// Builds the question of `row` (one record of `dataset`, as its Hub dataset stores it) for a run
-/// seeded with `seed`: MATH500/AIME `question` or `problem`; GPQA `Question` with its four answers
+/// seeded with `seed`: MATH500/GSM8K/AIME `question` or `problem`; GPQA `Question` with its four answers
 /// in the order `seed` and the stem draw; MedQA `query`/`question` with its `options`; MBPP+ `prompt`
 /// with its first three `test_list` assertions and the function name from its tests or reference
-/// code; LiveCodeBench `question_content` with its starter code and `metadata.func_name`. The
-/// retrieval datasets (HotpotQA, Bamboogle) have no builder: pass their question text as it is.
+/// code; LiveCodeBench `question_content` with its starter code and `metadata.func_name`; the
+/// retrieval datasets (HotpotQA, Bamboogle) their `question` as it is.
 pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuestion> {
     let text = |field: &str| row.get(field).and_then(Value::as_str);
     let required = |field: &str| {
         text(field).ok_or_else(|| row_error(dataset, format!("no string field `{field}` (fields: {})", fields(row))))
     };
     match dataset {
-        Dataset::Math500 | Dataset::Aime25 | Dataset::Aime26 => {
+        Dataset::Math500 | Dataset::Gsm8k | Dataset::Aime25 | Dataset::Aime26 => {
             // The reference takes the `question` column when the dataset has one, else `problem`.
             let column = if row.get("question").is_some() { "question" } else { "problem" };
             let problem = text(column).ok_or_else(|| row_error(dataset, format!("no string field `question` or `problem` (fields: {})", fields(row))))?;
@@ -47,10 +47,7 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
             for keys in GPQA_OPTIONS {
                 options.push(first_text(dataset, row, &keys)?);
             }
-            // Option order: CPython's `Random(int(md5("{seed}::{stem}")[:16], 16)).shuffle([0, 1, 2, 3])`.
-            let digest = md5::compute(format!("{seed}::{stem}"));
-            let mut order = [0usize, 1, 2, 3];
-            PyRandom::new(u64::from_be_bytes(digest.0[..8].try_into().expect("16-byte digest")).into()).shuffle(&mut order);
+            let order = gpqa_order(&stem, seed);
             let lines: Vec<String> = order.iter().zip(['A', 'B', 'C', 'D']).map(|(&i, label)| format!("{label}. {}", options[i])).collect();
             Ok(RowQuestion { question: with_choice_instruction(&format!("{stem}\n{}", lines.join("\n"))), fn_name: None })
         }
@@ -97,11 +94,43 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
             let fn_name = metadata.get("func_name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
             Ok(RowQuestion { question, fn_name })
         }
-        Dataset::HotpotQa | Dataset::Bamboogle => Err(row_error(
-            dataset,
-            "rmas builds no questions from this dataset's rows; pass the question text as the reference formats it (--question)".into(),
-        )),
+        Dataset::HotpotQa | Dataset::Bamboogle => {
+            let question = first_text(dataset, row, &["question", "Question"])?;
+            Ok(RowQuestion { question, fn_name: None })
+        }
     }
+}
+
+/// The gold answer the reference records for `row` (`gold_answer_raw`): the `answer` column of
+/// MATH-500, GSM8K, AIME and the QA sets; GPQA's correct letter after the option shuffle of
+/// `seed`; MedQA's letter (its `answer` matched against the options); the MBPP+ test script; a
+/// LiveCodeBench row's `solution`.
+pub fn row_gold(dataset: Dataset, row: &Value, seed: u64) -> Result<String> {
+    match dataset {
+        Dataset::Math500 | Dataset::Gsm8k | Dataset::Aime25 | Dataset::Aime26 | Dataset::HotpotQa | Dataset::Bamboogle => {
+            ["answer", "Answer"].iter().find_map(|k| row.get(k).and_then(py_str)).ok_or_else(|| {
+                row_error(dataset, format!("no gold answer: no string or number field `answer` (fields: {})", fields(row)))
+            })
+        }
+        Dataset::Gpqa => {
+            let stem = first_text(dataset, row, &["Question", "question", "query", "prompt"])?;
+            let order = gpqa_order(&stem, seed);
+            let position = order.iter().position(|&i| i == 0).expect("a permutation of 0..4");
+            Ok(['A', 'B', 'C', 'D'][position].to_string())
+        }
+        Dataset::MedQa => Ok(crate::scoring::medqa_gold(row).to_string()),
+        Dataset::MbppPlus => Ok(row.get("test").and_then(Value::as_str).unwrap_or_default().to_owned()),
+        Dataset::LiveCodeBench => Ok(row.get("solution").and_then(Value::as_str).unwrap_or_default().to_owned()),
+    }
+}
+
+/// GPQA's option order for a run seeded with `seed`: CPython's
+/// `Random(int(md5("{seed}::{stem}")[:16], 16)).shuffle([0, 1, 2, 3])` (index 0 is the correct one).
+fn gpqa_order(stem: &str, seed: u64) -> [usize; 4] {
+    let digest = md5::compute(format!("{seed}::{stem}"));
+    let mut order = [0usize, 1, 2, 3];
+    PyRandom::new(u64::from_be_bytes(digest.0[..8].try_into().expect("16-byte digest")).into()).shuffle(&mut order);
+    order
 }
 
 /// The function an MBPP+ row tests: the last `assertion(name(` of its test script, else its last

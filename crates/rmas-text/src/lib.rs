@@ -5,12 +5,13 @@ pub mod chat;
 pub mod datasets;
 pub mod error;
 pub mod prompts;
-mod pyrandom;
+pub mod pyrandom;
 pub mod pystr;
+pub mod scoring;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatOptions, ChatTemplate};
-pub use datasets::{RowQuestion, row_question};
+pub use datasets::{RowQuestion, row_gold, row_question};
 pub use error::{Result, TextError};
 pub use prompts::{
     CodeTask, Dataset, MasTask, Prompt, PromptContext, RecommendedSettings, Role, Style, Task,

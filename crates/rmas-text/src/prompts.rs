@@ -13,10 +13,7 @@ use regex::Regex;
 use crate::error::{Result, TextError};
 use crate::pystr::py_rstrip;
 
-pub use answer::{
-    AnswerRetry, CHOICE_RETRY_SUFFIX, CODE_RETRY_SUFFIX, MATH_RETRY_SUFFIX, answer_retry,
-    extract_boxed, extract_choice, extract_python_code,
-};
+pub use answer::{AnswerRetry, CHOICE_RETRY_SUFFIX, CODE_RETRY_SUFFIX, MATH_RETRY_SUFFIX, answer_retry};
 pub use settings::{RecommendedSettings, recommended_settings};
 
 /// System prompt of every style but deliberation.
@@ -251,6 +248,8 @@ impl fmt::Display for Role {
 pub enum Dataset {
     /// HuggingFaceH4/MATH-500.
     Math500,
+    /// openai/gsm8k (`main`; gold after `####`).
+    Gsm8k,
     /// GPQA-Diamond (multiple choice).
     Gpqa,
     /// MedQA (multiple choice).
@@ -271,8 +270,9 @@ pub enum Dataset {
 
 impl Dataset {
     /// All datasets.
-    pub const ALL: [Dataset; 9] = [
+    pub const ALL: [Dataset; 10] = [
         Dataset::Math500,
+        Dataset::Gsm8k,
         Dataset::Gpqa,
         Dataset::MedQa,
         Dataset::MbppPlus,
@@ -292,6 +292,7 @@ impl Dataset {
     fn names(self) -> &'static [&'static str] {
         match self {
             Dataset::Math500 => &["math500", "math-500", "huggingfaceh4/math-500"],
+            Dataset::Gsm8k => &["gsm8k", "openai/gsm8k"],
             Dataset::Gpqa => &[
                 "gpqa",
                 "gpqa_diamond",

@@ -478,7 +478,7 @@ fn dataset_rows_build_the_reference_questions() {
     assert_eq!(q(Dataset::Gpqa, noble.clone()).question, format!("Which gas is a noble gas?\nA. Oxygen\nB. Nitrogen\nC. Argon\nD. Hydrogen{choose}"));
     assert_eq!(row_question(Dataset::Gpqa, &noble, 7).unwrap().question, format!("Which gas is a noble gas?\nA. Hydrogen\nB. Nitrogen\nC. Argon\nD. Oxygen{choose}"));
     // Either key spelling; blank values fall through to the next key; integers print as Python's str.
-    let prime = json!({"Question": "", "question": "Pick the prime.", "correct_answer": 7, "incorrect_answer_1": "8", "Incorrect Answer 2": "  ", "incorrect_answer_2": "9", "incorrect_answer_3": "10"});
+    let prime = prime_row();
     assert_eq!(q(Dataset::Gpqa, prime).question, format!("Pick the prime.\nA. 10\nB. 9\nC. 8\nD. 7{choose}"));
     let planets = json!({"Question": "Which is largest? Choose the correct option below.", "Correct Answer": "Jupiter", "Incorrect Answer 1": "Mars", "Incorrect Answer 2": "Venus", "Incorrect Answer 3": "Earth"});
     assert_eq!(q(Dataset::Gpqa, planets).question, "Which is largest? Choose the correct option below.\nA. Earth\nB. Venus\nC. Jupiter\nD. Mars");
@@ -496,5 +496,16 @@ fn dataset_rows_build_the_reference_questions() {
     assert!(err(Dataset::LiveCodeBench, json!({"question_content": "q", "metadata": "{"})).contains("`metadata` is not JSON"));
     assert!(err(Dataset::Gpqa, json!({"Question": "q"})).starts_with("gpqa row: no non-empty field `Correct Answer` or `correct_answer` (fields: Question)"), "{}", err(Dataset::Gpqa, json!({"Question": "q"})));
     assert!(err(Dataset::MedQa, json!({"query": "q", "options": ["x", ["y"]]})).contains("`options` holds [\"y\"], not a string"));
-    assert!(err(Dataset::HotpotQa, json!({"question": "q"})).starts_with("hotpotqa row: rmas builds no questions"));
+    // The QA sets take their question as it is; gold answers come from `answer`.
+    assert_eq!(q(Dataset::HotpotQa, json!({"question": " Who? ", "answer": "Ada"})).question, "Who?");
+    assert!(err(Dataset::Bamboogle, json!({"answer": "x"})).starts_with("bamboogle row: no non-empty field `question` or `Question`"));
+    assert_eq!(rmas_text::row_gold(Dataset::Gsm8k, &json!({"question": "q", "answer": 18}), 42).unwrap(), "18");
+    assert!(rmas_text::row_gold(Dataset::Math500, &json!({"problem": "q"}), 42).unwrap_err().to_string().contains("no gold answer"));
+    // GPQA's gold is the letter the correct answer lands on.
+    assert_eq!(rmas_text::row_gold(Dataset::Gpqa, &prime_row(), 42).unwrap(), "D");
+}
+
+/// A GPQA row whose correct answer (7) lands on D for seed 42.
+fn prime_row() -> serde_json::Value {
+    serde_json::json!({"Question": "", "question": "Pick the prime.", "correct_answer": 7, "incorrect_answer_1": "8", "Incorrect Answer 2": "  ", "incorrect_answer_2": "9", "incorrect_answer_3": "10"})
 }

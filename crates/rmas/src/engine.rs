@@ -6,14 +6,15 @@ use std::ops::Deref;
 use std::path::Path;
 
 use burn::tensor::{DType, Tensor};
-use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate, last_row};
+use rmas_models::generate::{GenerateOptions, Sampler, generate, last_row};
 use rmas_models::{Model, RmasBackend};
-use rmas_text::prompts::{self, Dataset, PromptContext, Role, Style};
-use rmas_text::{ChatOptions, Tokenizer};
+use rmas_text::prompts::{self, PromptContext, Role, Style};
+use rmas_text::Tokenizer;
 use web_time::Instant;
 
 use crate::error::{RmasError, Result};
 use crate::link::{InnerLink, OuterLink};
+pub use crate::options::RunOptions;
 #[cfg(not(target_family = "wasm"))]
 use crate::system::{AgentSpec, SystemSpec};
 use crate::tools::{self, ToolBox};
@@ -141,22 +142,6 @@ impl<B: RmasBackend> System<B> {
             msg: format!("no outer link `{key}` (have: {})", self.outer.keys().cloned().collect::<Vec<_>>().join(", ")),
         })
     }
-}
-
-/// Settings of one run (recursivemas.md §7, §8, §12).
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    pub dataset: Dataset,
-    pub fn_name: Option<String>,
-    pub latent_steps: usize,
-    pub rounds: usize,
-    pub max_new_tokens: usize,
-    pub sampling: Sampling,
-    pub seed: u64,
-    pub chat: ChatOptions,
-    pub answer_retry: bool,
-    /// Mixture: let the summarizer also generate in non-final rounds (the reference does; the text is discarded).
-    pub summarize_every_round: bool,
 }
 
 /// What a stage did.

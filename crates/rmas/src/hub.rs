@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use hf_hub::Cache;
+use hf_hub::{Cache, Repo, RepoType};
 use hf_hub::api::sync::{Api, ApiBuilder};
 
 use crate::error::{Result, RmasError};
@@ -133,9 +133,19 @@ impl Hub {
 
     /// A handle on one model repo (`org/name`).
     pub fn repo(&self, repo_id: &str) -> RepoHandle {
+        self.handle(repo_id, RepoType::Model)
+    }
+
+    /// A handle on one dataset repo (`org/name`, cached under `datasets--org--name`).
+    pub fn dataset(&self, repo_id: &str) -> RepoHandle {
+        self.handle(repo_id, RepoType::Dataset)
+    }
+
+    fn handle(&self, repo_id: &str, kind: RepoType) -> RepoHandle {
         RepoHandle {
             hub: self.clone(),
             repo_id: repo_id.to_string(),
+            kind,
             siblings: OnceLock::new(),
         }
     }
@@ -157,11 +167,12 @@ impl Hub {
     }
 }
 
-/// One model repo on the Hub, resolved through the local cache.
+/// One model or dataset repo on the Hub, resolved through the local cache.
 #[derive(Debug)]
 pub struct RepoHandle {
     hub: Hub,
     repo_id: String,
+    kind: RepoType,
     siblings: OnceLock<Vec<String>>,
 }
 
@@ -171,11 +182,49 @@ impl RepoHandle {
         &self.repo_id
     }
 
-    /// `<cache>/models--<org>--<name>`.
+    /// `<cache>/models--<org>--<name>` (`datasets--…` for a dataset).
     pub fn repo_dir(&self) -> PathBuf {
+        let prefix = match self.kind {
+            RepoType::Dataset => "datasets",
+            _ => "models",
+        };
         self.hub
             .cache_dir
-            .join(format!("models--{}", self.repo_id.replace('/', "--")))
+            .join(format!("{prefix}--{}", self.repo_id.replace('/', "--")))
+    }
+
+    /// The hf-hub repo description.
+    fn api_repo(&self) -> Repo {
+        Repo::new(self.repo_id.clone(), self.kind)
+    }
+
+    /// The repo's files: the Hub's list online, the cached snapshot's files offline.
+    pub fn list_files(&self) -> Result<Vec<String>> {
+        if !self.hub.offline {
+            return self.siblings().map(<[String]>::to_vec);
+        }
+        let Some(root) = self.snapshot_dir() else {
+            return Err(RmasError::HubOffline {
+                repo: self.repo_id.clone(),
+                file: "<file list>".into(),
+                cache_dir: self.hub.cache_dir.clone(),
+            });
+        };
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| RmasError::io("snapshot directory", &dir, e))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&root) {
+                    files.push(relative.to_string_lossy().into_owned());
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// The cached snapshot named by `refs/main`, if the repo is in the cache.
@@ -200,7 +249,7 @@ impl RepoHandle {
         let info = self
             .hub
             .api(&self.repo_id)?
-            .model(self.repo_id.clone())
+            .repo(self.api_repo())
             .info()
             .map_err(|e| RmasError::HubRequest {
                 repo: self.repo_id.clone(),
@@ -214,7 +263,7 @@ impl RepoHandle {
     fn download(&self, file: &str) -> Result<PathBuf> {
         self.hub
             .api(&self.repo_id)?
-            .model(self.repo_id.clone())
+            .repo(self.api_repo())
             .download(file)
             .map_err(|e| RmasError::HubRequest {
                 repo: self.repo_id.clone(),

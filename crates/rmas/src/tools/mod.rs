@@ -363,10 +363,7 @@ impl ToolBox {
         let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
         Ok(Self {
             #[cfg(not(target_family = "wasm"))]
-            python: PythonTool::new(PythonConfig {
-                interpreter: var("RMAS_PYTHON").map_or_else(|| PythonConfig::default().interpreter, Into::into),
-                ..PythonConfig::default()
-            }),
+            python: PythonTool::new(PythonConfig::from_env()),
             search: search_from_vars(var)?,
         })
     }

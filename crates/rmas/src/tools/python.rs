@@ -88,6 +88,16 @@ impl Default for PythonConfig {
     }
 }
 
+impl PythonConfig {
+    /// The default limits with the interpreter `RMAS_PYTHON` (default `python3`).
+    pub fn from_env() -> Self {
+        match std::env::var_os("RMAS_PYTHON").filter(|v| !v.is_empty()) {
+            Some(interpreter) => Self { interpreter: interpreter.into(), ..Self::default() },
+            None => Self::default(),
+        }
+    }
+}
+
 /// How the python tool keeps scripts off the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetworkIsolation {
@@ -152,9 +162,15 @@ impl PythonTool {
 
     /// Runs the script; `None` on timeout.
     fn execute(&self, code: &str) -> std::io::Result<Option<PythonOutput>> {
+        self.run_program(&format!("{PYTHON_PRELUDE}{code}\n"), None)
+    }
+
+    /// Runs `source` as a whole program in the sandbox, with `stdin` as its standard input (else
+    /// none), under this tool's limits; `None` when it ran past the timeout (it is then killed).
+    pub fn run_program(&self, source: &str, stdin: Option<&[u8]>) -> std::io::Result<Option<PythonOutput>> {
         let scratch = ScratchDir::create()?;
         let script = scratch.path.join("script.py");
-        std::fs::write(&script, format!("{PYTHON_PRELUDE}{code}\n"))?;
+        std::fs::write(&script, source)?;
         let site = scratch.path.join("site");
         let work = scratch.path.join("work");
         std::fs::create_dir(&site)?;
@@ -162,7 +178,17 @@ impl PythonTool {
         std::fs::write(site.join("sitecustomize.py"), SOCKET_GUARD)?;
 
         let interpreter = find_program(&self.config.interpreter)?;
-        let mut child = self.command(&interpreter, &script, &site, &work).spawn()?;
+        let mut command = self.command(&interpreter, &script, &site, &work);
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = command.spawn()?;
+        // Fed from a thread: a program that does not read its input must not block us.
+        let feeder = stdin.zip(child.stdin.take()).map(|(bytes, mut pipe)| {
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            })
+        });
         let cap = self.config.max_output_bytes;
         let stdout = child.stdout.take().map(|p| OutputReader::spawn(p, cap));
         let stderr = child.stderr.take().map(|p| OutputReader::spawn(p, cap));
@@ -176,6 +202,7 @@ impl PythonTool {
             OutputReader::finish(stdout, grace),
             OutputReader::finish(stderr, grace),
         );
+        drop(feeder);
         Ok(exited.then(|| PythonOutput {
             stdout,
             stderr,
@@ -205,7 +232,6 @@ impl PythonTool {
             .env("PYTHONIOENCODING", "utf-8")
             .env("OPENBLAS_NUM_THREADS", "1")
             .env("OMP_NUM_THREADS", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -280,11 +306,16 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
-/// Captured output of a finished script.
-struct PythonOutput {
-    stdout: String,
-    stderr: String,
-    exit_code: i32,
+/// Captured output of a finished script (each stream cut at the tool's output limit, read with
+/// universal newlines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonOutput {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Python's `returncode`: the exit code, or minus the signal that ended the process.
+    pub exit_code: i32,
 }
 
 impl PythonOutput {
