@@ -3,8 +3,9 @@
 // Test mode (web/drive.js) writes `{ok, token_ids, answer, files, cached, …}` into #out and sets the
 // title to DONE. `?test` runs the built-in demo with the CLI's demo settings; `&hub=URL&style=S&task=T`
 // loads that released system from a Hub (or a mirror with its `<repo>/resolve/main/<file>` layout)
-// instead; `&date=YYYY-MM-DD`, `&latentSteps=N`, `&rounds=N`, `&maxNewTokens=N`, `&dtype=f32|f16|auto`
-// `&dataset=…` and `&question=…` set the run; `&loadOnly` stops after loading.
+// instead; `&date=YYYY-MM-DD`, `&latentSteps=N`, `&rounds=N`, `&maxNewTokens=N`, `&temperature=T`,
+// `&answerRetry=0|1`, `&dtype=f32|f16|auto`, `&dataset=…` and `&question=…` set the run (a released
+// system otherwise takes its recommended settings, as `rmas run`); `&loadOnly` stops after loading.
 
 import init, { adapterInfo, demoQuestion, WebSystem } from "./pkg/rmas_web.js";
 
@@ -57,7 +58,8 @@ async function main() {
     const loaded = await load();
     if (params.has("loadOnly")) return finishTest({ ok: true, ...loaded });
     const number = (key) => (params.has(key) ? +params.get(key) : undefined);
-    await run({ chatDate: params.get("date") ?? undefined, dataset: params.get("dataset") ?? undefined, latentSteps: number("latentSteps"), rounds: number("rounds"), maxNewTokens: number("maxNewTokens") }, loaded);
+    const answerRetry = params.has("answerRetry") ? params.get("answerRetry") !== "0" : undefined;
+    await run({ chatDate: params.get("date") ?? undefined, dataset: params.get("dataset") ?? undefined, latentSteps: number("latentSteps"), rounds: number("rounds"), maxNewTokens: number("maxNewTokens"), temperature: number("temperature"), answerRetry }, loaded);
   }
 }
 

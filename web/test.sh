@@ -35,7 +35,9 @@ json.dump({"token_ids": calls[-1]}, open(sys.argv[2], "w"))
 date = datetime.datetime.strptime(s["chat_template_date"], "%d %b %Y").strftime("%Y-%m-%d")
 print(urllib.parse.urlencode({"style": s["style"].replace("_", "-"), "task": s["task"], "dataset": s["dataset_arg"], "dtype": "f32",
       "latentSteps": s["latent_steps"], "rounds": s["num_recursive_rounds"], "maxNewTokens": s["max_new_tokens"],
-      "date": date, "question": e["questions"][0]}))
+      "date": date, "question": e["questions"][0],
+      # The reference ran greedy without its answer retry (a released system's defaults sample and retry).
+      "temperature": 0 if not s["do_sample"] else 0.6, "answerRetry": int(s["ans_retry"])}))
 PY
 )
 

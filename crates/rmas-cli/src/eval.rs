@@ -12,12 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rmas::engine::{Run, System};
 use rmas::eval::data::{self, Shuffle};
 use rmas::eval::record::{ResultWriter, Tally, read_existing, sample_record};
-use rmas::eval::{EvalItem, RecordHead, RmasFields, Rollout, Summary, score, settings_fingerprint, style_record_names};
+use rmas::eval::{EvalItem, Outcome, RecordHead, RmasFields, Rollout, Summary, score, settings_fingerprint, style_record_names};
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::tools::PythonConfig;
 use rmas_models::RmasBackend;
 use rmas_text::prompts::Dataset;
+use rmas_text::scoring::strict::strict_correct;
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
@@ -57,7 +58,8 @@ pub struct Args {
     /// Score only the first N selected rows (default: all, as run.py).
     #[arg(long)]
     num_samples: Option<usize>,
-    /// Shuffle the rows with --seed before selecting, as the reference (MBPP+ and MedQA lists).
+    /// Shuffle the rows with --seed before selecting, in the reference's order (CPython's
+    /// `random` for MBPP+ and MedQA, numpy's generator as `datasets.shuffle` for the others).
     #[arg(long)]
     shuffle: bool,
     /// Answers per question; more than one reports pass@K.
@@ -83,14 +85,50 @@ pub struct Args {
     /// Write the accuracy per latent-steps setting as an SVG chart.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// LiveCodeBench: also run each row's private tests (its compressed `private_test_cases`); the
+    /// reference runs the public ones only.
+    #[arg(long)]
+    lcb_private_tests: bool,
     /// Code answers tested at once in the sandbox (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// `strict` adds rmas's value-aware math check beside the reference's accuracy
+    /// (`rmas_strict_correct`), and lists the questions where they disagree.
+    #[arg(long, value_enum, default_value = "reference")]
+    scorer: ScorerKind,
     #[command(flatten)]
     device: DeviceArgs,
     /// Print the summary record(s) as JSON on standard output.
     #[arg(long)]
     json: bool,
+}
+
+/// Which scoring `rmas eval` / `rmas score` report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScorerKind {
+    /// The reference's rules only.
+    Reference,
+    /// The reference's rules and rmas's value-aware check beside them.
+    Strict,
+}
+
+/// The strict check's line and the questions on which it and the reference disagree.
+pub fn report_strict(official: &BTreeMap<usize, bool>, strict: &BTreeMap<usize, bool>) -> String {
+    let n = strict.len();
+    let correct = strict.values().filter(|&&c| c).count();
+    let disagree: Vec<String> = strict
+        .iter()
+        .filter_map(|(idx, s)| {
+            let o = official.get(idx)?;
+            (o != s).then(|| format!("{idx} ({})", if *o { "reference correct, strict wrong" } else { "strict correct, reference wrong" }))
+        })
+        .collect();
+    let percent = if n > 0 { 100.0 * correct as f64 / n as f64 } else { 0.0 };
+    let mut out = format!("strict accuracy={percent:.2}% ({correct}/{n}) [rmas value-aware check; the reference's accuracy above is official]");
+    if !disagree.is_empty() {
+        out += &format!("\ndisagreements on {} questions (sample_idx): {}", disagree.len(), disagree.join(", "));
+    }
+    out
 }
 
 #[derive(clap::Subcommand, Clone, Debug)]
@@ -138,18 +176,15 @@ impl Job for Args {
 
         let data_file = self.data.as_deref().map(data::data_file).transpose()?;
         let rows = data::load_rows(dataset, data_file.as_deref(), Some(&split), &Hub::from_env())?;
-        let shuffle = match (self.shuffle, dataset) {
-            (false, _) => Shuffle::None,
-            (true, Dataset::MbppPlus | Dataset::MedQa) => Shuffle::Python(seed),
-            (true, _) => bail!(
-                "--shuffle: the reference shuffles Hugging Face datasets with numpy's PCG64 generator (datasets' `shuffle(seed)`), which rmas does not reproduce; run without --shuffle (the reference's run.py never shuffles)"
-            ),
-        };
+        let shuffle = if self.shuffle { Shuffle::reference(dataset, seed) } else { Shuffle::None };
         let rows = data::select(rows, shuffle, self.num_samples.filter(|&n| n > 0));
         let items: Vec<EvalItem> = rows
             .iter()
             .enumerate()
-            .map(|(i, (origin, row))| EvalItem::from_row(dataset, row, i, seed, origin))
+            .map(|(i, (origin, row))| {
+                let item = EvalItem::from_row(dataset, row, i, seed, origin)?;
+                if self.lcb_private_tests { item.with_private_tests(row, origin) } else { Ok(item) }
+            })
             .collect::<Result<_, _>>()?;
         let items = match self.shard {
             Some((k, n)) => data::shard(items, k, n),
@@ -178,8 +213,10 @@ impl Job for Args {
                     split: split.clone(),
                     style: self.system.style(),
                     latent_steps: opts.latent_steps,
-                    settings: settings_fingerprint(&self.system.label(), &dataset_arg, &split, &opts, self.num_rollouts as usize, &source),
+                    settings: settings_fingerprint(&self.system.label(), &dataset_arg, &split, &opts, self.num_rollouts as usize, &source)
+                        + if self.lcb_private_tests { " private_tests=true" } else { "" },
                     sandbox: PythonConfig::from_env(),
+                    strict: self.scorer == ScorerKind::Strict,
                 },
             };
             let summary = run.run(&items, path.as_deref(), self.resume)?;
@@ -225,6 +262,16 @@ struct Scorer {
     latent_steps: usize,
     settings: String,
     sandbox: PythonConfig,
+    strict: bool,
+}
+
+/// A question's finished record.
+struct Scored {
+    position: usize,
+    sample_idx: usize,
+    line: String,
+    tally: Tally,
+    strict: Option<bool>,
 }
 
 /// A question whose answers are being scored.
@@ -249,8 +296,8 @@ impl Scorer {
         }
     }
 
-    /// The record line and tally of a question's answers.
-    fn record(&self, pending: &Pending) -> (String, Tally) {
+    /// The record line, tally and strict check of a question's answers.
+    fn record(&self, pending: &Pending) -> (String, Tally, Option<bool>) {
         let rollouts: Vec<Rollout> = pending
             .answers
             .iter()
@@ -264,9 +311,21 @@ impl Scorer {
             rmas_token_ids: pending.answers.iter().map(|(_, r, _)| r.token_ids.clone()).collect(),
             rmas_ms: pending.answers.iter().map(|(_, _, ms)| *ms).collect(),
             rmas_settings: self.settings.clone(),
+            rmas_strict_correct: self.strict.then(|| {
+                rollouts
+                    .iter()
+                    .zip(&pending.answers)
+                    .map(|(rollout, (_, result, _))| match &rollout.outcome {
+                        // A program's tests are already an exact check.
+                        Outcome::Code(code) => code.correct,
+                        Outcome::Answer(_) => strict_correct(&pending.item.gold_answer_raw, &result.answer, &self.dataset_arg),
+                    })
+                    .collect()
+            }),
         };
         let tally = rollouts.iter().map(|r| r.outcome.correct()).collect();
-        (sample_record(&self.head(&pending.item), &rollouts, &rmas), tally)
+        let strict = rmas.rmas_strict_correct.as_ref().and_then(|s| s.first().copied());
+        (sample_record(&self.head(&pending.item), &rollouts, &rmas), tally, strict)
     }
 }
 
@@ -295,6 +354,7 @@ impl<B: RmasBackend> EvalRun<'_, B> {
         }
         let mut writer = path.map(|p| ResultWriter::open(p, !resume)).transpose()?;
         let mut tallies: BTreeMap<usize, Tally> = existing.tallies;
+        let mut strict: BTreeMap<usize, bool> = existing.strict;
         let todo: Vec<(usize, &EvalItem)> = items.iter().enumerate().filter(|(_, i)| !existing.records.contains_key(&i.sample_idx)).collect();
 
         let bar = ProgressBar::new(items.len() as u64).with_position((items.len() - todo.len()) as u64);
@@ -312,7 +372,7 @@ impl<B: RmasBackend> EvalRun<'_, B> {
         let (job_tx, job_rx) = mpsc::channel::<Pending>();
         let queue = Mutex::new(job_rx);
         let scorer = &self.scorer;
-        let (done_tx, done_rx) = mpsc::channel::<(usize, usize, String, Tally)>();
+        let (done_tx, done_rx) = mpsc::channel::<Scored>();
         let outcome: Result<()> = std::thread::scope(|scope| {
             for _ in 0..self.jobs {
                 let queue = &queue;
@@ -321,25 +381,28 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                     loop {
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(pending) = next else { break };
-                        let (line, tally) = scorer.record(&pending);
-                        if done_tx.send((pending.position, pending.item.sample_idx, line, tally)).is_err() {
+                        let (line, tally, strict) = scorer.record(&pending);
+                        if done_tx.send(Scored { position: pending.position, sample_idx: pending.item.sample_idx, line, tally, strict }).is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(done_tx);
-            let mut buffered: BTreeMap<usize, (usize, String, Tally)> = BTreeMap::new();
+            let mut buffered: BTreeMap<usize, Scored> = BTreeMap::new();
             let mut order = todo.iter().map(|(p, _)| *p).collect::<std::collections::VecDeque<_>>();
-            let mut write_ready = |received: (usize, usize, String, Tally), tallies: &mut BTreeMap<usize, Tally>| -> Result<()> {
-                buffered.insert(received.0, (received.1, received.2, received.3));
+            let mut write_ready = |received: Scored, tallies: &mut BTreeMap<usize, Tally>, strict: &mut BTreeMap<usize, bool>| -> Result<()> {
+                buffered.insert(received.position, received);
                 while let Some(&next) = order.front() {
-                    let Some((idx, line, tally)) = buffered.remove(&next) else { break };
+                    let Some(done) = buffered.remove(&next) else { break };
                     order.pop_front();
                     if let Some(w) = writer.as_mut() {
-                        w.append(&line)?;
+                        w.append(&done.line)?;
                     }
-                    tallies.insert(idx, tally);
+                    tallies.insert(done.sample_idx, done.tally);
+                    if let Some(s) = done.strict {
+                        strict.insert(done.sample_idx, s);
+                    }
                     bar.inc(1);
                     show(&bar, tallies);
                 }
@@ -357,18 +420,22 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                 }
                 job_tx.send(Pending { position, item: item.clone(), answers }).expect("scoring workers live until the queue closes");
                 for received in done_rx.try_iter() {
-                    write_ready(received, &mut tallies)?;
+                    write_ready(received, &mut tallies, &mut strict)?;
                 }
             }
             drop(job_tx);
             for received in done_rx.iter() {
-                write_ready(received, &mut tallies)?;
+                write_ready(received, &mut tallies, &mut strict)?;
             }
             Ok(())
         });
         bar.finish_and_clear();
         outcome?;
 
+        if self.scorer.strict {
+            let official = tallies.iter().map(|(i, t)| (*i, t.first().copied().unwrap_or(false))).collect();
+            eprintln!("{}", report_strict(&official, &strict));
+        }
         let all: Vec<Tally> = tallies.into_values().collect();
         let summary = Summary::new(&base_head, self.num_rollouts, base_seed, &all);
         if let Some(w) = writer.as_mut() {

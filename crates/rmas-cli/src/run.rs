@@ -14,7 +14,7 @@ use rmas::system::SystemSpec;
 use rmas_models::RmasBackend;
 use rmas_models::generate::Sampling;
 use rmas_text::RowQuestion;
-use rmas_text::prompts::{Dataset, MasTask, Style, Task, with_choice_instruction};
+use rmas_text::prompts::{Dataset, Style, Task};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 
@@ -232,8 +232,7 @@ impl Job for Args {
         let system = self.system.load::<B>(self.dataset, &device, self.device.dtype.dtype())?;
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,
-            (None, Some(q)) if self.dataset.mas_task() == MasTask::Choice => with_choice_instruction(q),
-            (None, Some(q)) => q.clone(),
+            (None, Some(q)) => rmas::options::dataset_question(self.dataset, q),
             (None, None) => rmas::demo::QUESTION.to_owned(),
         };
         let progress = Progress::new(self.json);
@@ -291,5 +290,40 @@ fn print_result(result: &RunResult, json: bool) {
         println!("{}", result.to_json());
     } else {
         println!("{}", result.answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn options(argv: &[&str]) -> RunOptions {
+        let cli = Cli::try_parse_from(std::iter::once("rmas").chain(argv.iter().copied())).expect("valid flags");
+        let a = cli.args;
+        a.flags.options(&a.system, a.dataset, a.latent_steps, a.fn_name.clone())
+    }
+
+    #[test]
+    fn a_released_run_takes_the_core_run_policy() {
+        // The same options the web build gives a released system (crates/rmas-web/src/options.rs).
+        let date = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        for style in Style::ALL {
+            for dataset in [Dataset::Math500, Dataset::Gpqa, Dataset::MbppPlus] {
+                let opts = options(&["--style", style.cli_name(), "--dataset", dataset.key(), "--question", "q", "--chat-date", "01 Mar 2026"]);
+                assert_eq!(opts, RunOptions::released(style, dataset, date, &RunOverrides::default()), "{style:?} {dataset:?}");
+            }
+        }
+        let opts = options(&["--style", "mixture", "--question", "q", "--greedy", "--no-answer-retry", "--rounds", "2", "--sample-seed", "7"]);
+        assert_eq!((opts.sampling, opts.answer_retry, opts.rounds, opts.seed), (Sampling::Greedy, false, 2, 7));
+        let demo = options(&["--demo", "--chat-date", "01 Mar 2026"]);
+        assert_eq!(demo, rmas::demo::run_options(date), "the demo's settings, as the web demo");
     }
 }

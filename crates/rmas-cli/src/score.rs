@@ -1,5 +1,6 @@
 //! `rmas score`: re-score saved outputs with the reference's rules, no model needed.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,8 @@ use rmas::eval::{EvalItem, Outcome, RecordHead, Summary};
 use rmas::tools::PythonConfig;
 use rmas_text::prompts::Dataset;
 use serde_json::Value;
+
+use crate::eval::{ScorerKind, report_strict};
 
 /// Re-score saved outputs (JSONL) with the reference's rules.
 ///
@@ -39,6 +42,10 @@ pub struct Args {
     /// Code answers tested at once (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// `strict` adds rmas's value-aware math check (`strict_correct`) beside the reference's
+    /// `correct`, and lists the lines where they disagree.
+    #[arg(long, value_enum, default_value = "reference")]
+    scorer: ScorerKind,
 }
 
 /// One line's scoring job.
@@ -85,11 +92,21 @@ pub fn main(args: Args) -> Result<()> {
     } else {
         Box::new(std::io::BufWriter::new(std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?))
     };
+    let strict = args.scorer == ScorerKind::Strict;
     let mut tallies = Vec::with_capacity(jobs.len());
-    for (job, outcome) in jobs.iter().zip(outcomes) {
+    let (mut official, mut strict_checks) = (BTreeMap::new(), BTreeMap::new());
+    for (i, (job, outcome)) in jobs.iter().zip(outcomes).enumerate() {
         let outcome = outcome.expect("every job was scored");
         tallies.push(vec![outcome.correct()]);
-        writeln!(out, "{}", scored_line(job, &outcome))?;
+        let strict_check = strict.then(|| match &outcome {
+            Outcome::Code(code) => code.correct,
+            Outcome::Answer(_) => rmas_text::scoring::strict::strict_correct(&job.item.gold_answer_raw, &job.prediction, &job.dataset_name),
+        });
+        if let Some(check) = strict_check {
+            official.insert(i, outcome.correct());
+            strict_checks.insert(i, check);
+        }
+        writeln!(out, "{}", scored_line(job, &outcome, strict_check))?;
     }
     let head = RecordHead {
         sample_idx: 0,
@@ -106,6 +123,9 @@ pub fn main(args: Args) -> Result<()> {
     writeln!(out, "{}", py_json(&line))?;
     out.flush()?;
     eprintln!("{}", summary.headline());
+    if strict {
+        eprintln!("{}", report_strict(&official, &strict_checks).replace("(sample_idx)", "(input line index)"));
+    }
     Ok(())
 }
 
@@ -142,7 +162,7 @@ fn score_job(job: &Job, sandbox: &PythonConfig) -> Outcome {
 }
 
 /// `{id?, dataset, gold_answer_raw, <score fields>}` in the reference's layout.
-fn scored_line(job: &Job, outcome: &Outcome) -> String {
+fn scored_line(job: &Job, outcome: &Outcome, strict: Option<bool>) -> String {
     let mut fields = Vec::new();
     if let Some(id) = &job.id {
         fields.push(format!("\"id\": {}", py_json(id)));
@@ -154,5 +174,8 @@ fn scored_line(job: &Job, outcome: &Outcome) -> String {
         Outcome::Code(c) => py_json(c),
     };
     fields.push(score.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or_default().to_owned());
+    if let Some(strict) = strict {
+        fields.push(format!("\"strict_correct\": {strict}"));
+    }
     format!("{{{}}}", fields.join(", "))
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SYSTEMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/golden/systems");
 const SCORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/scoring");
@@ -279,8 +279,40 @@ fn score_reproduces_the_official_scorer() {
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["num_samples"], cases.len());
     assert_eq!(summary["num_correct"], correct);
+    // The strict check beside the reference's: `2^{10}` is not 2, though its first integer is; 10% is 0.1.
+    std::fs::write(&input_path, "{\"dataset\": \"math500\", \"gold_answer_raw\": \"2^{10}\", \"prediction\": \"\\\\boxed{2}\"}\n{\"dataset\": \"math500\", \"gold_answer_raw\": \"10\\\\%\", \"prediction\": \"\\\\boxed{0.1}\"}\n").unwrap();
+    let out = rmas(&["score", "--input", input_path.to_str().unwrap(), "--output", "-", "--scorer", "strict"], None);
+    let stdout = ok(&out);
+    let scored: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((&scored[0]["correct"], &scored[0]["strict_correct"]), (&json!(true), &json!(false)));
+    assert_eq!((&scored[1]["correct"], &scored[1]["strict_correct"]), (&json!(false), &json!(true)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("accuracy=50.00% (1/2)") && stderr.contains("strict accuracy=50.00% (1/2)") && stderr.contains("disagreements on 2"), "{stderr}");
     // Bad input names the line.
     std::fs::write(&input_path, "{\"dataset\": \"gsm8k\", \"prediction\": \"3\"}\n").unwrap();
     let err = failed(&rmas(&["score", "--input", input_path.to_str().unwrap(), "--output", out_path.to_str().unwrap()], None));
     assert!(err.contains("in.jsonl:1") && err.contains("gold_answer_raw"), "{err}");
+}
+
+#[test]
+fn latent_steps_sweep_writes_a_file_per_setting_and_a_plot() {
+    let g = golden("sequential-light-r2");
+    let dir = scratch("sweep");
+    let data = data_file(&g, &dir);
+    let out = dir.join("sweep.jsonl");
+    let plot = dir.join("sweep.svg");
+    let mut args = eval_args(&g, data.to_str().unwrap(), out.to_str().unwrap(), &["--plot", plot.to_str().unwrap()]);
+    let t = args.iter().position(|a| *a == "--latent-steps").unwrap();
+    args[t + 1] = "2,3";
+    let stdout = ok(&rmas(&args, Some(&g.hub)));
+    assert!(stdout.contains("[result] accuracy=") && stdout.contains("ls=2:accuracy=") && stdout.contains("ls=3:accuracy="), "{stdout}");
+    let t3 = lines(&dir.join("sweep.t3.jsonl"));
+    let expected = g.expected["result_jsonl_records"].as_array().unwrap();
+    for (line, want) in t3.iter().zip(expected) {
+        assert_eq!(&reference_part(line).1, want, "the T = 3 setting is the golden run");
+    }
+    let t2 = lines(&dir.join("sweep.t2.jsonl"));
+    assert_eq!(serde_json::from_str::<Value>(&t2[0]).unwrap()["latent_steps"], 2);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("T=2") && svg.contains("T=3"), "{svg}");
 }

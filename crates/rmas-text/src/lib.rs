@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod datasets;
+pub mod nprandom;
 pub mod error;
 pub mod prompts;
 pub mod pyrandom;

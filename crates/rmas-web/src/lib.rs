@@ -12,19 +12,20 @@
 //! Every device read-back is asynchronous (WebGPU forbids blocking the main thread); events are
 //! delivered while the run proceeds.
 
+mod options;
+
 use std::rc::Rc;
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoGraphicsApi, init_setup_async};
 use burn::prelude::Backend;
 use burn::tensor::{DType, Tensor};
-use chrono::NaiveDate;
 use js_sys::{Function, JSON, Promise, Uint8Array};
-use rmas::engine::{Event, Run, RunOptions, System};
+use rmas::engine::{Event, Run, System};
 use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::weights::ByteSource;
 use rmas_text::prompts::{Style, Task};
-use rmas_models::generate::{Sampling, read_back};
+use rmas_models::generate::read_back;
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
@@ -73,6 +74,8 @@ pub fn demo_question() -> String {
 pub struct WebSystem {
     system: Rc<System<B>>,
     graph: Value,
+    /// The released style (`None` for the demo): its runs take the core run policy.
+    style: Option<Style>,
 }
 
 #[wasm_bindgen]
@@ -82,7 +85,7 @@ impl WebSystem {
         let device = device().await;
         let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED).map_err(js_error)?;
         let graph = graph_of(&system);
-        Ok(WebSystem { system: Rc::new(system), graph })
+        Ok(WebSystem { system: Rc::new(system), graph, style: None })
     }
 
     /// Downloads and loads a released system. `style`: `sequential-light`, `sequential-scaled`,
@@ -107,7 +110,7 @@ impl WebSystem {
         let spec = downloads.resolve(style, task, fetch).await.map_err(js_error)?;
         let system = downloads.load::<B, _, _>(&spec, &device, dtype, fetch).await.map_err(js_error)?;
         let graph = graph_of(&system);
-        Ok(WebSystem { system: Rc::new(system), graph })
+        Ok(WebSystem { system: Rc::new(system), graph, style: Some(style) })
     }
 
     /// The agents (`{role, model, layers, hidden, dtype}`) and outer links (`{key, from, to}`) for drawing.
@@ -117,45 +120,24 @@ impl WebSystem {
 
     /// Runs `question`; resolves to `{answer, token_ids, stages}` like `rmas run --json`.
     ///
-    /// `options` (all optional): `rounds`, `latentSteps`, `maxNewTokens`, `chatDate` ("YYYY-MM-DD"),
-    /// `dataset` (the prompt set: `math500`, `gsm8k`, `mbppplus`, …),
-    /// `temperature` (absent or 0: greedy), `topK`, `topP`, `seed`. Defaults are the demo's settings.
+    /// `options` (all optional): `dataset` (the prompt set: `math500`, `gsm8k`, `gpqa`, `mbppplus`, …),
+    /// `rounds`, `latentSteps`, `maxNewTokens`, `chatDate` ("YYYY-MM-DD"), `greedy`, `temperature`
+    /// (0: greedy), `topK`, `topP`, `seed`, `answerRetry`, `fnName`. A released system starts from the
+    /// recommended settings of its style and dataset, with the answer retry and the choice
+    /// instruction, exactly as `rmas run`; the demo from the demo's settings.
     /// `onEvent` receives `{type: "stage" | "latentStep" | "message" | "token" | "stageEnd", …}`.
     pub fn run(&self, question: String, options: JsValue, on_event: Function) -> Promise {
         let system = self.system.clone();
+        let style = self.style;
         future_to_promise(async move {
-            let opts = run_options(&from_js(&options)?)?;
+            let opts = options::run_options(style, &from_js(&options)?, chrono::Local::now().date_naive()).map_err(|e| JsError::new(&e))?;
+            let question = rmas::options::dataset_question(opts.dataset, &question);
             let mut stream = TokenStream::default();
             let mut emit = |e: Event<'_, B>| emit(&on_event, &mut stream, e);
             let result = Run::new(&system, &opts, &question, None, &mut emit).execute().await.map_err(|e| JsValue::from(js_error(e)))?;
             Ok(to_js(&result.to_json())?)
         })
     }
-}
-
-/// The demo's settings with the page's overrides.
-fn run_options(o: &Value) -> Result<RunOptions, JsError> {
-    let date = match o.get("chatDate").and_then(Value::as_str) {
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| JsError::new(&format!("chatDate `{s}`: expected YYYY-MM-DD ({e})")))?,
-        None => chrono::Local::now().date_naive(),
-    };
-    let mut opts = rmas::demo::run_options(date);
-    let count = |key: &str, default: usize| o.get(key).and_then(Value::as_u64).map_or(default, |v| v as usize);
-    opts.rounds = count("rounds", opts.rounds).max(1);
-    opts.latent_steps = count("latentSteps", opts.latent_steps);
-    opts.max_new_tokens = count("maxNewTokens", opts.max_new_tokens);
-    opts.seed = o.get("seed").and_then(Value::as_u64).unwrap_or(opts.seed);
-    if let Some(name) = o.get("dataset").and_then(Value::as_str) {
-        opts.dataset = name.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
-    }
-    if let Some(temperature) = o.get("temperature").and_then(Value::as_f64).filter(|t| *t > 0.0) {
-        opts.sampling = Sampling::Sample {
-            temperature: temperature as f32,
-            top_k: count("topK", 50),
-            top_p: o.get("topP").and_then(Value::as_f64).unwrap_or(1.0) as f32,
-        };
-    }
-    Ok(opts)
 }
 
 /// The ids of the current generation and how much of their text was shown.

@@ -6,10 +6,16 @@
 use chrono::NaiveDate;
 use rmas_models::generate::Sampling;
 use rmas_text::ChatOptions;
-use rmas_text::prompts::{Dataset, Style, recommended_settings};
+use rmas_text::prompts::{Dataset, MasTask, Style, recommended_settings, with_choice_instruction};
+
+/// The question a run on `dataset` asks for the user's `question`: a choice question closed by the
+/// reference loaders' "Choose the correct option (A/B/C/D)." unless it asks so already.
+pub fn dataset_question(dataset: Dataset, question: &str) -> String {
+    if dataset.mas_task() == MasTask::Choice { with_choice_instruction(question) } else { question.to_owned() }
+}
 
 /// Settings of one run (recursivemas.md §7, §8, §12).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunOptions {
     /// The prompt set and answer kind.
     pub dataset: Dataset,

@@ -1,9 +1,11 @@
 //! Answer scoring exactly as the reference release scores its benchmarks (its `answer_utils.py` and
 //! `lcb_utils.py`); see `docs/eval.md`. The rules are lossy on purpose (MATH-500's first strategy
-//! compares only the integer part of the first number): they are reproduced, not improved.
+//! compares only the integer part of the first number): they are reproduced, not improved; rmas's
+//! value-aware check is [`strict`], reported beside them.
 
 mod code;
 mod date;
+pub mod strict;
 
 use std::sync::LazyLock;
 

@@ -43,6 +43,52 @@ impl EvalItem {
     }
 }
 
+impl EvalItem {
+    /// Adds a LiveCodeBench row's private tests (`private_test_cases`) after its public ones, as the
+    /// reference's `build_eval_sample(row, use_private=True)` (off by default there and here).
+    pub fn with_private_tests(mut self, row: &Value, origin: &str) -> Result<Self, EvalError> {
+        let bad = |msg: String| EvalError::Row { origin: origin.to_owned(), msg: format!("`private_test_cases`: {msg}") };
+        let Some(CodeTests::Functional { inputs, outputs, .. } | CodeTests::Stdio { inputs, outputs }) = self.tests.as_mut() else {
+            return Ok(self);
+        };
+        let blob = row.get("private_test_cases").and_then(Value::as_str).unwrap_or_default();
+        for (i, case) in private_cases(blob).map_err(bad)?.iter().enumerate() {
+            let text = |key: &str| case.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(format!("case {i} has no string `{key}`")));
+            inputs.push(text("input")?);
+            outputs.push(text("output")?);
+        }
+        Ok(self)
+    }
+}
+
+/// LiveCodeBench's private cases: a JSON list, or base64 of zlib of a pickled JSON string (the
+/// reference's `decode_private_test_cases`). Decompressed sizes are capped.
+fn private_cases(blob: &str) -> Result<Vec<Value>, String> {
+    use std::io::Read;
+    const MAX_BYTES: u64 = 1 << 30;
+    if blob.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Ok(Value::Array(cases)) = serde_json::from_str::<Value>(blob) {
+        return Ok(cases);
+    }
+    use base64::Engine;
+    let compressed = base64::engine::general_purpose::STANDARD.decode(blob.trim()).map_err(|e| format!("not base64: {e}"))?;
+    let mut pickled = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed.as_slice())
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut pickled)
+        .map_err(|e| format!("not zlib data: {e}"))?;
+    if pickled.len() as u64 > MAX_BYTES {
+        return Err(format!("decompresses past {MAX_BYTES} bytes"));
+    }
+    let text = crate::pt::unpickle_text(&pickled)?;
+    match serde_json::from_str(&text).map_err(|e| format!("the pickled text is not JSON: {e}"))? {
+        Value::Array(cases) => Ok(cases),
+        _ => Err("the pickled JSON is not a list".into()),
+    }
+}
+
 /// The dataset's rows from `file`, or else from its Hub repo (see [`hub_source`]), each with
 /// where it came from (`file:line`).
 pub fn load_rows(dataset: Dataset, file: Option<&Path>, split: Option<&str>, hub: &Hub) -> Result<Vec<(String, Value)>, EvalError> {
@@ -165,15 +211,26 @@ pub fn read_rows(path: &Path) -> Result<Vec<(String, Value)>, EvalError> {
                 .collect()
         }
         "csv" => {
-            let mut reader = csv::ReaderBuilder::new().flexible(false).from_path(path).map_err(|e| bad(shown.to_string(), e.to_string()))?;
+            let text = std::fs::read_to_string(path).map_err(io)?;
+            // A record's line is where it starts (quoted fields may span lines).
+            // (csv reports a record at the line break that ended the previous one.)
+            let line_at = |byte: u64| {
+                let bytes = text.as_bytes();
+                let mut at = (byte as usize).min(bytes.len());
+                while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+                    at += 1;
+                }
+                1 + bytes[..at].iter().filter(|&&b| b == b'\n').count()
+            };
+            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(text.as_bytes());
             let headers = reader.headers().map_err(|e| bad(format!("{shown}:1"), e.to_string()))?.clone();
             let mut rows = Vec::new();
             for record in reader.records() {
                 let record = record.map_err(|e| {
-                    let line = e.position().map_or(0, |p| p.line());
+                    let line = e.position().map_or(0, |p| line_at(p.byte()));
                     bad(format!("{shown}:{line}"), e.to_string())
                 })?;
-                let line = record.position().map_or(0, |p| p.line());
+                let line = record.position().map_or(0, |p| line_at(p.byte()));
                 let row: Map<String, Value> = headers.iter().zip(record.iter()).map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
                 rows.push((format!("{shown}:{line}"), Value::Object(row)));
             }
@@ -207,13 +264,32 @@ pub enum Shuffle {
     /// CPython's `random.Random(seed).shuffle(records)` (the reference's list datasets: MBPP+,
     /// MedQA).
     Python(u64),
+    /// `datasets`' `Dataset.shuffle(seed)`: numpy's `default_rng(seed).permutation(n)` (the
+    /// reference's Hub datasets).
+    Numpy(u64),
+}
+
+impl Shuffle {
+    /// How the reference shuffles `dataset` with `seed`.
+    pub fn reference(dataset: Dataset, seed: u64) -> Self {
+        match dataset {
+            Dataset::MbppPlus | Dataset::MedQa => Shuffle::Python(seed),
+            _ => Shuffle::Numpy(seed),
+        }
+    }
 }
 
 /// The reference's selection: shuffled when asked, then the first `num_samples` (all when
 /// `None`).
 pub fn select<T>(mut rows: Vec<T>, shuffle: Shuffle, num_samples: Option<usize>) -> Vec<T> {
-    if let Shuffle::Python(seed) = shuffle {
-        rmas_text::pyrandom::PyRandom::new(seed.into()).shuffle(&mut rows);
+    match shuffle {
+        Shuffle::None => {}
+        Shuffle::Python(seed) => rmas_text::pyrandom::PyRandom::new(seed.into()).shuffle(&mut rows),
+        Shuffle::Numpy(seed) => {
+            let order = rmas_text::nprandom::NumpyRng::new(seed).permutation(rows.len());
+            let mut slots: Vec<Option<T>> = rows.into_iter().map(Some).collect();
+            rows = order.into_iter().map(|i| slots[i].take().expect("a permutation takes each row once")).collect();
+        }
     }
     if let Some(n) = num_samples {
         rows.truncate(n);

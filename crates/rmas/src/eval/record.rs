@@ -78,6 +78,9 @@ pub struct RmasFields {
     pub rmas_ms: Vec<f64>,
     /// The run settings the record was made with (checked by `--resume` and `merge`).
     pub rmas_settings: String,
+    /// rmas's value-aware check per rollout (`--scorer strict`), beside the reference's `correct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rmas_strict_correct: Option<Vec<bool>>,
 }
 
 /// One rollout of one question.
@@ -284,6 +287,8 @@ pub struct Existing {
     pub records: BTreeMap<usize, String>,
     /// Per-question correctness of each record.
     pub tallies: BTreeMap<usize, Tally>,
+    /// The first rollout's strict check, where the record has one.
+    pub strict: BTreeMap<usize, bool>,
     /// The summary record, when the run had finished.
     pub summary: Option<Summary>,
 }
@@ -333,6 +338,9 @@ pub fn read_existing(path: &Path, settings: Option<&str>, repair: bool) -> Resul
             return Err(EvalError::Resume { path: path.to_path_buf(), msg: format!("sample_idx {idx} appears twice") });
         }
         existing.tallies.insert(idx, tally);
+        if let Some(strict) = value.get("rmas_strict_correct").and_then(|v| v.get(0)).and_then(Value::as_bool) {
+            existing.strict.insert(idx, strict);
+        }
     }
     Ok(existing)
 }
