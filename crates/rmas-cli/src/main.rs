@@ -37,9 +37,8 @@ struct Cli {
 enum Command {
     /// Run a RecursiveMAS system on a question.
     Run(run::Args),
-    /// Run a system over a benchmark and score it as the reference does.
+    // `eval` and `score` take their help (summary and examples) from their argument structs.
     Eval(eval::Args),
-    /// Re-score saved outputs (JSONL) with the reference's rules.
     Score(score::Args),
     /// Generate text with one agent model (any supported family).
     Generate(generate::Args),

@@ -70,3 +70,23 @@ fn zero_rounds_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("run option `rounds` must be at least 1 (got 0)"), "{err}");
 }
+
+#[test]
+fn non_finite_logits_are_an_error_not_text() {
+    // rms_norm_eps below zero makes every norm the square root of a negative number: NaN logits,
+    // which greedy decoding would print as token 0 over and over.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/models/qwen2/model");
+    let dir = std::env::temp_dir().join(format!("rmas-cli-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["rms_norm_eps"] = serde_json::json!(-1e30);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let out = rmas(&["generate", "--model", dir.to_str().unwrap(), "--prompt-ids", "1,2,3", "--max-new-tokens", "4", "--backend", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("non-finite"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

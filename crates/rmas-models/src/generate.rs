@@ -142,6 +142,14 @@ pub async fn generate<B: RmasBackend>(
     let mut h = last_row(model.forward(prompt, cache)?);
     for step in 0..opts.max_new_tokens {
         let logits = model.logits(h);
+        if step == 0 {
+            // One scalar read per call: a NaN or infinity anywhere makes the sum non-finite, where
+            // argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
+            let sum = read_back(crate::nn::to_f32(logits.clone()).sum()).await?.convert::<f32>();
+            if !sum.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0].is_finite() {
+                return Err(ModelError::NonFinite);
+            }
+        }
         let id = sampler.sample(logits.clone()).await?;
         if step == 0 {
             out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;

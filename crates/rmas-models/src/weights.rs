@@ -77,6 +77,12 @@ impl Weights {
         let files = if index_path.exists() { shard_files(&read_to_string(&index_path)?, &index_path)? } else { vec![SINGLE_FILE.to_owned()] };
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
         for path in files.into_iter().map(|f| dir.join(f)) {
+            // A FIFO or device under a shard's name would hang or never end; only regular files load.
+            let meta = std::fs::metadata(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+            if !meta.is_file() {
+                let source = std::io::Error::other("not a regular file");
+                return Err(ModelError::Io { path, source });
+            }
             let file = std::fs::File::open(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
             // SAFETY: the file is opened read-only; rmas never writes to checkpoint files while mapped.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.clone(), source })?;
@@ -108,7 +114,9 @@ impl Weights {
         }
         let header_len = u64::from_le_bytes(buffer.bytes(0..8).as_ref().try_into().expect("8 bytes"));
         if header_len > MAX_HEADER_BYTES || 8 + header_len as usize > len {
-            return Err(corrupt(format!("header of {header_len} bytes in a file of {len} bytes")));
+            // The length itself is not shown: in a file that is no checkpoint it would spell out the
+            // file's first 8 bytes (say, a token's).
+            return Err(corrupt(format!("its first 8 bytes give no header length that fits its {len} bytes")));
         }
         let start = 8 + header_len as usize;
         let meta: safetensors::tensor::Metadata =
@@ -240,6 +248,10 @@ pub fn shard_files(index: &str, path: &Path) -> Result<Vec<String>> {
         .values()
         .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("weight_map value {v} is not a file name"))))
         .collect::<Result<_>>()?;
+    // Shards are files of the checkpoint directory itself: no absolute paths, `..` or subdirectories.
+    if let Some(bad) = shards.iter().find(|f| f.is_empty() || f.contains(['/', '\\']) || f.as_str() == "." || f.as_str() == "..") {
+        return Err(err(format!("weight_map names `{bad}`, which is not a file name inside the checkpoint directory")));
+    }
     Ok(shards.into_iter().collect())
 }
 

@@ -113,9 +113,10 @@ impl ChatTemplate {
         if let Some(thinking) = opts.enable_thinking {
             ctx.push(("enable_thinking", Value::from(thinking)));
         }
-        template
-            .render(Value::from_iter(ctx))
-            .map_err(|e| self.error(&e))
+        // Templates come from the Hub: their output is bounded as well as their work (fuel).
+        let mut out = BoundedText::default();
+        template.render_captured_to(Value::from_iter(ctx), &mut out).map_err(|e| self.error(&e))?;
+        String::from_utf8(out.bytes).map_err(|e| TextError::Template { template: self.origin.clone(), reason: format!("output is not UTF-8: {e}") })
     }
 
     fn error(&self, err: &Error) -> TextError {
@@ -132,9 +133,35 @@ impl ChatTemplate {
     }
 }
 
+/// Instructions a chat template may execute per rendering (real templates need thousands).
+const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Largest rendered prompt accepted (far past any context a model takes).
+const TEMPLATE_OUTPUT_BYTES: usize = 64 << 20;
+
+/// A rendering sink that refuses output past [`TEMPLATE_OUTPUT_BYTES`].
+#[derive(Default)]
+struct BoundedText {
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > TEMPLATE_OUTPUT_BYTES {
+            return Err(std::io::Error::other(format!("the template's output passes {} MiB", TEMPLATE_OUTPUT_BYTES >> 20)));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A minijinja environment configured like HF's chat-template environment.
 fn hf_environment(date: NaiveDate) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
@@ -217,6 +244,16 @@ mod tests {
             &ChatOptions::recursivemas(date),
             &[("eos_token", "</s>")],
         )
+    }
+
+    #[test]
+    fn hostile_templates_run_out_of_fuel_or_room() {
+        // Nested loops that would run for minutes stop on their fuel.
+        let err = render("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}").unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
+        // Output past the cap is refused, not held.
+        let err = render("{% for a in range(3000) %}{{ '%s' | format('x' * 100000) }}{% endfor %}").unwrap_err().to_string();
+        assert!(err.contains("MiB"), "{err}");
     }
 
     #[test]

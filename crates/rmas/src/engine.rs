@@ -465,7 +465,17 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
             stop(&agent.tokenizer, ids)
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            rmas_models::ModelError::NonFinite => RmasError::InvalidSystem {
+                system: self.system.style.to_string(),
+                msg: format!(
+                    "agent {} computed non-finite logits when generating its text: NaN or infinity in its weights or config (e.g. rms_norm_eps), or in the latent messages it received",
+                    agent.role
+                ),
+            },
+            other => other.into(),
+        })?;
         Ok(out.ids)
     }
 

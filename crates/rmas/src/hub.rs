@@ -43,7 +43,10 @@ impl FileSource for LocalDir {
     fn get(&self, file: &str) -> Result<PathBuf> {
         check_relative(file, &self.label())?;
         let path = self.dir.join(file);
-        std::fs::metadata(&path).map_err(|e| RmasError::io("file", &path, e))?;
+        let meta = std::fs::metadata(&path).map_err(|e| RmasError::io("file", &path, e))?;
+        if !meta.is_file() {
+            return Err(RmasError::io("file", &path, std::io::Error::other("not a regular file")));
+        }
         Ok(path)
     }
 }
@@ -227,18 +230,24 @@ impl RepoHandle {
         Ok(files)
     }
 
-    /// The cached snapshot named by `refs/main`, if the repo is in the cache.
+    /// The cached snapshot named by `refs/main`, if the repo is in the cache (a ref that is not a
+    /// plain commit name, such as `../../elsewhere`, names none).
     pub fn snapshot_dir(&self) -> Option<PathBuf> {
         let repo_dir = self.repo_dir();
         let commit = std::fs::read_to_string(repo_dir.join("refs/main")).ok()?;
-        let dir = repo_dir.join("snapshots").join(commit.trim());
-        dir.is_dir().then_some(dir)
+        let commit = commit.trim();
+        let plain = !commit.is_empty() && commit.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let dir = repo_dir.join("snapshots").join(commit);
+        (plain && dir.is_dir()).then_some(dir)
     }
 
-    /// The cached path of `file`, if present.
+    /// The cached path of `file`, if present: a regular file that resolves (through the cache's
+    /// `blobs/` links) to a place inside this repo's cache directory.
     pub fn cached(&self, file: &str) -> Option<PathBuf> {
         let path = self.snapshot_dir()?.join(file);
-        path.is_file().then_some(path)
+        let real = path.canonicalize().ok()?;
+        let repo = self.repo_dir().canonicalize().ok()?;
+        (real.starts_with(&repo) && std::fs::metadata(&real).is_ok_and(|m| m.is_file())).then_some(path)
     }
 
     /// The repo's file list from the Hub (fetched once).
