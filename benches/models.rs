@@ -14,7 +14,8 @@ type B = NdArray;
 
 /// A small Qwen3.5 (hidden 256, 8 layers) with the real layer pattern and head layout.
 fn small_qwen35() -> Model<B> {
-    let types: Vec<&str> = (0..8).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
+    let types: Vec<&str> =
+        (0..8).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
     let json = serde_json::json!({
         "model_type": "qwen3_5_text", "hidden_size": 256, "num_hidden_layers": 8, "intermediate_size": 768,
         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "layer_types": types,
@@ -55,7 +56,8 @@ fn qwen35(c: &mut Criterion) {
 fn families(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_step_tiny");
     for arch in ["qwen3_5", "qwen2", "qwen3", "llama", "mistral", "gemma3"] {
-        let model = Model::<B>::load(&golden(&format!("models/{arch}/model")), &Default::default(), DType::F32).unwrap();
+        let model =
+            Model::<B>::load(&golden(&format!("models/{arch}/model")), &Default::default(), DType::F32).unwrap();
         let mut cache = model.new_cache(256).unwrap();
         model.forward(model.embed(&[1; 64]).unwrap(), &mut cache).unwrap();
         g.bench_function(arch, |b| {
@@ -107,7 +109,9 @@ fn weight_products(c: &mut Criterion) {
     g.bench_function("linear_1x2048x6144_burn_matmul", |b| b.iter(|| x.clone().matmul(w.clone()).into_data()));
     g.throughput(Throughput::Bytes(32768 * 2048 * 4));
     g.bench_function("logits_32768x2048_streaming", |b| b.iter(|| B::vocab_logits(x.clone(), m.clone()).into_data()));
-    g.bench_function("logits_32768x2048_burn_matmul", |b| b.iter(|| m.clone().matmul(x.clone().transpose()).transpose().into_data()));
+    g.bench_function("logits_32768x2048_burn_matmul", |b| {
+        b.iter(|| m.clone().matmul(x.clone().transpose()).transpose().into_data())
+    });
     g.finish();
 }
 
@@ -147,16 +151,29 @@ fn cpu_ops(c: &mut Criterion) {
         b.iter(|| conv::causal_conv_silu(x.clone(), conv_state.clone(), taps.clone()).0.into_data())
     });
     let up = Tensor::<B, 2>::random([t, 6144], Distribution::Normal(0.0, 1.0), &device);
-    group.bench_function("silu_mul_512x6144_cpu", |b| b.iter(|| B::activate(x.clone(), Act::Silu, Some(up.clone())).into_data()));
-    group.bench_function("silu_mul_512x6144_reference", |b| b.iter(|| act::reference(x.clone(), Act::Silu, Some(up.clone())).into_data()));
-    let (hidden, scale) = (Tensor::<B, 2>::random([t, 2048], Distribution::Normal(0.0, 1.0), &device), Tensor::<B, 1>::ones([2048], &device));
+    group.bench_function("silu_mul_512x6144_cpu", |b| {
+        b.iter(|| B::activate(x.clone(), Act::Silu, Some(up.clone())).into_data())
+    });
+    group.bench_function("silu_mul_512x6144_reference", |b| {
+        b.iter(|| act::reference(x.clone(), Act::Silu, Some(up.clone())).into_data())
+    });
+    let (hidden, scale) = (
+        Tensor::<B, 2>::random([t, 2048], Distribution::Normal(0.0, 1.0), &device),
+        Tensor::<B, 1>::ones([2048], &device),
+    );
     group.throughput(Throughput::Elements((t * 2048) as u64));
-    group.bench_function("rms_norm_512x2048_cpu", |b| b.iter(|| B::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data()));
-    group.bench_function("rms_norm_512x2048_reference", |b| b.iter(|| norm::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data()));
+    group.bench_function("rms_norm_512x2048_cpu", |b| {
+        b.iter(|| B::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data())
+    });
+    group.bench_function("rms_norm_512x2048_reference", |b| {
+        b.iter(|| norm::rms_norm(hidden.clone(), scale.clone(), 1e-6).into_data())
+    });
     let scores = Tensor::<B, 3>::random([8, t, t], Distribution::Normal(0.0, 3.0), &device);
     group.throughput(Throughput::Elements((8 * t * t) as u64));
     group.bench_function("softmax_8x512x512_cpu", |b| b.iter(|| B::softmax_last(scores.clone()).into_data()));
-    group.bench_function("softmax_8x512x512_reference", |b| b.iter(|| burn::tensor::activation::softmax(scores.clone(), 2).into_data()));
+    group.bench_function("softmax_8x512x512_reference", |b| {
+        b.iter(|| burn::tensor::activation::softmax(scores.clone(), 2).into_data())
+    });
     group.finish();
 }
 
@@ -174,7 +191,12 @@ fn attention(c: &mut Criterion) {
 }
 
 /// The attention group `name` over (query positions, keys) `shapes`.
-fn attention_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device, shapes: &[(usize, usize)]) {
+fn attention_on<A: rmas_kernels::RmasBackend>(
+    c: &mut Criterion,
+    name: &str,
+    device: &A::Device,
+    shapes: &[(usize, usize)],
+) {
     use burn::tensor::{Distribution, Tensor};
     use rmas_kernels::attn;
     let mut group = c.benchmark_group(name);

@@ -36,7 +36,13 @@ fn tolerance(dtype: DType, f32_tolerance: (f32, f32)) -> (f32, f32) {
 }
 
 /// `[a, b, c]` values as a `dtype` tensor; `strided` builds it as a `[b, a, c]` tensor's transposed view.
-fn tensor<B: RmasBackend>(v: &[f32], [a, b, c]: [usize; 3], strided: bool, dtype: DType, d: &B::Device) -> Tensor<B, 3> {
+fn tensor<B: RmasBackend>(
+    v: &[f32],
+    [a, b, c]: [usize; 3],
+    strided: bool,
+    dtype: DType,
+    d: &B::Device,
+) -> Tensor<B, 3> {
     if !strided {
         return Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), [a, b, c]), d).cast(dtype);
     }
@@ -50,7 +56,14 @@ fn tensor<B: RmasBackend>(v: &[f32], [a, b, c]: [usize; 3], strided: bool, dtype
 }
 
 fn activations<B: RmasBackend>(d: &B::Device) {
-    let shapes = [([1, 1, 1], false), ([1, 1, 7], false), ([3, 5, 7], true), ([2, 3, 2731], false), ([4, 3, 1500], true), ([1, 3, 400_001], false)];
+    let shapes = [
+        ([1, 1, 1], false),
+        ([1, 1, 7], false),
+        ([3, 5, 7], true),
+        ([2, 3, 2731], false),
+        ([4, 3, 1500], true),
+        ([1, 3, 400_001], false),
+    ];
     for dtype in dtypes::<B>(d) {
         let (atol, rtol) = tolerance(dtype, (2e-6, 1e-5));
         for (shape, strided) in shapes {
@@ -60,7 +73,10 @@ fn activations<B: RmasBackend>(d: &B::Device) {
             for act in [Act::Silu, Act::Sigmoid, Act::GeluTanh] {
                 let what = format!("{act:?} {dtype:?} {shape:?} strided={strided}");
                 let want = |gate: bool| {
-                    let v = x.iter().zip(&by).map(|(&x, &b)| (act_f64(act, x as f64) * if gate { b as f64 } else { 1.0 }) as f32);
+                    let v = x
+                        .iter()
+                        .zip(&by)
+                        .map(|(&x, &b)| (act_f64(act, x as f64) * if gate { b as f64 } else { 1.0 }) as f32);
                     Tensor::<B, 3>::from_data(TensorData::new(v.collect(), shape), d)
                 };
                 let got = B::activate(tensor::<B>(&x, shape, strided, dtype, d), act, None);
@@ -76,7 +92,8 @@ fn activations<B: RmasBackend>(d: &B::Device) {
 
 fn softmax<B: RmasBackend>(d: &B::Device) {
     // [2, 2100, 3]: more rows than the kernel's cubes, so each cube strides over several.
-    let shapes = [([1, 1, 1], false), ([2, 3, 5], true), ([2, 33, 513], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
+    let shapes =
+        [([1, 1, 1], false), ([2, 3, 5], true), ([2, 33, 513], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
     for dtype in dtypes::<B>(d) {
         let (atol, rtol) = tolerance(dtype, (1e-6, 1e-5));
         for (shape, strided) in shapes {
@@ -98,7 +115,13 @@ fn softmax<B: RmasBackend>(d: &B::Device) {
             let got = B::softmax_last(tensor::<B>(&x, shape, strided, dtype, d));
             assert_eq!(got.dtype(), dtype, "softmax: output dtype follows the input");
             let want = Tensor::<B, 3>::from_data(TensorData::new(want, shape), d);
-            assert_close(&format!("softmax {dtype:?} {shape:?} strided={strided}"), got.cast(DType::F32), want, atol, rtol);
+            assert_close(
+                &format!("softmax {dtype:?} {shape:?} strided={strided}"),
+                got.cast(DType::F32),
+                want,
+                atol,
+                rtol,
+            );
         }
     }
 }
@@ -115,13 +138,25 @@ fn matrix<B: RmasBackend>(v: &[f32], [r, c]: [usize; 2], strided: bool, dtype: D
 /// Qwen3.5's causal depthwise convolution + SiLU and its new state, for `[T, C]` inputs after `K − 1`
 /// earlier ones: decode (T = 1), T < K − 1, odd widths, and more elements than the kernel's grid.
 fn causal_conv<B: RmasBackend>(d: &B::Device) {
-    let cases = [(1, 1, 4, false), (1, 7, 4, true), (2, 5, 4, false), (17, 300, 4, true), (3, 2731, 2, false), (260, 4500, 4, false)];
+    let cases = [
+        (1, 1, 4, false),
+        (1, 7, 4, true),
+        (2, 5, 4, false),
+        (17, 300, 4, true),
+        (3, 2731, 2, false),
+        (260, 4500, 4, false),
+    ];
     for dtype in dtypes::<B>(d) {
         let (atol, rtol) = tolerance(dtype, (2e-6, 1e-5));
         for (t, c, k, strided) in cases {
             let seed = (t * c * k) as u64;
-            let (x, state, weight) = (values(seed, t * c, 3.0, dtype), values(seed + 1, (k - 1) * c, 3.0, dtype), values(seed + 2, k * c, 1.0, dtype));
-            let window = |r: usize| if r < k - 1 { &state[r * c..(r + 1) * c] } else { &x[(r + 1 - k) * c..(r + 2 - k) * c] };
+            let (x, state, weight) = (
+                values(seed, t * c, 3.0, dtype),
+                values(seed + 1, (k - 1) * c, 3.0, dtype),
+                values(seed + 2, k * c, 1.0, dtype),
+            );
+            let window =
+                |r: usize| if r < k - 1 { &state[r * c..(r + 1) * c] } else { &x[(r + 1 - k) * c..(r + 2 - k) * c] };
             let mut want = Vec::with_capacity(t * c);
             for i in 0..t {
                 want.extend((0..c).map(|ch| {
@@ -148,7 +183,8 @@ fn causal_conv<B: RmasBackend>(d: &B::Device) {
 /// RMSNorm over the last axis: rows wider and narrower than the cube, more rows than its grid, strided
 /// inputs, and values whose squares would overflow an f16 sum (the norm sums in f32).
 fn rms_norm<B: RmasBackend>(d: &B::Device) {
-    let shapes = [([1, 1, 1], false), ([2, 3, 7], true), ([1, 17, 2049], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
+    let shapes =
+        [([1, 1, 1], false), ([2, 3, 7], true), ([1, 17, 2049], false), ([3, 4, 130], true), ([2, 2100, 3], false)];
     for dtype in dtypes::<B>(d) {
         let (atol, rtol) = tolerance(dtype, (2e-6, 2e-6));
         for (shape, strided) in shapes {
@@ -164,7 +200,13 @@ fn rms_norm<B: RmasBackend>(d: &B::Device) {
             let got = B::rms_norm(tensor::<B>(&x, shape, strided, dtype, d), scale, 1e-6);
             let what = format!("rms_norm {dtype:?} {shape:?} strided={strided}");
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
-            assert_close(&what, got.cast(DType::F32), Tensor::<B, 3>::from_data(TensorData::new(want, shape), d), atol, rtol);
+            assert_close(
+                &what,
+                got.cast(DType::F32),
+                Tensor::<B, 3>::from_data(TensorData::new(want, shape), d),
+                atol,
+                rtol,
+            );
         }
     }
 }
@@ -206,8 +248,12 @@ fn causal_attention<B: RmasBackend>(d: &B::Device) {
                     let p = l - t + i;
                     let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
                     let qi = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
-                    let row = |x: &[f32], j: usize| x[(g * cap + j) * hd..(g * cap + j + 1) * hd].iter().map(|&x| x as f64).collect::<Vec<_>>();
-                    let s: Vec<f64> = (lo..=p).map(|j| scale * row(&k, j).iter().zip(qi).map(|(k, &q)| k * q as f64).sum::<f64>()).collect();
+                    let row = |x: &[f32], j: usize| {
+                        x[(g * cap + j) * hd..(g * cap + j + 1) * hd].iter().map(|&x| x as f64).collect::<Vec<_>>()
+                    };
+                    let s: Vec<f64> = (lo..=p)
+                        .map(|j| scale * row(&k, j).iter().zip(qi).map(|(k, &q)| k * q as f64).sum::<f64>())
+                        .collect();
                     let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
                     let z: f64 = e.iter().sum();
@@ -218,10 +264,17 @@ fn causal_attention<B: RmasBackend>(d: &B::Device) {
                 }
             }
             let q = Tensor::<B, 3>::from_data(TensorData::new(q, [t, nh, hd]), d).cast(dtype).swap_dims(0, 1);
-            let [k, v] = [k, v].map(|x| Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype).narrow(1, 0, l));
+            let [k, v] = [k, v]
+                .map(|x| Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype).narrow(1, 0, l));
             let got = B::causal_attention(q, k, v, scale, window);
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
-            assert_close(&what, got.cast(DType::F32), Tensor::<B, 3>::from_data(TensorData::new(want, [nh, t, hd]), d), atol, rtol);
+            assert_close(
+                &what,
+                got.cast(DType::F32),
+                Tensor::<B, 3>::from_data(TensorData::new(want, [nh, t, hd]), d),
+                atol,
+                rtol,
+            );
         }
     }
 }

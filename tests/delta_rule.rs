@@ -134,7 +134,8 @@ fn check<B: RmasBackend>(d: &B::Device, t: usize, strong: bool, dims: [usize; 4]
     let inputs = Inputs::new(t as u64 * 7 + strong as u64 + dk as u64, t, strong, dims);
     let [o_ref, normed_ref, s_ref] = inputs.naive(s0.to_vec());
     let token_major = |o: &[f64]| host::<B, 3>(o, [nv, t, dv], d).swap_dims(0, 1); // [t, nv, dv]
-    let (o_ref, normed_ref, s_ref) = (token_major(&o_ref), token_major(&normed_ref), host::<B, 3>(&s_ref, [nv, dk, dv], d));
+    let (o_ref, normed_ref, s_ref) =
+        (token_major(&o_ref), token_major(&normed_ref), host::<B, 3>(&s_ref, [nv, dk, dv], d));
     let rule = |strided| inputs.rule::<B>(s0, strided, d);
     let cases = [
         ("chunked", gdn::chunked(rule(false)), &o_ref),

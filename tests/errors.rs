@@ -6,7 +6,7 @@ use burn::backend::NdArray;
 use burn::tensor::DType;
 use rmas_models::{Model, ModelError};
 use rmas_suite::golden;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 type B = NdArray;
 
@@ -152,10 +152,15 @@ fn logit_softcap_must_be_positive() {
     // Gemma3ForConditionalGeneration never reads the cap; Gemma3ForCausalLM (`gemma3_text`) does.
     assert!(load(&dir).is_ok(), "a `gemma3` config's logit cap is unused");
     let path = dir.join("config.json");
-    let cfg = std::fs::read_to_string(&path).unwrap().replace("\"model_type\": \"gemma3\",", "\"model_type\": \"gemma3_text\",");
+    let cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"model_type\": \"gemma3\",", "\"model_type\": \"gemma3_text\",");
     std::fs::write(&path, cfg).unwrap();
     let msg = message(load(&dir));
-    assert!(msg.contains("`final_logit_softcapping` is -1; expected a positive number") && msg.contains("config.json"), "{msg}");
+    assert!(
+        msg.contains("`final_logit_softcapping` is -1; expected a positive number") && msg.contains("config.json"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -170,10 +175,22 @@ fn degenerate_sizes_are_errors_not_panics() {
         ("qwen3", vec![("partial_rotary_factor", json!(0.0))], "rotary width 0"),
         ("qwen3", vec![("rope_parameters", json!({"rope_type": "default", "rope_theta": 0.0}))], "`rope_theta` is 0"),
         ("qwen2", vec![("num_hidden_layers", json!(1u64 << 40))], "num_hidden_layers 1099511627776 is implausible"),
-        ("qwen3_5", vec![("layer_types", Value::Null), ("full_attention_interval", json!(0))], "`full_attention_interval` is 0"),
-        ("gemma3", vec![("layer_types", Value::Null), ("sliding_window_pattern", json!(0))], "`sliding_window_pattern` is 0"),
+        (
+            "qwen3_5",
+            vec![("layer_types", Value::Null), ("full_attention_interval", json!(0))],
+            "`full_attention_interval` is 0",
+        ),
+        (
+            "gemma3",
+            vec![("layer_types", Value::Null), ("sliding_window_pattern", json!(0))],
+            "`sliding_window_pattern` is 0",
+        ),
         ("gemma3", vec![("head_dim", json!(15))], "rotary width 15"),
-        ("gemma3", vec![("rope_parameters", Value::Null), ("rope_local_base_freq", json!(0.0))], "`rope_local_base_freq` is 0"),
+        (
+            "gemma3",
+            vec![("rope_parameters", Value::Null), ("rope_local_base_freq", json!(0.0))],
+            "`rope_local_base_freq` is 0",
+        ),
     ];
     for (i, (arch, edits, expected)) in cases.iter().enumerate() {
         let msg = message(load(&edited_json(arch, &format!("degenerate{i}"), edits)));
@@ -194,7 +211,10 @@ fn number_config_edits_never_panic() {
     };
     let mut panics = Vec::new();
     for arch in ["qwen2", "qwen3", "qwen3_5", "llama", "mistral", "gemma3"] {
-        let base: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("models/{arch}/model/config.json"))).unwrap()).unwrap();
+        let base: Value = serde_json::from_str(
+            &std::fs::read_to_string(golden(&format!("models/{arch}/model/config.json"))).unwrap(),
+        )
+        .unwrap();
         let text = base.get("text_config").unwrap_or(&base).as_object().unwrap();
         // (top-level key, edited value) pairs: numbers directly, numbers inside objects one at a time.
         let mut edits: Vec<(String, Value)> = Vec::new();
@@ -245,7 +265,9 @@ fn token_outside_vocabulary_is_an_error() {
 #[test]
 fn unsupported_dtype_on_backend_is_an_error() {
     for dtype in [DType::BF16, DType::F16] {
-        let err = Model::<B>::load(&golden("models/qwen2/model"), &Default::default(), dtype).err().expect("ndarray has no half precision");
+        let err = Model::<B>::load(&golden("models/qwen2/model"), &Default::default(), dtype)
+            .err()
+            .expect("ndarray has no half precision");
         assert!(err.to_string().contains("not supported by the ndarray backend"), "{err}");
     }
 }

@@ -20,10 +20,18 @@ fn values(seed: u64, n: usize, scale: f64, shift: f64) -> Vec<f64> {
 }
 
 /// LayerNorm of `a + r + bias` per row, in f64.
-fn layer_norm_ref(a: &[f64], r: Option<&[f64]>, bias: Option<&[f64]>, gamma: &[f64], beta: &[f64], d: usize) -> Vec<f64> {
+fn layer_norm_ref(
+    a: &[f64],
+    r: Option<&[f64]>,
+    bias: Option<&[f64]>,
+    gamma: &[f64],
+    beta: &[f64],
+    d: usize,
+) -> Vec<f64> {
     let mut out = Vec::with_capacity(a.len());
     for (row, chunk) in a.chunks(d).enumerate() {
-        let x: Vec<f64> = (0..d).map(|j| chunk[j] + r.map_or(0.0, |r| r[row * d + j]) + bias.map_or(0.0, |b| b[j])).collect();
+        let x: Vec<f64> =
+            (0..d).map(|j| chunk[j] + r.map_or(0.0, |r| r[row * d + j]) + bias.map_or(0.0, |b| b[j])).collect();
         let mean = x.iter().sum::<f64>() / d as f64;
         let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
         out.extend(x.iter().enumerate().map(|(j, v)| (v - mean) / (var + EPS).sqrt() * gamma[j] + beta[j]));
@@ -78,7 +86,8 @@ fn layer_norm_sum<B: RmasBackend>(d: &B::Device) {
             let gamma = rounded(values(seed + 3, w, 0.3, 1.0), dtype);
             let beta = rounded(values(seed + 4, w, 0.1, 0.0), dtype);
             for (with_r, with_b) in [(false, false), (true, false), (true, true)] {
-                let expected = layer_norm_ref(&a, with_r.then_some(&r[..]), with_b.then_some(&bias[..]), &gamma, &beta, w);
+                let expected =
+                    layer_norm_ref(&a, with_r.then_some(&r[..]), with_b.then_some(&bias[..]), &gamma, &beta, w);
                 let got = B::layer_norm_sum(
                     host::<B, 2>(&a, [t, w], d, dtype),
                     with_r.then(|| host::<B, 2>(&r, [t, w], d, dtype)),
@@ -105,7 +114,13 @@ fn bias_gelu<B: RmasBackend>(d: &B::Device) {
             let expected: Vec<f64> = x.iter().enumerate().map(|(k, v)| gelu_ref(v + bias[k % w])).collect();
             let got = B::bias_gelu(host::<B, 2>(&x, [t, w], d, dtype), host::<B, 1>(&bias, [w], d, dtype));
             let (atol, rtol) = tolerance(dtype);
-            assert_close(&format!("bias_gelu {dtype:?} [{t}, {w}]"), got.cast(DType::F32), host::<B, 2>(&expected, [t, w], d, DType::F32), atol, rtol);
+            assert_close(
+                &format!("bias_gelu {dtype:?} [{t}, {w}]"),
+                got.cast(DType::F32),
+                host::<B, 2>(&expected, [t, w], d, DType::F32),
+                atol,
+                rtol,
+            );
         }
     }
 }

@@ -23,8 +23,12 @@ fn load<B: RmasBackend>(case: &str, device: &B::Device) -> Model<B> {
 /// the case's `golden.json` (Qwen3.5's gated norm amplifies rounding to ~7e-4), at least 2e-4.
 fn logit_tol(case: &str) -> f32 {
     let path = golden(&format!("{case}/golden.json"));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
-    let noise = json["max_abs_logits_float32_vs_float64"].as_f64().unwrap_or_else(|| panic!("{}: no float64 noise", path.display()));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .unwrap();
+    let noise = json["max_abs_logits_float32_vs_float64"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{}: no float64 noise", path.display()));
     (3.0 * noise as f32).max(2e-4)
 }
 
@@ -109,7 +113,13 @@ fn config_variants<B: RmasBackend>(device: &B::Device) {
         let mut cache = model.new_cache(prompt.len()).unwrap();
         let states = model.forward(model.embed(&prompt).unwrap(), &mut cache).unwrap(); // [T, hidden]
         let last = model.logits(rmas_models::generate::last_row(states)); // [1, vocab]
-        assert_close(&format!("{name} last logits"), last, g.tensor::<B, 1>("last_logits", device).unsqueeze(), tol, 0.0);
+        assert_close(
+            &format!("{name} last logits"),
+            last,
+            g.tensor::<B, 1>("last_logits", device).unsqueeze(),
+            tol,
+            0.0,
+        );
 
         let expected = g.ids("new_ids");
         let out = greedy(&model, &prompt, expected.len());
@@ -153,7 +163,13 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
         let split = VocabMatrix::from_tensor(m.clone(), block_rows);
         assert_eq!(split.num_blocks(), v.div_ceil(block_rows));
         split.rows(&ids).into_data().assert_eq(&whole.rows(&ids).into_data(), true);
-        assert_close(&format!("logits in blocks of {block_rows}"), split.logits(x.clone()), whole.logits(x.clone()), 1e-6, 1e-6);
+        assert_close(
+            &format!("logits in blocks of {block_rows}"),
+            split.logits(x.clone()),
+            whole.logits(x.clone()),
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -161,10 +177,17 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
 /// burn's matmul, for 1…9 rows and widths that do not divide evenly among threads.
 fn weight_products<B: RmasBackend>(device: &B::Device) {
     for (rows, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70)] {
-        let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(rows as u64, rows * k), [rows, k]), device);
+        let x =
+            Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(rows as u64, rows * k), [rows, k]), device);
         let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(7, k * n), [k, n]), device);
         let what = format!("{rows}x{k} by {k}x{n}");
-        assert_close(&format!("linear {what}"), B::linear_matmul(x.clone(), w.clone()), x.clone().matmul(w.clone()), 1e-5, 1e-5);
+        assert_close(
+            &format!("linear {what}"),
+            B::linear_matmul(x.clone(), w.clone()),
+            x.clone().matmul(w.clone()),
+            1e-5,
+            1e-5,
+        );
         let m = w.clone().transpose().into_data(); // [n, k], contiguous
         let m = Tensor::<B, 2>::from_data(m, device);
         assert_close(&format!("logits {what}"), B::vocab_logits(x.clone(), m), x.matmul(w), 1e-5, 1e-5);

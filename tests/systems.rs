@@ -10,9 +10,9 @@ use rmas::engine::{Event, Run, RunOptions, StageKind, System};
 use rmas::hub::Hub;
 use rmas::system::SystemSpec;
 use rmas::system::downloads::{Downloads, Fetched, Want};
+use rmas_models::generate::Sampling;
 use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
-use rmas_models::generate::Sampling;
 use rmas_suite::{Golden, assert_close, golden};
 use rmas_text::ChatOptions;
 use rmas_text::prompts::{Dataset, Style};
@@ -56,7 +56,9 @@ impl ByteSource for Recorded {
 
 /// Runs a golden case.
 fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap())
+            .unwrap();
     let g = Golden::open(&format!("systems/{name}/expected.safetensors"));
     let settings = &expected["settings"];
     let style: Style = settings["style"].as_str().unwrap().parse().unwrap();
@@ -71,7 +73,11 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
             let file = bytes.map(|bytes| {
                 let recorded = Recorded { bytes, largest_read: Rc::new(Cell::new(0)) };
                 if file.ends_with(".safetensors") && want == Want::Bytes {
-                    weight_files.borrow_mut().push((format!("{repo}/{file}"), recorded.bytes.clone(), recorded.largest_read.clone()));
+                    weight_files.borrow_mut().push((
+                        format!("{repo}/{file}"),
+                        recorded.bytes.clone(),
+                        recorded.largest_read.clone(),
+                    ));
                 }
                 Box::new(recorded) as Fetched
             });
@@ -93,8 +99,16 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
             let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
             let largest_tensor = st.tensors().iter().map(|(_, t)| t.data().len()).max().unwrap();
             let limit = largest_tensor.max(header);
-            assert!(largest_read.get() <= limit, "{file}: a read of {} bytes, largest tensor or header {limit}", largest_read.get());
-            assert!(largest_read.get() > 0 && largest_read.get() < bytes.len(), "{file}: largest read {}", largest_read.get());
+            assert!(
+                largest_read.get() <= limit,
+                "{file}: a read of {} bytes, largest tensor or header {limit}",
+                largest_read.get()
+            );
+            assert!(
+                largest_read.get() > 0 && largest_read.get() < bytes.len(),
+                "{file}: largest read {}",
+                largest_read.get()
+            );
         }
         system
     } else {
@@ -145,7 +159,8 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
             }
             _ => {}
         };
-        let result = block_on(Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute()).unwrap();
+        let result =
+            block_on(Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute()).unwrap();
         for (key, tensor) in seen {
             assert_close(&format!("{name} {key}"), tensor, g.tensor(&key, device), ATOL, RTOL);
             seen_keys.push(key);
@@ -173,7 +188,10 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let mut calls: HashMap<(usize, String), Vec<Vec<u32>>> = HashMap::new();
     for e in expected["events"].as_array().unwrap().iter().filter(|e| e["event"] == "generate") {
         let ids = e["returned_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-        calls.entry((e["round"].as_u64().unwrap() as usize, e["role"].as_str().unwrap().to_owned())).or_default().push(ids);
+        calls
+            .entry((e["round"].as_u64().unwrap() as usize, e["role"].as_str().unwrap().to_owned()))
+            .or_default()
+            .push(ids);
     }
     assert!(!calls.is_empty(), "{name}: no generate calls recorded");
     assert_eq!(ours, calls, "{name}: generated ids per stage and call");

@@ -102,7 +102,9 @@ mod tests {
         let cases: [(Act, fn(f64) -> f64); 3] = [
             (Act::Silu, |x| x / (1.0 + (-x).exp())),
             (Act::Sigmoid, |x| 1.0 / (1.0 + (-x).exp())),
-            (Act::GeluTanh, |x| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())),
+            (Act::GeluTanh, |x| {
+                0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+            }),
         ];
         for (act, f) in cases {
             let mut out = x.clone();

@@ -3,141 +3,143 @@
 //! ops (its sigmoid alone is five, the norm seven).
 
 use burn::tensor::{DType, Tensor};
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use burn_cubecl::{
+    BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
+};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::Act;
 use crate::cube::{Cube, ELEM_UNITS, MAX_CUBES, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
 
 mod kernel {
-use cubecl::prelude::*;
+    use cubecl::prelude::*;
 
-use crate::cube::cube_reduce;
+    use crate::cube::cube_reduce;
 
-/// `act(x)` for the activation code `act` (see [`super::code`]).
-#[cube]
-fn activation<F: Float>(x: F, #[comptime] act: u32) -> F {
-    // Each is m(x)·σ(s(x)): silu x·σ(x), sigmoid σ(x), gelu-tanh x·σ(2·√(2/π)·(x + 0.044715·x³)).
-    let mut m = x;
-    if comptime!(act == 1) {
-        m = F::new(1.0);
-    }
-    let mut s = x;
-    if comptime!(act == 2) {
-        s = F::new(2.0 * 0.797_884_6) * (x + F::new(0.044715) * x * x * x);
-    }
-    m / (F::new(1.0) + F::exp(-s))
-}
-
-#[cube(launch)]
-pub fn activate_kernel<F: Float>(
-    x: &Tensor<F>,       // any shape, contiguous
-    by: &Tensor<F>,      // x's shape (read only when gated)
-    out: &mut Tensor<F>, // x's shape
-    #[comptime] act: u32,
-    #[comptime] gated: bool,
-    #[define(F)] _dtype: StorageType,
-) {
-    let n = x.len();
-    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
-    while i < n {
-        let y = activation::<F>(x[i], act);
-        if gated {
-            out[i] = y * by[i];
-        } else {
-            out[i] = y;
+    /// `act(x)` for the activation code `act` (see [`super::code`]).
+    #[cube]
+    fn activation<F: Float>(x: F, #[comptime] act: u32) -> F {
+        // Each is m(x)·σ(s(x)): silu x·σ(x), sigmoid σ(x), gelu-tanh x·σ(2·√(2/π)·(x + 0.044715·x³)).
+        let mut m = x;
+        if comptime!(act == 1) {
+            m = F::new(1.0);
         }
-        i += step;
+        let mut s = x;
+        if comptime!(act == 2) {
+            s = F::new(2.0 * 0.797_884_6) * (x + F::new(0.044715) * x * x * x);
+        }
+        m / (F::new(1.0) + F::exp(-s))
     }
-}
 
-/// The maximum (or with `squares` the sum of squares) of `x[base..base + width]` over the cube.
-#[cube]
-fn row_reduce<F: Float>(
-    x: &Tensor<F>,
-    base: usize,
-    width: usize,
-    shared: &mut SharedMemory<F>,
-    #[comptime] units: usize,
-    #[comptime] squares: bool,
-) -> F {
-    let mut acc = F::min_value();
-    if squares {
-        acc = F::new(0.0);
+    #[cube(launch)]
+    pub fn activate_kernel<F: Float>(
+        x: &Tensor<F>,       // any shape, contiguous
+        by: &Tensor<F>,      // x's shape (read only when gated)
+        out: &mut Tensor<F>, // x's shape
+        #[comptime] act: u32,
+        #[comptime] gated: bool,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let n = x.len();
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+        while i < n {
+            let y = activation::<F>(x[i], act);
+            if gated {
+                out[i] = y * by[i];
+            } else {
+                out[i] = y;
+            }
+            i += step;
+        }
     }
-    let mut j = UNIT_POS_X as usize;
-    while j < width {
-        let v = x[base + j];
+
+    /// The maximum (or with `squares` the sum of squares) of `x[base..base + width]` over the cube.
+    #[cube]
+    fn row_reduce<F: Float>(
+        x: &Tensor<F>,
+        base: usize,
+        width: usize,
+        shared: &mut SharedMemory<F>,
+        #[comptime] units: usize,
+        #[comptime] squares: bool,
+    ) -> F {
+        let mut acc = F::min_value();
         if squares {
-            acc += v * v;
-        } else {
-            acc = max(acc, v);
+            acc = F::new(0.0);
         }
-        j += units;
+        let mut j = UNIT_POS_X as usize;
+        while j < width {
+            let v = x[base + j];
+            if squares {
+                acc += v * v;
+            } else {
+                acc = max(acc, v);
+            }
+            j += units;
+        }
+        cube_reduce(shared, acc, comptime!(!squares))
     }
-    cube_reduce(shared, acc, comptime!(!squares))
-}
 
-#[cube(launch)]
-pub fn softmax_kernel<F: Float>(
-    x: &Tensor<F>,       // [rows, width] contiguous
-    out: &mut Tensor<F>, // [rows, width]
-    #[comptime] units: usize,
-    #[define(F)] _dtype: StorageType,
-) {
-    let u = UNIT_POS_X as usize;
-    let width = x.shape(x.rank() - 1);
-    let rows = x.len() / width;
-    let mut shared = SharedMemory::<F>::new(units);
-    let mut row = CUBE_POS_X as usize;
-    while row < rows {
-        let base = row * width;
-        let m = row_reduce(x, base, width, &mut shared, units, false);
-        let mut sum = F::new(0.0);
-        let mut j = u;
-        while j < width {
-            let e = F::exp(x[base + j] - m);
-            out[base + j] = e;
-            sum += e;
-            j += units;
+    #[cube(launch)]
+    pub fn softmax_kernel<F: Float>(
+        x: &Tensor<F>,       // [rows, width] contiguous
+        out: &mut Tensor<F>, // [rows, width]
+        #[comptime] units: usize,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let u = UNIT_POS_X as usize;
+        let width = x.shape(x.rank() - 1);
+        let rows = x.len() / width;
+        let mut shared = SharedMemory::<F>::new(units);
+        let mut row = CUBE_POS_X as usize;
+        while row < rows {
+            let base = row * width;
+            let m = row_reduce(x, base, width, &mut shared, units, false);
+            let mut sum = F::new(0.0);
+            let mut j = u;
+            while j < width {
+                let e = F::exp(x[base + j] - m);
+                out[base + j] = e;
+                sum += e;
+                j += units;
+            }
+            let scale = F::new(1.0) / cube_reduce(&mut shared, sum, false);
+            j = u;
+            while j < width {
+                out[base + j] *= scale;
+                j += units;
+            }
+            row += CUBE_COUNT_X as usize;
         }
-        let scale = F::new(1.0) / cube_reduce(&mut shared, sum, false);
-        j = u;
-        while j < width {
-            out[base + j] *= scale;
-            j += units;
-        }
-        row += CUBE_COUNT_X as usize;
     }
-}
 
-#[cube(launch)]
-pub fn rms_norm_kernel<F: Float>(
-    x: &Tensor<F>,       // [rows, width] contiguous
-    scale: &Tensor<F>,   // [width]
-    out: &mut Tensor<F>, // [rows, width]
-    #[comptime] units: usize,
-    #[comptime] eps_bits: u32,
-    #[define(F)] _dtype: StorageType,
-) {
-    let u = UNIT_POS_X as usize;
-    let width = x.shape(x.rank() - 1);
-    let rows = x.len() / width;
-    let mut shared = SharedMemory::<F>::new(units);
-    let mut row = CUBE_POS_X as usize;
-    while row < rows {
-        let base = row * width;
-        let mean_square = row_reduce(x, base, width, &mut shared, units, true) / F::cast_from(width as u32);
-        let inv = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
-        let mut j = u;
-        while j < width {
-            out[base + j] = x[base + j] * inv * scale[j];
-            j += units;
+    #[cube(launch)]
+    pub fn rms_norm_kernel<F: Float>(
+        x: &Tensor<F>,       // [rows, width] contiguous
+        scale: &Tensor<F>,   // [width]
+        out: &mut Tensor<F>, // [rows, width]
+        #[comptime] units: usize,
+        #[comptime] eps_bits: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let u = UNIT_POS_X as usize;
+        let width = x.shape(x.rank() - 1);
+        let rows = x.len() / width;
+        let mut shared = SharedMemory::<F>::new(units);
+        let mut row = CUBE_POS_X as usize;
+        while row < rows {
+            let base = row * width;
+            let mean_square = row_reduce(x, base, width, &mut shared, units, true) / F::cast_from(width as u32);
+            let inv = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+            let mut j = u;
+            while j < width {
+                out[base + j] = x[base + j] * inv * scale[j];
+                j += units;
+            }
+            row += CUBE_COUNT_X as usize;
         }
-        row += CUBE_COUNT_X as usize;
     }
-}
 }
 
 /// The kernel's code for `act`.

@@ -9,9 +9,18 @@ use crate::gdn::f32_of;
 /// (`L ≥ T`): query `i` sits at key position `L − T + i` and sees the keys at or before it, the
 /// last `window` of them when given; query head `h` reads KV head `h / (nh / nkv)`. Scores and
 /// softmax are f32; returns `[nh, T, hd]` in `v`'s dtype.
-pub fn reference<B: RmasBackend>(q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, scale: f64, window: Option<usize>) -> Tensor<B, 3> {
+pub fn reference<B: RmasBackend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<B, 3> {
     let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
-    assert!(l >= t && nh % nkv == 0 && window != Some(0), "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}");
+    assert!(
+        l >= t && nh % nkv == 0 && window != Some(0),
+        "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}"
+    );
     let rep = nh / nkv;
     // A single query with a window only needs the window's keys.
     let (k, v, l) = match window {
@@ -36,7 +45,13 @@ pub(crate) fn first_key(i: usize, t: usize, l: usize, window: Option<usize>) -> 
 
 /// `true` where query row `r·T + i` may not see key `j`: `[1, rep·T, L]`, or `None` when every
 /// query sees every key.
-fn mask<B: RmasBackend>(t: usize, l: usize, rep: usize, window: Option<usize>, device: &B::Device) -> Option<Tensor<B, 3, Bool>> {
+fn mask<B: RmasBackend>(
+    t: usize,
+    l: usize,
+    rep: usize,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Option<Tensor<B, 3, Bool>> {
     if t == 1 && first_key(0, t, l, window) == 0 {
         return None;
     }

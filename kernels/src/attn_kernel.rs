@@ -28,199 +28,199 @@ const DECODE_ROWS: usize = 16;
 const SCORE_BYTES: usize = 256 << 20;
 
 mod kernel {
-use cubecl::prelude::*;
+    use cubecl::prelude::*;
 
-#[cube(launch)]
-pub fn attention_kernel<F: Float>(
-    q: &Tensor<F>,          // [nh, T, hd], any strides
-    k: &Tensor<F>,          // [nkv, L, hd], any strides
-    v: &Tensor<F>,          // [nkv, L, hd], any strides
-    out: &mut Tensor<F>,    // [nh, T, hd] (written when not split)
-    part: &mut Tensor<f32>, // [splits, nkv·T·rep, hd + 2]: numerator, max, denominator (when split)
-    #[comptime] rep: usize,
-    #[comptime] hd: usize,
-    #[comptime] units: usize,
-    #[comptime] window: usize, // 0: none (a window is at least 1)
-    #[comptime] scale_bits: u32,
-    #[comptime] split: bool,
-    #[define(F)] _dtype: StorageType,
-) {
-    let per_unit = comptime!(hd.div_ceil(units));
-    let u = UNIT_POS_X as usize;
-    let t_len = q.shape(1);
-    let nkv = k.shape(0);
-    let l_len = k.shape(1);
-    let splits = CUBE_COUNT_Y as usize;
-    // Strides read once (the loops below would reload them from the metadata).
-    let qh = q.stride(0);
-    let qt = q.stride(1);
-    let qc = q.stride(2);
-    let kg = k.stride(0);
-    let kj = k.stride(1);
-    let kc = k.stride(2);
-    let vg = v.stride(0);
-    let vj = v.stride(1);
-    let vc = v.stride(2);
-    let scale = f32::new(comptime!(f32::from_bits(scale_bits)));
-    let mut q_s = SharedMemory::<f32>::new(rep * hd); // the group's scaled queries
-    let mut p_s = SharedMemory::<f32>::new(rep * units); // one tile's scores, then weights
-    let mut m = Array::<f32>::new(rep); // running max per query head
-    let mut z = Array::<f32>::new(rep); // running denominator
-    let mut alpha = Array::<f32>::new(rep); // rescale of this tile
-    let mut acc = Array::<f32>::new(rep * per_unit); // numerators of this unit's dims u + x·units
-    let mut pair = CUBE_POS_X as usize;
-    while pair < nkv * t_len {
-        let g = pair / t_len;
-        let i = pair % t_len;
-        let pos = l_len - t_len + i;
-        let mut lo = 0usize;
-        if comptime!(window > 0) {
-            if pos + 1 > window {
-                lo = pos + 1 - window;
+    #[cube(launch)]
+    pub fn attention_kernel<F: Float>(
+        q: &Tensor<F>,          // [nh, T, hd], any strides
+        k: &Tensor<F>,          // [nkv, L, hd], any strides
+        v: &Tensor<F>,          // [nkv, L, hd], any strides
+        out: &mut Tensor<F>,    // [nh, T, hd] (written when not split)
+        part: &mut Tensor<f32>, // [splits, nkv·T·rep, hd + 2]: numerator, max, denominator (when split)
+        #[comptime] rep: usize,
+        #[comptime] hd: usize,
+        #[comptime] units: usize,
+        #[comptime] window: usize, // 0: none (a window is at least 1)
+        #[comptime] scale_bits: u32,
+        #[comptime] split: bool,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let per_unit = comptime!(hd.div_ceil(units));
+        let u = UNIT_POS_X as usize;
+        let t_len = q.shape(1);
+        let nkv = k.shape(0);
+        let l_len = k.shape(1);
+        let splits = CUBE_COUNT_Y as usize;
+        // Strides read once (the loops below would reload them from the metadata).
+        let qh = q.stride(0);
+        let qt = q.stride(1);
+        let qc = q.stride(2);
+        let kg = k.stride(0);
+        let kj = k.stride(1);
+        let kc = k.stride(2);
+        let vg = v.stride(0);
+        let vj = v.stride(1);
+        let vc = v.stride(2);
+        let scale = f32::new(comptime!(f32::from_bits(scale_bits)));
+        let mut q_s = SharedMemory::<f32>::new(rep * hd); // the group's scaled queries
+        let mut p_s = SharedMemory::<f32>::new(rep * units); // one tile's scores, then weights
+        let mut m = Array::<f32>::new(rep); // running max per query head
+        let mut z = Array::<f32>::new(rep); // running denominator
+        let mut alpha = Array::<f32>::new(rep); // rescale of this tile
+        let mut acc = Array::<f32>::new(rep * per_unit); // numerators of this unit's dims u + x·units
+        let mut pair = CUBE_POS_X as usize;
+        while pair < nkv * t_len {
+            let g = pair / t_len;
+            let i = pair % t_len;
+            let pos = l_len - t_len + i;
+            let mut lo = 0usize;
+            if comptime!(window > 0) {
+                if pos + 1 > window {
+                    lo = pos + 1 - window;
+                }
             }
-        }
-        // This split's share of the visible keys [lo, pos], in whole tiles.
-        let tiles = (pos + 1 - lo + units - 1) / units;
-        let per_split = (tiles + splits - 1) / splits * units;
-        let start = lo + CUBE_POS_Y as usize * per_split;
-        let mut end = pos + 1;
-        if start + per_split < end {
-            end = start + per_split;
-        }
+            // This split's share of the visible keys [lo, pos], in whole tiles.
+            let tiles = (pos + 1 - lo + units - 1) / units;
+            let per_split = (tiles + splits - 1) / splits * units;
+            let start = lo + CUBE_POS_Y as usize * per_split;
+            let mut end = pos + 1;
+            if start + per_split < end {
+                end = start + per_split;
+            }
 
-        let mut e = u;
-        while e < rep * hd {
-            let h = g * rep + e / hd;
-            q_s[e] = f32::cast_from(q[h * qh + i * qt + (e % hd) * qc]) * scale;
-            e += units;
-        }
-        for r in 0..rep {
-            m[r] = f32::min_value();
-            z[r] = f32::new(0.0);
-            for x in 0..per_unit {
-                acc[r * per_unit + x] = f32::new(0.0);
+            let mut e = u;
+            while e < rep * hd {
+                let h = g * rep + e / hd;
+                q_s[e] = f32::cast_from(q[h * qh + i * qt + (e % hd) * qc]) * scale;
+                e += units;
             }
-        }
-        sync_cube();
-
-        let mut j0 = start;
-        while j0 < end {
-            // Scores of key j0 + u for every query head of the group (the lowest value past the end).
-            let j = j0 + u;
-            if j < end {
-                let kb = g * kg + j * kj;
-                for r in 0..rep {
-                    let mut s = f32::new(0.0);
-                    for c in 0..hd {
-                        s += q_s[r * hd + c] * f32::cast_from(k[kb + c * kc]);
-                    }
-                    p_s[r * units + u] = s;
-                }
-            } else {
-                for r in 0..rep {
-                    p_s[r * units + u] = f32::min_value();
-                }
-            }
-            sync_cube();
             for r in 0..rep {
-                let mut mt = m[r];
-                for c in 0..units {
-                    mt = max(mt, p_s[r * units + c]);
-                }
-                alpha[r] = f32::exp(m[r] - mt);
-                m[r] = mt;
-            }
-            sync_cube();
-            for r in 0..rep {
-                p_s[r * units + u] = f32::exp(p_s[r * units + u] - m[r]);
-            }
-            sync_cube();
-            let n = min(units, end - j0);
-            for r in 0..rep {
-                let mut sum = f32::new(0.0);
-                for c in 0..n {
-                    sum += p_s[r * units + c];
-                }
-                z[r] = z[r] * alpha[r] + sum;
+                m[r] = f32::min_value();
+                z[r] = f32::new(0.0);
                 for x in 0..per_unit {
-                    acc[r * per_unit + x] *= alpha[r];
+                    acc[r * per_unit + x] = f32::new(0.0);
                 }
             }
-            for x in 0..per_unit {
-                let d = u + x * units;
-                if d < hd {
-                    let vb = g * vg + j0 * vj + d * vc;
+            sync_cube();
+
+            let mut j0 = start;
+            while j0 < end {
+                // Scores of key j0 + u for every query head of the group (the lowest value past the end).
+                let j = j0 + u;
+                if j < end {
+                    let kb = g * kg + j * kj;
+                    for r in 0..rep {
+                        let mut s = f32::new(0.0);
+                        for c in 0..hd {
+                            s += q_s[r * hd + c] * f32::cast_from(k[kb + c * kc]);
+                        }
+                        p_s[r * units + u] = s;
+                    }
+                } else {
+                    for r in 0..rep {
+                        p_s[r * units + u] = f32::min_value();
+                    }
+                }
+                sync_cube();
+                for r in 0..rep {
+                    let mut mt = m[r];
+                    for c in 0..units {
+                        mt = max(mt, p_s[r * units + c]);
+                    }
+                    alpha[r] = f32::exp(m[r] - mt);
+                    m[r] = mt;
+                }
+                sync_cube();
+                for r in 0..rep {
+                    p_s[r * units + u] = f32::exp(p_s[r * units + u] - m[r]);
+                }
+                sync_cube();
+                let n = min(units, end - j0);
+                for r in 0..rep {
+                    let mut sum = f32::new(0.0);
                     for c in 0..n {
-                        let value = f32::cast_from(v[vb + c * vj]);
-                        for r in 0..rep {
-                            acc[r * per_unit + x] += p_s[r * units + c] * value;
+                        sum += p_s[r * units + c];
+                    }
+                    z[r] = z[r] * alpha[r] + sum;
+                    for x in 0..per_unit {
+                        acc[r * per_unit + x] *= alpha[r];
+                    }
+                }
+                for x in 0..per_unit {
+                    let d = u + x * units;
+                    if d < hd {
+                        let vb = g * vg + j0 * vj + d * vc;
+                        for c in 0..n {
+                            let value = f32::cast_from(v[vb + c * vj]);
+                            for r in 0..rep {
+                                acc[r * per_unit + x] += p_s[r * units + c] * value;
+                            }
                         }
                     }
                 }
+                sync_cube();
+                j0 += units;
             }
-            sync_cube();
-            j0 += units;
-        }
 
-        for r in 0..rep {
-            let row = pair * rep + r; // [nkv, T, rep] order
-            let base = (CUBE_POS_Y as usize * nkv * t_len * rep + row) * (hd + 2);
-            for x in 0..per_unit {
-                let d = u + x * units;
-                if d < hd {
-                    if split {
-                        part[base + d] = acc[r * per_unit + x];
-                    } else {
-                        out[((g * rep + r) * t_len + i) * hd + d] = F::cast_from(acc[r * per_unit + x] / z[r]);
+            for r in 0..rep {
+                let row = pair * rep + r; // [nkv, T, rep] order
+                let base = (CUBE_POS_Y as usize * nkv * t_len * rep + row) * (hd + 2);
+                for x in 0..per_unit {
+                    let d = u + x * units;
+                    if d < hd {
+                        if split {
+                            part[base + d] = acc[r * per_unit + x];
+                        } else {
+                            out[((g * rep + r) * t_len + i) * hd + d] = F::cast_from(acc[r * per_unit + x] / z[r]);
+                        }
                     }
                 }
+                if split && u == 0 {
+                    part[base + hd] = m[r];
+                    part[base + hd + 1] = z[r];
+                }
             }
-            if split && u == 0 {
-                part[base + hd] = m[r];
-                part[base + hd + 1] = z[r];
-            }
+            sync_cube();
+            pair += CUBE_COUNT_X as usize;
         }
-        sync_cube();
-        pair += CUBE_COUNT_X as usize;
     }
-}
 
-#[cube(launch)]
-pub fn attention_combine_kernel<F: Float>(
-    part: &Tensor<f32>,  // [splits, nkv·T·rep, hd + 2]
-    out: &mut Tensor<F>, // [nh, T, hd]
-    #[comptime] rep: usize,
-    #[define(F)] _dtype: StorageType,
-) {
-    let t_len = out.shape(1);
-    let hd = out.shape(2);
-    let splits = part.shape(0);
-    let rows = part.shape(1);
-    let width = hd + 2;
-    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut e = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
-    while e < rows * hd {
-        let row = e / hd;
-        let d = e % hd;
-        let mut mx = f32::min_value();
-        for s in 0..splits {
-            mx = max(mx, part[(s * rows + row) * width + hd]);
+    #[cube(launch)]
+    pub fn attention_combine_kernel<F: Float>(
+        part: &Tensor<f32>,  // [splits, nkv·T·rep, hd + 2]
+        out: &mut Tensor<F>, // [nh, T, hd]
+        #[comptime] rep: usize,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let t_len = out.shape(1);
+        let hd = out.shape(2);
+        let splits = part.shape(0);
+        let rows = part.shape(1);
+        let width = hd + 2;
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut e = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+        while e < rows * hd {
+            let row = e / hd;
+            let d = e % hd;
+            let mut mx = f32::min_value();
+            for s in 0..splits {
+                mx = max(mx, part[(s * rows + row) * width + hd]);
+            }
+            let mut num = f32::new(0.0);
+            let mut den = f32::new(0.0);
+            for s in 0..splits {
+                let b = (s * rows + row) * width;
+                let w = f32::exp(part[b + hd] - mx);
+                num += w * part[b + d];
+                den += w * part[b + hd + 1];
+            }
+            // row = (g·T + i)·rep + r is query head g·rep + r at position i.
+            let pair = row / rep;
+            let h = (pair / t_len) * rep + row % rep;
+            out[(h * t_len + pair % t_len) * hd + d] = F::cast_from(num / den);
+            e += step;
         }
-        let mut num = f32::new(0.0);
-        let mut den = f32::new(0.0);
-        for s in 0..splits {
-            let b = (s * rows + row) * width;
-            let w = f32::exp(part[b + hd] - mx);
-            num += w * part[b + d];
-            den += w * part[b + hd + 1];
-        }
-        // row = (g·T + i)·rep + r is query head g·rep + r at position i.
-        let pair = row / rep;
-        let h = (pair / t_len) * rep + row % rep;
-        out[(h * t_len + pair % t_len) * hd + d] = F::cast_from(num / den);
-        e += step;
     }
-}
 }
 
 /// [`crate::attn::reference`] as one kernel launch (two for a split decode step) in `v`'s dtype, for
@@ -234,7 +234,10 @@ pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     window: Option<usize>,
 ) -> Tensor<Cube<R, F, I, BT>, 3> {
     let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
-    assert!(l >= t && nkv > 0 && nh % nkv == 0 && window != Some(0), "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}");
+    assert!(
+        l >= t && nkv > 0 && nh % nkv == 0 && window != Some(0),
+        "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads, window {window:?}"
+    );
     let (rep, dtype) = (nh / nkv, v.dtype());
     let fits = rep * (hd + UNITS) * 4 <= SHARED_BYTES;
     // A prefill whose scores fit in memory takes the reference, whose products run on the runtime's

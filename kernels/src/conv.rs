@@ -9,7 +9,11 @@ use crate::Act;
 /// `x` `[T, C]`, `state` `[K−1, C]` (the previous inputs, oldest first) and `weight` `[K, C]` (row `j`
 /// multiplies input `t − K + 1 + j`); returns it `[T, C]` and the new state (the window's last
 /// `K − 1` rows).
-pub fn causal_conv_silu<B: Backend>(x: Tensor<B, 2>, state: Tensor<B, 2>, weight: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+pub fn causal_conv_silu<B: Backend>(
+    x: Tensor<B, 2>,
+    state: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let t = x.dims()[0];
     let taps = weight.dims()[0];
     let window = Tensor::cat(vec![state, x], 0); // [K−1+T, C]

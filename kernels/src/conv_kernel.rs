@@ -2,55 +2,57 @@
 //! output and the new state, instead of a concatenation, K products, K − 1 sums and the SiLU.
 
 use burn::tensor::Tensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype};
+use burn_cubecl::{
+    BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
+};
 use cubecl::prelude::CubeDim;
 
 use crate::cube::{Cube, ELEM_UNITS, elementwise_cubes, tensor};
 
 mod kernel {
-use cubecl::prelude::*;
+    use cubecl::prelude::*;
 
-/// Element `(r, ch)` of the window `[state ‖ x]`.
-#[cube]
-fn window<F: Float>(x: &Tensor<F>, state: &Tensor<F>, r: usize, ch: usize) -> F {
-    let lag = state.shape(0);
-    let c = x.shape(1);
-    if r < lag { state[r * c + ch] } else { x[(r - lag) * c + ch] }
-}
-
-#[cube(launch)]
-pub fn causal_conv_silu_kernel<F: Float>(
-    x: &Tensor<F>,             // [T, C]
-    state: &Tensor<F>,         // [K−1, C]
-    weight: &Tensor<F>,        // [K, C]
-    out: &mut Tensor<F>,       // [T, C]
-    state_out: &mut Tensor<F>, // [K−1, C]
-    #[define(F)] _dtype: StorageType,
-) {
-    let t_len = x.shape(0);
-    let c = x.shape(1);
-    let taps = weight.shape(0);
-    let outputs = t_len * c;
-    let n = outputs + state.len();
-    let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-    let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
-    while i < n {
-        if i < outputs {
-            let t = i / c;
-            let ch = i % c;
-            let mut acc = F::new(0.0);
-            for j in 0..taps {
-                acc += weight[j * c + ch] * window(x, state, t + j, ch);
-            }
-            out[i] = acc / (F::new(1.0) + F::exp(-acc));
-        } else {
-            // Row r of the new state is window row T + r.
-            let e = i - outputs;
-            state_out[e] = window(x, state, t_len + e / c, e % c);
-        }
-        i += step;
+    /// Element `(r, ch)` of the window `[state ‖ x]`.
+    #[cube]
+    fn window<F: Float>(x: &Tensor<F>, state: &Tensor<F>, r: usize, ch: usize) -> F {
+        let lag = state.shape(0);
+        let c = x.shape(1);
+        if r < lag { state[r * c + ch] } else { x[(r - lag) * c + ch] }
     }
-}
+
+    #[cube(launch)]
+    pub fn causal_conv_silu_kernel<F: Float>(
+        x: &Tensor<F>,             // [T, C]
+        state: &Tensor<F>,         // [K−1, C]
+        weight: &Tensor<F>,        // [K, C]
+        out: &mut Tensor<F>,       // [T, C]
+        state_out: &mut Tensor<F>, // [K−1, C]
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let t_len = x.shape(0);
+        let c = x.shape(1);
+        let taps = weight.shape(0);
+        let outputs = t_len * c;
+        let n = outputs + state.len();
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+        while i < n {
+            if i < outputs {
+                let t = i / c;
+                let ch = i % c;
+                let mut acc = F::new(0.0);
+                for j in 0..taps {
+                    acc += weight[j * c + ch] * window(x, state, t + j, ch);
+                }
+                out[i] = acc / (F::new(1.0) + F::exp(-acc));
+            } else {
+                // Row r of the new state is window row T + r.
+                let e = i - outputs;
+                state_out[e] = window(x, state, t_len + e / c, e % c);
+            }
+            i += step;
+        }
+    }
 }
 
 /// [`crate::conv::causal_conv_silu`] as one kernel launch in `x`'s dtype (inputs of one dtype, at

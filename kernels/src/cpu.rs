@@ -18,8 +18,8 @@
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_ndarray::NdArrayTensor;
-use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, Ix2, Ix3, IxDyn, s};
 use gemm::Parallelism;
+use ndarray::{ArcArray, Array2, ArrayView2, ArrayViewMut2, Ix2, Ix3, IxDyn, s};
 use rayon::prelude::*;
 
 use crate::{Act, DeltaRule, GatedNorm};
@@ -94,8 +94,25 @@ fn matmul(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, mut out: ArrayView
     // borrowed mutably and overwritten without being read (`read_dst` false).
     unsafe {
         gemm::gemm(
-            m, n, k, out.as_mut_ptr(), ocs, ors, false, a.as_ptr(), acs, ars, b.as_ptr(), bcs, brs,
-            0.0, alpha, false, false, false, parallelism,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            ocs,
+            ors,
+            false,
+            a.as_ptr(),
+            acs,
+            ars,
+            b.as_ptr(),
+            bcs,
+            brs,
+            0.0,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
         )
     }
 }
@@ -167,7 +184,13 @@ pub fn activate<const D: usize>(x: Tensor<NdArray, D>, act: Act, by: Option<Tens
 /// [`ATTENTION_ROWS`] rows): one product with the keys the block can see, the masked softmax per
 /// row, one product with the values. The keys after a block's last query are never touched, nor
 /// any score tensor or mask of the whole sequence built.
-pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<NdArray, 3>, scale: f64, window: Option<usize>) -> Tensor<NdArray, 3> {
+pub fn causal_attention(
+    q: Tensor<NdArray, 3>,
+    k: Tensor<NdArray, 3>,
+    v: Tensor<NdArray, 3>,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<NdArray, 3> {
     if [&q, &k, &v].iter().any(|t| t.dtype() != DType::F32) {
         return crate::attn::reference(q, k, v, scale, window);
     }
@@ -184,7 +207,8 @@ pub fn causal_attention(q: Tensor<NdArray, 3>, k: Tensor<NdArray, 3>, v: Tensor<
     // head g·rep + r at position i0 + i.
     let at = |g: usize, i0: usize, n: usize, row: usize| ((g * rep + row / n) * t + i0 + row % n) * hd;
     // Blocks (KV head, first position), the longest (latest) first for the pool's balance.
-    let blocks: Vec<(usize, usize)> = (0..t).step_by(rows).rev().flat_map(|i0| (0..nkv).map(move |g| (g, i0))).collect();
+    let blocks: Vec<(usize, usize)> =
+        (0..t).step_by(rows).rev().flat_map(|i0| (0..nkv).map(move |g| (g, i0))).collect();
     let outs: Vec<Array2<f32>> = blocks
         .par_iter()
         .map(|&(g, i0)| {
@@ -228,9 +252,11 @@ pub fn softmax<const D: usize>(x: Tensor<NdArray, D>) -> Tensor<NdArray, D> {
     }
     let width = x.dims()[D - 1];
     let mut x = standard(x);
-    x.as_slice_mut().expect("standard layout").par_chunks_mut(width).with_min_len(16).for_each(|row| {
-        wide(|| softmax_row(row))
-    });
+    x.as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(width)
+        .with_min_len(16)
+        .for_each(|row| wide(|| softmax_row(row)));
     tensor(Ok(x))
 }
 
@@ -262,7 +288,11 @@ pub fn rms_norm<const D: usize>(x: Tensor<NdArray, D>, scale: Tensor<NdArray, 1>
 }
 
 /// [`crate::conv::causal_conv_silu`] in one parallel pass over the output rows.
-pub fn causal_conv_silu(x: Tensor<NdArray, 2>, state: Tensor<NdArray, 2>, weight: Tensor<NdArray, 2>) -> (Tensor<NdArray, 2>, Tensor<NdArray, 2>) {
+pub fn causal_conv_silu(
+    x: Tensor<NdArray, 2>,
+    state: Tensor<NdArray, 2>,
+    weight: Tensor<NdArray, 2>,
+) -> (Tensor<NdArray, 2>, Tensor<NdArray, 2>) {
     if [&x, &state, &weight].iter().any(|t| t.dtype() != DType::F32) {
         return crate::conv::causal_conv_silu(x, state, weight);
     }
@@ -286,7 +316,10 @@ pub fn causal_conv_silu(x: Tensor<NdArray, 2>, state: Tensor<NdArray, 2>, weight
 
 /// The gated delta rule and norm of [`crate::RmasBackend::gated_delta_rule`] by the recurrence, one
 /// value head per task.
-pub fn gated_delta_rule(x: DeltaRule<NdArray>, norm: Option<GatedNorm<NdArray>>) -> (Tensor<NdArray, 3>, Tensor<NdArray, 3>) {
+pub fn gated_delta_rule(
+    x: DeltaRule<NdArray>,
+    norm: Option<GatedNorm<NdArray>>,
+) -> (Tensor<NdArray, 3>, Tensor<NdArray, 3>) {
     let dtype = x.qkv.dtype();
     let [nk, nv, dk, dv] = x.heads();
     let [t_len, width] = x.qkv.dims();

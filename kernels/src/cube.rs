@@ -2,8 +2,8 @@
 
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_cubecl::{
-    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
-    tensor::CubeTensor,
+    BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous,
+    ops::numeric::empty_device_dtype, tensor::CubeTensor,
 };
 use cubecl::prelude::*;
 

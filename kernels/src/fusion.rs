@@ -59,7 +59,8 @@ fn queue<B: FusionBackend, const N: usize>(
     let outputs = outputs.map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
     let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
     let desc = CustomOpIr::new(name, &inputs, &outputs);
-    let queued = client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, body: Arc::new(body) });
+    let queued =
+        client.register(streams, OperationIr::Custom(desc.clone()), Custom::<B> { desc, body: Arc::new(body) });
     queued.try_into().unwrap_or_else(|_| unreachable!("the stream returns one tensor per declared output"))
 }
 
@@ -74,7 +75,9 @@ fn wrap<B: burn::tensor::backend::Backend, const D: usize>(x: FloatTensor<B>) ->
 }
 
 /// The next of a body's inputs, as a tensor of rank `D`.
-fn take<B: burn::tensor::backend::Backend, const D: usize>(inputs: &mut impl Iterator<Item = FloatTensor<B>>) -> Tensor<B, D> {
+fn take<B: burn::tensor::backend::Backend, const D: usize>(
+    inputs: &mut impl Iterator<Item = FloatTensor<B>>,
+) -> Tensor<B, D> {
     wrap(inputs.next().expect("a body gets every declared input"))
 }
 
@@ -115,7 +118,11 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         (wrap(o), wrap(state))
     }
 
-    fn causal_conv_silu(x: Tensor<Self, 2>, state: Tensor<Self, 2>, weight: Tensor<Self, 2>) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+    fn causal_conv_silu(
+        x: Tensor<Self, 2>,
+        state: Tensor<Self, 2>,
+        weight: Tensor<Self, 2>,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
         let outputs = [(x.shape(), x.dtype()), (state.shape(), x.dtype())];
         let inputs = vec![raw(x), raw(state), raw(weight)];
         let [out, state] = queue::<B, 2>("rmas.causal_conv_silu", inputs, outputs, |inputs| {
@@ -133,7 +140,13 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         })
     }
 
-    fn causal_attention(q: Tensor<Self, 3>, k: Tensor<Self, 3>, v: Tensor<Self, 3>, scale: f64, window: Option<usize>) -> Tensor<Self, 3> {
+    fn causal_attention(
+        q: Tensor<Self, 3>,
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> Tensor<Self, 3> {
         let out = ([q.dims()[0], q.dims()[1], v.dims()[2]].into(), v.dtype());
         let [out] = queue::<B, 1>("rmas.causal_attention", vec![raw(q), raw(k), raw(v)], [out], move |inputs| {
             let mut x = inputs.into_iter();

@@ -14,96 +14,96 @@ use crate::cube::{Cube, f32_contiguous, tensor, unused};
 use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
-use cubecl::prelude::*;
+    use cubecl::prelude::*;
 
-use crate::cube::cube_reduce;
+    use crate::cube::cube_reduce;
 
-#[cube(launch)]
-pub fn gated_delta_rule_kernel<F: Float>(
-    qkv: &Tensor<F>,           // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
-    ab: &Tensor<F>,            // [2, nv, T]: the raw gates a, then b
-    decay: &Tensor<F>,         // [2, nv]: dt_bias, then −exp(A_log)
-    state: &Tensor<F>,         // [nv, dk, dv]
-    z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
-    w: &Tensor<F>,             // [dv] norm weight (read only when normed)
-    out: &mut Tensor<F>,       // [T, nv, dv]
-    state_out: &mut Tensor<F>, // [nv, dk, dv]
-    #[comptime] dk: usize,
-    #[comptime] normed: bool,
-    #[comptime] units: usize,
-    #[comptime] eps_bits: u32,
-    #[define(F)] _dtype: StorageType,
-) {
-    let h = CUBE_POS_X as usize;
-    let j = UNIT_POS_X as usize;
-    let t_len = qkv.shape(0);
-    let width = qkv.shape(1);
-    let nv = state.shape(0);
-    let dv = state.shape(2);
-    let nk = (width - nv * dv) / (2 * dk);
-    // Value head h reads key head h / (nv/nk); offsets of its q, k and v within a token's row.
-    let kh = h / (nv / nk);
-    let q0 = kh * dk;
-    let k0 = (nk + kh) * dk;
-    let v0 = 2 * nk * dk + h * dv;
-    let l2_eps = F::new(comptime!(crate::gdn::L2_EPS as f32));
-    let q_scale = F::new(1.0) / F::sqrt(F::cast_from(dk as u32));
-    // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
-    let active = j < dv;
-    let mut shared = SharedMemory::<F>::new(units);
-    let mut s = Array::<F>::new(dk);
-    if active {
-        for i in 0..dk {
-            s[i] = state[(h * dk + i) * dv + j];
-        }
-    }
-    for t in 0..t_len {
-        let base = t * width;
-        let row = t * nv + h; // head h of token t in [T, nv, ·]
-        let mut o = F::new(0.0);
+    #[cube(launch)]
+    pub fn gated_delta_rule_kernel<F: Float>(
+        qkv: &Tensor<F>,           // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
+        ab: &Tensor<F>,            // [2, nv, T]: the raw gates a, then b
+        decay: &Tensor<F>,         // [2, nv]: dt_bias, then −exp(A_log)
+        state: &Tensor<F>,         // [nv, dk, dv]
+        z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
+        w: &Tensor<F>,             // [dv] norm weight (read only when normed)
+        out: &mut Tensor<F>,       // [T, nv, dv]
+        state_out: &mut Tensor<F>, // [nv, dk, dv]
+        #[comptime] dk: usize,
+        #[comptime] normed: bool,
+        #[comptime] units: usize,
+        #[comptime] eps_bits: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let h = CUBE_POS_X as usize;
+        let j = UNIT_POS_X as usize;
+        let t_len = qkv.shape(0);
+        let width = qkv.shape(1);
+        let nv = state.shape(0);
+        let dv = state.shape(2);
+        let nk = (width - nv * dv) / (2 * dk);
+        // Value head h reads key head h / (nv/nk); offsets of its q, k and v within a token's row.
+        let kh = h / (nv / nk);
+        let q0 = kh * dk;
+        let k0 = (nk + kh) * dk;
+        let v0 = 2 * nk * dk + h * dv;
+        let l2_eps = F::new(comptime!(crate::gdn::L2_EPS as f32));
+        let q_scale = F::new(1.0) / F::sqrt(F::cast_from(dk as u32));
+        // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
+        let active = j < dv;
+        let mut shared = SharedMemory::<F>::new(units);
+        let mut s = Array::<F>::new(dk);
         if active {
-            // The raw k and q: their l2 norms scale the scalars they produce.
-            // exp(g) and β from the raw gates (see `gdn::gates`).
-            let a = ab[h * t_len + t] + decay[h];
-            let softplus = max(a, F::new(0.0)) + F::log1p(F::exp(-F::abs(a)));
-            let decay_t = F::exp(decay[nv + h] * softplus);
-            let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[(nv + h) * t_len + t]));
-            let mut kv = F::new(0.0);
-            let mut kk = F::new(0.0);
             for i in 0..dk {
-                let ki = qkv[base + k0 + i];
-                s[i] *= decay_t;
-                kv += s[i] * ki;
-                kk += ki * ki;
+                s[i] = state[(h * dk + i) * dv + j];
             }
-            let k_scale = F::new(1.0) / F::sqrt(kk + l2_eps);
-            let delta = beta * (qkv[base + v0 + j] - kv * k_scale) * k_scale;
-            let mut qq = F::new(0.0);
-            for i in 0..dk {
-                let qi = qkv[base + q0 + i];
-                s[i] += qkv[base + k0 + i] * delta;
-                o += s[i] * qi;
-                qq += qi * qi;
-            }
-            o *= q_scale / F::sqrt(qq + l2_eps);
         }
-        if normed {
-            let mean_square = cube_reduce(&mut shared, o * o, false) / F::cast_from(dv as u32);
-            let scale = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+        for t in 0..t_len {
+            let base = t * width;
+            let row = t * nv + h; // head h of token t in [T, nv, ·]
+            let mut o = F::new(0.0);
             if active {
-                let gate = z[row * dv + j];
-                out[row * dv + j] = w[j] * o * scale * gate / (F::new(1.0) + F::exp(-gate));
+                // The raw k and q: their l2 norms scale the scalars they produce.
+                // exp(g) and β from the raw gates (see `gdn::gates`).
+                let a = ab[h * t_len + t] + decay[h];
+                let softplus = max(a, F::new(0.0)) + F::log1p(F::exp(-F::abs(a)));
+                let decay_t = F::exp(decay[nv + h] * softplus);
+                let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[(nv + h) * t_len + t]));
+                let mut kv = F::new(0.0);
+                let mut kk = F::new(0.0);
+                for i in 0..dk {
+                    let ki = qkv[base + k0 + i];
+                    s[i] *= decay_t;
+                    kv += s[i] * ki;
+                    kk += ki * ki;
+                }
+                let k_scale = F::new(1.0) / F::sqrt(kk + l2_eps);
+                let delta = beta * (qkv[base + v0 + j] - kv * k_scale) * k_scale;
+                let mut qq = F::new(0.0);
+                for i in 0..dk {
+                    let qi = qkv[base + q0 + i];
+                    s[i] += qkv[base + k0 + i] * delta;
+                    o += s[i] * qi;
+                    qq += qi * qi;
+                }
+                o *= q_scale / F::sqrt(qq + l2_eps);
             }
-        } else if active {
-            out[row * dv + j] = o;
+            if normed {
+                let mean_square = cube_reduce(&mut shared, o * o, false) / F::cast_from(dv as u32);
+                let scale = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+                if active {
+                    let gate = z[row * dv + j];
+                    out[row * dv + j] = w[j] * o * scale * gate / (F::new(1.0) + F::exp(-gate));
+                }
+            } else if active {
+                out[row * dv + j] = o;
+            }
+        }
+        if active {
+            for i in 0..dk {
+                state_out[(h * dk + i) * dv + j] = s[i];
+            }
         }
     }
-    if active {
-        for i in 0..dk {
-            state_out[(h * dk + i) * dv + j] = s[i];
-        }
-    }
-}
 }
 
 /// Launches the kernel on contiguous f32 copies of the inputs; returns `o` `[T, nv, dv]` (in `qkv`'s

@@ -27,23 +27,40 @@ pub use gdn::{DeltaRule, GatedNorm};
 pub trait RmasBackend: Backend {
     /// Gated delta rule over `T` tokens for every value head, then `norm` when given; returns `o`
     /// `[T, nv, dv]` in `v`'s dtype and the new f32 state; see [`gdn::reference`].
-    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+    fn gated_delta_rule(
+        x: DeltaRule<Self>,
+        norm: Option<GatedNorm<Self>>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn::reference(x, norm)
     }
 
     /// Causal depthwise convolution of `x` `[T, C]` after `state` `[K−1, C]`, then SiLU; returns it
     /// and the new state; see [`conv::causal_conv_silu`].
-    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+    fn causal_conv_silu(
+        x: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 2>,
+        weight: burn::Tensor<Self, 2>,
+    ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
         conv::causal_conv_silu(x, state, weight)
     }
 
     /// `act(x)`, times `by` (same shape) when given; see [`act::reference`].
-    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+    fn activate<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        act: Act,
+        by: Option<burn::Tensor<Self, D>>,
+    ) -> burn::Tensor<Self, D> {
         act::reference(x, act, by)
     }
 
     /// Causal attention of `q` `[nh, T, hd]` over `k`, `v` `[nkv, L, hd]`; see [`attn::reference`].
-    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+    fn causal_attention(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> burn::Tensor<Self, 3> {
         attn::reference(q, k, v, scale, window)
     }
 
@@ -53,7 +70,11 @@ pub trait RmasBackend: Backend {
     }
 
     /// RMSNorm of `x` over its last axis with the effective weight `scale`; see [`norm::rms_norm`].
-    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+    fn rms_norm<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        scale: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> burn::Tensor<Self, D> {
         norm::rms_norm(x, scale, eps)
     }
 
@@ -95,19 +116,36 @@ pub trait RmasBackend: Backend {
 /// query blocks over the causal keys only; the delta rule runs its recurrence and the convolution,
 /// activations, softmax and RMSNorm run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
-    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+    fn gated_delta_rule(
+        x: DeltaRule<Self>,
+        norm: Option<GatedNorm<Self>>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         cpu::gated_delta_rule(x, norm)
     }
 
-    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+    fn causal_conv_silu(
+        x: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 2>,
+        weight: burn::Tensor<Self, 2>,
+    ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
         cpu::causal_conv_silu(x, state, weight)
     }
 
-    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+    fn activate<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        act: Act,
+        by: Option<burn::Tensor<Self, D>>,
+    ) -> burn::Tensor<Self, D> {
         cpu::activate(x, act, by)
     }
 
-    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+    fn causal_attention(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> burn::Tensor<Self, 3> {
         cpu::causal_attention(q, k, v, scale, window)
     }
 
@@ -115,7 +153,11 @@ impl RmasBackend for burn::backend::NdArray {
         cpu::softmax(x)
     }
 
-    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+    fn rms_norm<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        scale: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> burn::Tensor<Self, D> {
         cpu::rms_norm(x, scale, eps)
     }
 
@@ -137,19 +179,36 @@ where
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
 {
-    fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+    fn gated_delta_rule(
+        x: DeltaRule<Self>,
+        norm: Option<GatedNorm<Self>>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn_kernel::gated_delta_rule(x, norm)
     }
 
-    fn causal_conv_silu(x: burn::Tensor<Self, 2>, state: burn::Tensor<Self, 2>, weight: burn::Tensor<Self, 2>) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+    fn causal_conv_silu(
+        x: burn::Tensor<Self, 2>,
+        state: burn::Tensor<Self, 2>,
+        weight: burn::Tensor<Self, 2>,
+    ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
         conv_kernel::causal_conv_silu(x, state, weight)
     }
 
-    fn activate<const D: usize>(x: burn::Tensor<Self, D>, act: Act, by: Option<burn::Tensor<Self, D>>) -> burn::Tensor<Self, D> {
+    fn activate<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        act: Act,
+        by: Option<burn::Tensor<Self, D>>,
+    ) -> burn::Tensor<Self, D> {
         act_kernel::activate(x, act, by)
     }
 
-    fn causal_attention(q: burn::Tensor<Self, 3>, k: burn::Tensor<Self, 3>, v: burn::Tensor<Self, 3>, scale: f64, window: Option<usize>) -> burn::Tensor<Self, 3> {
+    fn causal_attention(
+        q: burn::Tensor<Self, 3>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        scale: f64,
+        window: Option<usize>,
+    ) -> burn::Tensor<Self, 3> {
         attn_kernel::causal_attention(q, k, v, scale, window)
     }
 
@@ -157,7 +216,11 @@ where
         act_kernel::softmax(x)
     }
 
-    fn rms_norm<const D: usize>(x: burn::Tensor<Self, D>, scale: burn::Tensor<Self, 1>, eps: f64) -> burn::Tensor<Self, D> {
+    fn rms_norm<const D: usize>(
+        x: burn::Tensor<Self, D>,
+        scale: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> burn::Tensor<Self, D> {
         act_kernel::rms_norm(x, scale, eps)
     }
 

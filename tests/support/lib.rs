@@ -7,7 +7,8 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 /// `tests/fixtures/golden/<rel>` inside the repository (`RMAS_REPO_ROOT` relocates it, e.g. for test
 /// binaries copied to a GPU machine).
 pub fn golden(rel: &str) -> PathBuf {
-    let root = std::env::var_os("RMAS_REPO_ROOT").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root =
+        std::env::var_os("RMAS_REPO_ROOT").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     root.join("tests/fixtures/golden").join(rel)
 }
 
@@ -50,8 +51,14 @@ impl Golden {
         let shape = view.shape().to_vec();
         let b = view.data();
         match view.dtype() {
-            safetensors::Dtype::F32 => TensorData::new(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(), shape),
-            safetensors::Dtype::I64 => TensorData::new(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(), shape),
+            safetensors::Dtype::F32 => TensorData::new(
+                b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(),
+                shape,
+            ),
+            safetensors::Dtype::I64 => TensorData::new(
+                b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(),
+                shape,
+            ),
             d => panic!("golden tensor {name}: unexpected dtype {d:?}"),
         }
     }
@@ -82,7 +89,12 @@ pub fn assert_close<B: Backend, const D: usize>(what: &str, a: Tensor<B, D>, b: 
             at = i;
         }
     }
-    assert!(worst <= 0.0, "{what}: element {at}: got {} expected {} (max |Δ| {max_abs}, atol {atol}, rtol {rtol})", a[at], b[at]);
+    assert!(
+        worst <= 0.0,
+        "{what}: element {at}: got {} expected {} (max |Δ| {max_abs}, atol {atol}, rtol {rtol})",
+        a[at],
+        b[at]
+    );
 }
 
 /// The wgpu backend without burn's fusion (what `burn::backend::Wgpu` is without the `fusion` feature).
@@ -121,6 +133,5 @@ macro_rules! backend_tests {
         }
     };
 }
-
 
 pub use rmas_models::demo::uniform;

@@ -68,6 +68,9 @@ pub fn dispatch(args: &DeviceArgs, job: impl Job) -> Result<()> {
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => job.run::<burn::backend::Cuda>(Default::default()),
         #[allow(unreachable_patterns)]
-        other => bail!("this rmas was built without the {other:?} backend; rebuild with `--features {}`", format!("{other:?}").to_lowercase()),
+        other => bail!(
+            "this rmas was built without the {other:?} backend; rebuild with `--features {}`",
+            format!("{other:?}").to_lowercase()
+        ),
     }
 }

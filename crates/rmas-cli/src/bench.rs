@@ -39,7 +39,8 @@ fn config(size: &str) -> serde_json::Value {
         "4b" => (2560, 32, 9216, 16, 4, 32),
         _ => (2048, 24, 6144, 8, 2, 16),
     };
-    let types: Vec<&str> = (0..layers).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
+    let types: Vec<&str> =
+        (0..layers).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
     serde_json::json!({
         "model_type": "qwen3_5_text", "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": inter,
         "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": 256, "layer_types": types,
@@ -52,7 +53,8 @@ fn config(size: &str) -> serde_json::Value {
 
 impl Job for Args {
     fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
-        let cfg = rmas_models::config::parse(&config(&self.size).to_string(), std::path::Path::new("bench/config.json"))?;
+        let cfg =
+            rmas_models::config::parse(&config(&self.size).to_string(), std::path::Path::new("bench/config.json"))?;
         let dtype = self.device.dtype.dtype();
         let bytes_per = dtype.size() as f64;
         let c = &cfg;
@@ -108,8 +110,13 @@ fn param_count(c: &rmas_models::Config) -> usize {
     let h = c.hidden_size;
     let attn = h * c.num_heads * c.head_dim * 2 + 2 * h * c.num_kv_heads * c.head_dim + c.num_heads * c.head_dim * h;
     let g = c.gdn.expect("qwen3.5 config");
-    let gdn = h * g.conv_dim() + h * g.value_dim() + 2 * h * g.num_value_heads + g.value_dim() * h + g.conv_dim() * g.conv_kernel;
+    let gdn = h * g.conv_dim()
+        + h * g.value_dim()
+        + 2 * h * g.num_value_heads
+        + g.value_dim() * h
+        + g.conv_dim() * g.conv_kernel;
     let mlp = 3 * h * c.intermediate_size;
-    let layers: usize = c.layers.iter().map(|l| mlp + if l.mixer == rmas_models::config::Mixer::Attention { attn } else { gdn }).sum();
+    let layers: usize =
+        c.layers.iter().map(|l| mlp + if l.mixer == rmas_models::config::Mixer::Attention { attn } else { gdn }).sum();
     layers + c.vocab_size * h
 }

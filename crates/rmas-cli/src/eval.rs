@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rmas::engine::{Run, System};
 use rmas::eval::data::{self, Shuffle};
 use rmas::eval::record::{ResultWriter, Tally, read_existing, sample_record};
-use rmas::eval::{EvalItem, Outcome, RecordHead, RmasFields, Rollout, Summary, score, settings_fingerprint, style_record_names};
+use rmas::eval::{
+    EvalItem, Outcome, RecordHead, RmasFields, Rollout, Summary, score, settings_fingerprint, style_record_names,
+};
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::tools::PythonConfig;
@@ -120,11 +122,18 @@ pub fn report_strict(official: &BTreeMap<usize, bool>, strict: &BTreeMap<usize, 
         .iter()
         .filter_map(|(idx, s)| {
             let o = official.get(idx)?;
-            (o != s).then(|| format!("{idx} ({})", if *o { "reference correct, strict wrong" } else { "strict correct, reference wrong" }))
+            (o != s).then(|| {
+                format!(
+                    "{idx} ({})",
+                    if *o { "reference correct, strict wrong" } else { "strict correct, reference wrong" }
+                )
+            })
         })
         .collect();
     let percent = if n > 0 { 100.0 * correct as f64 / n as f64 } else { 0.0 };
-    let mut out = format!("strict accuracy={percent:.2}% ({correct}/{n}) [rmas value-aware check; the reference's accuracy above is official]");
+    let mut out = format!(
+        "strict accuracy={percent:.2}% ({correct}/{n}) [rmas value-aware check; the reference's accuracy above is official]"
+    );
     if !disagree.is_empty() {
         out += &format!("\ndisagreements on {} questions (sample_idx): {}", disagree.len(), disagree.join(", "));
     }
@@ -193,7 +202,11 @@ impl Job for Args {
         let source = data_file.as_ref().map_or_else(|| format!("hub:{split}"), |p| p.display().to_string());
 
         let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
-        let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() { vec![None] } else { self.latent_steps.iter().copied().map(Some).collect() };
+        let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() {
+            vec![None]
+        } else {
+            self.latent_steps.iter().copied().map(Some).collect()
+        };
         let sweep = settings.len() > 1;
         let mut results = Vec::new();
         for latent_steps in settings {
@@ -201,7 +214,10 @@ impl Job for Args {
             if sweep {
                 eprintln!("[latent_steps={}]", opts.latent_steps);
             }
-            let path = self.result_jsonl.as_deref().map(|p| if sweep { sweep_path(p, opts.latent_steps) } else { p.to_path_buf() });
+            let path = self
+                .result_jsonl
+                .as_deref()
+                .map(|p| if sweep { sweep_path(p, opts.latent_steps) } else { p.to_path_buf() });
             let run = EvalRun {
                 system: &system,
                 opts: &opts,
@@ -213,8 +229,14 @@ impl Job for Args {
                     split: split.clone(),
                     style: self.system.style(),
                     latent_steps: opts.latent_steps,
-                    settings: settings_fingerprint(&self.system.label(), &dataset_arg, &split, &opts, self.num_rollouts as usize, &source)
-                        + if self.lcb_private_tests { " private_tests=true" } else { "" },
+                    settings: settings_fingerprint(
+                        &self.system.label(),
+                        &dataset_arg,
+                        &split,
+                        &opts,
+                        self.num_rollouts as usize,
+                        &source,
+                    ) + if self.lcb_private_tests { " private_tests=true" } else { "" },
                     sandbox: PythonConfig::from_env(),
                     strict: self.scorer == ScorerKind::Strict,
                 },
@@ -230,7 +252,8 @@ impl Job for Args {
             print_sweep(&results);
         }
         if let Some(plot) = &self.plot {
-            std::fs::write(plot, sweep_svg(&results, &dataset_arg)).with_context(|| format!("writing {}", plot.display()))?;
+            std::fs::write(plot, sweep_svg(&results, &dataset_arg))
+                .with_context(|| format!("writing {}", plot.display()))?;
             eprintln!("wrote {}", plot.display());
         }
         Ok(())
@@ -318,7 +341,9 @@ impl Scorer {
                     .map(|(rollout, (_, result, _))| match &rollout.outcome {
                         // A program's tests are already an exact check.
                         Outcome::Code(code) => code.correct,
-                        Outcome::Answer(_) => strict_correct(&pending.item.gold_answer_raw, &result.answer, &self.dataset_arg),
+                        Outcome::Answer(_) => {
+                            strict_correct(&pending.item.gold_answer_raw, &result.answer, &self.dataset_arg)
+                        }
                     })
                     .collect()
             }),
@@ -338,7 +363,10 @@ impl<B: RmasBackend> EvalRun<'_, B> {
         };
         let wanted: std::collections::BTreeSet<usize> = items.iter().map(|i| i.sample_idx).collect();
         if let Some(stray) = existing.records.keys().find(|i| !wanted.contains(i)) {
-            bail!("{}: holds sample {stray}, which this selection (shard, --num-samples) does not include", path.expect("records come from a file").display());
+            bail!(
+                "{}: holds sample {stray}, which this selection (shard, --num-samples) does not include",
+                path.expect("records come from a file").display()
+            );
         }
         let base_head = self.scorer.head(items.first().unwrap_or(&EvalItem {
             sample_idx: 0,
@@ -355,15 +383,23 @@ impl<B: RmasBackend> EvalRun<'_, B> {
         let mut writer = path.map(|p| ResultWriter::open(p, !resume)).transpose()?;
         let mut tallies: BTreeMap<usize, Tally> = existing.tallies;
         let mut strict: BTreeMap<usize, bool> = existing.strict;
-        let todo: Vec<(usize, &EvalItem)> = items.iter().enumerate().filter(|(_, i)| !existing.records.contains_key(&i.sample_idx)).collect();
+        let todo: Vec<(usize, &EvalItem)> =
+            items.iter().enumerate().filter(|(_, i)| !existing.records.contains_key(&i.sample_idx)).collect();
 
         let bar = ProgressBar::new(items.len() as u64).with_position((items.len() - todo.len()) as u64);
-        bar.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} questions · {elapsed} < {eta} · {msg}").expect("constant template").progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} questions · {elapsed} < {eta} · {msg}")
+                .expect("constant template")
+                .progress_chars("=> "),
+        );
         bar.enable_steady_tick(Duration::from_millis(200));
         let show = |bar: &ProgressBar, tallies: &BTreeMap<usize, Tally>| {
             let correct = tallies.values().filter(|t| t.first().copied().unwrap_or(false)).count();
             let n = tallies.len();
-            bar.set_message(format!("accuracy {:.1}% ({correct}/{n})", if n > 0 { 100.0 * correct as f64 / n as f64 } else { 0.0 }));
+            bar.set_message(format!(
+                "accuracy {:.1}% ({correct}/{n})",
+                if n > 0 { 100.0 * correct as f64 / n as f64 } else { 0.0 }
+            ));
         };
         show(&bar, &tallies);
 
@@ -382,7 +418,16 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(pending) = next else { break };
                         let (line, tally, strict) = scorer.record(&pending);
-                        if done_tx.send(Scored { position: pending.position, sample_idx: pending.item.sample_idx, line, tally, strict }).is_err() {
+                        if done_tx
+                            .send(Scored {
+                                position: pending.position,
+                                sample_idx: pending.item.sample_idx,
+                                line,
+                                tally,
+                                strict,
+                            })
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -391,7 +436,10 @@ impl<B: RmasBackend> EvalRun<'_, B> {
             drop(done_tx);
             let mut buffered: BTreeMap<usize, Scored> = BTreeMap::new();
             let mut order = todo.iter().map(|(p, _)| *p).collect::<std::collections::VecDeque<_>>();
-            let mut write_ready = |received: Scored, tallies: &mut BTreeMap<usize, Tally>, strict: &mut BTreeMap<usize, bool>| -> Result<()> {
+            let mut write_ready = |received: Scored,
+                                   tallies: &mut BTreeMap<usize, Tally>,
+                                   strict: &mut BTreeMap<usize, bool>|
+             -> Result<()> {
                 buffered.insert(received.position, received);
                 while let Some(&next) = order.front() {
                     let Some(done) = buffered.remove(&next) else { break };
@@ -414,11 +462,15 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                     let seed = base_seed + r as u64;
                     let opts = RunOptions { seed, fn_name: item.fn_name.clone(), ..self.opts.clone() };
                     let started = Instant::now();
-                    let result = rmas_models::block_on(Run::new(self.system, &opts, &item.question, None, &mut |_| {}).execute())
-                        .with_context(|| format!("question {} (sample_idx {})", position + 1, item.sample_idx))?;
+                    let result = rmas_models::block_on(
+                        Run::new(self.system, &opts, &item.question, None, &mut |_| {}).execute(),
+                    )
+                    .with_context(|| format!("question {} (sample_idx {})", position + 1, item.sample_idx))?;
                     answers.push((seed, result, started.elapsed().as_secs_f64() * 1e3));
                 }
-                job_tx.send(Pending { position, item: item.clone(), answers }).expect("scoring workers live until the queue closes");
+                job_tx
+                    .send(Pending { position, item: item.clone(), answers })
+                    .expect("scoring workers live until the queue closes");
                 for received in done_rx.try_iter() {
                     write_ready(received, &mut tallies, &mut strict)?;
                 }
@@ -449,11 +501,23 @@ impl<B: RmasBackend> EvalRun<'_, B> {
 fn print_sweep(results: &[SettingResult]) {
     println!("{:>12}  {:>9}  {:>9}", "latent_steps", "accuracy", "correct");
     for r in results {
-        println!("{:>12}  {:>8.2}%  {:>4}/{:<4}", r.latent_steps, r.summary.accuracy, r.summary.num_correct, r.summary.num_samples);
+        println!(
+            "{:>12}  {:>8.2}%  {:>4}/{:<4}",
+            r.latent_steps, r.summary.accuracy, r.summary.num_correct, r.summary.num_samples
+        );
     }
-    if let Some(best) = results.iter().max_by(|a, b| a.summary.accuracy.total_cmp(&b.summary.accuracy).then(b.latent_steps.cmp(&a.latent_steps))) {
-        let joined: Vec<String> = results.iter().map(|r| format!("ls={}:accuracy={:.2}%", r.latent_steps, r.summary.accuracy)).collect();
-        println!("[result] accuracy={:.2}% (best at latent_length={}; sweep: {})", best.summary.accuracy, best.latent_steps, joined.join(", "));
+    if let Some(best) = results
+        .iter()
+        .max_by(|a, b| a.summary.accuracy.total_cmp(&b.summary.accuracy).then(b.latent_steps.cmp(&a.latent_steps)))
+    {
+        let joined: Vec<String> =
+            results.iter().map(|r| format!("ls={}:accuracy={:.2}%", r.latent_steps, r.summary.accuracy)).collect();
+        println!(
+            "[result] accuracy={:.2}% (best at latent_length={}; sweep: {})",
+            best.summary.accuracy,
+            best.latent_steps,
+            joined.join(", ")
+        );
     }
 }
 
@@ -480,8 +544,10 @@ fn sweep_svg(results: &[SettingResult], dataset: &str) -> String {
             ty + 4.0
         );
     }
-    let points: Vec<String> = results.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i), y(r.summary.accuracy))).collect();
-    svg += &format!("<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n", points.join(" "));
+    let points: Vec<String> =
+        results.iter().enumerate().map(|(i, r)| format!("{:.1},{:.1}", x(i), y(r.summary.accuracy))).collect();
+    svg +=
+        &format!("<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n", points.join(" "));
     for (i, r) in results.iter().enumerate() {
         let (px, py) = (x(i), y(r.summary.accuracy));
         svg += &format!(
@@ -493,7 +559,11 @@ fn sweep_svg(results: &[SettingResult], dataset: &str) -> String {
             r.latent_steps
         );
     }
-    svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latent steps</text>\n</svg>\n", left + plot_w / 2.0, h - 10.0);
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latent steps</text>\n</svg>\n",
+        left + plot_w / 2.0,
+        h - 10.0
+    );
     svg
 }
 

@@ -57,11 +57,18 @@ pub fn main(args: Args) -> Result<()> {
 impl Job for Args {
     fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
         let dtype = self.device.dtype.dtype();
-        let (model, tokenizer) = if self.demo { demo::<B>(&device)? } else { load::<B>(self.model.as_deref().unwrap_or_default(), &device, dtype)? };
+        let (model, tokenizer) = if self.demo {
+            demo::<B>(&device)?
+        } else {
+            load::<B>(self.model.as_deref().unwrap_or_default(), &device, dtype)?
+        };
         let prompt_ids = match (&self.prompt_ids, &self.prompt) {
             (Some(ids), _) => ids.clone(),
             (None, Some(text)) if self.chat => {
-                let opts = ChatOptions { enable_thinking: Some(self.thinking), ..ChatOptions::recursivemas(Local::now().date_naive()) };
+                let opts = ChatOptions {
+                    enable_thinking: Some(self.thinking),
+                    ..ChatOptions::recursivemas(Local::now().date_naive())
+                };
                 let rendered = tokenizer.render_chat(&[ChatMessage::new("user", text.as_str())], &opts)?;
                 tokenizer.encode(&rendered, false)?
             }
@@ -78,12 +85,19 @@ impl Job for Args {
         let mut sampler = Sampler::new(self.sampling.sampling(), self.sampling.seed);
         let mut printed = 0;
         let json = self.json;
-        let out = rmas_models::block_on(generate(&model, model.embed(&prompt_ids)?, &mut cache, &opts, &mut sampler, |ids| {
-            if !json {
-                printed = stream(&tokenizer, ids, printed);
-            }
-            false
-        }))?;
+        let out = rmas_models::block_on(generate(
+            &model,
+            model.embed(&prompt_ids)?,
+            &mut cache,
+            &opts,
+            &mut sampler,
+            |ids| {
+                if !json {
+                    printed = stream(&tokenizer, ids, printed);
+                }
+                false
+            },
+        ))?;
         report(&tokenizer, &prompt_ids, &out, json)
     }
 }
@@ -131,7 +145,8 @@ fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result
         local
     } else {
         let hub = Hub::from_env();
-        rmas::system::fetch_model(&hub.repo(model)).with_context(|| format!("resolving `{model}` (not a local directory)"))?
+        rmas::system::fetch_model(&hub.repo(model))
+            .with_context(|| format!("resolving `{model}` (not a local directory)"))?
     };
     let spinner = crate::run::spinner(format!("loading {}", dir.display()));
     let model = Model::load(&dir, device, dtype)?;

@@ -42,7 +42,9 @@ impl SamplingArgs {
     /// Greedy unless a temperature is given.
     pub fn sampling(&self) -> Sampling {
         match self.temperature {
-            Some(t) if !self.greedy && t > 0.0 => Sampling::Sample { temperature: t, top_k: self.top_k, top_p: self.top_p.unwrap_or(1.0) },
+            Some(t) if !self.greedy && t > 0.0 => {
+                Sampling::Sample { temperature: t, top_k: self.top_k, top_p: self.top_p.unwrap_or(1.0) }
+            }
             _ => Sampling::Greedy,
         }
     }
@@ -94,7 +96,8 @@ impl SystemArgs {
         let hub = Hub::from_env();
         let task = self.task.unwrap_or(dataset.task());
         let spec = match (&self.system, self.style) {
-            (Some(path), _) => SystemSpec::from_file(path, &hub).with_context(|| format!("reading system description {}", path.display()))?,
+            (Some(path), _) => SystemSpec::from_file(path, &hub)
+                .with_context(|| format!("reading system description {}", path.display()))?,
             (None, Some(style)) => SystemSpec::resolve_style(&hub, style, task)?,
             (None, None) => unreachable!("clap requires --style, --system or --demo"),
         };
@@ -137,12 +140,14 @@ pub struct RunFlags {
 impl RunFlags {
     /// The run options of `system` on `dataset` with `latent_steps` (default: recommended): the
     /// released system's recommended settings (the demo's for `--demo`) under these flags.
-    pub fn options(&self, system: &SystemArgs, dataset: Dataset, latent_steps: Option<usize>, fn_name: Option<String>) -> RunOptions {
-        let retry = if self.no_answer_retry {
-            Some(false)
-        } else {
-            self.answer_retry.then_some(true)
-        };
+    pub fn options(
+        &self,
+        system: &SystemArgs,
+        dataset: Dataset,
+        latent_steps: Option<usize>,
+        fn_name: Option<String>,
+    ) -> RunOptions {
+        let retry = if self.no_answer_retry { Some(false) } else { self.answer_retry.then_some(true) };
         let s = &self.sampling;
         let overrides = RunOverrides {
             rounds: self.rounds,
@@ -203,7 +208,8 @@ pub struct Args {
 /// The question of the dataset row in the JSON file at `path`, for a run seeded with `seed`.
 fn read_row(path: &std::path::Path, dataset: Dataset, seed: u64) -> Result<RowQuestion> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the dataset row {}", path.display()))?;
-    let row: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let row: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     rmas_text::row_question(dataset, &row, seed).with_context(|| format!("building the question of {}", path.display()))
 }
 
@@ -217,7 +223,8 @@ pub fn parse_dataset(s: &str) -> Result<Dataset, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s, "%d %b %Y").map_err(|e| format!("expected \"DD Mon YYYY\" (e.g. \"26 Jul 2024\"): {e}"))
+    NaiveDate::parse_from_str(s, "%d %b %Y")
+        .map_err(|e| format!("expected \"DD Mon YYYY\" (e.g. \"26 Jul 2024\"): {e}"))
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -267,9 +274,14 @@ impl Progress {
     fn event<B: RmasBackend>(&self, e: Event<'_, B>) {
         match e {
             Event::StageStart { round, role, text } => {
-                self.bar.set_message(format!("round {round} · {role} · {}", if text { "generating" } else { "latent rollout" }));
+                self.bar.set_message(format!(
+                    "round {round} · {role} · {}",
+                    if text { "generating" } else { "latent rollout" }
+                ));
             }
-            Event::LatentStep { round, role, step } => self.bar.set_message(format!("round {round} · {role} · latent step {step}")),
+            Event::LatentStep { round, role, step } => {
+                self.bar.set_message(format!("round {round} · {role} · latent step {step}"))
+            }
             Event::StageEnd(record) => {
                 let what = match &record.kind {
                     StageKind::Latent { steps } => format!("{steps} latent steps"),
@@ -278,7 +290,12 @@ impl Progress {
                     }
                     StageKind::Tool { call } => format!("tool call ({} bytes)", call.len()),
                 };
-                self.bar.println(format!("  round {} · {:<10} {what} in {:.0} ms", record.round, record.role.to_string(), record.ms));
+                self.bar.println(format!(
+                    "  round {} · {:<10} {what} in {:.0} ms",
+                    record.round,
+                    record.role.to_string(),
+                    record.ms
+                ));
             }
             _ => {}
         }
@@ -317,11 +334,35 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
         for style in Style::ALL {
             for dataset in [Dataset::Math500, Dataset::Gpqa, Dataset::MbppPlus] {
-                let opts = options(&["--style", style.cli_name(), "--dataset", dataset.key(), "--question", "q", "--chat-date", "01 Mar 2026"]);
-                assert_eq!(opts, RunOptions::released(style, dataset, date, &RunOverrides::default()), "{style:?} {dataset:?}");
+                let opts = options(&[
+                    "--style",
+                    style.cli_name(),
+                    "--dataset",
+                    dataset.key(),
+                    "--question",
+                    "q",
+                    "--chat-date",
+                    "01 Mar 2026",
+                ]);
+                assert_eq!(
+                    opts,
+                    RunOptions::released(style, dataset, date, &RunOverrides::default()),
+                    "{style:?} {dataset:?}"
+                );
             }
         }
-        let opts = options(&["--style", "mixture", "--question", "q", "--greedy", "--no-answer-retry", "--rounds", "2", "--sample-seed", "7"]);
+        let opts = options(&[
+            "--style",
+            "mixture",
+            "--question",
+            "q",
+            "--greedy",
+            "--no-answer-retry",
+            "--rounds",
+            "2",
+            "--sample-seed",
+            "7",
+        ]);
         assert_eq!((opts.sampling, opts.answer_retry, opts.rounds, opts.seed), (Sampling::Greedy, false, 2, 7));
         let demo = options(&["--demo", "--chat-date", "01 Mar 2026"]);
         assert_eq!(demo, rmas::demo::run_options(date), "the demo's settings, as the web demo");

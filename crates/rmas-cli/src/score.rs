@@ -90,7 +90,9 @@ pub fn main(args: Args) -> Result<()> {
     let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::io::BufWriter::new(std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?))
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?,
+        ))
     };
     let strict = args.scorer == ScorerKind::Strict;
     let mut tallies = Vec::with_capacity(jobs.len());
@@ -100,7 +102,11 @@ pub fn main(args: Args) -> Result<()> {
         tallies.push(vec![outcome.correct()]);
         let strict_check = strict.then(|| match &outcome {
             Outcome::Code(code) => code.correct,
-            Outcome::Answer(_) => rmas_text::scoring::strict::strict_correct(&job.item.gold_answer_raw, &job.prediction, &job.dataset_name),
+            Outcome::Answer(_) => rmas_text::scoring::strict::strict_correct(
+                &job.item.gold_answer_raw,
+                &job.prediction,
+                &job.dataset_name,
+            ),
         });
         if let Some(check) = strict_check {
             official.insert(i, outcome.correct());
@@ -135,11 +141,17 @@ fn job(value: &Value, dataset: Option<&str>, seed: u64, index: usize) -> Result<
         (Some(name), _) | (None, Some(name)) => name.to_owned(),
         (None, None) => bail!("no `dataset` field and no --dataset"),
     };
-    let Some(prediction) = value.get("prediction").and_then(Value::as_str) else { bail!("no string field `prediction`") };
+    let Some(prediction) = value.get("prediction").and_then(Value::as_str) else {
+        bail!("no string field `prediction`")
+    };
     let known: Option<Dataset> = dataset_name.parse().ok();
     let item = match (value.get("row"), value.get("gold_answer_raw")) {
         (Some(row), _) => {
-            let Some(dataset) = known else { bail!("dataset `{dataset_name}` is not one rmas builds rows of; give `gold_answer_raw` instead of `row`") };
+            let Some(dataset) = known else {
+                bail!(
+                    "dataset `{dataset_name}` is not one rmas builds rows of; give `gold_answer_raw` instead of `row`"
+                )
+            };
             EvalItem::from_row(dataset, row, index, seed, "row")?
         }
         (None, Some(gold)) => {

@@ -19,7 +19,8 @@ fn demo_run_json_matches_the_library_demo() {
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
     let ids: Vec<u32> = serde_json::from_value(json["token_ids"].clone()).expect("token_ids");
     let stages = json["stages"].as_array().expect("stages");
-    let kinds: Vec<(&str, &str)> = stages.iter().map(|s| (s["agent"].as_str().unwrap(), s["kind"].as_str().unwrap())).collect();
+    let kinds: Vec<(&str, &str)> =
+        stages.iter().map(|s| (s["agent"].as_str().unwrap(), s["kind"].as_str().unwrap())).collect();
     let round = [("math", "latent"), ("code", "latent"), ("science", "latent"), ("summarizer", "text")];
     let expected: Vec<_> = round.iter().copied().chain([("summarizer", "latent")]).chain(round).collect();
     assert_eq!(kinds, expected, "two mixture rounds, the summarizer also speaking in round 1");
@@ -27,7 +28,8 @@ fn demo_run_json_matches_the_library_demo() {
     let device = Default::default();
     let system = rmas::demo::mixture::<NdArray>(&device, rmas::demo::SEED).unwrap();
     let opts = rmas::demo::run_options(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
-    let result = rmas_models::block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap();
+    let result =
+        rmas_models::block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap();
     assert_eq!(ids, result.token_ids, "the CLI's demo defaults are the library's");
     assert_eq!(json["answer"], result.answer.as_str());
     assert_eq!(ids.len(), opts.max_new_tokens);
@@ -58,9 +60,15 @@ fn dataset_row_errors_name_the_file_and_field() {
     let out = rmas(&["run", "--style", "mixture", "--dataset", "mbppplus", "--row", row, "--backend", "cpu"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(row) && err.contains("no string field `prompt`"), "error should name the file and field: {err}");
+    assert!(
+        err.contains(row) && err.contains("no string field `prompt`"),
+        "error should name the file and field: {err}"
+    );
     let out = rmas(&["run", "--style", "mixture", "--row", row, "--question", "q"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"), "--row and --question conflict");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "--row and --question conflict"
+    );
     assert!(!err.contains("panicked"), "no panic: {err}");
 }
 
@@ -85,7 +93,17 @@ fn non_finite_logits_are_an_error_not_text() {
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     config["rms_norm_eps"] = serde_json::json!(-1e30);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let out = rmas(&["generate", "--model", dir.to_str().unwrap(), "--prompt-ids", "1,2,3", "--max-new-tokens", "4", "--backend", "cpu"]);
+    let out = rmas(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "4",
+        "--backend",
+        "cpu",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("non-finite"), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -112,9 +112,27 @@ fn eval_args<'a>(g: &'a Golden, data: &'a str, out: &'a str, extra: &[&'a str]) 
     let s = &g.expected["settings"];
     let leak = |v: &Value| -> &'a str { Box::leak(v.to_string().into_boxed_str()) };
     let mut args = vec![
-        "eval", "--style", &g.style, "--dataset", "math500", "--data", data, "--backend", "cpu", "--greedy", "--no-answer-retry",
-        "--chat-date", "26 Jul 2024", "--latent-steps", leak(&s["latent_steps"]), "--rounds", leak(&s["num_recursive_rounds"]),
-        "--max-new-tokens", leak(&s["max_new_tokens"]), "--result-jsonl", out,
+        "eval",
+        "--style",
+        &g.style,
+        "--dataset",
+        "math500",
+        "--data",
+        data,
+        "--backend",
+        "cpu",
+        "--greedy",
+        "--no-answer-retry",
+        "--chat-date",
+        "26 Jul 2024",
+        "--latent-steps",
+        leak(&s["latent_steps"]),
+        "--rounds",
+        leak(&s["num_recursive_rounds"]),
+        "--max-new-tokens",
+        leak(&s["max_new_tokens"]),
+        "--result-jsonl",
+        out,
     ];
     args.extend_from_slice(extra);
     args
@@ -147,16 +165,50 @@ fn golden_systems_evaluate_to_the_reference_records() {
         // Field order as the reference's dicts: the summary's and a sample's.
         assert_eq!(
             key_order(written.last().unwrap()),
-            ["type", "dataset", "dataset_split", "method", "mas_shape", "latent_steps", "num_samples", "num_rollouts", "sample_seed_base",
-             "per_rollout_num_correct", "per_rollout_accuracy", "num_correct", "accuracy", "pass_at_k"]
+            [
+                "type",
+                "dataset",
+                "dataset_split",
+                "method",
+                "mas_shape",
+                "latent_steps",
+                "num_samples",
+                "num_rollouts",
+                "sample_seed_base",
+                "per_rollout_num_correct",
+                "per_rollout_accuracy",
+                "num_correct",
+                "accuracy",
+                "pass_at_k"
+            ]
         );
         assert_eq!(
             reference_part(&written[0]).0,
-            ["sample_idx", "dataset", "dataset_split", "method", "mas_shape", "latent_steps", "question", "gold_answer_raw",
-             "gold_answer_parsed", "pred_answer_parsed", "correct", "gold_norm", "pred_norm", "rollout_idx", "sample_seed"]
+            [
+                "sample_idx",
+                "dataset",
+                "dataset_split",
+                "method",
+                "mas_shape",
+                "latent_steps",
+                "question",
+                "gold_answer_raw",
+                "gold_answer_parsed",
+                "pred_answer_parsed",
+                "correct",
+                "gold_norm",
+                "pred_norm",
+                "rollout_idx",
+                "sample_seed"
+            ]
         );
         let summary = expected.last().unwrap();
-        let headline = format!("accuracy={:.2}% ({}/{})", summary["accuracy"].as_f64().unwrap(), summary["num_correct"], summary["num_samples"]);
+        let headline = format!(
+            "accuracy={:.2}% ({}/{})",
+            summary["accuracy"].as_f64().unwrap(),
+            summary["num_correct"],
+            summary["num_samples"]
+        );
         assert!(stdout.contains(&headline), "{case}: prints {headline}: {stdout}");
     }
 }
@@ -204,7 +256,8 @@ fn shards_merge_into_the_single_run_and_a_killed_run_resumes() {
     let err = failed(&rmas(&eval_args(&g, data, killed.to_str().unwrap(), &["--resume", "--seed", "7"]), Some(&g.hub)));
     assert!(err.contains("other settings") && err.contains("killed.jsonl"), "{err}");
     // A shard's file resumed as another shard is refused.
-    let err = failed(&rmas(&eval_args(&g, data, shards[0].to_str().unwrap(), &["--resume", "--shard", "2/2"]), Some(&g.hub)));
+    let err =
+        failed(&rmas(&eval_args(&g, data, shards[0].to_str().unwrap(), &["--resume", "--shard", "2/2"]), Some(&g.hub)));
     assert!(err.contains("does not include"), "{err}");
 }
 
@@ -215,7 +268,11 @@ fn bad_data_gets_errors_naming_file_line_and_column() {
     let out = dir.join("out.jsonl");
     let out = out.to_str().unwrap();
     let missing = dir.join("rows.jsonl");
-    std::fs::write(&missing, "{\"problem\": \"1+1?\", \"answer\": \"2\"}\n{\"question_text\": \"x\", \"answer\": \"3\"}\n").unwrap();
+    std::fs::write(
+        &missing,
+        "{\"problem\": \"1+1?\", \"answer\": \"2\"}\n{\"question_text\": \"x\", \"answer\": \"3\"}\n",
+    )
+    .unwrap();
     let err = failed(&rmas(&eval_args(&g, missing.to_str().unwrap(), out, &[]), Some(&g.hub)));
     assert!(err.contains("rows.jsonl:2") && err.contains("`problem`"), "names file, line and column: {err}");
     let no_gold = dir.join("nogold.jsonl");
@@ -230,23 +287,29 @@ fn bad_data_gets_errors_naming_file_line_and_column() {
     std::fs::write(&txt, "1+1?").unwrap();
     let err = failed(&rmas(&eval_args(&g, txt.to_str().unwrap(), out, &[]), Some(&g.hub)));
     assert!(err.contains("rows.txt") && err.contains(".jsonl"), "{err}");
-    let err = failed(&rmas(&["eval", "--style", "mixture", "--dataset", "mathvista", "--backend", "cpu"], Some(&g.hub)));
+    let err =
+        failed(&rmas(&["eval", "--style", "mixture", "--dataset", "mathvista", "--backend", "cpu"], Some(&g.hub)));
     assert!(err.contains("mathvista"), "names the unknown dataset: {err}");
     let err = failed(&rmas(&["eval", "--style", "mixture", "--dataset", "medqa", "--backend", "cpu"], Some(&g.hub)));
     assert!(err.contains("--data"), "MedQA needs its file: {err}");
     let err = failed(&rmas(&["eval", "--style", "mixture", "--dataset", "math500", "--backend", "cpu"], Some(&dir)));
-    assert!(err.contains("HuggingFaceH4/MATH-500") && err.contains("HF_HUB_OFFLINE"), "offline without the dataset names its repo: {err}");
+    assert!(
+        err.contains("HuggingFaceH4/MATH-500") && err.contains("HF_HUB_OFFLINE"),
+        "offline without the dataset names its repo: {err}"
+    );
 }
 
 #[test]
 fn score_reproduces_the_official_scorer() {
     let dir = scratch("score");
     let text = std::fs::read_to_string(Path::new(SCORING).join("cases.jsonl")).unwrap();
-    let cases: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|c: &Value| c["kind"] != "medqa_gold").collect();
+    let cases: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|c: &Value| c["kind"] != "medqa_gold").collect();
     let input: Vec<String> = cases
         .iter()
         .map(|c| {
-            let mut line = serde_json::json!({"id": c["id"], "dataset": c["dataset"], "prediction": c["inputs"]["prediction"]});
+            let mut line =
+                serde_json::json!({"id": c["id"], "dataset": c["dataset"], "prediction": c["inputs"]["prediction"]});
             match c["kind"].as_str().unwrap() {
                 "code" => line["row"] = c["inputs"]["row"].clone(),
                 _ => line["gold_answer_raw"] = c["inputs"]["gold_answer_raw"].clone(),
@@ -287,10 +350,18 @@ fn score_reproduces_the_official_scorer() {
     assert_eq!((&scored[0]["correct"], &scored[0]["strict_correct"]), (&json!(true), &json!(false)));
     assert_eq!((&scored[1]["correct"], &scored[1]["strict_correct"]), (&json!(false), &json!(true)));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("accuracy=50.00% (1/2)") && stderr.contains("strict accuracy=50.00% (1/2)") && stderr.contains("disagreements on 2"), "{stderr}");
+    assert!(
+        stderr.contains("accuracy=50.00% (1/2)")
+            && stderr.contains("strict accuracy=50.00% (1/2)")
+            && stderr.contains("disagreements on 2"),
+        "{stderr}"
+    );
     // Bad input names the line.
     std::fs::write(&input_path, "{\"dataset\": \"gsm8k\", \"prediction\": \"3\"}\n").unwrap();
-    let err = failed(&rmas(&["score", "--input", input_path.to_str().unwrap(), "--output", out_path.to_str().unwrap()], None));
+    let err = failed(&rmas(
+        &["score", "--input", input_path.to_str().unwrap(), "--output", out_path.to_str().unwrap()],
+        None,
+    ));
     assert!(err.contains("in.jsonl:1") && err.contains("gold_answer_raw"), "{err}");
 }
 
@@ -305,7 +376,10 @@ fn latent_steps_sweep_writes_a_file_per_setting_and_a_plot() {
     let t = args.iter().position(|a| *a == "--latent-steps").unwrap();
     args[t + 1] = "2,3";
     let stdout = ok(&rmas(&args, Some(&g.hub)));
-    assert!(stdout.contains("[result] accuracy=") && stdout.contains("ls=2:accuracy=") && stdout.contains("ls=3:accuracy="), "{stdout}");
+    assert!(
+        stdout.contains("[result] accuracy=") && stdout.contains("ls=2:accuracy=") && stdout.contains("ls=3:accuracy="),
+        "{stdout}"
+    );
     let t3 = lines(&dir.join("sweep.t3.jsonl"));
     let expected = g.expected["result_jsonl_records"].as_array().unwrap();
     for (line, want) in t3.iter().zip(expected) {

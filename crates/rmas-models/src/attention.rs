@@ -74,7 +74,12 @@ impl<B: RmasBackend> Attention<B> {
     }
 
     /// Attends `x` `[T, hidden]` (the positions after the cache's) to itself and the cache.
-    pub fn forward(&self, x: Tensor<B, 2>, rope: &(Tensor<B, 2>, Tensor<B, 2>), cache: &mut KvCache<B>) -> Tensor<B, 2> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 2> {
         let [t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone());

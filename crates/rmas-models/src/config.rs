@@ -49,7 +49,14 @@ struct Defaults {
 
 impl Family {
     fn defaults(self) -> Defaults {
-        let base = Defaults { head_dim: None, kv_heads: None, window: None, max_positions: 32768, partial_rotary: None, activation: Activation::Silu };
+        let base = Defaults {
+            head_dim: None,
+            kv_heads: None,
+            window: None,
+            max_positions: 32768,
+            partial_rotary: None,
+            activation: Activation::Silu,
+        };
         match self {
             Family::Qwen2 => Defaults { kv_heads: Some(32), window: Some(4096), ..base },
             Family::Qwen3 => Defaults { head_dim: Some(128), kv_heads: Some(32), window: Some(4096), ..base },
@@ -89,10 +96,24 @@ pub enum Mixer {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_positions: f64 },
+    Linear {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: f64,
+    },
     /// YaRN: interpolation ramped between the `beta_fast`/`beta_slow` rotation counts, cos/sin × `attention_factor`.
-    Yarn { factor: f64, beta_fast: f64, beta_slow: f64, original_max_positions: f64, truncate: bool, attention_factor: f64 },
+    Yarn {
+        factor: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        original_max_positions: f64,
+        truncate: bool,
+        attention_factor: f64,
+    },
 }
 
 /// One rotary table: base, rotated width (≤ head_dim, rotate-half inside it) and scaling.
@@ -198,29 +219,41 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let d = family.defaults();
     let c = Cfg { v: root.get("text_config").unwrap_or(&root), path };
     // The context length (unbounded when `max_position_embeddings` is null).
-    let max_positions = c.or_absent("max_position_embeddings", Some(d.max_positions), Cfg::opt_usize)?.unwrap_or(usize::MAX);
+    let max_positions =
+        c.or_absent("max_position_embeddings", Some(d.max_positions), Cfg::opt_usize)?.unwrap_or(usize::MAX);
 
     let hidden_size = c.usize("hidden_size")?;
     let num_heads = c.usize("num_attention_heads")?;
     let num_layers = c.usize("num_hidden_layers")?;
     if num_layers > MAX_LAYERS {
-        return Err(err(path, format!("num_hidden_layers {num_layers} is implausible (expected at most {MAX_LAYERS})")));
+        return Err(err(
+            path,
+            format!("num_hidden_layers {num_layers} is implausible (expected at most {MAX_LAYERS})"),
+        ));
     }
     let num_kv_heads = c.or_absent("num_key_value_heads", d.kv_heads, Cfg::opt_usize)?.unwrap_or(num_heads);
     if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-        return Err(err(path, format!(
-            "num_attention_heads {num_heads} must be a positive multiple of num_key_value_heads {num_kv_heads}"
-        )));
+        return Err(err(
+            path,
+            format!(
+                "num_attention_heads {num_heads} must be a positive multiple of num_key_value_heads {num_kv_heads}"
+            ),
+        ));
     }
     let head_dim = c.or_absent("head_dim", d.head_dim, Cfg::opt_usize)?.unwrap_or(hidden_size / num_heads);
     if head_dim == 0 {
-        return Err(err(path, format!("head_dim is 0 (hidden_size {hidden_size}, {num_heads} heads); expected at least 1")));
+        return Err(err(
+            path,
+            format!("head_dim is 0 (hidden_size {hidden_size}, {num_heads} heads); expected at least 1"),
+        ));
     }
     let is = |f: &[Family]| f.contains(&family);
     // As transformers 5: Gemma3ForCausalLM caps its logits, Gemma3ForConditionalGeneration does not, and
     // Gemma 3 attention never reads `attn_logit_softcapping`.
     let final_logit_softcap = match model_type {
-        "gemma3_text" => c.opt_f64("final_logit_softcapping")?.map(|x| positive(path, "final_logit_softcapping", x)).transpose()?,
+        "gemma3_text" => {
+            c.opt_f64("final_logit_softcapping")?.map(|x| positive(path, "final_logit_softcapping", x)).transpose()?
+        }
         _ => None,
     };
     if c.v["use_bidirectional_attention"].as_bool() == Some(true) {
@@ -234,10 +267,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let mixers = layer_types(&c, family, num_layers, window)?;
     let (ropes, rope_of) = ropes(&c, family, head_dim, d.partial_rotary, max_positions)?;
     if let Some(r) = ropes.iter().find(|r| r.dim == 0 || r.dim % 2 != 0 || r.dim > head_dim) {
-        return Err(err(path, format!(
-            "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
-            r.dim
-        )));
+        return Err(err(
+            path,
+            format!(
+                "rotary width {} (head_dim {head_dim} × partial_rotary_factor) must be even, positive and at most head_dim",
+                r.dim
+            ),
+        ));
     }
     let sliding_everywhere = family == Family::Mistral;
     let layers: Vec<LayerConfig> = mixers
@@ -254,7 +290,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     }
     let gdn = if family == Family::Qwen35 {
         let size = |key: &str, absent: usize| {
-            c.or_absent(key, Some(absent), Cfg::opt_usize)?.ok_or_else(|| err(path, format!("`{key}` is null; expected an integer")))
+            c.or_absent(key, Some(absent), Cfg::opt_usize)?
+                .ok_or_else(|| err(path, format!("`{key}` is null; expected an integer")))
         };
         Some(GdnConfig {
             num_key_heads: size("linear_num_key_heads", 16)?,
@@ -269,20 +306,27 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     if let Some(g) = &gdn {
         let sizes = [g.num_key_heads, g.num_value_heads, g.key_head_dim, g.value_head_dim, g.conv_kernel];
         if sizes.contains(&0) || g.num_value_heads % g.num_key_heads != 0 {
-            return Err(err(path, format!(
-                "linear attention sizes {g:?} must be positive with linear_num_value_heads a multiple of linear_num_key_heads"
-            )));
+            return Err(err(
+                path,
+                format!(
+                    "linear attention sizes {g:?} must be positive with linear_num_value_heads a multiple of linear_num_key_heads"
+                ),
+            ));
         }
     }
     let attn_scale = match family {
-        Family::Gemma3 => c.or_absent("query_pre_attn_scalar", Some(256.0), Cfg::opt_f64)?.unwrap_or(head_dim as f64).powf(-0.5),
+        Family::Gemma3 => {
+            c.or_absent("query_pre_attn_scalar", Some(256.0), Cfg::opt_f64)?.unwrap_or(head_dim as f64).powf(-0.5)
+        }
         _ => (head_dim as f64).powf(-0.5),
     };
     let activation = match c.v.get("hidden_activation").or(c.v.get("hidden_act")).and_then(Value::as_str) {
         None => d.activation,
         Some("silu") => Activation::Silu,
         Some("gelu_pytorch_tanh") => Activation::GeluTanh,
-        Some(other) => return Err(err(path, format!("unsupported activation `{other}` (expected silu or gelu_pytorch_tanh)"))),
+        Some(other) => {
+            return Err(err(path, format!("unsupported activation `{other}` (expected silu or gelu_pytorch_tanh)")));
+        }
     };
     // As transformers builds them: Qwen2 always has q/k/v biases, Mistral never any.
     let attention_bias = c.v["attention_bias"].as_bool() == Some(true);
@@ -329,7 +373,12 @@ struct Cfg<'a> {
 
 impl Cfg<'_> {
     /// `get(key)`, or `absent` when the config does not mention `key` (null stays `None`).
-    fn or_absent<T>(&self, key: &str, absent: Option<T>, get: fn(&Self, &str) -> Result<Option<T>>) -> Result<Option<T>> {
+    fn or_absent<T>(
+        &self,
+        key: &str,
+        absent: Option<T>,
+        get: fn(&Self, &str) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         match self.v.get(key) {
             None => Ok(absent),
             Some(_) => get(self, key),
@@ -338,7 +387,10 @@ impl Cfg<'_> {
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match &self.v[key] {
             Value::Null => Ok(None),
-            v => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| err(self.path, format!("`{key}` must be a non-negative integer, found {v}"))),
+            v => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| err(self.path, format!("`{key}` must be a non-negative integer, found {v}"))),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -404,7 +456,13 @@ type RopeOf = Box<dyn Fn(&str) -> usize>;
 
 /// The RoPE tables and which one each layer type uses (Gemma 3 has one per attention type);
 /// `max_positions`: the context length, the scalings' default original context.
-fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>, max_positions: usize) -> Result<(Vec<RopeConfig>, RopeOf)> {
+fn ropes(
+    c: &Cfg,
+    family: Family,
+    head_dim: usize,
+    partial_rotary: Option<f64>,
+    max_positions: usize,
+) -> Result<(Vec<RopeConfig>, RopeOf)> {
     let params = &c.v["rope_parameters"];
     // A top-level θ for objects without one, named in its own errors.
     let top = |key: &str, default: f64| c.opt_f64(key)?.map_or(Ok(default), |x| positive(c.path, key, x));
@@ -413,12 +471,15 @@ fn ropes(c: &Cfg, family: Family, head_dim: usize, partial_rotary: Option<f64>, 
         // `rope_scaling` merged into the global one, θ from `rope_theta` (global) or `rope_local_base_freq`.
         let table = |ty: &str, theta_key: &str, theta: f64| {
             let mut p = params.get(ty).filter(|v| v.is_object()).cloned().unwrap_or_else(|| serde_json::json!({}));
-            if let (true, Some(scaling), Some(obj)) = (ty == "full_attention", c.v["rope_scaling"].as_object(), p.as_object_mut()) {
+            if let (true, Some(scaling), Some(obj)) =
+                (ty == "full_attention", c.v["rope_scaling"].as_object(), p.as_object_mut())
+            {
                 obj.extend(scaling.clone());
             }
             rope(c, &p, head_dim, top(theta_key, theta)?, max_positions, true)
         };
-        let tables = vec![table("sliding_attention", "rope_local_base_freq", 1e4)?, table("full_attention", "rope_theta", 1e6)?];
+        let tables =
+            vec![table("sliding_attention", "rope_local_base_freq", 1e4)?, table("full_attention", "rope_theta", 1e6)?];
         return Ok((tables, Box::new(|t: &str| usize::from(t != "sliding_attention"))));
     }
     // A transformers 4 `rope_scaling` object wins over `rope_parameters`, as in transformers (neither: default RoPE).
@@ -445,11 +506,20 @@ fn positive(path: &Path, key: &str, x: f64) -> Result<f64> {
 
 /// One transformers-5 `rope_parameters` object (also accepts `type` for `rope_type`); missing fields
 /// come from the top level of the config as transformers fills them (`nested`: one of Gemma 3's per-type objects).
-fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, max_positions: usize, nested: bool) -> Result<RopeConfig> {
+fn rope(
+    c: &Cfg,
+    p: &Value,
+    head_dim: usize,
+    default_theta: f64,
+    max_positions: usize,
+    nested: bool,
+) -> Result<RopeConfig> {
     let path = c.path;
     let kind = p["rope_type"].as_str().or(p["type"].as_str()).unwrap_or("default");
     let theta = positive(path, "rope_theta", opt_f64(p, "rope_theta", path)?.unwrap_or(default_theta))?;
-    let num = |k: &str| positive(path, k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?);
+    let num = |k: &str| {
+        positive(path, k, opt_f64(p, k, path)?.ok_or_else(|| err(path, format!("rope type `{kind}` needs `{k}`")))?)
+    };
     // A top-level `original_max_position_embeddings` wins over the object's; else `max_position_embeddings`.
     let original_max = || -> Result<f64> {
         let top = if nested { None } else { c.opt_f64("original_max_position_embeddings")? };
@@ -470,11 +540,12 @@ fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, max_positions: 
             let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
             // Zero or absent betas and mscales fall back to the defaults, as transformers' `or` does.
             let nonzero = |k: &str| Ok::<_, ModelError>(opt_f64(p, k, path)?.filter(|x| *x != 0.0));
-            let attention_factor = match (opt_f64(p, "attention_factor", path)?, nonzero("mscale")?, nonzero("mscale_all_dim")?) {
-                (Some(a), _, _) => positive(path, "attention_factor", a)?,
-                (None, Some(m), Some(all)) => mscale(m) / mscale(all),
-                _ => mscale(1.0),
-            };
+            let attention_factor =
+                match (opt_f64(p, "attention_factor", path)?, nonzero("mscale")?, nonzero("mscale_all_dim")?) {
+                    (Some(a), _, _) => positive(path, "attention_factor", a)?,
+                    (None, Some(m), Some(all)) => mscale(m) / mscale(all),
+                    _ => mscale(1.0),
+                };
             RopeScaling::Yarn {
                 factor,
                 beta_fast: nonzero("beta_fast")?.unwrap_or(32.0),
@@ -486,7 +557,10 @@ fn rope(c: &Cfg, p: &Value, head_dim: usize, default_theta: f64, max_positions: 
             }
         }
         other => {
-            return Err(err(path, format!("unsupported rope type `{other}` (supported: default, linear, llama3, yarn)")));
+            return Err(err(
+                path,
+                format!("unsupported rope type `{other}` (supported: default, linear, llama3, yarn)"),
+            ));
         }
     };
     Ok(RopeConfig { theta, dim: head_dim, scaling })
@@ -498,4 +572,3 @@ impl Config {
         self.layers.len()
     }
 }
-

@@ -37,7 +37,9 @@ pub enum ModelError {
     Device(String),
     /// The model computed NaN or infinite logits (bad weights or config values, e.g. NaN tensors or
     /// a negative `rms_norm_eps`, or non-finite inputs).
-    #[error("the model computed non-finite logits (NaN or infinity): its weights or config values (e.g. rms_norm_eps) or its inputs hold non-finite numbers")]
+    #[error(
+        "the model computed non-finite logits (NaN or infinity): its weights or config values (e.g. rms_norm_eps) or its inputs hold non-finite numbers"
+    )]
     NonFinite,
     /// An input row has the wrong width or a token id is outside the vocabulary.
     #[error("invalid input: {0}")]

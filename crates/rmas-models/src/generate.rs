@@ -4,9 +4,9 @@ use burn::tensor::{Tensor, TensorData, activation};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use web_time::Instant;
 
+use crate::RmasBackend;
 use crate::error::{ModelError, Result};
 use crate::model::{Cache, Model};
-use crate::RmasBackend;
 
 /// How the next token is chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,7 +56,8 @@ where
 
 /// HF's warper chain on host scores, then inverse-CDF sampling with `u ∈ [0, 1)`.
 pub fn sample_scores(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
-    let mut s: Vec<f32> = if temperature != 1.0 { scores.iter().map(|x| x / temperature).collect() } else { scores.to_vec() };
+    let mut s: Vec<f32> =
+        if temperature != 1.0 { scores.iter().map(|x| x / temperature).collect() } else { scores.to_vec() };
     if top_k > 0 && top_k < s.len() {
         let mut sorted = s.clone();
         sorted.sort_unstable_by(|a, b| b.total_cmp(a));
@@ -116,7 +117,11 @@ pub struct Generation {
 impl Generation {
     /// Decode throughput (tokens after the first, per second).
     pub fn decode_tokens_per_s(&self) -> f64 {
-        if self.ids.len() > 1 && self.decode_ms > 0.0 { (self.ids.len() - 1) as f64 * 1000.0 / self.decode_ms } else { 0.0 }
+        if self.ids.len() > 1 && self.decode_ms > 0.0 {
+            (self.ids.len() - 1) as f64 * 1000.0 / self.decode_ms
+        } else {
+            0.0
+        }
     }
 }
 

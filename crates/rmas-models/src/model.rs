@@ -85,12 +85,12 @@ impl<B: RmasBackend> Model<B> {
         if !B::supports_dtype(device, dtype) {
             return Err(ModelError::UnsupportedDtype { dtype, backend: B::name(device) });
         }
-        let prefix = PREFIXES
-            .iter()
-            .find(|p| weights.contains(&format!("{p}embed_tokens.weight")))
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: "embed_tokens.weight".into(),
-                files: format!("any of the prefixes {PREFIXES:?}"),
+        let prefix =
+            PREFIXES.iter().find(|p| weights.contains(&format!("{p}embed_tokens.weight"))).ok_or_else(|| {
+                ModelError::MissingTensor {
+                    name: "embed_tokens.weight".into(),
+                    files: format!("any of the prefixes {PREFIXES:?}"),
+                }
             })?;
         let root = Loader::<B> { weights, prefix: prefix.to_string(), device, dtype };
         let c = &config;
@@ -107,12 +107,18 @@ impl<B: RmasBackend> Model<B> {
                 let mixer = match lc.mixer {
                     Mixer::Attention => LayerMixer::Attention(Attention::load(&l.at("self_attn"), c, lc)?),
                     Mixer::GatedDeltaNet => {
-                        let gdn = c.gdn.ok_or_else(|| ModelError::Input("Gated DeltaNet layer without linear_* sizes".into()))?;
+                        let gdn = c
+                            .gdn
+                            .ok_or_else(|| ModelError::Input("Gated DeltaNet layer without linear_* sizes".into()))?;
                         LayerMixer::Delta(GatedDeltaNet::load(&l.at("linear_attn"), c, gdn)?)
                     }
                 };
                 let (attn_out_norm, mlp_norm, mlp_out_norm) = if c.sandwich_norms {
-                    (Some(norm("post_attention_layernorm")?), norm("pre_feedforward_layernorm")?, Some(norm("post_feedforward_layernorm")?))
+                    (
+                        Some(norm("post_attention_layernorm")?),
+                        norm("pre_feedforward_layernorm")?,
+                        Some(norm("post_feedforward_layernorm")?),
+                    )
                 } else {
                     (None, norm("post_attention_layernorm")?, None)
                 };
@@ -161,16 +167,24 @@ impl<B: RmasBackend> Model<B> {
     pub fn new_cache(&self, capacity: usize) -> Result<Cache<B>> {
         let c = &self.config;
         if capacity > c.max_positions {
-            return Err(ModelError::ContextOverflow { needed: capacity, limit: c.max_positions, what: "max_position_embeddings" });
+            return Err(ModelError::ContextOverflow {
+                needed: capacity,
+                limit: c.max_positions,
+                what: "max_position_embeddings",
+            });
         }
         let layers = self
             .layers
             .iter()
             .map(|l| match &l.mixer {
-                LayerMixer::Attention(_) => LayerCache::Kv(KvCache::new(c.num_kv_heads, capacity, c.head_dim, &self.device, self.dtype)),
-                LayerMixer::Delta(_) => {
-                    LayerCache::Delta(DeltaState::new(c.gdn.as_ref().expect("delta layers imply gdn config"), &self.device, self.dtype))
+                LayerMixer::Attention(_) => {
+                    LayerCache::Kv(KvCache::new(c.num_kv_heads, capacity, c.head_dim, &self.device, self.dtype))
                 }
+                LayerMixer::Delta(_) => LayerCache::Delta(DeltaState::new(
+                    c.gdn.as_ref().expect("delta layers imply gdn config"),
+                    &self.device,
+                    self.dtype,
+                )),
             })
             .collect();
         Ok(Cache { layers, len: 0, capacity })
@@ -203,14 +217,26 @@ impl<B: RmasBackend> Model<B> {
         Ok(trace)
     }
 
-    fn run(&self, mut x: Tensor<B, 2>, cache: &mut Cache<B>, mut trace: Option<&mut Vec<Tensor<B, 2>>>) -> Result<Tensor<B, 2>> {
+    fn run(
+        &self,
+        mut x: Tensor<B, 2>,
+        cache: &mut Cache<B>,
+        mut trace: Option<&mut Vec<Tensor<B, 2>>>,
+    ) -> Result<Tensor<B, 2>> {
         let [t, h] = x.dims();
         if h != self.config.hidden_size {
-            return Err(ModelError::Input(format!("input rows have width {h}, the model's hidden size is {}", self.config.hidden_size)));
+            return Err(ModelError::Input(format!(
+                "input rows have width {h}, the model's hidden size is {}",
+                self.config.hidden_size
+            )));
         }
         let start = cache.len;
         if start + t > cache.capacity {
-            return Err(ModelError::ContextOverflow { needed: start + t, limit: cache.capacity, what: "cache capacity" });
+            return Err(ModelError::ContextOverflow {
+                needed: start + t,
+                limit: cache.capacity,
+                what: "cache capacity",
+            });
         }
         let tables: Vec<_> = self.ropes.iter().map(|r| r.tables::<B>(start, t, &self.device)).collect();
         for (layer, state) in self.layers.iter().zip(cache.layers.iter_mut()) {

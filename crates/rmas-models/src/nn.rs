@@ -19,7 +19,12 @@ pub struct Loader<'a, B: Backend> {
 impl<'a, B: Backend> Loader<'a, B> {
     /// A loader for the names below `prefix.`.
     pub fn at(&self, prefix: impl std::fmt::Display) -> Self {
-        Self { weights: self.weights, prefix: format!("{}{prefix}.", self.prefix), device: self.device, dtype: self.dtype }
+        Self {
+            weights: self.weights,
+            prefix: format!("{}{prefix}.", self.prefix),
+            device: self.device,
+            dtype: self.dtype,
+        }
     }
     /// Loads `prefix + name` with the given shape in the compute dtype.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
@@ -27,7 +32,11 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
     /// Loads an optional tensor (absent → `None`).
     pub fn optional<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Option<Tensor<B, D>>> {
-        if self.weights.contains(&format!("{}{name}", self.prefix)) { self.tensor(name, shape).map(Some) } else { Ok(None) }
+        if self.weights.contains(&format!("{}{name}", self.prefix)) {
+            self.tensor(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -41,7 +50,8 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// Loads `name.weight` (and `name.bias` when `bias`).
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let weight_t = l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), &[d_out, d_in], l.device, l.dtype)?;
+        let weight_t =
+            l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), &[d_out, d_in], l.device, l.dtype)?;
         let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
         Ok(Self { weight_t, bias })
     }
@@ -84,7 +94,9 @@ impl<B: Backend> VocabMatrix<B> {
         let name = format!("{}{name}", l.prefix);
         let blocks = (0..v)
             .step_by(block_rows)
-            .map(|r| Ok(Tensor::from_data(l.weights.rows(&name, &[v, h], r..(r + block_rows).min(v))?, (l.device, l.dtype))))
+            .map(|r| {
+                Ok(Tensor::from_data(l.weights.rows(&name, &[v, h], r..(r + block_rows).min(v))?, (l.device, l.dtype)))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { blocks, block_rows })
     }
@@ -242,7 +254,8 @@ impl Rope {
                 // Feature index (of `dim`) at which a wave turns `rotations` times over the original context, in f64.
                 let dim = cfg.dim as f64;
                 let correction = |rotations: f64| {
-                    dim * (original_max_positions / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * cfg.theta.ln())
+                    dim * (original_max_positions / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * cfg.theta.ln())
                 };
                 let (low, high) = (correction(beta_fast), correction(beta_slow));
                 let (low, high) = if truncate { (low.floor(), high.ceil()) } else { (low, high) };
@@ -290,5 +303,6 @@ pub fn apply_rope<B: Backend>(x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<
     let rotated = Tensor::cat(vec![r.clone().narrow(2, half, half).neg(), r.clone().narrow(2, 0, half)], 2);
     let (c, s) = (cos.clone().cast(dtype).unsqueeze_dim::<3>(1), sin.clone().cast(dtype).unsqueeze_dim::<3>(1)); // [T, 1, rot]
     let r = r * c + rotated * s;
-    if rot == head_dim { r } else { Tensor::cat(vec![r, x.narrow(2, rot, head_dim - rot)], 2) }.reshape([t, heads, head_dim])
+    if rot == head_dim { r } else { Tensor::cat(vec![r, x.narrow(2, rot, head_dim - rot)], 2) }
+        .reshape([t, heads, head_dim])
 }

@@ -42,9 +42,8 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
     /// Loads `linear_attn.*` below `l`.
     pub fn load(l: &Loader<B>, c: &Config, cfg: GdnConfig) -> Result<Self> {
         let (h, nv, k) = (c.hidden_size, cfg.num_value_heads, cfg.conv_kernel);
-        let f32_tensor = |name: &str, n: usize| {
-            l.weights.tensor::<B, 1>(&format!("{}{name}", l.prefix), [n], l.device, DType::F32)
-        };
+        let f32_tensor =
+            |name: &str, n: usize| l.weights.tensor::<B, 1>(&format!("{}{name}", l.prefix), [n], l.device, DType::F32);
         // a and b in one product: [hidden, nv] ‖ [hidden, nv].
         let [a, b] = ["in_proj_a", "in_proj_b"].map(|name| Linear::load(l, name, h, nv, false));
         let in_proj_ab = Linear { weight_t: Tensor::cat(vec![a?.weight_t, b?.weight_t], 1), bias: None };
@@ -52,7 +51,12 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
             in_proj_qkv: Linear::load(l, "in_proj_qkv", h, cfg.conv_dim(), false)?,
             in_proj_z: Linear::load(l, "in_proj_z", h, cfg.value_dim(), false)?,
             in_proj_ab,
-            conv: l.weights.tensor_transposed(&format!("{}conv1d.weight", l.prefix), &[cfg.conv_dim(), 1, k], l.device, l.dtype)?,
+            conv: l.weights.tensor_transposed(
+                &format!("{}conv1d.weight", l.prefix),
+                &[cfg.conv_dim(), 1, k],
+                l.device,
+                l.dtype,
+            )?,
             decay: Tensor::stack(vec![f32_tensor("dt_bias", nv)?, f32_tensor("A_log", nv)?.exp().neg()], 0),
             norm: f32_tensor("norm.weight", cfg.value_head_dim)?,
             out_proj: Linear::load(l, "out_proj", cfg.value_dim(), h, false)?,
@@ -68,7 +72,8 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let (nv, dv) = (c.num_value_heads, c.value_head_dim);
 
         // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
-        let (qkv, conv_state) = B::causal_conv_silu(self.in_proj_qkv.forward(x.clone()), state.conv.clone(), self.conv.clone());
+        let (qkv, conv_state) =
+            B::causal_conv_silu(self.in_proj_qkv.forward(x.clone()), state.conv.clone(), self.conv.clone());
         state.conv = conv_state;
 
         // The gates' raw inputs, head-major: [2·nv, T] → [2, nv, T].
@@ -76,7 +81,8 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
 
         let z = self.in_proj_z.forward(x).reshape([t, nv, dv]);
         let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
-        let (o, ssm) = B::gated_delta_rule(DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() }, Some(norm));
+        let (o, ssm) =
+            B::gated_delta_rule(DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() }, Some(norm));
         state.ssm = ssm;
         self.out_proj.forward(o.reshape([t, nv * dv])) // o: [T, nv, dv] normed, in qkv's dtype
     }

@@ -74,7 +74,11 @@ impl Weights {
     /// Opens `model.safetensors`, or every shard listed by `model.safetensors.index.json`, in `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE);
-        let files = if index_path.exists() { shard_files(&read_to_string(&index_path)?, &index_path)? } else { vec![SINGLE_FILE.to_owned()] };
+        let files = if index_path.exists() {
+            shard_files(&read_to_string(&index_path)?, &index_path)?
+        } else {
+            vec![SINGLE_FILE.to_owned()]
+        };
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
         for path in files.into_iter().map(|f| dir.join(f)) {
             // A FIFO or device under a shard's name would hang or never end; only regular files load.
@@ -85,7 +89,8 @@ impl Weights {
             }
             let file = std::fs::File::open(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
             // SAFETY: the file is opened read-only; rmas never writes to checkpoint files while mapped.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.clone(), source })?;
+            let map =
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.clone(), source })?;
             weights.add(path, Buffer::Mapped(map))?;
         }
         Ok(weights)
@@ -126,12 +131,18 @@ impl Weights {
             let (b, e) = info.data_offsets;
             let elems: usize = info.shape.iter().product();
             if start + e > len {
-                return Err(corrupt(format!("tensor `{name}` ends at byte {} but the file has {len} bytes (truncated?)", start + e)));
+                return Err(corrupt(format!(
+                    "tensor `{name}` ends at byte {} but the file has {len} bytes (truncated?)",
+                    start + e
+                )));
             }
             if e - b != elems * info.dtype.bitsize() / 8 {
                 return Err(corrupt(format!("tensor `{name}` has {} bytes for shape {:?}", e - b, info.shape)));
             }
-            self.index.insert(name, Entry { file, dtype: info.dtype, shape: info.shape.clone(), range: start + b..start + e });
+            self.index.insert(
+                name,
+                Entry { file, dtype: info.dtype, shape: info.shape.clone(), range: start + b..start + e },
+            );
         }
         self.files.push((path, buffer));
         Ok(())
@@ -167,7 +178,13 @@ impl Weights {
     /// Loads a tensor of `shape` as a `[rows, cols]` matrix (cols the last axis) transposed to
     /// `[cols, rows]`, contiguous (transposed on the host once, so no backend ever copies a strided
     /// weight per use).
-    pub fn tensor_transposed<B: Backend>(&self, name: &str, shape: &[usize], device: &B::Device, dtype: DType) -> Result<Tensor<B, 2>> {
+    pub fn tensor_transposed<B: Backend>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Tensor<B, 2>> {
         let cols = shape.last().copied().unwrap_or(1);
         let rows = shape.iter().rev().skip(1).product();
         let data = self.data(name, shape)?;
@@ -219,13 +236,19 @@ impl Weights {
             });
         }
         let size = entry.dtype.bitsize() / 8;
-        let bytes = self.files[entry.file].1.bytes(entry.range.start + elems.start * size..entry.range.start + elems.end * size);
+        let bytes = self.files[entry.file]
+            .1
+            .bytes(entry.range.start + elems.start * size..entry.range.start + elems.end * size);
         Ok(match entry.dtype {
             Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
-                return Err(ModelError::WeightDtype { name: name.to_owned(), path: path.clone(), dtype: format!("{other:?}") });
+                return Err(ModelError::WeightDtype {
+                    name: name.to_owned(),
+                    path: path.clone(),
+                    dtype: format!("{other:?}"),
+                });
             }
         })
     }
@@ -249,7 +272,9 @@ pub fn shard_files(index: &str, path: &Path) -> Result<Vec<String>> {
         .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| err(format!("weight_map value {v} is not a file name"))))
         .collect::<Result<_>>()?;
     // Shards are files of the checkpoint directory itself: no absolute paths, `..` or subdirectories.
-    if let Some(bad) = shards.iter().find(|f| f.is_empty() || f.contains(['/', '\\']) || f.as_str() == "." || f.as_str() == "..") {
+    if let Some(bad) =
+        shards.iter().find(|f| f.is_empty() || f.contains(['/', '\\']) || f.as_str() == "." || f.as_str() == "..")
+    {
         return Err(err(format!("weight_map names `{bad}`, which is not a file name inside the checkpoint directory")));
     }
     Ok(shards.into_iter().collect())

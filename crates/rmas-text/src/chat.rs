@@ -35,10 +35,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
 }
 
@@ -56,11 +53,7 @@ pub struct ChatOptions {
 impl ChatOptions {
     /// RecursiveMAS's options: generation prompt on, `enable_thinking=False`.
     pub fn recursivemas(date: NaiveDate) -> Self {
-        Self {
-            add_generation_prompt: true,
-            enable_thinking: Some(false),
-            date,
-        }
+        Self { add_generation_prompt: true, enable_thinking: Some(false), date }
     }
 }
 
@@ -74,10 +67,7 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// Wraps a Jinja source; `origin` names it in errors (e.g. the file path).
     pub fn new(source: impl Into<String>, origin: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            origin: origin.into(),
-        }
+        Self { source: source.into(), origin: origin.into() }
     }
 
     /// The Jinja source.
@@ -93,30 +83,24 @@ impl ChatTemplate {
         special_tokens: &[(&str, &str)],
     ) -> Result<String> {
         let env = hf_environment(opts.date);
-        let template = env
-            .template_from_str(&self.source)
-            .map_err(|e| self.error(&e))?;
+        let template = env.template_from_str(&self.source).map_err(|e| self.error(&e))?;
         let mut ctx: Vec<(&str, Value)> = vec![
             ("messages", Value::from_serialize(messages)),
             ("tools", Value::from(())),
             ("documents", Value::from(())),
-            (
-                "add_generation_prompt",
-                Value::from(opts.add_generation_prompt),
-            ),
+            ("add_generation_prompt", Value::from(opts.add_generation_prompt)),
         ];
-        ctx.extend(
-            special_tokens
-                .iter()
-                .map(|&(name, text)| (name, Value::from(text))),
-        );
+        ctx.extend(special_tokens.iter().map(|&(name, text)| (name, Value::from(text))));
         if let Some(thinking) = opts.enable_thinking {
             ctx.push(("enable_thinking", Value::from(thinking)));
         }
         // Templates come from the Hub: their output is bounded as well as their work (fuel).
         let mut out = BoundedText::default();
         template.render_captured_to(Value::from_iter(ctx), &mut out).map_err(|e| self.error(&e))?;
-        String::from_utf8(out.bytes).map_err(|e| TextError::Template { template: self.origin.clone(), reason: format!("output is not UTF-8: {e}") })
+        String::from_utf8(out.bytes).map_err(|e| TextError::Template {
+            template: self.origin.clone(),
+            reason: format!("output is not UTF-8: {e}"),
+        })
     }
 
     fn error(&self, err: &Error) -> TextError {
@@ -126,10 +110,7 @@ impl ChatTemplate {
             let _ = write!(reason, ": {cause}");
             source = cause.source();
         }
-        TextError::Template {
-            template: self.origin.clone(),
-            reason,
-        }
+        TextError::Template { template: self.origin.clone(), reason }
     }
 }
 
@@ -147,7 +128,10 @@ struct BoundedText {
 impl std::io::Write for BoundedText {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.bytes.len() + buf.len() > TEMPLATE_OUTPUT_BYTES {
-            return Err(std::io::Error::other(format!("the template's output passes {} MiB", TEMPLATE_OUTPUT_BYTES >> 20)));
+            return Err(std::io::Error::other(format!(
+                "the template's output passes {} MiB",
+                TEMPLATE_OUTPUT_BYTES >> 20
+            )));
         }
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -189,26 +173,14 @@ fn strftime(date: NaiveDate, fmt: &str) -> Result<String, Error> {
         ));
     }
     let mut out = String::new();
-    write!(
-        out,
-        "{}",
-        date.and_time(NaiveTime::MIN)
-            .format_with_items(items.into_iter())
-    )
-    .map_err(|_| {
-        Error::new(
-            ErrorKind::InvalidOperation,
-            format!("strftime_now: cannot format {fmt:?}"),
-        )
-    })?;
+    write!(out, "{}", date.and_time(NaiveTime::MIN).format_with_items(items.into_iter()))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: cannot format {fmt:?}")))?;
     Ok(out)
 }
 
 /// Jinja's `trim(value, chars=None)` = Python `str(value).strip(chars)`.
 fn py_trim_filter(value: &Value, chars: Option<&str>) -> String {
-    let text = value
-        .as_str()
-        .map_or_else(|| value.to_string(), str::to_owned);
+    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
     match chars {
         Some(chars) => text.trim_matches(|c| chars.contains(c)).to_owned(),
         None => py_strip(&text).to_owned(),
@@ -225,9 +197,7 @@ fn py_method(state: &State, value: &Value, method: &str, args: &[Value]) -> Resu
     };
     let no_chars = args.len() <= 1 && args.iter().all(Value::is_none);
     match (whitespace_strip, value.as_str()) {
-        (Some(strip), Some(s)) if no_chars && value.kind() == ValueKind::String => {
-            Ok(Value::from(strip(s)))
-        }
+        (Some(strip), Some(s)) if no_chars && value.kind() == ValueKind::String => Ok(Value::from(strip(s))),
         _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
     }
 }
@@ -239,69 +209,44 @@ mod tests {
     fn render(src: &str) -> Result<String> {
         let date = NaiveDate::from_ymd_opt(2024, 7, 26).unwrap();
         let msgs = [ChatMessage::new("user", " <b>&'x'\u{1c}\n ")];
-        ChatTemplate::new(src, "test").render(
-            &msgs,
-            &ChatOptions::recursivemas(date),
-            &[("eos_token", "</s>")],
-        )
+        ChatTemplate::new(src, "test").render(&msgs, &ChatOptions::recursivemas(date), &[("eos_token", "</s>")])
     }
 
     #[test]
     fn hostile_templates_run_out_of_fuel_or_room() {
         // Nested loops that would run for minutes stop on their fuel.
-        let err = render("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}").unwrap_err().to_string();
+        let err = render("{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fuel"), "{err}");
         // Output past the cap is refused, not held.
-        let err = render("{% for a in range(3000) %}{{ '%s' | format('x' * 100000) }}{% endfor %}").unwrap_err().to_string();
+        let err =
+            render("{% for a in range(3000) %}{{ '%s' | format('x' * 100000) }}{% endfor %}").unwrap_err().to_string();
         assert!(err.contains("MiB"), "{err}");
     }
 
     #[test]
     fn strftime_now_uses_injected_date() {
-        assert_eq!(
-            render("{{ strftime_now('%d %b %Y') }}").unwrap(),
-            "26 Jul 2024"
-        );
-        assert_eq!(
-            render("{{ strftime_now('%A %B %-d, %y') }}").unwrap(),
-            "Friday July 26, 24"
-        );
+        assert_eq!(render("{{ strftime_now('%d %b %Y') }}").unwrap(), "26 Jul 2024");
+        assert_eq!(render("{{ strftime_now('%A %B %-d, %y') }}").unwrap(), "Friday July 26, 24");
         assert!(render("{{ strftime_now('%Q') }}").is_err());
     }
 
     #[test]
     fn trim_and_strip_follow_python() {
-        assert_eq!(
-            render("[{{ messages[0].content | trim }}]").unwrap(),
-            "[<b>&'x']"
-        );
-        assert_eq!(
-            render("[{{ messages[0].content.strip() }}]").unwrap(),
-            "[<b>&'x']"
-        );
-        assert_eq!(
-            render("[{{ messages[0].content.rstrip() }}]").unwrap(),
-            "[ <b>&'x']"
-        );
-        assert_eq!(
-            render("[{{ 'xxaxx'.strip('x') }}|{{ 'a,b'.split(',')[1] }}]").unwrap(),
-            "[a|b]"
-        );
+        assert_eq!(render("[{{ messages[0].content | trim }}]").unwrap(), "[<b>&'x']");
+        assert_eq!(render("[{{ messages[0].content.strip() }}]").unwrap(), "[<b>&'x']");
+        assert_eq!(render("[{{ messages[0].content.rstrip() }}]").unwrap(), "[ <b>&'x']");
+        assert_eq!(render("[{{ 'xxaxx'.strip('x') }}|{{ 'a,b'.split(',')[1] }}]").unwrap(), "[a|b]");
         assert_eq!(render("[{{ 'xxaxx' | trim('x') }}]").unwrap(), "[a]");
     }
 
     #[test]
     fn tojson_is_python_json_dumps_without_html_escaping() {
         let src = "{{ {'a': '<b>&\\'', 'n': [1, 2.5, none, true], 'u': 'é\\n'} | tojson }}";
-        assert_eq!(
-            render(src).unwrap(),
-            r#"{"a": "<b>&'", "n": [1, 2.5, null, true], "u": "é\n"}"#
-        );
+        assert_eq!(render(src).unwrap(), r#"{"a": "<b>&'", "n": [1, 2.5, null, true], "u": "é\n"}"#);
         let indented = "{{ {'a': [1, {}], 'b': []} | tojson(indent=2) }}";
-        assert_eq!(
-            render(indented).unwrap(),
-            "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}"
-        );
+        assert_eq!(render(indented).unwrap(), "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}");
         let compact = "{{ {'b': 1, 'a': 'é'} | tojson(separators=[',', ':'], sort_keys=true, ensure_ascii=true) }}";
         assert_eq!(render(compact).unwrap(), r#"{"a":"\u00e9","b":1}"#);
     }
@@ -320,14 +265,9 @@ mod tests {
 
     #[test]
     fn raise_exception_and_syntax_errors_are_reported() {
-        let err =
-            render("{{ raise_exception('Conversation roles must alternate user/assistant') }}")
-                .unwrap_err();
+        let err = render("{{ raise_exception('Conversation roles must alternate user/assistant') }}").unwrap_err();
         assert!(err.to_string().contains(ROLES_MUST_ALTERNATE), "{err}");
         let err = render("{% if %}").unwrap_err();
-        assert!(
-            matches!(err, TextError::Template { ref template, .. } if template == "test"),
-            "{err}"
-        );
+        assert!(matches!(err, TextError::Template { ref template, .. } if template == "test"), "{err}");
     }
 }

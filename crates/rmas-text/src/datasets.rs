@@ -38,7 +38,9 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
         Dataset::Math500 | Dataset::Gsm8k | Dataset::Aime25 | Dataset::Aime26 => {
             // The reference takes the `question` column when the dataset has one, else `problem`.
             let column = if row.get("question").is_some() { "question" } else { "problem" };
-            let problem = text(column).ok_or_else(|| row_error(dataset, format!("no string field `question` or `problem` (fields: {})", fields(row))))?;
+            let problem = text(column).ok_or_else(|| {
+                row_error(dataset, format!("no string field `question` or `problem` (fields: {})", fields(row)))
+            })?;
             Ok(RowQuestion { question: problem.to_owned(), fn_name: None })
         }
         Dataset::Gpqa => {
@@ -48,17 +50,32 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
                 options.push(first_text(dataset, row, &keys)?);
             }
             let order = gpqa_order(&stem, seed);
-            let lines: Vec<String> = order.iter().zip(['A', 'B', 'C', 'D']).map(|(&i, label)| format!("{label}. {}", options[i])).collect();
-            Ok(RowQuestion { question: with_choice_instruction(&format!("{stem}\n{}", lines.join("\n"))), fn_name: None })
+            let lines: Vec<String> =
+                order.iter().zip(['A', 'B', 'C', 'D']).map(|(&i, label)| format!("{label}. {}", options[i])).collect();
+            Ok(RowQuestion {
+                question: with_choice_instruction(&format!("{stem}\n{}", lines.join("\n"))),
+                fn_name: None,
+            })
         }
         Dataset::MedQa => {
             // The first of `query`, `question` that is a non-empty string, stripped.
-            let question = ["query", "question"].iter().find_map(|k| text(k).filter(|t| !t.is_empty())).ok_or_else(|| row_error(dataset, format!("no non-empty string field `query` or `question` (fields: {})", fields(row))))?;
+            let question =
+                ["query", "question"].iter().find_map(|k| text(k).filter(|t| !t.is_empty())).ok_or_else(|| {
+                    row_error(
+                        dataset,
+                        format!("no non-empty string field `query` or `question` (fields: {})", fields(row)),
+                    )
+                })?;
             let mut question = py_strip(question).to_owned();
             // A non-empty `options` list goes one per line under a text that letters no options.
             match row.get("options") {
                 Some(Value::Array(options)) if !options.is_empty() && !is_choice_question(&question) => {
-                    let options = options.iter().map(|o| py_str(o).ok_or_else(|| row_error(dataset, format!("`options` holds {o}, not a string")))).collect::<Result<Vec<_>>>()?;
+                    let options = options
+                        .iter()
+                        .map(|o| {
+                            py_str(o).ok_or_else(|| row_error(dataset, format!("`options` holds {o}, not a string")))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     question = format!("{}\n{}", py_rstrip(&question), options.join("\n"));
                 }
                 _ => {}
@@ -68,7 +85,10 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
         Dataset::MbppPlus => {
             let prompt = py_strip(required("prompt")?);
             let tests: Vec<&str> = match row.get("test_list") {
-                Some(Value::Array(items)) => items.iter().map(|t| t.as_str().ok_or_else(|| row_error(dataset, "`test_list` holds a non-string".into()))).collect::<Result<_>>()?,
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|t| t.as_str().ok_or_else(|| row_error(dataset, "`test_list` holds a non-string".into())))
+                    .collect::<Result<_>>()?,
                 _ => Vec::new(),
             };
             let shown = &tests[..tests.len().min(MBPP_PROMPT_TESTS)];
@@ -88,10 +108,13 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
             }
             // `metadata` is a JSON object serialised into a string.
             let metadata: Value = match text("metadata") {
-                Some(m) if !m.is_empty() => serde_json::from_str(m).map_err(|e| row_error(dataset, format!("`metadata` is not JSON: {e}")))?,
+                Some(m) if !m.is_empty() => {
+                    serde_json::from_str(m).map_err(|e| row_error(dataset, format!("`metadata` is not JSON: {e}")))?
+                }
                 _ => Value::Null,
             };
-            let fn_name = metadata.get("func_name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
+            let fn_name =
+                metadata.get("func_name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_owned);
             Ok(RowQuestion { question, fn_name })
         }
         Dataset::HotpotQa | Dataset::Bamboogle => {
@@ -107,9 +130,17 @@ pub fn row_question(dataset: Dataset, row: &Value, seed: u64) -> Result<RowQuest
 /// LiveCodeBench row's `solution`.
 pub fn row_gold(dataset: Dataset, row: &Value, seed: u64) -> Result<String> {
     match dataset {
-        Dataset::Math500 | Dataset::Gsm8k | Dataset::Aime25 | Dataset::Aime26 | Dataset::HotpotQa | Dataset::Bamboogle => {
+        Dataset::Math500
+        | Dataset::Gsm8k
+        | Dataset::Aime25
+        | Dataset::Aime26
+        | Dataset::HotpotQa
+        | Dataset::Bamboogle => {
             ["answer", "Answer"].iter().find_map(|k| row.get(k).and_then(py_str)).ok_or_else(|| {
-                row_error(dataset, format!("no gold answer: no string or number field `answer` (fields: {})", fields(row)))
+                row_error(
+                    dataset,
+                    format!("no gold answer: no string or number field `answer` (fields: {})", fields(row)),
+                )
             })
         }
         Dataset::Gpqa => {
@@ -137,9 +168,12 @@ fn gpqa_order(stem: &str, seed: u64) -> [usize; 4] {
 /// `assert name(`, else the first `assert name(` of its test list, else its reference code's first
 /// `def`.
 fn mbpp_fn_name(script: &str, tests: &[&str], code: &str) -> Option<String> {
-    static ASSERTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"assertion\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
-    static ASSERT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"assert\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
-    static DEF: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    static ASSERTION: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"assertion\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    static ASSERT: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"assert\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
+    static DEF: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?m)^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(").expect("constant regex"));
     let last = |re: &Regex| re.captures_iter(script).last().map(|c| c[1].to_owned());
     last(&ASSERTION)
         .or_else(|| last(&ASSERT))
@@ -161,7 +195,16 @@ fn first_text(dataset: Dataset, row: &Value, keys: &[&str]) -> Result<String> {
         .filter_map(|k| row.get(k).and_then(py_str))
         .map(|t| py_strip(&t).to_owned())
         .find(|t| !t.is_empty())
-        .ok_or_else(|| row_error(dataset, format!("no non-empty field {} (fields: {})", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or "), fields(row))))
+        .ok_or_else(|| {
+            row_error(
+                dataset,
+                format!(
+                    "no non-empty field {} (fields: {})",
+                    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or "),
+                    fields(row)
+                ),
+            )
+        })
 }
 
 /// Python's `str(value)` for the scalar JSON values rows hold (strings, integers, booleans).
@@ -182,12 +225,15 @@ fn row_error(dataset: Dataset, reason: String) -> TextError {
 fn fields(row: &Value) -> String {
     match row.as_object() {
         Some(map) => map.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
-        None => format!("the row is not a JSON object but {}", match row {
-            Value::Array(_) => "an array",
-            Value::String(_) => "a string",
-            Value::Number(_) => "a number",
-            Value::Bool(_) => "a boolean",
-            _ => "null",
-        }),
+        None => format!(
+            "the row is not a JSON object but {}",
+            match row {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ),
     }
 }

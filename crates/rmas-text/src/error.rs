@@ -88,9 +88,7 @@ pub enum TextError {
         reason: String,
     },
     /// A slot placeholder is missing from the rendered prompt.
-    #[error(
-        "slot {slot} not found in the rendered prompt at or after byte {from} (slots must appear in order)"
-    )]
+    #[error("slot {slot} not found in the rendered prompt at or after byte {from} (slots must appear in order)")]
     MissingSlot {
         /// The slot string.
         slot: String,

@@ -3,8 +3,8 @@
 
 pub mod chat;
 pub mod datasets;
-pub mod nprandom;
 pub mod error;
+pub mod nprandom;
 pub mod prompts;
 pub mod pyrandom;
 pub mod pystr;
@@ -15,7 +15,7 @@ pub use chat::{ChatMessage, ChatOptions, ChatTemplate};
 pub use datasets::{RowQuestion, row_gold, row_question};
 pub use error::{Result, TextError};
 pub use prompts::{
-    CodeTask, Dataset, MasTask, Prompt, PromptContext, RecommendedSettings, Role, Style, Task,
-    system_prompt, user_prompt,
+    CodeTask, Dataset, MasTask, Prompt, PromptContext, RecommendedSettings, Role, Style, Task, system_prompt,
+    user_prompt,
 };
 pub use tokenizer::{Tokenizer, TokenizerFiles, split_at_slots};

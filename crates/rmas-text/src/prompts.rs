@@ -46,10 +46,8 @@ pub const DELIBERATION_FEEDBACK_SLOT: &str = "<<DELIBERATION_FEEDBACK_SLOT>>";
 
 const STEP_FORMAT: &str = "Step 1: ...\n...\nStep n: ...";
 const FINAL_CODE: &str = "Solve the problem and put the final code inside one markdown code block, for example ```python\\n<your solution code>\\n```.";
-const FINAL_CHOICE: &str =
-    "Solve the question and put the final choice inside \\boxed{}, for example \\boxed{A}.";
-const FINAL_MATH: &str =
-    "Solve the question and put the final answer inside \\boxed{}, for example \\boxed{1}.";
+const FINAL_CHOICE: &str = "Solve the question and put the final choice inside \\boxed{}, for example \\boxed{A}.";
+const FINAL_MATH: &str = "Solve the question and put the final answer inside \\boxed{}, for example \\boxed{1}.";
 const CHOICE_SUFFIX: &str = "Choose the correct option (A/B/C/D).";
 
 /// Parses `name` (trimmed, case-insensitive) against each item's accepted names.
@@ -60,18 +58,11 @@ fn parse_name<T: Copy>(
     names: fn(T) -> &'static [&'static str],
 ) -> Result<T> {
     let key = name.trim().to_lowercase();
-    all.iter()
-        .copied()
-        .find(|item| names(*item).contains(&key.as_str()))
-        .ok_or_else(|| TextError::UnknownName {
-            what,
-            value: name.to_owned(),
-            expected: all
-                .iter()
-                .map(|item| names(*item)[0])
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    all.iter().copied().find(|item| names(*item).contains(&key.as_str())).ok_or_else(|| TextError::UnknownName {
+        what,
+        value: name.to_owned(),
+        expected: all.iter().map(|item| names(*item)[0]).collect::<Vec<_>>().join(", "),
+    })
 }
 
 /// A RecursiveMAS collaboration style.
@@ -91,13 +82,8 @@ pub enum Style {
 
 impl Style {
     /// All styles.
-    pub const ALL: [Style; 5] = [
-        Style::SequentialLight,
-        Style::SequentialScaled,
-        Style::Mixture,
-        Style::Distillation,
-        Style::Deliberation,
-    ];
+    pub const ALL: [Style; 5] =
+        [Style::SequentialLight, Style::SequentialScaled, Style::Mixture, Style::Distillation, Style::Deliberation];
 
     /// The style key (`sequential_light`, ...).
     pub fn key(self) -> &'static str {
@@ -124,9 +110,7 @@ impl Style {
     /// The agents in the order they run within a round; the last one decodes the answer.
     pub fn roles(self) -> &'static [Role] {
         match self {
-            Style::SequentialLight | Style::SequentialScaled => {
-                &[Role::Planner, Role::Critic, Role::Solver]
-            }
+            Style::SequentialLight | Style::SequentialScaled => &[Role::Planner, Role::Critic, Role::Solver],
             Style::Mixture => &[Role::Math, Role::Code, Role::Science, Role::Summarizer],
             Style::Distillation => &[Role::Expert, Role::Learner],
             Style::Deliberation => &[Role::Reflector, Role::Toolcaller],
@@ -145,10 +129,7 @@ impl Style {
 
     /// Whether links are chosen per task (`adapter(math).pt` / `(code)`): sequential and distillation.
     pub fn is_task_scoped(self) -> bool {
-        matches!(
-            self,
-            Style::SequentialLight | Style::SequentialScaled | Style::Distillation
-        )
+        matches!(self, Style::SequentialLight | Style::SequentialScaled | Style::Distillation)
     }
 }
 
@@ -293,19 +274,10 @@ impl Dataset {
         match self {
             Dataset::Math500 => &["math500", "math-500", "huggingfaceh4/math-500"],
             Dataset::Gsm8k => &["gsm8k", "openai/gsm8k"],
-            Dataset::Gpqa => &[
-                "gpqa",
-                "gpqa_diamond",
-                "idavidrein/gpqa",
-                "idavidrein/gpqa:gpqa_diamond",
-                "idavidrein/gpqa_diamond",
-            ],
-            Dataset::MedQa => &[
-                "medqa",
-                "local/medqa",
-                "dataset/medqa.json",
-                "./dataset/medqa.json",
-            ],
+            Dataset::Gpqa => {
+                &["gpqa", "gpqa_diamond", "idavidrein/gpqa", "idavidrein/gpqa:gpqa_diamond", "idavidrein/gpqa_diamond"]
+            }
+            Dataset::MedQa => &["medqa", "local/medqa", "dataset/medqa.json", "./dataset/medqa.json"],
             Dataset::MbppPlus => &["mbppplus", "mbpp+", "evalplus/mbppplus"],
             Dataset::Aime25 => &["aime25", "aime2025"],
             Dataset::Aime26 => &["aime26", "aime2026"],
@@ -345,11 +317,7 @@ impl Dataset {
 
     /// The code task type of the dataset's rows (MBPP+: function; LiveCodeBench rows vary).
     pub fn default_code_task(self) -> CodeTask {
-        if self == Dataset::MbppPlus {
-            CodeTask::Function
-        } else {
-            CodeTask::Complete
-        }
+        if self == Dataset::MbppPlus { CodeTask::Function } else { CodeTask::Complete }
     }
 }
 
@@ -440,22 +408,13 @@ pub struct PromptContext<'a> {
 impl<'a> PromptContext<'a> {
     /// A context with the dataset's default code interface and no function name.
     pub fn new(question: &'a str, dataset: Dataset) -> Self {
-        Self {
-            question,
-            dataset,
-            code_task: dataset.default_code_task(),
-            fn_name: None,
-        }
+        Self { question, dataset, code_task: dataset.default_code_task(), fn_name: None }
     }
 
     /// The same context with a function name: a function task, as the reference's `task_type` is
     /// for every row that names one (MBPP+, LiveCodeBench's functional problems).
     pub fn with_fn_name(self, fn_name: &'a str) -> Self {
-        Self {
-            fn_name: Some(fn_name),
-            code_task: CodeTask::Function,
-            ..self
-        }
+        Self { fn_name: Some(fn_name), code_task: CodeTask::Function, ..self }
     }
 }
 
@@ -470,10 +429,7 @@ pub struct Prompt {
 
 impl Prompt {
     fn new(text: String, slots: &[&'static str]) -> Self {
-        Self {
-            text,
-            slots: slots.to_vec(),
-        }
+        Self { text, slots: slots.to_vec() }
     }
 }
 
@@ -486,12 +442,7 @@ pub fn system_prompt(style: Style) -> &'static str {
 }
 
 /// The user prompt of `role` in `round` (1-based; feedback variants from round 2 on).
-pub fn user_prompt(
-    style: Style,
-    role: Role,
-    round: usize,
-    ctx: &PromptContext<'_>,
-) -> Result<Prompt> {
+pub fn user_prompt(style: Style, role: Role, round: usize, ctx: &PromptContext<'_>) -> Result<Prompt> {
     if round == 0 {
         return Err(TextError::InvalidRound(round));
     }
@@ -505,12 +456,7 @@ pub fn user_prompt(
     prompt.ok_or_else(|| TextError::RoleNotInStyle {
         style: style.key(),
         role: role.key(),
-        expected: style
-            .roles()
-            .iter()
-            .map(|r| r.key())
-            .collect::<Vec<_>>()
-            .join(", "),
+        expected: style.roles().iter().map(|r| r.key()).collect::<Vec<_>>().join(", "),
     })
 }
 
@@ -539,9 +485,7 @@ fn interface(ctx: &PromptContext<'_>) -> String {
             format!("Implement and return the function `{name}` only.")
         }
         (CodeTask::Function, None) => "Implement and return the required function only.".to_owned(),
-        (CodeTask::Complete, _) => {
-            "Write a complete program that reads from stdin and prints to stdout.".to_owned()
-        }
+        (CodeTask::Complete, _) => "Write a complete program that reads from stdin and prints to stdout.".to_owned(),
     }
 }
 
@@ -633,10 +577,7 @@ fn solver_ending(ctx: &PromptContext<'_>) -> (&'static str, &'static str) {
         );
     }
     match ctx.dataset.choice_old_prompt() {
-        2 => (
-            "\n",
-            "Final Choice: put only the option letter in \\boxed{}, e.g., \\boxed{A}.",
-        ),
+        2 => ("\n", "Final Choice: put only the option letter in \\boxed{}, e.g., \\boxed{A}."),
         _ => ("\n\n", FINAL_CHOICE),
     }
 }
@@ -667,11 +608,7 @@ fn mixture(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt
                     task_context(ctx),
                     final_instruction(ctx)
                 ),
-                &[
-                    HIE_MATH_EXPERT_SLOT,
-                    HIE_CODE_EXPERT_SLOT,
-                    HIE_SCIENCE_EXPERT_SLOT,
-                ],
+                &[HIE_MATH_EXPERT_SLOT, HIE_CODE_EXPERT_SLOT, HIE_SCIENCE_EXPERT_SLOT],
             ));
         }
         _ => return None,
@@ -685,10 +622,7 @@ fn mixture(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt
             &[HIE_FEEDBACK_SLOT],
         )
     } else {
-        Prompt::new(
-            format!("You are the {label} in a multi-agent system.\n{ctx_block}"),
-            &[],
-        )
+        Prompt::new(format!("You are the {label} in a multi-agent system.\n{ctx_block}"), &[])
     })
 }
 
@@ -732,9 +666,7 @@ fn deliberation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<P
             &[DELIBERATION_FEEDBACK_SLOT],
         ),
         Role::Reflector => Prompt::new(
-            format!(
-                "You are the reflector agent in a deliberation style multi-agent system.\n{TOOLS_NOTE}{ctx_block}"
-            ),
+            format!("You are the reflector agent in a deliberation style multi-agent system.\n{TOOLS_NOTE}{ctx_block}"),
             &[],
         ),
         Role::Toolcaller => Prompt::new(

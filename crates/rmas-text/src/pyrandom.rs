@@ -38,7 +38,9 @@ impl PyRandom {
         let (mut i, mut j) = (1usize, 0usize);
         for _ in 0..N.max(key.len()) {
             let prev = self.mt[i - 1];
-            self.mt[i] = (self.mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525)).wrapping_add(key[j]).wrapping_add(j as u32);
+            self.mt[i] = (self.mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525))
+                .wrapping_add(key[j])
+                .wrapping_add(j as u32);
             i += 1;
             j += 1;
             if i >= N {
@@ -122,7 +124,11 @@ mod tests {
         let mut rng = PyRandom::new(123);
         let draws: Vec<u32> = (0..700).map(|_| rng.next_u32()).collect();
         assert_eq!(draws[698..], [1981416960, 2987994967]);
-        for (seed, want) in [(0i128, [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]), (42, [7, 3, 2, 8, 5, 6, 9, 4, 0, 1]), ((1 << 40) + 5, [1, 2, 3, 6, 7, 0, 5, 4, 9, 8])] {
+        for (seed, want) in [
+            (0i128, [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]),
+            (42, [7, 3, 2, 8, 5, 6, 9, 4, 0, 1]),
+            ((1 << 40) + 5, [1, 2, 3, 6, 7, 0, 5, 4, 9, 8]),
+        ] {
             let mut items: Vec<usize> = (0..10).collect();
             PyRandom::new(seed).shuffle(&mut items);
             assert_eq!(items, want, "seed {seed}");

@@ -28,7 +28,9 @@ pub fn py_split_whitespace(s: &str) -> Vec<&str> {
 /// Python `s.splitlines()`: lines split at `\n`, `\r\n`, `\r`, `\v`, `\f`, `\x1c`–`\x1e`,
 /// `\x85`, U+2028 and U+2029, without their breaks (no empty last line after a final break).
 pub fn py_splitlines(s: &str) -> Vec<&str> {
-    let is_break = |c: char| matches!(c, '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{1c}'..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    let is_break = |c: char| {
+        matches!(c, '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{1c}'..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}')
+    };
     let mut lines = Vec::new();
     let mut start = 0;
     let mut chars = s.char_indices().peekable();

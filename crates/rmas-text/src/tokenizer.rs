@@ -19,15 +19,8 @@ pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// Special-token fields of `tokenizer_config.json` exposed to chat templates.
-const SPECIAL_TOKEN_FIELDS: [&str; 7] = [
-    "bos_token",
-    "eos_token",
-    "unk_token",
-    "sep_token",
-    "pad_token",
-    "cls_token",
-    "mask_token",
-];
+const SPECIAL_TOKEN_FIELDS: [&str; 7] =
+    ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
 /// The raw contents of a checkpoint's tokenizer files (for builds without a filesystem).
 #[derive(Debug, Clone, Copy)]
@@ -110,12 +103,8 @@ impl Tokenizer {
     /// Builds the tokenizer from file contents.
     pub fn from_bytes(files: TokenizerFiles<'_>) -> Result<Self> {
         let file = |name: &str| format!("{}/{name}", files.origin);
-        let inner = tokenizers::Tokenizer::from_bytes(files.tokenizer_json).map_err(|e| {
-            TextError::TokenizerDefinition {
-                file: file(TOKENIZER_FILE),
-                reason: e.to_string(),
-            }
-        })?;
+        let inner = tokenizers::Tokenizer::from_bytes(files.tokenizer_json)
+            .map_err(|e| TextError::TokenizerDefinition { file: file(TOKENIZER_FILE), reason: e.to_string() })?;
         let config = parse_json(files.tokenizer_config, &file(TOKENIZER_CONFIG_FILE))?;
         let mut special_tokens = Vec::new();
         for field in SPECIAL_TOKEN_FIELDS {
@@ -140,10 +129,7 @@ impl Tokenizer {
         tok.pad_token_id = tok.special_token_id("pad_token", &file(TOKENIZER_CONFIG_FILE))?;
         let generation = parse_json(files.generation_config, &file(GENERATION_CONFIG_FILE))?;
         tok.generation_eos_ids = eos_ids(&generation, &file(GENERATION_CONFIG_FILE))?;
-        if let Some(id) = tok
-            .eos_token_id
-            .filter(|id| !tok.generation_eos_ids.contains(id))
-        {
+        if let Some(id) = tok.eos_token_id.filter(|id| !tok.generation_eos_ids.contains(id)) {
             tok.generation_eos_ids.push(id);
         }
         Ok(tok)
@@ -157,28 +143,18 @@ impl Tokenizer {
         let encoding = self
             .inner
             .encode_fast(text, add_special_tokens)
-            .map_err(|e| TextError::Encode {
-                preview: text.chars().take(40).collect(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TextError::Encode { preview: text.chars().take(40).collect(), reason: e.to_string() })?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text of `ids` like HF's `decode` (incl. `clean_up_tokenization_spaces` when configured).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let text = self
-            .inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| TextError::Decode {
-                count: ids.len(),
-                first: ids.first().copied(),
-                reason: e.to_string(),
-            })?;
-        Ok(if self.clean_up_tokenization_spaces {
-            clean_up_tokenization(&text)
-        } else {
-            text
-        })
+        let text = self.inner.decode(ids, skip_special_tokens).map_err(|e| TextError::Decode {
+            count: ids.len(),
+            first: ids.first().copied(),
+            reason: e.to_string(),
+        })?;
+        Ok(if self.clean_up_tokenization_spaces { clean_up_tokenization(&text) } else { text })
     }
 
     /// Streaming display: the text of `ids` past the first `printed` bytes already shown, and the new
@@ -214,10 +190,7 @@ impl Tokenizer {
 
     /// Text of a special token field (`"bos_token"`, `"eos_token"`, ...) of the config, if set.
     pub fn special_token(&self, field: &str) -> Option<&str> {
-        self.special_tokens
-            .iter()
-            .find(|(name, _)| *name == field)
-            .map(|(_, text)| text.as_str())
+        self.special_tokens.iter().find(|(name, _)| *name == field).map(|(_, text)| text.as_str())
     }
 
     /// Id of a token string (added tokens included).
@@ -237,27 +210,17 @@ impl Tokenizer {
 
     /// Renders `messages` with the checkpoint's chat template.
     pub fn render_chat(&self, messages: &[ChatMessage], opts: &ChatOptions) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_ref()
-            .ok_or_else(|| TextError::NoChatTemplate {
-                origin: self.origin.clone(),
-            })?;
-        let special: Vec<(&str, &str)> = self
-            .special_tokens
-            .iter()
-            .map(|(name, text)| (*name, text.as_str()))
-            .collect();
+        let template =
+            self.chat_template.as_ref().ok_or_else(|| TextError::NoChatTemplate { origin: self.origin.clone() })?;
+        let special: Vec<(&str, &str)> =
+            self.special_tokens.iter().map(|(name, text)| (*name, text.as_str())).collect();
         template.render(messages, opts, &special)
     }
 
     /// Renders `[system, user]`; if the template rejects a system role ("Conversation roles must
     /// alternate", BioMistral) renders one user message `system + "\n\n" + user` instead.
     pub fn render_prompt(&self, system: &str, user: &str, opts: &ChatOptions) -> Result<String> {
-        let messages = [
-            ChatMessage::new("system", system),
-            ChatMessage::new("user", user),
-        ];
+        let messages = [ChatMessage::new("system", system), ChatMessage::new("user", user)];
         match self.render_chat(&messages, opts) {
             Err(TextError::Template { reason, .. }) if reason.contains(ROLES_MUST_ALTERNATE) => {
                 let merged = [ChatMessage::new("user", format!("{system}\n\n{user}"))];
@@ -270,23 +233,18 @@ impl Tokenizer {
     /// Cuts `rendered` at `slots` (in order) and tokenizes each of the k+1 pieces on its own
     /// without special tokens; an empty piece gives an empty list.
     pub fn encode_segments(&self, rendered: &str, slots: &[&str]) -> Result<Vec<Vec<u32>>> {
-        split_at_slots(rendered, slots)?
-            .into_iter()
-            .map(|piece| self.encode(piece, false))
-            .collect()
+        split_at_slots(rendered, slots)?.into_iter().map(|piece| self.encode(piece, false)).collect()
     }
 
     fn special_token_id(&self, field: &str, file: &str) -> Result<Option<u32>> {
         let Some(text) = self.special_token(field) else {
             return Ok(None);
         };
-        self.token_to_id(text)
-            .map(Some)
-            .ok_or_else(|| TextError::UnknownToken {
-                file: file.to_owned(),
-                field: field.to_owned(),
-                token: text.to_owned(),
-            })
+        self.token_to_id(text).map(Some).ok_or_else(|| TextError::UnknownToken {
+            file: file.to_owned(),
+            field: field.to_owned(),
+            token: text.to_owned(),
+        })
     }
 }
 
@@ -298,10 +256,7 @@ pub fn split_at_slots<'t>(text: &'t str, slots: &[&str]) -> Result<Vec<&'t str>>
         let at = text[start..]
             .find(slot)
             .map(|offset| start + offset)
-            .ok_or_else(|| TextError::MissingSlot {
-                slot: (*slot).to_owned(),
-                from: start,
-            })?;
+            .ok_or_else(|| TextError::MissingSlot { slot: (*slot).to_owned(), from: start })?;
         pieces.push(&text[start..at]);
         start = at + slot.len();
     }
@@ -323,28 +278,20 @@ fn clean_up_tokenization(text: &str) -> String {
         (" 've", "'ve"),
         (" 're", "'re"),
     ];
-    RULES
-        .iter()
-        .fold(text.to_owned(), |acc, (from, to)| acc.replace(from, to))
+    RULES.iter().fold(text.to_owned(), |acc, (from, to)| acc.replace(from, to))
 }
 
 fn parse_json(bytes: Option<&[u8]>, file: &str) -> Result<Json> {
     match bytes {
         None => Ok(Json::Null),
-        Some(bytes) => serde_json::from_slice(bytes).map_err(|source| TextError::Json {
-            file: file.to_owned(),
-            source,
-        }),
+        Some(bytes) => {
+            serde_json::from_slice(bytes).map_err(|source| TextError::Json { file: file.to_owned(), source })
+        }
     }
 }
 
 fn config_field_error(file: &str, field: &str, expected: &'static str, found: &Json) -> TextError {
-    TextError::ConfigField {
-        file: file.to_owned(),
-        field: field.to_owned(),
-        expected,
-        found: found.to_string(),
-    }
+    TextError::ConfigField { file: file.to_owned(), field: field.to_owned(), expected, found: found.to_string() }
 }
 
 /// A special-token field: a string, an `{"content": ...}` object, null or absent.
@@ -354,19 +301,9 @@ fn token_string(config: &Json, field: &str, file: &str) -> Result<Option<String>
         Some(Json::String(text)) => Ok(Some(text.clone())),
         Some(obj @ Json::Object(map)) => match map.get("content") {
             Some(Json::String(text)) => Ok(Some(text.clone())),
-            _ => Err(config_field_error(
-                file,
-                field,
-                "a string or {\"content\": string}",
-                obj,
-            )),
+            _ => Err(config_field_error(file, field, "a string or {\"content\": string}", obj)),
         },
-        Some(other) => Err(config_field_error(
-            file,
-            field,
-            "a string or {\"content\": string}",
-            other,
-        )),
+        Some(other) => Err(config_field_error(file, field, "a string or {\"content\": string}", other)),
     }
 }
 
@@ -374,10 +311,7 @@ fn token_string(config: &Json, field: &str, file: &str) -> Result<Option<String>
 /// list of `{"name", "template"}` from which `default` is used).
 fn chat_template(files: &TokenizerFiles<'_>, config: &Json) -> Result<Option<ChatTemplate>> {
     if let Some(source) = files.chat_template {
-        return Ok(Some(ChatTemplate::new(
-            source,
-            format!("{}/{CHAT_TEMPLATE_FILE}", files.origin),
-        )));
+        return Ok(Some(ChatTemplate::new(source, format!("{}/{CHAT_TEMPLATE_FILE}", files.origin))));
     }
     let origin = format!("{}/{TOKENIZER_CONFIG_FILE}:chat_template", files.origin);
     let source = match config.get("chat_template") {
@@ -389,20 +323,10 @@ fn chat_template(files: &TokenizerFiles<'_>, config: &Json) -> Result<Option<Cha
             .and_then(|e| e.get("template"))
             .and_then(Json::as_str)
             .ok_or_else(|| {
-                config_field_error(
-                    &origin,
-                    "chat_template",
-                    "a string or a list with a \"default\" entry",
-                    list,
-                )
+                config_field_error(&origin, "chat_template", "a string or a list with a \"default\" entry", list)
             })?,
         Some(other) => {
-            return Err(config_field_error(
-                &origin,
-                "chat_template",
-                "a string",
-                other,
-            ));
+            return Err(config_field_error(&origin, "chat_template", "a string", other));
         }
     };
     Ok(Some(ChatTemplate::new(source, origin)))
@@ -418,9 +342,7 @@ fn eos_ids(generation: &Json, file: &str) -> Result<Vec<u32>> {
             .iter()
             .map(|v| as_id(v).ok_or_else(|| config_field_error(file, "eos_token_id", expected, v)))
             .collect(),
-        Some(v) => as_id(v)
-            .map(|id| vec![id])
-            .ok_or_else(|| config_field_error(file, "eos_token_id", expected, v)),
+        Some(v) => as_id(v).map(|id| vec![id]).ok_or_else(|| config_field_error(file, "eos_token_id", expected, v)),
     }
 }
 
@@ -430,31 +352,19 @@ mod tests {
 
     #[test]
     fn split_at_slots_keeps_empty_pieces() {
-        assert_eq!(
-            split_at_slots("<A><B>x", &["<A>", "<B>"]).unwrap(),
-            vec!["", "", "x"]
-        );
-        assert_eq!(
-            split_at_slots("a<A>b<A>c", &["<A>", "<A>"]).unwrap(),
-            vec!["a", "b", "c"]
-        );
+        assert_eq!(split_at_slots("<A><B>x", &["<A>", "<B>"]).unwrap(), vec!["", "", "x"]);
+        assert_eq!(split_at_slots("a<A>b<A>c", &["<A>", "<A>"]).unwrap(), vec!["a", "b", "c"]);
         assert_eq!(split_at_slots("abc", &[]).unwrap(), vec!["abc"]);
     }
 
     #[test]
     fn split_at_slots_requires_order() {
         let err = split_at_slots("<B><A>", &["<A>", "<B>"]).unwrap_err();
-        assert!(
-            matches!(err, TextError::MissingSlot { ref slot, from: 6 } if slot == "<B>"),
-            "{err}"
-        );
+        assert!(matches!(err, TextError::MissingSlot { ref slot, from: 6 } if slot == "<B>"), "{err}");
     }
 
     #[test]
     fn cleans_up_like_hf() {
-        assert_eq!(
-            clean_up_tokenization("a , b . I 'm c n't"),
-            "a, b. I'm cn't"
-        );
+        assert_eq!(clean_up_tokenization("a , b . I 'm c n't"), "a, b. I'm cn't");
     }
 }

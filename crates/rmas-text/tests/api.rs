@@ -7,8 +7,8 @@ use chrono::NaiveDate;
 use common::{fixture, model_tokenizer};
 use rmas_text::prompts::{self, HIE_FEEDBACK_SLOT, PLANNER_SLOT};
 use rmas_text::{
-    ChatMessage, ChatOptions, Dataset, MasTask, Prompt, PromptContext, Role, Style, Task,
-    TextError, Tokenizer, TokenizerFiles, system_prompt, user_prompt,
+    ChatMessage, ChatOptions, Dataset, MasTask, Prompt, PromptContext, Role, Style, Task, TextError, Tokenizer,
+    TokenizerFiles, system_prompt, user_prompt,
 };
 
 const Q: &str = "What is 2+3?";
@@ -16,8 +16,7 @@ const GPQA_Q: &str = "Which is right?\nA. one\nB. two\nC. three\nD. four";
 const STEPS: &str = "Step 1: ...\n...\nStep n: ...";
 
 fn prompt(style: Style, role: Role, round: usize, ctx: &PromptContext<'_>) -> Prompt {
-    user_prompt(style, role, round, ctx)
-        .unwrap_or_else(|e| panic!("{style:?} {role:?} r{round}: {e}"))
+    user_prompt(style, role, round, ctx).unwrap_or_else(|e| panic!("{style:?} {role:?} r{round}: {e}"))
 }
 
 fn math(question: &str) -> PromptContext<'_> {
@@ -31,14 +30,7 @@ fn example_6_8_mixture_summarizer() {
         p.text,
         "You are the summarizer agent in a multi-agent system.\nMath expert signal:\n<<HIE_MATH_EXPERT_SLOT>>\nCode expert signal:\n<<HIE_CODE_EXPERT_SLOT>>\nScience expert signal:\n<<HIE_SCIENCE_EXPERT_SLOT>>\n---\nYou may reference the three expert information.\nPlease reason step by step and solve the problem below:\nThe question is:\nQuestion:\nWhat is 2+3?\nSolve the question and put the final answer inside \\boxed{}, for example \\boxed{1}."
     );
-    assert_eq!(
-        p.slots,
-        [
-            "<<HIE_MATH_EXPERT_SLOT>>",
-            "<<HIE_CODE_EXPERT_SLOT>>",
-            "<<HIE_SCIENCE_EXPERT_SLOT>>"
-        ]
-    );
+    assert_eq!(p.slots, ["<<HIE_MATH_EXPERT_SLOT>>", "<<HIE_CODE_EXPERT_SLOT>>", "<<HIE_SCIENCE_EXPERT_SLOT>>"]);
 }
 
 #[test]
@@ -57,20 +49,13 @@ fn mixture_experts_and_choice_context() {
     );
     assert_eq!(p.slots, [HIE_FEEDBACK_SLOT]);
     // The suffix is not repeated when present; FINAL(choice) closes the summarizer.
-    let gpqa = PromptContext::new(
-        "Q\nA. x\n\nChoose the correct option (A/B/C/D).",
-        Dataset::Gpqa,
-    );
+    let gpqa = PromptContext::new("Q\nA. x\n\nChoose the correct option (A/B/C/D).", Dataset::Gpqa);
     let p = prompt(Style::Mixture, Role::Summarizer, 1, &gpqa);
     assert!(p.text.ends_with(
         "Question:\nQ\nA. x\n\nChoose the correct option (A/B/C/D).\nSolve the question and put the final choice inside \\boxed{}, for example \\boxed{A}."
     ));
     // FINAL(math, q) switches to the choice instruction for lettered questions.
-    assert!(
-        prompt(Style::Mixture, Role::Summarizer, 1, &math(GPQA_Q))
-            .text
-            .ends_with("for example \\boxed{A}.")
-    );
+    assert!(prompt(Style::Mixture, Role::Summarizer, 1, &math(GPQA_Q)).text.ends_with("for example \\boxed{A}."));
 }
 
 #[test]
@@ -81,12 +66,7 @@ fn code_context_and_interfaces() {
         p.text,
         "You are the code expert in a multi-agent system.\nImplement and return the function `add` only.\nThe programming problem is:\nAdd numbers.\n"
     );
-    let p = prompt(
-        Style::Mixture,
-        Role::Summarizer,
-        1,
-        &PromptContext::new("Add.", Dataset::MbppPlus),
-    );
+    let p = prompt(Style::Mixture, Role::Summarizer, 1, &PromptContext::new("Add.", Dataset::MbppPlus));
     assert!(p.text.ends_with(
         "Implement and return the required function only.\nThe programming problem is:\nAdd.\nSolve the problem and put the final code inside one markdown code block, for example ```python\\n<your solution code>\\n```."
     ));
@@ -131,29 +111,23 @@ fn sequential_math_prompts() {
 
 #[test]
 fn sequential_solver_choice_modes() {
-    let solver = |dataset| {
-        prompt(
-            Style::SequentialLight,
-            Role::Solver,
-            1,
-            &PromptContext::new(GPQA_Q, dataset),
-        )
-        .text
-    };
-    assert!(solver(Dataset::Gpqa).ends_with(
-        "D. four\nFinal Choice: put only the option letter in \\boxed{}, e.g., \\boxed{A}."
-    ));
-    assert!(solver(Dataset::MedQa).ends_with(
-        "D. four\n\nSolve the question and put the final choice inside \\boxed{}, for example \\boxed{A}."
-    ));
-    assert!(solver(Dataset::Math500).ends_with("D. four\n\nSolve the question and put the final choice inside \\boxed{}, for example \\boxed{A}."));
-    // GPQA mode applies only to lettered questions.
-    let plain = prompt(
-        Style::SequentialLight,
-        Role::Solver,
-        1,
-        &PromptContext::new(Q, Dataset::Gpqa),
+    let solver = |dataset| prompt(Style::SequentialLight, Role::Solver, 1, &PromptContext::new(GPQA_Q, dataset)).text;
+    assert!(
+        solver(Dataset::Gpqa)
+            .ends_with("D. four\nFinal Choice: put only the option letter in \\boxed{}, e.g., \\boxed{A}.")
     );
+    assert!(
+        solver(Dataset::MedQa).ends_with(
+            "D. four\n\nSolve the question and put the final choice inside \\boxed{}, for example \\boxed{A}."
+        )
+    );
+    assert!(
+        solver(Dataset::Math500).ends_with(
+            "D. four\n\nSolve the question and put the final choice inside \\boxed{}, for example \\boxed{A}."
+        )
+    );
+    // GPQA mode applies only to lettered questions.
+    let plain = prompt(Style::SequentialLight, Role::Solver, 1, &PromptContext::new(Q, Dataset::Gpqa));
     assert!(plain.text.ends_with("What is 2+3?\n\nSolve the question given information and put the final answer inside \\boxed{}, for example \\boxed{1}."));
 }
 
@@ -181,7 +155,9 @@ fn sequential_code_prompts_and_planner_quirk() {
     );
     // Round >= 2: the release uses the math PLANNER_FB even on code datasets.
     let quirk = prompt(Style::SequentialLight, Role::Planner, 2, &ctx);
-    assert!(quirk.text.starts_with("You are a planner agent in a recursive multi-agent system.\nThis is round 2.\nQuestion:\nSum a list.\n"));
+    assert!(quirk.text.starts_with(
+        "You are a planner agent in a recursive multi-agent system.\nThis is round 2.\nQuestion:\nSum a list.\n"
+    ));
     let unused = prompts::code_planner_feedback_prompt(&ctx);
     assert_eq!(
         unused.text,
@@ -224,10 +200,7 @@ fn deliberation_prompts() {
         system_prompt(Style::Deliberation)
             .ends_with("the final exact answer is enclosed within \\boxed{} with latex format.")
     );
-    assert_eq!(
-        system_prompt(Style::Mixture),
-        "You are a helpful assistant."
-    );
+    assert_eq!(system_prompt(Style::Mixture), "You are a helpful assistant.");
     assert_eq!(
         prompt(Style::Deliberation, Role::Reflector, 1, &ctx).text,
         "You are the reflector agent in a deliberation style multi-agent system.\nYou may use tools following the system instructions when helpful.\nThe question is:\nQuestion:\nWhat is 2+3?\n"
@@ -264,40 +237,22 @@ fn every_style_role_has_a_prompt_and_others_are_rejected() {
         assert_eq!(style.to_string(), style.cli_name());
     }
     assert_eq!(Style::SequentialLight.cli_name(), "sequential-light");
-    assert_eq!(
-        "Sequential_Scaled".parse::<Style>().ok(),
-        Some(Style::SequentialScaled)
-    );
-    assert!(matches!(
-        user_prompt(Style::Mixture, Role::Math, 0, &ctx),
-        Err(TextError::InvalidRound(0))
-    ));
+    assert_eq!("Sequential_Scaled".parse::<Style>().ok(), Some(Style::SequentialScaled));
+    assert!(matches!(user_prompt(Style::Mixture, Role::Math, 0, &ctx), Err(TextError::InvalidRound(0))));
 }
 
 #[test]
 fn names_and_task_resolution() {
     assert_eq!("refiner".parse::<Role>().ok(), Some(Role::Critic));
-    assert_eq!(
-        " HuggingFaceH4/MATH-500 ".parse::<Dataset>().ok(),
-        Some(Dataset::Math500)
-    );
-    assert_eq!(
-        "evalplus/mbppplus"
-            .parse::<Dataset>()
-            .map(Dataset::task)
-            .ok(),
-        Some(Task::Code)
-    );
+    assert_eq!(" HuggingFaceH4/MATH-500 ".parse::<Dataset>().ok(), Some(Dataset::Math500));
+    assert_eq!("evalplus/mbppplus".parse::<Dataset>().map(Dataset::task).ok(), Some(Task::Code));
     assert_eq!(Dataset::Gpqa.task(), Task::Math);
     assert_eq!(Dataset::Gpqa.mas_task(), MasTask::Choice);
     assert_eq!(Dataset::MedQa.choice_old_prompt(), 0);
     assert_eq!(Dataset::Gpqa.choice_old_prompt(), 2);
     assert!(Style::Distillation.is_task_scoped() && !Style::Deliberation.is_task_scoped());
     let err = "gsm9k".parse::<Dataset>().expect_err("unknown dataset");
-    assert!(
-        err.to_string().contains("gsm9k") && err.to_string().contains("math500"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("gsm9k") && err.to_string().contains("math500"), "{err}");
     assert_eq!(Task::from_dataset(" LiveCodeBench "), Task::Code);
     assert_eq!(Task::from_dataset("gsm9k"), Task::Math);
     for task in Task::ALL {
@@ -314,45 +269,24 @@ fn names_and_task_resolution() {
 #[test]
 fn missing_slot_error_names_the_slot() {
     let tok = model_tokenizer("qwen3");
-    let err = tok
-        .encode_segments("no slots here", &[PLANNER_SLOT])
-        .expect_err("missing slot");
+    let err = tok.encode_segments("no slots here", &[PLANNER_SLOT]).expect_err("missing slot");
     assert!(err.to_string().contains(PLANNER_SLOT), "{err}");
-    let pieces = tok
-        .encode_segments(&format!("{PLANNER_SLOT}tail"), &[PLANNER_SLOT])
-        .expect("segments");
-    assert_eq!(
-        pieces,
-        vec![vec![], tok.encode("tail", false).expect("encode")]
-    );
+    let pieces = tok.encode_segments(&format!("{PLANNER_SLOT}tail"), &[PLANNER_SLOT]).expect("segments");
+    assert_eq!(pieces, vec![vec![], tok.encode("tail", false).expect("encode")]);
 }
 
 #[test]
 fn biomistral_rejects_system_and_is_merged() {
     let tok = model_tokenizer("mistral");
     let opts = ChatOptions::recursivemas(NaiveDate::from_ymd_opt(2024, 7, 26).expect("date"));
-    let messages = [
-        ChatMessage::new("system", "S"),
-        ChatMessage::new("user", "U"),
-    ];
+    let messages = [ChatMessage::new("system", "S"), ChatMessage::new("user", "U")];
     let err = tok.render_chat(&messages, &opts).expect_err("system role");
-    assert!(
-        err.to_string()
-            .contains("Conversation roles must alternate"),
-        "{err}"
-    );
-    assert_eq!(
-        tok.render_prompt("S", "U", &opts).expect("merged"),
-        "<s>[INST] S\n\nU [/INST]"
-    );
+    assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
+    assert_eq!(tok.render_prompt("S", "U", &opts).expect("merged"), "<s>[INST] S\n\nU [/INST]");
 }
 
 /// A tokenizer built from the qwen3 fixture's tokenizer.json with the given extra files.
-fn qwen3_with(
-    config: &str,
-    template: Option<&str>,
-    generation: Option<&str>,
-) -> Result<Tokenizer, TextError> {
+fn qwen3_with(config: &str, template: Option<&str>, generation: Option<&str>) -> Result<Tokenizer, TextError> {
     let json = std::fs::read(fixture("models/qwen3/model/tokenizer.json")).expect("tokenizer.json");
     Tokenizer::from_bytes(TokenizerFiles {
         origin: "mem",
@@ -374,54 +308,28 @@ fn config_variants_and_errors() {
     let im_end = tok.token_to_id("<|im_end|>");
     assert_eq!(tok.eos_token_id(), im_end);
     assert_eq!(tok.pad_token_id(), None);
-    assert_eq!(
-        tok.generation_eos_ids().to_vec(),
-        [Some(1200), im_end]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-    );
-    let err = tok
-        .render_chat(&[], &ChatOptions::recursivemas(NaiveDate::MIN))
-        .expect_err("no template");
+    assert_eq!(tok.generation_eos_ids().to_vec(), [Some(1200), im_end].into_iter().flatten().collect::<Vec<_>>());
+    let err = tok.render_chat(&[], &ChatOptions::recursivemas(NaiveDate::MIN)).expect_err("no template");
     assert!(matches!(err, TextError::NoChatTemplate { .. }), "{err}");
 
     let err = qwen3_with(r#"{"eos_token": "<|nope|>"}"#, None, None).expect_err("unknown eos");
-    assert!(
-        err.to_string().contains("<|nope|>") && err.to_string().contains("eos_token"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("<|nope|>") && err.to_string().contains("eos_token"), "{err}");
     let err = qwen3_with("{", None, None).expect_err("bad json");
     assert!(err.to_string().contains("tokenizer_config.json"), "{err}");
     let err = qwen3_with("{}", None, Some(r#"{"eos_token_id": "x"}"#)).expect_err("bad eos id");
-    assert!(
-        err.to_string().contains("generation_config.json")
-            && err.to_string().contains("eos_token_id"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("generation_config.json") && err.to_string().contains("eos_token_id"), "{err}");
 }
 
 #[test]
 fn config_template_tojson_and_invalid_templates() {
     let opts = ChatOptions::recursivemas(NaiveDate::from_ymd_opt(2024, 7, 26).expect("date"));
     let messages = [ChatMessage::new("user", "<b>&'\"é")];
-    let tok = qwen3_with(
-        r#"{"chat_template": "{{ messages | tojson }}"}"#,
-        None,
-        None,
-    )
-    .expect("load");
-    assert_eq!(
-        tok.render_chat(&messages, &opts).expect("render"),
-        r#"[{"role": "user", "content": "<b>&'\"é"}]"#
-    );
+    let tok = qwen3_with(r#"{"chat_template": "{{ messages | tojson }}"}"#, None, None).expect("load");
+    assert_eq!(tok.render_chat(&messages, &opts).expect("render"), r#"[{"role": "user", "content": "<b>&'\"é"}]"#);
 
     let tok = qwen3_with("{}", Some("{% for m in messages %}{{ m.content "), None).expect("load");
     let err = tok.render_chat(&messages, &opts).expect_err("syntax error");
-    assert!(
-        matches!(err, TextError::Template { ref template, .. } if template == "mem/chat_template.jinja"),
-        "{err}"
-    );
+    assert!(matches!(err, TextError::Template { ref template, .. } if template == "mem/chat_template.jinja"), "{err}");
 }
 
 #[test]
@@ -458,49 +366,102 @@ fn dataset_rows_build_the_reference_questions() {
     assert_eq!(with(json!({"test": "", "test_list": [], "code": "x = 1"})), None);
     assert_eq!(q(Dataset::MbppPlus, json!({"prompt": "P"})).question, "P");
     // LiveCodeBench: a functional problem names its function; its prompt is a function task.
-    let lcb = q(Dataset::LiveCodeBench, json!({
-        "question_content": " Sum the list.\n",
-        "starter_code": "class Solution:\n    def total(self, xs):\n",
-        "metadata": "{\"func_name\": \"total\"}",
-    }));
+    let lcb = q(
+        Dataset::LiveCodeBench,
+        json!({
+            "question_content": " Sum the list.\n",
+            "starter_code": "class Solution:\n    def total(self, xs):\n",
+            "metadata": "{\"func_name\": \"total\"}",
+        }),
+    );
     assert_eq!(lcb.question, "Sum the list.\n\nStarter code:\nclass Solution:\n    def total(self, xs):\n");
     assert_eq!(lcb.fn_name.as_deref(), Some("total"));
     let ctx = PromptContext::new(&lcb.question, Dataset::LiveCodeBench).with_fn_name("total");
-    assert!(prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Implement and return the function `total` only."));
-    let stdin = q(Dataset::LiveCodeBench, json!({"question_content": "Read n.", "starter_code": "  ", "metadata": "{}"}));
+    assert!(
+        prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Implement and return the function `total` only.")
+    );
+    let stdin =
+        q(Dataset::LiveCodeBench, json!({"question_content": "Read n.", "starter_code": "  ", "metadata": "{}"}));
     assert_eq!(stdin, RowQuestion { question: "Read n.".into(), fn_name: None });
     let ctx = PromptContext::new(&stdin.question, Dataset::LiveCodeBench);
-    assert!(prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Write a complete program that reads from stdin"));
+    assert!(
+        prompt(Style::Mixture, Role::Code, 1, &ctx).text.contains("Write a complete program that reads from stdin")
+    );
     // GPQA: the stripped stem and answers, in the order CPython's md5-seeded shuffle gives for the
     // run's seed (expected texts printed by the reference loader's code under CPython 3.11).
     let noble = json!({"Question": "  Which gas is a noble gas?\n", "Correct Answer": " Argon ", "Incorrect Answer 1": "Nitrogen", "Incorrect Answer 2": "Oxygen\n", "Incorrect Answer 3": "Hydrogen"});
     let choose = "\n\nChoose the correct option (A/B/C/D).";
-    assert_eq!(q(Dataset::Gpqa, noble.clone()).question, format!("Which gas is a noble gas?\nA. Oxygen\nB. Nitrogen\nC. Argon\nD. Hydrogen{choose}"));
-    assert_eq!(row_question(Dataset::Gpqa, &noble, 7).unwrap().question, format!("Which gas is a noble gas?\nA. Hydrogen\nB. Nitrogen\nC. Argon\nD. Oxygen{choose}"));
+    assert_eq!(
+        q(Dataset::Gpqa, noble.clone()).question,
+        format!("Which gas is a noble gas?\nA. Oxygen\nB. Nitrogen\nC. Argon\nD. Hydrogen{choose}")
+    );
+    assert_eq!(
+        row_question(Dataset::Gpqa, &noble, 7).unwrap().question,
+        format!("Which gas is a noble gas?\nA. Hydrogen\nB. Nitrogen\nC. Argon\nD. Oxygen{choose}")
+    );
     // Either key spelling; blank values fall through to the next key; integers print as Python's str.
     let prime = prime_row();
     assert_eq!(q(Dataset::Gpqa, prime).question, format!("Pick the prime.\nA. 10\nB. 9\nC. 8\nD. 7{choose}"));
     let planets = json!({"Question": "Which is largest? Choose the correct option below.", "Correct Answer": "Jupiter", "Incorrect Answer 1": "Mars", "Incorrect Answer 2": "Venus", "Incorrect Answer 3": "Earth"});
-    assert_eq!(q(Dataset::Gpqa, planets).question, "Which is largest? Choose the correct option below.\nA. Earth\nB. Venus\nC. Jupiter\nD. Mars");
+    assert_eq!(
+        q(Dataset::Gpqa, planets).question,
+        "Which is largest? Choose the correct option below.\nA. Earth\nB. Venus\nC. Jupiter\nD. Mars"
+    );
     // MedQA: options one per line unless the text letters its own; a dict of options is not a list.
     let fever = json!({"question": " A 30-year-old man has a fever. What is the diagnosis? ", "options": ["A. Flu", "B. Cold", "C. Measles", "D. Mumps"]});
-    assert_eq!(q(Dataset::MedQa, fever).question, format!("A 30-year-old man has a fever. What is the diagnosis?\nA. Flu\nB. Cold\nC. Measles\nD. Mumps{choose}"));
+    assert_eq!(
+        q(Dataset::MedQa, fever).question,
+        format!("A 30-year-old man has a fever. What is the diagnosis?\nA. Flu\nB. Cold\nC. Measles\nD. Mumps{choose}")
+    );
     let lettered = json!({"query": "", "question": "Which drug?\na) Aspirin\nb) Heparin", "options": ["A. Aspirin", "B. Heparin"]});
     assert_eq!(q(Dataset::MedQa, lettered).question, format!("Which drug?\na) Aspirin\nb) Heparin{choose}"));
-    assert_eq!(q(Dataset::MedQa, json!({"query": "Which vitamin?", "options": {"A": "C", "B": "D"}})).question, format!("Which vitamin?{choose}"));
-    assert_eq!(q(Dataset::MedQa, json!({"question": "Which one? Choose the correct option (A/B/C/D).  \n", "options": []})).question, "Which one? Choose the correct option (A/B/C/D).");
+    assert_eq!(
+        q(Dataset::MedQa, json!({"query": "Which vitamin?", "options": {"A": "C", "B": "D"}})).question,
+        format!("Which vitamin?{choose}")
+    );
+    assert_eq!(
+        q(Dataset::MedQa, json!({"question": "Which one? Choose the correct option (A/B/C/D).  \n", "options": []}))
+            .question,
+        "Which one? Choose the correct option (A/B/C/D)."
+    );
     // Bad rows and datasets without a builder name the dataset and what is missing.
     let err = |dataset, row| row_question(dataset, &row, 42).unwrap_err().to_string();
-    assert_eq!(err(Dataset::MbppPlus, json!({"task_id": 1})), "mbppplus row: no string field `prompt` (fields: task_id)");
-    assert!(err(Dataset::Math500, json!(["x"])).contains("not a JSON object but an array"), "{}", err(Dataset::Math500, json!(["x"])));
-    assert!(err(Dataset::LiveCodeBench, json!({"question_content": "q", "metadata": "{"})).contains("`metadata` is not JSON"));
-    assert!(err(Dataset::Gpqa, json!({"Question": "q"})).starts_with("gpqa row: no non-empty field `Correct Answer` or `correct_answer` (fields: Question)"), "{}", err(Dataset::Gpqa, json!({"Question": "q"})));
-    assert!(err(Dataset::MedQa, json!({"query": "q", "options": ["x", ["y"]]})).contains("`options` holds [\"y\"], not a string"));
+    assert_eq!(
+        err(Dataset::MbppPlus, json!({"task_id": 1})),
+        "mbppplus row: no string field `prompt` (fields: task_id)"
+    );
+    assert!(
+        err(Dataset::Math500, json!(["x"])).contains("not a JSON object but an array"),
+        "{}",
+        err(Dataset::Math500, json!(["x"]))
+    );
+    assert!(
+        err(Dataset::LiveCodeBench, json!({"question_content": "q", "metadata": "{"}))
+            .contains("`metadata` is not JSON")
+    );
+    assert!(
+        err(Dataset::Gpqa, json!({"Question": "q"}))
+            .starts_with("gpqa row: no non-empty field `Correct Answer` or `correct_answer` (fields: Question)"),
+        "{}",
+        err(Dataset::Gpqa, json!({"Question": "q"}))
+    );
+    assert!(
+        err(Dataset::MedQa, json!({"query": "q", "options": ["x", ["y"]]}))
+            .contains("`options` holds [\"y\"], not a string")
+    );
     // The QA sets take their question as it is; gold answers come from `answer`.
     assert_eq!(q(Dataset::HotpotQa, json!({"question": " Who? ", "answer": "Ada"})).question, "Who?");
-    assert!(err(Dataset::Bamboogle, json!({"answer": "x"})).starts_with("bamboogle row: no non-empty field `question` or `Question`"));
+    assert!(
+        err(Dataset::Bamboogle, json!({"answer": "x"}))
+            .starts_with("bamboogle row: no non-empty field `question` or `Question`")
+    );
     assert_eq!(rmas_text::row_gold(Dataset::Gsm8k, &json!({"question": "q", "answer": 18}), 42).unwrap(), "18");
-    assert!(rmas_text::row_gold(Dataset::Math500, &json!({"problem": "q"}), 42).unwrap_err().to_string().contains("no gold answer"));
+    assert!(
+        rmas_text::row_gold(Dataset::Math500, &json!({"problem": "q"}), 42)
+            .unwrap_err()
+            .to_string()
+            .contains("no gold answer")
+    );
     // GPQA's gold is the letter the correct answer lands on.
     assert_eq!(rmas_text::row_gold(Dataset::Gpqa, &prime_row(), 42).unwrap(), "D");
 }

@@ -12,7 +12,10 @@ use serde_json::Value;
 fn fixture(name: &str) -> Vec<Value> {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/scoring")).join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("fixture line is JSON")).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
 }
 
 fn cases(kind: &str) -> Vec<Value> {
@@ -27,7 +30,11 @@ fn answers_score_as_the_reference() {
     let mut failures = Vec::new();
     for case in &cases {
         let inputs = &case["inputs"];
-        let got = compare_answers(inputs["gold_answer_raw"].as_str().unwrap(), inputs["prediction"].as_str().unwrap(), case["dataset"].as_str().unwrap());
+        let got = compare_answers(
+            inputs["gold_answer_raw"].as_str().unwrap(),
+            inputs["prediction"].as_str().unwrap(),
+            case["dataset"].as_str().unwrap(),
+        );
         let got = serde_json::to_value(&got).unwrap();
         if got != case["expected"] {
             failures.push(format!("{}: got {got}, expected {}", case["id"], case["expected"]));

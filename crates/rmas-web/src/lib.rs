@@ -23,9 +23,9 @@ use burn::tensor::{DType, Tensor};
 use js_sys::{Function, JSON, Promise, Uint8Array};
 use rmas::engine::{Event, Run, System};
 use rmas::system::downloads::{Downloads, Fetched, Want};
+use rmas_models::generate::read_back;
 use rmas_models::weights::ByteSource;
 use rmas_text::prompts::{Style, Task};
-use rmas_models::generate::read_back;
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
@@ -130,11 +130,15 @@ impl WebSystem {
         let system = self.system.clone();
         let style = self.style;
         future_to_promise(async move {
-            let opts = options::run_options(style, &from_js(&options)?, chrono::Local::now().date_naive()).map_err(|e| JsError::new(&e))?;
+            let opts = options::run_options(style, &from_js(&options)?, chrono::Local::now().date_naive())
+                .map_err(|e| JsError::new(&e))?;
             let question = rmas::options::dataset_question(opts.dataset, &question);
             let mut stream = TokenStream::default();
             let mut emit = |e: Event<'_, B>| emit(&on_event, &mut stream, e);
-            let result = Run::new(&system, &opts, &question, None, &mut emit).execute().await.map_err(|e| JsValue::from(js_error(e)))?;
+            let result = Run::new(&system, &opts, &question, None, &mut emit)
+                .execute()
+                .await
+                .map_err(|e| JsValue::from(js_error(e)))?;
             Ok(to_js(&result.to_json())?)
         })
     }
@@ -154,7 +158,9 @@ fn emit(on_event: &Function, stream: &mut TokenStream, e: Event<'_, B>) {
             *stream = TokenStream::default();
             json!({ "type": "stage", "round": round, "role": role.to_string(), "text": text })
         }
-        Event::LatentStep { round, role, step } => json!({ "type": "latentStep", "round": round, "role": role.to_string(), "step": step }),
+        Event::LatentStep { round, role, step } => {
+            json!({ "type": "latentStep", "round": round, "role": role.to_string(), "step": step })
+        }
         Event::Token { role, id, tokenizer } => {
             stream.ids.push(id);
             let (text, shown) = tokenizer.decode_new_text(&stream.ids, stream.shown);
@@ -170,7 +176,10 @@ fn emit(on_event: &Function, stream: &mut TokenStream, e: Event<'_, B>) {
             let (on_event, key, message) = (on_event.clone(), key.to_string(), message.clone());
             spawn_local(async move {
                 if let Some(v) = message_values(message).await {
-                    call(&on_event, &json!({ "type": "message", "round": round, "from": from.to_string(), "key": key, "rows": v.0, "cols": v.1, "values": v.2 }));
+                    call(
+                        &on_event,
+                        &json!({ "type": "message", "round": round, "from": from.to_string(), "key": key, "rows": v.0, "cols": v.1, "values": v.2 }),
+                    );
                 }
             });
             return;
@@ -203,7 +212,10 @@ fn graph_of(system: &System<B>) -> Value {
             json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size, "dtype": format!("{:?}", a.model.dtype()) })
         })
         .collect();
-    let links: Vec<Value> = system.links().map(|(key, from, to)| json!({ "key": key, "from": from.to_string(), "to": to.to_string() })).collect();
+    let links: Vec<Value> = system
+        .links()
+        .map(|(key, from, to)| json!({ "key": key, "from": from.to_string(), "to": to.to_string() }))
+        .collect();
     json!({ "style": system.style.to_string(), "agents": agents, "links": links })
 }
 
@@ -213,10 +225,15 @@ async fn fetch(fetch_file: &Function, repo: String, file: String, want: Want) ->
     let failed = |e: JsValue| rmas::RmasError::HubRequest {
         repo: repo.clone(),
         file: file.clone(),
-        msg: e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}")),
+        msg: e
+            .as_string()
+            .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+            .unwrap_or_else(|| format!("{e:?}")),
     };
     let want_bytes = JsValue::from_bool(want == Want::Bytes);
-    let promise = fetch_file.call3(&JsValue::NULL, &JsValue::from_str(&repo), &JsValue::from_str(&file), &want_bytes).map_err(&failed)?;
+    let promise = fetch_file
+        .call3(&JsValue::NULL, &JsValue::from_str(&repo), &JsValue::from_str(&file), &want_bytes)
+        .map_err(&failed)?;
     let value = JsFuture::from(Promise::resolve(&promise)).await.map_err(&failed)?;
     if value.is_null() || value.is_undefined() {
         return Ok(None);

@@ -13,7 +13,8 @@ use serde_json::Value;
 /// `temperature` (0: greedy), `topK`, `topP`, `seed`, `answerRetry`.
 pub fn run_options(style: Option<Style>, o: &Value, today: NaiveDate) -> Result<RunOptions, String> {
     let date = match o.get("chatDate").and_then(Value::as_str) {
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("chatDate `{s}`: expected YYYY-MM-DD ({e})"))?,
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|e| format!("chatDate `{s}`: expected YYYY-MM-DD ({e})"))?,
         None => today,
     };
     let count = |key: &str| o.get(key).and_then(Value::as_u64).map(|v| v as usize);
@@ -55,12 +56,21 @@ mod tests {
         for style in Style::ALL {
             for dataset in [Dataset::Math500, Dataset::Gpqa, Dataset::MbppPlus] {
                 let page = run_options(Some(style), &json!({"dataset": dataset.key()}), day()).unwrap();
-                assert_eq!(page, RunOptions::released(style, dataset, day(), &RunOverrides::default()), "{style:?} {dataset:?}");
+                assert_eq!(
+                    page,
+                    RunOptions::released(style, dataset, day(), &RunOverrides::default()),
+                    "{style:?} {dataset:?}"
+                );
                 assert!(page.answer_retry, "the answer retry is on, as rmas run");
             }
         }
-        let page = run_options(Some(Style::Mixture), &json!({"rounds": 2, "temperature": 0, "chatDate": "2024-07-26"}), day()).unwrap();
-        assert_eq!((page.rounds, page.sampling, page.chat.date), (2, rmas_models::generate::Sampling::Greedy, NaiveDate::from_ymd_opt(2024, 7, 26).unwrap()));
+        let page =
+            run_options(Some(Style::Mixture), &json!({"rounds": 2, "temperature": 0, "chatDate": "2024-07-26"}), day())
+                .unwrap();
+        assert_eq!(
+            (page.rounds, page.sampling, page.chat.date),
+            (2, rmas_models::generate::Sampling::Greedy, NaiveDate::from_ymd_opt(2024, 7, 26).unwrap())
+        );
     }
 
     #[test]

@@ -10,12 +10,12 @@ use burn::tensor::DType;
 use chrono::NaiveDate;
 use rmas_models::generate::Sampling;
 use rmas_models::{Model, RmasBackend, demo::random_weights, demo::uniform};
-use rmas_text::prompts::{Role, Style};
 use rmas_text::prompts::Dataset;
+use rmas_text::prompts::{Role, Style};
 use rmas_text::{ChatOptions, Tokenizer, TokenizerFiles};
 
 use crate::engine::{Agent, RunOptions, System};
-use crate::error::{RmasError, Result};
+use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
 use crate::topology::outer_links;
 
@@ -137,5 +137,6 @@ fn link_bytes(shapes: &[(&'static str, Vec<usize>)], seed: u64) -> Result<Vec<u8
                 .map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: e.to_string() })
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: e.to_string() })
+    safetensors::serialize(views, None)
+        .map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: e.to_string() })
 }

@@ -8,11 +8,11 @@ use std::path::Path;
 use burn::tensor::{DType, Tensor};
 use rmas_models::generate::{GenerateOptions, Sampler, generate, last_row};
 use rmas_models::{Model, RmasBackend};
-use rmas_text::prompts::{self, PromptContext, Role, Style};
 use rmas_text::Tokenizer;
+use rmas_text::prompts::{self, PromptContext, Role, Style};
 use web_time::Instant;
 
-use crate::error::{RmasError, Result};
+use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
 pub use crate::options::RunOptions;
 #[cfg(not(target_family = "wasm"))]
@@ -100,14 +100,23 @@ impl<B: RmasBackend> System<B> {
         let outer = spec.load_outer_links(&hidden, |path| OuterLink::load(path, device))?;
         let mut agents = BTreeMap::new();
         for a in &spec.agents {
-            let slot = if offload { Slot::Offloaded(a.clone()) } else { Slot::Resident(Box::new(Agent::load(a, device, dtype)?)) };
+            let slot = if offload {
+                Slot::Offloaded(a.clone())
+            } else {
+                Slot::Resident(Box::new(Agent::load(a, device, dtype)?))
+            };
             agents.insert(a.role, slot);
         }
         Ok(Self { style: spec.style, agents, outer, device: device.clone(), dtype })
     }
 
     /// Assembles a system from agents and outer links built in memory (the demo).
-    pub fn from_parts(style: Style, agents: Vec<Agent<B>>, outer: BTreeMap<String, OuterLink<B>>, device: &B::Device) -> Self {
+    pub fn from_parts(
+        style: Style,
+        agents: Vec<Agent<B>>,
+        outer: BTreeMap<String, OuterLink<B>>,
+        device: &B::Device,
+    ) -> Self {
         let dtype = agents.first().map_or(DType::F32, |a| a.model.dtype());
         let agents = agents.into_iter().map(|a| (a.role, Slot::Resident(Box::new(a)))).collect();
         Self { style, agents, outer, device: device.clone(), dtype }
@@ -118,7 +127,10 @@ impl<B: RmasBackend> System<B> {
             Some(Slot::Resident(agent)) => Ok(AgentRef::Resident(agent)),
             #[cfg(not(target_family = "wasm"))]
             Some(Slot::Offloaded(spec)) => Ok(AgentRef::Loaded(Box::new(Agent::load(spec, &self.device, self.dtype)?))),
-            None => Err(RmasError::InvalidSystem { system: self.style.to_string(), msg: format!("no agent for role `{role}`") }),
+            None => Err(RmasError::InvalidSystem {
+                system: self.style.to_string(),
+                msg: format!("no agent for role `{role}`"),
+            }),
         }
     }
 
@@ -242,7 +254,15 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         tools: Option<&'s ToolBox>,
         on_event: &'e mut dyn FnMut(Event<'_, B>),
     ) -> Self {
-        Self { system, opts, question, sampler: Sampler::new(opts.sampling, opts.seed), on_event, stages: Vec::new(), tools }
+        Self {
+            system,
+            opts,
+            question,
+            sampler: Sampler::new(opts.sampling, opts.seed),
+            on_event,
+            stages: Vec::new(),
+            tools,
+        }
     }
 
     /// Runs every round of the style's loop and the final generation (natively: `rmas_models::block_on(run.execute())`).
@@ -278,7 +298,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
 
     /// math, code, science → summarizer; summarizer → every expert (§7.2).
     async fn mixture(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
-        let experts = [(Role::Math, "outer_1s", "outer_s1"), (Role::Code, "outer_2s", "outer_s2"), (Role::Science, "outer_3s", "outer_s3")];
+        let experts = [
+            (Role::Math, "outer_1s", "outer_s1"),
+            (Role::Code, "outer_2s", "outer_s2"),
+            (Role::Science, "outer_3s", "outer_s3"),
+        ];
         let slots = [prompts::HIE_MATH_EXPERT_SLOT, prompts::HIE_CODE_EXPERT_SLOT, prompts::HIE_SCIENCE_EXPERT_SLOT];
         let mut feedback: Vec<Option<Tensor<B, 2>>> = vec![None, None, None];
         for r in 1..=rounds {
@@ -304,9 +328,23 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     /// expert/reflector → learner/toolcaller, and back (§7.3, §7.4).
     async fn pair(&mut self, rounds: usize) -> Result<(String, Vec<u32>)> {
         let (first, last, fwd, back, fb_slot, in_slot) = if self.system.style == Style::Distillation {
-            (Role::Expert, Role::Learner, "outer_el", "outer_le", prompts::DISTILL_FEEDBACK_SLOT, prompts::DISTILL_EXPERT_SLOT)
+            (
+                Role::Expert,
+                Role::Learner,
+                "outer_el",
+                "outer_le",
+                prompts::DISTILL_FEEDBACK_SLOT,
+                prompts::DISTILL_EXPERT_SLOT,
+            )
         } else {
-            (Role::Reflector, Role::Toolcaller, "outer_rt", "outer_tr", prompts::DELIBERATION_FEEDBACK_SLOT, prompts::DELIBERATION_REFLECTOR_SLOT)
+            (
+                Role::Reflector,
+                Role::Toolcaller,
+                "outer_rt",
+                "outer_tr",
+                prompts::DELIBERATION_FEEDBACK_SLOT,
+                prompts::DELIBERATION_REFLECTOR_SLOT,
+            )
         };
         let mut feedback = None;
         for r in 1..=rounds {
@@ -341,7 +379,8 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             None => ctx,
         };
         let prompt = prompts::user_prompt(self.system.style, agent.role, round, &ctx)?;
-        let rendered = agent.tokenizer.render_prompt(prompts::system_prompt(self.system.style), &prompt.text, &self.opts.chat)?;
+        let rendered =
+            agent.tokenizer.render_prompt(prompts::system_prompt(self.system.style), &prompt.text, &self.opts.chat)?;
         let pieces = agent.tokenizer.encode_segments(&rendered, &prompt.slots)?;
         // Token ids with placeholder rows (id 0) where messages go, and where each message starts.
         let mut ids = Vec::new();
@@ -351,7 +390,10 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 let slot = prompt.slots[i - 1];
                 let at = slots.iter().position(|(s, _)| *s == slot).ok_or_else(|| RmasError::InvalidSystem {
                     system: self.system.style.to_string(),
-                    msg: format!("the {} prompt of round {round} has slot {slot} but no message was sent to it", agent.role),
+                    msg: format!(
+                        "the {} prompt of round {round} has slot {slot} but no message was sent to it",
+                        agent.role
+                    ),
                 })?;
                 let message = slots.swap_remove(at).1;
                 let start = ids.len();
@@ -363,7 +405,10 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         if let Some((slot, _)) = slots.first() {
             return Err(RmasError::InvalidSystem {
                 system: self.system.style.to_string(),
-                msg: format!("a message was sent to slot {slot}, which the {} prompt of round {round} lacks", agent.role),
+                msg: format!(
+                    "a message was sent to slot {slot}, which the {} prompt of round {round} lacks",
+                    agent.role
+                ),
             });
         }
         // One embedding lookup for the whole prompt; each message is then written into its rows.
@@ -458,7 +503,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         }
         let model = &agent.model;
         let mut cache = model.new_cache(input.dims()[0] + max_new_tokens)?;
-        let opts = GenerateOptions { max_new_tokens, stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(), logprobs: false };
+        let opts = GenerateOptions {
+            max_new_tokens,
+            stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(),
+            logprobs: false,
+        };
         let on_event = &mut self.on_event;
         let out = generate(model, input, &mut cache, &opts, &mut self.sampler, |ids| {
             let id = *ids.last().expect("called after a token");
@@ -491,7 +540,8 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         };
         let agent = self.system.agent(role)?;
         let prompt = self.prompt_rows(&agent, round, slots)?;
-        let eos: Vec<u32> = agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
+        let eos: Vec<u32> =
+            agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
         let (mut text, mut cursor, mut calls, mut budget) = (String::new(), 0usize, 0usize, self.opts.max_new_tokens);
         let mut all_ids = Vec::new();
         // Each continuation is one generate call of the reference, recorded as its own text stage.

@@ -60,9 +60,7 @@ pub enum RmasError {
     },
 
     /// Strict loading failed: the state dict has missing or unexpected tensors.
-    #[error(
-        "{path}: {link_type} state dict mismatch: missing {missing:?}, unexpected {unexpected:?}"
-    )]
+    #[error("{path}: {link_type} state dict mismatch: missing {missing:?}, unexpected {unexpected:?}")]
     LinkKeys {
         /// The checkpoint.
         path: PathBuf,
@@ -149,9 +147,7 @@ pub enum RmasError {
     },
 
     /// An outer link required by the system's topology is absent.
-    #[error(
-        "system `{system}` has no outer link `{key}` ({source_role} -> {target_role}); available: {available:?}"
-    )]
+    #[error("system `{system}` has no outer link `{key}` ({source_role} -> {target_role}); available: {available:?}")]
     MissingOuterLink {
         /// The system name.
         system: String,
@@ -170,9 +166,7 @@ pub enum RmasError {
     Text(#[from] rmas_text::TextError),
 
     /// A string does not name a known family.
-    #[error(
-        "unknown family `{0}`; expected one of sequential, mixture, distillation, deliberation"
-    )]
+    #[error("unknown family `{0}`; expected one of sequential, mixture, distillation, deliberation")]
     UnknownFamily(String),
 
     /// A system description has the wrong roles or references an unknown role.
@@ -214,19 +208,11 @@ pub enum RmasError {
 impl RmasError {
     /// Builds an [`RmasError::Io`] for `path`.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Self::Io { what, path: path.into(), source }
     }
 
     /// Builds an [`RmasError::Config`] for `path`.
     pub fn config(what: &'static str, path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Config {
-            what,
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Self::Config { what, path: path.into(), msg: msg.into() }
     }
 }

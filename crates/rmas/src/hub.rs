@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use hf_hub::{Cache, Repo, RepoType};
 use hf_hub::api::sync::{Api, ApiBuilder};
+use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Result, RmasError};
 use crate::system::{FileSource, check_relative};
@@ -65,13 +65,7 @@ impl Hub {
     /// An online hub over `cache_dir` with the default endpoint, the cache's token file and a
     /// progress bar.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            cache_dir: cache_dir.into(),
-            offline: false,
-            endpoint: None,
-            token: None,
-            progress: true,
-        }
+        Self { cache_dir: cache_dir.into(), offline: false, endpoint: None, token: None, progress: true }
     }
 
     /// Settings from the process environment (see [`Hub::from_vars`]).
@@ -87,9 +81,7 @@ impl Hub {
             .map(PathBuf::from)
             .or_else(|| var("HF_HOME").map(|home| Path::new(&home).join("hub")))
             .or_else(|| var("XDG_CACHE_HOME").map(|c| Path::new(&c).join("huggingface/hub")))
-            .unwrap_or_else(|| {
-                Path::new(&var("HOME").unwrap_or_default()).join(".cache/huggingface/hub")
-            });
+            .unwrap_or_else(|| Path::new(&var("HOME").unwrap_or_default()).join(".cache/huggingface/hub"));
         let truthy = |key: &str| var(key).is_some_and(|v| is_truthy(&v));
         Self {
             cache_dir,
@@ -145,17 +137,11 @@ impl Hub {
     }
 
     fn handle(&self, repo_id: &str, kind: RepoType) -> RepoHandle {
-        RepoHandle {
-            hub: self.clone(),
-            repo_id: repo_id.to_string(),
-            kind,
-            siblings: OnceLock::new(),
-        }
+        RepoHandle { hub: self.clone(), repo_id: repo_id.to_string(), kind, siblings: OnceLock::new() }
     }
 
     fn api(&self, repo: &str) -> Result<Api> {
-        let mut builder =
-            ApiBuilder::from_cache(Cache::new(self.cache_dir.clone())).with_progress(self.progress);
+        let mut builder = ApiBuilder::from_cache(Cache::new(self.cache_dir.clone())).with_progress(self.progress);
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
@@ -191,9 +177,7 @@ impl RepoHandle {
             RepoType::Dataset => "datasets",
             _ => "models",
         };
-        self.hub
-            .cache_dir
-            .join(format!("{prefix}--{}", self.repo_id.replace('/', "--")))
+        self.hub.cache_dir.join(format!("{prefix}--{}", self.repo_id.replace('/', "--")))
     }
 
     /// The hf-hub repo description.
@@ -255,30 +239,21 @@ impl RepoHandle {
         if let Some(files) = self.siblings.get() {
             return Ok(files);
         }
-        let info = self
-            .hub
-            .api(&self.repo_id)?
-            .repo(self.api_repo())
-            .info()
-            .map_err(|e| RmasError::HubRequest {
-                repo: self.repo_id.clone(),
-                file: "<repo info>".into(),
-                msg: e.to_string(),
-            })?;
+        let info = self.hub.api(&self.repo_id)?.repo(self.api_repo()).info().map_err(|e| RmasError::HubRequest {
+            repo: self.repo_id.clone(),
+            file: "<repo info>".into(),
+            msg: e.to_string(),
+        })?;
         let files = info.siblings.into_iter().map(|s| s.rfilename).collect();
         Ok(self.siblings.get_or_init(|| files))
     }
 
     fn download(&self, file: &str) -> Result<PathBuf> {
-        self.hub
-            .api(&self.repo_id)?
-            .repo(self.api_repo())
-            .download(file)
-            .map_err(|e| RmasError::HubRequest {
-                repo: self.repo_id.clone(),
-                file: file.into(),
-                msg: e.to_string(),
-            })
+        self.hub.api(&self.repo_id)?.repo(self.api_repo()).download(file).map_err(|e| RmasError::HubRequest {
+            repo: self.repo_id.clone(),
+            file: file.into(),
+            msg: e.to_string(),
+        })
     }
 }
 
@@ -316,8 +291,5 @@ impl FileSource for RepoHandle {
 
 /// Whether a Hugging Face boolean environment value is set (`1`, `true`, `yes`, `on`).
 fn is_truthy(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
+    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
 }

@@ -62,10 +62,7 @@ pub struct HfLinear<B: Backend> {
 impl<B: Backend> HfLinear<B> {
     /// Wraps loaded tensors.
     pub fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
-        Self {
-            weight: Param::from_tensor(weight),
-            bias: Param::from_tensor(bias),
-        }
+        Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) }
     }
 
     /// `x·Wᵀ` of `[T, in]` rows, without the bias (the fused stages after it add that).
@@ -288,20 +285,13 @@ impl StateDict {
     /// Parses safetensors bytes (BF16 / F16 / F32 tensors).
     fn from_safetensors(bytes: &[u8], link: &'static str) -> Result<Self> {
         let path = PathBuf::from("<in-memory safetensors>");
-        let format_err = |msg: String| RmasError::LinkFormat {
-            link,
-            path: path.clone(),
-            msg,
-        };
+        let format_err = |msg: String| RmasError::LinkFormat { link, path: path.clone(), msg };
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| format_err(format!("not a safetensors file ({e})")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let values = view_to_f32(&view).ok_or_else(|| {
-                format_err(format!(
-                    "tensor `{name}` has dtype {:?}, expected BF16, F16 or F32",
-                    view.dtype()
-                ))
+                format_err(format!("tensor `{name}` has dtype {:?}, expected BF16, F16 or F32", view.dtype()))
             })?;
             tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
         }
@@ -314,11 +304,8 @@ impl StateDict {
 
     /// The §2.4 link-type check for inner links: all of `keys` must be present.
     fn require_keys(&self, link_type: &'static str, keys: &[&str]) -> Result<()> {
-        let missing: Vec<String> = keys
-            .iter()
-            .filter(|k| !self.tensors.contains_key(**k))
-            .map(|k| k.to_string())
-            .collect();
+        let missing: Vec<String> =
+            keys.iter().filter(|k| !self.tensors.contains_key(**k)).map(|k| k.to_string()).collect();
         self.unsupported_if(link_type, missing)
     }
 
@@ -336,54 +323,29 @@ impl StateDict {
         if missing.is_empty() {
             return Ok(());
         }
-        Err(RmasError::UnsupportedLinkType {
-            path: self.path.clone(),
-            supported,
-            missing,
-            found: self.names(),
-        })
+        Err(RmasError::UnsupportedLinkType { path: self.path.clone(), supported, missing, found: self.names() })
     }
 
     /// Strict loading: the tensor names must be exactly `keys`.
     fn check_exact_keys(&self, link_type: &'static str, keys: &[&str]) -> Result<()> {
         let expected: BTreeSet<&str> = keys.iter().copied().collect();
-        let missing: Vec<String> = expected
-            .iter()
-            .filter(|k| !self.tensors.contains_key(**k))
-            .map(|k| k.to_string())
-            .collect();
-        let unexpected: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !expected.contains(k.as_str()))
-            .cloned()
-            .collect();
+        let missing: Vec<String> =
+            expected.iter().filter(|k| !self.tensors.contains_key(**k)).map(|k| k.to_string()).collect();
+        let unexpected: Vec<String> = self.tensors.keys().filter(|k| !expected.contains(k.as_str())).cloned().collect();
         if missing.is_empty() && unexpected.is_empty() {
             return Ok(());
         }
-        Err(RmasError::LinkKeys {
-            path: self.path.clone(),
-            link_type,
-            missing,
-            unexpected,
-        })
+        Err(RmasError::LinkKeys { path: self.path.clone(), link_type, missing, unexpected })
     }
 
     /// First dimension of a (present) tensor, 0 for scalars.
     fn dim0(&self, name: &str) -> usize {
-        self.tensors
-            .get(name)
-            .and_then(|t| t.shape.first().copied())
-            .unwrap_or(0)
+        self.tensors.get(name).and_then(|t| t.shape.first().copied()).unwrap_or(0)
     }
 
     fn check_shapes(&self, expected: &[(&'static str, Vec<usize>)]) -> Result<()> {
         for (name, shape) in expected {
-            let found = self
-                .tensors
-                .get(*name)
-                .map(|t| t.shape.to_vec())
-                .unwrap_or_default();
+            let found = self.tensors.get(*name).map(|t| t.shape.to_vec()).unwrap_or_default();
             if &found != shape {
                 return Err(RmasError::LinkShape {
                     path: self.path.clone(),
@@ -398,10 +360,7 @@ impl StateDict {
 
     /// Moves a tensor (already checked to exist with rank `D`) to the device.
     fn take<B: Backend, const D: usize>(&mut self, name: &str, device: &B::Device) -> Tensor<B, D> {
-        let data = self
-            .tensors
-            .remove(name)
-            .unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0; D]));
+        let data = self.tensors.remove(name).unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0; D]));
         Tensor::from_data(data, device)
     }
 
@@ -423,18 +382,9 @@ fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
     use safetensors::Dtype;
     let bytes = view.data();
     let values = match view.dtype() {
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         _ => return None,
     };
     Some(values)

@@ -80,7 +80,11 @@ impl RunOptions {
         let sampling = if o.greedy || temperature <= 0.0 {
             Sampling::Greedy
         } else {
-            Sampling::Sample { temperature, top_k: o.top_k.unwrap_or(DEFAULT_TOP_K), top_p: o.top_p.unwrap_or(rec.top_p) }
+            Sampling::Sample {
+                temperature,
+                top_k: o.top_k.unwrap_or(DEFAULT_TOP_K),
+                top_p: o.top_p.unwrap_or(rec.top_p),
+            }
         };
         Self {
             dataset,
@@ -111,8 +115,11 @@ impl RunOptions {
         match o.temperature {
             _ if o.greedy => self.sampling = Sampling::Greedy,
             Some(t) if t > 0.0 => {
-                self.sampling =
-                    Sampling::Sample { temperature: t, top_k: o.top_k.unwrap_or(DEFAULT_TOP_K), top_p: o.top_p.unwrap_or(1.0) }
+                self.sampling = Sampling::Sample {
+                    temperature: t,
+                    top_k: o.top_k.unwrap_or(DEFAULT_TOP_K),
+                    top_p: o.top_p.unwrap_or(1.0),
+                }
             }
             Some(_) => self.sampling = Sampling::Greedy,
             None => {}

@@ -74,7 +74,10 @@ enum Value {
     Dict(Vec<(Value, Value)>),
     /// `module.name` of a GLOBAL.
     Global(String),
-    Storage { dtype: Dtype, key: String },
+    Storage {
+        dtype: Dtype,
+        key: String,
+    },
     Tensor(TensorRef),
 }
 
@@ -113,9 +116,8 @@ impl Value {
 
 /// Reads a state dict: tensor name → f32 data (F64 / F16 / BF16 storages converted).
 pub fn read_state_dict(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
-        format!("not a zip-format PyTorch checkpoint ({e}); legacy torch.save files are not supported")
-    })?;
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| format!("not a zip-format PyTorch checkpoint ({e}); legacy torch.save files are not supported"))?;
     // Every entry is read in full, so a CRC mismatch anywhere surfaces as an error.
     let mut entries = HashMap::new();
     for i in 0..archive.len() {
@@ -152,7 +154,6 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, Str
     Ok(tensors)
 }
 
-
 /// The text a pickle holds (a pickled `str`, or `bytes` of UTF-8), as LiveCodeBench pickles its
 /// private test cases.
 #[cfg(not(target_family = "wasm"))]
@@ -170,15 +171,26 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
         return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
     }
     let elems = storage.len() / t.dtype.size();
-    let out_of_storage = || format!("view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements", t.offset, t.size, t.stride);
+    let out_of_storage = || {
+        format!(
+            "view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements",
+            t.offset, t.size, t.stride
+        )
+    };
     let numel = t.size.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(out_of_storage)?;
     // Index of the view's last element (checked: sizes and strides come from the file).
-    let last = t.size.iter().zip(&t.stride).try_fold(t.offset, |at, (n, s)| n.saturating_sub(1).checked_mul(*s).and_then(|x| at.checked_add(x)));
+    let last = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |at, (n, s)| n.saturating_sub(1).checked_mul(*s).and_then(|x| at.checked_add(x)));
     if numel > 0 && last.is_none_or(|last| last >= elems) {
         return Err(out_of_storage());
     }
     if numel > elems {
-        return Err(format!("view of {numel} elements is larger than its storage of {elems} (overlapping views are not supported)"));
+        return Err(format!(
+            "view of {numel} elements is larger than its storage of {elems} (overlapping views are not supported)"
+        ));
     }
     let at = |i: usize| t.dtype.read(&storage[i * t.dtype.size()..]);
     let mut values = Vec::with_capacity(numel);
@@ -212,10 +224,10 @@ impl Machine {
             let at = r.pos;
             let op = r.byte()?;
             match op {
-                0x80 => drop(r.byte()?),                     // PROTO
-                0x95 => drop(r.take(8)?),                    // FRAME
-                b'.' => return self.pop(),                   // STOP
-                b'(' => self.marks.push(self.stack.len()),   // MARK
+                0x80 => drop(r.byte()?),                   // PROTO
+                0x95 => drop(r.take(8)?),                  // FRAME
+                b'.' => return self.pop(),                 // STOP
+                b'(' => self.marks.push(self.stack.len()), // MARK
                 b'N' => self.stack.push(Value::None),
                 0x88 | 0x89 => self.stack.push(Value::Bool), // NEWTRUE, NEWFALSE
                 b'J' => self.stack.push(Value::Int(i32::from_le_bytes(r.array()?) as i64)),

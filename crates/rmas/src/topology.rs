@@ -14,11 +14,7 @@ pub struct LinkEdge {
 }
 
 const fn edge(key: &'static str, source: Role, target: Role) -> LinkEdge {
-    LinkEdge {
-        key,
-        source,
-        target,
-    }
+    LinkEdge { key, source, target }
 }
 
 /// The outer links of a style's topology (§2.1).
@@ -36,14 +32,10 @@ pub fn outer_links(style: Style) -> &'static [LinkEdge] {
         edge("outer_s2", Role::Summarizer, Role::Code),
         edge("outer_s3", Role::Summarizer, Role::Science),
     ];
-    const DISTILLATION: [LinkEdge; 2] = [
-        edge("outer_el", Role::Expert, Role::Learner),
-        edge("outer_le", Role::Learner, Role::Expert),
-    ];
-    const DELIBERATION: [LinkEdge; 2] = [
-        edge("outer_rt", Role::Reflector, Role::Toolcaller),
-        edge("outer_tr", Role::Toolcaller, Role::Reflector),
-    ];
+    const DISTILLATION: [LinkEdge; 2] =
+        [edge("outer_el", Role::Expert, Role::Learner), edge("outer_le", Role::Learner, Role::Expert)];
+    const DELIBERATION: [LinkEdge; 2] =
+        [edge("outer_rt", Role::Reflector, Role::Toolcaller), edge("outer_tr", Role::Toolcaller, Role::Reflector)];
     match style {
         Style::SequentialLight | Style::SequentialScaled => &SEQUENTIAL,
         Style::Mixture => &MIXTURE,

@@ -34,7 +34,10 @@ fn functional(fn_name: &str, cases: &[(&str, &str)]) -> CodeTests {
 }
 
 fn stdio(cases: &[(&str, &str)]) -> CodeTests {
-    CodeTests::Stdio { inputs: cases.iter().map(|c| c.0.to_owned()).collect(), outputs: cases.iter().map(|c| c.1.to_owned()).collect() }
+    CodeTests::Stdio {
+        inputs: cases.iter().map(|c| c.0.to_owned()).collect(),
+        outputs: cases.iter().map(|c| c.1.to_owned()).collect(),
+    }
 }
 
 #[test]
@@ -42,9 +45,16 @@ fn livecodebench_functional_cases() {
     let tests = functional("twoSum", &[("[2, 7, 11, 15]\n9", "[0, 1]"), ("[3, 2, 4]\n6", "[1, 2]")]);
     let solution = "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n                return (seen[target - x], i)\n            seen[x] = i\n";
     let ok = run(solution, &tests, 6);
-    assert!(ok.all_passed && ok.passed_tests == 2 && ok.total_tests == 2 && ok.error_type.is_none() && ok.detail == "OK", "{ok:?}");
+    assert!(
+        ok.all_passed && ok.passed_tests == 2 && ok.total_tests == 2 && ok.error_type.is_none() && ok.detail == "OK",
+        "{ok:?}"
+    );
     let wrong = run("def twoSum(nums, target):\n    return [0, 1]\n", &tests, 6);
-    assert_eq!((wrong.error_type.as_deref(), wrong.passed_tests, wrong.failed_test_index), (Some("WA"), 1, Some(1)), "{wrong:?}");
+    assert_eq!(
+        (wrong.error_type.as_deref(), wrong.passed_tests, wrong.failed_test_index),
+        (Some("WA"), 1, Some(1)),
+        "{wrong:?}"
+    );
     assert!(wrong.detail.contains("\"expected\": \"[1, 2]\""), "{}", wrong.detail);
     let crash = run("def twoSum(nums, target):\n    return nums[99]\n", &tests, 6);
     assert_eq!(crash.error_type.as_deref(), Some("RE"));
@@ -52,8 +62,14 @@ fn livecodebench_functional_cases() {
     assert_eq!(run("x = 1\n", &tests, 6).error_type.as_deref(), Some("NO_FUNC"));
     assert_eq!(run("def twoSum(:\n", &tests, 6).error_type.as_deref(), Some("CE/RE"));
     // Printing from the candidate breaks the runner's one-line result, as in the reference.
-    assert_eq!(run("print('debug')\ndef twoSum(n, t):\n    return [0, 1]\n", &tests, 6).error_type.as_deref(), Some("EVAL_BAD_OUTPUT"));
-    assert_eq!(run("def twoSum(n, t):\n    return 1\n", &functional("twoSum", &[("not json", "1")]), 6).error_type.as_deref(), Some("BAD_TEST_FORMAT"));
+    assert_eq!(
+        run("print('debug')\ndef twoSum(n, t):\n    return [0, 1]\n", &tests, 6).error_type.as_deref(),
+        Some("EVAL_BAD_OUTPUT")
+    );
+    assert_eq!(
+        run("def twoSum(n, t):\n    return 1\n", &functional("twoSum", &[("not json", "1")]), 6).error_type.as_deref(),
+        Some("BAD_TEST_FORMAT")
+    );
     let slow = run("def twoSum(n, t):\n    while True:\n        pass\n", &tests, 1);
     assert_eq!((slow.error_type.as_deref(), slow.detail.as_str()), (Some("TLE"), "function timeout"));
     let empty = run("  \n", &tests, 6);
@@ -90,16 +106,27 @@ fn livecodebench_rows_give_their_public_tests() {
     assert_eq!(item.fn_name.as_deref(), Some("add"));
     assert_eq!(item.gold_answer_raw, "ref");
     let answer = "```python\nclass Solution:\n    def add(self, a, b):\n        return a + b\n```";
-    let Outcome::Code(code) = rmas::eval::score(&item, Dataset::LiveCodeBench, "livecodebench", answer, &PythonConfig::from_env()) else { panic!("a code outcome") };
+    let Outcome::Code(code) =
+        rmas::eval::score(&item, Dataset::LiveCodeBench, "livecodebench", answer, &PythonConfig::from_env())
+    else {
+        panic!("a code outcome")
+    };
     assert!(code.correct && code.parse_ok && code.eval.passed_tests == 1, "{code:?}");
     // Private tests: base64 of zlib of a pickled JSON string (Python: base64.b64encode(zlib.compress(
     // pickle.dumps(json.dumps([{"input": "5\n6", "output": "11", "testtype": "functional"}]))))).
     let mut private = row.clone();
     private["private_test_cases"] = json!(PRIVATE_BLOB);
-    let item = EvalItem::from_row(Dataset::LiveCodeBench, &private, 0, 42, "row").unwrap().with_private_tests(&private, "row").unwrap();
+    let item = EvalItem::from_row(Dataset::LiveCodeBench, &private, 0, 42, "row")
+        .unwrap()
+        .with_private_tests(&private, "row")
+        .unwrap();
     assert_eq!(item.tests, Some(functional("add", &[("1\n2", "3"), ("5\n6", "11")])));
     private["private_test_cases"] = json!("bm90IHpsaWI=");
-    let err = EvalItem::from_row(Dataset::LiveCodeBench, &private, 0, 42, "rows.jsonl:9").unwrap().with_private_tests(&private, "rows.jsonl:9").unwrap_err().to_string();
+    let err = EvalItem::from_row(Dataset::LiveCodeBench, &private, 0, 42, "rows.jsonl:9")
+        .unwrap()
+        .with_private_tests(&private, "rows.jsonl:9")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("rows.jsonl:9") && err.contains("not zlib"), "{err}");
     let bad = json!({"question_content": "q", "public_test_cases": "[{\"input\": 1}]"});
     let err = EvalItem::from_row(Dataset::LiveCodeBench, &bad, 0, 42, "rows.jsonl:3").unwrap_err().to_string();
@@ -121,7 +148,10 @@ fn data_files_read_as_rows() {
     let item = EvalItem::from_row(Dataset::MbppPlus, &mbpp[1].1, 1, 42, &mbpp[1].0).unwrap();
     // The reference takes the last `assert name(` of the test script: here the checker's argument.
     assert_eq!(item.fn_name.as_deref(), Some("candidate"));
-    assert_eq!(item.tests, Some(CodeTests::Script { script: mbpp[1].1["test"].as_str().unwrap().to_owned(), num_tests: 2 }));
+    assert_eq!(
+        item.tests,
+        Some(CodeTests::Script { script: mbpp[1].1["test"].as_str().unwrap().to_owned(), num_tests: 2 })
+    );
 
     let gpqa = read_rows(&fixture("gpqa.csv")).unwrap();
     assert_eq!(gpqa[0].1["Question"], "Which gas do plants\nabsorb?");
@@ -164,7 +194,10 @@ fn hub_dataset_repos_resolve_through_the_cache() {
     let err = load_rows(Dataset::Gsm8k, None, Some("train"), &hub).unwrap_err().to_string();
     assert!(err.contains("openai/gsm8k") && err.contains("train"), "{err}");
     let err = load_rows(Dataset::Math500, None, None, &hub).unwrap_err().to_string();
-    assert!(err.contains("HuggingFaceH4/MATH-500") && err.contains("test.jsonl") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert!(
+        err.contains("HuggingFaceH4/MATH-500") && err.contains("test.jsonl") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
     assert!(load_rows(Dataset::MedQa, None, None, &hub).unwrap_err().to_string().contains("--data"));
     assert_eq!(data::default_split(Dataset::Gpqa), "train");
 }
@@ -200,7 +233,8 @@ fn head() -> RecordHead {
 fn keys(line: &str) -> Vec<String> {
     // Top-level keys in order: the line is written by rmas, with `"key": ` after `{` or `, `.
     let value: Value = serde_json::from_str(line).unwrap();
-    let mut keys: Vec<(usize, String)> = value.as_object().unwrap().keys().map(|k| (line.find(&format!("\"{k}\": ")).unwrap(), k.clone())).collect();
+    let mut keys: Vec<(usize, String)> =
+        value.as_object().unwrap().keys().map(|k| (line.find(&format!("\"{k}\": ")).unwrap(), k.clone())).collect();
     keys.sort();
     keys.into_iter().map(|(_, k)| k).collect()
 }
@@ -209,29 +243,76 @@ fn keys(line: &str) -> Vec<String> {
 fn records_have_the_reference_layouts() {
     let eval = run("", &CodeTests::Script { script: "pass".into(), num_tests: 3 }, 10);
     let code = Outcome::Code(CodeOutcome { pred_code_parsed: String::new(), parse_ok: false, correct: false, eval });
-    let rmas = RmasFields { rmas_answer: vec!["a".into()], rmas_token_ids: vec![vec![1]], rmas_ms: vec![1.5], rmas_settings: "s".into(), rmas_strict_correct: None };
+    let rmas = RmasFields {
+        rmas_answer: vec!["a".into()],
+        rmas_token_ids: vec![vec![1]],
+        rmas_ms: vec![1.5],
+        rmas_settings: "s".into(),
+        rmas_strict_correct: None,
+    };
     let line = sample_record(&head(), &[Rollout { sample_seed: 42, outcome: code.clone() }], &rmas);
     assert!(line.starts_with("{\"sample_idx\": 4, \"dataset\": \"mbppplus\", "), "Python's json.dumps layout: {line}");
     assert_eq!(
         keys(&line),
-        ["sample_idx", "dataset", "dataset_split", "method", "mas_shape", "latent_steps", "question", "gold_answer_raw", "pred_code_parsed",
-         "parse_ok", "correct", "eval", "rollout_idx", "sample_seed", "rmas_answer", "rmas_token_ids", "rmas_ms", "rmas_settings"]
+        [
+            "sample_idx",
+            "dataset",
+            "dataset_split",
+            "method",
+            "mas_shape",
+            "latent_steps",
+            "question",
+            "gold_answer_raw",
+            "pred_code_parsed",
+            "parse_ok",
+            "correct",
+            "eval",
+            "rollout_idx",
+            "sample_seed",
+            "rmas_answer",
+            "rmas_token_ids",
+            "rmas_ms",
+            "rmas_settings"
+        ]
     );
     assert!(line.contains("\"eval\": {\"all_passed\": false, \"passed_tests\": 0, \"total_tests\": 3, \"failed_test_index\": 0, \"error_type\": \"EMPTY_CODE\", \"detail\": \"No code after parsing\"}"), "{line}");
 
     let answer = |pred: &str| Outcome::Answer(compare_answers("12", pred, "math500"));
-    let rollouts = [Rollout { sample_seed: 42, outcome: answer("\\boxed{11}") }, Rollout { sample_seed: 43, outcome: answer("\\boxed{12}") }];
+    let rollouts = [
+        Rollout { sample_seed: 42, outcome: answer("\\boxed{11}") },
+        Rollout { sample_seed: 43, outcome: answer("\\boxed{12}") },
+    ];
     let rmas = RmasFields { rmas_strict_correct: Some(vec![false, true]), ..rmas };
     let line = sample_record(&head(), &rollouts, &rmas);
     assert_eq!(
         keys(&line),
-        ["sample_idx", "dataset", "dataset_split", "method", "mas_shape", "latent_steps", "question", "gold_answer_raw", "pass_at_k_correct",
-         "rollouts", "gold_answer_parsed", "rmas_answer", "rmas_token_ids", "rmas_ms", "rmas_settings", "rmas_strict_correct"]
+        [
+            "sample_idx",
+            "dataset",
+            "dataset_split",
+            "method",
+            "mas_shape",
+            "latent_steps",
+            "question",
+            "gold_answer_raw",
+            "pass_at_k_correct",
+            "rollouts",
+            "gold_answer_parsed",
+            "rmas_answer",
+            "rmas_token_ids",
+            "rmas_ms",
+            "rmas_settings",
+            "rmas_strict_correct"
+        ]
     );
     let value: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(value["pass_at_k_correct"], true);
-    assert_eq!(value["rollouts"][1], json!({"rollout_idx": 1, "sample_seed": 43, "pred_answer_parsed": "12", "correct": true, "gold_norm": "intpart:12", "pred_norm": "intpart:12"}));
+    assert_eq!(
+        value["rollouts"][1],
+        json!({"rollout_idx": 1, "sample_seed": 43, "pred_answer_parsed": "12", "correct": true, "gold_norm": "intpart:12", "pred_norm": "intpart:12"})
+    );
 }
 
 /// See `livecodebench_rows_give_their_public_tests`.
-const PRIVATE_BLOB: &str = "eJxrYJnqyAABPbbR1UqZeQWlJUpWCkqmMXlmSjoKSvmlJVARQ0MQvyS1uKSksiAVJJJWmpdckpmfl5ijVBs7RQ8A+AMWAQ==";
+const PRIVATE_BLOB: &str =
+    "eJxrYJnqyAABPbbR1UqZeQWlJUpWCkqmMXlmSjoKSvmlJVARQ0MQvyS1uKSksiAVJJJWmpdckpmfl5ijVBs7RQ8A+AMWAQ==";

@@ -82,11 +82,13 @@ fn local_dirs_serve_regular_files_only() {
 #[test]
 fn checkpoint_shards_are_files_of_the_checkpoint() {
     let dir = scratch("shards");
-    std::fs::write(dir.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../../secret.safetensors"}}"#).unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../../secret.safetensors"}}"#)
+        .unwrap();
     let err = Weights::from_dir(&dir).err().expect("a climbing shard name is refused").to_string();
     assert!(err.contains("../../secret.safetensors") && err.contains("inside the checkpoint directory"), "{err}");
 
-    std::fs::write(dir.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "model-1.safetensors"}}"#).unwrap();
+    std::fs::write(dir.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "model-1.safetensors"}}"#)
+        .unwrap();
     mkfifo(&dir.join("model-1.safetensors"));
     let err = Weights::from_dir(&dir).err().expect("a FIFO shard is refused").to_string();
     assert!(err.contains("not a regular file"), "{err}");

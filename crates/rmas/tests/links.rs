@@ -17,7 +17,6 @@ use common::{SYSTEMS, golden_cases};
 
 type B = NdArray<f32>;
 
-
 /// Golden tensors: key → (shape, values).
 type Golden = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -28,11 +27,7 @@ fn load_golden(case: &str) -> Golden {
         .into_iter()
         .filter(|(_, view)| view.dtype() == safetensors::Dtype::F32)
         .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             (name, (view.shape().to_vec(), values))
         })
         .collect()
@@ -58,10 +53,7 @@ fn compare(actual: Tensor<B, 2>, (shape, expected): &(Vec<usize>, Vec<f32>), lab
     let mut max = 0f32;
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let diff = (a - e).abs();
-        assert!(
-            diff <= 1e-5 + 1e-4 * e.abs(),
-            "{label}[{i}]: got {a}, expected {e}"
-        );
+        assert!(diff <= 1e-5 + 1e-4 * e.abs(), "{label}[{i}]: got {a}, expected {e}");
         max = max.max(diff);
     }
     max
@@ -86,20 +78,16 @@ fn links_reproduce_system_goldens() {
             let (prefix, role) = prefix_and_role(key);
             if key.ends_with("/inner_latents") {
                 let role: Role = role.parse().unwrap();
-                let link = inner.entry(role).or_insert_with(|| {
-                    InnerLink::load(&spec.agent(role).unwrap().inner_link, &device()).unwrap()
-                });
+                let link = inner
+                    .entry(role)
+                    .or_insert_with(|| InnerLink::load(&spec.agent(role).unwrap().inner_link, &device()).unwrap());
                 let hidden = tensor(&golden[&format!("{prefix}/rollout_hidden")]);
                 inner_max = inner_max.max(compare(link.forward(hidden), expected, key));
                 inner_n += 1;
-            } else if let Some(outer_key) = key
-                .rsplit('/')
-                .next()
-                .and_then(|k| k.strip_prefix("message."))
-            {
-                let link = outer.entry(outer_key.to_string()).or_insert_with(|| {
-                    OuterLink::load(&spec.outer_links[outer_key].path, &device()).unwrap()
-                });
+            } else if let Some(outer_key) = key.rsplit('/').next().and_then(|k| k.strip_prefix("message.")) {
+                let link = outer
+                    .entry(outer_key.to_string())
+                    .or_insert_with(|| OuterLink::load(&spec.outer_links[outer_key].path, &device()).unwrap());
                 let latents = tensor(&golden[&format!("{prefix}/inner_latents")]);
                 outer_max = outer_max.max(compare(link.forward(latents), expected, key));
                 outer_n += 1;
@@ -115,18 +103,13 @@ fn links_reproduce_system_goldens() {
 #[test]
 fn dims_and_empty_input() {
     let spec = spec("mixture-r2", Style::Mixture, Task::Math);
-    let link: OuterLink<B> =
-        OuterLink::load(&spec.outer_links["outer_3s"].path, &device()).unwrap();
+    let link: OuterLink<B> = OuterLink::load(&spec.outer_links["outer_3s"].path, &device()).unwrap();
     assert_eq!((link.in_dim(), link.out_dim()), (96, 64));
-    let inner: InnerLink<B> =
-        InnerLink::load(&spec.agent(Role::Math).unwrap().inner_link, &device()).unwrap();
+    let inner: InnerLink<B> = InnerLink::load(&spec.agent(Role::Math).unwrap().inner_link, &device()).unwrap();
     assert_eq!((inner.in_dim(), inner.out_dim()), (48, 48));
     let empty = Tensor::<B, 2>::zeros([0, 96], &device());
     assert_eq!(link.forward(empty).dims(), [0, 64]);
-    assert_eq!(
-        inner.forward(Tensor::zeros([0, 48], &device())).dims(),
-        [0, 48]
-    );
+    assert_eq!(inner.forward(Tensor::zeros([0, 48], &device())).dims(), [0, 48]);
 }
 
 /// Converts a loaded link's parameters to safetensors bytes in `dtype`.
@@ -136,10 +119,9 @@ fn to_safetensors(tensors: Vec<(&str, TensorData)>, dtype: safetensors::Dtype) -
         .map(|(name, data)| {
             let values = data.to_vec::<f32>().unwrap();
             let bytes = match dtype {
-                safetensors::Dtype::BF16 => values
-                    .iter()
-                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                    .collect(),
+                safetensors::Dtype::BF16 => {
+                    values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect()
+                }
                 _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             };
             (name.to_string(), data.shape.to_vec(), bytes)
@@ -148,10 +130,7 @@ fn to_safetensors(tensors: Vec<(&str, TensorData)>, dtype: safetensors::Dtype) -
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = encoded
         .iter()
         .map(|(name, shape, bytes)| {
-            (
-                name.clone(),
-                safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes).unwrap(),
-            )
+            (name.clone(), safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes).unwrap())
         })
         .collect();
     safetensors::serialize(views, None).unwrap()
@@ -160,32 +139,21 @@ fn to_safetensors(tensors: Vec<(&str, TensorData)>, dtype: safetensors::Dtype) -
 fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
     vec![
         ("pre_ln.weight", link.pre_ln.weight.val().into_data()),
-        (
-            "pre_ln.bias",
-            link.pre_ln.bias.val().into_data(),
-        ),
+        ("pre_ln.bias", link.pre_ln.bias.val().into_data()),
         ("proj1.weight", link.proj1.weight.val().into_data()),
         ("proj1.bias", link.proj1.bias.val().into_data()),
         ("proj2.weight", link.proj2.weight.val().into_data()),
         ("proj2.bias", link.proj2.bias.val().into_data()),
         ("post_ln.weight", link.post_ln.weight.val().into_data()),
-        (
-            "post_ln.bias",
-            link.post_ln.bias.val().into_data(),
-        ),
+        ("post_ln.bias", link.post_ln.bias.val().into_data()),
     ]
 }
 
 #[test]
 fn safetensors_loading_matches_pytorch_loading() {
     let spec = spec("sequential-light-r2", Style::SequentialLight, Task::Math);
-    let pt: InnerLink<B> =
-        InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
-    let x = Tensor::<B, 2>::random(
-        [3, 48],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &device(),
-    );
+    let pt: InnerLink<B> = InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
+    let x = Tensor::<B, 2>::random([3, 48], burn::tensor::Distribution::Normal(0.0, 1.0), &device());
     let expected = pt.forward(x.clone()).into_data();
     for dtype in [safetensors::Dtype::BF16, safetensors::Dtype::F32] {
         let bytes = to_safetensors(inner_tensors(&pt), dtype);
@@ -202,10 +170,12 @@ fn safetensors_loading_matches_pytorch_loading() {
 fn pytorch_reader_handles_views_shared_storages_dtypes_and_metadata() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pt");
     let reference: InnerLink<B> =
-        InnerLink::from_safetensors_bytes(&std::fs::read(dir.join("strided_inner.safetensors")).unwrap(), &device()).unwrap();
+        InnerLink::from_safetensors_bytes(&std::fs::read(dir.join("strided_inner.safetensors")).unwrap(), &device())
+            .unwrap();
     let path = dir.join("strided_inner.pt");
     let from_file: InnerLink<B> = InnerLink::load(&path, &device()).unwrap();
-    let from_bytes: InnerLink<B> = InnerLink::from_pt_bytes(&std::fs::read(&path).unwrap(), "strided_inner.pt", &device()).unwrap();
+    let from_bytes: InnerLink<B> =
+        InnerLink::from_pt_bytes(&std::fs::read(&path).unwrap(), "strided_inner.pt", &device()).unwrap();
     for (name, expected) in inner_tensors(&reference) {
         let got = inner_tensors(&from_file).into_iter().find(|(n, _)| *n == name).unwrap().1;
         got.assert_eq(&expected, true);
@@ -224,56 +194,28 @@ fn err_string<T>(result: rmas::Result<T>) -> String {
 #[test]
 fn safetensors_with_wrong_keys_or_shapes_are_rejected() {
     let spec = spec("sequential-light-r2", Style::SequentialLight, Task::Math);
-    let pt: InnerLink<B> =
-        InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
+    let pt: InnerLink<B> = InnerLink::load(&spec.agent(Role::Solver).unwrap().inner_link, &device()).unwrap();
     let f32 = safetensors::Dtype::F32;
 
     let mut extra = inner_tensors(&pt);
     extra.push(("proj3.bias", pt.proj1.bias.val().into_data()));
-    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(
-        &to_safetensors(extra, f32),
-        &device(),
-    ));
-    assert!(
-        msg.contains("unexpected [\"proj3.bias\"]") && msg.contains("ln_res_adapter"),
-        "{msg}"
-    );
+    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(&to_safetensors(extra, f32), &device()));
+    assert!(msg.contains("unexpected [\"proj3.bias\"]") && msg.contains("ln_res_adapter"), "{msg}");
 
     let mut missing = inner_tensors(&pt);
     missing.retain(|(name, _)| *name != "post_ln.bias");
-    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(
-        &to_safetensors(missing, f32),
-        &device(),
-    ));
-    assert!(
-        msg.contains("only ln_res_adapter supported") && msg.contains("post_ln.bias"),
-        "{msg}"
-    );
+    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(&to_safetensors(missing, f32), &device()));
+    assert!(msg.contains("only ln_res_adapter supported") && msg.contains("post_ln.bias"), "{msg}");
 
     let mut shaped = inner_tensors(&pt);
     shaped[2].1 = pt.proj1.weight.val().slice([0..48, 0..40]).into_data();
-    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(
-        &to_safetensors(shaped, f32),
-        &device(),
-    ));
-    assert!(
-        msg.contains("proj1.weight") && msg.contains("[48, 40]") && msg.contains("[48, 48]"),
-        "{msg}"
-    );
+    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(&to_safetensors(shaped, f32), &device()));
+    assert!(msg.contains("proj1.weight") && msg.contains("[48, 40]") && msg.contains("[48, 48]"), "{msg}");
 
-    let msg = err_string(OuterLink::<B>::from_safetensors_bytes(
-        &to_safetensors(inner_tensors(&pt), f32),
-        &device(),
-    ));
-    assert!(
-        msg.contains("only outer_ln_res_adapter supported") && msg.contains("ln_source.*"),
-        "{msg}"
-    );
+    let msg = err_string(OuterLink::<B>::from_safetensors_bytes(&to_safetensors(inner_tensors(&pt), f32), &device()));
+    assert!(msg.contains("only outer_ln_res_adapter supported") && msg.contains("ln_source.*"), "{msg}");
 
-    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(
-        b"not safetensors",
-        &device(),
-    ));
+    let msg = err_string(InnerLink::<B>::from_safetensors_bytes(b"not safetensors", &device()));
     assert!(msg.contains("not a safetensors file"), "{msg}");
 }
 
@@ -282,10 +224,7 @@ fn wrong_link_type_in_pt_files() {
     let spec = spec("mixture-r2", Style::Mixture, Task::Math);
     let outer_path = &spec.outer_links["outer_1s"].path;
     let msg = err_string(InnerLink::<B>::load(outer_path, &device()));
-    assert!(
-        msg.contains("only ln_res_adapter supported") && msg.contains("pre_ln.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("only ln_res_adapter supported") && msg.contains("pre_ln.weight"), "{msg}");
     assert!(msg.contains("Math-Summarizer-Outerlink.pt"), "{msg}");
     let inner_path = &spec.agent(Role::Math).unwrap().inner_link;
     let msg = err_string(OuterLink::<B>::load(inner_path, &device()));
@@ -296,18 +235,13 @@ fn wrong_link_type_in_pt_files() {
 fn rewrite_pt(src: &Path, dst: &Path, edit: impl Fn(Vec<u8>) -> Vec<u8>) {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
     let mut writer = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).unwrap();
         let name = entry.name().to_string();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).unwrap();
-        let bytes = if name.ends_with("data.pkl") {
-            edit(bytes)
-        } else {
-            bytes
-        };
+        let bytes = if name.ends_with("data.pkl") { edit(bytes) } else { bytes };
         writer.start_file(name, options).unwrap();
         writer.write_all(&bytes).unwrap();
     }
@@ -342,7 +276,10 @@ fn oversized_views_in_pt_files_are_rejected() {
         let damaged = tmp.path().join(format!("oversized{i}.pt"));
         rewrite_pt(src, &damaged, |p| replace_bytes(p, view, new_view));
         let msg = err_string(InnerLink::<B>::load(&damaged, &device()));
-        assert!(msg.contains("proj1.weight") && msg.contains(expected) && msg.contains(&format!("oversized{i}.pt")), "{msg}");
+        assert!(
+            msg.contains("proj1.weight") && msg.contains(expected) && msg.contains(&format!("oversized{i}.pt")),
+            "{msg}"
+        );
     }
 }
 
@@ -356,21 +293,12 @@ fn pt_state_dicts_with_wrong_keys_are_rejected() {
         replace_bytes(p, b"ln_target.bias", b"ln_target.bi4s")
     });
     let msg = err_string(OuterLink::<B>::load(&renamed, &device()));
-    assert!(
-        msg.contains("missing [\"ln_target.bias\"]")
-            && msg.contains("unexpected [\"ln_target.bi4s\"]"),
-        "{msg}"
-    );
+    assert!(msg.contains("missing [\"ln_target.bias\"]") && msg.contains("unexpected [\"ln_target.bi4s\"]"), "{msg}");
 
     let inner = tmp.path().join("renamed_inner.pt");
-    rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &inner, |p| {
-        replace_bytes(p, b"proj1.bias", b"projX.bias")
-    });
+    rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &inner, |p| replace_bytes(p, b"proj1.bias", b"projX.bias"));
     let msg = err_string(InnerLink::<B>::load(&inner, &device()));
-    assert!(
-        msg.contains("only ln_res_adapter supported") && msg.contains("proj1.bias"),
-        "{msg}"
-    );
+    assert!(msg.contains("only ln_res_adapter supported") && msg.contains("proj1.bias"), "{msg}");
 
     let same = tmp.path().join("rewritten.pt");
     rewrite_pt(&spec.agent(Role::Code).unwrap().inner_link, &same, |p| p);
@@ -426,24 +354,13 @@ fn missing_garbage_truncated_and_corrupt_files_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope.pt");
     let msg = err_string(InnerLink::<B>::load(&missing, &device()));
-    assert!(
-        msg.contains("cannot read inner link") && msg.contains("nope.pt"),
-        "{msg}"
-    );
+    assert!(msg.contains("cannot read inner link") && msg.contains("nope.pt"), "{msg}");
 
     let garbage = tmp.path().join("garbage.pt");
-    std::fs::write(
-        &garbage,
-        (0..4096u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(&garbage, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
     let msg = err_string(OuterLink::<B>::load(&garbage, &device()));
-    assert!(
-        msg.contains("cannot load outer link") && msg.contains("garbage.pt"),
-        "{msg}"
-    );
+    assert!(msg.contains("cannot load outer link") && msg.contains("garbage.pt"), "{msg}");
 
     let empty = tmp.path().join("empty.pt");
     std::fs::write(&empty, b"").unwrap();
@@ -456,10 +373,7 @@ fn missing_garbage_truncated_and_corrupt_files_give_clear_errors() {
     let truncated = tmp.path().join("truncated.pt");
     std::fs::write(&truncated, &original[..original.len() / 2]).unwrap();
     let msg = err_string(InnerLink::<B>::load(&truncated, &device()));
-    assert!(
-        msg.contains("cannot load inner link") && msg.contains("truncated.pt"),
-        "{msg}"
-    );
+    assert!(msg.contains("cannot load inner link") && msg.contains("truncated.pt"), "{msg}");
 
     let corrupt = tmp.path().join("corrupt.pt");
     let mut flipped = original.clone();
@@ -467,10 +381,7 @@ fn missing_garbage_truncated_and_corrupt_files_give_clear_errors() {
     flipped[middle] ^= 0x5a;
     std::fs::write(&corrupt, flipped).unwrap();
     let msg = err_string(InnerLink::<B>::load(&corrupt, &device()));
-    assert!(
-        msg.contains("corrupt.pt") && msg.to_lowercase().contains("checksum"),
-        "{msg}"
-    );
+    assert!(msg.contains("corrupt.pt") && msg.to_lowercase().contains("checksum"), "{msg}");
 
     let dir: PathBuf = tmp.path().to_path_buf();
     let msg = err_string(InnerLink::<B>::load(&dir, &device()));

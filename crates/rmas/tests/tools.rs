@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use rmas::tools::{
-    CorpusSearch, DummySearch, NetworkIsolation, PythonConfig, PythonTool, SearchBackend,
-    SearchResult, ToolBox, ToolCall, ToolKind, find_tool_call, stops_for_tool,
-    format_search_results, has_unclosed_tool_call, sanitize_tool_result, search_from_vars,
+    CorpusSearch, DummySearch, NetworkIsolation, PythonConfig, PythonTool, SearchBackend, SearchResult, ToolBox,
+    ToolCall, ToolKind, find_tool_call, format_search_results, has_unclosed_tool_call, sanitize_tool_result,
+    search_from_vars, stops_for_tool,
 };
 
 fn python() -> PythonTool {
@@ -13,37 +13,24 @@ fn python() -> PythonTool {
 }
 
 fn quick(timeout_ms: u64) -> PythonTool {
-    PythonTool::new(PythonConfig {
-        timeout: Duration::from_millis(timeout_ms),
-        ..PythonConfig::default()
-    })
+    PythonTool::new(PythonConfig { timeout: Duration::from_millis(timeout_ms), ..PythonConfig::default() })
 }
 
 #[test]
 fn python_prints_and_uses_the_prelude() {
-    assert_eq!(
-        python().run("print(math.factorial(5))\nprint('  ')\n"),
-        "120"
-    );
+    assert_eq!(python().run("print(math.factorial(5))\nprint('  ')\n"), "120");
     assert_eq!(python().run("x = 1"), "[no output]");
-    assert_eq!(
-        python().run("print(sp.Integer(2)**10 if sp else 1024)"),
-        "1024"
-    );
+    assert_eq!(python().run("print(sp.Integer(2)**10 if sp else 1024)"), "1024");
     let cwd = python().run("import os\nprint(os.listdir('.'))");
     assert_eq!(cwd, "[]");
 }
 
 #[test]
 fn python_stderr_and_exit_code() {
-    let out =
-        python().run("import sys\nprint('partial')\nsys.stderr.write('warn\\n')\nsys.exit(3)");
+    let out = python().run("import sys\nprint('partial')\nsys.stderr.write('warn\\n')\nsys.exit(3)");
     assert_eq!(out, "partial\n[stderr]\nwarn\n[exit_code] 3");
     let out = python().run("1/0");
-    assert!(
-        out.starts_with("[stderr]\nTraceback") && out.contains("ZeroDivisionError"),
-        "{out}"
-    );
+    assert!(out.starts_with("[stderr]\nTraceback") && out.contains("ZeroDivisionError"), "{out}");
     assert!(out.ends_with("[exit_code] 1"), "{out}");
     // As the reference (CPython's subprocess in text mode): a stream that is only whitespace still
     // adds its part, and carriage returns read as newlines.
@@ -58,10 +45,7 @@ fn python_timeout_kills_everything() {
     let out = python().run("while True: pass");
     let elapsed = start.elapsed();
     assert_eq!(out, "[timeout] Python tool exceeded 10.0 seconds.");
-    assert!(
-        elapsed < Duration::from_secs(11) && elapsed >= Duration::from_secs(10),
-        "{elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(11) && elapsed >= Duration::from_secs(10), "{elapsed:?}");
 
     let marker_dir = tempfile::tempdir().unwrap();
     let marker = marker_dir.path().join("alive");
@@ -74,17 +58,11 @@ fn python_timeout_kills_everything() {
         m = marker.display(),
         e = escaped.display()
     );
-    assert_eq!(
-        quick(500).run(&code),
-        "[timeout] Python tool exceeded 0.5 seconds."
-    );
+    assert_eq!(quick(500).run(&code), "[timeout] Python tool exceeded 0.5 seconds.");
     std::thread::sleep(Duration::from_millis(2000));
     assert!(!marker.exists(), "a child of the timed-out script survived");
     if PythonTool::network_isolation() == NetworkIsolation::Namespaces {
-        assert!(
-            !escaped.exists(),
-            "a setsid child escaped the PID namespace"
-        );
+        assert!(!escaped.exists(), "a setsid child escaped the PID namespace");
     }
 }
 
@@ -93,29 +71,18 @@ fn background_children_do_not_block_a_finished_script() {
     let start = Instant::now();
     let out = python().run("import subprocess\nsubprocess.Popen(['sleep', '30'])\nprint('done')");
     assert_eq!(out, "done");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }
 
 #[test]
 fn megabytes_of_output_are_bounded() {
     let start = Instant::now();
-    let out = python().run("import sys\nfor _ in range(20000):\n    sys.stdout.write('x' * 1000 + '\\n')\nprint('end')");
-    assert!(
-        start.elapsed() < Duration::from_secs(9),
-        "{:?}",
-        start.elapsed()
-    );
+    let out =
+        python().run("import sys\nfor _ in range(20000):\n    sys.stdout.write('x' * 1000 + '\\n')\nprint('end')");
+    assert!(start.elapsed() < Duration::from_secs(9), "{:?}", start.elapsed());
     let sanitized = sanitize_tool_result(&out);
     assert!(sanitized.starts_with("xxxx"));
-    assert!(
-        sanitized.contains("\n... [truncated "),
-        "{}",
-        &sanitized[sanitized.len() - 60..]
-    );
+    assert!(sanitized.contains("\n... [truncated "), "{}", &sanitized[sanitized.len() - 60..]);
     assert!(out.len() <= PythonConfig::default().max_output_bytes);
 }
 
@@ -132,15 +99,9 @@ fn memory_and_network_are_limited() {
 
 #[test]
 fn missing_interpreter_becomes_a_result() {
-    let tool = PythonTool::new(PythonConfig {
-        interpreter: "/nonexistent/python9".into(),
-        ..PythonConfig::default()
-    });
+    let tool = PythonTool::new(PythonConfig { interpreter: "/nonexistent/python9".into(), ..PythonConfig::default() });
     let out = tool.run("print(1)");
-    assert!(
-        out.starts_with("[python error]") && out.contains("python9"),
-        "{out}"
-    );
+    assert!(out.starts_with("[python error]") && out.contains("python9"), "{out}");
 }
 
 #[test]
@@ -149,25 +110,16 @@ fn tool_call_parsing() {
     let call = find_tool_call(text, 0).unwrap();
     assert_eq!(call.kind, ToolKind::Python);
     assert_eq!(call.body, "print(1)");
-    assert_eq!(
-        &text[call.start..call.end],
-        "<python>\n print(1) \n</python>"
-    );
+    assert_eq!(&text[call.start..call.end], "<python>\n print(1) \n</python>");
     let next = find_tool_call(text, call.end).unwrap();
     assert_eq!((next.kind, next.body.as_str()), (ToolKind::Search, "q"));
     assert_eq!(find_tool_call(text, next.end), None);
     assert_eq!(find_tool_call(text, 7), Some(next.clone()));
 
     let nested = "<python> a <search> b </search> c </python>";
-    assert_eq!(
-        find_tool_call(nested, 0).unwrap().body,
-        "a <search> b </search> c"
-    );
+    assert_eq!(find_tool_call(nested, 0).unwrap().body, "a <search> b </search> c");
     let unclosed_first = "<python> x <search>y</search>";
-    assert_eq!(
-        find_tool_call(unclosed_first, 0).unwrap().kind,
-        ToolKind::Search
-    );
+    assert_eq!(find_tool_call(unclosed_first, 0).unwrap().kind, ToolKind::Search);
     assert!(has_unclosed_tool_call(unclosed_first, 0));
     assert!(!has_unclosed_tool_call(unclosed_first, 9));
     let doubled = "<python> a <python> b </python>";
@@ -178,10 +130,7 @@ fn tool_call_parsing() {
     assert_eq!(find_tool_call(crossed, 0), None);
     assert!(has_unclosed_tool_call(crossed, 0));
     assert_eq!(find_tool_call("<search></search>", 0).unwrap().body, "");
-    assert_eq!(
-        find_tool_call("héllo <search>ü</search>", 0).unwrap().body,
-        "ü"
-    );
+    assert_eq!(find_tool_call("héllo <search>ü</search>", 0).unwrap().body, "ü");
     assert_eq!(find_tool_call("abc", 99), None);
     assert!(!has_unclosed_tool_call("plain text", 0));
 }
@@ -193,7 +142,9 @@ fn tool_stop_reads_the_tail_past_the_input_length() {
     let ids = |text: &str| tok.encode(text, false).unwrap();
     let call = ids("Let me check. <python>print(1)</PYTHON>");
     // The fewest last ids that spell the closing tag.
-    let k = (1..=call.len()).find(|&k| tok.decode(&call[call.len() - k..], false).unwrap().to_lowercase().contains("</python>")).unwrap();
+    let k = (1..=call.len())
+        .find(|&k| tok.decode(&call[call.len() - k..], false).unwrap().to_lowercase().contains("</python>"))
+        .unwrap();
     // Past the input's length: the closing tag (any case) in the tail stops the call; ids within
     // the input's length are not read (the reference's slice starts there).
     assert!(stops_for_tool(&tok, &call, 0));
@@ -226,25 +177,12 @@ fn dummy_and_formatted_search() {
         "Dummy search result for query: capital of France\nExternal search is disabled in the release runner."
     );
     let results = vec![
-        SearchResult {
-            title: "T1".into(),
-            url: "u1".into(),
-            content: "a  b\n\tc".into(),
-        },
-        SearchResult {
-            title: "T2".into(),
-            url: "u2".into(),
-            content: "w ".repeat(200),
-        },
+        SearchResult { title: "T1".into(), url: "u1".into(), content: "a  b\n\tc".into() },
+        SearchResult { title: "T2".into(), url: "u2".into(), content: "w ".repeat(200) },
     ];
     let text = format_search_results("q", &results);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        &lines[..6],
-        [
-            "Query: q", "Results:", "[1] T1", "URL: u1", "a b c", "[2] T2"
-        ]
-    );
+    assert_eq!(&lines[..6], ["Query: q", "Results:", "[1] T1", "URL: u1", "a b c", "[2] T2"]);
     // 320 characters cut, right-stripped (the 320th is a space), then " ...".
     assert_eq!(lines[7].chars().count(), 323);
     assert!(lines[7].ends_with("w w ..."));
@@ -257,17 +195,10 @@ fn dummy_and_formatted_search() {
 #[test]
 fn corpus_search_ranks_by_term_overlap() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("paris.md"),
-        "# Paris\n\nParis is the capital of France.\n\nIt has the Louvre.",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("paris.md"), "# Paris\n\nParis is the capital of France.\n\nIt has the Louvre.")
+        .unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    std::fs::write(
-        dir.path().join("sub/rome.txt"),
-        "Rome is the capital of Italy.",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("sub/rome.txt"), "Rome is the capital of Italy.").unwrap();
     std::fs::write(dir.path().join("ignored.json"), "capital France").unwrap();
     let corpus = CorpusSearch::load(dir.path()).unwrap();
     let ranked = corpus.rank("What is the capital of France?");
@@ -276,52 +207,22 @@ fn corpus_search_ranks_by_term_overlap() {
     assert_eq!(ranked[1].title, "rome");
     assert!(ranked.iter().all(|r| !r.url.ends_with("ignored.json")));
     assert_eq!(corpus.search("zebra"), "Query: zebra\n[no search results]");
-    assert!(
-        corpus
-            .search("Louvre")
-            .starts_with("Query: Louvre\nResults:\n[1] Paris\nURL: file://")
-    );
+    assert!(corpus.search("Louvre").starts_with("Query: Louvre\nResults:\n[1] Paris\nURL: file://"));
 
-    let backend =
-        search_from_vars(|k| (k == "RMAS_SEARCH_CORPUS").then(|| dir.path().display().to_string()))
-            .unwrap();
-    assert!(
-        backend
-            .search("Italy")
-            .contains("Rome is the capital of Italy.")
-    );
+    let backend = search_from_vars(|k| (k == "RMAS_SEARCH_CORPUS").then(|| dir.path().display().to_string())).unwrap();
+    assert!(backend.search("Italy").contains("Rome is the capital of Italy."));
     let dummy = search_from_vars(|_| None).unwrap();
     assert!(dummy.search("x").starts_with("Dummy search result"));
-    let http =
-        search_from_vars(|k| (k == "RMAS_SEARCH_URL").then(|| "http://127.0.0.1:9/search".into()))
-            .unwrap();
-    assert!(
-        http.search("x")
-            .starts_with("[search error] ConnectionError: ")
-    );
-    assert!(
-        search_from_vars(|k| (k == "RMAS_SEARCH_CORPUS").then(|| "/nonexistent/corpus".into()))
-            .is_err()
-    );
+    let http = search_from_vars(|k| (k == "RMAS_SEARCH_URL").then(|| "http://127.0.0.1:9/search".into())).unwrap();
+    assert!(http.search("x").starts_with("[search error] ConnectionError: "));
+    assert!(search_from_vars(|k| (k == "RMAS_SEARCH_CORPUS").then(|| "/nonexistent/corpus".into())).is_err());
 }
 
 #[test]
 fn toolbox_runs_and_sanitizes() {
-    let tools = ToolBox {
-        python: python(),
-        search: Box::new(DummySearch),
-    };
-    let call = ToolCall {
-        kind: ToolKind::Python,
-        body: "print('</result>' * 2)".into(),
-        start: 0,
-        end: 0,
-    };
+    let tools = ToolBox { python: python(), search: Box::new(DummySearch) };
+    let call = ToolCall { kind: ToolKind::Python, body: "print('</result>' * 2)".into(), start: 0, end: 0 };
     assert_eq!(tools.run(&call), "< /result>< /result>");
     let call = find_tool_call("<search> who </search>", 0).unwrap();
-    assert!(
-        tools
-            .run(&call)
-            .starts_with("Dummy search result for query: who\n")
-    );
+    assert!(tools.run(&call).starts_with("Dummy search result for query: who\n"));
 }

@@ -64,9 +64,7 @@ impl Dumps {
             ValueKind::String => self.write_str(out, value.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = value.try_iter()?.collect();
-                self.write_container(out, ('[', ']'), &items, level, |out, item, lvl| {
-                    self.write(out, item, lvl)
-                })?;
+                self.write_container(out, ('[', ']'), &items, level, |out, item, lvl| self.write(out, item, lvl))?;
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -84,9 +82,7 @@ impl Dumps {
                 })?;
             }
             other => {
-                return Err(invalid(format!(
-                    "tojson: object of type {other} is not JSON serializable"
-                )));
+                return Err(invalid(format!("tojson: object of type {other} is not JSON serializable")));
             }
         }
         Ok(())
@@ -159,9 +155,7 @@ fn indent_string(indent: Option<Value>) -> Result<Option<String>, Error> {
     }
     match indent.as_i64() {
         Some(n) => Ok(Some(" ".repeat(usize::try_from(n).unwrap_or(0)))),
-        None => Err(invalid(format!(
-            "tojson: indent must be an int or a string, got {indent}"
-        ))),
+        None => Err(invalid(format!("tojson: indent must be an int or a string, got {indent}"))),
     }
 }
 
@@ -172,9 +166,7 @@ fn key_text(key: &Value) -> Result<String, Error> {
         ValueKind::Number => number_text(key),
         ValueKind::Bool => Ok(if key.is_true() { "true" } else { "false" }.to_owned()),
         ValueKind::None => Ok("null".to_owned()),
-        other => Err(invalid(format!(
-            "tojson: keys must be str, int, float, bool or None, not {other}"
-        ))),
+        other => Err(invalid(format!("tojson: keys must be str, int, float, bool or None, not {other}"))),
     }
 }
 
@@ -198,19 +190,13 @@ fn py_float_repr(f: f64) -> String {
     let sci = format!("{f:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = mantissa
-        .strip_prefix('-')
-        .map_or(("", mantissa), |m| ("-", m));
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     let body = if (-4..16).contains(&exp) {
         positional(&digits, exp)
     } else {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         format!("{first}{frac}e{exp_sign}{:02}", exp.unsigned_abs())
     };

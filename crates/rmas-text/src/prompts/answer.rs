@@ -9,7 +9,8 @@ pub const MATH_RETRY_SUFFIX: &str = "Final Answer: \\boxed{";
 /// Retry suffix when no choice letter can be extracted.
 pub const CHOICE_RETRY_SUFFIX: &str = "Final Choice: \\boxed{";
 /// Retry suffix when no Python code block is found.
-pub const CODE_RETRY_SUFFIX: &str = "Your previous output format was invalid. Now output only final code and nothing else.\nFinal Code:\n```python\n";
+pub const CODE_RETRY_SUFFIX: &str =
+    "Your previous output format was invalid. Now output only final code and nothing else.\nFinal Code:\n```python\n";
 
 /// One answer-retry continuation of the final agent on raw text (no chat template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,7 @@ pub fn answer_retry(kind: MasTask, text: &str) -> Option<AnswerRetry> {
         MasTask::Choice => (extract_choice(text).is_none(), CHOICE_RETRY_SUFFIX, 16),
         MasTask::Code => (extract_python_code(text).is_empty(), CODE_RETRY_SUFFIX, 256),
     };
-    missing.then_some(AnswerRetry {
-        suffix,
-        max_new_tokens,
-    })
+    missing.then_some(AnswerRetry { suffix, max_new_tokens })
 }
 
 #[cfg(test)]
@@ -46,21 +44,12 @@ mod tests {
 
     #[test]
     fn math_answers() {
-        assert_eq!(
-            extract_boxed(r"so \boxed{1} then \boxed{ 12 }"),
-            Some("12".to_owned())
-        );
-        assert_eq!(
-            extract_boxed(r"x \boxed{\frac{1}{2}} y"),
-            Some(r"\frac{1}{2}".to_owned())
-        );
+        assert_eq!(extract_boxed(r"so \boxed{1} then \boxed{ 12 }"), Some("12".to_owned()));
+        assert_eq!(extract_boxed(r"x \boxed{\frac{1}{2}} y"), Some(r"\frac{1}{2}".to_owned()));
         assert!(answer_retry(MasTask::Math, r"\boxed{3}").is_none());
         let retry = answer_retry(MasTask::Math, "no answer  \n").unwrap();
         assert_eq!(retry.max_new_tokens, 16);
-        assert_eq!(
-            retry.prompt("no answer  \n"),
-            "no answer\nFinal Answer: \\boxed{"
-        );
+        assert_eq!(retry.prompt("no answer  \n"), "no answer\nFinal Answer: \\boxed{");
     }
 
     #[test]
@@ -71,10 +60,7 @@ mod tests {
         assert_eq!(extract_choice("The correct option is D."), None); // as the reference regex
         assert_eq!(extract_choice("(A) because"), Some('A'));
         assert_eq!(extract_choice("Because of that"), None);
-        assert_eq!(
-            answer_retry(MasTask::Choice, "unsure").map(|r| r.suffix),
-            Some(CHOICE_RETRY_SUFFIX)
-        );
+        assert_eq!(answer_retry(MasTask::Choice, "unsure").map(|r| r.suffix), Some(CHOICE_RETRY_SUFFIX));
     }
 
     #[test]

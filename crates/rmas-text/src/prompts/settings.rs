@@ -110,20 +110,14 @@ mod tests {
         let s = recommended_settings(Style::SequentialLight, Dataset::MbppPlus);
         assert_eq!((s.latent_steps, s.rounds, s.temperature), (16, 3, 0.2));
         let s = recommended_settings(Style::Mixture, Dataset::MbppPlus);
-        assert_eq!(
-            (s.latent_steps, s.rounds, s.max_new_tokens, s.temperature),
-            (32, 3, 4000, 0.2)
-        );
+        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens, s.temperature), (32, 3, 4000, 0.2));
         let s = recommended_settings(Style::Deliberation, Dataset::Math500);
         assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (32, 3, 2000));
         // Datasets of the 2026-06 release only.
         let s = recommended_settings(Style::SequentialLight, Dataset::LiveCodeBench);
         assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens), (32, 3, 4096));
         let s = recommended_settings(Style::Distillation, Dataset::Aime26);
-        assert_eq!(
-            (s.latent_steps, s.rounds, s.max_new_tokens, s.top_p, s.seed),
-            (32, 3, 16000, 0.95, 42)
-        );
+        assert_eq!((s.latent_steps, s.rounds, s.max_new_tokens, s.top_p, s.seed), (32, 3, 16000, 0.95, 42));
         let s = recommended_settings(Style::Deliberation, Dataset::HotpotQa);
         assert_eq!((s.latent_steps, s.rounds), (32, 2));
     }

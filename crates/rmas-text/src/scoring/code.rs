@@ -109,14 +109,19 @@ pub fn lcb_code_tests(row: &Value) -> Result<CodeTests> {
         None => Value::Object(Default::default()),
     };
     let cases: Vec<Value> = match field("public_test_cases") {
-        Some(text) => serde_json::from_str(text).map_err(|e| bad(format!("`public_test_cases` is not a JSON list: {e}")))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| bad(format!("`public_test_cases` is not a JSON list: {e}")))?
+        }
         None => Vec::new(),
     };
     let mut inputs = Vec::with_capacity(cases.len());
     let mut outputs = Vec::with_capacity(cases.len());
     for (i, case) in cases.iter().enumerate() {
         let text = |key: &str| {
-            case.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(format!("test case {i} has no string `{key}`")))
+            case.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("test case {i} has no string `{key}`")))
         };
         inputs.push(text("input")?);
         outputs.push(text("output")?);
@@ -166,8 +171,9 @@ enum Decimal {
 impl Decimal {
     /// Python's `Decimal(text)` (underscores between digits allowed, case-insensitive specials).
     fn parse(text: &str) -> Option<Decimal> {
-        static NUMBER: LazyLock<Regex> =
-            LazyLock::new(|| regex(r"^([+-])?(?:(\d(?:_?\d)*)(?:\.((?:\d(?:_?\d)*)?))?|\.(\d(?:_?\d)*))(?:[eE]([+-]?\d(?:_?\d)*))?$"));
+        static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
+            regex(r"^([+-])?(?:(\d(?:_?\d)*)(?:\.((?:\d(?:_?\d)*)?))?|\.(\d(?:_?\d)*))(?:[eE]([+-]?\d(?:_?\d)*))?$")
+        });
         static SPECIAL: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)^([+-])?(inf|infinity|s?nan\d*)$"));
         static NAN_IDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let text = py_strip(text);
@@ -213,7 +219,11 @@ impl Decimal {
 
 /// A signed exponent with optional underscores; `None` when absent or too large.
 fn digit_signed(text: Option<&str>) -> Option<i64> {
-    let text: String = text?.chars().filter(|&c| c != '_').map(|c| if c.is_ascii() { Some(c) } else { super::ascii_digit(c) }).collect::<Option<_>>()?;
+    let text: String = text?
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| if c.is_ascii() { Some(c) } else { super::ascii_digit(c) })
+        .collect::<Option<_>>()?;
     text.parse().ok()
 }
 

@@ -152,9 +152,24 @@ fn tokens(text: &str) -> Vec<String> {
     out
 }
 
-const JUMP: [&str; 18] = [" ", ".", ",", ";", "-", "/", "'", "at", "on", "and", "ad", "m", "t", "of", "st", "nd", "rd", "th"];
-const WEEKDAYS: [&str; 14] =
-    ["mon", "monday", "tue", "tuesday", "wed", "wednesday", "thu", "thursday", "fri", "friday", "sat", "saturday", "sun", "sunday"];
+const JUMP: [&str; 18] =
+    [" ", ".", ",", ";", "-", "/", "'", "at", "on", "and", "ad", "m", "t", "of", "st", "nd", "rd", "th"];
+const WEEKDAYS: [&str; 14] = [
+    "mon",
+    "monday",
+    "tue",
+    "tuesday",
+    "wed",
+    "wednesday",
+    "thu",
+    "thursday",
+    "fri",
+    "friday",
+    "sat",
+    "saturday",
+    "sun",
+    "sunday",
+];
 const HMS: [&str; 9] = ["h", "hour", "hours", "m", "minute", "minutes", "s", "second", "seconds"];
 
 fn jump(token: &str) -> bool {
@@ -254,8 +269,10 @@ impl Ymd {
     /// dateutil's `resolve_ymd` with `yearfirst` and `dayfirst` off.
     fn resolve(&self) -> Option<(Option<i64>, Option<i64>, Option<i64>)> {
         let v = &self.values;
-        let mut known: Vec<(char, usize)> =
-            [('y', self.year), ('m', self.month), ('d', self.day)].into_iter().filter_map(|(k, i)| Some((k, i?))).collect();
+        let mut known: Vec<(char, usize)> = [('y', self.year), ('m', self.month), ('d', self.day)]
+            .into_iter()
+            .filter_map(|(k, i)| Some((k, i?)))
+            .collect();
         if (v.len() == known.len() && !known.is_empty()) || (v.len() == 3 && known.len() == 2) {
             if v.len() == 3 && known.len() == 2 {
                 let missing = (0..3).find(|i| known.iter().all(|(_, j)| j != i))?;
@@ -268,7 +285,13 @@ impl Ymd {
         Some(match (v.len(), self.month) {
             (n, _) if n > 3 => return None,
             (0, _) => (None, None, None),
-            (1, None) => if v[0] > 31 { (Some(v[0]), None, None) } else { (None, None, Some(v[0])) },
+            (1, None) => {
+                if v[0] > 31 {
+                    (Some(v[0]), None, None)
+                } else {
+                    (None, None, Some(v[0]))
+                }
+            }
             (1, Some(_)) => (None, Some(v[0]), None),
             (2, Some(m)) => {
                 let other = v[1 - m];
@@ -425,7 +448,11 @@ fn numeric_token(l: &[String], idx: usize, ymd: &mut Ymd, clock: &mut Clock) -> 
     let len = token.chars().count();
     let next = l.get(idx + 1).map(String::as_str);
     let mut idx = idx;
-    if ymd.values.len() == 3 && (len == 2 || len == 4) && clock.hour.is_none() && next.is_none_or(|t| t != ":" && !HMS.contains(&t)) {
+    if ymd.values.len() == 3
+        && (len == 2 || len == 4)
+        && clock.hour.is_none()
+        && next.is_none_or(|t| t != ":" && !HMS.contains(&t))
+    {
         clock.hour = Some(int(token.get(..2)?)?);
         if len == 4 {
             clock.minute = Some(int(token.get(2..)?)?);

@@ -12,9 +12,7 @@ use std::sync::LazyLock;
 use regex::{Captures, Regex};
 use serde_json::Value;
 
-pub use code::{
-    CodeTests, IMPORT_PRELUDE, compare_stdio_output, extract_python_code, lcb_code_tests, mbpp_code_tests,
-};
+pub use code::{CodeTests, IMPORT_PRELUDE, compare_stdio_output, extract_python_code, lcb_code_tests, mbpp_code_tests};
 
 use crate::pystr::{py_float_repr, py_strip};
 
@@ -107,14 +105,11 @@ pub fn compare_answers(gold: &str, prediction: &str, dataset: &str) -> AnswerSco
 /// A named normalization; two answers agree when both normalize to the same non-empty text.
 type Strategy = (&'static str, fn(&str) -> String);
 
-const MATH500_STRATEGIES: [Strategy; 4] = [
-    ("intpart", int_of_first_number),
-    ("latex_text", latex_text),
-    ("nospace", no_space),
-    ("digits", integer_digits),
-];
+const MATH500_STRATEGIES: [Strategy; 4] =
+    [("intpart", int_of_first_number), ("latex_text", latex_text), ("nospace", no_space), ("digits", integer_digits)];
 
-const FREE_FORM_STRATEGIES: [Strategy; 3] = [("date", date::normalize_date), ("em", exact_match_form), ("lower", lower_form)];
+const FREE_FORM_STRATEGIES: [Strategy; 3] =
+    [("date", date::normalize_date), ("em", exact_match_form), ("lower", lower_form)];
 
 /// The first strategy on which gold and prediction agree; else not correct, with the norms of the
 /// first strategy under which both were non-empty.
@@ -136,7 +131,13 @@ fn compare_by(gold: String, prediction: &str, strategies: &[Strategy]) -> Answer
         }
         let norms = (format!("{name}:{g}"), format!("{name}:{p}"));
         if g == p {
-            return AnswerScore { gold_answer_parsed: gold, pred_answer_parsed: Some(pred), correct: true, gold_norm: norms.0, pred_norm: norms.1 };
+            return AnswerScore {
+                gold_answer_parsed: gold,
+                pred_answer_parsed: Some(pred),
+                correct: true,
+                gold_norm: norms.0,
+                pred_norm: norms.1,
+            };
         }
         fallback.get_or_insert(norms);
     }
@@ -198,7 +199,9 @@ pub fn extract_choice(text: &str) -> Option<char> {
 /// A letter after a choice keyword, or a leading `A` / `(B)` / `C:` form.
 fn choice_letter(text: &str) -> Option<char> {
     static KEYWORD: LazyLock<Regex> = LazyLock::new(|| {
-        regex(r"(?i)(?:final\s*(?:choice|answer)|correct\s*(?:choice|option|answer)|choice|option|answer)\s*[:\-]?\s*[\(\[]?\s*([A-Da-d])\b")
+        regex(
+            r"(?i)(?:final\s*(?:choice|answer)|correct\s*(?:choice|option|answer)|choice|option|answer)\s*[:\-]?\s*[\(\[]?\s*([A-Da-d])\b",
+        )
     });
     static DIRECT: LazyLock<Regex> = LazyLock::new(|| regex(r"^\s*[\(\[]?\s*([A-Da-d])(?:\s*[\)\]]|\s*[:\.\-]|$)"));
     let text = py_strip(text);

@@ -40,7 +40,9 @@ fn canonical(text: &str) -> String {
     static TEXT: LazyLock<Regex> = LazyLock::new(|| regex(r"\\(?:text|textbf|mathrm|mathbf|mbox)\{([^{}]*)\}"));
     static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let mut s = TEXT.replace_all(py_strip(text), "$1").into_owned();
-    for (from, to) in [("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""), ("\\%", "%"), ("\\$", "")] {
+    for (from, to) in
+        [("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""), ("\\%", "%"), ("\\$", "")]
+    {
         s = s.replace(from, to);
     }
     for dropped in ["\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "$"] {

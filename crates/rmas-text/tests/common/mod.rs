@@ -6,11 +6,7 @@ use rmas_text::Tokenizer;
 
 /// Path under `tests/fixtures/golden/` of the workspace.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/golden"
-    ))
-    .join(rel)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/golden")).join(rel)
 }
 
 /// The tokenizer of a tiny per-architecture model (`models/<arch>/model`).

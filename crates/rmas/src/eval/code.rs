@@ -34,11 +34,25 @@ pub struct CodeEval {
 
 impl CodeEval {
     fn failed(passed: usize, total: usize, index: Option<usize>, error: &str, detail: String) -> Self {
-        Self { all_passed: false, passed_tests: passed, total_tests: total, failed_test_index: index, error_type: Some(error.to_owned()), detail }
+        Self {
+            all_passed: false,
+            passed_tests: passed,
+            total_tests: total,
+            failed_test_index: index,
+            error_type: Some(error.to_owned()),
+            detail,
+        }
     }
 
     fn passed(total: usize) -> Self {
-        Self { all_passed: true, passed_tests: total, total_tests: total, failed_test_index: None, error_type: None, detail: "OK".to_owned() }
+        Self {
+            all_passed: true,
+            passed_tests: total,
+            total_tests: total,
+            failed_test_index: None,
+            error_type: None,
+            detail: "OK".to_owned(),
+        }
     }
 }
 
@@ -78,7 +92,9 @@ pub fn evaluate_code(sandbox: &PythonConfig, code: &str, tests: &CodeTests, time
                 Ok(Some(_)) => CodeEval::passed(total),
             }
         }
-        _ if rmas_text::pystr::py_strip(code).is_empty() => CodeEval::failed(0, total, first, "EMPTY_CODE", "No code after parsing".into()),
+        _ if rmas_text::pystr::py_strip(code).is_empty() => {
+            CodeEval::failed(0, total, first, "EMPTY_CODE", "No code after parsing".into())
+        }
         _ if total == 0 => CodeEval::failed(0, 0, None, "NO_TESTS", "No executable tests available".into()),
         CodeTests::Functional { fn_name, inputs, outputs } => {
             let job = serde_json::json!({
@@ -88,15 +104,24 @@ pub fn evaluate_code(sandbox: &PythonConfig, code: &str, tests: &CodeTests, time
                 "outputs": outputs,
                 "timeout_s": secs,
             });
-            let job = serde_json::to_string(&serde_json::to_string(&job).expect("JSON values serialize")).expect("strings serialize");
+            let job = serde_json::to_string(&serde_json::to_string(&job).expect("JSON values serialize"))
+                .expect("strings serialize");
             let runner = include_str!("functional_runner.py").replace("RMAS_JOB_JSON", &job);
             let whole = Duration::from_secs((secs * total.max(1) as u64 + 5).max(10));
             match tool(whole).run_program(&runner, None) {
                 Err(e) => CodeEval::failed(0, total, first, "EVAL_CRASH", format!("cannot run the sandbox: {e}")),
                 Ok(None) => CodeEval::failed(0, total, first, "TLE", "functional-eval subprocess timeout".into()),
-                Ok(Some(out)) if out.exit_code != 0 => CodeEval::failed(0, total, first, "EVAL_CRASH", cut(&out.stderr, 800)),
+                Ok(Some(out)) if out.exit_code != 0 => {
+                    CodeEval::failed(0, total, first, "EVAL_CRASH", cut(&out.stderr, 800))
+                }
                 Ok(Some(out)) => serde_json::from_str(rmas_text::pystr::py_strip(&out.stdout)).unwrap_or_else(|e| {
-                    CodeEval::failed(0, total, first, "EVAL_BAD_OUTPUT", cut(&format!("parse_error={e} stdout={}", out.stdout), 800))
+                    CodeEval::failed(
+                        0,
+                        total,
+                        first,
+                        "EVAL_BAD_OUTPUT",
+                        cut(&format!("parse_error={e} stdout={}", out.stdout), 800),
+                    )
                 }),
             }
         }
@@ -109,7 +134,14 @@ pub fn evaluate_code(sandbox: &PythonConfig, code: &str, tests: &CodeTests, time
                     Ok(None) => return failed("TLE", "subprocess timeout".into()),
                     Ok(Some(out)) if out.exit_code != 0 => return failed("RE", cut(&out.stderr, 800)),
                     Ok(Some(out)) if !compare_stdio_output(&out.stdout, expected) => {
-                        return failed("WA", python_json_object(&[("input", cut(input, 400)), ("expected", cut(expected, 400)), ("prediction", cut(&out.stdout, 400))]));
+                        return failed(
+                            "WA",
+                            python_json_object(&[
+                                ("input", cut(input, 400)),
+                                ("expected", cut(expected, 400)),
+                                ("prediction", cut(&out.stdout, 400)),
+                            ]),
+                        );
                     }
                     Ok(Some(_)) => {}
                 }

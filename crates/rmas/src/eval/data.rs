@@ -30,7 +30,13 @@ pub struct EvalItem {
 impl EvalItem {
     /// The item of `row` (one record of `dataset`) for a run seeded with `seed` (GPQA's option
     /// order); errors name `origin` (file and line).
-    pub fn from_row(dataset: Dataset, row: &Value, sample_idx: usize, seed: u64, origin: &str) -> Result<Self, EvalError> {
+    pub fn from_row(
+        dataset: Dataset,
+        row: &Value,
+        sample_idx: usize,
+        seed: u64,
+        origin: &str,
+    ) -> Result<Self, EvalError> {
         let bad = |e: rmas_text::TextError| EvalError::Row { origin: origin.to_owned(), msg: e.to_string() };
         let built = rmas_text::row_question(dataset, row, seed).map_err(bad)?;
         let gold_answer_raw = rmas_text::row_gold(dataset, row, seed).map_err(bad)?;
@@ -47,13 +53,21 @@ impl EvalItem {
     /// Adds a LiveCodeBench row's private tests (`private_test_cases`) after its public ones, as the
     /// reference's `build_eval_sample(row, use_private=True)` (off by default there and here).
     pub fn with_private_tests(mut self, row: &Value, origin: &str) -> Result<Self, EvalError> {
-        let bad = |msg: String| EvalError::Row { origin: origin.to_owned(), msg: format!("`private_test_cases`: {msg}") };
-        let Some(CodeTests::Functional { inputs, outputs, .. } | CodeTests::Stdio { inputs, outputs }) = self.tests.as_mut() else {
+        let bad =
+            |msg: String| EvalError::Row { origin: origin.to_owned(), msg: format!("`private_test_cases`: {msg}") };
+        let Some(CodeTests::Functional { inputs, outputs, .. } | CodeTests::Stdio { inputs, outputs }) =
+            self.tests.as_mut()
+        else {
             return Ok(self);
         };
         let blob = row.get("private_test_cases").and_then(Value::as_str).unwrap_or_default();
         for (i, case) in private_cases(blob).map_err(bad)?.iter().enumerate() {
-            let text = |key: &str| case.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| bad(format!("case {i} has no string `{key}`")));
+            let text = |key: &str| {
+                case.get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("case {i} has no string `{key}`")))
+            };
             inputs.push(text("input")?);
             outputs.push(text("output")?);
         }
@@ -73,7 +87,8 @@ fn private_cases(blob: &str) -> Result<Vec<Value>, String> {
         return Ok(cases);
     }
     use base64::Engine;
-    let compressed = base64::engine::general_purpose::STANDARD.decode(blob.trim()).map_err(|e| format!("not base64: {e}"))?;
+    let compressed =
+        base64::engine::general_purpose::STANDARD.decode(blob.trim()).map_err(|e| format!("not base64: {e}"))?;
     let mut pickled = Vec::new();
     flate2::read::ZlibDecoder::new(compressed.as_slice())
         .take(MAX_BYTES + 1)
@@ -91,7 +106,12 @@ fn private_cases(blob: &str) -> Result<Vec<Value>, String> {
 
 /// The dataset's rows from `file`, or else from its Hub repo (see [`hub_source`]), each with
 /// where it came from (`file:line`).
-pub fn load_rows(dataset: Dataset, file: Option<&Path>, split: Option<&str>, hub: &Hub) -> Result<Vec<(String, Value)>, EvalError> {
+pub fn load_rows(
+    dataset: Dataset,
+    file: Option<&Path>,
+    split: Option<&str>,
+    hub: &Hub,
+) -> Result<Vec<(String, Value)>, EvalError> {
     if let Some(path) = file {
         return read_rows(path);
     }
@@ -139,8 +159,11 @@ impl HubSource {
             match pattern.split_once('*') {
                 None => files.push(pattern),
                 Some((head, tail)) => {
-                    let mut matched: Vec<String> =
-                        listing.iter().filter(|f| f.len() >= head.len() + tail.len() && f.starts_with(head) && f.ends_with(tail)).cloned().collect();
+                    let mut matched: Vec<String> = listing
+                        .iter()
+                        .filter(|f| f.len() >= head.len() + tail.len() && f.starts_with(head) && f.ends_with(tail))
+                        .cloned()
+                        .collect();
                     if matched.is_empty() {
                         return Err(EvalError::NoSplit { repo: self.repo, split: split.to_owned(), pattern });
                     }
@@ -197,7 +220,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<(String, Value)>, EvalError> {
         }
         "json" => {
             let text = std::fs::read_to_string(path).map_err(io)?;
-            let value: Value = serde_json::from_str(&text).map_err(|e| bad(shown.to_string(), format!("not JSON: {e}")))?;
+            let value: Value =
+                serde_json::from_str(&text).map_err(|e| bad(shown.to_string(), format!("not JSON: {e}")))?;
             let Value::Array(items) = value else {
                 return Err(bad(shown.to_string(), "expected a JSON list of row objects".into()));
             };
@@ -231,7 +255,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<(String, Value)>, EvalError> {
                     bad(format!("{shown}:{line}"), e.to_string())
                 })?;
                 let line = record.position().map_or(0, |p| line_at(p.byte()));
-                let row: Map<String, Value> = headers.iter().zip(record.iter()).map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
+                let row: Map<String, Value> =
+                    headers.iter().zip(record.iter()).map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
                 rows.push((format!("{shown}:{line}"), Value::Object(row)));
             }
             Ok(rows)
@@ -244,7 +269,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<(String, Value)>, EvalError> {
 /// The rows of a parquet file (snappy, gzip or uncompressed pages), as JSON objects.
 fn read_parquet(path: &Path) -> Result<Vec<(String, Value)>, EvalError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let bad = |msg: String| EvalError::Row { origin: path.display().to_string(), msg: format!("unreadable parquet: {msg}") };
+    let bad =
+        |msg: String| EvalError::Row { origin: path.display().to_string(), msg: format!("unreadable parquet: {msg}") };
     let file = std::fs::File::open(path).map_err(|e| EvalError::Io { path: path.to_path_buf(), source: e })?;
     let reader = SerializedFileReader::new(file).map_err(|e| bad(e.to_string()))?;
     let rows = reader.get_row_iter(None).map_err(|e| bad(e.to_string()))?;

@@ -16,7 +16,7 @@ use crate::options::RunOptions;
 use crate::tools::PythonConfig;
 pub use code::{CodeEval, LCB_TIMEOUT, MBPP_TIMEOUT, evaluate_code};
 pub use data::{EvalItem, Shuffle};
-pub use record::{CodeOutcome, Outcome, RecordHead, Rollout, RmasFields, Summary};
+pub use record::{CodeOutcome, Outcome, RecordHead, RmasFields, Rollout, Summary};
 
 /// Everything that can go wrong reading data, resuming or merging.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,9 @@ pub enum EvalError {
         path: PathBuf,
     },
     /// The dataset has no Hub source the reference reads.
-    #[error("rmas knows no Hub dataset for `{dataset}` (the reference reads a local file for MedQA; AIME and the QA sets have no canonical repo): pass its rows with --data FILE")]
+    #[error(
+        "rmas knows no Hub dataset for `{dataset}` (the reference reads a local file for MedQA; AIME and the QA sets have no canonical repo): pass its rows with --data FILE"
+    )]
     NoSource {
         /// The dataset key.
         dataset: &'static str,
@@ -101,7 +103,12 @@ pub fn score(item: &EvalItem, dataset: Dataset, dataset_name: &str, answer: &str
         (Some(tests), MasTask::Code) => {
             let code = extract_python_code(answer);
             let eval = evaluate_code(sandbox, &code, tests, code_timeout(dataset));
-            Outcome::Code(CodeOutcome { parse_ok: !code.is_empty(), correct: eval.all_passed, pred_code_parsed: code, eval })
+            Outcome::Code(CodeOutcome {
+                parse_ok: !code.is_empty(),
+                correct: eval.all_passed,
+                pred_code_parsed: code,
+                eval,
+            })
         }
         _ => Outcome::Answer(compare_answers(&item.gold_answer_raw, answer, dataset_name)),
     }
@@ -109,7 +116,14 @@ pub fn score(item: &EvalItem, dataset: Dataset, dataset_name: &str, answer: &str
 
 /// The settings string records carry, so that `--resume` and `merge` refuse files written
 /// differently (everything that changes an answer; not the shard or the output path).
-pub fn settings_fingerprint(system: &str, dataset_name: &str, split: &str, opts: &RunOptions, num_rollouts: usize, data: &str) -> String {
+pub fn settings_fingerprint(
+    system: &str,
+    dataset_name: &str,
+    split: &str,
+    opts: &RunOptions,
+    num_rollouts: usize,
+    data: &str,
+) -> String {
     format!(
         "system={system} dataset={dataset_name} split={split} data={data} T={} R={} max_new_tokens={} sampling={:?} seed={} rollouts={num_rollouts} answer_retry={} summarize_every_round={} chat_date={}",
         opts.latent_steps,

@@ -182,7 +182,8 @@ impl Summary {
     pub fn new(head: &RecordHead, num_rollouts: usize, sample_seed_base: u64, tallies: &[Tally]) -> Self {
         let total = tallies.len();
         let percent = |n: usize| if total > 0 { 100.0 * n as f64 / total as f64 } else { 0.0 };
-        let per_rollout: Vec<usize> = (0..num_rollouts).map(|r| tallies.iter().filter(|t| t.get(r).copied().unwrap_or(false)).count()).collect();
+        let per_rollout: Vec<usize> =
+            (0..num_rollouts).map(|r| tallies.iter().filter(|t| t.get(r).copied().unwrap_or(false)).count()).collect();
         let any = tallies.iter().filter(|t| t.iter().any(|&c| c)).count();
         let pass_at_k = percent(any);
         Self {
@@ -310,9 +311,13 @@ pub fn read_existing(path: &Path, settings: Option<&str>, repair: bool) -> Resul
             continue;
         }
         let at = || format!("{}:{}", path.display(), i + 1);
-        let value: Value = serde_json::from_str(line).map_err(|e| EvalError::Resume { path: path.to_path_buf(), msg: format!("line {}: not JSON ({e})", i + 1) })?;
+        let value: Value = serde_json::from_str(line).map_err(|e| EvalError::Resume {
+            path: path.to_path_buf(),
+            msg: format!("line {}: not JSON ({e})", i + 1),
+        })?;
         if value.get("type").and_then(Value::as_str) == Some("summary") {
-            let summary = serde_json::from_value(value).map_err(|e| EvalError::Row { origin: at(), msg: format!("not a summary record: {e}") })?;
+            let summary = serde_json::from_value(value)
+                .map_err(|e| EvalError::Row { origin: at(), msg: format!("not a summary record: {e}") })?;
             existing.summary = Some(summary);
             continue;
         }
@@ -329,10 +334,20 @@ pub fn read_existing(path: &Path, settings: Option<&str>, repair: bool) -> Resul
                 ),
             });
         }
-        let idx = value.get("sample_idx").and_then(Value::as_u64).ok_or_else(|| EvalError::Row { origin: at(), msg: "no `sample_idx`".into() })? as usize;
+        let idx = value
+            .get("sample_idx")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| EvalError::Row { origin: at(), msg: "no `sample_idx`".into() })? as usize;
         let tally = match value.get("rollouts").and_then(Value::as_array) {
-            Some(rollouts) => rollouts.iter().map(|r| r.get("correct").and_then(Value::as_bool).unwrap_or(false)).collect(),
-            None => vec![value.get("correct").and_then(Value::as_bool).ok_or_else(|| EvalError::Row { origin: at(), msg: "no `correct`".into() })?],
+            Some(rollouts) => {
+                rollouts.iter().map(|r| r.get("correct").and_then(Value::as_bool).unwrap_or(false)).collect()
+            }
+            None => vec![
+                value
+                    .get("correct")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| EvalError::Row { origin: at(), msg: "no `correct`".into() })?,
+            ],
         };
         if existing.records.insert(idx, line.to_owned()).is_some() {
             return Err(EvalError::Resume { path: path.to_path_buf(), msg: format!("sample_idx {idx} appears twice") });
@@ -359,7 +374,8 @@ impl ResultWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = if truncate { File::create(path) } else { OpenOptions::new().create(true).append(true).open(path) }.map_err(io)?;
+        let file = if truncate { File::create(path) } else { OpenOptions::new().create(true).append(true).open(path) }
+            .map_err(io)?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 
@@ -392,12 +408,18 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<Summary, EvalError> {
         }
         let existing = read_existing(path, settings.as_ref().map(|(s, _)| s.as_str()), false)?;
         let Some(summary) = existing.summary else {
-            return Err(EvalError::Resume { path: path.clone(), msg: "has no summary record: the run did not finish (finish it with --resume first)".into() });
+            return Err(EvalError::Resume {
+                path: path.clone(),
+                msg: "has no summary record: the run did not finish (finish it with --resume first)".into(),
+            });
         };
         summary_of_first.get_or_insert(summary);
         for (idx, line) in existing.records {
             if records.insert(idx, line).is_some() {
-                return Err(EvalError::Resume { path: path.clone(), msg: format!("sample_idx {idx} is in more than one input") });
+                return Err(EvalError::Resume {
+                    path: path.clone(),
+                    msg: format!("sample_idx {idx} is in more than one input"),
+                });
             }
         }
         tallies.extend(existing.tallies);

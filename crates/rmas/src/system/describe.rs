@@ -36,8 +36,8 @@ use rmas_text::prompts::{Role, Style, Task};
 use serde::Deserialize;
 
 use super::{
-    FileSource, ManifestEntry, SystemSpec, agent_repos, assemble, family_name, family_style, outer_repo,
-    resolve_agent, resolve_manifest_links,
+    FileSource, ManifestEntry, SystemSpec, agent_repos, assemble, family_name, family_style, outer_repo, resolve_agent,
+    resolve_manifest_links,
 };
 use crate::error::{Result, RmasError};
 use crate::hub::{Hub, LocalDir};
@@ -45,8 +45,7 @@ use crate::hub::{Hub, LocalDir};
 impl SystemSpec {
     /// Assembles a system from a description file (see the module docs).
     pub fn from_file(path: &Path, hub: &Hub) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RmasError::io("system description", path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| RmasError::io("system description", path, e))?;
         let desc: SystemFile = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| e.to_string())
         } else {
@@ -54,10 +53,7 @@ impl SystemSpec {
         }
         .map_err(|msg| RmasError::config("system description", path, msg))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let fallback_name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let fallback_name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         desc.resolve(base, hub, fallback_name)
     }
 }
@@ -89,15 +85,11 @@ impl AgentEntry {
     /// The entry's role ([`Role::from_str`]), which must be one of `style`'s.
     fn role_in(&self, style: Style) -> std::result::Result<Role, String> {
         let roles = style.roles();
-        self.role
-            .parse::<Role>()
-            .ok()
-            .filter(|role| roles.contains(role))
-            .ok_or_else(|| {
-                let keys: Vec<&str> = roles.iter().map(|r| r.key()).collect();
-                let family = family_name(style);
-                format!("unknown role `{}`; {family} roles are {keys:?}", self.role)
-            })
+        self.role.parse::<Role>().ok().filter(|role| roles.contains(role)).ok_or_else(|| {
+            let keys: Vec<&str> = roles.iter().map(|r| r.key()).collect();
+            let family = family_name(style);
+            format!("unknown role `{}`; {family} roles are {keys:?}", self.role)
+        })
     }
 }
 
@@ -111,43 +103,23 @@ struct OuterEntry {
 impl SystemFile {
     fn resolve(self, base: &Path, hub: &Hub, fallback_name: String) -> Result<SystemSpec> {
         let name = self.name.clone().unwrap_or(fallback_name);
-        let invalid = |msg: String| RmasError::InvalidSystem {
-            system: name.clone(),
-            msg,
-        };
+        let invalid = |msg: String| RmasError::InvalidSystem { system: name.clone(), msg };
         let released = self.style.as_deref().map(Style::from_str).transpose()?;
         let style = match (released, self.family.as_deref()) {
             (Some(style), None) => style,
             (None, Some(family)) => family_style(family)?,
             _ => return Err(invalid("give exactly one of `style` or `family`".into())),
         };
-        let task = self
-            .task
-            .as_deref()
-            .map(Task::from_str)
-            .transpose()?
-            .unwrap_or(Task::Math);
+        let task = self.task.as_deref().map(Task::from_str).transpose()?.unwrap_or(Task::Math);
         let sources = self.agent_sources(released, style).map_err(&invalid)?;
         let mut agents = Vec::new();
         for (role, source, inner) in sources {
             let src = file_source(&source, base, hub).map_err(&invalid)?;
-            agents.push(resolve_agent(
-                role,
-                src.as_ref(),
-                inner.as_deref(),
-                style,
-                task,
-            )?);
+            agents.push(resolve_agent(role, src.as_ref(), inner.as_deref(), style, task)?);
         }
-        let outer_source = self
-            .outer
-            .clone()
-            .or_else(|| released.map(|s| outer_repo(s).to_string()));
+        let outer_source = self.outer.clone().or_else(|| released.map(|s| outer_repo(s).to_string()));
         let mut links = match outer_source {
-            Some(outer) => resolve_manifest_links(
-                file_source(&outer, base, hub).map_err(&invalid)?.as_ref(),
-                task,
-            )?,
+            Some(outer) => resolve_manifest_links(file_source(&outer, base, hub).map_err(&invalid)?.as_ref(), task)?,
             None => BTreeMap::new(),
         };
         for entry in self.outer_links {
@@ -196,11 +168,7 @@ impl SystemFile {
 }
 
 /// A local directory if `spec` names one (relative to `base`), else a Hub repo id.
-fn file_source(
-    spec: &str,
-    base: &Path,
-    hub: &Hub,
-) -> std::result::Result<Box<dyn FileSource>, String> {
+fn file_source(spec: &str, base: &Path, hub: &Hub) -> std::result::Result<Box<dyn FileSource>, String> {
     let dir = base.join(spec);
     if dir.is_dir() {
         return Ok(Box::new(LocalDir::new(dir)));
@@ -208,10 +176,7 @@ fn file_source(
     if is_repo_id(spec) {
         return Ok(Box::new(hub.repo(spec)));
     }
-    Err(format!(
-        "`{spec}` is neither a directory (under `{}`) nor a repo id `org/name`",
-        base.display()
-    ))
+    Err(format!("`{spec}` is neither a directory (under `{}`) nor a repo id `org/name`", base.display()))
 }
 
 /// `name` or `org/name` with characters `[A-Za-z0-9._-]`, no `..`.
@@ -221,7 +186,6 @@ fn is_repo_id(spec: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.contains("..")
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         })
 }

@@ -45,7 +45,10 @@ pub enum Want {
 enum Stored {
     Bytes(Fetched),
     /// Downloaded, bytes not held: fetched again on load.
-    Later { repo: String, file: String },
+    Later {
+        repo: String,
+        file: String,
+    },
 }
 
 /// Files fetched so far, keyed `<repo id>/<file>`; `None` records a file the repo does not have.
@@ -91,7 +94,13 @@ impl Downloads {
 
     /// Loads a system resolved by [`Downloads::resolve`], agent by agent: its weight files are
     /// fetched with [`Want::Bytes`] and, like the link files, leave the store once it is built.
-    pub async fn load<B, F, Fut>(&self, spec: &SystemSpec, device: &B::Device, dtype: DType, mut fetch: F) -> Result<System<B>>
+    pub async fn load<B, F, Fut>(
+        &self,
+        spec: &SystemSpec,
+        device: &B::Device,
+        dtype: DType,
+        mut fetch: F,
+    ) -> Result<System<B>>
     where
         B: RmasBackend,
         F: FnMut(String, String, Want) -> Fut,
@@ -103,14 +112,18 @@ impl Downloads {
             for path in self.weight_files(&agent.dir)? {
                 let bytes = match self.take_stored(&path)? {
                     Stored::Bytes(bytes) => bytes,
-                    Stored::Later { repo, file } => fetch(repo, file, Want::Bytes).await?.ok_or_else(|| missing(&path))?,
+                    Stored::Later { repo, file } => {
+                        fetch(repo, file, Want::Bytes).await?.ok_or_else(|| missing(&path))?
+                    }
                 };
                 weights.push((path, bytes));
             }
             agents.push(self.agent(agent, Weights::from_sources(weights)?, device, dtype)?);
         }
         let hidden = agents.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
-        let outer = spec.load_outer_links(&hidden, |path| OuterLink::from_pt_bytes(&whole(&*self.take(path)?), &path.display().to_string(), device))?;
+        let outer = spec.load_outer_links(&hidden, |path| {
+            OuterLink::from_pt_bytes(&whole(&*self.take(path)?), &path.display().to_string(), device)
+        })?;
         Ok(System::from_parts(spec.style, agents, outer, device))
     }
 
@@ -123,14 +136,24 @@ impl Downloads {
         Ok(shard_files(&self.text(&index, "weight index")?, &index)?.into_iter().map(|f| dir.join(f)).collect())
     }
 
-    fn agent<B: RmasBackend>(&self, spec: &AgentSpec, weights: Weights, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
+    fn agent<B: RmasBackend>(
+        &self,
+        spec: &AgentSpec,
+        weights: Weights,
+        device: &B::Device,
+        dtype: DType,
+    ) -> Result<Agent<B>> {
         let dir = &spec.dir;
         let config_path = dir.join("config.json");
         let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
         let model = Model::from_weights(config, &weights, device, dtype)?;
         drop(weights);
         let tokenizer = Tokenizer::from_reader(&dir.display().to_string(), |name| Ok(self.bytes(&dir.join(name))))?;
-        let inner = InnerLink::from_pt_bytes(&whole(&*self.take(&spec.inner_link)?), &spec.inner_link.display().to_string(), device)?;
+        let inner = InnerLink::from_pt_bytes(
+            &whole(&*self.take(&spec.inner_link)?),
+            &spec.inner_link.display().to_string(),
+            device,
+        )?;
         Agent::new(spec.role, model, tokenizer, inner, &spec.inner_link)
     }
 
@@ -215,5 +238,9 @@ fn key(repo: &str, file: &str) -> PathBuf {
 }
 
 fn missing(path: &Path) -> RmasError {
-    RmasError::io("downloaded file", path, std::io::Error::new(std::io::ErrorKind::NotFound, "not in the download store"))
+    RmasError::io(
+        "downloaded file",
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "not in the download store"),
+    )
 }

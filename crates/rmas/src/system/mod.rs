@@ -45,11 +45,7 @@ pub trait FileSource {
 /// Rejects file names that could leave the repo / directory (absolute paths, `..`).
 pub fn check_relative(name: &str, context: &str) -> Result<()> {
     let plain = !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
-    if plain {
-        Ok(())
-    } else {
-        Err(RmasError::InvalidFileName { name: name.into(), context: context.into() })
-    }
+    if plain { Ok(()) } else { Err(RmasError::InvalidFileName { name: name.into(), context: context.into() }) }
 }
 
 /// The outer-link manifest file of an outer repo.
@@ -82,61 +78,28 @@ pub fn family_style(name: &str) -> Result<Style> {
 pub fn agent_repos(style: Style) -> &'static [(Role, &'static str)] {
     match style {
         Style::SequentialLight => &[
-            (
-                Role::Planner,
-                "RecursiveMAS/Sequential-Light-Planner-Qwen3-1.7B",
-            ),
-            (
-                Role::Critic,
-                "RecursiveMAS/Sequential-Light-Critic-Llama3.2-1B",
-            ),
-            (
-                Role::Solver,
-                "RecursiveMAS/Sequential-Light-Solver-Qwen2.5-Math-1.5B",
-            ),
+            (Role::Planner, "RecursiveMAS/Sequential-Light-Planner-Qwen3-1.7B"),
+            (Role::Critic, "RecursiveMAS/Sequential-Light-Critic-Llama3.2-1B"),
+            (Role::Solver, "RecursiveMAS/Sequential-Light-Solver-Qwen2.5-Math-1.5B"),
         ],
         Style::SequentialScaled => &[
-            (
-                Role::Planner,
-                "RecursiveMAS/Sequential-Scaled-Planner-Gemma3-4B",
-            ),
-            (
-                Role::Critic,
-                "RecursiveMAS/Sequential-Scaled-Critic-Llama3.2-3B",
-            ),
-            (
-                Role::Solver,
-                "RecursiveMAS/Sequential-Scaled-Solver-Qwen3.5-4B",
-            ),
+            (Role::Planner, "RecursiveMAS/Sequential-Scaled-Planner-Gemma3-4B"),
+            (Role::Critic, "RecursiveMAS/Sequential-Scaled-Critic-Llama3.2-3B"),
+            (Role::Solver, "RecursiveMAS/Sequential-Scaled-Solver-Qwen3.5-4B"),
         ],
         Style::Mixture => &[
-            (
-                Role::Math,
-                "RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B",
-            ),
+            (Role::Math, "RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B"),
             (Role::Code, "RecursiveMAS/Mixture-Code-Qwen2.5-Coder-3B"),
             (Role::Science, "RecursiveMAS/Mixture-Science-BioMistral-7B"),
-            (
-                Role::Summarizer,
-                "RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B",
-            ),
+            (Role::Summarizer, "RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B"),
         ],
         Style::Distillation => &[
             (Role::Expert, "RecursiveMAS/Distillation-Expert-Qwen3.5-9B"),
-            (
-                Role::Learner,
-                "RecursiveMAS/Distillation-Learner-Qwen3.5-4B",
-            ),
+            (Role::Learner, "RecursiveMAS/Distillation-Learner-Qwen3.5-4B"),
         ],
         Style::Deliberation => &[
-            (
-                Role::Reflector,
-                "RecursiveMAS/Deliberation-Reflector-Qwen3.5-4B",
-            ),
-            (
-                Role::Toolcaller,
-                "RecursiveMAS/Deliberation-Toolcaller-Qwen3.5-4B",
-            ),
+            (Role::Reflector, "RecursiveMAS/Deliberation-Reflector-Qwen3.5-4B"),
+            (Role::Toolcaller, "RecursiveMAS/Deliberation-Toolcaller-Qwen3.5-4B"),
         ],
     }
 }
@@ -188,29 +151,10 @@ pub struct OuterLinkSpec {
 
 impl OuterLinkSpec {
     /// Checks `in_dim` against the sender's and `out_dim` against the receiver's hidden size.
-    pub fn check_dims(
-        &self,
-        in_dim: usize,
-        out_dim: usize,
-        hidden: &BTreeMap<Role, usize>,
-    ) -> Result<()> {
+    pub fn check_dims(&self, in_dim: usize, out_dim: usize, hidden: &BTreeMap<Role, usize>) -> Result<()> {
         let link = format!("outer link `{}`", self.key);
-        check_dim(
-            &link,
-            "out_dim",
-            out_dim,
-            "receiving agent",
-            self.target_role,
-            hidden,
-        )?;
-        check_dim(
-            &link,
-            "in_dim",
-            in_dim,
-            "source agent",
-            self.source_role,
-            hidden,
-        )
+        check_dim(&link, "out_dim", out_dim, "receiving agent", self.target_role, hidden)?;
+        check_dim(&link, "in_dim", in_dim, "source agent", self.source_role, hidden)
     }
 }
 
@@ -288,10 +232,7 @@ impl SystemSpec {
     /// Hidden size per role, read from each agent's `config.json`.
     #[cfg(not(target_family = "wasm"))]
     pub fn hidden_sizes(&self) -> Result<BTreeMap<Role, usize>> {
-        self.agents
-            .iter()
-            .map(|a| Ok((a.role, read_hidden_size(&a.dir.join("config.json"))?)))
-            .collect()
+        self.agents.iter().map(|a| Ok((a.role, read_hidden_size(&a.dir.join("config.json"))?))).collect()
     }
 
     /// Loads every inner link, checking its width against `hidden`.
@@ -336,11 +277,7 @@ pub fn read_hidden_size(config: &Path) -> Result<usize> {
         .and_then(serde_json::Value::as_u64)
         .and_then(|v| usize::try_from(v).ok())
         .ok_or_else(|| {
-            RmasError::config(
-                "model config",
-                config,
-                "no integer `hidden_size` or `text_config.hidden_size`",
-            )
+            RmasError::config("model config", config, "no integer `hidden_size` or `text_config.hidden_size`")
         })
 }
 
@@ -366,11 +303,7 @@ pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<Pa
         return src.get("adapter.pt");
     }
     tried.push("adapter.pt".into());
-    Err(RmasError::NoInnerLink {
-        source_label: src.label(),
-        task: task.map_or("none", Task::key).into(),
-        tried,
-    })
+    Err(RmasError::NoInnerLink { source_label: src.label(), task: task.map_or("none", Task::key).into(), tried })
 }
 
 /// The file named by `tasks[task]["adapter.pt"]` (default `adapter.pt`), if the task is listed.
@@ -431,9 +364,7 @@ pub fn parse_outer_manifest(text: &str, path: &Path, task: Task) -> Result<Vec<M
             Some(scoped) => scoped.adapters,
             None => {
                 let available: Vec<&String> = tasks.keys().collect();
-                return Err(err(format!(
-                    "no adapters for task `{task}` (tasks: {available:?})"
-                )));
+                return Err(err(format!("no adapters for task `{task}` (tasks: {available:?})")));
             }
         },
         None => manifest.adapters.unwrap_or_default(),
@@ -441,11 +372,7 @@ pub fn parse_outer_manifest(text: &str, path: &Path, task: Task) -> Result<Vec<M
     if entries.is_empty() {
         return Err(err(format!("no outer adapters listed for task `{task}`")));
     }
-    if let Some(bad) = entries.iter().find(|e| {
-        e.adapter_type
-            .as_deref()
-            .is_some_and(|t| t != OUTER_LINK_TYPE)
-    }) {
+    if let Some(bad) = entries.iter().find(|e| e.adapter_type.as_deref().is_some_and(|t| t != OUTER_LINK_TYPE)) {
         return Err(err(format!(
             "`{}` has adapter_type {:?}; only {OUTER_LINK_TYPE} supported",
             bad.legacy_key, bad.adapter_type
@@ -455,24 +382,16 @@ pub fn parse_outer_manifest(text: &str, path: &Path, task: Task) -> Result<Vec<M
 }
 
 /// Reads the manifest of an outer repo / directory and fetches every listed link file.
-fn resolve_manifest_links(
-    src: &dyn FileSource,
-    task: Task,
-) -> Result<BTreeMap<String, (PathBuf, ManifestEntry)>> {
+fn resolve_manifest_links(src: &dyn FileSource, task: Task) -> Result<BTreeMap<String, (PathBuf, ManifestEntry)>> {
     if !src.exists(OUTER_MANIFEST)? {
-        return Err(RmasError::MissingManifest {
-            source_label: src.label(),
-        });
+        return Err(RmasError::MissingManifest { source_label: src.label() });
     }
     let path = src.get(OUTER_MANIFEST)?;
     let text = src.read_text(&path, "outer manifest")?;
     let mut links = BTreeMap::new();
     for entry in parse_outer_manifest(&text, &path, task)? {
         let file = src.get(&entry.filename)?;
-        if links
-            .insert(entry.legacy_key.clone(), (file, entry.clone()))
-            .is_some()
-        {
+        if links.insert(entry.legacy_key.clone(), (file, entry.clone())).is_some() {
             return Err(RmasError::config(
                 "outer manifest",
                 &path,
@@ -535,39 +454,24 @@ fn assemble(
     let available: Vec<String> = found.keys().cloned().collect();
     let mut specs = BTreeMap::new();
     for edge in outer_links(style) {
-        let (path, entry) = found
-            .remove(edge.key)
-            .ok_or_else(|| RmasError::MissingOuterLink {
-                system: name.to_string(),
-                key: edge.key.into(),
-                source_role: edge.source.to_string(),
-                target_role: edge.target.to_string(),
-                available: available.clone(),
-            })?;
-        check_manifest_roles(name, edge, &entry)?;
-        let spec = OuterLinkSpec {
+        let (path, entry) = found.remove(edge.key).ok_or_else(|| RmasError::MissingOuterLink {
+            system: name.to_string(),
             key: edge.key.into(),
-            path,
-            source_role: edge.source,
-            target_role: edge.target,
-        };
+            source_role: edge.source.to_string(),
+            target_role: edge.target.to_string(),
+            available: available.clone(),
+        })?;
+        check_manifest_roles(name, edge, &entry)?;
+        let spec = OuterLinkSpec { key: edge.key.into(), path, source_role: edge.source, target_role: edge.target };
         specs.insert(edge.key.to_string(), spec);
     }
-    Ok(SystemSpec {
-        name: name.to_string(),
-        style,
-        task,
-        agents,
-        outer_links: specs,
-    })
+    Ok(SystemSpec { name: name.to_string(), style, task, agents, outer_links: specs })
 }
 
 /// The manifest's roles (if given) must name the topology's roles ([`Role::from_str`]).
 fn check_manifest_roles(system: &str, edge: &LinkEdge, entry: &ManifestEntry) -> Result<()> {
     let agrees = |given: &Option<String>, expected: Role| {
-        given
-            .as_deref()
-            .is_none_or(|g| g.parse::<Role>().is_ok_and(|role| role == expected))
+        given.as_deref().is_none_or(|g| g.parse::<Role>().is_ok_and(|role| role == expected))
     };
     if agrees(&entry.source_role, edge.source) && agrees(&entry.target_role, edge.target) {
         return Ok(());

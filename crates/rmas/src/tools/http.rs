@@ -27,25 +27,16 @@ pub struct HttpSearch {
 impl HttpSearch {
     /// An endpoint; `api_key` is sent as `Authorization: Bearer …`.
     pub fn new(url: impl Into<String>, method: HttpMethod, api_key: Option<String>) -> Self {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        Self {
-            url: url.into(),
-            method,
-            api_key,
-            agent,
-        }
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        Self { url: url.into(), method, api_key, agent }
     }
 
     fn fetch(&self, query: &str) -> std::result::Result<Vec<SearchResult>, String> {
         let request = match self.method {
             HttpMethod::Post => self.agent.post(&self.url),
-            HttpMethod::Get => self
-                .agent
-                .get(&self.url)
-                .query("query", query)
-                .query("max_results", &SEARCH_TOP_K.to_string()),
+            HttpMethod::Get => {
+                self.agent.get(&self.url).query("query", query).query("max_results", &SEARCH_TOP_K.to_string())
+            }
         };
         let request = match &self.api_key {
             Some(key) => request.set("Authorization", &format!("Bearer {key}")),
@@ -58,14 +49,10 @@ impl HttpSearch {
             HttpMethod::Get => request.call(),
         }
         .map_err(|e| match e {
-            ureq::Error::Status(code, r) => {
-                search_error("HTTPError", format!("{code} {}", r.status_text()))
-            }
+            ureq::Error::Status(code, r) => search_error("HTTPError", format!("{code} {}", r.status_text())),
             ureq::Error::Transport(t) => search_error("ConnectionError", t),
         })?;
-        let json: serde_json::Value = response
-            .into_json()
-            .map_err(|e| search_error("ValueError", e))?;
+        let json: serde_json::Value = response.into_json().map_err(|e| search_error("ValueError", e))?;
         Ok(parse_search_json(&json))
     }
 }
@@ -81,17 +68,9 @@ impl SearchBackend for HttpSearch {
 
 /// Reads `results` (or a bare array) of `{title, url, content | snippet}` objects.
 fn parse_search_json(json: &serde_json::Value) -> Vec<SearchResult> {
-    let items = json
-        .get("results")
-        .unwrap_or(json)
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let items = json.get("results").unwrap_or(json).as_array().cloned().unwrap_or_default();
     let field = |item: &serde_json::Value, keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| item.get(*k).and_then(serde_json::Value::as_str))
-            .unwrap_or_default()
-            .to_string()
+        keys.iter().find_map(|k| item.get(*k).and_then(serde_json::Value::as_str)).unwrap_or_default().to_string()
     };
     items
         .iter()

@@ -49,10 +49,8 @@ pub enum ToolKind {
 
 impl ToolKind {
     fn close_tag(self) -> &'static Regex {
-        static PYTHON: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"(?i)</python>").expect("valid regex"));
-        static SEARCH: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r"(?i)</search>").expect("valid regex"));
+        static PYTHON: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)</python>").expect("valid regex"));
+        static SEARCH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)</search>").expect("valid regex"));
         match self {
             Self::Python => &PYTHON,
             Self::Search => &SEARCH,
@@ -75,16 +73,11 @@ pub struct ToolCall {
 
 /// An opening tag found at or after a cursor: its kind, start and end byte offsets.
 fn opening_tags(text: &str, cursor: usize) -> impl Iterator<Item = (ToolKind, usize, usize)> + '_ {
-    static OPEN: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"(?i)<(python|search)>").expect("valid regex"));
+    static OPEN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)<(python|search)>").expect("valid regex"));
     let tail = text.get(cursor..).unwrap_or_default();
     OPEN.captures_iter(tail).filter_map(move |caps| {
         let (all, name) = (caps.get(0)?, caps.get(1)?);
-        let kind = if name.as_str().eq_ignore_ascii_case("python") {
-            ToolKind::Python
-        } else {
-            ToolKind::Search
-        };
+        let kind = if name.as_str().eq_ignore_ascii_case("python") { ToolKind::Python } else { ToolKind::Search };
         Some((kind, cursor + all.start(), cursor + all.end()))
     })
 }
@@ -105,8 +98,7 @@ pub fn find_tool_call(text: &str, cursor: usize) -> Option<ToolCall> {
 /// Whether an opening tag at or after `cursor` has no matching closing tag after it
 /// (`(?is)<(python|search)>(?!.*</\1>)`).
 pub fn has_unclosed_tool_call(text: &str, cursor: usize) -> bool {
-    opening_tags(text, cursor)
-        .any(|(kind, _, body_start)| !kind.close_tag().is_match(&text[body_start..]))
+    opening_tags(text, cursor).any(|(kind, _, body_start)| !kind.close_tag().is_match(&text[body_start..]))
 }
 
 /// Ids of a generate call's tail the stop check decodes.
@@ -136,7 +128,6 @@ pub fn sanitize_tool_result(result: &str) -> String {
     let kept: String = escaped.chars().take(RESULT_MAX_CHARS).collect();
     format!("{kept}\n... [truncated {} chars]", total - RESULT_MAX_CHARS)
 }
-
 
 /// One search hit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -180,11 +171,7 @@ pub fn format_search_results(query: &str, results: &[SearchResult]) -> String {
 /// Whitespace-compacts `content`; past 320 characters cuts it there, right-strips the cut and
 /// appends `" ..."`.
 fn compact_content(content: &str) -> String {
-    let compact = content
-        .split(is_py_space)
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let compact = content.split(is_py_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
     if compact.chars().count() <= SEARCH_CONTENT_CHARS {
         return compact;
     }
@@ -198,9 +185,7 @@ pub struct DummySearch;
 
 impl SearchBackend for DummySearch {
     fn search(&self, query: &str) -> String {
-        format!(
-            "Dummy search result for query: {query}\nExternal search is disabled in the release runner."
-        )
+        format!("Dummy search result for query: {query}\nExternal search is disabled in the release runner.")
     }
 }
 
@@ -227,13 +212,8 @@ impl CorpusSearch {
         files.sort();
         let mut corpus = Self::default();
         for file in files {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| RmasError::io("search corpus file", &file, e))?;
-            corpus.add_document(
-                &document_title(&file, &text),
-                &format!("file://{}", file.display()),
-                &text,
-            );
+            let text = std::fs::read_to_string(&file).map_err(|e| RmasError::io("search corpus file", &file, e))?;
+            corpus.add_document(&document_title(&file, &text), &format!("file://{}", file.display()), &text);
         }
         Ok(corpus)
     }
@@ -245,11 +225,7 @@ impl CorpusSearch {
             for term in tokenize(paragraph) {
                 *terms.entry(term).or_insert(0) += 1;
             }
-            let result = SearchResult {
-                title: title.into(),
-                url: url.into(),
-                content: paragraph.into(),
-            };
+            let result = SearchResult { title: title.into(), url: url.into(), content: paragraph.into() };
             self.passages.push(Passage { result, terms });
         }
     }
@@ -264,19 +240,12 @@ impl CorpusSearch {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
-                let hits: Vec<usize> = query_terms
-                    .iter()
-                    .filter_map(|t| p.terms.get(t).copied())
-                    .collect();
+                let hits: Vec<usize> = query_terms.iter().filter_map(|t| p.terms.get(t).copied()).collect();
                 (!hits.is_empty()).then(|| (hits.len(), hits.iter().sum(), i))
             })
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-        scored
-            .iter()
-            .take(SEARCH_TOP_K)
-            .map(|&(_, _, i)| self.passages[i].result.clone())
-            .collect()
+        scored.iter().take(SEARCH_TOP_K).map(|&(_, _, i)| self.passages[i].result.clone()).collect()
     }
 }
 
@@ -288,34 +257,21 @@ impl SearchBackend for CorpusSearch {
 
 /// Lower-cased alphanumeric words.
 fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 /// The first Markdown heading, else the file stem.
 fn document_title(path: &Path, text: &str) -> String {
     text.lines()
-        .find_map(|l| {
-            l.strip_prefix('#')
-                .map(|h| h.trim_start_matches('#').trim().to_string())
-        })
+        .find_map(|l| l.strip_prefix('#').map(|h| h.trim_start_matches('#').trim().to_string()))
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
 fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| RmasError::io("search corpus directory", dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| RmasError::io("search corpus directory", dir, e))?;
     for entry in entries {
-        let path = entry
-            .map_err(|e| RmasError::io("search corpus directory", dir, e))?
-            .path();
+        let path = entry.map_err(|e| RmasError::io("search corpus directory", dir, e))?.path();
         if path.is_dir() {
             collect_text_files(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "txt" || e == "md") {
@@ -335,11 +291,7 @@ pub fn search_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Box<dyn 
             Some(m) if m.eq_ignore_ascii_case("get") => HttpMethod::Get,
             _ => HttpMethod::Post,
         };
-        return Ok(Box::new(HttpSearch::new(
-            url,
-            method,
-            var("RMAS_SEARCH_API_KEY"),
-        )));
+        return Ok(Box::new(HttpSearch::new(url, method, var("RMAS_SEARCH_API_KEY"))));
     }
     if let Some(dir) = var("RMAS_SEARCH_CORPUS") {
         return Ok(Box::new(CorpusSearch::load(Path::new(&dir))?));

@@ -44,22 +44,9 @@ del _s, _n, _rmas_guard
 "#;
 
 /// Environment variables passed through to the interpreter.
-const ENV_PASSTHROUGH: [&str; 6] = [
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "PYENV_ROOT",
-    "PYENV_VERSION",
-];
+const ENV_PASSTHROUGH: [&str; 6] = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYENV_ROOT", "PYENV_VERSION"];
 /// `unshare` arguments for user + network + PID namespaces.
-const UNSHARE_ARGS: [&str; 5] = [
-    "--map-root-user",
-    "--net",
-    "--pid",
-    "--fork",
-    "--kill-child",
-];
+const UNSHARE_ARGS: [&str; 5] = ["--map-root-user", "--net", "--pid", "--fork", "--kill-child"];
 
 /// Settings of the python tool.
 #[derive(Clone, Debug)]
@@ -136,11 +123,7 @@ impl PythonTool {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if works {
-                NetworkIsolation::Namespaces
-            } else {
-                NetworkIsolation::SocketGuard
-            }
+            if works { NetworkIsolation::Namespaces } else { NetworkIsolation::SocketGuard }
         })
     }
 
@@ -148,15 +131,9 @@ impl PythonTool {
     /// failures to start the interpreter become a `[python error] …` result.
     pub fn run(&self, code: &str) -> String {
         match self.execute(code) {
-            Ok(None) => format!(
-                "[timeout] Python tool exceeded {:?} seconds.",
-                self.config.timeout.as_secs_f64()
-            ),
+            Ok(None) => format!("[timeout] Python tool exceeded {:?} seconds.", self.config.timeout.as_secs_f64()),
             Ok(Some(output)) => output.format(),
-            Err(e) => format!(
-                "[python error] cannot run `{}`: {e}",
-                self.config.interpreter.display()
-            ),
+            Err(e) => format!("[python error] cannot run `{}`: {e}", self.config.interpreter.display()),
         }
     }
 
@@ -198,16 +175,9 @@ impl PythonTool {
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         let status = child.wait()?;
         let grace = Instant::now() + Duration::from_millis(500);
-        let (stdout, stderr) = (
-            OutputReader::finish(stdout, grace),
-            OutputReader::finish(stderr, grace),
-        );
+        let (stdout, stderr) = (OutputReader::finish(stdout, grace), OutputReader::finish(stderr, grace));
         drop(feeder);
-        Ok(exited.then(|| PythonOutput {
-            stdout,
-            stderr,
-            exit_code: exit_code(status),
-        }))
+        Ok(exited.then(|| PythonOutput { stdout, stderr, exit_code: exit_code(status) }))
     }
 
     fn command(&self, interpreter: &Path, script: &Path, site: &Path, work: &Path) -> Command {
@@ -245,10 +215,7 @@ impl PythonTool {
             cmd.pre_exec(move || {
                 for (resource, limit) in limits {
                     if let Some(limit) = limit {
-                        let rlim = libc::rlimit {
-                            rlim_cur: limit,
-                            rlim_max: limit,
-                        };
+                        let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                         if libc::setrlimit(resource, &rlim) != 0 {
                             return Err(std::io::Error::last_os_error());
                         }
@@ -265,17 +232,10 @@ impl PythonTool {
 fn find_program(program: &Path) -> std::io::Result<PathBuf> {
     let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "interpreter not found");
     if program.components().count() > 1 {
-        return if program.is_file() {
-            Ok(program.to_path_buf())
-        } else {
-            Err(not_found())
-        };
+        return if program.is_file() { Ok(program.to_path_buf()) } else { Err(not_found()) };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .ok_or_else(not_found)
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).ok_or_else(not_found)
 }
 
 /// Waits (without reaping) until `pid` exits or `deadline` passes; true if it exited.
@@ -300,10 +260,7 @@ fn wait_exited(pid: libc::pid_t, deadline: Instant) -> bool {
 
 /// Python's `returncode`: the exit code, or minus the signal number.
 fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| -s))
-        .unwrap_or(-1)
+    status.code().or_else(|| status.signal().map(|s| -s)).unwrap_or(-1)
 }
 
 /// Captured output of a finished script (each stream cut at the tool's output limit, read with
@@ -395,11 +352,9 @@ impl ScratchDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         loop {
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let path = std::env::temp_dir()
-                .join(format!("rmas-python-{}-{n}-{nanos}", std::process::id()));
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let path = std::env::temp_dir().join(format!("rmas-python-{}-{n}-{nanos}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(Self { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

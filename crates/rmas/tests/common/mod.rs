@@ -15,7 +15,11 @@ pub fn golden_cases() -> Vec<(String, Style, Task)> {
             let text = std::fs::read_to_string(path.join("expected.json")).unwrap();
             let settings = &serde_json::from_str::<serde_json::Value>(&text).unwrap()["settings"];
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, settings["style"].as_str().unwrap().parse().unwrap(), settings["task"].as_str().unwrap().parse().unwrap())
+            (
+                name,
+                settings["style"].as_str().unwrap().parse().unwrap(),
+                settings["task"].as_str().unwrap().parse().unwrap(),
+            )
         })
         .collect();
     cases.sort_by(|a, b| a.0.cmp(&b.0));
