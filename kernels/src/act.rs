@@ -52,9 +52,9 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(MIN, 88.3);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes `expf` coefficients.
-    let p = 5.000_000_1e-1
-        + r * (1.666_666_5e-1 + r * (4.166_579_6e-2 + r * (8.333_452e-3 + r * (1.398_2e-3 + r * 1.987_569_1e-4))));
+    // Cephes `expf` coefficients (its 5.0000001e-1 is 0.5 in f32).
+    let p =
+        0.5 + r * (1.666_666_5e-1 + r * (4.166_579_6e-2 + r * (8.333_452e-3 + r * (1.398_2e-3 + r * 1.987_569_1e-4))));
     let p = 1.0 + r + r * r * p;
     let y = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
     if underflow { 0.0 } else { y }

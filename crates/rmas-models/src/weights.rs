@@ -15,6 +15,10 @@ use crate::error::{ModelError, Result};
 pub trait ByteSource {
     /// Size in bytes.
     fn len(&self) -> usize;
+    /// Whether there are no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// A copy of the bytes in `range` (within `0..len()`).
     fn read(&self, range: Range<usize>) -> Vec<u8>;
 }
