@@ -230,6 +230,16 @@ fn head() -> RecordHead {
     }
 }
 
+/// The fields every record starts with, as the reference writes them.
+const HEAD_FIELDS: [&str; 8] =
+    ["sample_idx", "dataset", "dataset_split", "method", "mas_shape", "latent_steps", "question", "gold_answer_raw"];
+/// rmas's own fields, last.
+const RMAS_FIELDS: [&str; 5] = ["rmas_answer", "rmas_token_ids", "rmas_ms", "rmas_settings", "rmas_strict_correct"];
+
+fn fields<const N: usize>(parts: [&[&str]; N]) -> Vec<String> {
+    parts.iter().flat_map(|p| p.iter()).map(|f| f.to_string()).collect()
+}
+
 fn keys(line: &str) -> Vec<String> {
     // Top-level keys in order: the line is written by rmas, with `"key": ` after `{` or `, `.
     let value: Value = serde_json::from_str(line).unwrap();
@@ -252,29 +262,8 @@ fn records_have_the_reference_layouts() {
     };
     let line = sample_record(&head(), &[Rollout { sample_seed: 42, outcome: code.clone() }], &rmas);
     assert!(line.starts_with("{\"sample_idx\": 4, \"dataset\": \"mbppplus\", "), "Python's json.dumps layout: {line}");
-    assert_eq!(
-        keys(&line),
-        [
-            "sample_idx",
-            "dataset",
-            "dataset_split",
-            "method",
-            "mas_shape",
-            "latent_steps",
-            "question",
-            "gold_answer_raw",
-            "pred_code_parsed",
-            "parse_ok",
-            "correct",
-            "eval",
-            "rollout_idx",
-            "sample_seed",
-            "rmas_answer",
-            "rmas_token_ids",
-            "rmas_ms",
-            "rmas_settings"
-        ]
-    );
+    let code_fields = ["pred_code_parsed", "parse_ok", "correct", "eval", "rollout_idx", "sample_seed"];
+    assert_eq!(keys(&line), fields([&HEAD_FIELDS[..], &code_fields, &RMAS_FIELDS[..4]]));
     assert!(line.contains("\"eval\": {\"all_passed\": false, \"passed_tests\": 0, \"total_tests\": 3, \"failed_test_index\": 0, \"error_type\": \"EMPTY_CODE\", \"detail\": \"No code after parsing\"}"), "{line}");
 
     let answer = |pred: &str| Outcome::Answer(compare_answers("12", pred, "math500"));
@@ -284,27 +273,8 @@ fn records_have_the_reference_layouts() {
     ];
     let rmas = RmasFields { rmas_strict_correct: Some(vec![false, true]), ..rmas };
     let line = sample_record(&head(), &rollouts, &rmas);
-    assert_eq!(
-        keys(&line),
-        [
-            "sample_idx",
-            "dataset",
-            "dataset_split",
-            "method",
-            "mas_shape",
-            "latent_steps",
-            "question",
-            "gold_answer_raw",
-            "pass_at_k_correct",
-            "rollouts",
-            "gold_answer_parsed",
-            "rmas_answer",
-            "rmas_token_ids",
-            "rmas_ms",
-            "rmas_settings",
-            "rmas_strict_correct"
-        ]
-    );
+    let multi_fields = ["pass_at_k_correct", "rollouts", "gold_answer_parsed"];
+    assert_eq!(keys(&line), fields([&HEAD_FIELDS[..], &multi_fields, &RMAS_FIELDS[..]]));
     let value: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(value["pass_at_k_correct"], true);
     assert_eq!(
