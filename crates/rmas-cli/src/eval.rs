@@ -25,7 +25,7 @@ use rmas_text::scoring::strict::strict_correct;
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
 
-/// Run a system over a benchmark and score it as the reference does.
+/// Run a system over a benchmark and score it as the reference does
 ///
 /// Rows come from --data FILE (.jsonl, .json, .csv, .parquet) or from the dataset's Hugging Face
 /// repo through the hub cache (MATH-500, GSM8K, GPQA-Diamond, MBPP+, LiveCodeBench; offline with

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::eval::{ScorerKind, report_strict};
 
-/// Re-score saved outputs (JSONL) with the reference's rules.
+/// Re-score saved outputs (JSONL) with the reference's rules
 ///
 /// Each input line is a JSON object with `prediction` (the final answer text), `dataset` (unless
 /// --dataset is given: math500, gsm8k, gpqa, medqa, mbppplus, livecodebench, aime25, …, or any
