@@ -13,14 +13,14 @@ use rmas::engine::{Run, System};
 use rmas::eval::data::{self, Shuffle};
 use rmas::eval::record::{ResultWriter, Tally, read_existing, sample_record};
 use rmas::eval::{
-    EvalItem, Outcome, RecordHead, RmasFields, Rollout, Summary, score, settings_fingerprint, style_record_names,
+    EvalItem, RecordHead, RmasFields, Rollout, RunLabel, Summary, score, settings_fingerprint, strict_check,
+    style_record_names,
 };
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::tools::PythonConfig;
 use rmas_models::RmasBackend;
 use rmas_text::prompts::Dataset;
-use rmas_text::scoring::strict::strict_correct;
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
@@ -114,8 +114,9 @@ pub enum ScorerKind {
     Strict,
 }
 
-/// The strict check's line and the questions on which it and the reference disagree.
-pub fn report_strict(official: &BTreeMap<usize, bool>, strict: &BTreeMap<usize, bool>) -> String {
+/// The strict check's line and the questions on which it and the reference disagree, each by its
+/// index (`index_name` says which: `sample_idx`, an input line, …).
+pub fn report_strict(official: &BTreeMap<usize, bool>, strict: &BTreeMap<usize, bool>, index_name: &str) -> String {
     let n = strict.len();
     let correct = strict.values().filter(|&&c| c).count();
     let disagree: Vec<String> = strict
@@ -135,7 +136,7 @@ pub fn report_strict(official: &BTreeMap<usize, bool>, strict: &BTreeMap<usize, 
         "strict accuracy={percent:.2}% ({correct}/{n}) [rmas value-aware check; the reference's accuracy above is official]"
     );
     if !disagree.is_empty() {
-        out += &format!("\ndisagreements on {} questions (sample_idx): {}", disagree.len(), disagree.join(", "));
+        out += &format!("\ndisagreements on {} questions ({index_name}): {}", disagree.len(), disagree.join(", "));
     }
     out
 }
@@ -202,6 +203,7 @@ impl Job for Args {
         let source = data_file.as_ref().map_or_else(|| format!("hub:{split}"), |p| p.display().to_string());
 
         let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
+        let (method, mas_shape) = style_record_names(self.system.style());
         let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() {
             vec![None]
         } else {
@@ -225,10 +227,13 @@ impl Job for Args {
                 jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
                 scorer: Scorer {
                     dataset,
-                    dataset_arg: dataset_arg.clone(),
-                    split: split.clone(),
-                    style: self.system.style(),
-                    latent_steps: opts.latent_steps,
+                    run: RunLabel {
+                        dataset: dataset_arg.clone(),
+                        dataset_split: split.clone(),
+                        method: method.to_owned(),
+                        mas_shape: mas_shape.to_owned(),
+                        latent_steps: opts.latent_steps,
+                    },
                     settings: settings_fingerprint(
                         &self.system.label(),
                         &dataset_arg,
@@ -236,7 +241,8 @@ impl Job for Args {
                         &opts,
                         self.num_rollouts as usize,
                         &source,
-                    ) + if self.lcb_private_tests { " private_tests=true" } else { "" },
+                        self.lcb_private_tests,
+                    ),
                     sandbox: PythonConfig::from_env(),
                     strict: self.scorer == ScorerKind::Strict,
                 },
@@ -279,10 +285,8 @@ struct EvalRun<'a, B: RmasBackend> {
 /// What scoring a question's answers and writing its record needs (shared by the worker threads).
 struct Scorer {
     dataset: Dataset,
-    dataset_arg: String,
-    split: String,
-    style: rmas_text::prompts::Style,
-    latent_steps: usize,
+    /// The run's label; its `dataset` is the name as given, which picks the answer rule.
+    run: RunLabel,
     settings: String,
     sandbox: PythonConfig,
     strict: bool,
@@ -306,14 +310,9 @@ struct Pending {
 
 impl Scorer {
     fn head(&self, item: &EvalItem) -> RecordHead {
-        let (method, mas_shape) = style_record_names(self.style);
         RecordHead {
             sample_idx: item.sample_idx,
-            dataset: self.dataset_arg.clone(),
-            dataset_split: self.split.clone(),
-            method: method.to_owned(),
-            mas_shape: mas_shape.to_owned(),
-            latent_steps: self.latent_steps,
+            run: self.run.clone(),
             question: item.question.clone(),
             gold_answer_raw: item.gold_answer_raw.clone(),
         }
@@ -326,7 +325,7 @@ impl Scorer {
             .iter()
             .map(|(seed, result, _)| Rollout {
                 sample_seed: *seed,
-                outcome: score(&pending.item, self.dataset, &self.dataset_arg, &result.answer, &self.sandbox),
+                outcome: score(&pending.item, self.dataset, &self.run.dataset, &result.answer, &self.sandbox),
             })
             .collect();
         let rmas = RmasFields {
@@ -338,12 +337,8 @@ impl Scorer {
                 rollouts
                     .iter()
                     .zip(&pending.answers)
-                    .map(|(rollout, (_, result, _))| match &rollout.outcome {
-                        // A program's tests are already an exact check.
-                        Outcome::Code(code) => code.correct,
-                        Outcome::Answer(_) => {
-                            strict_correct(&pending.item.gold_answer_raw, &result.answer, &self.dataset_arg)
-                        }
+                    .map(|(rollout, (_, result, _))| {
+                        strict_check(&pending.item, &self.run.dataset, &result.answer, &rollout.outcome)
                     })
                     .collect()
             }),
@@ -368,13 +363,6 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                 path.expect("records come from a file").display()
             );
         }
-        let base_head = self.scorer.head(items.first().unwrap_or(&EvalItem {
-            sample_idx: 0,
-            question: String::new(),
-            fn_name: None,
-            gold_answer_raw: String::new(),
-            tests: None,
-        }));
         let base_seed = self.opts.seed;
         if let Some(summary) = existing.summary.filter(|_| existing.records.len() == items.len()) {
             eprintln!("{}: already complete", path.map(|p| p.display().to_string()).unwrap_or_default());
@@ -486,10 +474,10 @@ impl<B: RmasBackend> EvalRun<'_, B> {
 
         if self.scorer.strict {
             let official = tallies.iter().map(|(i, t)| (*i, t.first().copied().unwrap_or(false))).collect();
-            eprintln!("{}", report_strict(&official, &strict));
+            eprintln!("{}", report_strict(&official, &strict, "sample_idx"));
         }
         let all: Vec<Tally> = tallies.into_values().collect();
-        let summary = Summary::new(&base_head, self.num_rollouts, base_seed, &all);
+        let summary = Summary::new(&self.scorer.run, self.num_rollouts, base_seed, &all);
         if let Some(w) = writer.as_mut() {
             w.append(&summary.to_line())?;
         }

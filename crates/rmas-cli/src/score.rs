@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
-use rmas::eval::record::py_json;
-use rmas::eval::{EvalItem, Outcome, RecordHead, Summary};
+use rmas::eval::record::{PyJsonObject, py_json};
+use rmas::eval::{EvalItem, Outcome, RunLabel, Summary, strict_check};
 use rmas::tools::PythonConfig;
 use rmas_text::prompts::Dataset;
 use serde_json::Value;
@@ -100,37 +100,21 @@ pub fn main(args: Args) -> Result<()> {
     for (i, (job, outcome)) in jobs.iter().zip(outcomes).enumerate() {
         let outcome = outcome.expect("every job was scored");
         tallies.push(vec![outcome.correct()]);
-        let strict_check = strict.then(|| match &outcome {
-            Outcome::Code(code) => code.correct,
-            Outcome::Answer(_) => rmas_text::scoring::strict::strict_correct(
-                &job.item.gold_answer_raw,
-                &job.prediction,
-                &job.dataset_name,
-            ),
-        });
+        let strict_check = strict.then(|| strict_check(&job.item, &job.dataset_name, &job.prediction, &outcome));
         if let Some(check) = strict_check {
             official.insert(i, outcome.correct());
             strict_checks.insert(i, check);
         }
         writeln!(out, "{}", scored_line(job, &outcome, strict_check))?;
     }
-    let head = RecordHead {
-        sample_idx: 0,
-        dataset: String::new(),
-        dataset_split: String::new(),
-        method: String::new(),
-        mas_shape: String::new(),
-        latent_steps: 0,
-        question: String::new(),
-        gold_answer_raw: String::new(),
-    };
-    let summary = Summary::new(&head, 1, args.seed, &tallies);
+    // Saved outputs belong to no run: the summary line keeps only its counts.
+    let summary = Summary::new(&RunLabel::default(), 1, args.seed, &tallies);
     let line = serde_json::json!({"type": "summary", "num_samples": summary.num_samples, "num_correct": summary.num_correct, "accuracy": summary.accuracy});
     writeln!(out, "{}", py_json(&line))?;
     out.flush()?;
     eprintln!("{}", summary.headline());
     if strict {
-        eprintln!("{}", report_strict(&official, &strict_checks).replace("(sample_idx)", "(input line index)"));
+        eprintln!("{}", report_strict(&official, &strict_checks, "input line index"));
     }
     Ok(())
 }
@@ -173,21 +157,17 @@ fn score_job(job: &Job, sandbox: &PythonConfig) -> Outcome {
     rmas::eval::score(&job.item, job.dataset.unwrap_or(Dataset::Math500), &job.dataset_name, &job.prediction, sandbox)
 }
 
-/// `{id?, dataset, gold_answer_raw, <score fields>}` in the reference's layout.
+/// `{id?, dataset, gold_answer_raw, <score fields>, strict_correct?}` in the reference's layout.
 fn scored_line(job: &Job, outcome: &Outcome, strict: Option<bool>) -> String {
-    let mut fields = Vec::new();
+    let mut line = PyJsonObject::default();
     if let Some(id) = &job.id {
-        fields.push(format!("\"id\": {}", py_json(id)));
+        line.field("id", id);
     }
-    fields.push(format!("\"dataset\": {}", py_json(&job.dataset_name)));
-    fields.push(format!("\"gold_answer_raw\": {}", py_json(&job.item.gold_answer_raw)));
-    let score = match outcome {
-        Outcome::Answer(s) => py_json(s),
-        Outcome::Code(c) => py_json(c),
-    };
-    fields.push(score.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or_default().to_owned());
+    line.field("dataset", &job.dataset_name);
+    line.field("gold_answer_raw", &job.item.gold_answer_raw);
+    line.fields(outcome);
     if let Some(strict) = strict {
-        fields.push(format!("\"strict_correct\": {strict}"));
+        line.field("strict_correct", &strict);
     }
-    format!("{{{}}}", fields.join(", "))
+    line.finish()
 }

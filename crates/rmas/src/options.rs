@@ -1,5 +1,5 @@
 //! Run policy: the settings of one run, and how a released system's recommended settings
-//! (docs/algorithm.md, "Recommended settings") combine with what a user overrides. The CLI, the
+//! (`recommended_settings` in rmas-text; docs/architecture.md) combine with what a user overrides. The CLI, the
 //! evaluator and the browser build all configure runs here, so one question gets the same run
 //! everywhere.
 

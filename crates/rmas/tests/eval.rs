@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rmas::eval::data::{self, Shuffle, load_rows, read_rows, select, shard};
 use rmas::eval::record::{CodeOutcome, sample_record};
-use rmas::eval::{EvalItem, Outcome, RecordHead, RmasFields, Rollout, evaluate_code};
+use rmas::eval::{EvalItem, Outcome, RecordHead, RmasFields, Rollout, RunLabel, evaluate_code};
 use rmas::hub::Hub;
 use rmas::tools::PythonConfig;
 use rmas_text::prompts::Dataset;
@@ -220,11 +220,13 @@ fn selection_orders_as_the_reference_and_shards_partition() {
 fn head() -> RecordHead {
     RecordHead {
         sample_idx: 4,
-        dataset: "mbppplus".into(),
-        dataset_split: "test".into(),
-        method: "ours_recursive".into(),
-        mas_shape: "chain".into(),
-        latent_steps: 16,
+        run: RunLabel {
+            dataset: "mbppplus".into(),
+            dataset_split: "test".into(),
+            method: "ours_recursive".into(),
+            mas_shape: "chain".into(),
+            latent_steps: 16,
+        },
         question: "q".into(),
         gold_answer_raw: "check(f)".into(),
     }

@@ -83,6 +83,25 @@ pub enum CodeTests {
 }
 
 impl CodeTests {
+    /// Appends LiveCodeBench cases (`{input, output, …}` objects) to functional or stdin/stdout
+    /// tests; a test script takes none.
+    pub fn push_cases(&mut self, cases: &[Value]) -> std::result::Result<(), String> {
+        let (CodeTests::Functional { inputs, outputs, .. } | CodeTests::Stdio { inputs, outputs }) = self else {
+            return Ok(());
+        };
+        for (i, case) in cases.iter().enumerate() {
+            let text = |key: &str| {
+                case.get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or(format!("test case {i} has no string `{key}`"))
+            };
+            inputs.push(text("input")?);
+            outputs.push(text("output")?);
+        }
+        Ok(())
+    }
+
     /// Number of test cases the record reports.
     pub fn total(&self) -> usize {
         match self {
@@ -114,22 +133,13 @@ pub fn lcb_code_tests(row: &Value) -> Result<CodeTests> {
         }
         None => Vec::new(),
     };
-    let mut inputs = Vec::with_capacity(cases.len());
-    let mut outputs = Vec::with_capacity(cases.len());
-    for (i, case) in cases.iter().enumerate() {
-        let text = |key: &str| {
-            case.get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| bad(format!("test case {i} has no string `{key}`")))
-        };
-        inputs.push(text("input")?);
-        outputs.push(text("output")?);
-    }
-    Ok(match metadata.get("func_name").and_then(Value::as_str) {
+    let (inputs, outputs) = (Vec::new(), Vec::new());
+    let mut tests = match metadata.get("func_name").and_then(Value::as_str) {
         Some(fn_name) => CodeTests::Functional { fn_name: fn_name.to_owned(), inputs, outputs },
         None => CodeTests::Stdio { inputs, outputs },
-    })
+    };
+    tests.push_cases(&cases).map_err(bad)?;
+    Ok(tests)
 }
 
 /// Whether a program's standard output matches the expected one: the same number of stripped

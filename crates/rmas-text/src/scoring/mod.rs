@@ -20,6 +20,9 @@ fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("constant regex")
 }
 
+/// Runs of whitespace (`\s+`), which the normalizations drop or collapse.
+static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
+
 /// How a dataset's answers are compared, chosen from its name as the reference chooses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerRule {
@@ -247,7 +250,6 @@ fn py_text(value: &Value) -> String {
 /// An option's text without its letter label, whitespace collapsed, lower-case.
 fn option_text(text: &str) -> String {
     static LABEL: LazyLock<Regex> = LazyLock::new(|| regex(r"^\s*[A-Da-d]\s*[\.\):\-]\s*"));
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let text = LABEL.replace(py_strip(text), "");
     py_strip(&SPACES.replace_all(&text, " ")).to_lowercase()
 }
@@ -320,7 +322,6 @@ fn unwrap_text_macros(text: &str) -> String {
 /// `latex_text`: `\text{}` unwrapped; `\left`, `\right`, `$`, thin spaces, braces, quotes and all
 /// whitespace removed.
 fn latex_text(text: &str) -> String {
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let mut text = unwrap_text_macros(py_strip(text));
     for dropped in ["\\left", "\\right", "$", "\\,", "\\;", "\\!", "\\:", "{", "}", "\"", "'"] {
         text = text.replace(dropped, "");
@@ -330,7 +331,6 @@ fn latex_text(text: &str) -> String {
 
 /// `nospace`: the stripped text without whitespace.
 fn no_space(text: &str) -> String {
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     SPACES.replace_all(py_strip(text), "").into_owned()
 }
 
@@ -349,7 +349,6 @@ fn integer_digits(text: &str) -> String {
 /// `lower`: stripped, lower-case, typographic quotes and dashes plain, whitespace collapsed.
 fn lower_form(text: &str) -> String {
     static DASHES: LazyLock<Regex> = LazyLock::new(|| regex(r"[\u{2010}-\u{2015}]"));
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let text = py_strip(text).to_lowercase().replace(['\u{2019}', '`'], "'");
     let text = DASHES.replace_all(&text, "-");
     py_strip(&SPACES.replace_all(&text, " ")).to_owned()
@@ -359,7 +358,6 @@ fn lower_form(text: &str) -> String {
 fn exact_match_form(text: &str) -> String {
     static PUNCT: LazyLock<Regex> = LazyLock::new(|| regex(r"[^\w\s]"));
     static ARTICLES: LazyLock<Regex> = LazyLock::new(|| regex(r"\b(a|an|the)\b"));
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let text = lower_form(text);
     let text = PUNCT.replace_all(&text, " ");
     let text = ARTICLES.replace_all(&text, " ");

@@ -9,16 +9,16 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{AnswerRule, extract_choice, extract_pred_answer, gold_answer, regex};
+use super::{AnswerRule, SPACES, compare_answers, extract_pred_answer, gold_answer, regex};
 use crate::pystr::py_strip;
 
 /// Whether `prediction` answers `gold` by value, for the dataset called `dataset` (choice datasets
 /// compare letters as the reference does).
 pub fn strict_correct(gold: &str, prediction: &str, dataset: &str) -> bool {
-    let gold = gold_answer(gold, dataset);
     if AnswerRule::for_dataset(dataset) == AnswerRule::Choice {
-        return extract_choice(prediction).unwrap_or('A') == extract_choice(&gold).unwrap_or('A');
+        return compare_answers(gold, prediction, dataset).correct;
     }
+    let gold = gold_answer(gold, dataset);
     let Some(pred) = extract_pred_answer(prediction) else { return false };
     same_value(&canonical(&gold), &canonical(&pred))
 }
@@ -38,7 +38,6 @@ fn same_value(a: &str, b: &str) -> bool {
 /// The presentation-free form of a LaTeX answer.
 fn canonical(text: &str) -> String {
     static TEXT: LazyLock<Regex> = LazyLock::new(|| regex(r"\\(?:text|textbf|mathrm|mathbf|mbox)\{([^{}]*)\}"));
-    static SPACES: LazyLock<Regex> = LazyLock::new(|| regex(r"\s+"));
     let mut s = TEXT.replace_all(py_strip(text), "$1").into_owned();
     for (from, to) in
         [("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""), ("\\%", "%"), ("\\$", "")]

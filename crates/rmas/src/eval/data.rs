@@ -55,22 +55,11 @@ impl EvalItem {
     pub fn with_private_tests(mut self, row: &Value, origin: &str) -> Result<Self, EvalError> {
         let bad =
             |msg: String| EvalError::Row { origin: origin.to_owned(), msg: format!("`private_test_cases`: {msg}") };
-        let Some(CodeTests::Functional { inputs, outputs, .. } | CodeTests::Stdio { inputs, outputs }) =
-            self.tests.as_mut()
-        else {
+        let Some(tests) = self.tests.as_mut().filter(|t| !matches!(t, CodeTests::Script { .. })) else {
             return Ok(self);
         };
         let blob = row.get("private_test_cases").and_then(Value::as_str).unwrap_or_default();
-        for (i, case) in private_cases(blob).map_err(bad)?.iter().enumerate() {
-            let text = |key: &str| {
-                case.get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad(format!("case {i} has no string `{key}`")))
-            };
-            inputs.push(text("input")?);
-            outputs.push(text("output")?);
-        }
+        tests.push_cases(&private_cases(blob).map_err(bad)?).map_err(bad)?;
         Ok(self)
     }
 }

@@ -16,7 +16,7 @@ use crate::options::RunOptions;
 use crate::tools::PythonConfig;
 pub use code::{CodeEval, LCB_TIMEOUT, MBPP_TIMEOUT, evaluate_code};
 pub use data::{EvalItem, Shuffle};
-pub use record::{CodeOutcome, Outcome, RecordHead, RmasFields, Rollout, Summary};
+pub use record::{CodeOutcome, Outcome, RecordHead, RmasFields, Rollout, RunLabel, Summary};
 
 /// Everything that can go wrong reading data, resuming or merging.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,15 @@ pub fn score(item: &EvalItem, dataset: Dataset, dataset_name: &str, answer: &str
     }
 }
 
+/// rmas's value-aware check of `answer` beside the reference's `outcome` (`--scorer strict`): a
+/// program's tests are already exact, so code keeps its outcome.
+pub fn strict_check(item: &EvalItem, dataset_name: &str, answer: &str, outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Code(code) => code.correct,
+        Outcome::Answer(_) => rmas_text::scoring::strict::strict_correct(&item.gold_answer_raw, answer, dataset_name),
+    }
+}
+
 /// The settings string records carry, so that `--resume` and `merge` refuse files written
 /// differently (everything that changes an answer; not the shard or the output path).
 pub fn settings_fingerprint(
@@ -123,9 +132,11 @@ pub fn settings_fingerprint(
     opts: &RunOptions,
     num_rollouts: usize,
     data: &str,
+    lcb_private_tests: bool,
 ) -> String {
+    let private = if lcb_private_tests { " private_tests=true" } else { "" };
     format!(
-        "system={system} dataset={dataset_name} split={split} data={data} T={} R={} max_new_tokens={} sampling={:?} seed={} rollouts={num_rollouts} answer_retry={} summarize_every_round={} chat_date={}",
+        "system={system} dataset={dataset_name} split={split} data={data} T={} R={} max_new_tokens={} sampling={:?} seed={} rollouts={num_rollouts} answer_retry={} summarize_every_round={} chat_date={}{private}",
         opts.latent_steps,
         opts.rounds,
         opts.max_new_tokens,

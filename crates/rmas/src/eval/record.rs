@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rmas_text::scoring::AnswerScore;
@@ -14,11 +14,9 @@ use serde_json::Value;
 use super::EvalError;
 use super::code::CodeEval;
 
-/// The fields every record shares, as the reference writes them.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordHead {
-    /// Position in the selected dataset order.
-    pub sample_idx: usize,
+/// What names a run in its records and its summary: the fields both carry, in the reference's order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunLabel {
     /// The dataset name as given.
     pub dataset: String,
     /// The split.
@@ -29,6 +27,16 @@ pub struct RecordHead {
     pub mas_shape: String,
     /// Latent steps T.
     pub latent_steps: usize,
+}
+
+/// The fields every per-sample record opens with, as the reference writes them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordHead {
+    /// Position in the selected dataset order.
+    pub sample_idx: usize,
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunLabel,
     /// The question text.
     pub question: String,
     /// The gold as recorded.
@@ -48,8 +56,9 @@ pub struct CodeOutcome {
     pub eval: CodeEval,
 }
 
-/// How one rollout's answer scored.
-#[derive(Debug, Clone, PartialEq)]
+/// How one rollout's answer scored (serialized as the reference's score fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Outcome {
     /// A math, choice or free-form answer.
     Answer(AnswerScore),
@@ -99,10 +108,7 @@ pub fn sample_record(head: &RecordHead, rollouts: &[Rollout], rmas: &RmasFields)
     out.fields(head);
     match rollouts {
         [single] => {
-            match &single.outcome {
-                Outcome::Answer(score) => out.fields(score),
-                Outcome::Code(code) => out.fields(code),
-            }
+            out.fields(&single.outcome);
             out.field("rollout_idx", &0);
             out.field("sample_seed", &single.sample_seed);
         }
@@ -145,16 +151,9 @@ pub struct Summary {
     /// Always `summary`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The dataset name as given.
-    pub dataset: String,
-    /// The split.
-    pub dataset_split: String,
-    /// The reference's method string.
-    pub method: String,
-    /// The reference's shape string.
-    pub mas_shape: String,
-    /// Latent steps T.
-    pub latent_steps: usize,
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunLabel,
     /// Questions scored.
     pub num_samples: usize,
     /// Rollouts per question.
@@ -177,9 +176,8 @@ pub struct Summary {
 pub type Tally = Vec<bool>;
 
 impl Summary {
-    /// The summary of `tallies` (one per question), for a run described by `head` (its
-    /// dataset, split, method, shape and T).
-    pub fn new(head: &RecordHead, num_rollouts: usize, sample_seed_base: u64, tallies: &[Tally]) -> Self {
+    /// The summary of `tallies` (one per question) of the run `run`.
+    pub fn new(run: &RunLabel, num_rollouts: usize, sample_seed_base: u64, tallies: &[Tally]) -> Self {
         let total = tallies.len();
         let percent = |n: usize| if total > 0 { 100.0 * n as f64 / total as f64 } else { 0.0 };
         let per_rollout: Vec<usize> =
@@ -188,11 +186,7 @@ impl Summary {
         let pass_at_k = percent(any);
         Self {
             kind: "summary".to_owned(),
-            dataset: head.dataset.clone(),
-            dataset_split: head.dataset_split.clone(),
-            method: head.method.clone(),
-            mas_shape: head.mas_shape.clone(),
-            latent_steps: head.latent_steps,
+            run: run.clone(),
             num_samples: total,
             num_rollouts,
             sample_seed_base,
@@ -224,21 +218,23 @@ impl Summary {
 /// A JSON object written field by field in Python's `json.dumps(..., ensure_ascii=False)` layout
 /// (`", "` and `": "` separators, floats as Python prints them).
 #[derive(Default)]
-struct PyJsonObject {
+pub struct PyJsonObject {
     parts: Vec<String>,
 }
 
 impl PyJsonObject {
-    fn field(&mut self, key: &str, value: &impl Serialize) {
+    /// Adds `key: value`.
+    pub fn field(&mut self, key: &str, value: &impl Serialize) {
         self.raw(key, &py_json(value));
     }
 
-    fn raw(&mut self, key: &str, json: &str) {
+    /// Adds `key: json` with `json` already written.
+    pub fn raw(&mut self, key: &str, json: &str) {
         self.parts.push(format!("{}: {json}", py_json(&key)));
     }
 
-    /// Every field of a struct, in declaration order.
-    fn fields(&mut self, value: &impl Serialize) {
+    /// Adds every field of a struct (or map), in its order.
+    pub fn fields(&mut self, value: &impl Serialize) {
         let text = py_json(value);
         let inner = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or_default();
         if !inner.is_empty() {
@@ -246,7 +242,8 @@ impl PyJsonObject {
         }
     }
 
-    fn finish(self) -> String {
+    /// The object's text.
+    pub fn finish(self) -> String {
         format!("{{{}}}", self.parts.join(", "))
     }
 }
@@ -290,6 +287,8 @@ pub struct Existing {
     pub tallies: BTreeMap<usize, Tally>,
     /// The first rollout's strict check, where the record has one.
     pub strict: BTreeMap<usize, bool>,
+    /// The settings its records were written with (`rmas_settings`).
+    pub settings: Option<String>,
     /// The summary record, when the run had finished.
     pub summary: Option<Summary>,
 }
@@ -322,6 +321,9 @@ pub fn read_existing(path: &Path, settings: Option<&str>, repair: bool) -> Resul
             continue;
         }
         let found = value.get("rmas_settings").and_then(Value::as_str);
+        if existing.settings.is_none() {
+            existing.settings = found.map(str::to_owned);
+        }
         if let Some(wanted) = settings
             && found != Some(wanted)
         {
@@ -392,21 +394,12 @@ impl ResultWriter {
 pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<Summary, EvalError> {
     let mut records = BTreeMap::new();
     let mut tallies = BTreeMap::new();
-    let mut settings: Option<(String, PathBuf)> = None;
+    // The settings of the first file's records anchor the check of every file.
+    let mut settings: Option<String> = None;
     let mut summary_of_first = None;
     for path in inputs {
-        let file = BufReader::new(File::open(path).map_err(|e| EvalError::Io { path: path.clone(), source: e })?);
-        // The settings of the first record anchor the check for all files.
-        if settings.is_none() {
-            for line in file.lines().map_while(Result::ok) {
-                let value: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if let Some(s) = value.get("rmas_settings").and_then(Value::as_str) {
-                    settings = Some((s.to_owned(), path.clone()));
-                    break;
-                }
-            }
-        }
-        let existing = read_existing(path, settings.as_ref().map(|(s, _)| s.as_str()), false)?;
+        let existing = read_existing(path, settings.as_deref(), false)?;
+        settings = settings.or(existing.settings);
         let Some(summary) = existing.summary else {
             return Err(EvalError::Resume {
                 path: path.clone(),
@@ -425,18 +418,8 @@ pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<Summary, EvalError> {
         tallies.extend(existing.tallies);
     }
     let first = summary_of_first.ok_or(EvalError::NoInputs)?;
-    let head = RecordHead {
-        sample_idx: 0,
-        dataset: first.dataset.clone(),
-        dataset_split: first.dataset_split.clone(),
-        method: first.method.clone(),
-        mas_shape: first.mas_shape.clone(),
-        latent_steps: first.latent_steps,
-        question: String::new(),
-        gold_answer_raw: String::new(),
-    };
     let tallies: Vec<Tally> = tallies.into_values().collect();
-    let summary = Summary::new(&head, first.num_rollouts, first.sample_seed_base, &tallies);
+    let summary = Summary::new(&first.run, first.num_rollouts, first.sample_seed_base, &tallies);
     let mut writer = ResultWriter::open(output, true)?;
     for line in records.values() {
         writer.append(line)?;
