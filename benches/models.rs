@@ -72,7 +72,8 @@ fn families(c: &mut Criterion) {
 }
 
 fn demo_run(c: &mut Criterion) {
-    use rmas::engine::{Run, RunOptions};
+    use rmas::engine::Run;
+    use rmas::options::RunOptions;
     use rmas_models::generate::Sampling;
     let system = rmas::demo::mixture::<B>(&Default::default(), 42).unwrap();
     let opts = RunOptions {

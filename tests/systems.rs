@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::tensor::{DType, Tensor};
-use rmas::engine::{Event, Run, RunOptions, StageKind, System};
+use rmas::engine::{Event, Run, StageKind};
 use rmas::hub::Hub;
+use rmas::options::RunOptions;
 use rmas::system::SystemSpec;
 use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::generate::Sampling;
 use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden};
-use rmas_text::ChatOptions;
-use rmas_text::prompts::{Dataset, Style};
+use rmas_text::{ChatOptions, Dataset, Style};
 use serde_json::Value;
 
 /// Embeddings, hidden states and latents: the float64 re-run of the reference differs by ~1e-5.
@@ -113,7 +113,7 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
         system
     } else {
         let spec = SystemSpec::resolve_style(&hub, style, task).unwrap();
-        System::<B>::load(&spec, device, DType::F32, loading == Loading::Offload).unwrap()
+        spec.load::<B>(device, DType::F32, loading == Loading::Offload).unwrap()
     };
     let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
     assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");

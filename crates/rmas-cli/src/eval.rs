@@ -9,18 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use rmas::engine::{Run, System};
+use rmas::engine::{LoadedSystem, Run};
 use rmas::eval::data::{self, Shuffle};
 use rmas::eval::record::{ResultWriter, Tally, read_existing, sample_record};
 use rmas::eval::{
     EvalItem, RecordHead, RmasFields, Rollout, RunLabel, Summary, score, settings_fingerprint, strict_check,
-    style_record_names,
 };
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::tools::PythonConfig;
 use rmas_models::RmasBackend;
-use rmas_text::prompts::Dataset;
+use rmas_text::Dataset;
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
@@ -203,7 +202,8 @@ impl Job for Args {
         let source = data_file.as_ref().map_or_else(|| format!("hub:{split}"), |p| p.display().to_string());
 
         let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
-        let (method, mas_shape) = style_record_names(self.system.style());
+        let spec = self.system.style().spec();
+        let (method, mas_shape) = (spec.record_method, spec.record_shape);
         let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() {
             vec![None]
         } else {
@@ -275,7 +275,7 @@ fn sweep_path(path: &Path, latent_steps: usize) -> PathBuf {
 
 /// One evaluation pass: fixed settings over the selected items.
 struct EvalRun<'a, B: RmasBackend> {
-    system: &'a System<B>,
+    system: &'a LoadedSystem<B>,
     opts: &'a RunOptions,
     num_rollouts: usize,
     jobs: usize,

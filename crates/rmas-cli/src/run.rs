@@ -7,14 +7,14 @@ use anyhow::{Context, Result};
 use burn::tensor::DType;
 use chrono::{Local, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
-use rmas::engine::{Event, Run, RunResult, StageKind, System};
+use rmas::engine::{Event, LoadedSystem, Run, RunResult, StageKind};
 use rmas::hub::Hub;
 use rmas::options::{RunOptions, RunOverrides};
 use rmas::system::SystemSpec;
 use rmas_models::RmasBackend;
 use rmas_models::generate::Sampling;
 use rmas_text::RowQuestion;
-use rmas_text::prompts::{Dataset, Style, Task};
+use rmas_text::{Dataset, Style, Task};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 
@@ -86,7 +86,7 @@ impl SystemArgs {
     }
 
     /// Loads the system, with a spinner.
-    pub fn load<B: RmasBackend>(&self, dataset: Dataset, device: &B::Device, dtype: DType) -> Result<System<B>> {
+    pub fn load<B: RmasBackend>(&self, dataset: Dataset, device: &B::Device, dtype: DType) -> Result<LoadedSystem<B>> {
         let spinner = spinner("building the demo system".into());
         if self.demo {
             let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED)?;
@@ -102,7 +102,7 @@ impl SystemArgs {
             (None, None) => unreachable!("clap requires --style, --system or --demo"),
         };
         spinner.set_message(format!("loading {} agents", spec.agents.len()));
-        let system = System::load(&spec, device, dtype, self.offload)?;
+        let system = spec.load(device, dtype, self.offload)?;
         spinner.finish_and_clear();
         Ok(system)
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use rmas::eval::record::{PyJsonObject, py_json};
 use rmas::eval::{EvalItem, Outcome, RunLabel, Summary, strict_check};
 use rmas::tools::PythonConfig;
-use rmas_text::prompts::Dataset;
+use rmas_text::Dataset;
 use serde_json::Value;
 
 use crate::eval::{ScorerKind, report_strict};
@@ -139,7 +139,7 @@ fn job(value: &Value, dataset: Option<&str>, seed: u64, index: usize) -> Result<
             EvalItem::from_row(dataset, row, index, seed, "row")?
         }
         (None, Some(gold)) => {
-            if known.is_some_and(|d| d.mas_task() == rmas_text::prompts::MasTask::Code) {
+            if known.is_some_and(|d| d.mas_task() == rmas_text::MasTask::Code) {
                 bail!("code answers of `{dataset_name}` need the dataset `row` (its tests), not `gold_answer_raw`");
             }
             let gold = match gold {

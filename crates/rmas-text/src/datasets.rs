@@ -7,9 +7,10 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::error::{Result, TextError};
-use crate::prompts::{Dataset, is_choice_question, with_choice_instruction};
+use crate::prompts::{is_choice_question, with_choice_instruction};
 use crate::pyrandom::PyRandom;
 use crate::pystr::{py_rstrip, py_strip};
+use crate::vocab::Dataset;
 
 /// Test lines of an MBPP+ row shown in its question.
 const MBPP_PROMPT_TESTS: usize = 3;

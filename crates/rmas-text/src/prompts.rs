@@ -1,20 +1,12 @@
-//! The RecursiveMAS prompt texts, byte for byte (recursivemas.md §6), the style/role/dataset
-//! vocabulary and task resolution (§2, §6.2, §11), answer retry (§9) and recommended settings (§12).
+//! The RecursiveMAS prompt texts, byte for byte (docs/algorithm.md, "Prompt templates"): each
+//! style's user prompts per role and round, the system prompts and the slot placeholders.
 
-mod answer;
-mod settings;
-
-use std::fmt;
-use std::str::FromStr;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::error::{Result, TextError};
 use crate::pystr::py_rstrip;
-
-pub use answer::{AnswerRetry, CHOICE_RETRY_SUFFIX, CODE_RETRY_SUFFIX, MATH_RETRY_SUFFIX, answer_retry};
-pub use settings::{RecommendedSettings, recommended_settings};
+use crate::vocab::{CodeTask, Dataset, MasTask, Role, Task};
 
 /// System prompt of every style but deliberation.
 pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
@@ -50,352 +42,10 @@ const FINAL_CHOICE: &str = "Solve the question and put the final choice inside \
 const FINAL_MATH: &str = "Solve the question and put the final answer inside \\boxed{}, for example \\boxed{1}.";
 const CHOICE_SUFFIX: &str = "Choose the correct option (A/B/C/D).";
 
-/// Parses `name` (trimmed, case-insensitive) against each item's accepted names.
-fn parse_name<T: Copy>(
-    what: &'static str,
-    name: &str,
-    all: &[T],
-    names: fn(T) -> &'static [&'static str],
-) -> Result<T> {
-    let key = name.trim().to_lowercase();
-    all.iter().copied().find(|item| names(*item).contains(&key.as_str())).ok_or_else(|| TextError::UnknownName {
-        what,
-        value: name.to_owned(),
-        expected: all.iter().map(|item| names(*item)[0]).collect::<Vec<_>>().join(", "),
-    })
-}
-
-/// A RecursiveMAS collaboration style.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Style {
-    /// Planner (Qwen3-1.7B) → critic (Llama-3.2-1B) → solver (Qwen2.5-Math-1.5B).
-    SequentialLight,
-    /// Planner (Gemma-3-4B) → critic (Llama-3.2-3B) → solver (Qwen3.5-4B).
-    SequentialScaled,
-    /// Math, code and science experts → summarizer.
-    Mixture,
-    /// Expert → learner.
-    Distillation,
-    /// Reflector → tool-calling toolcaller.
-    Deliberation,
-}
-
-impl Style {
-    /// All styles.
-    pub const ALL: [Style; 5] =
-        [Style::SequentialLight, Style::SequentialScaled, Style::Mixture, Style::Distillation, Style::Deliberation];
-
-    /// The style key (`sequential_light`, ...).
-    pub fn key(self) -> &'static str {
-        self.names()[0]
-    }
-
-    /// The CLI name (`sequential-light`, `mixture`, ...).
-    pub fn cli_name(self) -> &'static str {
-        let names = self.names();
-        names[names.len() - 1]
-    }
-
-    /// Accepted names (lower-case): the key first, the CLI name last.
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Style::SequentialLight => &["sequential_light", "sequential-light"],
-            Style::SequentialScaled => &["sequential_scaled", "sequential-scaled"],
-            Style::Mixture => &["mixture"],
-            Style::Distillation => &["distillation"],
-            Style::Deliberation => &["deliberation"],
-        }
-    }
-
-    /// The agents in the order they run within a round; the last one decodes the answer.
-    pub fn roles(self) -> &'static [Role] {
-        match self {
-            Style::SequentialLight | Style::SequentialScaled => &[Role::Planner, Role::Critic, Role::Solver],
-            Style::Mixture => &[Role::Math, Role::Code, Role::Science, Role::Summarizer],
-            Style::Distillation => &[Role::Expert, Role::Learner],
-            Style::Deliberation => &[Role::Reflector, Role::Toolcaller],
-        }
-    }
-
-    /// The agent that generates the final text.
-    pub fn final_role(self) -> Role {
-        match self {
-            Style::SequentialLight | Style::SequentialScaled => Role::Solver,
-            Style::Mixture => Role::Summarizer,
-            Style::Distillation => Role::Learner,
-            Style::Deliberation => Role::Toolcaller,
-        }
-    }
-
-    /// Whether links are chosen per task (`adapter(math).pt` / `(code)`): sequential and distillation.
-    pub fn is_task_scoped(self) -> bool {
-        matches!(self, Style::SequentialLight | Style::SequentialScaled | Style::Distillation)
-    }
-}
-
-impl FromStr for Style {
-    type Err = TextError;
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("style", name, &Style::ALL, Style::names)
-    }
-}
-
-impl fmt::Display for Style {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.cli_name())
-    }
-}
-
-/// An agent role (lower-case code keys of the reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// Sequential planner.
-    Planner,
-    /// Sequential critic (its prompt calls it "refiner").
-    Critic,
-    /// Sequential solver (final).
-    Solver,
-    /// Mixture math expert.
-    Math,
-    /// Mixture code expert.
-    Code,
-    /// Mixture science expert.
-    Science,
-    /// Mixture summarizer (final).
-    Summarizer,
-    /// Distillation expert.
-    Expert,
-    /// Distillation learner (final).
-    Learner,
-    /// Deliberation reflector.
-    Reflector,
-    /// Deliberation toolcaller (final).
-    Toolcaller,
-}
-
-impl Role {
-    /// All roles.
-    pub const ALL: [Role; 11] = [
-        Role::Planner,
-        Role::Critic,
-        Role::Solver,
-        Role::Math,
-        Role::Code,
-        Role::Science,
-        Role::Summarizer,
-        Role::Expert,
-        Role::Learner,
-        Role::Reflector,
-        Role::Toolcaller,
-    ];
-
-    /// The role key (`planner`, `math`, ...).
-    pub fn key(self) -> &'static str {
-        self.names()[0]
-    }
-
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Role::Planner => &["planner"],
-            Role::Critic => &["critic", "refiner"],
-            Role::Solver => &["solver"],
-            Role::Math => &["math"],
-            Role::Code => &["code"],
-            Role::Science => &["science"],
-            Role::Summarizer => &["summarizer"],
-            Role::Expert => &["expert"],
-            Role::Learner => &["learner"],
-            Role::Reflector => &["reflector"],
-            Role::Toolcaller => &["toolcaller"],
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = TextError;
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("role", name, &Role::ALL, Role::names)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key())
-    }
-}
-
-/// An evaluation dataset (release: MATH500, GPQA, MedQA, MBPP+; the rest from the newer release).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dataset {
-    /// HuggingFaceH4/MATH-500.
-    Math500,
-    /// openai/gsm8k (`main`; gold after `####`).
-    Gsm8k,
-    /// GPQA-Diamond (multiple choice).
-    Gpqa,
-    /// MedQA (multiple choice).
-    MedQa,
-    /// evalplus/mbppplus (code, function task).
-    MbppPlus,
-    /// AIME 2025 (newer release).
-    Aime25,
-    /// AIME 2026 (newer release).
-    Aime26,
-    /// LiveCodeBench v6 (newer release; code).
-    LiveCodeBench,
-    /// HotpotQA (newer release).
-    HotpotQa,
-    /// Bamboogle (newer release).
-    Bamboogle,
-}
-
-impl Dataset {
-    /// All datasets.
-    pub const ALL: [Dataset; 10] = [
-        Dataset::Math500,
-        Dataset::Gsm8k,
-        Dataset::Gpqa,
-        Dataset::MedQa,
-        Dataset::MbppPlus,
-        Dataset::Aime25,
-        Dataset::Aime26,
-        Dataset::LiveCodeBench,
-        Dataset::HotpotQa,
-        Dataset::Bamboogle,
-    ];
-
-    /// The dataset key (`math500`, `gpqa`, `medqa`, `mbppplus`, ...).
-    pub fn key(self) -> &'static str {
-        self.names()[0]
-    }
-
-    /// Accepted names (lower-case), as the reference's dataset key sets.
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Dataset::Math500 => &["math500", "math-500", "huggingfaceh4/math-500"],
-            Dataset::Gsm8k => &["gsm8k", "openai/gsm8k"],
-            Dataset::Gpqa => {
-                &["gpqa", "gpqa_diamond", "idavidrein/gpqa", "idavidrein/gpqa:gpqa_diamond", "idavidrein/gpqa_diamond"]
-            }
-            Dataset::MedQa => &["medqa", "local/medqa", "dataset/medqa.json", "./dataset/medqa.json"],
-            Dataset::MbppPlus => &["mbppplus", "mbpp+", "evalplus/mbppplus"],
-            Dataset::Aime25 => &["aime25", "aime2025"],
-            Dataset::Aime26 => &["aime26", "aime2026"],
-            Dataset::LiveCodeBench => &[
-                "lcb",
-                "livecodebench",
-                "livecodebench_v6",
-                "livecodebench/code_generation_lite",
-                "livecodebench/code_generation_lite:release_v6",
-            ],
-            Dataset::HotpotQa => &["hotpotqa"],
-            Dataset::Bamboogle => &["bamboogle"],
-        }
-    }
-
-    /// Link task (`adapter({task}).pt`, manifest `tasks[task]`): code for code datasets, else math.
-    pub fn task(self) -> Task {
-        match self {
-            Dataset::MbppPlus | Dataset::LiveCodeBench => Task::Code,
-            _ => Task::Math,
-        }
-    }
-
-    /// Prompt/answer kind: code, choice (GPQA, MedQA) or math.
-    pub fn mas_task(self) -> MasTask {
-        match self {
-            Dataset::MbppPlus | Dataset::LiveCodeBench => MasTask::Code,
-            Dataset::Gpqa | Dataset::MedQa => MasTask::Choice,
-            _ => MasTask::Math,
-        }
-    }
-
-    /// The sequential solver's `choice_old_prompt` mode: 2 for GPQA, 0 otherwise.
-    pub fn choice_old_prompt(self) -> u8 {
-        if self == Dataset::Gpqa { 2 } else { 0 }
-    }
-
-    /// The code task type of the dataset's rows (MBPP+: function; LiveCodeBench rows vary).
-    pub fn default_code_task(self) -> CodeTask {
-        if self == Dataset::MbppPlus { CodeTask::Function } else { CodeTask::Complete }
-    }
-}
-
-impl FromStr for Dataset {
-    type Err = TextError;
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("dataset", name, &Dataset::ALL, Dataset::names)
-    }
-}
-
-/// Which link set a task-scoped style loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Task {
-    /// `adapter(math).pt` (also used by choice datasets).
-    Math,
-    /// `adapter(code).pt`.
-    Code,
-}
-
-impl Task {
-    /// All tasks.
-    pub const ALL: [Task; 2] = [Task::Math, Task::Code];
-
-    /// `math` or `code`.
-    pub fn key(self) -> &'static str {
-        self.names()[0]
-    }
-
-    fn names(self) -> &'static [&'static str] {
-        match self {
-            Task::Math => &["math"],
-            Task::Code => &["code"],
-        }
-    }
-
-    /// The task of a dataset name ([`Dataset::task`]); math for unknown names.
-    pub fn from_dataset(name: &str) -> Task {
-        name.parse::<Dataset>().map_or(Task::Math, Dataset::task)
-    }
-}
-
-impl FromStr for Task {
-    type Err = TextError;
-    fn from_str(name: &str) -> Result<Self> {
-        parse_name("task", name, &Task::ALL, Task::names)
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key())
-    }
-}
-
-/// The reference's `mas_task`: selects CTX/FINAL blocks and the answer-retry rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MasTask {
-    /// Free-form answer in `\boxed{}`.
-    Math,
-    /// A/B/C/D choice in `\boxed{}`.
-    Choice,
-    /// A Python code block.
-    Code,
-}
-
-/// A code problem's interface (`task_type` "function"/"functional" vs anything else).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CodeTask {
-    /// Implement a named function.
-    Function,
-    /// A complete stdin/stdout program.
-    Complete,
-}
-
 /// What a prompt is about: the question and the dataset facts the templates depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptContext<'a> {
-    /// The question text as given to the prompts (§11).
+    /// The question text as given to the prompts (docs/algorithm.md, "Datasets and question text").
     pub question: &'a str,
     /// The dataset.
     pub dataset: Dataset,
@@ -433,32 +83,9 @@ impl Prompt {
     }
 }
 
-/// The system prompt of a style (deliberation: [`DELIBERATION_SYSTEM_PROMPT`] for both agents).
-pub fn system_prompt(style: Style) -> &'static str {
-    match style {
-        Style::Deliberation => DELIBERATION_SYSTEM_PROMPT,
-        _ => SYSTEM_PROMPT,
-    }
-}
-
-/// The user prompt of `role` in `round` (1-based; feedback variants from round 2 on).
-pub fn user_prompt(style: Style, role: Role, round: usize, ctx: &PromptContext<'_>) -> Result<Prompt> {
-    if round == 0 {
-        return Err(TextError::InvalidRound(round));
-    }
-    let feedback = round >= 2;
-    let prompt = match style {
-        Style::SequentialLight | Style::SequentialScaled => sequential(role, feedback, ctx),
-        Style::Mixture => mixture(role, feedback, ctx),
-        Style::Distillation => distillation(role, feedback, ctx),
-        Style::Deliberation => deliberation(role, feedback, ctx),
-    };
-    prompt.ok_or_else(|| TextError::RoleNotInStyle {
-        style: style.key(),
-        role: role.key(),
-        expected: style.roles().iter().map(|r| r.key()).collect::<Vec<_>>().join(", "),
-    })
-}
+/// A style's prompt builder: the user prompt of a role, in a feedback round (>= 2) or not; `None`
+/// for a role the style does not have.
+pub type PromptFn = fn(Role, bool, &PromptContext<'_>) -> Option<Prompt>;
 
 /// Whether the question lists lettered options (`(?mi)^\s*[A-D]\s*[\.\):\-]\s+`).
 pub fn is_choice_question(question: &str) -> bool {
@@ -509,8 +136,8 @@ fn final_instruction(ctx: &PromptContext<'_>) -> &'static str {
     }
 }
 
-/// Sequential styles (§6.3, §6.4), including the round >= 2 planner quirk.
-fn sequential(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
+/// Sequential styles (math, choice and code), including the round >= 2 planner quirk.
+pub(crate) fn sequential(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
     let q = ctx.question;
     let code = ctx.dataset.task() == Task::Code;
     let prompt = match role {
@@ -568,7 +195,7 @@ fn sequential(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Pro
     Some(prompt)
 }
 
-/// The sequential solver's separator and final instruction (§6.3 table).
+/// The sequential solver's separator and final instruction.
 fn solver_ending(ctx: &PromptContext<'_>) -> (&'static str, &'static str) {
     if !is_choice_question(ctx.question) {
         return (
@@ -582,7 +209,7 @@ fn solver_ending(ctx: &PromptContext<'_>) -> (&'static str, &'static str) {
     }
 }
 
-/// C_PLANNER_FB (§6.4): the code planner's feedback prompt, which the release never uses (its
+/// C_PLANNER_FB: the code planner's feedback prompt, which the release never uses (its
 /// round >= 2 planner gets the math `PLANNER_FB`, see [`user_prompt`]); for experiments only.
 pub fn code_planner_feedback_prompt(ctx: &PromptContext<'_>) -> Prompt {
     Prompt::new(
@@ -595,8 +222,8 @@ pub fn code_planner_feedback_prompt(ctx: &PromptContext<'_>) -> Prompt {
     )
 }
 
-/// Mixture style (§6.5).
-fn mixture(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
+/// Mixture style.
+pub(crate) fn mixture(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
     let label = match role {
         Role::Math => "math expert",
         Role::Code => "code expert",
@@ -626,8 +253,8 @@ fn mixture(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt
     })
 }
 
-/// Distillation style (§6.6).
-fn distillation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
+/// Distillation style.
+pub(crate) fn distillation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
     let ctx_block = task_context(ctx);
     let prompt = match role {
         Role::Expert if feedback => Prompt::new(
@@ -654,8 +281,8 @@ fn distillation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<P
     Some(prompt)
 }
 
-/// Deliberation style (§6.7).
-fn deliberation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
+/// Deliberation style.
+pub(crate) fn deliberation(role: Role, feedback: bool, ctx: &PromptContext<'_>) -> Option<Prompt> {
     const TOOLS_NOTE: &str = "You may use tools following the system instructions when helpful.\n";
     let ctx_block = task_context(ctx);
     let prompt = match role {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use rmas_text::prompts::Dataset;
+use rmas_text::Dataset;
 use rmas_text::scoring::{compare_answers, extract_python_code, medqa_gold};
 use serde_json::Value;
 

@@ -21,11 +21,11 @@ use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuSetup, graphics::AutoG
 use burn::prelude::Backend;
 use burn::tensor::{DType, Tensor};
 use js_sys::{Function, JSON, Promise, Uint8Array};
-use rmas::engine::{Event, Run, System};
+use rmas::engine::{Event, LoadedSystem, Run};
 use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::generate::read_back;
 use rmas_models::weights::ByteSource;
-use rmas_text::prompts::{Style, Task};
+use rmas_text::{Style, Task};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise, spawn_local};
@@ -72,7 +72,7 @@ pub fn demo_question() -> String {
 /// A RecursiveMAS system resident on the page's WebGPU device.
 #[wasm_bindgen]
 pub struct WebSystem {
-    system: Rc<System<B>>,
+    system: Rc<LoadedSystem<B>>,
     graph: Value,
     /// The released style (`None` for the demo): its runs take the core run policy.
     style: Option<Style>,
@@ -204,7 +204,7 @@ fn call(on_event: &Function, value: &Value) {
 }
 
 /// `{agents: [{role, model, layers, hidden}], links: [{key, from, to}], style}`.
-fn graph_of(system: &System<B>) -> Value {
+fn graph_of(system: &LoadedSystem<B>) -> Value {
     let agents: Vec<Value> = system
         .agents()
         .map(|a| {

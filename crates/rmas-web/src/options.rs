@@ -5,7 +5,7 @@
 
 use chrono::NaiveDate;
 use rmas::options::{RunOptions, RunOverrides};
-use rmas_text::prompts::{Dataset, Style};
+use rmas_text::{Dataset, Style};
 use serde_json::Value;
 
 /// Run options for `style` (`None`: the demo) from the page's options object: `dataset`,

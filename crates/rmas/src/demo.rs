@@ -10,14 +10,12 @@ use burn::tensor::DType;
 use chrono::NaiveDate;
 use rmas_models::generate::Sampling;
 use rmas_models::{Model, RmasBackend, demo::random_weights, demo::uniform};
-use rmas_text::prompts::Dataset;
-use rmas_text::prompts::{Role, Style};
-use rmas_text::{ChatOptions, Tokenizer, TokenizerFiles};
+use rmas_text::{ChatOptions, Dataset, Role, Style, Tokenizer, TokenizerFiles};
 
-use crate::engine::{Agent, RunOptions, System};
+use crate::engine::{Agent, LoadedSystem};
 use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
-use crate::topology::outer_links;
+use crate::options::RunOptions;
 
 /// A question for demo runs.
 pub const QUESTION: &str = "A baker makes 24 muffins in the morning and 18 muffins in the afternoon. He sells 30 of them. How many muffins are left?";
@@ -76,16 +74,16 @@ fn agents() -> [Assets; 4] {
 }
 
 /// Builds the demo mixture system on `device` (f32), every value derived from `seed`.
-pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<System<B>> {
+pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<LoadedSystem<B>> {
     let built = agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device)).collect::<Result<Vec<_>>>()?;
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();
-    for (i, edge) in outer_links(Style::Mixture).iter().enumerate() {
+    for (i, edge) in Style::Mixture.spec().edges.iter().enumerate() {
         let shapes = OuterLink::<B>::shapes(hidden[&edge.source], hidden[&edge.target]);
         let link = OuterLink::from_safetensors_bytes(&link_bytes(&shapes, seed.wrapping_add(77 + i as u64))?, device)?;
         outer.insert(edge.key.to_string(), link);
     }
-    Ok(System::from_parts(Style::Mixture, built, outer, device))
+    Ok(LoadedSystem::new(Style::Mixture, built, outer))
 }
 
 /// The demo's Qwen3.5 summarizer alone (what `rmas generate --demo` runs).

@@ -15,41 +15,7 @@ use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Result, RmasError};
-use crate::system::{FileSource, check_relative};
-
-/// A plain local directory (e.g. a checkpoint saved with `save_pretrained`).
-#[derive(Clone, Debug)]
-pub struct LocalDir {
-    dir: PathBuf,
-}
-
-impl LocalDir {
-    /// Wraps `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
-    }
-}
-
-impl FileSource for LocalDir {
-    fn label(&self) -> String {
-        format!("directory `{}`", self.dir.display())
-    }
-
-    fn exists(&self, file: &str) -> Result<bool> {
-        check_relative(file, &self.label())?;
-        Ok(self.dir.join(file).is_file())
-    }
-
-    fn get(&self, file: &str) -> Result<PathBuf> {
-        check_relative(file, &self.label())?;
-        let path = self.dir.join(file);
-        let meta = std::fs::metadata(&path).map_err(|e| RmasError::io("file", &path, e))?;
-        if !meta.is_file() {
-            return Err(RmasError::io("file", &path, std::io::Error::other("not a regular file")));
-        }
-        Ok(path)
-    }
-}
+use crate::source::{FileSource, check_relative};
 
 /// Connection settings for the Hugging Face Hub and its local cache.
 #[derive(Clone, Debug)]

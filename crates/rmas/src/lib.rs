@@ -1,4 +1,8 @@
-//! RecursiveMAS runtime: RecursiveLinks, systems, hub access and deliberation tools.
+//! RecursiveMAS runtime: RecursiveLinks, systems (specs, resolution, loading), the recursion engine,
+//! hub access, deliberation tools and benchmark evaluation.
+//!
+//! Layers, each using only those above it: `source` (file sources) ← `hub` ← `system` (specs) ←
+//! `engine` types (`engine::LoadedSystem`, which `system::load` builds) ← `eval`.
 
 pub mod demo;
 pub mod engine;
@@ -10,8 +14,8 @@ pub mod hub;
 pub mod link;
 pub mod options;
 mod pt;
+pub mod source;
 pub mod system;
 pub mod tools;
-pub mod topology;
 
 pub use error::{Result, RmasError};

@@ -6,7 +6,8 @@
 use chrono::NaiveDate;
 use rmas_models::generate::Sampling;
 use rmas_text::ChatOptions;
-use rmas_text::prompts::{Dataset, MasTask, Style, recommended_settings, with_choice_instruction};
+use rmas_text::prompts::with_choice_instruction;
+use rmas_text::{Dataset, MasTask, Style, recommended_settings};
 
 /// The question a run on `dataset` asks for the user's `question`: a choice question closed by the
 /// reference loaders' "Choose the correct option (A/B/C/D)." unless it asks so already.

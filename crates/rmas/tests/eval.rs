@@ -11,7 +11,7 @@ use rmas::eval::record::{CodeOutcome, sample_record};
 use rmas::eval::{EvalItem, Outcome, RecordHead, RmasFields, Rollout, RunLabel, evaluate_code};
 use rmas::hub::Hub;
 use rmas::tools::PythonConfig;
-use rmas_text::prompts::Dataset;
+use rmas_text::Dataset;
 use rmas_text::scoring::{CodeTests, compare_answers};
 use serde_json::{Value, json};
 

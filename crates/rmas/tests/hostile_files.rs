@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rmas::hub::{Hub, LocalDir};
-use rmas::system::FileSource;
+use rmas::hub::Hub;
+use rmas::source::{FileSource, LocalDir};
 use rmas_models::weights::Weights;
 
 fn scratch(name: &str) -> PathBuf {

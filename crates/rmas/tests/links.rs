@@ -11,7 +11,7 @@ use burn::prelude::*;
 use rmas::hub::Hub;
 use rmas::link::{InnerLink, OuterLink};
 use rmas::system::SystemSpec;
-use rmas_text::prompts::{Role, Style, Task};
+use rmas_text::{Role, Style, Task};
 
 use common::{SYSTEMS, golden_cases};
 

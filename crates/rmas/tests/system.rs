@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use rmas::hub::{Hub, LocalDir};
+use rmas::hub::Hub;
 use rmas::link::OuterLink;
-use rmas::system::{
-    FileSource, SystemSpec, agent_repos, family_name, family_style, outer_links, parse_outer_manifest,
-    resolve_inner_link,
-};
-use rmas_text::prompts::{Role, Style, Task};
+use rmas::source::{FileSource, LocalDir};
+use rmas::system::{SystemSpec, family_style, parse_outer_manifest, resolve_inner_link};
+use rmas_text::{Role, Style, Task};
 
 use common::{SYSTEMS, golden_cases};
 
@@ -48,7 +46,7 @@ fn golden_systems_resolve_like_the_official_loader() {
         let case = case.as_str();
         let spec = SystemSpec::resolve_style(&offline_hub(case), style, task).unwrap();
         let summary = &expected_json(case)["official_loader_summary"];
-        assert_eq!(summary["family"].as_str().unwrap(), family_name(spec.style));
+        assert_eq!(summary["family"].as_str().unwrap(), spec.style.spec().family);
         assert_eq!(expected_json(case)["settings"]["style"].as_str().unwrap(), style.key());
 
         let agents = summary["agents"].as_object().unwrap();
@@ -232,8 +230,8 @@ fn description_files_assemble_custom_systems() {
 
     let agents: Vec<String> = ["planner", "critic", "solver"]
         .iter()
-        .zip(agent_repos(Style::SequentialLight))
-        .map(|(role, (_, repo))| format!(r#"{{"role": "{role}", "source": "{repo}"}}"#))
+        .zip(Style::SequentialLight.spec().agent_repos)
+        .map(|(role, repo)| format!(r#"{{"role": "{role}", "source": "{repo}"}}"#))
         .collect();
     let links: Vec<String> =
         [("outer_12", "Planner-Critic"), ("outer_23", "Critic-Solver"), ("outer_31", "Solver-Planner")]
@@ -282,12 +280,7 @@ fn styles_families_and_tasks_parse() {
     for style in Style::ALL {
         assert_eq!(style.cli_name().parse::<Style>().unwrap(), style);
         assert_eq!(style.key().parse::<Style>().unwrap(), style);
-        assert_eq!(agent_repos(style).iter().map(|(r, _)| *r).collect::<Vec<_>>(), style.roles());
-        let roles = style.roles();
-        for edge in outer_links(style) {
-            assert!(roles.contains(&edge.source) && roles.contains(&edge.target));
-        }
-        assert_eq!(family_style(family_name(style)).unwrap().roles(), roles);
+        assert_eq!(family_style(style.spec().family).unwrap().roles(), style.roles());
     }
     assert_eq!("Sequential_Scaled".parse::<Style>().unwrap(), Style::SequentialScaled);
     let err = "chain".parse::<Style>().expect_err("unknown style");

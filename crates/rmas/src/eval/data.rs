@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use rmas_text::prompts::Dataset;
+use rmas_text::Dataset;
 use rmas_text::scoring::{CodeTests, lcb_code_tests, mbpp_code_tests};
 use serde_json::{Map, Value};
 
 use super::EvalError;
 use crate::hub::Hub;
-use crate::system::FileSource;
+use crate::source::FileSource;
 
 /// One benchmark question, ready to run and score.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,8 @@ pub mod record;
 
 use std::path::PathBuf;
 
-use rmas_text::prompts::{Dataset, MasTask, Style};
 use rmas_text::scoring::{compare_answers, extract_python_code};
+use rmas_text::{Dataset, MasTask};
 
 use crate::options::RunOptions;
 use crate::tools::PythonConfig;
@@ -75,20 +75,6 @@ pub enum EvalError {
     /// `merge` got no files.
     #[error("nothing to merge: give the result files of the shards")]
     NoInputs,
-}
-
-/// The reference's `method` and `--mas_shape` strings of each style's result records.
-pub const STYLE_RECORDS: [(Style, &str, &str); 5] = [
-    (Style::SequentialLight, "ours_recursive", "chain"),
-    (Style::SequentialScaled, "ours_recursive", "chain"),
-    (Style::Mixture, "ours_hie_recursive", "hie"),
-    (Style::Distillation, "ours_recursive_distill", "distill"),
-    (Style::Deliberation, "ours_recursive_deliberation", "deliberation"),
-];
-
-/// The `(method, mas_shape)` a style's records carry.
-pub fn style_record_names(style: Style) -> (&'static str, &'static str) {
-    STYLE_RECORDS.iter().find(|(s, ..)| *s == style).map(|&(_, m, shape)| (m, shape)).expect("every style has a row")
 }
 
 /// The per-test time limit the reference gives the code of `dataset`.

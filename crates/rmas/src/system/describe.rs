@@ -32,15 +32,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use rmas_text::prompts::{Role, Style, Task};
+use rmas_text::{Role, Style, Task};
 use serde::Deserialize;
 
-use super::{
-    FileSource, ManifestEntry, SystemSpec, agent_repos, assemble, family_name, family_style, outer_repo, resolve_agent,
-    resolve_manifest_links,
-};
+use super::{ManifestEntry, SystemSpec, assemble, family_style, resolve_agent, resolve_manifest_links};
 use crate::error::{Result, RmasError};
-use crate::hub::{Hub, LocalDir};
+use crate::hub::Hub;
+use crate::source::{FileSource, LocalDir};
 
 impl SystemSpec {
     /// Assembles a system from a description file (see the module docs).
@@ -87,7 +85,7 @@ impl AgentEntry {
         let roles = style.roles();
         self.role.parse::<Role>().ok().filter(|role| roles.contains(role)).ok_or_else(|| {
             let keys: Vec<&str> = roles.iter().map(|r| r.key()).collect();
-            let family = family_name(style);
+            let family = style.spec().family;
             format!("unknown role `{}`; {family} roles are {keys:?}", self.role)
         })
     }
@@ -117,7 +115,7 @@ impl SystemFile {
             let src = file_source(&source, base, hub).map_err(&invalid)?;
             agents.push(resolve_agent(role, src.as_ref(), inner.as_deref(), style, task)?);
         }
-        let outer_source = self.outer.clone().or_else(|| released.map(|s| outer_repo(s).to_string()));
+        let outer_source = self.outer.clone().or_else(|| released.map(|s| s.spec().outer_repo.to_string()));
         let mut links = match outer_source {
             Some(outer) => resolve_manifest_links(file_source(&outer, base, hub).map_err(&invalid)?.as_ref(), task)?,
             None => BTreeMap::new(),
@@ -155,7 +153,7 @@ impl SystemFile {
             .map(|&role| {
                 let entry = entries.iter().rev().find(|(r, _)| *r == role).map(|e| e.1);
                 let default = released
-                    .and_then(|s| agent_repos(s).iter().find(|(r, _)| *r == role))
+                    .and_then(|s| s.spec().agents().find(|(r, _)| *r == role))
                     .map(|(_, repo)| repo.to_string());
                 let source = entry
                     .map(|e| e.source.clone())

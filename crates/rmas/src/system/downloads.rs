@@ -21,12 +21,13 @@ use burn::tensor::DType;
 use rmas_models::weights::{ByteSource, INDEX_FILE, SINGLE_FILE, shard_files};
 use rmas_models::{Model, RmasBackend, Weights, config};
 use rmas_text::Tokenizer;
-use rmas_text::prompts::{Style, Task};
+use rmas_text::{Style, Task};
 
-use super::{AgentSpec, FileSource, SystemSpec, check_relative};
-use crate::engine::{Agent, System};
+use super::{AgentSpec, SystemSpec};
+use crate::engine::{Agent, LoadedSystem};
 use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
+use crate::source::{FileSource, check_relative};
 
 /// A fetched file.
 pub type Fetched = Box<dyn ByteSource>;
@@ -100,7 +101,7 @@ impl Downloads {
         device: &B::Device,
         dtype: DType,
         mut fetch: F,
-    ) -> Result<System<B>>
+    ) -> Result<LoadedSystem<B>>
     where
         B: RmasBackend,
         F: FnMut(String, String, Want) -> Fut,
@@ -124,7 +125,7 @@ impl Downloads {
         let outer = spec.load_outer_links(&hidden, |path| {
             OuterLink::from_pt_bytes(&whole(&*self.take(path)?), &path.display().to_string(), device)
         })?;
-        Ok(System::from_parts(spec.style, agents, outer, device))
+        Ok(LoadedSystem::new(spec.style, agents, outer))
     }
 
     /// The weight files of the checkpoint in `dir`: `model.safetensors` or the index's shards.

@@ -1,5 +1,6 @@
-//! RecursiveMAS systems: the five released styles, task and link resolution (recursivemas.md §2),
-//! and user-written system descriptions.
+//! RecursiveMAS systems as specs: the released styles' repos resolved per task, link resolution
+//! (docs/algorithm.md, "Resolving a system"), user-written system descriptions ([`describe`]),
+//! and loading a spec into an [`crate::engine::LoadedSystem`] ([`load`], [`downloads`]).
 //!
 //! A [`SystemSpec`] holds resolved local paths: every agent's checkpoint directory and inner link
 //! file, and every outer link file keyed by its legacy key (`outer_12`, `outer_1s`, …) with its
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::Backend;
 use rmas_models::weights::{INDEX_FILE, SINGLE_FILE, shard_files};
-use rmas_text::prompts::{Role, Style, Task};
+use rmas_text::{LinkEdge, Role, Style, Task};
 use serde::Deserialize;
 
 use crate::error::{Result, RmasError};
@@ -22,31 +23,13 @@ use crate::hub::Hub;
 #[cfg(not(target_family = "wasm"))]
 use crate::link::InnerLink;
 use crate::link::{OUTER_LINK_TYPE, OuterLink};
-pub use crate::topology::{LinkEdge, outer_links};
+use crate::source::FileSource;
 
 #[cfg(not(target_family = "wasm"))]
 pub mod describe;
 pub mod downloads;
-
-/// Something a system's files come from: a Hub repo, a local directory, or downloads in the browser.
-pub trait FileSource {
-    /// Repo id or directory, for messages.
-    fn label(&self) -> String;
-    /// Whether the source has `file`.
-    fn exists(&self, file: &str) -> Result<bool>;
-    /// The path of `file`, fetching it if needed (a local path, or the key of downloaded bytes).
-    fn get(&self, file: &str) -> Result<PathBuf>;
-    /// The text of a file returned by [`FileSource::get`] (`what` names it in errors).
-    fn read_text(&self, path: &Path, what: &'static str) -> Result<String> {
-        std::fs::read_to_string(path).map_err(|e| RmasError::io(what, path, e))
-    }
-}
-
-/// Rejects file names that could leave the repo / directory (absolute paths, `..`).
-pub fn check_relative(name: &str, context: &str) -> Result<()> {
-    let plain = !name.is_empty() && Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
-    if plain { Ok(()) } else { Err(RmasError::InvalidFileName { name: name.into(), context: context.into() }) }
-}
+#[cfg(not(target_family = "wasm"))]
+pub mod load;
 
 /// The outer-link manifest file of an outer repo.
 pub const OUTER_MANIFEST: &str = "outerlink_config.json";
@@ -56,63 +39,13 @@ pub const INNER_LINK_CONFIG: &str = "innerlink_config.json";
 const AGENT_FILES: [&str; 3] = ["config.json", "tokenizer.json", "tokenizer_config.json"];
 const OPTIONAL_AGENT_FILES: [&str; 2] = ["generation_config.json", "chat_template.jinja"];
 
-/// The topology family of a style as the official loader names it (`sequential` for both
-/// sequential styles, else the style key).
-pub fn family_name(style: Style) -> &'static str {
-    match style {
-        Style::SequentialLight | Style::SequentialScaled => "sequential",
-        other => other.key(),
-    }
-}
-
 /// The style whose topology a bare family name (any case) stands for; `sequential` gives
 /// sequential-light (both sequential styles share roles, links and prompts).
 pub fn family_style(name: &str) -> Result<Style> {
     Style::ALL
         .into_iter()
-        .find(|style| family_name(*style).eq_ignore_ascii_case(name.trim()))
+        .find(|style| style.spec().family.eq_ignore_ascii_case(name.trim()))
         .ok_or_else(|| RmasError::UnknownFamily(name.to_string()))
-}
-
-/// `(role, repo id)` per agent of a released style, in [`Style::roles`] order.
-pub fn agent_repos(style: Style) -> &'static [(Role, &'static str)] {
-    match style {
-        Style::SequentialLight => &[
-            (Role::Planner, "RecursiveMAS/Sequential-Light-Planner-Qwen3-1.7B"),
-            (Role::Critic, "RecursiveMAS/Sequential-Light-Critic-Llama3.2-1B"),
-            (Role::Solver, "RecursiveMAS/Sequential-Light-Solver-Qwen2.5-Math-1.5B"),
-        ],
-        Style::SequentialScaled => &[
-            (Role::Planner, "RecursiveMAS/Sequential-Scaled-Planner-Gemma3-4B"),
-            (Role::Critic, "RecursiveMAS/Sequential-Scaled-Critic-Llama3.2-3B"),
-            (Role::Solver, "RecursiveMAS/Sequential-Scaled-Solver-Qwen3.5-4B"),
-        ],
-        Style::Mixture => &[
-            (Role::Math, "RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B"),
-            (Role::Code, "RecursiveMAS/Mixture-Code-Qwen2.5-Coder-3B"),
-            (Role::Science, "RecursiveMAS/Mixture-Science-BioMistral-7B"),
-            (Role::Summarizer, "RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B"),
-        ],
-        Style::Distillation => &[
-            (Role::Expert, "RecursiveMAS/Distillation-Expert-Qwen3.5-9B"),
-            (Role::Learner, "RecursiveMAS/Distillation-Learner-Qwen3.5-4B"),
-        ],
-        Style::Deliberation => &[
-            (Role::Reflector, "RecursiveMAS/Deliberation-Reflector-Qwen3.5-4B"),
-            (Role::Toolcaller, "RecursiveMAS/Deliberation-Toolcaller-Qwen3.5-4B"),
-        ],
-    }
-}
-
-/// The repo holding a released style's outer links and their manifest.
-pub fn outer_repo(style: Style) -> &'static str {
-    match style {
-        Style::SequentialLight => "RecursiveMAS/Sequential-Light-Outerlinks",
-        Style::SequentialScaled => "RecursiveMAS/Sequential-Scaled-Outerlinks",
-        Style::Mixture => "RecursiveMAS/Mixture-Outerlinks",
-        Style::Distillation => "RecursiveMAS/Distillation-Outerlinks",
-        Style::Deliberation => "RecursiveMAS/Deliberation-Outerlinks",
-    }
 }
 
 /// One resolved agent.
@@ -211,11 +144,12 @@ impl SystemSpec {
         task: Task,
         open: &dyn Fn(&'static str) -> Box<dyn FileSource + 's>,
     ) -> Result<Self> {
-        let agents = agent_repos(style)
-            .iter()
-            .map(|&(role, repo)| resolve_agent(role, open(repo).as_ref(), None, style, task))
+        let spec = style.spec();
+        let agents = spec
+            .agents()
+            .map(|(role, repo)| resolve_agent(role, open(repo).as_ref(), None, style, task))
             .collect::<Result<Vec<_>>>()?;
-        let outer = resolve_manifest_links(open(outer_repo(style)).as_ref(), task)?;
+        let outer = resolve_manifest_links(open(spec.outer_repo).as_ref(), task)?;
         assemble(style.cli_name(), style, task, agents, outer)
     }
 
@@ -267,21 +201,14 @@ impl SystemSpec {
     }
 }
 
-/// Reads `hidden_size` (or `text_config.hidden_size`) from a model `config.json`.
+/// The hidden size of the model whose `config.json` is at `config` (parsed as the model loader parses it).
 #[cfg(not(target_family = "wasm"))]
 pub fn read_hidden_size(config: &Path) -> Result<usize> {
     let text = std::fs::read_to_string(config).map_err(|e| RmasError::io("model config", config, e))?;
-    let json = parse_json(&text, config, "model config")?;
-    json.get("hidden_size")
-        .or_else(|| json.get("text_config").and_then(|t| t.get("hidden_size")))
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| {
-            RmasError::config("model config", config, "no integer `hidden_size` or `text_config.hidden_size`")
-        })
+    Ok(rmas_models::config::parse(&text, config)?.hidden_size)
 }
 
-/// Resolves an agent's inner link file exactly as §2.4: `innerlink_config.json`'s
+/// Resolves an agent's inner link file as the reference does (docs/algorithm.md, "Resolving a system"): `innerlink_config.json`'s
 /// `tasks[task]["adapter.pt"]`, then `adapter({task}).pt`, then `adapter.pt`.
 pub fn resolve_inner_link(src: &dyn FileSource, task: Option<Task>) -> Result<PathBuf> {
     let mut tried = Vec::new();
@@ -355,7 +282,7 @@ struct TaskAdapters {
     adapters: Vec<ManifestEntry>,
 }
 
-/// Parses an outer manifest: `tasks[task].adapters` if it is task-scoped, else `adapters` (§2.4).
+/// Parses an outer manifest: `tasks[task].adapters` if it is task-scoped, else `adapters`.
 pub fn parse_outer_manifest(text: &str, path: &Path, task: Task) -> Result<Vec<ManifestEntry>> {
     let err = |msg: String| RmasError::config("outer manifest", path, msg);
     let manifest: Manifest = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
@@ -453,7 +380,7 @@ fn assemble(
 ) -> Result<SystemSpec> {
     let available: Vec<String> = found.keys().cloned().collect();
     let mut specs = BTreeMap::new();
-    for edge in outer_links(style) {
+    for edge in style.spec().edges {
         let (path, entry) = found.remove(edge.key).ok_or_else(|| RmasError::MissingOuterLink {
             system: name.to_string(),
             key: edge.key.into(),
@@ -485,12 +412,7 @@ fn check_manifest_roles(system: &str, edge: &LinkEdge, entry: &ManifestEntry) ->
     })
 }
 
-/// Parses a fetched JSON file of `src`.
+/// Parses a fetched JSON file of `src` (`what` names it in errors).
 fn read_json(src: &dyn FileSource, path: &Path, what: &'static str) -> Result<serde_json::Value> {
-    parse_json(&src.read_text(path, what)?, path, what)
-}
-
-/// Parses the JSON text of `path` (`what` names it in errors).
-fn parse_json(text: &str, path: &Path, what: &'static str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| RmasError::config(what, path, e.to_string()))
+    serde_json::from_str(&src.read_text(path, what)?).map_err(|e| RmasError::config(what, path, e.to_string()))
 }

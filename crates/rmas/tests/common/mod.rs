@@ -1,6 +1,6 @@
 //! Helpers shared by the golden-system tests.
 
-use rmas_text::prompts::{Style, Task};
+use rmas_text::{Style, Task};
 
 /// The golden system cases (HF cache layouts with the reference pipeline's outputs).
 pub const SYSTEMS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/golden/systems");

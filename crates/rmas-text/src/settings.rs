@@ -1,6 +1,7 @@
-//! Recommended run settings per (style, dataset) (recursivemas.md §12).
+//! Recommended run settings per (style, dataset) (docs/algorithm.md, "Recommended settings").
 
-use super::{Dataset, Style};
+use crate::style::Style;
+use crate::vocab::Dataset;
 
 /// Recommended settings of one (style, dataset) pair.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,8 +1,8 @@
-//! Answer retry (`--ans`, recursivemas.md §9): detect a missing answer, build the continuation prompt.
+//! Answer retry (`--ans`, docs/algorithm.md, "Answer retry"): detect a missing answer, build the continuation prompt.
 
-use super::MasTask;
 use crate::pystr::py_rstrip;
 use crate::scoring::{extract_boxed, extract_choice, extract_python_code};
+use crate::vocab::MasTask;
 
 /// Retry suffix when a math answer has no `\boxed{...}`.
 pub const MATH_RETRY_SUFFIX: &str = "Final Answer: \\boxed{";

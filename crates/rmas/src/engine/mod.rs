@@ -1,0 +1,11 @@
+//! The recursion engine: a loaded system ([`LoadedSystem`]) and one question's run through it
+//! ([`Run`]) with its events and result (docs/architecture.md, docs/algorithm.md "Round loop").
+
+mod events;
+mod loaded;
+mod run;
+mod tool_loop;
+
+pub use events::{Event, RunResult, StageKind, StageRecord};
+pub use loaded::{Agent, AgentLoader, LoadedSystem};
+pub use run::Run;

@@ -1,0 +1,263 @@
+//! One question through a loaded system: the table-driven round loop, latent rollouts with
+//! caches, messages through outer links spliced into the receivers' prompts, final generation and
+//! answer retry (docs/algorithm.md, "Round loop"; the tool loop is in `tool_loop.rs`).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+use rmas_models::RmasBackend;
+use rmas_models::generate::{GenerateOptions, Sampler, generate, last_row};
+use rmas_text::answer::answer_retry;
+use rmas_text::{PromptContext, Role, Tokenizer};
+use web_time::Instant;
+
+use super::events::{Event, RunResult, StageKind, StageRecord};
+use super::loaded::{Agent, LoadedSystem};
+use crate::error::{Result, RmasError};
+use crate::options::RunOptions;
+use crate::tools::ToolBox;
+
+/// Runs one question through a system.
+pub struct Run<'s, 'e, B: RmasBackend> {
+    pub(super) system: &'s LoadedSystem<B>,
+    pub(super) opts: &'s RunOptions,
+    pub(super) question: &'s str,
+    pub(super) sampler: Sampler,
+    pub(super) on_event: &'e mut dyn FnMut(Event<'_, B>),
+    pub(super) stages: Vec<StageRecord>,
+    pub(super) tools: Option<&'s ToolBox>,
+}
+
+/// Incoming messages of a prompt, by slot.
+pub(super) type Slots<B> = Vec<(&'static str, Tensor<B, 2>)>;
+
+impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
+    /// Prepares a run; the sampler is seeded once here, before the first rollout.
+    pub fn new(
+        system: &'s LoadedSystem<B>,
+        opts: &'s RunOptions,
+        question: &'s str,
+        tools: Option<&'s ToolBox>,
+        on_event: &'e mut dyn FnMut(Event<'_, B>),
+    ) -> Self {
+        Self {
+            system,
+            opts,
+            question,
+            sampler: Sampler::new(opts.sampling, opts.seed),
+            on_event,
+            stages: Vec::new(),
+            tools,
+        }
+    }
+
+    /// Runs every round of the style's loop and the final generation (natively: `rmas_models::block_on(run.execute())`).
+    ///
+    /// One loop for every style, read from its table (docs/algorithm.md, "Round loop"): in each
+    /// round every agent in turn takes the messages sent to it, rolls out its latents and sends
+    /// them through each of its edges; an edge to an agent that already ran delivers in the next
+    /// round (feedback). In the last round the final agent answers instead.
+    pub async fn execute(mut self) -> Result<RunResult> {
+        let rounds = self.opts.rounds;
+        if rounds == 0 {
+            return Err(RmasError::InvalidOption { option: "rounds", msg: "must be at least 1 (got 0)".into() });
+        }
+        let spec = self.system.style.spec();
+        let final_role = spec.final_role();
+        let mut inbox: BTreeMap<Role, Slots<B>> = BTreeMap::new();
+        for round in 1..=rounds {
+            for &role in spec.roles {
+                let incoming = inbox.remove(&role).unwrap_or_default();
+                if role == final_role {
+                    if round == rounds {
+                        let (answer, token_ids) = self.answer(role, round, incoming).await?;
+                        return Ok(RunResult { answer, token_ids, stages: self.stages });
+                    }
+                    if spec.intermediate_text && self.opts.summarize_every_round {
+                        self.generate_text(role, round, incoming.clone()).await?;
+                    }
+                }
+                let latents = self.rollout(role, round, incoming)?;
+                for edge in spec.edges_from(role) {
+                    let message = self.message(role, round, edge.key, &latents)?;
+                    inbox.entry(edge.target).or_default().push((edge.slot, message));
+                }
+            }
+        }
+        unreachable!("the final agent answers in the last round")
+    }
+
+    fn message(&mut self, from: Role, round: usize, key: &str, latents: &Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let message = self.system.outer(key)?.forward(latents.clone());
+        (self.on_event)(Event::Message { round, from, key, message: &message });
+        Ok(message)
+    }
+
+    /// The prompt of `role` in `round`, embedded, with the messages spliced into its slots: `[L, H]`.
+    pub(super) fn prompt_rows(&self, agent: &Agent<B>, round: usize, mut slots: Slots<B>) -> Result<Tensor<B, 2>> {
+        let ctx = PromptContext::new(self.question, self.opts.dataset);
+        let ctx = match self.opts.fn_name.as_deref() {
+            Some(name) => ctx.with_fn_name(name),
+            None => ctx,
+        };
+        let spec = self.system.style.spec();
+        let prompt = spec.user_prompt(agent.role, round, &ctx)?;
+        let rendered = agent.tokenizer.render_prompt(spec.system_prompt, &prompt.text, &self.opts.chat)?;
+        let pieces = agent.tokenizer.encode_segments(&rendered, &prompt.slots)?;
+        // Token ids with placeholder rows (id 0) where messages go, and where each message starts.
+        let mut ids = Vec::new();
+        let mut spliced = Vec::with_capacity(prompt.slots.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                let slot = prompt.slots[i - 1];
+                let at = slots.iter().position(|(s, _)| *s == slot).ok_or_else(|| RmasError::InvalidSystem {
+                    system: self.system.style.to_string(),
+                    msg: format!(
+                        "the {} prompt of round {round} has slot {slot} but no message was sent to it",
+                        agent.role
+                    ),
+                })?;
+                let message = slots.swap_remove(at).1;
+                let start = ids.len();
+                ids.resize(start + message.dims()[0], 0);
+                spliced.push((start, message));
+            }
+            ids.extend_from_slice(piece);
+        }
+        if let Some((slot, _)) = slots.first() {
+            return Err(RmasError::InvalidSystem {
+                system: self.system.style.to_string(),
+                msg: format!(
+                    "a message was sent to slot {slot}, which the {} prompt of round {round} lacks",
+                    agent.role
+                ),
+            });
+        }
+        // One embedding lookup for the whole prompt; each message is then written into its rows.
+        let mut rows = agent.model.embed(&ids)?; // [L, H]
+        let width = rows.dims()[1];
+        for (start, message) in spliced {
+            let n = message.dims()[0];
+            if n > 0 {
+                rows = rows.slice_assign([start..start + n, 0..width], message.cast(agent.model.dtype()));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
+    /// Nothing is read back to the host.
+    fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: false });
+        let steps = self.opts.latent_steps;
+        let agent = self.system.agent(role)?;
+        let input = self.prompt_rows(&agent, round, slots)?;
+        let model = &agent.model;
+        let latents = if steps == 0 {
+            Tensor::zeros([0, model.config().hidden_size], (model.device(), model.dtype()))
+        } else {
+            let mut cache = model.new_cache(input.dims()[0] + steps)?;
+            let mut h = last_row(model.forward(input.clone(), &mut cache)?);
+            let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+            for step in 0..steps {
+                let e = agent.inner.forward(h.clone()).cast(model.dtype());
+                hs.push(h.clone());
+                zs.push(e.clone());
+                (self.on_event)(Event::LatentStep { round, role, step: step + 1 });
+                if step + 1 < steps {
+                    h = last_row(model.forward(e, &mut cache)?);
+                }
+            }
+            let (hidden, latents) = (Tensor::cat(hs, 0), Tensor::cat(zs, 0));
+            (self.on_event)(Event::Rollout { round, role, input: &input, hidden: &hidden, latents: &latents });
+            latents
+        };
+        self.finish(round, role, StageKind::Latent { steps }, started);
+        Ok(latents)
+    }
+
+    /// The final agent's answer: generation (or the tool loop), then the optional answer retry.
+    async fn answer(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
+        let (text, ids) = if self.system.style.spec().tool_loop {
+            self.tool_loop(role, round, slots).await?
+        } else {
+            self.generate_text(role, round, slots).await?
+        };
+        if !self.opts.answer_retry {
+            return Ok((text, ids));
+        }
+        let Some(retry) = answer_retry(self.opts.dataset.mas_task(), &text) else { return Ok((text, ids)) };
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: true });
+        let prompt = retry.prompt(&text);
+        let agent = self.system.agent(role)?;
+        let input = agent.model.embed(&agent.tokenizer.encode(&prompt, true)?)?;
+        let cont = self.decode(&agent, input, retry.max_new_tokens, |_, _| false).await?;
+        let answer = format!("{prompt}{}", agent.tokenizer.decode(&cont, true)?);
+        self.finish(round, role, StageKind::Retry { ids: cont }, started);
+        Ok((answer, ids))
+    }
+
+    /// Text generation of `role` from its prompt with messages; returns the stripped text and the ids.
+    pub(super) async fn generate_text(
+        &mut self,
+        role: Role,
+        round: usize,
+        slots: Slots<B>,
+    ) -> Result<(String, Vec<u32>)> {
+        let started = Instant::now();
+        (self.on_event)(Event::StageStart { round, role, text: true });
+        let agent = self.system.agent(role)?;
+        let input = self.prompt_rows(&agent, round, slots)?;
+        (self.on_event)(Event::GenerateInput { round, role, input: &input });
+        let ids = self.decode(&agent, input, self.opts.max_new_tokens, |_, _| false).await?;
+        let text = agent.tokenizer.decode_generated(&ids)?;
+        self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
+        Ok((text, ids))
+    }
+
+    /// Generates from input rows, stopping on the tokenizer's eos or when `stop` says so (docs/algorithm.md, "Text generation").
+    pub(super) async fn decode(
+        &mut self,
+        agent: &Agent<B>,
+        input: Tensor<B, 2>,
+        max_new_tokens: usize,
+        mut stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
+    ) -> Result<Vec<u32>> {
+        if max_new_tokens == 0 {
+            return Ok(Vec::new());
+        }
+        let model = &agent.model;
+        let mut cache = model.new_cache(input.dims()[0] + max_new_tokens)?;
+        let opts = GenerateOptions {
+            max_new_tokens,
+            stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(),
+            logprobs: false,
+        };
+        let on_event = &mut self.on_event;
+        let out = generate(model, input, &mut cache, &opts, &mut self.sampler, |ids| {
+            let id = *ids.last().expect("called after a token");
+            on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
+            stop(&agent.tokenizer, ids)
+        })
+        .await
+        .map_err(|e| match e {
+            rmas_models::ModelError::NonFinite => RmasError::InvalidSystem {
+                system: self.system.style.to_string(),
+                msg: format!(
+                    "agent {} computed non-finite logits when generating its text: NaN or infinity in its weights or config (e.g. rms_norm_eps), or in the latent messages it received",
+                    agent.role
+                ),
+            },
+            other => other.into(),
+        })?;
+        Ok(out.ids)
+    }
+
+    pub(super) fn finish(&mut self, round: usize, role: Role, kind: StageKind, started: Instant) {
+        let record = StageRecord { round, role, kind, ms: started.elapsed().as_secs_f64() * 1e3 };
+        (self.on_event)(Event::StageEnd(&record));
+        self.stages.push(record);
+    }
+}

@@ -1,0 +1,53 @@
+//! Loading a resolved [`SystemSpec`] from local files into a [`LoadedSystem`] (native builds; the
+//! browser loads from downloaded bytes in `downloads.rs`).
+
+use burn::tensor::DType;
+use rmas_models::{Model, RmasBackend};
+use rmas_text::{Role, Tokenizer};
+
+use super::{AgentSpec, SystemSpec};
+use crate::engine::{Agent, AgentLoader, LoadedSystem};
+use crate::error::{Result, RmasError};
+use crate::link::{InnerLink, OuterLink};
+
+impl AgentSpec {
+    /// Loads this agent's checkpoint, tokenizer and inner link.
+    pub fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
+        let model = Model::load(&self.dir, device, dtype)?;
+        let tokenizer = Tokenizer::from_dir(&self.dir)?;
+        let inner = InnerLink::load(&self.inner_link, device)?;
+        Agent::new(self.role, model, tokenizer, inner, &self.inner_link)
+    }
+}
+
+impl SystemSpec {
+    /// Loads every outer link and, unless `offload`, every agent; offloaded agents are loaded
+    /// for each stage they run and dropped after it.
+    pub fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType, offload: bool) -> Result<LoadedSystem<B>> {
+        let hidden = self.hidden_sizes()?;
+        let outer = self.load_outer_links(&hidden, |path| OuterLink::load(path, device))?;
+        if offload {
+            let loader = SpecLoader { spec: self.clone(), device: device.clone(), dtype };
+            return Ok(LoadedSystem::offloaded(self.style, Box::new(loader), outer));
+        }
+        let agents = self.agents.iter().map(|a| a.load(device, dtype)).collect::<Result<Vec<_>>>()?;
+        Ok(LoadedSystem::new(self.style, agents, outer))
+    }
+}
+
+/// Loads the agents of a spec from their local files.
+struct SpecLoader<B: RmasBackend> {
+    spec: SystemSpec,
+    device: B::Device,
+    dtype: DType,
+}
+
+impl<B: RmasBackend> AgentLoader<B> for SpecLoader<B> {
+    fn load(&self, role: Role) -> Result<Agent<B>> {
+        let agent = self.spec.agent(role).ok_or_else(|| RmasError::InvalidSystem {
+            system: self.spec.name.clone(),
+            msg: format!("no agent for role `{role}`"),
+        })?;
+        agent.load(&self.device, self.dtype)
+    }
+}
