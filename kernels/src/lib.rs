@@ -1,27 +1,45 @@
 //! Custom compute for rmas: each operation has a tensor-op reference path (every backend) and,
-//! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU).
+//! where it pays, a cubecl kernel for the `CubeBackend` runtimes (CUDA, wgpu/Vulkan, WebGPU) and a
+//! one-pass CPU body for ndarray. One folder per operation holds the matrix:
+//!
+//! | op | `mod.rs` (reference) | `cube.rs` | `cpu.rs` |
+//! |---|---|---|---|
+//! | `act` (activation × gate) | yes | yes | yes |
+//! | `attn` (causal attention) | yes | yes | yes |
+//! | `conv` (GDN causal conv + SiLU) | yes | yes | yes |
+//! | `gdn` (gated delta rule + gated norm) | yes | yes | yes |
+//! | `linear` (weight products, logits) | yes | burn's matmul | yes |
+//! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
+//! | `norm` (RMSNorm) | yes | yes | yes |
+//! | `softmax` | yes | yes | yes |
+//!
+//! `cube_common.rs` and `cpu_common.rs` hold what several kernels or bodies share; `fusion.rs`
+//! registers the cube kernels on burn's fusion backend. How to add one: docs/extending.md.
 #![recursion_limit = "256"]
 
 pub mod act;
-mod act_kernel;
 pub mod attn;
-mod attn_kernel;
 pub mod conv;
-mod conv_kernel;
-mod cpu;
-mod cube;
+mod cpu_common;
+mod cube_common;
 #[cfg(feature = "fusion")]
 mod fusion;
 pub mod gdn;
-mod gdn_kernel;
+pub mod linear;
 pub mod link;
-mod link_kernel;
 pub mod norm;
+pub mod softmax;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 pub use act::Act;
 pub use gdn::{DeltaRule, GatedNorm};
+
+/// `x` in f32 (no cast when it already is).
+pub(crate) fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
+}
 
 /// Backends rmas can run on: every custom operation has a default (reference) body.
 pub trait RmasBackend: Backend {
@@ -66,7 +84,7 @@ pub trait RmasBackend: Backend {
 
     /// Softmax over the last axis (attention probabilities).
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
-        burn::tensor::activation::softmax(x, D - 1)
+        softmax::reference(x)
     }
 
     /// RMSNorm of `x` over its last axis with the effective weight `scale`; see [`norm::rms_norm`].
@@ -102,13 +120,12 @@ pub trait RmasBackend: Backend {
 
     /// `x·w` for activations `x` `[M, K]` and a layer's weight stored `[K, N]`.
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        x.matmul(w)
+        linear::reference(x, w)
     }
 
     /// `h·mᵀ` `[T, V]` for hidden states `h` `[T, H]` and a vocabulary matrix `m` `[V, H]`.
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        // `(m·hᵀ)ᵀ` keeps the [V, H] matrix contiguous on the matmul's left.
-        m.matmul(h.transpose()).transpose()
+        linear::logits_reference(h, m)
     }
 }
 
@@ -120,7 +137,7 @@ impl RmasBackend for burn::backend::NdArray {
         x: DeltaRule<Self>,
         norm: Option<GatedNorm<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
-        cpu::gated_delta_rule(x, norm)
+        gdn::cpu::gated_delta_rule(x, norm)
     }
 
     fn causal_conv_silu(
@@ -128,7 +145,7 @@ impl RmasBackend for burn::backend::NdArray {
         state: burn::Tensor<Self, 2>,
         weight: burn::Tensor<Self, 2>,
     ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
-        cpu::causal_conv_silu(x, state, weight)
+        conv::cpu::causal_conv_silu(x, state, weight)
     }
 
     fn activate<const D: usize>(
@@ -136,7 +153,7 @@ impl RmasBackend for burn::backend::NdArray {
         act: Act,
         by: Option<burn::Tensor<Self, D>>,
     ) -> burn::Tensor<Self, D> {
-        cpu::activate(x, act, by)
+        act::cpu::activate(x, act, by)
     }
 
     fn causal_attention(
@@ -146,11 +163,11 @@ impl RmasBackend for burn::backend::NdArray {
         scale: f64,
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
-        cpu::causal_attention(q, k, v, scale, window)
+        attn::cpu::causal_attention(q, k, v, scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
-        cpu::softmax(x)
+        softmax::cpu::softmax(x)
     }
 
     fn rms_norm<const D: usize>(
@@ -158,15 +175,15 @@ impl RmasBackend for burn::backend::NdArray {
         scale: burn::Tensor<Self, 1>,
         eps: f64,
     ) -> burn::Tensor<Self, D> {
-        cpu::rms_norm(x, scale, eps)
+        norm::cpu::rms_norm(x, scale, eps)
     }
 
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        cpu::linear(x, w)
+        linear::cpu::linear(x, w)
     }
 
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        cpu::logits(h, m)
+        linear::cpu::logits(h, m)
     }
 }
 
@@ -183,7 +200,7 @@ where
         x: DeltaRule<Self>,
         norm: Option<GatedNorm<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
-        gdn_kernel::gated_delta_rule(x, norm)
+        gdn::cube::gated_delta_rule(x, norm)
     }
 
     fn causal_conv_silu(
@@ -191,7 +208,7 @@ where
         state: burn::Tensor<Self, 2>,
         weight: burn::Tensor<Self, 2>,
     ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
-        conv_kernel::causal_conv_silu(x, state, weight)
+        conv::cube::causal_conv_silu(x, state, weight)
     }
 
     fn activate<const D: usize>(
@@ -199,7 +216,7 @@ where
         act: Act,
         by: Option<burn::Tensor<Self, D>>,
     ) -> burn::Tensor<Self, D> {
-        act_kernel::activate(x, act, by)
+        act::cube::activate(x, act, by)
     }
 
     fn causal_attention(
@@ -209,11 +226,11 @@ where
         scale: f64,
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
-        attn_kernel::causal_attention(q, k, v, scale, window)
+        attn::cube::causal_attention(q, k, v, scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
-        act_kernel::softmax(x)
+        softmax::cube::softmax(x)
     }
 
     fn rms_norm<const D: usize>(
@@ -221,7 +238,7 @@ where
         scale: burn::Tensor<Self, 1>,
         eps: f64,
     ) -> burn::Tensor<Self, D> {
-        act_kernel::rms_norm(x, scale, eps)
+        norm::cube::rms_norm(x, scale, eps)
     }
 
     fn layer_norm_sum(
@@ -232,11 +249,11 @@ where
         beta: burn::Tensor<Self, 1>,
         eps: f64,
     ) -> burn::Tensor<Self, 2> {
-        link_kernel::layer_norm_sum(a, residual, bias, gamma, beta, eps)
+        link::cube::layer_norm_sum(a, residual, bias, gamma, beta, eps)
     }
 
     fn bias_gelu(x: burn::Tensor<Self, 2>, bias: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
-        link_kernel::bias_gelu(x, bias)
+        link::cube::bias_gelu(x, bias)
     }
 
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.

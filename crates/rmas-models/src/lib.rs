@@ -6,10 +6,10 @@ pub mod attention;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod gated_deltanet;
 pub mod generate;
 pub mod model;
 pub mod nn;
-pub mod qwen35;
 pub mod weights;
 
 pub use config::{Config, Family};

@@ -8,8 +8,8 @@ use rmas_kernels::RmasBackend;
 use crate::attention::{Attention, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
+use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
 use crate::nn::{Loader, Mlp, RmsNorm, Rope, VocabMatrix};
-use crate::qwen35::{DeltaState, GatedDeltaNet};
 use crate::weights::Weights;
 
 /// Name prefixes of the text model in the layouts seen on the Hub.

@@ -1,4 +1,6 @@
-//! Building blocks shared by every family: HF-layout linear, RMSNorms, rotary tables, MLP.
+//! Building blocks shared by every family and the RecursiveLinks: linear layers, RMSNorm and
+//! LayerNorm, rotary tables, MLP. Like the models, they are plain structs of tensors built by a
+//! loader, not burn `Module`s (docs/extending.md, "Models are plain structs").
 
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
@@ -48,6 +50,21 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
+    /// A layer from its transposed weight `[in, out]` and optional bias `[out]`.
+    pub fn new(weight_t: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self { weight_t, bias }
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        self.weight_t.dims()[0]
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
     /// Loads `name.weight` (and `name.bias` when `bias`).
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let weight_t =
@@ -65,16 +82,47 @@ impl<B: Backend> Linear<B> {
         }
     }
 
+    /// `x·Wᵀ` for `x` `[T, in]`, without the bias (for stages that fuse it into what follows).
+    pub fn product(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
+    where
+        B: RmasBackend,
+    {
+        B::linear_matmul(x, self.weight_t.clone())
+    }
+
     /// `x·Wᵀ + b` for `x` `[T, in]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
     where
         B: RmasBackend,
     {
-        let y = B::linear_matmul(x, self.weight_t.clone());
+        let y = self.product(x);
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         }
+    }
+}
+
+/// A LayerNorm as `torch.nn.LayerNorm` computes it (biased variance, scale and shift `[D]`).
+#[derive(Clone, Debug)]
+pub struct LayerNorm<B: Backend> {
+    /// Scale `[D]`.
+    pub weight: Tensor<B, 1>,
+    /// Shift `[D]`.
+    pub bias: Tensor<B, 1>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl<B: RmasBackend> LayerNorm<B> {
+    /// LayerNorm of `a + residual + bias` per row `[T, D]` (one fused kernel on cubecl backends).
+    pub fn forward_sum(
+        &self,
+        a: Tensor<B, 2>,
+        residual: Option<Tensor<B, 2>>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, 2> {
+        B::layer_norm_sum(a, residual, bias, self.weight.clone(), self.bias.clone(), self.eps)
     }
 }
 

@@ -243,19 +243,27 @@ impl Weights {
         let bytes = self.files[entry.file]
             .1
             .bytes(entry.range.start + elems.start * size..entry.range.start + elems.end * size);
-        Ok(match entry.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        match entry.dtype {
+            Dtype::F32 | Dtype::BF16 | Dtype::F16 => Ok(floats_to_f32(entry.dtype, &bytes).expect("a float dtype")),
             other => {
-                return Err(ModelError::WeightDtype {
-                    name: name.to_owned(),
-                    path: path.clone(),
-                    dtype: format!("{other:?}"),
-                });
+                Err(ModelError::WeightDtype { name: name.to_owned(), path: path.clone(), dtype: format!("{other:?}") })
             }
-        })
+        }
     }
+}
+
+/// Little-endian F64 / F32 / F16 / BF16 values as f32: the one decoder of stored floats (model
+/// weights, link safetensors, `.pt` storages); `None` for other dtypes.
+pub fn floats_to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F64 => {
+            bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => return None,
+    })
 }
 
 /// Largest safetensors header accepted (as the safetensors crate).

@@ -1,5 +1,5 @@
-//! The question text and function name of one dataset row (spec §11), built as the reference
-//! pipeline's loaders build them.
+//! The question text and function name of one dataset row, built as the reference pipeline's
+//! loaders build them (docs/algorithm.md, "Datasets and question text").
 
 use std::sync::LazyLock;
 

@@ -1,4 +1,4 @@
-//! Behaviour of the public API: prompt builders (byte-exact literals from recursivemas.md §6),
+//! Behaviour of the public API: prompt builders (byte-exact literals from docs/algorithm.md, "Prompt templates"),
 //! name parsing, tokenizer loading errors, slot splitting and chat-template edge cases.
 
 mod common;

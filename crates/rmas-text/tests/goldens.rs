@@ -208,7 +208,7 @@ fn model_goldens_decode_and_round_trip() {
     }
 }
 
-/// recursivemas.md §5.1 "Observed renderings" with SYSTEM = "You are a helpful assistant.".
+/// docs/algorithm.md, "Prompt rendering", with SYSTEM = "You are a helpful assistant.".
 #[test]
 fn observed_renderings_of_each_family() {
     let user = "What is 2+3?\n";

@@ -1,23 +1,26 @@
-//! RecursiveLinks (recursivemas.md §3) as Burn modules.
+//! RecursiveLinks (docs/algorithm.md, "RecursiveLinks"), built from the models' [`Linear`] and
+//! [`LayerNorm`] (plain structs of tensors, as the models are).
 //!
 //! * [`InnerLink`] (`ln_res_adapter`, H → H): `R_in(x) = LN_post(x + proj2(gelu(proj1(LN_pre(x)))))`
 //! * [`OuterLink`] (`outer_ln_res_adapter`, Din → Dout):
 //!   `R_out(x) = LN_target(proj2(gelu(proj1(LN_source(x)))) + residual_proj(x))`
 //!
 //! LayerNorms use eps 1e-5 with biased variance, GELU is the exact erf form, every Linear has a bias
-//! and keeps the checkpoint's `[out, in]` layout. Links load from the released PyTorch `.pt` state
+//! (its weight transposed to `[in, out]` on the host, as the models' are). Links load from the released PyTorch `.pt` state
 //! dicts ([`InnerLink::load`], [`OuterLink::load`], or their bytes with `from_pt_bytes`) or from
-//! safetensors bytes with the same tensor names (`from_safetensors_bytes`). Loading is strict: exactly the expected tensors
-//! with consistent shapes; every tensor is converted to f32 on the host, the backend may cast later.
+//! safetensors bytes with the same tensor names (`from_safetensors_bytes`). Loading is strict:
+//! exactly the expected tensors with consistent shapes; every tensor is converted to f32 on the
+//! host, the backend may cast later.
 
 use std::collections::{BTreeMap, BTreeSet};
 #[cfg(not(target_family = "wasm"))]
 use std::path::Path;
 use std::path::PathBuf;
 
-use burn::module::Param;
 use burn::prelude::*;
 use rmas_kernels::RmasBackend;
+use rmas_models::nn::{LayerNorm, Linear};
+use rmas_models::weights::floats_to_f32;
 
 use crate::error::{Result, RmasError};
 
@@ -50,45 +53,8 @@ const OUTER_KEYS: [&str; 10] = [
 ];
 const OUTER_PREFIXES: [&str; 3] = ["ln_source.", "ln_target.", "residual_proj."];
 
-/// Linear layer with bias in Hugging Face layout: `weight [out, in]`, `y = x·Wᵀ + b`.
-#[derive(Module, Debug)]
-pub struct HfLinear<B: Backend> {
-    /// Weight `[out, in]`.
-    pub weight: Param<Tensor<B, 2>>,
-    /// Bias `[out]`.
-    pub bias: Param<Tensor<B, 1>>,
-}
-
-impl<B: Backend> HfLinear<B> {
-    /// Wraps loaded tensors.
-    pub fn new(weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Self {
-        Self { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias) }
-    }
-
-    /// `x·Wᵀ` of `[T, in]` rows, without the bias (the fused stages after it add that).
-    pub fn matmul(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(self.weight.val().transpose())
-    }
-}
-
 /// `torch.nn.LayerNorm`'s epsilon, which the released links use.
 const LAYER_NORM_EPS: f64 = 1e-5;
-
-/// A LayerNorm's affine parameters (`weight`, `bias` `[D]`; epsilon 1e-5).
-#[derive(Module, Debug)]
-pub struct LinkNorm<B: Backend> {
-    /// Scale `[D]`.
-    pub weight: Param<Tensor<B, 1>>,
-    /// Shift `[D]`.
-    pub bias: Param<Tensor<B, 1>>,
-}
-
-impl<B: RmasBackend> LinkNorm<B> {
-    /// LayerNorm of `a + residual + bias` per row (one fused kernel on cubecl backends).
-    fn forward(&self, a: Tensor<B, 2>, residual: Option<Tensor<B, 2>>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
-        B::layer_norm_sum(a, residual, bias, self.weight.val(), self.bias.val(), LAYER_NORM_EPS)
-    }
-}
 
 /// The loaders and widths of a link type (`kind` names the link in errors).
 macro_rules! loaders {
@@ -111,27 +77,27 @@ macro_rules! loaders {
 
         /// Input (sender) width.
         pub fn in_dim(&self) -> usize {
-            self.proj1.weight.val().dims()[1]
+            self.proj1.in_dim()
         }
 
-        /// Output (receiver) width, read from `proj2.bias` (§2.4).
+        /// Output (receiver) width.
         pub fn out_dim(&self) -> usize {
-            self.proj2.bias.val().dims()[0]
+            self.proj2.out_dim()
         }
     };
 }
 
 /// The inner RecursiveLink (`ln_res_adapter`, H → H).
-#[derive(Module, Debug)]
+#[derive(Clone, Debug)]
 pub struct InnerLink<B: Backend> {
     /// LayerNorm applied to the input.
-    pub pre_ln: LinkNorm<B>,
+    pub pre_ln: LayerNorm<B>,
     /// First projection `[H, H]`.
-    pub proj1: HfLinear<B>,
+    pub proj1: Linear<B>,
     /// Second projection `[H, H]`.
-    pub proj2: HfLinear<B>,
+    pub proj2: Linear<B>,
     /// LayerNorm applied to the residual sum.
-    pub post_ln: LinkNorm<B>,
+    pub post_ln: LayerNorm<B>,
 }
 
 impl<B: Backend> InnerLink<B> {
@@ -174,23 +140,23 @@ impl<B: Backend> InnerLink<B> {
             return empty;
         }
         let (x, a) = expand(&self.pre_ln, &self.proj1, x);
-        self.post_ln.forward(self.proj2.matmul(a), Some(x), Some(self.proj2.bias.val()))
+        self.post_ln.forward_sum(self.proj2.product(a), Some(x), Some(bias(&self.proj2)))
     }
 }
 
 /// An outer RecursiveLink (`outer_ln_res_adapter`, Din → Dout, hidden width 2·Dout).
-#[derive(Module, Debug)]
+#[derive(Clone, Debug)]
 pub struct OuterLink<B: Backend> {
     /// LayerNorm over the sender's width.
-    pub ln_source: LinkNorm<B>,
+    pub ln_source: LayerNorm<B>,
     /// First projection `[2·Dout, Din]`.
-    pub proj1: HfLinear<B>,
+    pub proj1: Linear<B>,
     /// Second projection `[Dout, 2·Dout]`.
-    pub proj2: HfLinear<B>,
+    pub proj2: Linear<B>,
     /// Residual projection of the un-normalised input `[Dout, Din]`.
-    pub residual_proj: HfLinear<B>,
+    pub residual_proj: Linear<B>,
     /// LayerNorm over the receiver's width.
-    pub ln_target: LinkNorm<B>,
+    pub ln_target: LayerNorm<B>,
 }
 
 impl<B: Backend> OuterLink<B> {
@@ -237,17 +203,22 @@ impl<B: Backend> OuterLink<B> {
             return empty;
         }
         let (x, a) = expand(&self.ln_source, &self.proj1, x);
-        let bias = self.proj2.bias.val() + self.residual_proj.bias.val();
-        self.ln_target.forward(self.proj2.matmul(a), Some(self.residual_proj.matmul(x)), Some(bias))
+        let bias = bias(&self.proj2) + bias(&self.residual_proj);
+        self.ln_target.forward_sum(self.proj2.product(a), Some(self.residual_proj.product(x)), Some(bias))
     }
 }
 
 /// Both links' first half: `x` in the link's dtype (f32, as the reference's `outer_dtype`, whatever
 /// the agent's) and `gelu(proj1(ln(x)))`.
-fn expand<B: RmasBackend>(ln: &LinkNorm<B>, proj1: &HfLinear<B>, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let x = x.cast(proj1.bias.val().dtype());
-    let a = B::bias_gelu(proj1.matmul(ln.forward(x.clone(), None, None)), proj1.bias.val());
+fn expand<B: RmasBackend>(ln: &LayerNorm<B>, proj1: &Linear<B>, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let x = x.cast(proj1.weight_t.dtype());
+    let a = B::bias_gelu(proj1.product(ln.forward_sum(x.clone(), None, None)), bias(proj1));
     (x, a)
+}
+
+/// A link projection's bias (every link Linear has one: the loader requires it).
+fn bias<B: Backend>(linear: &Linear<B>) -> Tensor<B, 1> {
+    linear.bias.clone().expect("link projections are loaded with their bias")
 }
 
 /// `[0, out]` for an input without rows (T = 0), which some backends cannot multiply.
@@ -290,8 +261,8 @@ impl StateDict {
             .map_err(|e| format_err(format!("not a safetensors file ({e})")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let values = view_to_f32(&view).ok_or_else(|| {
-                format_err(format!("tensor `{name}` has dtype {:?}, expected BF16, F16 or F32", view.dtype()))
+            let values = floats_to_f32(view.dtype(), view.data()).ok_or_else(|| {
+                format_err(format!("tensor `{name}` has dtype {:?}, expected F64, F32, F16 or BF16", view.dtype()))
             })?;
             tensors.insert(name, TensorData::new(values, view.shape().to_vec()));
         }
@@ -302,14 +273,14 @@ impl StateDict {
         self.tensors.keys().cloned().collect()
     }
 
-    /// The §2.4 link-type check for inner links: all of `keys` must be present.
+    /// The reference's link-type check for inner links: all of `keys` must be present.
     fn require_keys(&self, link_type: &'static str, keys: &[&str]) -> Result<()> {
         let missing: Vec<String> =
             keys.iter().filter(|k| !self.tensors.contains_key(**k)).map(|k| k.to_string()).collect();
         self.unsupported_if(link_type, missing)
     }
 
-    /// The §2.4 link-type check for outer links: some tensor must start with each prefix.
+    /// The reference's link-type check for outer links: some tensor must start with each prefix.
     fn require_prefixes(&self, link_type: &'static str, prefixes: &[&str]) -> Result<()> {
         let missing: Vec<String> = prefixes
             .iter()
@@ -364,28 +335,27 @@ impl StateDict {
         Tensor::from_data(data, device)
     }
 
-    fn linear<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> HfLinear<B> {
-        let weight = self.take(&format!("{prefix}.weight"), device);
-        HfLinear::new(weight, self.take(&format!("{prefix}.bias"), device))
+    /// `prefix.weight` `[out, in]` (transposed on the host) and `prefix.bias`.
+    fn linear<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> Linear<B> {
+        let name = format!("{prefix}.weight");
+        let weight =
+            self.tensors.remove(&name).map(transposed).unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0, 0]));
+        Linear::new(Tensor::from_data(weight, device), Some(self.take(&format!("{prefix}.bias"), device)))
     }
 
-    fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LinkNorm<B> {
-        LinkNorm {
-            weight: Param::from_tensor(self.take(&format!("{prefix}.weight"), device)),
-            bias: Param::from_tensor(self.take(&format!("{prefix}.bias"), device)),
+    fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LayerNorm<B> {
+        LayerNorm {
+            weight: self.take(&format!("{prefix}.weight"), device),
+            bias: self.take(&format!("{prefix}.bias"), device),
+            eps: LAYER_NORM_EPS,
         }
     }
 }
 
-/// Converts a safetensors view to f32 values; `None` for non-float dtypes.
-fn view_to_f32(view: &safetensors::tensor::TensorView<'_>) -> Option<Vec<f32>> {
-    use safetensors::Dtype;
-    let bytes = view.data();
-    let values = match view.dtype() {
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        _ => return None,
-    };
-    Some(values)
+/// An f32 matrix `[r, c]` as `[c, r]`.
+fn transposed(data: TensorData) -> TensorData {
+    let [r, c] = [data.shape[0], data.shape[1]];
+    let values = data.into_vec::<f32>().expect("link tensors are stored as f32");
+    let t: Vec<f32> = (0..c * r).map(|i| values[(i % r) * c + i / r]).collect();
+    TensorData::new(t, [c, r])
 }

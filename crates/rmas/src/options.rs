@@ -15,7 +15,7 @@ pub fn dataset_question(dataset: Dataset, question: &str) -> String {
     if dataset.mas_task() == MasTask::Choice { with_choice_instruction(question) } else { question.to_owned() }
 }
 
-/// Settings of one run (recursivemas.md §7, §8, §12).
+/// Settings of one run (docs/algorithm.md: "Round loop", "Text generation", "Recommended settings").
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunOptions {
     /// The prompt set and answer kind.
@@ -68,7 +68,7 @@ pub struct RunOverrides {
     pub summarize_every_round: Option<bool>,
 }
 
-/// HF `generate`'s top-k when a repo sets none (recursivemas.md §8).
+/// HF `generate`'s top-k when a repo sets none (docs/algorithm.md, "Text generation").
 pub const DEFAULT_TOP_K: usize = 50;
 
 impl RunOptions {

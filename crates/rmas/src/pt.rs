@@ -10,43 +10,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 
 use burn::tensor::TensorData;
+use rmas_models::weights::floats_to_f32;
+use safetensors::Dtype;
 
-/// Element type of a storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dtype {
-    F32,
-    F64,
-    F16,
-    BF16,
-}
-
-impl Dtype {
-    /// The dtype of a storage class (`torch.BFloat16Storage`, …).
-    fn of_storage(class: &str) -> Result<Self, String> {
-        match class.strip_prefix("torch.") {
-            Some("FloatStorage") => Ok(Self::F32),
-            Some("DoubleStorage") => Ok(Self::F64),
-            Some("HalfStorage") => Ok(Self::F16),
-            Some("BFloat16Storage") => Ok(Self::BF16),
-            _ => Err(format!("storage type `{class}` is not a floating-point storage (F32, F64, F16 or BF16)")),
-        }
-    }
-
-    fn size(self) -> usize {
-        match self {
-            Self::F64 => 8,
-            Self::F32 => 4,
-            Self::F16 | Self::BF16 => 2,
-        }
-    }
-
-    fn read(self, b: &[u8]) -> f32 {
-        match self {
-            Self::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Self::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
-            Self::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-            Self::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-        }
+/// The element type of a storage class (`torch.BFloat16Storage`, …).
+fn storage_dtype(class: &str) -> Result<Dtype, String> {
+    match class.strip_prefix("torch.") {
+        Some("FloatStorage") => Ok(Dtype::F32),
+        Some("DoubleStorage") => Ok(Dtype::F64),
+        Some("HalfStorage") => Ok(Dtype::F16),
+        Some("BFloat16Storage") => Ok(Dtype::BF16),
+        _ => Err(format!("storage type `{class}` is not a floating-point storage (F32, F64, F16 or BF16)")),
     }
 }
 
@@ -114,17 +88,33 @@ impl Value {
     }
 }
 
+/// How many times its own size a checkpoint's entries may expand to when decompressed.
+const MAX_EXPANSION: u64 = 16;
+
 /// Reads a state dict: tensor name → f32 data (F64 / F16 / BF16 storages converted).
 pub fn read_state_dict(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("not a zip-format PyTorch checkpoint ({e}); legacy torch.save files are not supported"))?;
     // Every entry is read in full, so a CRC mismatch anywhere surfaces as an error.
+    // torch.save stores entries uncompressed; a compressed one may expand, but not without bound
+    // (the sizes in the headers come from the file and are not trusted for allocation).
+    let limit = (bytes.len() as u64).saturating_mul(MAX_EXPANSION).saturating_add(1 << 20);
     let mut entries = HashMap::new();
+    let mut total = 0u64;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| format!("corrupt archive ({e})"))?;
+        let entry = archive.by_index(i).map_err(|e| format!("corrupt archive ({e})"))?;
         let name = entry.name().to_string();
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data).map_err(|e| format!("corrupt archive entry `{name}` ({e})"))?;
+        let mut data = Vec::with_capacity(entry.size().min(bytes.len() as u64) as usize);
+        entry
+            .take(limit - total + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("corrupt archive entry `{name}` ({e})"))?;
+        total += data.len() as u64;
+        if total > limit {
+            return Err(format!(
+                "archive entries expand past {limit} bytes ({MAX_EXPANSION}× the file): not a PyTorch checkpoint"
+            ));
+        }
         entries.insert(name, data);
     }
     let pickle = entries
@@ -170,7 +160,8 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
     if t.size.len() != t.stride.len() {
         return Err(format!("size {:?} and stride {:?} differ in rank", t.size, t.stride));
     }
-    let elems = storage.len() / t.dtype.size();
+    let storage = floats_to_f32(t.dtype, storage).expect("storages hold floats");
+    let elems = storage.len();
     let out_of_storage = || {
         format!(
             "view (offset {}, size {:?}, stride {:?}) exceeds its storage of {elems} elements",
@@ -192,11 +183,10 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
             "view of {numel} elements is larger than its storage of {elems} (overlapping views are not supported)"
         ));
     }
-    let at = |i: usize| t.dtype.read(&storage[i * t.dtype.size()..]);
     let mut values = Vec::with_capacity(numel);
     let mut index = vec![0usize; t.size.len()];
     for _ in 0..numel {
-        values.push(at(t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>()));
+        values.push(storage[t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>()]);
         // Row-major increment of the multi-index.
         for d in (0..index.len()).rev() {
             index[d] += 1;
@@ -390,7 +380,7 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
                     Value::Int(i) => i.to_string(),
                     other => return Err(format!("storage key is a {}", other.kind())),
                 };
-                Ok(Value::Storage { dtype: Dtype::of_storage(class)?, key })
+                Ok(Value::Storage { dtype: storage_dtype(class)?, key })
             }
             _ => Err("pickle: persistent id is not a storage reference".into()),
         },

@@ -11,6 +11,7 @@ use burn::prelude::*;
 use rmas::hub::Hub;
 use rmas::link::{InnerLink, OuterLink};
 use rmas::system::SystemSpec;
+use rmas_models::nn::Linear;
 use rmas_text::{Role, Style, Task};
 
 use common::{SYSTEMS, golden_cases};
@@ -137,16 +138,22 @@ fn to_safetensors(tensors: Vec<(&str, TensorData)>, dtype: safetensors::Dtype) -
 }
 
 fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
+    let bias = |l: &Linear<B>| l.bias.clone().unwrap().into_data();
     vec![
-        ("pre_ln.weight", link.pre_ln.weight.val().into_data()),
-        ("pre_ln.bias", link.pre_ln.bias.val().into_data()),
-        ("proj1.weight", link.proj1.weight.val().into_data()),
-        ("proj1.bias", link.proj1.bias.val().into_data()),
-        ("proj2.weight", link.proj2.weight.val().into_data()),
-        ("proj2.bias", link.proj2.bias.val().into_data()),
-        ("post_ln.weight", link.post_ln.weight.val().into_data()),
-        ("post_ln.bias", link.post_ln.bias.val().into_data()),
+        ("pre_ln.weight", link.pre_ln.weight.clone().into_data()),
+        ("pre_ln.bias", link.pre_ln.bias.clone().into_data()),
+        ("proj1.weight", hf_weight(&link.proj1).into_data()),
+        ("proj1.bias", bias(&link.proj1)),
+        ("proj2.weight", hf_weight(&link.proj2).into_data()),
+        ("proj2.bias", bias(&link.proj2)),
+        ("post_ln.weight", link.post_ln.weight.clone().into_data()),
+        ("post_ln.bias", link.post_ln.bias.clone().into_data()),
     ]
+}
+
+/// A projection's weight in the checkpoints' `[out, in]` layout.
+fn hf_weight(l: &Linear<B>) -> Tensor<B, 2> {
+    l.weight_t.clone().transpose()
 }
 
 #[test]
@@ -198,7 +205,7 @@ fn safetensors_with_wrong_keys_or_shapes_are_rejected() {
     let f32 = safetensors::Dtype::F32;
 
     let mut extra = inner_tensors(&pt);
-    extra.push(("proj3.bias", pt.proj1.bias.val().into_data()));
+    extra.push(("proj3.bias", pt.proj1.bias.clone().unwrap().into_data()));
     let msg = err_string(InnerLink::<B>::from_safetensors_bytes(&to_safetensors(extra, f32), &device()));
     assert!(msg.contains("unexpected [\"proj3.bias\"]") && msg.contains("ln_res_adapter"), "{msg}");
 
@@ -208,7 +215,7 @@ fn safetensors_with_wrong_keys_or_shapes_are_rejected() {
     assert!(msg.contains("only ln_res_adapter supported") && msg.contains("post_ln.bias"), "{msg}");
 
     let mut shaped = inner_tensors(&pt);
-    shaped[2].1 = pt.proj1.weight.val().slice([0..48, 0..40]).into_data();
+    shaped[2].1 = hf_weight(&pt.proj1).slice([0..48, 0..40]).into_data();
     let msg = err_string(InnerLink::<B>::from_safetensors_bytes(&to_safetensors(shaped, f32), &device()));
     assert!(msg.contains("proj1.weight") && msg.contains("[48, 40]") && msg.contains("[48, 48]"), "{msg}");
 

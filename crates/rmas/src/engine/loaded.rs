@@ -42,7 +42,7 @@ impl<B: RmasBackend> Agent<B> {
 }
 
 /// Builds the agents a system does not keep in memory, once for each stage they run
-/// (`--offload`: native loading from a [`crate::system::SystemSpec`], see `system/load.rs`).
+/// (`--offload`: native loading from a system spec, in `system/load.rs`).
 pub trait AgentLoader<B: RmasBackend>: Send + Sync {
     /// Builds the agent of `role`.
     fn load(&self, role: Role) -> Result<Agent<B>>;

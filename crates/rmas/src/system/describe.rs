@@ -15,7 +15,7 @@
 //! [[agents]]                   # overrides / defines one role of the family
 //! role = "science"
 //! source = "./my-science-agent"
-//! inner_link = "adapter.pt"    # optional: file inside `source`; default: §2.4 resolution
+//! inner_link = "adapter.pt"    # optional: file inside `source`; default: the released resolution rules
 //!
 //! [[outer_links]]              # optional: explicit files, taking precedence over the manifest
 //! key = "outer_3s"

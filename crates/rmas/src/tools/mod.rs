@@ -1,4 +1,4 @@
-//! Deliberation tools (recursivemas.md §10): tool-call parsing, a sandboxed `python` tool and
+//! Deliberation tools (docs/algorithm.md, "Deliberation tool loop"): tool-call parsing, a sandboxed `python` tool and
 //! pluggable `search` backends. Every result goes through [`sanitize_tool_result`].
 //!
 //! The python sandbox lives in [`python`] and the HTTP search backend in [`http`] (native builds only;
@@ -104,8 +104,8 @@ pub fn has_unclosed_tool_call(text: &str, cursor: usize) -> bool {
 /// Ids of a generate call's tail the stop check decodes.
 const STOP_TAIL_TOKENS: usize = 16;
 
-/// The tool loop's stop check after a call generated `ids` from `input_rows` input rows (§10):
-/// `</python>` or `</search>` (any case) among the last 16 of the ids generated past the first
+/// The tool loop's stop check after a call generated `ids` from `input_rows` input rows
+/// (docs/algorithm.md, "Deliberation tool loop"): `</python>` or `</search>` (any case) among the last 16 of the ids generated past the first
 /// `input_rows`. The reference slices its generated ids at the input's length, so before that many
 /// tokens a call never stops for a tool (it runs on to eos or its budget).
 pub fn stops_for_tool(tokenizer: &Tokenizer, ids: &[u32], input_rows: usize) -> bool {
@@ -142,11 +142,11 @@ pub struct SearchResult {
 
 /// A search backend for the `search` tool; returns the formatted result text.
 pub trait SearchBackend: Send + Sync {
-    /// Searches for `query` and formats the outcome as §10 (errors included).
+    /// Searches for `query` and formats the outcome as the reference does (errors included).
     fn search(&self, query: &str) -> String;
 }
 
-/// §10's result layout: `Query:`, then `Results:` with `[i] title`, `URL: url` and compacted
+/// The reference's search result layout: `Query:`, then `Results:` with `[i] title`, `URL: url` and compacted
 /// content (each line only when non-empty), or `[no search results]`.
 pub fn format_search_results(query: &str, results: &[SearchResult]) -> String {
     let mut lines = vec![format!("Query: {query}")];

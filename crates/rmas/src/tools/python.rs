@@ -1,4 +1,4 @@
-//! The sandboxed `python` tool (recursivemas.md §10).
+//! The sandboxed `python` tool (docs/algorithm.md, "Deliberation tool loop").
 //!
 //! # Python sandbox
 //! Each call writes the release prelude + code to a fresh temporary directory and runs the
@@ -127,7 +127,7 @@ impl PythonTool {
         })
     }
 
-    /// Runs prelude + `code` and formats the result as §10 (not yet sanitized). Never panics:
+    /// Runs prelude + `code` and formats the result as the reference does (not yet sanitized). Never panics:
     /// failures to start the interpreter become a `[python error] …` result.
     pub fn run(&self, code: &str) -> String {
         match self.execute(code) {
@@ -276,7 +276,7 @@ pub struct PythonOutput {
 }
 
 impl PythonOutput {
-    /// §10: stdout, `[stderr]` block, `[exit_code]` line, joined, stripped, or `[no output]`; a
+    /// The reference's layout: stdout, `[stderr]` block, `[exit_code]` line, joined, stripped, or `[no output]`; a
     /// stream takes part when it is non-empty before its right strip, as in the reference.
     fn format(&self) -> String {
         let mut parts = Vec::new();

@@ -3,7 +3,10 @@
 use burn::tensor::{Bool, Tensor, TensorData};
 
 use crate::RmasBackend;
-use crate::gdn::f32_of;
+use crate::f32_of;
+
+pub(crate) mod cpu;
+pub(crate) mod cube;
 
 /// Softmax of `scale·q·kᵀ` times `v` for queries `q` `[nh, T, hd]` over keys and values `[nkv, L, hd]`
 /// (`L ≥ T`): query `i` sits at key position `L − T + i` and sees the keys at or before it, the

@@ -5,6 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::Act;
 
+pub(crate) mod cpu;
+pub(crate) mod cube;
+
 /// `silu(Σ_j w[j] ⊙ window[t + j])` for each token `t`, where `window = [state ‖ x]` `[K−1+T, C]`,
 /// `x` `[T, C]`, `state` `[K−1, C]` (the previous inputs, oldest first) and `weight` `[K, C]` (row `j`
 /// multiplies input `t − K + 1 + j`); returns it `[T, C]` and the new state (the window's last

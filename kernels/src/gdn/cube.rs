@@ -10,13 +10,13 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube::{Cube, f32_contiguous, tensor, unused};
+use crate::cube_common::{Cube, f32_contiguous, tensor, unused};
 use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
     use cubecl::prelude::*;
 
-    use crate::cube::cube_reduce;
+    use crate::cube_common::cube_reduce;
 
     #[cube(launch)]
     pub fn gated_delta_rule_kernel<F: Float>(

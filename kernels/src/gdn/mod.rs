@@ -6,7 +6,10 @@
 
 use burn::tensor::{Bool, DType, Tensor, backend::Backend};
 
-use crate::Act;
+use crate::{Act, f32_of};
+
+pub(crate) mod cpu;
+pub(crate) mod cube;
 
 /// Chunk length of the chunked (WY) form used for multi-token prefill.
 pub const CHUNK: usize = 64;
@@ -88,10 +91,6 @@ pub fn gates<B: Backend>(ab: Tensor<B, 3>, decay: Tensor<B, 2>) -> [Tensor<B, 2>
 /// `log(1 + eˣ)` without overflow: `max(x, 0) + log1p(e^{−|x|})`.
 fn softplus<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
-}
-
-pub(crate) fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 
 /// `q`, `k` (l2-normed, q scaled, repeated to nv heads) and `v` head-major `[nv, T, d]`, the gates

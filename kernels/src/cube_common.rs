@@ -1,4 +1,5 @@
-//! Conversions shared by the cubecl kernels' launchers, and their shared cube functions.
+//! Support shared by the cubecl kernels (`<op>/cube.rs`): their launchers' conversions and the
+//! cube functions several kernels use.
 
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_cubecl::{
@@ -27,7 +28,7 @@ pub(crate) type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 pub(crate) fn f32_contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     x: Tensor<Cube<R, F, I, BT>, D>,
 ) -> CubeTensor<R> {
-    into_contiguous(crate::gdn::f32_of(x).into_primitive().tensor())
+    into_contiguous(crate::f32_of(x).into_primitive().tensor())
 }
 
 /// A kernel's float output as a tensor.
@@ -66,4 +67,31 @@ pub(crate) fn cube_reduce<F: Float>(shared: &mut SharedMemory<F>, value: F, #[co
     let total = shared[0];
     sync_cube();
     total
+}
+
+/// The maximum (or with `squares` the sum of squares) of `x[base..base + width]` over the cube.
+#[cube]
+pub(crate) fn row_reduce<F: Float>(
+    x: &cubecl::prelude::Tensor<F>,
+    base: usize,
+    width: usize,
+    shared: &mut SharedMemory<F>,
+    #[comptime] units: usize,
+    #[comptime] squares: bool,
+) -> F {
+    let mut acc = F::min_value();
+    if squares {
+        acc = F::new(0.0);
+    }
+    let mut j = UNIT_POS_X as usize;
+    while j < width {
+        let v = x[base + j];
+        if squares {
+            acc += v * v;
+        } else {
+            acc = max(acc, v);
+        }
+        j += units;
+    }
+    cube_reduce(shared, acc, comptime!(!squares))
 }

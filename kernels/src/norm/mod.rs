@@ -2,7 +2,10 @@
 
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::gdn::f32_of;
+use crate::f32_of;
+
+pub(crate) mod cpu;
+pub(crate) mod cube;
 
 /// `x / rms(x) · scale` over the last axis, computed in f32 and returned in `x`'s dtype; `scale`
 /// `[width]` is the effective weight (`w`, or `1 + w` for zero-centred norms).

@@ -10,7 +10,7 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube::{Cube, ELEM_UNITS, MAX_CUBES, elementwise_cubes, tensor, unused};
+use crate::cube_common::{Cube, ELEM_UNITS, MAX_CUBES, elementwise_cubes, tensor, unused};
 
 /// Units per cube, and keys per tile (one key per unit).
 const UNITS: usize = 64;

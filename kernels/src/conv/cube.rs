@@ -7,7 +7,7 @@ use burn_cubecl::{
 };
 use cubecl::prelude::CubeDim;
 
-use crate::cube::{Cube, ELEM_UNITS, elementwise_cubes, tensor};
+use crate::cube_common::{Cube, ELEM_UNITS, elementwise_cubes, tensor};
 
 mod kernel {
     use cubecl::prelude::*;

@@ -6,12 +6,12 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube::{Cube, ELEM_UNITS, MAX_CUBES, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
+use crate::cube_common::{Cube, ELEM_UNITS, MAX_CUBES, ROW_UNITS, elementwise_cubes, f32_contiguous, tensor, unused};
 
 mod kernel {
     use cubecl::prelude::*;
 
-    use crate::cube::cube_reduce;
+    use crate::cube_common::cube_reduce;
 
     /// Element `j` of row `row` of `a + residual + bias`.
     #[cube]

@@ -3,6 +3,8 @@
 
 use burn::tensor::{Tensor, activation::gelu, backend::Backend};
 
+pub(crate) mod cube;
+
 /// LayerNorm over each row of `a + residual + bias` (`[T, D]`, biased variance, as `torch.nn.LayerNorm`).
 pub fn layer_norm_sum<B: Backend>(
     a: Tensor<B, 2>,
