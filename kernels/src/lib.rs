@@ -36,8 +36,8 @@ use burn::tensor::{DType, Tensor};
 pub use act::Act;
 pub use gdn::{DeltaRule, GatedNorm};
 
-/// `x` in f32 (no cast when it already is).
-pub(crate) fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+/// `x` in f32 (no cast when it already is): the one cast-to-f32 helper of the workspace.
+pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 

@@ -17,12 +17,13 @@ use rmas::eval::{
 };
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
-use rmas::tools::PythonConfig;
+use rmas::tools::{PythonConfig, ToolBox};
 use rmas_models::RmasBackend;
-use rmas_text::Dataset;
+use rmas_text::{Dataset, MasTask};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
+use crate::sandbox::ToolArgs;
 
 /// Run a system over a benchmark and score it as the reference does
 ///
@@ -71,6 +72,8 @@ pub struct Args {
     latent_steps: Vec<usize>,
     #[command(flatten)]
     flags: RunFlags,
+    #[command(flatten)]
+    tools: ToolArgs,
     /// Append one record per question to this JSONL file (the reference's fields plus `rmas_*`),
     /// then the summary; with a latent-steps sweep, one file per T (`name.tT.jsonl`).
     #[arg(long, value_name = "FILE")]
@@ -201,6 +204,10 @@ impl Job for Args {
         };
         let source = data_file.as_ref().map_or_else(|| format!("hub:{split}"), |p| p.display().to_string());
 
+        // The sandbox is checked before any model loads: code answers and tool calls fail closed.
+        let sandbox =
+            if dataset.mas_task() == MasTask::Code { self.tools.checked_python()? } else { self.tools.python() };
+        let tools = self.tools.toolbox(self.system.style())?;
         let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
         let spec = self.system.style().spec();
         let (method, mas_shape) = (spec.record_method, spec.record_shape);
@@ -223,6 +230,7 @@ impl Job for Args {
             let run = EvalRun {
                 system: &system,
                 opts: &opts,
+                tools: tools.as_ref(),
                 num_rollouts: self.num_rollouts as usize,
                 jobs: self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1),
                 scorer: Scorer {
@@ -243,7 +251,7 @@ impl Job for Args {
                         &source,
                         self.lcb_private_tests,
                     ),
-                    sandbox: PythonConfig::from_env(),
+                    sandbox: sandbox.clone(),
                     strict: self.scorer == ScorerKind::Strict,
                 },
             };
@@ -277,6 +285,7 @@ fn sweep_path(path: &Path, latent_steps: usize) -> PathBuf {
 struct EvalRun<'a, B: RmasBackend> {
     system: &'a LoadedSystem<B>,
     opts: &'a RunOptions,
+    tools: Option<&'a ToolBox>,
     num_rollouts: usize,
     jobs: usize,
     scorer: Scorer,
@@ -451,7 +460,7 @@ impl<B: RmasBackend> EvalRun<'_, B> {
                     let opts = RunOptions { seed, fn_name: item.fn_name.clone(), ..self.opts.clone() };
                     let started = Instant::now();
                     let result = rmas_models::block_on(
-                        Run::new(self.system, &opts, &item.question, None, &mut |_| {}).execute(),
+                        Run::new(self.system, &opts, &item.question, self.tools, &mut |_| {}).execute(),
                     )
                     .with_context(|| format!("question {} (sample_idx {})", position + 1, item.sample_idx))?;
                     answers.push((seed, result, started.elapsed().as_secs_f64() * 1e3));

@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod generate;
 mod run;
+mod sandbox;
 mod score;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Generate(generate::Args),
     /// Measure prefill/decode speed of a real-size Qwen3.5 with random weights.
     Bench(bench::Args),
+    /// Report which isolation features this machine offers for model-written code.
+    Doctor(sandbox::DoctorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Command::Score(args) => score::main(args),
         Command::Generate(args) => generate::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Doctor(args) => sandbox::doctor(args),
     }
 }

@@ -17,6 +17,7 @@ use rmas_text::RowQuestion;
 use rmas_text::{Dataset, Style, Task};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::sandbox::ToolArgs;
 
 /// Sampling flags (HF semantics: temperature → top-k → top-p → multinomial).
 #[derive(clap::Args, Clone, Debug)]
@@ -199,6 +200,8 @@ pub struct Args {
     #[command(flatten)]
     flags: RunFlags,
     #[command(flatten)]
+    tools: ToolArgs,
+    #[command(flatten)]
     device: DeviceArgs,
     /// Print one JSON object (answer, token_ids, stages) instead of the answer text.
     #[arg(long)]
@@ -236,6 +239,7 @@ impl Job for Args {
         let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.flags.sampling.seed)).transpose()?;
         let fn_name = self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone()));
         let opts = self.flags.options(&self.system, self.dataset, self.latent_steps, fn_name);
+        let tools = self.tools.toolbox(self.system.style())?;
         let system = self.system.load::<B>(self.dataset, &device, self.device.dtype.dtype())?;
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,
@@ -244,7 +248,8 @@ impl Job for Args {
         };
         let progress = Progress::new(self.json);
         let mut on_event = |e: Event<'_, B>| progress.event(e);
-        let result = rmas_models::block_on(Run::new(&system, &opts, &question, None, &mut on_event).execute())?;
+        let result =
+            rmas_models::block_on(Run::new(&system, &opts, &question, tools.as_ref(), &mut on_event).execute())?;
         progress.bar.finish_and_clear();
         print_result(&result, self.json);
         Ok(())

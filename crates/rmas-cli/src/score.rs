@@ -13,6 +13,7 @@ use rmas_text::Dataset;
 use serde_json::Value;
 
 use crate::eval::{ScorerKind, report_strict};
+use crate::sandbox::ToolArgs;
 
 /// Re-score saved outputs (JSONL) with the reference's rules
 ///
@@ -46,6 +47,8 @@ pub struct Args {
     /// `correct`, and lists the lines where they disagree.
     #[arg(long, value_enum, default_value = "reference")]
     scorer: ScorerKind,
+    #[command(flatten)]
+    tools: ToolArgs,
 }
 
 /// One line's scoring job.
@@ -68,7 +71,8 @@ pub fn main(args: Args) -> Result<()> {
         let value: Value = serde_json::from_str(line).with_context(|| format!("{at}: not JSON"))?;
         jobs.push(job(&value, args.dataset.as_deref(), args.seed, jobs.len()).with_context(|| at.clone())?);
     }
-    let sandbox = PythonConfig::from_env();
+    let has_code = jobs.iter().any(|j| j.dataset.is_some_and(|d| d.mas_task() == rmas_text::MasTask::Code));
+    let sandbox = if has_code { args.tools.checked_python()? } else { args.tools.python() };
     let workers = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
     let next = AtomicUsize::new(0);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];

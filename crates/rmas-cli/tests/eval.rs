@@ -390,3 +390,41 @@ fn latent_steps_sweep_writes_a_file_per_setting_and_a_plot() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("T=2") && svg.contains("T=3"), "{svg}");
 }
+
+#[test]
+fn code_scoring_fails_closed_without_the_sandbox() {
+    let dir = scratch("sandbox");
+    let input = dir.join("in.jsonl");
+    let row = json!({"prompt": "add", "test_list": ["assert add(1, 2) == 3"], "test": "assert add(1, 2) == 3", "code": ""});
+    let line = json!({"id": 0, "dataset": "mbppplus", "prediction": "```python\ndef add(a, b):\n    return a + b\n```", "row": row});
+    std::fs::write(&input, line.to_string()).unwrap();
+    // A PATH without bubblewrap: only the interpreter is reachable.
+    let python = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(&python, bin.join("python3")).unwrap();
+    let score = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmas"));
+        cmd.args(["score", "--input", input.to_str().unwrap(), "--output", "-"]).args(extra);
+        cmd.env("PATH", &bin).env("RMAS_PYTHON", &python).env_remove("RMAS_UNSAFE_TOOLS");
+        cmd.output().unwrap()
+    };
+    let err = failed(&score(&[]));
+    assert!(
+        err.contains("sandbox is not available") && err.contains("bubblewrap") && err.contains("--unsafe-tools"),
+        "{err}"
+    );
+    let out = score(&["--unsafe-tools"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("WITHOUT isolation"), "{stderr}");
+    let first: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["correct"], json!(true), "{first}");
+
+    let doctor =
+        Command::new(env!("CARGO_BIN_EXE_rmas")).args(["doctor", "--json"]).env("PATH", &bin).output().unwrap();
+    assert!(!doctor.status.success());
+    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    assert_eq!(report["sandbox"], json!(false));
+    assert!(report["reason"].as_str().unwrap().contains("bubblewrap"), "{report}");
+}

@@ -34,16 +34,21 @@ impl Sampler {
         match self.sampling {
             Sampling::Greedy => {
                 let id = read_back(logits.argmax(1)).await?.convert::<i64>();
-                let id = id.as_slice::<i64>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0];
+                let id = host_slice::<i64>(&id, "the argmax token id")?[0];
                 Ok(id as u32)
             }
             Sampling::Sample { temperature, top_k, top_p } => {
-                let data = read_back(crate::nn::to_f32(logits)).await?.convert::<f32>();
-                let scores = data.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+                let data = read_back(rmas_kernels::f32_of(logits)).await?.convert::<f32>();
+                let scores = host_slice::<f32>(&data, "the logits")?;
                 Ok(sample_scores(scores, temperature, top_k, top_p, self.rng.random::<f64>()))
             }
         }
     }
+}
+
+/// The values of a tensor read back to the host; a device error names `what` if they are not `T`.
+fn host_slice<'a, T: burn::tensor::Element>(data: &'a TensorData, what: &str) -> Result<&'a [T]> {
+    data.as_slice::<T>().map_err(|e| ModelError::Device(format!("reading back {what}: {e:?}")))
 }
 
 /// Copies a tensor to the host without blocking the thread (required on WebGPU).
@@ -150,8 +155,8 @@ pub async fn generate<B: RmasBackend>(
         if step == 0 {
             // One scalar read per call: a NaN or infinity anywhere makes the sum non-finite, where
             // argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
-            let sum = read_back(crate::nn::to_f32(logits.clone()).sum()).await?.convert::<f32>();
-            if !sum.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0].is_finite() {
+            let sum = read_back(rmas_kernels::f32_of(logits.clone()).sum()).await?.convert::<f32>();
+            if !host_slice::<f32>(&sum, "the logits' sum")?[0].is_finite() {
                 return Err(ModelError::NonFinite);
             }
         }
@@ -160,9 +165,9 @@ pub async fn generate<B: RmasBackend>(
             out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
         }
         if opts.logprobs {
-            let lp = activation::log_softmax(crate::nn::to_f32(logits), 1).narrow(1, id as usize, 1);
+            let lp = activation::log_softmax(rmas_kernels::f32_of(logits), 1).narrow(1, id as usize, 1);
             let lp = read_back(lp).await?.convert::<f32>();
-            out.logprobs.push(lp.as_slice::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?[0]);
+            out.logprobs.push(host_slice::<f32>(&lp, "a log-probability")?[0]);
         }
         out.ids.push(id);
         let stop = on_token(&out.ids);

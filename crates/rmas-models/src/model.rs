@@ -107,9 +107,10 @@ impl<B: RmasBackend> Model<B> {
                 let mixer = match lc.mixer {
                     Mixer::Attention => LayerMixer::Attention(Attention::load(&l.at("self_attn"), c, lc)?),
                     Mixer::GatedDeltaNet => {
-                        let gdn = c
-                            .gdn
-                            .ok_or_else(|| ModelError::Input("Gated DeltaNet layer without linear_* sizes".into()))?;
+                        let gdn = c.gdn.ok_or_else(|| ModelError::Config {
+                            path: "config.json".into(),
+                            msg: format!("layer {i} is a Gated DeltaNet layer but the config has no linear_* sizes"),
+                        })?;
                         LayerMixer::Delta(GatedDeltaNet::load(&l.at("linear_attn"), c, gdn)?)
                     }
                 };

@@ -229,11 +229,6 @@ impl<B: Backend> RmsNorm<B> {
     }
 }
 
-/// Casts to f32 unless already f32.
-pub fn to_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
-}
-
 /// Gated MLP: `down(act(gate(x)) ⊙ up(x))`.
 #[derive(Clone, Debug)]
 pub struct Mlp<B: Backend> {

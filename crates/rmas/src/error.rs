@@ -178,6 +178,10 @@ pub enum RmasError {
         msg: String,
     },
 
+    /// Model-written code cannot be isolated on this machine (and isolation was not turned off).
+    #[error("{0}")]
+    Sandbox(String),
+
     /// A run option is out of its range.
     #[error("run option `{option}` {msg}")]
     InvalidOption {

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use rmas::tools::{
-    CorpusSearch, DummySearch, NetworkIsolation, PythonConfig, PythonTool, SearchBackend, SearchResult, ToolBox,
-    ToolCall, ToolKind, find_tool_call, format_search_results, has_unclosed_tool_call, sanitize_tool_result,
-    search_from_vars, stops_for_tool,
+    CorpusSearch, DummySearch, PythonConfig, PythonTool, SearchBackend, SearchResult, ToolBox, ToolCall, ToolKind,
+    find_tool_call, format_search_results, has_unclosed_tool_call, sanitize_tool_result, search_from_vars,
+    stops_for_tool,
 };
 
 fn python() -> PythonTool {
@@ -61,9 +61,7 @@ fn python_timeout_kills_everything() {
     assert_eq!(quick(500).run(&code), "[timeout] Python tool exceeded 0.5 seconds.");
     std::thread::sleep(Duration::from_millis(2000));
     assert!(!marker.exists(), "a child of the timed-out script survived");
-    if PythonTool::network_isolation() == NetworkIsolation::Namespaces {
-        assert!(!escaped.exists(), "a setsid child escaped the PID namespace");
-    }
+    assert!(!escaped.exists(), "a setsid child escaped the PID namespace");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `g_t`, `β_t` computed from the layer's raw projections (see [`gates`]), and optionally followed by
 //! the layer's gated RMSNorm of each `o_t`.
 
-use burn::tensor::{Bool, DType, Tensor, backend::Backend};
+use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use crate::{Act, f32_of};
 

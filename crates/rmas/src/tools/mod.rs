@@ -20,11 +20,15 @@ use crate::error::{Result, RmasError};
 pub mod http;
 #[cfg(not(target_family = "wasm"))]
 pub mod python;
+#[cfg(not(target_family = "wasm"))]
+pub mod sandbox;
 
 #[cfg(not(target_family = "wasm"))]
 pub use http::{HttpMethod, HttpSearch};
 #[cfg(not(target_family = "wasm"))]
-pub use python::{NetworkIsolation, PythonConfig, PythonTool};
+pub use python::{PythonConfig, PythonTool};
+#[cfg(not(target_family = "wasm"))]
+pub use sandbox::Isolation;
 
 /// Maximum characters of a tool result before truncation.
 pub const RESULT_MAX_CHARS: usize = 6000;
@@ -309,15 +313,22 @@ pub struct ToolBox {
 }
 
 impl ToolBox {
-    /// Tools configured from the environment: interpreter `RMAS_PYTHON` (default `python3`) and the
-    /// search backend of [`search_from_vars`].
+    /// Tools configured from the environment: interpreter `RMAS_PYTHON` (default `python3`, the
+    /// sandbox required unless `RMAS_UNSAFE_TOOLS=1`) and the search backend of [`search_from_vars`].
     pub fn from_env() -> Result<Self> {
+        #[cfg(not(target_family = "wasm"))]
+        return Self::with_python(PythonConfig::from_env());
+        #[cfg(target_family = "wasm")]
+        Ok(Self { search: search_from_vars(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))? })
+    }
+
+    /// The python tool with `python` and the search backend of the environment; fails (closed)
+    /// when `python` cannot isolate code here.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn with_python(python: PythonConfig) -> Result<Self> {
+        python.check_isolation().map_err(RmasError::Sandbox)?;
         let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        Ok(Self {
-            #[cfg(not(target_family = "wasm"))]
-            python: PythonTool::new(PythonConfig::from_env()),
-            search: search_from_vars(var)?,
-        })
+        Ok(Self { python: PythonTool::new(python), search: search_from_vars(var)? })
     }
 
     #[cfg(not(target_family = "wasm"))]

@@ -1,52 +1,41 @@
 //! The sandboxed `python` tool (docs/algorithm.md, "Deliberation tool loop").
 //!
 //! # Python sandbox
-//! Each call writes the release prelude + code to a fresh temporary directory and runs the
-//! interpreter (default `python3`) there, in its own process group, with a cleared environment
-//! (only `PATH`, locale and pyenv variables are kept; `HOME`/`TMPDIR` point at the scratch
-//! directory) and these limits:
-//! * time: the whole process group is SIGKILLed at the timeout (default 10 s);
-//! * memory / files: `RLIMIT_AS` (default 2 GiB), `RLIMIT_FSIZE` (64 MiB), no core dumps;
-//! * network: when `unshare` can create namespaces the process runs in new user + network + PID
-//!   namespaces (only a loopback interface; when the interpreter exits every process it started
-//!   dies with the namespace). A `sitecustomize` guard that refuses IPv4/IPv6 sockets and name
-//!   lookups is always installed as well, so machines without namespaces still get best-effort
-//!   protection;
+//! Each call writes the release prelude + code to a fresh private directory and runs the
+//! interpreter (default `python3`) on it in the sandbox of [`super::sandbox`] (bubblewrap:
+//! namespaces, a read-only minimal root, a tmpfs scratch, seccomp), in its own process group,
+//! with these limits on top:
+//! * time: the whole sandbox is killed at the timeout (default 10 s);
+//! * memory / files: `RLIMIT_AS` (default 2 GiB) per process, `RLIMIT_FSIZE` (64 MiB), at most
+//!   [`PythonConfig::scratch_bytes`] in the scratch tmpfs, 256 open files, no core dumps;
 //! * output: stdout and stderr are drained concurrently; at most `max_output_bytes` of each are
 //!   kept, the rest is discarded (so a chatty process neither blocks nor exhausts memory).
+//!
+//! Without a working sandbox the tool refuses (fail closed) unless
+//! [`PythonConfig::unsafe_no_isolation`] is set (`--unsafe-tools`), which runs the interpreter as
+//! a plain child with the environment cleared and the limits above.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rmas_text::pystr::{py_rstrip, py_strip};
 
 use super::PYTHON_PRELUDE;
+use super::sandbox::{self, Interpreter, Isolation};
 
-const SOCKET_GUARD: &str = r#"import socket as _s
-def _rmas_deny(*_a, **_k):
-    raise OSError("network access is disabled in the rmas python tool")
-def _rmas_guard(_orig):
-    def _wrapped(self, *a, **k):
-        if self.family in (_s.AF_INET, _s.AF_INET6):
-            _rmas_deny()
-        return _orig(self, *a, **k)
-    return _wrapped
-for _n in ("connect", "connect_ex", "bind", "sendto", "sendmsg"):
-    setattr(_s.socket, _n, _rmas_guard(getattr(_s.socket, _n)))
-_s.getaddrinfo = _rmas_deny
-_s.gethostbyname = _rmas_deny
-del _s, _n, _rmas_guard
-"#;
+/// The script's file name in its directory.
+const SCRIPT: &str = "script.py";
 
-/// Environment variables passed through to the interpreter.
+/// Environment variables passed to an unisolated interpreter (`--unsafe-tools`).
 const ENV_PASSTHROUGH: [&str; 6] = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYENV_ROOT", "PYENV_VERSION"];
-/// `unshare` arguments for user + network + PID namespaces.
-const UNSHARE_ARGS: [&str; 5] = ["--map-root-user", "--net", "--pid", "--fork", "--kill-child"];
+/// Open files per sandboxed process.
+const MAX_OPEN_FILES: u64 = 256;
 
 /// Settings of the python tool.
 #[derive(Clone, Debug)]
@@ -61,6 +50,10 @@ pub struct PythonConfig {
     pub max_file_size: Option<u64>,
     /// Bytes kept from each of stdout and stderr.
     pub max_output_bytes: usize,
+    /// Size of the sandbox's writable scratch (a tmpfs).
+    pub scratch_bytes: u64,
+    /// Run without isolation (`--unsafe-tools`, `RMAS_UNSAFE_TOOLS=1`): only for trusted code.
+    pub unsafe_no_isolation: bool,
 }
 
 impl Default for PythonConfig {
@@ -71,27 +64,34 @@ impl Default for PythonConfig {
             memory_limit: Some(2 << 30),
             max_file_size: Some(64 << 20),
             max_output_bytes: 256 << 10,
+            scratch_bytes: 64 << 20,
+            unsafe_no_isolation: false,
         }
     }
 }
 
 impl PythonConfig {
-    /// The default limits with the interpreter `RMAS_PYTHON` (default `python3`).
+    /// The default limits with the interpreter `RMAS_PYTHON` (default `python3`); isolation off
+    /// only when `RMAS_UNSAFE_TOOLS=1`.
     pub fn from_env() -> Self {
-        match std::env::var_os("RMAS_PYTHON").filter(|v| !v.is_empty()) {
-            Some(interpreter) => Self { interpreter: interpreter.into(), ..Self::default() },
-            None => Self::default(),
+        let interpreter = std::env::var_os("RMAS_PYTHON").filter(|v| !v.is_empty());
+        Self {
+            interpreter: interpreter.map_or_else(|| PathBuf::from("python3"), PathBuf::from),
+            unsafe_no_isolation: std::env::var("RMAS_UNSAFE_TOOLS").is_ok_and(|v| v == "1"),
+            ..Self::default()
         }
     }
-}
 
-/// How the python tool keeps scripts off the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetworkIsolation {
-    /// New user, network and PID namespaces via `unshare` (plus the socket guard).
-    Namespaces,
-    /// Only the `sitecustomize` socket guard (namespaces unavailable).
-    SocketGuard,
+    /// Whether code can run under this configuration: the sandbox works here, or isolation was
+    /// explicitly turned off. The error says what is missing and how to allow it.
+    pub fn check_isolation(&self) -> Result<(), String> {
+        match (self.unsafe_no_isolation, Isolation::probe()) {
+            (true, _) | (false, Isolation::Bubblewrap(_)) => Ok(()),
+            (false, Isolation::Unavailable(why)) => Err(format!(
+                "the python sandbox is not available: {why}. Model-written code is not run without it; pass --unsafe-tools (or set RMAS_UNSAFE_TOOLS=1) to run it unisolated at your own risk. `rmas doctor` shows what this machine offers"
+            )),
+        }
+    }
 }
 
 /// The sandboxed python tool.
@@ -109,22 +109,6 @@ impl PythonTool {
     /// The settings.
     pub fn config(&self) -> &PythonConfig {
         &self.config
-    }
-
-    /// The network isolation available on this machine (probed once per process).
-    pub fn network_isolation() -> NetworkIsolation {
-        static PROBE: OnceLock<NetworkIsolation> = OnceLock::new();
-        *PROBE.get_or_init(|| {
-            let works = Command::new("unshare")
-                .args(UNSHARE_ARGS)
-                .arg("true")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if works { NetworkIsolation::Namespaces } else { NetworkIsolation::SocketGuard }
-        })
     }
 
     /// Runs prelude + `code` and formats the result as the reference does (not yet sanitized). Never panics:
@@ -146,18 +130,12 @@ impl PythonTool {
     /// none), under this tool's limits; `None` when it ran past the timeout (it is then killed).
     pub fn run_program(&self, source: &str, stdin: Option<&[u8]>) -> std::io::Result<Option<PythonOutput>> {
         let scratch = ScratchDir::create()?;
-        let script = scratch.path.join("script.py");
-        std::fs::write(&script, source)?;
-        let site = scratch.path.join("site");
-        let work = scratch.path.join("work");
-        std::fs::create_dir(&site)?;
-        std::fs::create_dir(&work)?;
-        std::fs::write(site.join("sitecustomize.py"), SOCKET_GUARD)?;
-
-        let interpreter = find_program(&self.config.interpreter)?;
-        let mut command = self.command(&interpreter, &script, &site, &work);
+        std::fs::write(scratch.path.join(SCRIPT), source)?;
+        let (mut command, seccomp) = self.command(&scratch.path)?;
+        self.limit(&mut command);
         command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = command.spawn()?;
+        drop(seccomp);
         // Fed from a thread: a program that does not read its input must not block us.
         let feeder = stdin.zip(child.stdin.take()).map(|(bytes, mut pipe)| {
             let bytes = bytes.to_vec();
@@ -180,34 +158,48 @@ impl PythonTool {
         Ok(exited.then(|| PythonOutput { stdout, stderr, exit_code: exit_code(status) }))
     }
 
-    fn command(&self, interpreter: &Path, script: &Path, site: &Path, work: &Path) -> Command {
-        let mut cmd = match Self::network_isolation() {
-            NetworkIsolation::Namespaces => {
-                let mut cmd = Command::new("unshare");
-                cmd.args(UNSHARE_ARGS).arg(interpreter);
-                cmd
-            }
-            NetworkIsolation::SocketGuard => Command::new(interpreter),
+    /// The interpreter on the script in `dir`: sandboxed, or plain when no sandbox works here and
+    /// isolation was turned off;
+    /// with the sandbox's seccomp descriptor, to keep until the command is spawned.
+    fn command(&self, dir: &Path) -> std::io::Result<(Command, Option<OwnedFd>)> {
+        self.config.check_isolation().map_err(std::io::Error::other)?;
+        let program = sandbox::resolve_program(&self.config.interpreter)?;
+        // The sandbox whenever it works; unisolated only when it does not and the user opted out.
+        let Isolation::Bubblewrap(bwrap) = Isolation::probe() else {
+            return Ok((self.unisolated(&program, dir)?, None));
         };
-        cmd.arg(script).current_dir(work).env_clear();
+        let interpreter = Interpreter::resolve(&program)?;
+        let sandbox = sandbox::python_command(bwrap, &interpreter, dir, self.config.scratch_bytes)?;
+        let mut command = sandbox.command;
+        command.arg(format!("{}/{SCRIPT}", sandbox::SCRIPT_DIR));
+        Ok((command, Some(sandbox.seccomp)))
+    }
+
+    /// The interpreter as a plain child (`--unsafe-tools`): cleared environment, a scratch cwd.
+    fn unisolated(&self, program: &Path, dir: &Path) -> std::io::Result<Command> {
+        let work = dir.join("work");
+        std::fs::create_dir(&work)?;
+        let mut cmd = Command::new(program);
+        cmd.arg(dir.join(SCRIPT)).current_dir(&work).env_clear();
         for key in ENV_PASSTHROUGH {
             if let Some(value) = std::env::var_os(key) {
                 cmd.env(key, value);
             }
         }
-        cmd.env("HOME", work)
-            .env("TMPDIR", work)
-            .env("PYTHONPATH", site)
+        cmd.env("HOME", &work)
+            .env("TMPDIR", &work)
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONIOENCODING", "utf-8")
-            .env("OPENBLAS_NUM_THREADS", "1")
-            .env("OMP_NUM_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .env("PYTHONIOENCODING", "utf-8");
+        Ok(cmd)
+    }
+
+    /// Pipes, a process group of its own and the resource limits.
+    fn limit(&self, cmd: &mut Command) {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         let limits = [
             (libc::RLIMIT_AS, self.config.memory_limit),
             (libc::RLIMIT_FSIZE, self.config.max_file_size),
+            (libc::RLIMIT_NOFILE, Some(MAX_OPEN_FILES)),
             (libc::RLIMIT_CORE, Some(0)),
         ];
         // SAFETY: the closure only calls `setrlimit`, which is async-signal-safe.
@@ -224,18 +216,7 @@ impl PythonTool {
                 Ok(())
             });
         }
-        cmd
     }
-}
-
-/// Resolves a program name through `PATH` (paths with a `/` are taken as they are).
-fn find_program(program: &Path) -> std::io::Result<PathBuf> {
-    let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "interpreter not found");
-    if program.components().count() > 1 {
-        return if program.is_file() { Ok(program.to_path_buf()) } else { Err(not_found()) };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).ok_or_else(not_found)
 }
 
 /// Waits (without reaping) until `pid` exits or `deadline` passes; true if it exited.
