@@ -36,12 +36,12 @@ fn qwen35(c: &mut Criterion) {
     g.throughput(Throughput::Elements(512));
     g.bench_function("prefill_512", |b| {
         b.iter(|| {
-            let mut cache = model.new_cache(512).unwrap();
+            let mut cache = model.new_cache(512, 0).unwrap();
             model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap().into_data()
         })
     });
     g.throughput(Throughput::Elements(1));
-    let mut cache = model.new_cache(4096).unwrap();
+    let mut cache = model.new_cache(4096, 0).unwrap();
     model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
     g.bench_function("decode_step", |b| {
         b.iter(|| {
@@ -58,7 +58,7 @@ fn families(c: &mut Criterion) {
     for arch in ["qwen3_5", "qwen2", "qwen3", "llama", "mistral", "gemma3"] {
         let model =
             Model::<B>::load(&golden(&format!("models/{arch}/model")), &Default::default(), DType::F32).unwrap();
-        let mut cache = model.new_cache(256).unwrap();
+        let mut cache = model.new_cache(256, 0).unwrap();
         model.forward(model.embed(&[1; 64]).unwrap(), &mut cache).unwrap();
         g.bench_function(arch, |b| {
             b.iter(|| {

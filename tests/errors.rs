@@ -232,7 +232,7 @@ fn number_config_edits_never_panic() {
             let dir = edited_json(arch, &format!("number-{arch}-{i}"), &[(key, value.clone())]);
             let run = std::panic::catch_unwind(|| {
                 let Ok(model) = load(&dir) else { return };
-                let Ok(mut cache) = model.new_cache(4) else { return };
+                let Ok(mut cache) = model.new_cache(4, 0) else { return };
                 if let Ok(h) = model.embed(&[1, 2, 3, 4]).and_then(|x| model.forward(x, &mut cache)) {
                     let _ = model.logits(h);
                 }
@@ -248,11 +248,23 @@ fn number_config_edits_never_panic() {
 #[test]
 fn prompt_past_the_context_is_an_error() {
     let model = load(&golden("models/qwen3_5/model")).unwrap();
-    let mut cache = model.new_cache(8).unwrap();
+    let mut cache = model.new_cache(8, 0).unwrap();
     let err = model.forward(model.embed(&[1; 9]).unwrap(), &mut cache).unwrap_err().to_string();
     assert!(err.contains("9 positions exceeds the 8"), "{err}");
-    let err = model.new_cache(usize::MAX).unwrap_err().to_string();
+    let err = model.new_cache(usize::MAX, 0).unwrap_err().to_string();
     assert!(err.contains("max_position_embeddings"), "{err}");
+    // A sum that would wrap is past the context too, not a small cache.
+    let err = model.new_cache(usize::MAX, 2).unwrap_err().to_string();
+    assert!(err.contains("max_position_embeddings"), "{err}");
+}
+
+#[test]
+fn a_cache_larger_than_memory_is_refused_before_allocating() {
+    // A hostile config's context window (2^62) with a huge budget: estimated, not allocated.
+    let dir = edited_json("qwen3", "huge-context", &[("max_position_embeddings", serde_json::json!(1u64 << 62))]);
+    let model = load(&dir).unwrap();
+    let err = model.new_cache(16, 1 << 40).unwrap_err().to_string();
+    assert!(err.contains("bytes available") && err.contains("--max-new-tokens"), "{err}");
 }
 
 #[test]

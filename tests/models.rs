@@ -43,7 +43,7 @@ fn full_forward<B: RmasBackend>(device: &B::Device) {
         let case = format!("models/{arch}");
         let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let ids = g.ids("input_ids");
-        let mut cache = model.new_cache(ids.len()).unwrap();
+        let mut cache = model.new_cache(ids.len(), 0).unwrap();
         let states = model.forward_traced(model.embed(&ids).unwrap(), &mut cache).unwrap();
         let expected: Tensor<B, 3> = g.tensor("hidden_states", device);
         assert_eq!(states.len(), expected.dims()[0], "{arch}: number of hidden states");
@@ -63,7 +63,7 @@ fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
         let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let ids = g.ids("input_ids");
         let n = 70;
-        let mut cache = model.new_cache(ids.len()).unwrap();
+        let mut cache = model.new_cache(ids.len(), 0).unwrap();
         let mut rows = vec![model.forward(model.embed(&ids[..n]).unwrap(), &mut cache).unwrap()];
         for &id in &ids[n..] {
             rows.push(model.forward(model.embed(&[id]).unwrap(), &mut cache).unwrap());
@@ -83,7 +83,7 @@ fn prefill_then_decode<B: RmasBackend>(device: &B::Device) {
 
 /// `n` greedy tokens after `prompt`, with their log-probabilities (no stop ids).
 fn greedy<B: RmasBackend>(model: &Model<B>, prompt: &[u32], n: usize) -> Generation {
-    let mut cache = model.new_cache(prompt.len() + n).unwrap();
+    let mut cache = model.new_cache(prompt.len(), n).unwrap();
     let opts = GenerateOptions { max_new_tokens: n, stop_ids: vec![], logprobs: true };
     let mut sampler = Sampler::new(Sampling::Greedy, 0);
     block_on(generate(model, model.embed(prompt).unwrap(), &mut cache, &opts, &mut sampler, |_| false)).unwrap()
@@ -110,7 +110,7 @@ fn config_variants<B: RmasBackend>(device: &B::Device) {
         let case = format!("variants/{name}");
         let ((g, model), tol) = (open::<B>(&case, device), logit_tol(&case));
         let prompt = g.ids("prompt_ids");
-        let mut cache = model.new_cache(prompt.len()).unwrap();
+        let mut cache = model.new_cache(prompt.len(), 0).unwrap();
         let states = model.forward(model.embed(&prompt).unwrap(), &mut cache).unwrap(); // [T, hidden]
         let last = model.logits(rmas_models::generate::last_row(states)); // [1, vocab]
         assert_close(
@@ -137,12 +137,12 @@ fn cached_rollout_equals_recompute<B: RmasBackend>(device: &B::Device) {
         let (g, model) = open::<B>(&format!("models/{arch}"), device);
         let prompt = model.embed(&g.ids("gen_prompt_ids")).unwrap();
         let steps = 5;
-        let mut cache = model.new_cache(prompt.dims()[0] + steps).unwrap();
+        let mut cache = model.new_cache(prompt.dims()[0], steps).unwrap();
         let mut h = rmas_models::generate::last_row(model.forward(prompt.clone(), &mut cache).unwrap());
         let mut seq = prompt;
         for step in 0..steps {
             seq = Tensor::cat(vec![seq, h.clone()], 0);
-            let mut fresh = model.new_cache(seq.dims()[0]).unwrap();
+            let mut fresh = model.new_cache(seq.dims()[0], 0).unwrap();
             let recomputed = rmas_models::generate::last_row(model.forward(seq.clone(), &mut fresh).unwrap());
             h = rmas_models::generate::last_row(model.forward(h, &mut cache).unwrap());
             assert_close(&format!("{arch} latent step {step}"), h.clone(), recomputed, 1e-4, 1e-3);

@@ -187,4 +187,8 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     fn max_buffer_bytes(device: &Self::Device) -> u64 {
         B::max_buffer_bytes(device)
     }
+
+    fn available_bytes(device: &Self::Device) -> Option<u64> {
+        B::available_bytes(device)
+    }
 }

@@ -118,6 +118,11 @@ pub trait RmasBackend: Backend {
         u64::MAX
     }
 
+    /// Memory the device can still give, in bytes, where the backend knows it.
+    fn available_bytes(_device: &Self::Device) -> Option<u64> {
+        None
+    }
+
     /// `x·w` for activations `x` `[M, K]` and a layer's weight stored `[K, N]`.
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
         linear::reference(x, w)
@@ -184,6 +189,14 @@ impl RmasBackend for burn::backend::NdArray {
 
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
         linear::cpu::logits(h, m)
+    }
+
+    /// The host's `MemAvailable` (Linux).
+    fn available_bytes(_device: &Self::Device) -> Option<u64> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
     }
 }
 

@@ -67,12 +67,12 @@ impl Job for Args {
         let ids: Vec<u32> = (0..self.prompt_len as u32).map(|i| (i * 7919) % 200_000).collect();
 
         // Warm-up: compiles kernels (JIT backends) for both shapes.
-        let mut cache = model.new_cache(self.prompt_len + self.decode_steps + 8)?;
+        let mut cache = model.new_cache(self.prompt_len, self.decode_steps + 8)?;
         let h = model.forward(model.embed(&ids)?, &mut cache)?;
         let _ = model.logits(last_row(h)).argmax(1).into_data();
         let _ = model.logits(model.forward(model.embed(&[1])?, &mut cache)?).argmax(1).into_data();
 
-        let mut cache = model.new_cache(self.prompt_len + self.decode_steps + 8)?;
+        let mut cache = model.new_cache(self.prompt_len, self.decode_steps + 8)?;
         let t = Instant::now();
         let h = model.forward(model.embed(&ids)?, &mut cache)?;
         let mut id = read_id::<B>(model.logits(last_row(h)));

@@ -81,7 +81,7 @@ impl Job for Args {
         let mut stop_ids = tokenizer.generation_eos_ids().to_vec();
         stop_ids.extend(tokenizer.eos_token_id());
         let opts = GenerateOptions { max_new_tokens: self.max_new_tokens, stop_ids, logprobs: self.logprobs };
-        let mut cache = model.new_cache(prompt_ids.len() + self.max_new_tokens)?;
+        let mut cache = model.new_cache(prompt_ids.len(), self.max_new_tokens)?;
         let mut sampler = Sampler::new(self.sampling.sampling(), self.sampling.seed);
         let mut printed = 0;
         let json = self.json;

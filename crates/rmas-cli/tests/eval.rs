@@ -395,7 +395,8 @@ fn latent_steps_sweep_writes_a_file_per_setting_and_a_plot() {
 fn code_scoring_fails_closed_without_the_sandbox() {
     let dir = scratch("sandbox");
     let input = dir.join("in.jsonl");
-    let row = json!({"prompt": "add", "test_list": ["assert add(1, 2) == 3"], "test": "assert add(1, 2) == 3", "code": ""});
+    let row =
+        json!({"prompt": "add", "test_list": ["assert add(1, 2) == 3"], "test": "assert add(1, 2) == 3", "code": ""});
     let line = json!({"id": 0, "dataset": "mbppplus", "prediction": "```python\ndef add(a, b):\n    return a + b\n```", "row": row});
     std::fs::write(&input, line.to_string()).unwrap();
     // A PATH without bubblewrap: only the interpreter is reachable.

@@ -32,6 +32,11 @@ pub enum ModelError {
     /// A sequence would not fit the cache or the model's context window.
     #[error("sequence of {needed} positions exceeds the {limit} available ({what})")]
     ContextOverflow { needed: usize, limit: usize, what: &'static str },
+    /// A cache would not fit the device (estimated before allocating it).
+    #[error(
+        "a cache of {capacity} positions needs {needed} bytes ({what}), more than the {limit} bytes available; lower --max-new-tokens or --latent-steps"
+    )]
+    CacheTooLarge { capacity: usize, needed: u64, limit: u64, what: &'static str },
     /// The device failed to execute or read back a tensor.
     #[error("device error: {0}")]
     Device(String),

@@ -164,9 +164,11 @@ impl<B: RmasBackend> Model<B> {
         self.dtype
     }
 
-    /// An empty cache holding up to `capacity` positions.
-    pub fn new_cache(&self, capacity: usize) -> Result<Cache<B>> {
+    /// An empty cache for `prompt` positions and `new_positions` more, checked against the context
+    /// window and the memory it would need before anything is allocated.
+    pub fn new_cache(&self, prompt: usize, new_positions: usize) -> Result<Cache<B>> {
         let c = &self.config;
+        let capacity = prompt.checked_add(new_positions).unwrap_or(usize::MAX);
         if capacity > c.max_positions {
             return Err(ModelError::ContextOverflow {
                 needed: capacity,
@@ -174,6 +176,7 @@ impl<B: RmasBackend> Model<B> {
                 what: "max_position_embeddings",
             });
         }
+        self.check_cache_fits(capacity)?;
         let layers = self
             .layers
             .iter()
@@ -189,6 +192,27 @@ impl<B: RmasBackend> Model<B> {
             })
             .collect();
         Ok(Cache { layers, len: 0, capacity })
+    }
+
+    /// Estimates a cache of `capacity` positions before it is allocated: one layer's K buffer
+    /// must fit one device buffer, and all of them the memory the device has left (where known).
+    fn check_cache_fits(&self, capacity: usize) -> Result<()> {
+        let c = &self.config;
+        let attention_layers = self.layers.iter().filter(|l| matches!(l.mixer, LayerMixer::Attention(_))).count();
+        let per_buffer = [c.num_kv_heads, capacity, c.head_dim, self.dtype.size()]
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .unwrap_or(u64::MAX);
+        let total = per_buffer.saturating_mul(2 * attention_layers as u64);
+        let too_large = |needed, limit, what| ModelError::CacheTooLarge { capacity, needed, limit, what };
+        let max_buffer = B::max_buffer_bytes(&self.device);
+        if per_buffer > max_buffer {
+            return Err(too_large(per_buffer, max_buffer, "one layer's keys in one device buffer"));
+        }
+        match B::available_bytes(&self.device) {
+            Some(available) if total > available => Err(too_large(total, available, "keys and values of every layer")),
+            _ => Ok(()),
+        }
     }
 
     /// Input embeddings `[T, H]` of token ids (Gemma 3: scaled by √H).

@@ -56,6 +56,15 @@ enum Value {
 }
 
 impl Value {
+    /// This value and everything in it, counted (recursion is bounded by [`MAX_DEPTH`]).
+    fn nodes(&self) -> usize {
+        1 + match self {
+            Self::Tuple(items) | Self::List(items) => items.iter().map(Value::nodes).sum(),
+            Self::Dict(items) => items.iter().map(|(k, v)| k.nodes() + v.nodes()).sum(),
+            _ => 0,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::None => "None",
@@ -87,6 +96,11 @@ impl Value {
         }
     }
 }
+
+/// The deepest nesting of pickled values (a state dict needs a handful of levels).
+const MAX_DEPTH: usize = 64;
+/// Values memo GETs may copy in all (a state dict copies a few per tensor).
+const MAX_MEMO_NODES: usize = 1 << 20;
 
 /// How many times its own size a checkpoint's entries may expand to when decompressed.
 const MAX_EXPANSION: u64 = 16;
@@ -200,11 +214,16 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<TensorData, String> {
 }
 
 /// The pickle virtual machine (stack, marks, memo).
+///
+/// Every value carries its nesting depth, bounded by [`MAX_DEPTH`] (deep values would overflow the
+/// stack when dropped or printed), and the values that memo GETs copy count against
+/// [`MAX_MEMO_NODES`] (the only way a pickle can grow faster than its own length).
 #[derive(Default)]
 struct Machine {
-    stack: Vec<Value>,
+    stack: Vec<(Value, usize)>,
     marks: Vec<usize>,
-    memo: HashMap<u32, Value>,
+    memo: HashMap<u32, (Value, usize)>,
+    copied_nodes: usize,
 }
 
 impl Machine {
@@ -218,11 +237,11 @@ impl Machine {
                 0x95 => drop(r.take(8)?),                  // FRAME
                 b'.' => return self.pop(),                 // STOP
                 b'(' => self.marks.push(self.stack.len()), // MARK
-                b'N' => self.stack.push(Value::None),
-                0x88 | 0x89 => self.stack.push(Value::Bool), // NEWTRUE, NEWFALSE
-                b'J' => self.stack.push(Value::Int(i32::from_le_bytes(r.array()?) as i64)),
-                b'K' => self.stack.push(Value::Int(r.byte()? as i64)),
-                b'M' => self.stack.push(Value::Int(u16::from_le_bytes(r.array()?) as i64)),
+                b'N' => self.leaf(Value::None),
+                0x88 | 0x89 => self.leaf(Value::Bool), // NEWTRUE, NEWFALSE
+                b'J' => self.leaf(Value::Int(i32::from_le_bytes(r.array()?) as i64)),
+                b'K' => self.leaf(Value::Int(r.byte()? as i64)),
+                b'M' => self.leaf(Value::Int(u16::from_le_bytes(r.array()?) as i64)),
                 0x8a => {
                     // LONG1: little-endian two's complement of n bytes.
                     let n = r.byte()? as usize;
@@ -232,46 +251,46 @@ impl Machine {
                     }
                     let mut buf = [if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 }; 8];
                     buf[..n].copy_from_slice(bytes);
-                    self.stack.push(Value::Int(i64::from_le_bytes(buf)));
+                    self.leaf(Value::Int(i64::from_le_bytes(buf)));
                 }
                 b'G' => {
                     r.take(8)?;
-                    self.stack.push(Value::Float);
+                    self.leaf(Value::Float);
                 }
                 b'X' => {
                     let n = u32::from_le_bytes(r.array()?) as usize;
-                    self.stack.push(Value::Str(r.utf8(n)?));
+                    self.leaf(Value::Str(r.utf8(n)?));
                 }
                 0x8c => {
                     let n = r.byte()? as usize;
-                    self.stack.push(Value::Str(r.utf8(n)?));
+                    self.leaf(Value::Str(r.utf8(n)?));
                 }
                 0x8d => {
                     let n = u64::from_le_bytes(r.array()?) as usize;
-                    self.stack.push(Value::Str(r.utf8(n)?));
+                    self.leaf(Value::Str(r.utf8(n)?));
                 }
                 b'C' => {
                     let n = r.byte()? as usize;
-                    self.stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                    self.leaf(Value::Bytes(r.take(n)?.to_vec()));
                 }
                 b'B' => {
                     let n = u32::from_le_bytes(r.array()?) as usize;
-                    self.stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                    self.leaf(Value::Bytes(r.take(n)?.to_vec()));
                 }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new()), 1)?,
+                b']' => self.push(Value::List(Vec::new()), 1)?,
+                b'}' => self.push(Value::Dict(Vec::new()), 1)?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push_tuple(items)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let items = self.stack.split_off(self.stack.len().checked_sub(n).ok_or("pickle: stack underflow")?);
-                    self.stack.push(Value::Tuple(items));
+                    self.push_tuple(items)?;
                 }
                 b'a' => {
-                    let item = self.pop()?;
+                    let item = self.pop_item()?;
                     self.extend_list(vec![item])?;
                 }
                 b'e' => {
@@ -279,8 +298,8 @@ impl Machine {
                     self.extend_list(items)?;
                 }
                 b's' => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
+                    let value = self.pop_item()?;
+                    let key = self.pop_item()?;
                     self.extend_dict(vec![key, value])?;
                 }
                 b'u' => {
@@ -290,13 +309,13 @@ impl Machine {
                 b'c' => {
                     let module = r.line()?;
                     let name = r.line()?;
-                    self.stack.push(Value::Global(format!("{module}.{name}")));
+                    self.leaf(Value::Global(format!("{module}.{name}")));
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(format!("{m}.{n}"))),
+                        (Value::Str(m), Value::Str(n)) => self.leaf(Value::Global(format!("{m}.{n}"))),
                         _ => return Err("pickle: STACK_GLOBAL needs two strings".into()),
                     }
                 }
@@ -306,13 +325,13 @@ impl Machine {
                 b'h' => self.get(r.byte()? as u32)?,
                 b'j' => self.get(u32::from_le_bytes(r.array()?))?,
                 b'Q' => {
-                    let pid = self.pop()?;
-                    self.stack.push(persistent_load(pid)?);
+                    let (pid, depth) = self.pop_item()?;
+                    self.push(persistent_load(pid)?, depth)?;
                 }
                 b'R' => {
-                    let args = self.pop()?;
+                    let (args, depth) = self.pop_item()?;
                     let callable = self.pop()?;
-                    self.stack.push(reduce(callable, args)?);
+                    self.push(reduce(callable, args)?, depth)?;
                 }
                 // BUILD: object state (an OrderedDict's `_metadata`) is not part of the tensors.
                 b'b' => drop(self.pop()?),
@@ -321,11 +340,34 @@ impl Machine {
         }
     }
 
+    /// A value that holds no other.
+    fn leaf(&mut self, value: Value) {
+        self.stack.push((value, 0));
+    }
+
+    fn push(&mut self, value: Value, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("pickle: values nest deeper than {MAX_DEPTH} levels"));
+        }
+        self.stack.push((value, depth));
+        Ok(())
+    }
+
+    /// A tuple of `items`, one level deeper than the deepest.
+    fn push_tuple(&mut self, items: Vec<(Value, usize)>) -> Result<(), String> {
+        let depth = 1 + items.iter().map(|i| i.1).max().unwrap_or(0);
+        self.push(Value::Tuple(items.into_iter().map(|i| i.0).collect()), depth)
+    }
+
     fn pop(&mut self) -> Result<Value, String> {
+        self.pop_item().map(|i| i.0)
+    }
+
+    fn pop_item(&mut self) -> Result<(Value, usize), String> {
         self.stack.pop().ok_or_else(|| "pickle: stack underflow".to_string())
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<(Value, usize)>, String> {
         let mark = self.marks.pop().ok_or("pickle: no MARK")?;
         if mark > self.stack.len() {
             return Err("pickle: MARK beyond the stack".into());
@@ -333,24 +375,36 @@ impl Machine {
         Ok(self.stack.split_off(mark))
     }
 
-    fn extend_list(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.stack.last_mut() {
-            Some(Value::List(list)) => {
-                list.extend(items);
+    /// The container on top of the stack, which gets items at most `deepest` levels deep.
+    fn grow_top(&mut self, deepest: usize) -> Result<&mut Value, String> {
+        let (top, depth) = self.stack.last_mut().ok_or("pickle: APPEND or SETITEM on an empty stack")?;
+        *depth = (*depth).max(deepest + 1);
+        if *depth > MAX_DEPTH {
+            return Err(format!("pickle: values nest deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(top)
+    }
+
+    fn extend_list(&mut self, items: Vec<(Value, usize)>) -> Result<(), String> {
+        let deepest = items.iter().map(|i| i.1).max().unwrap_or(0);
+        match self.grow_top(deepest)? {
+            Value::List(list) => {
+                list.extend(items.into_iter().map(|i| i.0));
                 Ok(())
             }
-            other => Err(format!("pickle: APPEND to a {}", other.map_or("nothing", |v| v.kind()))),
+            other => Err(format!("pickle: APPEND to a {}", other.kind())),
         }
     }
 
-    fn extend_dict(&mut self, items: Vec<Value>) -> Result<(), String> {
-        let Some(Value::Dict(dict)) = self.stack.last_mut() else {
-            return Err("pickle: SETITEM on something that is not a dict".into());
-        };
+    fn extend_dict(&mut self, items: Vec<(Value, usize)>) -> Result<(), String> {
         if !items.len().is_multiple_of(2) {
             return Err("pickle: SETITEMS with an odd number of values".into());
         }
-        let mut it = items.into_iter();
+        let deepest = items.iter().map(|i| i.1).max().unwrap_or(0);
+        let Value::Dict(dict) = self.grow_top(deepest)? else {
+            return Err("pickle: SETITEM on something that is not a dict".into());
+        };
+        let mut it = items.into_iter().map(|i| i.0);
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             dict.push((k, v));
         }
@@ -363,9 +417,15 @@ impl Machine {
         Ok(())
     }
 
+    /// Pushes a copy of a memo value, counting its nodes against [`MAX_MEMO_NODES`].
     fn get(&mut self, slot: u32) -> Result<(), String> {
-        let value = self.memo.get(&slot).ok_or_else(|| format!("pickle: memo slot {slot} is empty"))?.clone();
-        self.stack.push(value);
+        let (value, depth) = self.memo.get(&slot).ok_or_else(|| format!("pickle: memo slot {slot} is empty"))?;
+        self.copied_nodes = self.copied_nodes.saturating_add(value.nodes());
+        if self.copied_nodes > MAX_MEMO_NODES {
+            return Err(format!("pickle: memo references copy more than {MAX_MEMO_NODES} values (a memo bomb?)"));
+        }
+        let item = (value.clone(), *depth);
+        self.stack.push(item);
         Ok(())
     }
 }
@@ -447,5 +507,41 @@ impl<'a> Reader<'a> {
         let text = self.utf8(len)?;
         self.pos += 1;
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memo_bomb_stops_at_the_copy_budget() {
+        // A list memoized, then 40 times: two copies of the memo value in a tuple, memoized again:
+        // 2^40 nodes from 200 bytes if copies were free.
+        let mut code = b"]q\x00".to_vec();
+        for _ in 0..40 {
+            code.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        code.push(b'.');
+        let err = Machine::default().run(&code).unwrap_err();
+        assert!(err.contains("memo bomb"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let mut code = vec![b')'];
+        code.extend(std::iter::repeat_n(0x85, 1_000_000)); // TUPLE1, a million times
+        code.push(b'.');
+        let err = Machine::default().run(&code).unwrap_err();
+        assert!(err.contains("nest deeper than 64"), "{err}");
+        // Lists grown by APPEND count too.
+        let mut code = b"]".to_vec();
+        for _ in 0..100 {
+            code.extend_from_slice(b"]");
+        }
+        code.extend(std::iter::repeat_n(b'a', 100));
+        code.push(b'.');
+        let err = Machine::default().run(&code).unwrap_err();
+        assert!(err.contains("nest deeper"), "{err}");
     }
 }

@@ -157,7 +157,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let latents = if steps == 0 {
             Tensor::zeros([0, model.config().hidden_size], (model.device(), model.dtype()))
         } else {
-            let mut cache = model.new_cache(input.dims()[0] + steps)?;
+            let mut cache = model.new_cache(input.dims()[0], steps)?;
             let mut h = last_row(model.forward(input.clone(), &mut cache)?);
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
             for step in 0..steps {
@@ -229,7 +229,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             return Ok(Vec::new());
         }
         let model = &agent.model;
-        let mut cache = model.new_cache(input.dims()[0] + max_new_tokens)?;
+        let mut cache = model.new_cache(input.dims()[0], max_new_tokens)?;
         let opts = GenerateOptions {
             max_new_tokens,
             stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(),

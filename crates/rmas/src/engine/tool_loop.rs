@@ -28,6 +28,7 @@ impl<B: RmasBackend> Run<'_, '_, B> {
             agent.tokenizer.generation_eos_ids().iter().copied().chain(agent.tokenizer.eos_token_id()).collect();
         let (mut text, mut cursor, mut calls, mut budget) = (String::new(), 0usize, 0usize, self.opts.max_new_tokens);
         let mut all_ids = Vec::new();
+        let loop_started = Instant::now();
         // Each continuation is one generate call of the reference, recorded as its own text stage.
         while budget > 0 {
             let started = Instant::now();
@@ -64,7 +65,12 @@ impl<B: RmasBackend> Run<'_, '_, B> {
                     break;
                 }
                 let started = Instant::now();
-                let result = toolbox.run(&call);
+                // One time budget for all of a question's calls, besides each call's own limit.
+                let result = if started.duration_since(loop_started) < tools::TOOL_TIME_BUDGET {
+                    toolbox.run(&call)
+                } else {
+                    format!("[tool time budget of {} s exhausted]", tools::TOOL_TIME_BUDGET.as_secs())
+                };
                 let ms = started.elapsed().as_secs_f64() * 1e3;
                 self.stages.push(StageRecord { round, role, kind: StageKind::Tool { call: call.body.clone() }, ms });
                 text.push_str(&format!(" <result> {result} </result>"));

@@ -1,5 +1,6 @@
 //! A JSON search endpoint for the `search` tool.
 
+use std::io::Read;
 use std::time::Duration;
 
 use super::{SEARCH_TOP_K, SearchBackend, SearchResult, format_search_results};
@@ -14,6 +15,11 @@ pub enum HttpMethod {
     Get,
 }
 
+/// The largest search response read.
+const MAX_BODY_BYTES: u64 = 4 << 20;
+/// The whole request (connect, send, read) of one search call.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A JSON search endpoint answering `{"results": [{"title", "url", "content"}, …]}` (or a bare
 /// array of such objects).
 #[derive(Clone, Debug)]
@@ -27,7 +33,7 @@ pub struct HttpSearch {
 impl HttpSearch {
     /// An endpoint; `api_key` is sent as `Authorization: Bearer …`.
     pub fn new(url: impl Into<String>, method: HttpMethod, api_key: Option<String>) -> Self {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let agent = ureq::AgentBuilder::new().timeout(REQUEST_TIMEOUT).build();
         Self { url: url.into(), method, api_key, agent }
     }
 
@@ -52,7 +58,17 @@ impl HttpSearch {
             ureq::Error::Status(code, r) => search_error("HTTPError", format!("{code} {}", r.status_text())),
             ureq::Error::Transport(t) => search_error("ConnectionError", t),
         })?;
-        let json: serde_json::Value = response.into_json().map_err(|e| search_error("ValueError", e))?;
+        // The body is read up to a cap: a hostile endpoint must not exhaust memory.
+        let mut body = Vec::new();
+        response
+            .into_reader()
+            .take(MAX_BODY_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| search_error("ConnectionError", e))?;
+        if body.len() as u64 > MAX_BODY_BYTES {
+            return Err(search_error("ValueError", format!("response larger than {MAX_BODY_BYTES} bytes")));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| search_error("ValueError", e))?;
         Ok(parse_search_json(&json))
     }
 }
@@ -74,6 +90,7 @@ fn parse_search_json(json: &serde_json::Value) -> Vec<SearchResult> {
     };
     items
         .iter()
+        .take(SEARCH_TOP_K)
         .map(|item| SearchResult {
             title: field(item, &["title"]),
             url: field(item, &["url", "link"]),

@@ -34,6 +34,8 @@ pub use sandbox::Isolation;
 pub const RESULT_MAX_CHARS: usize = 6000;
 /// Tool calls allowed per final generation.
 pub const MAX_TOOL_ROUNDS: usize = 5;
+/// Wall time all tool calls of one question may take together (each call also has its own limit).
+pub const TOOL_TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
 /// The release's prelude prepended to every python tool script.
 pub const PYTHON_PRELUDE: &str = "import math\nimport itertools\nimport functools\nimport fractions\nimport statistics\ntry:\n    import sympy as sp\nexcept Exception:\n    sp = None\n\n";
 
@@ -124,13 +126,29 @@ pub fn stops_for_tool(tokenizer: &Tokenizer, ids: &[u32], input_rows: usize) -> 
 
 /// Escapes `</result>` and truncates to [`RESULT_MAX_CHARS`] characters with a note of the rest.
 pub fn sanitize_tool_result(result: &str) -> String {
-    let escaped = result.replace("</result>", "< /result>");
+    let escaped = escape_control_tokens(&result.replace("</result>", "< /result>"));
     let total = escaped.chars().count();
     if total <= RESULT_MAX_CHARS {
         return escaped;
     }
     let kept: String = escaped.chars().take(RESULT_MAX_CHARS).collect();
     format!("{kept}\n... [truncated {} chars]", total - RESULT_MAX_CHARS)
+}
+
+/// Breaks every chat control token in tool output (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`,
+/// `[INST]`, `</s>`, …) with a zero-width space after its first character, so that text from a
+/// script or a web page cannot end the turn or open another role when the tokenizer reads it.
+pub fn escape_control_tokens(text: &str) -> String {
+    static CONTROL: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"<\|[^<>|\s]{1,64}\|>|</?(?:s|bos|eos|pad|unk|start_of_turn|end_of_turn|start_of_image|end_of_image)>|\[/?(?:INST|SYSTEM_PROMPT|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS)\]")
+            .expect("constant regex")
+    });
+    CONTROL
+        .replace_all(text, |m: &regex::Captures<'_>| {
+            let token = &m[0];
+            format!("{}\u{200b}{}", &token[..1], &token[1..])
+        })
+        .into_owned()
 }
 
 /// One search hit.
