@@ -168,7 +168,7 @@ impl<B: RmasBackend> Model<B> {
     /// window and the memory it would need before anything is allocated.
     pub fn new_cache(&self, prompt: usize, new_positions: usize) -> Result<Cache<B>> {
         let c = &self.config;
-        let capacity = prompt.checked_add(new_positions).unwrap_or(usize::MAX);
+        let capacity = prompt.saturating_add(new_positions);
         if capacity > c.max_positions {
             return Err(ModelError::ContextOverflow {
                 needed: capacity,
