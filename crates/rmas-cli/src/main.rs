@@ -24,6 +24,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   rmas score --input outputs.jsonl --output scored.jsonl --dataset gsm8k
 ///   rmas generate --model Qwen/Qwen3.5-2B --prompt "Hello" --chat
 ///   rmas generate --demo --prompt "Hello" --json
+///   rmas doctor                                       can model-written code run isolated here?
 ///
 /// Models and systems resolve through the Hugging Face cache (HF_HOME, HF_HUB_CACHE); set
 /// HF_HUB_OFFLINE=1 to never touch the network.
