@@ -23,7 +23,7 @@ use rmas_text::{Dataset, MasTask};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
-use crate::sandbox::ToolArgs;
+use crate::sandbox::{ToolArgs, toolbox};
 
 /// Run a system over a benchmark and score it as the reference does
 ///
@@ -205,11 +205,11 @@ impl Job for Args {
         let source = data_file.as_ref().map_or_else(|| format!("hub:{split}"), |p| p.display().to_string());
 
         // The sandbox is checked before any model loads: code answers and tool calls fail closed.
-        let sandbox =
-            if dataset.mas_task() == MasTask::Code { self.tools.checked_python()? } else { self.tools.python() };
-        let tools = self.tools.toolbox(self.system.style())?;
+        let style = self.system.style();
+        let sandbox = self.tools.python(dataset.mas_task() == MasTask::Code || style.spec().tool_loop)?;
+        let tools = toolbox(style, &sandbox)?;
         let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
-        let spec = self.system.style().spec();
+        let spec = style.spec();
         let (method, mas_shape) = (spec.record_method, spec.record_shape);
         let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() {
             vec![None]

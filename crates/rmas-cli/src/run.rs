@@ -17,7 +17,7 @@ use rmas_text::RowQuestion;
 use rmas_text::{Dataset, Style, Task};
 
 use crate::backend::{DeviceArgs, Job, dispatch};
-use crate::sandbox::ToolArgs;
+use crate::sandbox::{ToolArgs, toolbox};
 
 /// Sampling flags (HF semantics: temperature → top-k → top-p → multinomial).
 #[derive(clap::Args, Clone, Debug)]
@@ -239,7 +239,8 @@ impl Job for Args {
         let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.flags.sampling.seed)).transpose()?;
         let fn_name = self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone()));
         let opts = self.flags.options(&self.system, self.dataset, self.latent_steps, fn_name);
-        let tools = self.tools.toolbox(self.system.style())?;
+        let style = self.system.style();
+        let tools = toolbox(style, &self.tools.python(style.spec().tool_loop)?)?;
         let system = self.system.load::<B>(self.dataset, &device, self.device.dtype.dtype())?;
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,

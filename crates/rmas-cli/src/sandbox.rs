@@ -17,33 +17,30 @@ pub struct ToolArgs {
 }
 
 impl ToolArgs {
-    /// The python tool's settings (`RMAS_PYTHON`, `RMAS_UNSAFE_TOOLS`) under this flag; warns when
-    /// code will run unisolated.
-    pub fn python(&self) -> PythonConfig {
+    /// The python tool's settings (`RMAS_PYTHON`, `RMAS_UNSAFE_TOOLS`) under this flag, checked
+    /// when code will run (`code_runs`: the run fails closed before any model loads); warns once
+    /// when code will run unisolated.
+    pub fn python(&self, code_runs: bool) -> Result<PythonConfig> {
         let mut config = PythonConfig::from_env();
         config.unsafe_no_isolation |= self.unsafe_tools;
+        if code_runs {
+            config.check_isolation().map_err(anyhow::Error::msg)?;
+        }
         if config.unsafe_no_isolation
             && let Isolation::Unavailable(why) = Isolation::probe()
         {
             eprintln!("warning: model-written code runs WITHOUT isolation (--unsafe-tools): {why}");
         }
-        config
-    }
-
-    /// The checked sandbox settings for code that will surely run (code datasets).
-    pub fn checked_python(&self) -> Result<PythonConfig> {
-        let config = self.python();
-        config.check_isolation().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
+}
 
-    /// The deliberation tools for a style whose final agent calls them, checked up front.
-    pub fn toolbox(&self, style: Style) -> Result<Option<ToolBox>> {
-        if !style.spec().tool_loop {
-            return Ok(None);
-        }
-        Ok(Some(ToolBox::with_python(self.python())?))
+/// The deliberation tools with `python`, for a style whose final agent calls them.
+pub fn toolbox(style: Style, python: &PythonConfig) -> Result<Option<ToolBox>> {
+    if !style.spec().tool_loop {
+        return Ok(None);
     }
+    Ok(Some(ToolBox::with_python(python.clone())?))
 }
 
 /// Report which isolation features this machine offers for model-written code

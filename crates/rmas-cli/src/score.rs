@@ -72,7 +72,7 @@ pub fn main(args: Args) -> Result<()> {
         jobs.push(job(&value, args.dataset.as_deref(), args.seed, jobs.len()).with_context(|| at.clone())?);
     }
     let has_code = jobs.iter().any(|j| j.dataset.is_some_and(|d| d.mas_task() == rmas_text::MasTask::Code));
-    let sandbox = if has_code { args.tools.checked_python()? } else { args.tools.python() };
+    let sandbox = args.tools.python(has_code)?;
     let workers = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
     let next = AtomicUsize::new(0);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];

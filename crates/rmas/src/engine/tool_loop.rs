@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::tools::{self, ToolBox};
 
 impl<B: RmasBackend> Run<'_, '_, B> {
-    /// The deliberation toolcaller's generation with `<python>` / `<search>` calls .
+    /// The deliberation toolcaller's generation with `<python>` / `<search>` calls.
     pub(super) async fn tool_loop(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<(String, Vec<u32>)> {
         let own_tools;
         let toolbox = match self.tools {

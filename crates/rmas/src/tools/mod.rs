@@ -321,6 +321,11 @@ pub fn search_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Box<dyn 
     Ok(Box::new(DummySearch))
 }
 
+/// The search backend of the process environment ([`search_from_vars`] over non-empty variables).
+fn search_from_env() -> Result<Box<dyn SearchBackend>> {
+    search_from_vars(|key: &str| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
 /// The tools of the deliberation toolcaller.
 pub struct ToolBox {
     /// The python tool.
@@ -337,7 +342,7 @@ impl ToolBox {
         #[cfg(not(target_family = "wasm"))]
         return Self::with_python(PythonConfig::from_env());
         #[cfg(target_family = "wasm")]
-        Ok(Self { search: search_from_vars(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))? })
+        Ok(Self { search: search_from_env()? })
     }
 
     /// The python tool with `python` and the search backend of the environment; fails (closed)
@@ -345,8 +350,7 @@ impl ToolBox {
     #[cfg(not(target_family = "wasm"))]
     pub fn with_python(python: PythonConfig) -> Result<Self> {
         python.check_isolation().map_err(RmasError::Sandbox)?;
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        Ok(Self { python: PythonTool::new(python), search: search_from_vars(var)? })
+        Ok(Self { python: PythonTool::new(python), search: search_from_env()? })
     }
 
     #[cfg(not(target_family = "wasm"))]

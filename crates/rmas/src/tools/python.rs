@@ -159,8 +159,8 @@ impl PythonTool {
     }
 
     /// The interpreter on the script in `dir`: sandboxed, or plain when no sandbox works here and
-    /// isolation was turned off;
-    /// with the sandbox's seccomp descriptor, to keep until the command is spawned.
+    /// isolation was turned off; with the sandbox's seccomp descriptor, to keep until the command
+    /// is spawned.
     fn command(&self, dir: &Path) -> std::io::Result<(Command, Option<OwnedFd>)> {
         self.config.check_isolation().map_err(std::io::Error::other)?;
         let program = sandbox::resolve_program(&self.config.interpreter)?;

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -147,7 +148,19 @@ pub fn command(
     cmd.args(["--size", &work_bytes.to_string(), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR]);
     cmd.args(["--clearenv", "--setenv", "HOME", WORK_DIR, "--setenv", "TMPDIR", WORK_DIR]);
     cmd.arg("--setenv").arg("PATH").arg(format!("{}:/usr/bin:/bin", bin.display()));
-    cmd.args(["--setenv", "LANG", "C.UTF-8", "--seccomp", &seccomp.as_raw_fd().to_string()]);
+    let fd = seccomp.as_raw_fd();
+    cmd.args(["--setenv", "LANG", "C.UTF-8", "--seccomp", &fd.to_string()]);
+    // The descriptor is close-on-exec everywhere but in this command's child, so no other process
+    // spawned meanwhile (another sandbox on another thread) inherits it.
+    // SAFETY: the closure only calls `fcntl`, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     // The root itself (a tmpfs bwrap builds the tree on) becomes read-only last.
     cmd.args(extra).args(["--remount-ro", "/"]).arg(program);
     Ok(SandboxCommand { command: cmd, seccomp })
@@ -246,14 +259,14 @@ pub fn seccomp_program() -> Vec<libc::sock_filter> {
     program
 }
 
-/// A memory file holding [`seccomp_program`], inheritable by the bwrap child.
+/// A memory file holding [`seccomp_program`] (close-on-exec; [`command`] lets its child keep it).
 fn seccomp_fd() -> std::io::Result<OwnedFd> {
     let program = seccomp_program();
     // SAFETY: `sock_filter` is plain old data; the slice covers exactly the program's bytes.
     let bytes =
         unsafe { std::slice::from_raw_parts(program.as_ptr().cast::<u8>(), std::mem::size_of_val(program.as_slice())) };
-    // SAFETY: a constant NUL-terminated name; flags 0 keeps the descriptor across exec.
-    let fd = unsafe { libc::memfd_create(c"rmas-seccomp".as_ptr(), 0) };
+    // SAFETY: a constant NUL-terminated name and valid flags.
+    let fd = unsafe { libc::memfd_create(c"rmas-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
