@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
+use rmas::tools::cgroup::MAX_TREE_PROCESSES;
 use rmas::tools::sandbox::{Interpreter, find_in_path, seccomp_program};
-use rmas::tools::{Isolation, PythonConfig, ToolBox};
+use rmas::tools::{Isolation, PythonConfig, ToolBox, TreeLimits};
 use rmas_text::Style;
 use serde_json::json;
 
@@ -60,7 +61,7 @@ pub fn doctor(args: DoctorArgs) -> Result<()> {
         .and_then(|p| Interpreter::resolve(&p))
         .map_err(|e| e.to_string());
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().map(|s| s.trim().to_owned());
-    let cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let tree = TreeLimits::probe();
     let (ok, why) = match isolation {
         Isolation::Bubblewrap(_) => (true, None),
         Isolation::Unavailable(why) => (false, Some(why.clone())),
@@ -72,13 +73,15 @@ pub fn doctor(args: DoctorArgs) -> Result<()> {
             "bubblewrap": bwrap.as_ref().map(|p| p.display().to_string()),
             "max_user_namespaces": userns,
             "seccomp_filter_instructions": seccomp_program().len(),
-            "cgroup2": cgroup2,
+            "tree_limits": match tree {
+                TreeLimits::Cgroup { version, .. } => json!({"cgroup": version, "max_processes": MAX_TREE_PROCESSES}),
+                TreeLimits::Unavailable(why) => json!({"error": why}),
+            },
             "interpreter": interpreter.as_ref().map(|i| json!({"executable": i.executable, "prefix": i.prefix})).map_err(Clone::clone).unwrap_or_else(|e| json!({"error": e})),
             "unsafe_tools_env": config.unsafe_no_isolation,
         });
         println!("{report}");
     } else {
-        let yes = |b: bool| if b { "yes" } else { "no" };
         println!("python sandbox:        {}", if ok { "available (bubblewrap)" } else { "NOT available" });
         if let Some(why) = &why {
             println!("  why:                 {why}");
@@ -90,7 +93,7 @@ pub fn doctor(args: DoctorArgs) -> Result<()> {
             seccomp_program().len()
         );
         println!("namespaces:            user, mount, pid, net, ipc, uts, cgroup (with the sandbox)");
-        println!("cgroup v2:             {} (not used: limits are per process, see SECURITY.md)", yes(cgroup2));
+        println!("whole-tree limits:     {}", tree.describe());
         match &interpreter {
             Ok(i) => println!("interpreter:           {} (prefix {})", i.executable.display(), i.prefix.display()),
             Err(e) => println!("interpreter:           {} — {e}", config.interpreter.display()),

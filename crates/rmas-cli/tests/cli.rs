@@ -36,6 +36,47 @@ fn demo_run_json_matches_the_library_demo() {
 }
 
 #[test]
+fn non_finite_latents_name_the_agent_and_round() {
+    // The planner's norms give NaN (rms_norm_eps < 0), so its latents are NaN: the run must stop
+    // at its rollout, naming it, instead of passing NaN messages on and decoding token 0.
+    let hub = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/golden/systems/sequential-light-r2/hub");
+    let snapshots = hub.join("models--RecursiveMAS--Sequential-Light-Planner-Qwen3-1.7B/snapshots");
+    let snapshot = std::fs::read_dir(&snapshots).unwrap().next().unwrap().unwrap().path();
+    let tmp = std::env::temp_dir().join(format!("rmas-cli-nan-latents-{}", std::process::id()));
+    let planner = tmp.join("planner");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&planner).unwrap();
+    for entry in std::fs::read_dir(&snapshot).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), planner.join(entry.file_name())).unwrap();
+    }
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(planner.join("config.json")).unwrap()).unwrap();
+    config["rms_norm_eps"] = serde_json::json!(-1e30);
+    std::fs::write(planner.join("config.json"), config.to_string()).unwrap();
+    let description = tmp.join("nan.toml");
+    let toml = format!(
+        "style = \"sequential_light\"\n[[agents]]\nrole = \"planner\"\nsource = \"{}\"\ninner_link = \"adapter(math).pt\"\n",
+        planner.display()
+    );
+    std::fs::write(&description, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rmas"))
+        .args(["run", "--system", description.to_str().unwrap(), "--question", "1+1?", "--backend", "cpu"])
+        .args(["--greedy", "--max-new-tokens", "4"])
+        .env("NO_COLOR", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", &hub)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("agent planner computed non-finite latents in round 1"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
 fn offline_style_without_cache_names_the_repo() {
     let home = std::env::temp_dir().join(format!("rmas-cli-empty-hf-{}", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_rmas"))

@@ -40,12 +40,12 @@ pub enum ModelError {
     /// The device failed to execute or read back a tensor.
     #[error("device error: {0}")]
     Device(String),
-    /// The model computed NaN or infinite logits (bad weights or config values, e.g. NaN tensors or
-    /// a negative `rms_norm_eps`, or non-finite inputs).
+    /// The model computed NaN or infinite values (bad weights or config values, e.g. NaN tensors or
+    /// a negative `rms_norm_eps`, or non-finite inputs); `what` names them (logits, latents).
     #[error(
-        "the model computed non-finite logits (NaN or infinity): its weights or config values (e.g. rms_norm_eps) or its inputs hold non-finite numbers"
+        "the model computed non-finite {what} (NaN or infinity): its weights or config values (e.g. rms_norm_eps) or its inputs hold non-finite numbers"
     )]
-    NonFinite,
+    NonFinite { what: &'static str },
     /// An input row has the wrong width or a token id is outside the vocabulary.
     #[error("invalid input: {0}")]
     Input(String),

@@ -59,6 +59,20 @@ where
     t.into_data_async().await.map_err(|e| ModelError::Device(format!("{e:?}")))
 }
 
+/// Fails with [`ModelError::NonFinite`] naming `what` if `t` holds a NaN or an infinity. One
+/// scalar is read back: any NaN or infinity makes the f32 sum non-finite (finite model values
+/// are far too small for the sum to overflow).
+pub async fn check_finite<B: burn::tensor::backend::Backend, const D: usize>(
+    t: Tensor<B, D>,
+    what: &'static str,
+) -> Result<()> {
+    let sum = read_back(rmas_kernels::f32_of(t).sum()).await?.convert::<f32>();
+    match host_slice::<f32>(&sum, what)?[0].is_finite() {
+        true => Ok(()),
+        false => Err(ModelError::NonFinite { what }),
+    }
+}
+
 /// HF's warper chain on host scores, then inverse-CDF sampling with `u ∈ [0, 1)`.
 pub fn sample_scores(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
     let mut s: Vec<f32> =
@@ -153,12 +167,8 @@ pub async fn generate<B: RmasBackend>(
     for step in 0..opts.max_new_tokens {
         let logits = model.logits(h);
         if step == 0 {
-            // One scalar read per call: a NaN or infinity anywhere makes the sum non-finite, where
-            // argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
-            let sum = read_back(rmas_kernels::f32_of(logits.clone()).sum()).await?.convert::<f32>();
-            if !host_slice::<f32>(&sum, "the logits' sum")?[0].is_finite() {
-                return Err(ModelError::NonFinite);
-            }
+            // Where argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
+            check_finite(logits.clone(), "logits").await?;
         }
         let id = sampler.sample(logits.clone()).await?;
         if step == 0 {

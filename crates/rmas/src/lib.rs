@@ -13,7 +13,7 @@ pub mod eval;
 pub mod hub;
 pub mod link;
 pub mod options;
-mod pt;
+pub mod pt;
 pub mod source;
 pub mod system;
 pub mod tools;

@@ -175,3 +175,45 @@ fn memory_is_limited_per_process_and_children_die_with_the_sandbox() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(!marker.exists());
 }
+
+/// The tree limits (a cgroup per run) when this machine offers them; else says so in the test
+/// output (CI logs show it) and returns `None`.
+fn tree_limited(memory: u64) -> Option<PythonTool> {
+    sandboxed();
+    if let rmas::tools::TreeLimits::Unavailable(why) = rmas::tools::TreeLimits::probe() {
+        let _ = writeln!(std::io::stderr(), "NOT TESTED here: whole-tree limits are unavailable: {why}");
+        return None;
+    }
+    Some(PythonTool::new(PythonConfig {
+        memory_limit: Some(memory),
+        timeout: std::time::Duration::from_secs(20),
+        ..PythonConfig::default()
+    }))
+}
+
+#[test]
+fn memory_is_limited_over_the_whole_tree() {
+    // Three children of 200 MiB each stay under the 384 MiB per-process limit, but not together.
+    let Some(tool) = tree_limited(384 << 20) else { return };
+    let code = "import subprocess, sys\n\
+        child = 'import time\\nb = bytearray(200 * 1024**2)\\nfor i in range(0, len(b), 4096): b[i] = 1\\nprint(\"held\", flush=True)\\ntime.sleep(3)'\n\
+        ps = [subprocess.Popen([sys.executable, '-c', child], stdout=subprocess.PIPE) for _ in range(3)]\n\
+        print(sum(p.communicate()[0].count(b'held') for p in ps))";
+    let out = tool.run(code);
+    let held: usize = out.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    assert!(held < 3, "three 200 MiB children held together under a 384 MiB tree limit: {out}");
+}
+
+#[test]
+fn processes_are_limited_over_the_whole_tree() {
+    let Some(tool) = tree_limited(2 << 30) else { return };
+    let code = "import os, time\nn = 0\ntry:\n    for _ in range(200):\n        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('refused', e.errno)\nprint('forked', n)";
+    let out = tool.run(code);
+    let forked: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("forked "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(out.contains(&format!("refused {}", libc::EAGAIN)), "{out}");
+    assert!(forked < rmas::tools::cgroup::MAX_TREE_PROCESSES, "{out}");
+}

@@ -77,7 +77,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                         self.generate_text(role, round, incoming.clone()).await?;
                     }
                 }
-                let latents = self.rollout(role, round, incoming)?;
+                let latents = self.rollout(role, round, incoming).await?;
                 for edge in spec.edges_from(role) {
                     let message = self.message(role, round, edge.key, &latents)?;
                     inbox.entry(edge.target).or_default().push((edge.slot, message));
@@ -146,8 +146,9 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     }
 
     /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
-    /// Nothing is read back to the host.
-    fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
+    /// One scalar is read back at the end: NaN or infinite latents fail here, naming the agent
+    /// and round, instead of poisoning every later agent.
+    async fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: false });
         let steps = self.opts.latent_steps;
@@ -170,6 +171,9 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 }
             }
             let (hidden, latents) = (Tensor::cat(hs, 0), Tensor::cat(zs, 0));
+            rmas_models::generate::check_finite(latents.clone(), "latents")
+                .await
+                .map_err(|e| self.stage_error(e, role, round))?;
             (self.on_event)(Event::Rollout { round, role, input: &input, hidden: &hidden, latents: &latents });
             latents
         };
@@ -193,7 +197,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let prompt = retry.prompt(&text);
         let agent = self.system.agent(role)?;
         let input = agent.model.embed(&agent.tokenizer.encode(&prompt, true)?)?;
-        let cont = self.decode(&agent, input, retry.max_new_tokens, |_, _| false).await?;
+        let cont = self.decode(&agent, round, input, retry.max_new_tokens, |_, _| false).await?;
         let answer = format!("{prompt}{}", agent.tokenizer.decode(&cont, true)?);
         self.finish(round, role, StageKind::Retry { ids: cont }, started);
         Ok((answer, ids))
@@ -211,7 +215,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let agent = self.system.agent(role)?;
         let input = self.prompt_rows(&agent, round, slots)?;
         (self.on_event)(Event::GenerateInput { round, role, input: &input });
-        let ids = self.decode(&agent, input, self.opts.max_new_tokens, |_, _| false).await?;
+        let ids = self.decode(&agent, round, input, self.opts.max_new_tokens, |_, _| false).await?;
         let text = agent.tokenizer.decode_generated(&ids)?;
         self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
         Ok((text, ids))
@@ -221,6 +225,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     pub(super) async fn decode(
         &mut self,
         agent: &Agent<B>,
+        round: usize,
         input: Tensor<B, 2>,
         max_new_tokens: usize,
         mut stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
@@ -242,17 +247,21 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             stop(&agent.tokenizer, ids)
         })
         .await
-        .map_err(|e| match e {
-            rmas_models::ModelError::NonFinite => RmasError::InvalidSystem {
+        .map_err(|e| self.stage_error(e, agent.role, round))?;
+        Ok(out.ids)
+    }
+
+    /// A model error of `role`'s stage in `round`; non-finite values name the agent and stage.
+    fn stage_error(&self, e: rmas_models::ModelError, role: Role, round: usize) -> RmasError {
+        match e {
+            rmas_models::ModelError::NonFinite { what } => RmasError::InvalidSystem {
                 system: self.system.style.to_string(),
                 msg: format!(
-                    "agent {} computed non-finite logits when generating its text: NaN or infinity in its weights or config (e.g. rms_norm_eps), or in the latent messages it received",
-                    agent.role
+                    "agent {role} computed non-finite {what} in round {round}: NaN or infinity in its weights or config (e.g. rms_norm_eps), or in the latent messages it received"
                 ),
             },
             other => other.into(),
-        })?;
-        Ok(out.ids)
+        }
     }
 
     pub(super) fn finish(&mut self, round: usize, role: Role, kind: StageKind, started: Instant) {

@@ -47,7 +47,7 @@ impl<B: RmasBackend> Run<'_, '_, B> {
             let rows = input.dims()[0];
             let mut tool_stop = false;
             let ids = self
-                .decode(&agent, input, budget, |tok, ids| {
+                .decode(&agent, round, input, budget, |tok, ids| {
                     tool_stop = tools::stops_for_tool(tok, ids, rows);
                     tool_stop
                 })

@@ -17,12 +17,16 @@ use rmas_text::pystr::{is_py_space, py_rstrip, py_strip};
 use crate::error::{Result, RmasError};
 
 #[cfg(not(target_family = "wasm"))]
+pub mod cgroup;
+#[cfg(not(target_family = "wasm"))]
 pub mod http;
 #[cfg(not(target_family = "wasm"))]
 pub mod python;
 #[cfg(not(target_family = "wasm"))]
 pub mod sandbox;
 
+#[cfg(not(target_family = "wasm"))]
+pub use cgroup::TreeLimits;
 #[cfg(not(target_family = "wasm"))]
 pub use http::{HttpMethod, HttpSearch};
 #[cfg(not(target_family = "wasm"))]

@@ -8,6 +8,9 @@
 //! * time: the whole sandbox is killed at the timeout (default 10 s);
 //! * memory / files: `RLIMIT_AS` (default 2 GiB) per process, `RLIMIT_FSIZE` (64 MiB), at most
 //!   [`PythonConfig::scratch_bytes`] in the scratch tmpfs, 256 open files, no core dumps;
+//! * the whole tree: where a cgroup can be made ([`super::cgroup`]), the memory limit holds for
+//!   all the script's processes together and at most [`MAX_TREE_PROCESSES`] exist at once;
+//!   elsewhere a non-root user gets `RLIMIT_NPROC` (its processes now + that many);
 //! * output: stdout and stderr are drained concurrently; at most `max_output_bytes` of each are
 //!   kept, the rest is discarded (so a chatty process neither blocks nor exhausts memory).
 //!
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use rmas_text::pystr::{py_rstrip, py_strip};
 
 use super::PYTHON_PRELUDE;
+use super::cgroup::{MAX_TREE_PROCESSES, RunCgroup, TreeLimits};
 use super::sandbox::{self, Interpreter, Isolation};
 
 /// The script's file name in its directory.
@@ -132,7 +136,9 @@ impl PythonTool {
         let scratch = ScratchDir::create()?;
         std::fs::write(scratch.path.join(SCRIPT), source)?;
         let (mut command, seccomp) = self.command(&scratch.path)?;
-        self.limit(&mut command);
+        // Dropped last: kills whatever of the tree is left and removes the cgroup.
+        let cgroup = TreeLimits::probe().create(self.config.memory_limit, MAX_TREE_PROCESSES)?;
+        self.limit(&mut command, cgroup.as_ref());
         command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = command.spawn()?;
         drop(seccomp);
@@ -155,6 +161,7 @@ impl PythonTool {
         let grace = Instant::now() + Duration::from_millis(500);
         let (stdout, stderr) = (OutputReader::finish(stdout, grace), OutputReader::finish(stderr, grace));
         drop(feeder);
+        drop(cgroup);
         Ok(exited.then(|| PythonOutput { stdout, stderr, exit_code: exit_code(status) }))
     }
 
@@ -193,18 +200,28 @@ impl PythonTool {
         Ok(cmd)
     }
 
-    /// Pipes, a process group of its own and the resource limits.
-    fn limit(&self, cmd: &mut Command) {
+    /// Pipes, a process group of its own, the run's cgroup (joined before the sandbox starts)
+    /// and the resource limits.
+    fn limit(&self, cmd: &mut Command, cgroup: Option<&RunCgroup>) {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let join = cgroup.map(RunCgroup::join_fds).unwrap_or_default();
+        // Without a cgroup, a non-root user's process count is the only bound on a fork bomb
+        // (root is exempt from RLIMIT_NPROC).
+        // SAFETY: `getuid` cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let nproc = (cgroup.is_none() && uid != 0).then(|| processes_of(uid) + MAX_TREE_PROCESSES);
         let limits = [
             (libc::RLIMIT_AS, self.config.memory_limit),
             (libc::RLIMIT_FSIZE, self.config.max_file_size),
             (libc::RLIMIT_NOFILE, Some(MAX_OPEN_FILES)),
             (libc::RLIMIT_CORE, Some(0)),
+            (libc::RLIMIT_NPROC, nproc),
         ];
-        // SAFETY: the closure only calls `setrlimit`, which is async-signal-safe.
+        // SAFETY: the closure only writes to the open `cgroup.procs` descriptors and calls
+        // `setrlimit`, both async-signal-safe; the cgroup outlives the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                RunCgroup::join(&join)?;
                 for (resource, limit) in limits {
                     if let Some(limit) = limit {
                         let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
@@ -217,6 +234,21 @@ impl PythonTool {
             });
         }
     }
+}
+
+/// How many processes the real user `uid` has now (from `/proc`).
+fn processes_of(uid: libc::uid_t) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let owned = |status: &str| {
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        line.split_whitespace().nth(1)?.parse::<libc::uid_t>().ok()
+    };
+    let count = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| std::fs::read_to_string(e.path().join("status")).ok().as_deref().and_then(owned) == Some(uid))
+        .count();
+    count as u64
 }
 
 /// Waits (without reaping) until `pid` exits or `deadline` passes; true if it exited.
