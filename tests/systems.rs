@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::tensor::{DType, Tensor};
-use rmas::engine::{Event, Run, StageKind};
+use rmas::engine::{AnswerStream, Event, Run, StageKind};
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::system::SystemSpec;
@@ -140,7 +140,10 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
         let fn_name = expected["mbpp_fn_names"].get(q).and_then(Value::as_str);
         let opts = RunOptions { fn_name: fn_name.map(str::to_owned), ..opts.clone() };
         let mut seen: Vec<(String, Tensor<B, 2>)> = Vec::new();
-        let mut on_event = |e: Event<'_, B>| match e {
+        // What `rmas run` prints and `rmas serve` streams while the answer is generated.
+        let mut stream = AnswerStream::new(system.style, opts.rounds);
+        let mut streamed = String::new();
+        let mut record = |e: Event<'_, B>| match e {
             Event::Rollout { round, role, input, hidden, latents } => {
                 let key = format!("q{q}/r{round}/{}", role.key());
                 seen.push((format!("{key}/rollout_input_embeds"), input.clone()));
@@ -159,8 +162,18 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
             }
             _ => {}
         };
+        let mut on_event = |e: Event<'_, B>| {
+            streamed.extend(stream.push(&e));
+            record(e)
+        };
         let result =
             block_on(Run::new(&system, &opts, question.as_str().unwrap(), None, &mut on_event).execute()).unwrap();
+        let during_run = streamed.len();
+        streamed.extend(stream.finish(&result.answer));
+        assert_eq!(streamed, result.answer, "{name} q{q}: the streamed answer is the answer");
+        if !system.style.spec().tool_loop && !result.answer.is_empty() {
+            assert!(during_run > 0, "{name} q{q}: the answer streamed while it was generated");
+        }
         for (key, tensor) in seen {
             assert_close(&format!("{name} {key}"), tensor, g.tensor(&key, device), ATOL, RTOL);
             seen_keys.push(key);

@@ -8,6 +8,7 @@ mod generate;
 mod run;
 mod sandbox;
 mod score;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   rmas score --input outputs.jsonl --output scored.jsonl --dataset gsm8k
 ///   rmas generate --model Qwen/Qwen3.5-2B --prompt "Hello" --chat
 ///   rmas generate --demo --prompt "Hello" --json
+///   rmas serve --demo --port 8080                     OpenAI-compatible API at http://127.0.0.1:8080/v1
 ///   rmas doctor                                       can model-written code run isolated here?
 ///
 /// Models and systems resolve through the Hugging Face cache (HF_HOME, HF_HUB_CACHE); set
@@ -42,6 +44,8 @@ enum Command {
     // `eval` and `score` take their help (summary and examples) from their argument structs.
     Eval(eval::Args),
     Score(score::Args),
+    /// Serve a system over an OpenAI-compatible HTTP API (POST /v1/chat/completions, streaming too).
+    Serve(serve::Args),
     /// Generate text with one agent model (any supported family).
     Generate(generate::Args),
     /// Measure prefill/decode speed of a real-size Qwen3.5 with random weights.
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Score(args) => score::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::Generate(args) => generate::main(args),
         Command::Bench(args) => bench::main(args),
         Command::Doctor(args) => sandbox::doctor(args),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::DType;
 use chrono::{Local, NaiveDate};
 use indicatif::{ProgressBar, ProgressStyle};
-use rmas::engine::{Event, LoadedSystem, Run, RunResult, StageKind};
+use rmas::engine::{AnswerStream, Event, LoadedSystem, Run, StageKind};
 use rmas::hub::Hub;
 use rmas::options::{RunOptions, RunOverrides};
 use rmas::system::SystemSpec;
@@ -35,7 +35,7 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = rmas::options::DEFAULT_TOP_K)]
     top_k: usize,
     /// RNG seed, set once before the first stage.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = rmas::options::DEFAULT_SEED)]
     pub seed: u64,
 }
 
@@ -83,6 +83,16 @@ impl SystemArgs {
             (Some(path), _) => path.display().to_string(),
             (None, true) => "demo".to_owned(),
             (None, false) => self.style().key().to_owned(),
+        }
+    }
+
+    /// The run options of this system on `dataset`: the released system's recommended settings
+    /// (the demo's for `--demo`) under `overrides`.
+    pub fn options(&self, dataset: Dataset, chat_date: NaiveDate, overrides: &RunOverrides) -> RunOptions {
+        if self.demo {
+            RunOptions { dataset, ..rmas::demo::run_options(chat_date) }.overridden(overrides)
+        } else {
+            RunOptions::released(self.style(), dataset, chat_date, overrides)
         }
     }
 
@@ -163,12 +173,7 @@ impl RunFlags {
             fn_name,
             summarize_every_round: self.skip_intermediate_text.then_some(false),
         };
-        let chat_date = self.chat_date.unwrap_or_else(|| Local::now().date_naive());
-        if system.demo {
-            RunOptions { dataset, ..rmas::demo::run_options(chat_date) }.overridden(&overrides)
-        } else {
-            RunOptions::released(system.style(), dataset, chat_date, &overrides)
-        }
+        system.options(dataset, self.chat_date.unwrap_or_else(|| Local::now().date_naive()), &overrides)
     }
 }
 
@@ -248,11 +253,26 @@ impl Job for Args {
             (None, None) => rmas::demo::QUESTION.to_owned(),
         };
         let progress = Progress::new(self.json);
-        let mut on_event = |e: Event<'_, B>| progress.event(e);
+        // The answer is printed as it is generated (all at the end with --json).
+        let mut stream = (!self.json).then(|| AnswerStream::new(system.style, opts.rounds));
+        let mut on_event = |e: Event<'_, B>| {
+            if let Some(delta) = stream.as_mut().and_then(|s| s.push(&e)) {
+                progress.print_answer(&delta);
+            }
+            progress.event(e)
+        };
         let result =
             rmas_models::block_on(Run::new(&system, &opts, &question, tools.as_ref(), &mut on_event).execute())?;
         progress.bar.finish_and_clear();
-        print_result(&result, self.json);
+        match stream {
+            Some(mut stream) => {
+                if let Some(rest) = stream.finish(&result.answer) {
+                    progress.print_answer(&rest);
+                }
+                println!();
+            }
+            None => println!("{}", result.to_json()),
+        }
         Ok(())
     }
 }
@@ -264,9 +284,11 @@ pub fn spinner(msg: String) -> ProgressBar {
     bar
 }
 
-/// The live stage display.
+/// The live stage display, and the answer as it is generated.
 struct Progress {
     bar: ProgressBar,
+    /// Whether the answer started printing (the stage display is gone then).
+    answering: std::cell::Cell<bool>,
 }
 
 impl Progress {
@@ -274,7 +296,17 @@ impl Progress {
         let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
         bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("constant template"));
         bar.enable_steady_tick(Duration::from_millis(120));
-        Self { bar }
+        Self { bar, answering: std::cell::Cell::new(false) }
+    }
+
+    /// Prints answer text to stdout as it comes; the stage display ends at the first piece.
+    fn print_answer(&self, delta: &str) {
+        use std::io::Write;
+        if !self.answering.replace(true) {
+            self.bar.finish_and_clear();
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(delta.as_bytes()).and_then(|()| out.flush());
     }
 
     fn event<B: RmasBackend>(&self, e: Event<'_, B>) {
@@ -288,7 +320,7 @@ impl Progress {
             Event::LatentStep { round, role, step } => {
                 self.bar.set_message(format!("round {round} · {role} · latent step {step}"))
             }
-            Event::StageEnd(record) => {
+            Event::StageEnd(record) if !self.answering.get() => {
                 let what = match &record.kind {
                     StageKind::Latent { steps } => format!("{steps} latent steps"),
                     StageKind::Text { ids } | StageKind::Retry { ids } => {
@@ -305,14 +337,6 @@ impl Progress {
             }
             _ => {}
         }
-    }
-}
-
-fn print_result(result: &RunResult, json: bool) {
-    if json {
-        println!("{}", result.to_json());
-    } else {
-        println!("{}", result.answer);
     }
 }
 

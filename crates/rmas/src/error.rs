@@ -182,6 +182,10 @@ pub enum RmasError {
     #[error("{0}")]
     Sandbox(String),
 
+    /// The run was stopped from outside (a client went away, a time limit passed).
+    #[error("the run was cancelled")]
+    Cancelled,
+
     /// A run option is out of its range.
     #[error("run option `{option}` {msg}")]
     InvalidOption {

@@ -70,6 +70,8 @@ pub struct RunOverrides {
 
 /// HF `generate`'s top-k when a repo sets none (docs/algorithm.md, "Text generation").
 pub const DEFAULT_TOP_K: usize = 50;
+/// The sampling seed when none is given (`rmas run --seed`, a request without `seed`).
+pub const DEFAULT_SEED: u64 = 42;
 
 impl RunOptions {
     /// A released system's run on `dataset`: the recommended T, R, budget, temperature, top-p and

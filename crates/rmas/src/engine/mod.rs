@@ -4,8 +4,10 @@
 mod events;
 mod loaded;
 mod run;
+mod stream;
 mod tool_loop;
 
 pub use events::{Event, RunResult, StageKind, StageRecord};
 pub use loaded::{Agent, AgentLoader, LoadedSystem};
 pub use run::Run;
+pub use stream::AnswerStream;

@@ -3,6 +3,7 @@
 //! answer retry (docs/algorithm.md, "Round loop"; the tool loop is in `tool_loop.rs`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::Tensor;
 use rmas_models::RmasBackend;
@@ -26,6 +27,7 @@ pub struct Run<'s, 'e, B: RmasBackend> {
     pub(super) on_event: &'e mut dyn FnMut(Event<'_, B>),
     pub(super) stages: Vec<StageRecord>,
     pub(super) tools: Option<&'s ToolBox>,
+    pub(super) cancel: Option<&'s AtomicBool>,
 }
 
 /// Incoming messages of a prompt, by slot.
@@ -48,6 +50,22 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             on_event,
             stages: Vec::new(),
             tools,
+            cancel: None,
+        }
+    }
+
+    /// Stops the run with [`RmasError::Cancelled`] once `flag` is set (checked before each stage,
+    /// latent step and token).
+    pub fn cancelled_by(mut self, flag: &'s AtomicBool) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// [`RmasError::Cancelled`] once the run was asked to stop.
+    fn check_cancelled(&self) -> Result<()> {
+        match self.cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            true => Err(RmasError::Cancelled),
+            false => Ok(()),
         }
     }
 
@@ -67,6 +85,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let mut inbox: BTreeMap<Role, Slots<B>> = BTreeMap::new();
         for round in 1..=rounds {
             for &role in spec.roles {
+                self.check_cancelled()?;
                 let incoming = inbox.remove(&role).unwrap_or_default();
                 if role == final_role {
                     if round == rounds {
@@ -162,6 +181,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             let mut h = last_row(model.forward(input.clone(), &mut cache)?);
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
             for step in 0..steps {
+                self.check_cancelled()?;
                 let e = agent.inner.forward(h.clone()).cast(model.dtype());
                 hs.push(h.clone());
                 zs.push(e.clone());
@@ -240,14 +260,16 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(),
             logprobs: false,
         };
-        let on_event = &mut self.on_event;
+        let (on_event, cancel) = (&mut self.on_event, self.cancel);
+        let cancelled = || cancel.is_some_and(|flag| flag.load(Ordering::Relaxed));
         let out = generate(model, input, &mut cache, &opts, &mut self.sampler, |ids| {
             let id = *ids.last().expect("called after a token");
             on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
-            stop(&agent.tokenizer, ids)
+            stop(&agent.tokenizer, ids) || cancelled()
         })
         .await
         .map_err(|e| self.stage_error(e, agent.role, round))?;
+        self.check_cancelled()?;
         Ok(out.ids)
     }
 
