@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-60}"
-targets=(pt safetensors config chat_template)
+targets=(pt safetensors config chat_template gguf)
 fixtures=../tests/fixtures
 
 # Seeds, named by content so a rerun adds nothing twice.
@@ -19,6 +19,9 @@ seed() {
 while IFS= read -r f; do seed pt "$f"; done < <(find -L "$fixtures" -name '*.pt' -size -2M)
 while IFS= read -r f; do seed safetensors "$f"; done < <(find -L "$fixtures" \( -name '*.safetensors' -o -name '*.index.json' \) -size -2M)
 while IFS= read -r f; do seed config "$f"; done < <(find -L "$fixtures" -name config.json)
+# gguf: an empty version-3 header (no tensors, no metadata) to grow from.
+mkdir -p corpus/gguf
+printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >corpus/gguf/seed-empty
 # chat_template inputs: tokenizer_config.json, a NUL, then chat_template.jinja.
 while IFS= read -r config; do
   dir=$(dirname "$config") input=$(mktemp)

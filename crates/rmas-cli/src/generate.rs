@@ -17,7 +17,8 @@ use crate::run::SamplingArgs;
 /// Generate text with one agent model.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
-    /// A Hugging Face repo id (resolved through the HF cache) or a local checkpoint directory.
+    /// A Hugging Face repo id (resolved through the HF cache), a local checkpoint directory, or a
+    /// GGUF file (`*.gguf`, llama architecture; dequantized on load).
     #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
     model: Option<String>,
     /// Use a built-in tiny random-weight Qwen3.5 (no download; its text is gibberish).
@@ -141,6 +142,12 @@ fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -
 /// Loads a checkpoint directory or a Hub repo (downloading with progress unless HF_HUB_OFFLINE=1).
 fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result<(Model<B>, Tokenizer)> {
     let local = PathBuf::from(model);
+    if local.extension().is_some_and(|e| e == "gguf") {
+        let spinner = crate::run::spinner(format!("loading {}", local.display()));
+        let loaded = rmas::system::load::load_gguf(&local, device, dtype)?;
+        spinner.finish_and_clear();
+        return Ok(loaded);
+    }
     let dir = if local.is_dir() {
         local
     } else {

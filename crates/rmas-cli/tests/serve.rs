@@ -4,11 +4,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod common;
 
 const QUESTION: &str = "What is 2+3?";
 
@@ -141,35 +142,11 @@ fn rmas_run_answer(q: &str) -> String {
     String::from_utf8(out.stdout).unwrap().strip_suffix('\n').unwrap().to_owned()
 }
 
-/// A python interpreter with the official `openai` package: the system one if it has it, else a
-/// virtual environment made once under the target directory (from PyPI).
-fn openai_python() -> PathBuf {
-    let has_openai = |python: &std::path::Path| {
-        Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
-    };
-    if has_openai("python3".as_ref()) {
-        return "python3".into();
-    }
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-    let python = venv.join("bin/python");
-    if !has_openai(&python) {
-        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
-        assert!(made.is_ok_and(|s| s.success()), "cannot make a python venv (install python3-venv) for the OpenAI SDK");
-        let installed = Command::new(&python).args(["-m", "pip", "install", "-q", "openai>=1.40,<4"]).status();
-        assert!(
-            installed.is_ok_and(|s| s.success()),
-            "cannot install the OpenAI python SDK from PyPI into {}",
-            venv.display()
-        );
-    }
-    python
-}
-
 #[test]
 fn the_openai_sdk_gets_rmas_runs_answer_plain_and_streamed() {
     let server = Server::start(&["--api-key", "sk-test"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/openai_client.py");
-    let out = Command::new(openai_python())
+    let out = Command::new(common::venv_python(&["openai>=1.40,<4"]))
         .args([script, &format!("http://{}/v1", server.address), "sk-test", QUESTION])
         .output()
         .unwrap();

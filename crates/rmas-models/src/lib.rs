@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod gated_deltanet;
 pub mod generate;
+pub mod gguf;
 pub mod model;
 pub mod nn;
 pub mod weights;

@@ -80,6 +80,14 @@ impl<B: RmasBackend> Model<B> {
         Self::from_weights(config, &weights, device, dtype)
     }
 
+    /// Loads a GGUF file (llama architecture; dequantized to `dtype` on load): the model and the
+    /// file's header, which holds its tokenizer and chat template.
+    pub fn load_gguf(path: &Path, device: &B::Device, dtype: DType) -> Result<(Self, crate::gguf::GgufFile)> {
+        let (weights, gguf) = Weights::from_gguf(path)?;
+        let config = config::parse(&gguf.hf_config()?.to_string(), path)?;
+        Ok((Self::from_weights(config, &weights, device, dtype)?, gguf))
+    }
+
     /// Builds the model from a parsed config and indexed weights.
     pub fn from_weights(config: Config, weights: &Weights, device: &B::Device, dtype: DType) -> Result<Self> {
         if !B::supports_dtype(device, dtype) {

@@ -9,6 +9,7 @@ use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::Dtype;
 
 use crate::error::{ModelError, Result};
+use crate::gguf::{GgmlType, GgufFile, unpermute_rows};
 
 /// Random access to a weight file held outside this process's memory (in the browser: a
 /// downloaded file on the JS heap), so that only one tensor at a time is copied in.
@@ -56,12 +57,23 @@ impl Buffer {
     }
 }
 
+/// How a tensor's bytes encode its values.
+#[derive(Clone, Copy, Debug)]
+enum Stored {
+    /// Safetensors elements.
+    Float(Dtype),
+    /// ggml blocks (GGUF).
+    Ggml(GgmlType),
+}
+
 /// Where one tensor lives.
 struct Entry {
     file: usize,
-    dtype: Dtype,
+    stored: Stored,
     shape: Vec<usize>,
     range: Range<usize>,
+    /// GGUF query/key weights: the head count of llama.cpp's rotary row permutation, undone on read.
+    permuted_heads: Option<usize>,
 }
 
 /// Makes the values of a tensor from its name and shape (in-process demo models).
@@ -85,16 +97,7 @@ impl Weights {
         };
         let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
         for path in files.into_iter().map(|f| dir.join(f)) {
-            // A FIFO or device under a shard's name would hang or never end; only regular files load.
-            let meta = std::fs::metadata(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-            if !meta.is_file() {
-                let source = std::io::Error::other("not a regular file");
-                return Err(ModelError::Io { path, source });
-            }
-            let file = std::fs::File::open(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-            // SAFETY: the file is opened read-only; rmas never writes to checkpoint files while mapped.
-            let map =
-                unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ModelError::Io { path: path.clone(), source })?;
+            let map = map_regular_file(&path)?;
             weights.add(path, Buffer::Mapped(map))?;
         }
         Ok(weights)
@@ -112,6 +115,26 @@ impl Weights {
     /// Weights whose every tensor is produced on request by `generator` (deterministic demo models).
     pub fn synthetic(generator: Generator) -> Self {
         Self { files: Vec::new(), index: HashMap::new(), synthetic: Some(generator) }
+    }
+
+    /// Opens a GGUF file: its tensors under their HF names (dequantized to f32 on read), and its
+    /// header for the config and tokenizer.
+    pub fn from_gguf(path: &Path) -> Result<(Self, GgufFile)> {
+        let map = map_regular_file(path)?;
+        let gguf = GgufFile::parse(&map, path)?;
+        let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
+        for (tensor, (name, permuted_heads)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
+            let entry = Entry {
+                file: 0,
+                stored: Stored::Ggml(tensor.ggml_type),
+                shape: tensor.shape(),
+                range: tensor.range.clone(),
+                permuted_heads,
+            };
+            weights.index.insert(name, entry);
+        }
+        weights.files.push((path.to_owned(), Buffer::Mapped(map)));
+        Ok((weights, gguf))
     }
 
     fn add(&mut self, path: PathBuf, buffer: Buffer) -> Result<()> {
@@ -143,10 +166,14 @@ impl Weights {
             if e - b != elems * info.dtype.bitsize() / 8 {
                 return Err(corrupt(format!("tensor `{name}` has {} bytes for shape {:?}", e - b, info.shape)));
             }
-            self.index.insert(
-                name,
-                Entry { file, dtype: info.dtype, shape: info.shape.clone(), range: start + b..start + e },
-            );
+            let entry = Entry {
+                file,
+                stored: Stored::Float(info.dtype),
+                shape: info.shape.clone(),
+                range: start + b..start + e,
+                permuted_heads: None,
+            };
+            self.index.insert(name, entry);
         }
         self.files.push((path, buffer));
         Ok(())
@@ -239,17 +266,53 @@ impl Weights {
                 found: entry.shape.clone(),
             });
         }
-        let size = entry.dtype.bitsize() / 8;
-        let bytes = self.files[entry.file]
-            .1
-            .bytes(entry.range.start + elems.start * size..entry.range.start + elems.end * size);
-        match entry.dtype {
-            Dtype::F32 | Dtype::BF16 | Dtype::F16 => Ok(floats_to_f32(entry.dtype, &bytes).expect("a float dtype")),
-            other => {
+        let bytes = |bytes: Range<usize>| {
+            self.files[entry.file].1.bytes(entry.range.start + bytes.start..entry.range.start + bytes.end)
+        };
+        match entry.stored {
+            Stored::Float(dtype @ (Dtype::F32 | Dtype::BF16 | Dtype::F16)) => {
+                let size = dtype.bitsize() / 8;
+                Ok(floats_to_f32(dtype, &bytes(elems.start * size..elems.end * size)).expect("a float dtype"))
+            }
+            Stored::Float(other) => {
                 Err(ModelError::WeightDtype { name: name.to_owned(), path: path.clone(), dtype: format!("{other:?}") })
+            }
+            Stored::Ggml(ggml) => {
+                let (block, size) = ggml.block();
+                let corrupt = |msg: String| ModelError::CorruptWeights { path: path.clone(), msg };
+                if !elems.start.is_multiple_of(block) || !elems.end.is_multiple_of(block) {
+                    return Err(corrupt(format!("`{name}`: elements {elems:?} are not whole {ggml:?} blocks")));
+                }
+                let values = ggml.dequantize(&bytes(elems.start / block * size..elems.end / block * size));
+                match entry.permuted_heads {
+                    None => Ok(values),
+                    Some(heads) => {
+                        let (rows, cols) = (shape[0], shape.iter().skip(1).product());
+                        if elems != (0..rows * cols) {
+                            return Err(corrupt(format!("`{name}` is read whole (its rows are permuted)")));
+                        }
+                        unpermute_rows(&values, rows, cols, heads).ok_or_else(|| {
+                            corrupt(format!(
+                                "`{name}` has {rows} rows, not a whole number of row pairs per each of {heads} heads"
+                            ))
+                        })
+                    }
+                }
             }
         }
     }
+}
+
+/// Memory-maps a checkpoint file, refusing anything but a regular file (a FIFO or device under a
+/// checkpoint's name would hang or never end).
+fn map_regular_file(path: &Path) -> Result<memmap2::Mmap> {
+    let io = |source| ModelError::Io { path: path.to_owned(), source };
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the file is opened read-only; rmas never writes to checkpoint files while mapped.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
 /// Little-endian F64 / F32 / F16 / BF16 values as f32: the one decoder of stored floats (model

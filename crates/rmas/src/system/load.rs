@@ -20,6 +20,25 @@ impl AgentSpec {
     }
 }
 
+/// A GGUF checkpoint (docs/gguf.md): the model dequantized to `dtype` and the tokenizer and chat
+/// template its metadata holds.
+pub fn load_gguf<B: RmasBackend>(
+    path: &std::path::Path,
+    device: &B::Device,
+    dtype: DType,
+) -> Result<(Model<B>, Tokenizer)> {
+    let (model, gguf) = Model::load_gguf(path, device, dtype)?;
+    let (tokenizer_json, tokenizer_config) = gguf.tokenizer_files()?;
+    let tokenizer = Tokenizer::from_bytes(rmas_text::tokenizer::TokenizerFiles {
+        origin: &path.display().to_string(),
+        tokenizer_json: tokenizer_json.as_bytes(),
+        tokenizer_config: Some(tokenizer_config.as_bytes()),
+        chat_template: None,
+        generation_config: None,
+    })?;
+    Ok((model, tokenizer))
+}
+
 impl SystemSpec {
     /// Loads every outer link and, unless `offload`, every agent; offloaded agents are loaded
     /// for each stage they run and dropped after it.

@@ -1,0 +1,635 @@
+//! GGUF files (llama.cpp's single-file checkpoints; docs/gguf.md): the header, metadata and tensor
+//! index read with every count and offset checked against the file, the block formats
+//! dequantized to f32, and the pieces rmas builds a model from — an HF-style `config.json`, HF
+//! tensor names, and `tokenizer.json` / `tokenizer_config.json` texts from `tokenizer.ggml.*`.
+//!
+//! Format: <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>; the block layouts are
+//! ggml's `block_q4_0` … `block_q6_K` (`ggml-common.h`), decoded as `dequantize_row_*` does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use serde_json::{Value, json};
+
+use crate::error::{ModelError, Result};
+
+/// Most tensors and metadata entries a file may declare (real models have a few thousand).
+const MAX_ENTRIES: u64 = 1 << 20;
+/// Most elements of a metadata array (a vocabulary has ~10^5–10^6 tokens).
+const MAX_ARRAY: u64 = 1 << 24;
+/// Most dimensions of a tensor.
+const MAX_DIMS: u32 = 4;
+
+/// A metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetaValue {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<MetaValue>),
+}
+
+impl MetaValue {
+    /// The value as an unsigned integer, if it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::UInt(v) => Some(v),
+            Self::Int(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is a number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Self::Float(v) => Some(v),
+            Self::UInt(v) => Some(v as f64),
+            Self::Int(v) => Some(v as f64),
+            _ => None,
+        }
+    }
+
+    /// The value as a string, if it is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// ggml's tensor element types that rmas decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl GgmlType {
+    /// The type of ggml's id, or `None` for types rmas does not decode.
+    fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            30 => Self::BF16,
+            _ => return None,
+        })
+    }
+
+    /// `(elements per block, bytes per block)`.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 | Self::BF16 => (1, 2),
+            Self::Q4_0 => (32, 18),
+            Self::Q4_1 => (32, 20),
+            Self::Q8_0 => (32, 34),
+            Self::Q4K => (256, 144),
+            Self::Q5K => (256, 176),
+            Self::Q6K => (256, 210),
+        }
+    }
+
+    /// Decodes whole blocks of this type to f32 (`bytes.len()` a multiple of the block size).
+    pub fn dequantize(self, bytes: &[u8]) -> Vec<f32> {
+        let (n, size) = self.block();
+        let mut out = Vec::with_capacity(bytes.len() / size * n);
+        for b in bytes.chunks_exact(size) {
+            match self {
+                Self::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                Self::F16 => out.push(half_at(b, 0)),
+                Self::BF16 => out.push(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                Self::Q4_0 => {
+                    let d = half_at(b, 0);
+                    let qs = &b[2..18];
+                    out.extend(qs.iter().map(|q| ((q & 0xF) as i32 - 8) as f32 * d));
+                    out.extend(qs.iter().map(|q| ((q >> 4) as i32 - 8) as f32 * d));
+                }
+                Self::Q4_1 => {
+                    let (d, m) = (half_at(b, 0), half_at(b, 2));
+                    let qs = &b[4..20];
+                    out.extend(qs.iter().map(|q| (q & 0xF) as f32 * d + m));
+                    out.extend(qs.iter().map(|q| (q >> 4) as f32 * d + m));
+                }
+                Self::Q8_0 => {
+                    let d = half_at(b, 0);
+                    out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
+                }
+                Self::Q4K | Self::Q5K => {
+                    // d, dmin, 12 bytes of 6-bit scales and mins, [Q5_K: 32 bytes of high bits], 128 of low nibbles.
+                    let (d, dmin, scales) = (half_at(b, 0), half_at(b, 2), &b[4..16]);
+                    let (qh, ql) =
+                        if self == Self::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+                    for (j, ql) in ql.chunks_exact(32).enumerate() {
+                        let (lo_bit, hi_bit) = (1u8 << (2 * j), 2u8 << (2 * j));
+                        for (half, bit) in [(0, lo_bit), (1, hi_bit)] {
+                            let (sc, m) = scale_min_k4(2 * j + half, scales);
+                            let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                            for (l, q) in ql.iter().enumerate() {
+                                let nibble = if half == 0 { q & 0xF } else { q >> 4 };
+                                let high = qh.map_or(0, |qh| if qh[l] & bit != 0 { 16 } else { 0 });
+                                out.push(d1 * (nibble + high) as f32 - m1);
+                            }
+                        }
+                    }
+                }
+                Self::Q6K => {
+                    // 128 bytes of low nibbles, 64 of high bit pairs, 16 signed scales, d.
+                    let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], half_at(b, 208));
+                    for n in 0..2 {
+                        let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
+                        let mut y = [0f32; 128];
+                        for l in 0..32 {
+                            let is = l / 16;
+                            let q = |low: u8, shift: u32| (low | (((qh[l] >> shift) & 3) << 4)) as i32 - 32;
+                            let scale = |i: usize| d * sc[is + i] as i8 as f32;
+                            y[l] = scale(0) * q(ql[l] & 0xF, 0) as f32;
+                            y[l + 32] = scale(2) * q(ql[l + 32] & 0xF, 2) as f32;
+                            y[l + 64] = scale(4) * q(ql[l] >> 4, 4) as f32;
+                            y[l + 96] = scale(6) * q(ql[l + 32] >> 4, 6) as f32;
+                        }
+                        out.extend_from_slice(&y);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The little-endian f16 at byte `at`, as f32.
+fn half_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a K-quant block.
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// One tensor of a GGUF file.
+#[derive(Clone, Debug)]
+pub struct GgufTensor {
+    /// The name in the file (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Dimensions as ggml orders them: `dims[0]` varies fastest (a weight's input width).
+    pub dims: Vec<usize>,
+    pub ggml_type: GgmlType,
+    /// Byte range in the file.
+    pub range: std::ops::Range<usize>,
+}
+
+impl GgufTensor {
+    /// The shape in row-major order (`[out, in]` for a weight), as HF stores it.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().copied().collect()
+    }
+}
+
+/// A GGUF file's header: metadata and tensor index.
+#[derive(Clone, Debug)]
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub metadata: BTreeMap<String, MetaValue>,
+    pub tensors: Vec<GgufTensor>,
+}
+
+/// Reads little-endian values from a byte slice, every read checked against its end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
+            format!("the header claims {n} bytes at offset {} but the file has {}", self.at, self.bytes.len())
+        })?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn count(&mut self, what: &str, max: u64) -> std::result::Result<usize, String> {
+        let n = self.u64()?;
+        if n > max {
+            return Err(format!("{what} count {n} is implausible (at most {max})"));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self) -> std::result::Result<String, String> {
+        let n = self.u64()?;
+        let n = usize::try_from(n).map_err(|_| format!("a string of {n} bytes"))?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| format!("a string at offset {} is not UTF-8", self.at))
+    }
+
+    fn value(&mut self, kind: u32, depth: usize) -> std::result::Result<MetaValue, String> {
+        Ok(match kind {
+            0 => MetaValue::UInt(self.take(1)?[0].into()),
+            1 => MetaValue::Int((self.take(1)?[0] as i8).into()),
+            2 => MetaValue::UInt(u16::from_le_bytes(self.take(2)?.try_into().expect("2")).into()),
+            3 => MetaValue::Int(i16::from_le_bytes(self.take(2)?.try_into().expect("2")).into()),
+            4 => MetaValue::UInt(self.u32()?.into()),
+            5 => MetaValue::Int((self.u32()? as i32).into()),
+            6 => MetaValue::Float(f32::from_bits(self.u32()?).into()),
+            7 => MetaValue::Bool(self.take(1)?[0] != 0),
+            8 => MetaValue::Str(self.string()?),
+            9 if depth == 0 => {
+                let kind = self.u32()?;
+                let n = self.count("array element", MAX_ARRAY)?;
+                // Every element takes at least a byte: a count past the file's end fails here, before allocating.
+                if n > self.bytes.len() - self.at {
+                    return Err(format!("an array of {n} elements cannot fit the rest of the file"));
+                }
+                MetaValue::Array((0..n).map(|_| self.value(kind, depth + 1)).collect::<std::result::Result<_, _>>()?)
+            }
+            10 => MetaValue::UInt(self.u64()?),
+            11 => MetaValue::Int(self.u64()? as i64),
+            12 => MetaValue::Float(f64::from_bits(self.u64()?)),
+            other => return Err(format!("unknown or nested metadata value type {other}")),
+        })
+    }
+}
+
+impl GgufFile {
+    /// Parses the header of a GGUF file's bytes (`path` names it in errors).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::parse_inner(bytes, path).map_err(|msg| ModelError::CorruptWeights { path: path.to_owned(), msg })
+    }
+
+    fn parse_inner(bytes: &[u8], path: &Path) -> std::result::Result<Self, String> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(4).ok() != Some(b"GGUF".as_slice()) {
+            return Err("not a GGUF file (no `GGUF` magic)".into());
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(format!("GGUF version {version} is not supported (2 and 3 are)"));
+        }
+        let n_tensors = r.count("tensor", MAX_ENTRIES)?;
+        let n_meta = r.count("metadata", MAX_ENTRIES)?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_meta {
+            let key = r.string()?;
+            let kind = r.u32()?;
+            let value = r.value(kind, 0).map_err(|e| format!("metadata `{key}`: {e}"))?;
+            metadata.insert(key, value);
+        }
+        let mut infos = Vec::with_capacity(n_tensors.min(bytes.len() / 24));
+        for _ in 0..n_tensors {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(format!("tensor `{name}` has {n_dims} dimensions (1 to {MAX_DIMS} expected)"));
+            }
+            let dims = (0..n_dims).map(|_| r.u64()).collect::<std::result::Result<Vec<_>, _>>()?;
+            let id = r.u32()?;
+            let ggml_type = GgmlType::from_id(id)
+                .ok_or_else(|| format!("tensor `{name}` has ggml type {id}, which rmas does not decode"))?;
+            let offset = r.u64()?;
+            infos.push((name, dims, ggml_type, offset));
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")?,
+        } as usize;
+        let data_start = r.at.div_ceil(alignment) * alignment;
+        let mut tensors = Vec::with_capacity(infos.len());
+        for (name, dims, ggml_type, offset) in infos {
+            let numel = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let (block, size) = ggml_type.block();
+            let row = dims[0];
+            let bytes_len = numel
+                .filter(|_| row.is_multiple_of(block as u64))
+                .and_then(|n| (n / block as u64).checked_mul(size as u64))
+                .ok_or_else(|| {
+                    format!(
+                        "tensor `{name}` has dimensions {dims:?}: too large, or rows of no whole {ggml_type:?} blocks"
+                    )
+                })?;
+            let start = (data_start as u64).checked_add(offset);
+            let end =
+                start.and_then(|s| s.checked_add(bytes_len)).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+                    format!("tensor `{name}` lies past the end of the file ({} bytes; truncated?)", bytes.len())
+                })?;
+            let dims = dims.iter().map(|&d| d as usize).collect();
+            tensors.push(GgufTensor { name, dims, ggml_type, range: (end - bytes_len) as usize..end as usize });
+        }
+        Ok(Self { path: path.to_owned(), metadata, tensors })
+    }
+
+    fn get(&self, key: &str) -> Option<&MetaValue> {
+        self.metadata.get(key)
+    }
+
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Config { path: self.path.clone(), msg }
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        self.get("general.architecture")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| self.err("missing `general.architecture`".into()))
+    }
+
+    /// An HF-style `config.json` for the model (llama architecture), for `config::parse`.
+    pub fn hf_config(&self) -> Result<Value> {
+        let arch = self.architecture()?;
+        if arch != "llama" {
+            return Err(ModelError::UnknownArchitecture {
+                path: self.path.clone(),
+                found: format!("GGUF architecture {arch}"),
+                supported: "llama".into(),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let uint = |k: &str| {
+            self.get(&key(k))
+                .and_then(MetaValue::as_u64)
+                .ok_or_else(|| self.err(format!("missing integer `{}`", key(k))))
+        };
+        let float = |k: &str| self.get(&key(k)).and_then(MetaValue::as_f64);
+        let heads = uint("attention.head_count")?;
+        let vocab = match self.get("tokenizer.ggml.tokens") {
+            Some(MetaValue::Array(tokens)) => tokens.len() as u64,
+            _ => uint("vocab_size")?,
+        };
+        let token = |k: &str| self.get(&format!("tokenizer.ggml.{k}")).and_then(MetaValue::as_u64);
+        Ok(json!({
+            "model_type": "llama",
+            "hidden_size": uint("embedding_length")?,
+            "num_hidden_layers": uint("block_count")?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": self.get(&key("attention.head_count_kv")).and_then(MetaValue::as_u64).unwrap_or(heads),
+            "intermediate_size": uint("feed_forward_length")?,
+            "max_position_embeddings": uint("context_length")?,
+            "rms_norm_eps": float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            "rope_theta": float("rope.freq_base").unwrap_or(10_000.0),
+            "vocab_size": vocab,
+            "tie_word_embeddings": !self.tensors.iter().any(|t| t.name == "output.weight"),
+            "bos_token_id": token("bos_token_id"),
+            "eos_token_id": token("eos_token_id"),
+        }))
+    }
+
+    /// Each tensor's HF name (`model.layers.0.self_attn.q_proj.weight`), and for the query and key
+    /// projections the head count whose rotary layout llama.cpp's converter permuted.
+    pub fn hf_names(&self) -> Result<Vec<(String, Option<usize>)>> {
+        let arch = self.architecture()?;
+        let heads = |k: &str| self.get(&format!("{arch}.{k}")).and_then(MetaValue::as_u64).map(|h| h as usize);
+        let (q_heads, kv_heads) = (heads("attention.head_count"), heads("attention.head_count_kv"));
+        self.tensors
+            .iter()
+            .map(|t| {
+                let name = &t.name;
+                let top = match name.as_str() {
+                    "token_embd.weight" => Some("model.embed_tokens.weight".to_owned()),
+                    "output_norm.weight" => Some("model.norm.weight".to_owned()),
+                    "output.weight" => Some("lm_head.weight".to_owned()),
+                    _ => None,
+                };
+                if let Some(hf) = top {
+                    return Ok((hf, None));
+                }
+                let (layer, rest) = name
+                    .strip_prefix("blk.")
+                    .and_then(|r| r.split_once('.'))
+                    .ok_or_else(|| self.err(format!("tensor `{name}` has no known HF name")))?;
+                let (part, suffix) = rest.split_once('.').unwrap_or((rest, ""));
+                let (hf, permuted) = match part {
+                    "attn_q" => ("self_attn.q_proj", q_heads),
+                    "attn_k" => ("self_attn.k_proj", kv_heads.or(q_heads)),
+                    "attn_v" => ("self_attn.v_proj", None),
+                    "attn_output" => ("self_attn.o_proj", None),
+                    "attn_norm" => ("input_layernorm", None),
+                    "ffn_norm" => ("post_attention_layernorm", None),
+                    "ffn_gate" => ("mlp.gate_proj", None),
+                    "ffn_up" => ("mlp.up_proj", None),
+                    "ffn_down" => ("mlp.down_proj", None),
+                    _ => return Err(self.err(format!("tensor `{name}` has no known HF name"))),
+                };
+                let permuted = if suffix == "weight" { permuted } else { None };
+                Ok((format!("model.layers.{layer}.{hf}.{suffix}"), permuted))
+            })
+            .collect()
+    }
+
+    /// `tokenizer.json` and `tokenizer_config.json` texts built from `tokenizer.ggml.*` (byte-level
+    /// BPE, `gpt2` model) and `tokenizer.chat_template`.
+    pub fn tokenizer_files(&self) -> Result<(String, String)> {
+        let model = self.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("none");
+        if model != "gpt2" {
+            return Err(
+                self.err(format!("tokenizer.ggml.model `{model}` is not supported (byte-level BPE, `gpt2`, is)"))
+            );
+        }
+        let strings = |k: &str| -> Result<Vec<&str>> {
+            match self.get(k) {
+                Some(MetaValue::Array(items)) => items
+                    .iter()
+                    .map(|v| v.as_str().ok_or_else(|| self.err(format!("`{k}` holds a non-string"))))
+                    .collect(),
+                _ => Err(self.err(format!("missing string array `{k}`"))),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match self.get("tokenizer.ggml.token_type") {
+            Some(MetaValue::Array(items)) => items.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            _ => vec![1; tokens.len()],
+        };
+        let vocab: serde_json::Map<String, Value> =
+            tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), json!(i))).collect();
+        // Control (3) and user-defined (4) tokens are matched whole before the BPE.
+        let added: Vec<Value> = tokens
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (_, ty))| matches!(ty, 3 | 4))
+            .map(|(id, (t, ty))| {
+                json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                       "normalized": *ty == 4, "special": *ty == 3})
+            })
+            .collect();
+        let pre = self.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        // llama.cpp's `smollm` pre-tokenizer splits digits one by one before GPT-2's regex.
+        let pre_tokenizer = match pre {
+            "smollm" | "starcoder" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]}),
+            "gpt2" | "default" => byte_level.clone(),
+            other => {
+                return Err(
+                    self.err(format!("tokenizer.ggml.pre `{other}` is not supported (gpt2, smollm and starcoder are)"))
+                );
+            }
+        };
+        let tokenizer = json!({
+            "version": "1.0",
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        let token_text = |k: &str| {
+            self.get(&format!("tokenizer.ggml.{k}"))
+                .and_then(MetaValue::as_u64)
+                .and_then(|id| tokens.get(id as usize))
+                .map(|t| (*t).to_owned())
+        };
+        let config = json!({
+            "bos_token": token_text("bos_token_id"),
+            "eos_token": token_text("eos_token_id"),
+            "pad_token": token_text("padding_token_id"),
+            "unk_token": token_text("unknown_token_id"),
+            "chat_template": self.get("tokenizer.chat_template").and_then(MetaValue::as_str),
+            "clean_up_tokenization_spaces": false,
+        });
+        Ok((tokenizer.to_string(), config.to_string()))
+    }
+}
+
+/// Undoes llama.cpp's rotary permutation of a query/key weight `[rows, cols]` with `heads` heads:
+/// the converter stored each head's rows as interleaved pairs; HF's layout has the two halves apart.
+pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) || values.len() != rows * cols {
+        return None;
+    }
+    let half = rows / heads / 2;
+    let mut out = vec![0.0; values.len()];
+    // Stored row h·2·half + 2i + j is HF row h·2·half + j·half + i.
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * 2 * half + 2 * i + j) * cols;
+                let dst = (h * 2 * half + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random blocks and their values as llama.cpp's Python reference decodes them
+    /// (`tests/gguf_quants.py`).
+    const QUANTS: &str = include_str!("../../../tests/fixtures/gguf/quants.json");
+
+    #[test]
+    fn every_block_format_decodes_as_llama_cpp() {
+        let cases: serde_json::Map<String, Value> = serde_json::from_str(QUANTS).unwrap();
+        let types = [
+            ("Q4_0", GgmlType::Q4_0),
+            ("Q4_1", GgmlType::Q4_1),
+            ("Q8_0", GgmlType::Q8_0),
+            ("Q4_K", GgmlType::Q4K),
+            ("Q5_K", GgmlType::Q5K),
+            ("Q6_K", GgmlType::Q6K),
+            ("F16", GgmlType::F16),
+            ("BF16", GgmlType::BF16),
+        ];
+        assert_eq!(cases.len(), types.len());
+        for (name, ty) in types {
+            let case = &cases[name];
+            let hex = case["bytes"].as_str().unwrap();
+            let bytes: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            let got = ty.dequantize(&bytes);
+            let want: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((*g as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{i}]: {g} vs {w}");
+            }
+        }
+    }
+
+    /// A minimal GGUF v3 file: one metadata string and one F32 tensor of `dims`.
+    fn file(dims: &[u64], data: &[f32]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        let string = |b: &mut Vec<u8>, s: &str| {
+            b.extend((s.len() as u64).to_le_bytes());
+            b.extend(s.as_bytes());
+        };
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend(1u64.to_le_bytes()); // metadata
+        string(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        string(&mut b, "llama");
+        string(&mut b, "token_embd.weight");
+        b.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| b.extend(d.to_le_bytes()));
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.resize(b.len().div_ceil(32) * 32, 0);
+        data.iter().for_each(|x| b.extend(x.to_le_bytes()));
+        b
+    }
+
+    #[test]
+    fn headers_parse_and_hostile_ones_fail_clearly() {
+        let path = Path::new("x.gguf");
+        let good = file(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let g = GgufFile::parse(&good, path).unwrap();
+        assert_eq!(g.architecture().unwrap(), "llama");
+        assert_eq!((g.tensors[0].shape(), g.tensors[0].ggml_type), (vec![2, 3], GgmlType::F32));
+        let t = &g.tensors[0];
+        assert_eq!(GgmlType::F32.dequantize(&good[t.range.clone()]), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+
+        let err = |bytes: &[u8]| GgufFile::parse(bytes, path).unwrap_err().to_string();
+        assert!(err(b"GGML").contains("magic"));
+        assert!(err(&good[..good.len() - 4]).contains("past the end"), "{}", err(&good[..good.len() - 4]));
+        assert!(err(&good[..40]).contains("claims"));
+        let mut huge = good.clone();
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(err(&huge).contains("implausible"));
+        let overflow = file(&[u64::MAX / 2, 4], &[]);
+        assert!(err(&overflow).contains("too large"), "{}", err(&overflow));
+    }
+
+    #[test]
+    fn rotary_rows_are_unpermuted_as_transformers_does() {
+        // 2 heads of 4 rows, 1 column: HF row h·4 + j·2 + i is stored at h·4 + 2i + j.
+        let stored = [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
+        assert_eq!(unpermute_rows(&stored, 8, 1, 2).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert!(unpermute_rows(&stored, 8, 1, 3).is_none());
+    }
+}
