@@ -52,6 +52,8 @@ impl Server {
         body: &[u8],
     ) -> (u16, Vec<(String, String)>, String) {
         let mut stream = TcpStream::connect(&self.address).unwrap();
+        // A hung server fails the test instead of hanging it.
+        stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.address,
