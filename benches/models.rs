@@ -124,12 +124,12 @@ fn cpu_ops(c: &mut Criterion) {
     let device = Default::default();
     let (nv, t, d) = (16, 512, 128);
     let qkv = Tensor::<B, 2>::random([t, 3 * nv * d], Distribution::Normal(0.0, 1.0), &device); // q ‖ k ‖ v, 16 heads each
-    let ab = Tensor::<B, 3>::random([2, nv, t], Distribution::Normal(0.0, 1.0), &device);
+    let ab = Tensor::<B, 2>::random([t, 2 * nv], Distribution::Normal(0.0, 1.0), &device); // a ‖ b per token
     let decay = Tensor::<B, 2>::random([2, nv], Distribution::Uniform(-0.5, 0.0), &device);
     let state = Tensor::<B, 3>::zeros([nv, d, d], &device);
     let rule = DeltaRule { qkv, ab, decay, state };
     let norm = GatedNorm {
-        z: Tensor::<B, 3>::random([t, nv, d], Distribution::Normal(0.0, 1.0), &device),
+        z: Tensor::<B, 2>::random([t, nv * d], Distribution::Normal(0.0, 1.0), &device),
         weight: Tensor::ones([d], &device),
         eps: 1e-6,
     };
@@ -216,5 +216,33 @@ fn attention_on<A: rmas_kernels::RmasBackend>(
     group.finish();
 }
 
-criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops, attention);
+/// The M = 1 weight product on the GPU backends in both layouts (docs/performance.md, "Weight
+/// layout"): `x·w` with the weight stored `[in, out]` (a row-major right operand) against `x·wᵀ`
+/// with HF's `[out, in]` (column-major, what rmas keeps on cubecl backends), at a 2B MLP's size.
+fn gpu_weight_layouts(c: &mut Criterion) {
+    #[cfg(feature = "wgpu")]
+    layouts_on::<burn::backend::Wgpu>(c, "weight_layout_wgpu", &Default::default());
+    #[cfg(feature = "cuda")]
+    layouts_on::<burn::backend::Cuda>(c, "weight_layout_cuda", &Default::default());
+}
+
+/// The layout group `name` on one backend.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn layouts_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device) {
+    use burn::tensor::{Distribution, Tensor};
+    let (k, n) = (2048, 6144);
+    let x = Tensor::<A, 2>::random([1, k], Distribution::Normal(0.0, 1.0), device);
+    let w_in_out = Tensor::<A, 2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+    let w_out_in = Tensor::<A, 2>::random([n, k], Distribution::Normal(0.0, 1.0), device);
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((k * n * 4) as u64));
+    g.bench_function("x_times_w_in_out_row_major", |b| b.iter(|| x.clone().matmul(w_in_out.clone()).into_data()));
+    g.bench_function("x_times_w_out_in_transposed", |b| {
+        b.iter(|| x.clone().matmul(w_out_in.clone().transpose()).into_data())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops, attention, gpu_weight_layouts);
 criterion_main!(benches);

@@ -279,7 +279,97 @@ fn causal_attention<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// The residual add fused with RMSNorm: the sum and its norm against float64 loops, with the branch
+/// contiguous or a transposed view.
+fn add_rms_norm<B: RmasBackend>(d: &B::Device) {
+    let shapes = [([1, 1], false), ([1, 2049], false), ([7, 130], true), ([2100, 3], true), ([5000, 8], false)];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (2e-6, 2e-6));
+        for ([rows, width], strided) in shapes {
+            let n = rows * width;
+            let x = values(n as u64 + 21, n, 50.0, dtype);
+            let y = values(n as u64 + 22, n, 50.0, dtype);
+            let scale = values(width as u64 + 23, width, 0.5, dtype).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
+            let (mut want_sum, mut want_norm) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for (xr, yr) in x.chunks(width).zip(y.chunks(width)) {
+                let sum: Vec<f64> = xr.iter().zip(yr).map(|(&a, &b)| a as f64 + b as f64).collect();
+                let inv = 1.0 / (sum.iter().map(|v| v * v).sum::<f64>() / width as f64 + 1e-6).sqrt();
+                want_norm.extend(sum.iter().zip(&scale).map(|(v, &s)| (v * inv * s as f64) as f32));
+                want_sum.extend(sum.iter().map(|&v| v as f32));
+            }
+            let x_t = matrix::<B>(&x, [rows, width], false, dtype, d);
+            let y_t = matrix::<B>(&y, [rows, width], strided, dtype, d);
+            let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [width]), d).cast(dtype);
+            let (sum, normed) = B::add_rms_norm(x_t, y_t, scale, 1e-6);
+            let what = format!("add_rms_norm {dtype:?} [{rows}, {width}] strided={strided}");
+            let want = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [rows, width]), d);
+            assert_close(&format!("{what}: sum"), sum.cast(DType::F32), want(want_sum), atol, rtol);
+            assert_close(&format!("{what}: normed"), normed.cast(DType::F32), want(want_norm), atol, rtol);
+        }
+    }
+}
+
+/// Per-head RMSNorm + rotate-half RoPE + head-major transpose against float64 loops: decode and
+/// prefill, partial and full rotary widths, heads wider than `head_dim` (only the first features
+/// are used), with and without the norm, on heads sliced out of a wider tensor (offset and strides,
+/// as the model's fused projection gives them) and past the kernel's grid.
+fn rope_heads<B: RmasBackend>(d: &B::Device) {
+    // (T, heads, width, head_dim, rot, norm)
+    let cases = [
+        (1, 1, 2, 2, 2, false),
+        (1, 4, 64, 64, 16, true),
+        (3, 2, 10, 6, 4, true),
+        (5, 3, 8, 8, 8, false),
+        (300, 8, 64, 64, 16, true),
+        (1100, 4, 32, 32, 8, true),
+    ];
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (5e-6, 5e-6));
+        for (t, heads, width, hd, rot, norm) in cases {
+            let slots = heads + 2; // the heads are slots 1..=heads of a [T, heads + 2, width] tensor
+            let n = t * slots * width;
+            let all = values(n as u64 + 31, n, 3.0, dtype);
+            let cos = values(t as u64 + 32, t * rot, 1.0, DType::F32);
+            let sin = values(t as u64 + 33, t * rot, 1.0, DType::F32);
+            let scale = values(hd as u64 + 34, hd, 0.5, dtype).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
+            let half = rot / 2;
+            let mut want = vec![0f32; heads * t * hd];
+            for p in 0..t {
+                for h in 0..heads {
+                    let row = &all[(p * slots + h + 1) * width..][..hd];
+                    let inv = match norm {
+                        true => 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64 + 1e-6).sqrt(),
+                        false => 1.0,
+                    };
+                    let y = |j: usize| row[j] as f64 * inv * if norm { scale[j] as f64 } else { 1.0 };
+                    for j in 0..hd {
+                        let out = match j < rot {
+                            true => {
+                                let rotated = if j < half { -y(j + half) } else { y(j - half) };
+                                y(j) * cos[p * rot + j] as f64 + rotated * sin[p * rot + j] as f64
+                            }
+                            false => y(j),
+                        };
+                        want[(h * t + p) * hd + j] = out as f32;
+                    }
+                }
+            }
+            let x =
+                Tensor::<B, 3>::from_data(TensorData::new(all, [t, slots, width]), d).cast(dtype).narrow(1, 1, heads);
+            let table = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [t, rot]), d);
+            let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [hd]), d);
+            let got = B::rope_heads(x, hd, norm.then(|| (scale, 1e-6)), table(cos), table(sin));
+            let what = format!("rope_heads {dtype:?} T={t} heads={heads} width={width} hd={hd} rot={rot} norm={norm}");
+            assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+            let want = Tensor::<B, 3>::from_data(TensorData::new(want, [heads, t, hd]), d);
+            assert_close(&what, got.cast(DType::F32), want, atol, rtol);
+        }
+    }
+}
+
 rmas_suite::backend_tests! {
+    add_rms_norm_matches_f64 => add_rms_norm,
+    rope_heads_matches_f64 => rope_heads,
     causal_attention_matches_f64 => causal_attention,
     rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,

@@ -73,7 +73,7 @@ impl Inputs {
         };
         DeltaRule {
             qkv,
-            ab: host(&[&self.a[..], &self.b[..]].concat(), [2, nv, t], d),
+            ab: host::<B, 2>(&[&self.a[..], &self.b[..]].concat(), [2 * nv, t], d).transpose(), // [T, 2·nv] view
             decay: host(&[&self.dt_bias[..], &self.neg_decay[..]].concat(), [2, nv], d),
             state: host(s0, [nv, dk, dv], d),
         }
@@ -81,7 +81,8 @@ impl Inputs {
 
     fn norm<B: RmasBackend>(&self, d: &B::Device) -> GatedNorm<B> {
         let z = host::<B, 3>(&self.z, [self.nv, self.t, self.dv], d).swap_dims(0, 1);
-        GatedNorm { z: Tensor::from_data(z.into_data(), d), weight: host(&self.w, [self.dv], d), eps: EPS }
+        let z = Tensor::<B, 3>::from_data(z.into_data(), d).reshape([self.t, self.nv * self.dv]);
+        GatedNorm { z, weight: host(&self.w, [self.dv], d), eps: EPS }
     }
 
     /// Plain float64 recurrence from `s0` (`[nv, dk, dv]` row-major), normalising q and k as Qwen3.5

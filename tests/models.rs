@@ -173,7 +173,8 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
     }
 }
 
-/// The backend's weight products (on the CPU: streamed for ≤ 4 rows, GEMM on views above) equal
+/// The backend's weight products (on the CPU: streamed for ≤ 4 rows, GEMM on views above; on cubecl
+/// backends `x·wᵀ` of HF's `[out, in]` layout) equal
 /// burn's matmul, for 1…9 rows and widths that do not divide evenly among threads.
 fn weight_products<B: RmasBackend>(device: &B::Device) {
     for (rows, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70)] {
@@ -181,9 +182,12 @@ fn weight_products<B: RmasBackend>(device: &B::Device) {
             Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(rows as u64, rows * k), [rows, k]), device);
         let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(7, k * n), [k, n]), device);
         let what = format!("{rows}x{k} by {k}x{n}");
+        // The layer's weight in the backend's layout: HF's [n, k] (contiguous) or [k, n].
+        let layer =
+            if B::WEIGHTS_OUT_IN { Tensor::from_data(w.clone().transpose().into_data(), device) } else { w.clone() };
         assert_close(
             &format!("linear {what}"),
-            B::linear_matmul(x.clone(), w.clone()),
+            B::linear_matmul(x.clone(), layer),
             x.clone().matmul(w.clone()),
             1e-5,
             1e-5,

@@ -28,7 +28,28 @@ pub(crate) type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 pub(crate) fn f32_contiguous<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     x: Tensor<Cube<R, F, I, BT>, D>,
 ) -> CubeTensor<R> {
-    into_contiguous(crate::f32_of(x).into_primitive().tensor())
+    contiguous(crate::f32_of(x).into_primitive().tensor())
+}
+
+/// `x` as a contiguous kernel argument. A view that breaks contiguity only in size-1 dims (a decode
+/// step's row sliced out of a wider projection: `[1, n]` with a row stride above `n`) gets dense
+/// strides without a copy; anything else is copied.
+pub(crate) fn contiguous<R: CubeRuntime>(mut x: CubeTensor<R>) -> CubeTensor<R> {
+    if !x.is_contiguous() {
+        let shape: Vec<usize> = x.meta.shape().iter().copied().collect();
+        let mut dense = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            dense[d] = dense[d + 1] * shape[d + 1];
+        }
+        let only_unit_dims_differ =
+            shape.iter().zip(x.meta.strides().iter()).zip(&dense).all(|((&n, &s), &c)| n == 1 || s == c);
+        if only_unit_dims_differ {
+            for (d, stride) in dense.into_iter().enumerate() {
+                x.meta.strides_mut()[d] = stride;
+            }
+        }
+    }
+    into_contiguous(x)
 }
 
 /// A kernel's float output as a tensor.
@@ -42,6 +63,21 @@ pub(crate) fn tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEle
 /// alias another one).
 pub(crate) fn unused<R: CubeRuntime>(like: &CubeTensor<R>) -> CubeTensor<R> {
     empty_device_dtype(like.client.clone(), like.device.clone(), [1].into(), DType::F32)
+}
+
+/// The offset in `t` (any strides) of the `i`-th element in row-major order of `t`'s shape.
+#[cube]
+pub(crate) fn strided_offset<F: Float>(t: &cubecl::prelude::Tensor<F>, i: usize) -> usize {
+    let mut rem = i;
+    let mut at = 0usize;
+    let mut d = t.rank();
+    while d > 0 {
+        d -= 1;
+        let n = t.shape(d);
+        at += (rem % n) * t.stride(d);
+        rem /= n;
+    }
+    at
 }
 
 /// Sum (or with `max` the maximum) of every unit's `value`: a tree reduction in shared memory over a
@@ -69,29 +105,20 @@ pub(crate) fn cube_reduce<F: Float>(shared: &mut SharedMemory<F>, value: F, #[co
     total
 }
 
-/// The maximum (or with `squares` the sum of squares) of `x[base..base + width]` over the cube.
+/// The maximum of `x[base..base + width]` over the cube.
 #[cube]
-pub(crate) fn row_reduce<F: Float>(
+pub(crate) fn row_max<F: Float>(
     x: &cubecl::prelude::Tensor<F>,
     base: usize,
     width: usize,
     shared: &mut SharedMemory<F>,
     #[comptime] units: usize,
-    #[comptime] squares: bool,
 ) -> F {
     let mut acc = F::min_value();
-    if squares {
-        acc = F::new(0.0);
-    }
     let mut j = UNIT_POS_X as usize;
     while j < width {
-        let v = x[base + j];
-        if squares {
-            acc += v * v;
-        } else {
-            acc = max(acc, v);
-        }
+        acc = max(acc, x[base + j]);
         j += units;
     }
-    cube_reduce(shared, acc, comptime!(!squares))
+    cube_reduce(shared, acc, true)
 }

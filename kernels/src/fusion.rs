@@ -100,6 +100,33 @@ fn map_like<B: FusionBackend, const D: usize>(
 
 /// The fusion backend over a cubecl backend: every custom operation runs the inner backend's kernel.
 impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
+    const WEIGHTS_OUT_IN: bool = B::WEIGHTS_OUT_IN;
+
+    fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if !(x.dtype() == DType::F32 && crate::linear::cube::strict_f32()) {
+            return crate::linear::reference(x, w, Self::WEIGHTS_OUT_IN);
+        }
+        let n = w.dims()[if Self::WEIGHTS_OUT_IN { 0 } else { 1 }];
+        let out = ([x.dims()[0], n].into(), x.dtype());
+        let [out] = queue::<B, 1>("rmas.linear_matmul", vec![raw(x), raw(w)], [out], |inputs| {
+            let mut x = inputs.into_iter();
+            vec![raw(B::linear_matmul(take(&mut x), take(&mut x)))]
+        });
+        wrap(out)
+    }
+
+    fn vocab_logits(h: Tensor<Self, 2>, m: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if !(h.dtype() == DType::F32 && crate::linear::cube::strict_f32()) {
+            return crate::linear::logits_reference(h, m);
+        }
+        let out = ([h.dims()[0], m.dims()[0]].into(), h.dtype());
+        let [out] = queue::<B, 1>("rmas.vocab_logits", vec![raw(h), raw(m)], [out], |inputs| {
+            let mut x = inputs.into_iter();
+            vec![raw(B::vocab_logits(take(&mut x), take(&mut x)))]
+        });
+        wrap(out)
+    }
+
     fn gated_delta_rule(x: DeltaRule<Self>, norm: Option<GatedNorm<Self>>) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
         let [_, nv, dk, dv] = x.heads();
         let outputs = [([x.qkv.dims()[0], nv, dv].into(), x.qkv.dtype()), ([nv, dk, dv].into(), DType::F32)];
@@ -163,6 +190,45 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         map_like("rmas.rms_norm", x, vec![raw(scale)], move |x, rest| B::rms_norm(x, take(rest), eps))
     }
 
+    fn add_rms_norm(
+        x: Tensor<Self, 2>,
+        y: Tensor<Self, 2>,
+        scale: Tensor<Self, 1>,
+        eps: f64,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        let like = (x.shape(), x.dtype());
+        let [sum, out] =
+            queue::<B, 2>("rmas.add_rms_norm", vec![raw(x), raw(y), raw(scale)], [like.clone(), like], move |inputs| {
+                let mut x = inputs.into_iter();
+                let (sum, out) = B::add_rms_norm(take(&mut x), take(&mut x), take(&mut x), eps);
+                vec![raw(sum), raw(out)]
+            });
+        (wrap(sum), wrap(out))
+    }
+
+    fn rope_heads(
+        x: Tensor<Self, 3>,
+        head_dim: usize,
+        norm: Option<(Tensor<Self, 1>, f64)>,
+        cos: Tensor<Self, 2>,
+        sin: Tensor<Self, 2>,
+    ) -> Tensor<Self, 3> {
+        let [t, heads, _] = x.dims();
+        let out = ([heads, t, head_dim].into(), x.dtype());
+        let mut inputs = vec![raw(x), raw(cos), raw(sin)];
+        let eps = norm.map(|(scale, eps)| {
+            inputs.push(raw(scale));
+            eps
+        });
+        let [out] = queue::<B, 1>("rmas.rope_heads", inputs, [out], move |inputs| {
+            let mut x = inputs.into_iter();
+            let (heads, cos, sin) = (take(&mut x), take(&mut x), take(&mut x));
+            let norm = eps.map(|eps| (take(&mut x), eps));
+            vec![raw(B::rope_heads(heads, head_dim, norm, cos, sin))]
+        });
+        wrap(out)
+    }
+
     fn layer_norm_sum(
         a: Tensor<Self, 2>,
         residual: Option<Tensor<Self, 2>>,
@@ -190,5 +256,9 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
 
     fn available_bytes(device: &Self::Device) -> Option<u64> {
         B::available_bytes(device)
+    }
+
+    fn memory_in_use(device: &Self::Device) -> Option<u64> {
+        B::memory_in_use(device)
     }
 }

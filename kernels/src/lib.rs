@@ -10,7 +10,8 @@
 //! | `gdn` (gated delta rule + gated norm) | yes | yes | yes |
 //! | `linear` (weight products, logits) | yes | burn's matmul | yes |
 //! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
-//! | `norm` (RMSNorm) | yes | yes | yes |
+//! | `norm` (RMSNorm, residual add + RMSNorm) | yes | yes | yes / reference |
+//! | `rope` (q/k norm + RoPE + head-major transpose) | yes | yes | reference |
 //! | `softmax` | yes | yes | yes |
 //!
 //! `cube_common.rs` and `cpu_common.rs` hold what several kernels or bodies share; `fusion.rs`
@@ -28,6 +29,7 @@ pub mod gdn;
 pub mod linear;
 pub mod link;
 pub mod norm;
+pub mod rope;
 pub mod softmax;
 
 use burn::tensor::backend::Backend;
@@ -96,6 +98,28 @@ pub trait RmasBackend: Backend {
         norm::rms_norm(x, scale, eps)
     }
 
+    /// `x + y` `[rows, width]` and its RMSNorm with `scale`, as (sum, normed); see [`norm::add_rms_norm`].
+    fn add_rms_norm(
+        x: burn::Tensor<Self, 2>,
+        y: burn::Tensor<Self, 2>,
+        scale: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+        norm::add_rms_norm(x, y, scale, eps)
+    }
+
+    /// Per head of `x` `[T, heads, width]`: its first `head_dim` features RMSNormed (with `norm`),
+    /// rotated by `cos`/`sin` `[T, rot]`, returned `[heads, T, head_dim]`; see [`rope::reference`].
+    fn rope_heads(
+        x: burn::Tensor<Self, 3>,
+        head_dim: usize,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        cos: burn::Tensor<Self, 2>,
+        sin: burn::Tensor<Self, 2>,
+    ) -> burn::Tensor<Self, 3> {
+        rope::reference(x, head_dim, norm, cos, sin)
+    }
+
     /// LayerNorm of `a + residual + bias` per row; see [`link::layer_norm_sum`].
     fn layer_norm_sum(
         a: burn::Tensor<Self, 2>,
@@ -123,9 +147,20 @@ pub trait RmasBackend: Backend {
         None
     }
 
-    /// `x·w` for activations `x` `[M, K]` and a layer's weight stored `[K, N]`.
+    /// Bytes of device memory held by live tensors, where the runtime reports it (cubecl does).
+    fn memory_in_use(_device: &Self::Device) -> Option<u64> {
+        None
+    }
+
+    /// Whether layer weights stay in HF's `[out, in]` layout and multiply as `x·wᵀ` (a column-major
+    /// right operand, what GPU matrix-vector kernels want) rather than being transposed once at load
+    /// to `[in, out]` (what the CPU's streaming product wants); docs/performance.md, "Weight layout".
+    const WEIGHTS_OUT_IN: bool = false;
+
+    /// `x·Wᵀ` `[M, N]` for activations `x` `[M, K]` and a layer's weight `w` in this backend's layout:
+    /// `[N, K]` when [`Self::WEIGHTS_OUT_IN`], else `[K, N]`.
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        linear::reference(x, w)
+        linear::reference(x, w, Self::WEIGHTS_OUT_IN)
     }
 
     /// `h·mᵀ` `[T, V]` for hidden states `h` `[T, H]` and a vocabulary matrix `m` `[V, H]`.
@@ -201,7 +236,8 @@ impl RmasBackend for burn::backend::NdArray {
 }
 
 /// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), the GDN convolution,
-/// attention, activations, softmax, RMSNorm and the latent-fusion stages run as cubecl kernels.
+/// attention, activations, softmax, RMSNorm (with the residual add), RoPE (with the q/k norms) and
+/// the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 where
     R: burn_cubecl::CubeRuntime,
@@ -254,6 +290,25 @@ where
         norm::cube::rms_norm(x, scale, eps)
     }
 
+    fn add_rms_norm(
+        x: burn::Tensor<Self, 2>,
+        y: burn::Tensor<Self, 2>,
+        scale: burn::Tensor<Self, 1>,
+        eps: f64,
+    ) -> (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>) {
+        norm::cube::add_rms_norm(x, y, scale, eps)
+    }
+
+    fn rope_heads(
+        x: burn::Tensor<Self, 3>,
+        head_dim: usize,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        cos: burn::Tensor<Self, 2>,
+        sin: burn::Tensor<Self, 2>,
+    ) -> burn::Tensor<Self, 3> {
+        rope::cube::rope_heads(x, head_dim, norm, cos, sin)
+    }
+
     fn layer_norm_sum(
         a: burn::Tensor<Self, 2>,
         residual: Option<burn::Tensor<Self, 2>>,
@@ -269,8 +324,33 @@ where
         link::cube::bias_gelu(x, bias)
     }
 
+    const WEIGHTS_OUT_IN: bool = true;
+
+    /// `x·wᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        match x.dtype() == DType::F32 && linear::cube::strict_f32() {
+            true => linear::cube::strict_matmul(x.clone(), w.clone().transpose())
+                .unwrap_or_else(|| linear::reference(x, w, true)),
+            false => linear::reference(x, w, true),
+        }
+    }
+
+    /// `h·mᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+        match h.dtype() == DType::F32 && linear::cube::strict_f32() {
+            true => linear::cube::strict_matmul(h.clone(), m.clone().transpose())
+                .unwrap_or_else(|| linear::logits_reference(h, m)),
+            false => linear::logits_reference(h, m),
+        }
+    }
+
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.
     fn max_buffer_bytes(device: &Self::Device) -> u64 {
         R::client(device).properties().memory.max_page_size
+    }
+
+    /// cubecl's count of bytes in live allocations (padding and reserved pages not included).
+    fn memory_in_use(device: &Self::Device) -> Option<u64> {
+        R::client(device).memory_usage().ok().map(|m| m.bytes_in_use)
     }
 }

@@ -119,9 +119,13 @@ macro_rules! backend_tests {
         mod wgpu {
             $(#[test] fn $name() { super::$body::<burn::backend::Wgpu>(&Default::default()) })*
         }
+        // On CUDA the suite runs f32 products in strict mode: tensor cores would compute them in TF32.
         #[cfg(feature = "cuda")]
         mod cuda {
-            $(#[test] fn $name() { super::$body::<burn::backend::Cuda>(&Default::default()) })*
+            $(#[test] fn $name() {
+                rmas_kernels::linear::cube::set_strict_f32(true);
+                super::$body::<burn::backend::Cuda>(&Default::default())
+            })*
         }
         #[cfg(all(feature = "wgpu", feature = "fusion"))]
         mod wgpu_unfused {
@@ -129,7 +133,10 @@ macro_rules! backend_tests {
         }
         #[cfg(all(feature = "cuda", feature = "fusion"))]
         mod cuda_unfused {
-            $(#[test] fn $name() { super::$body::<$crate::CudaUnfused>(&Default::default()) })*
+            $(#[test] fn $name() {
+                rmas_kernels::linear::cube::set_strict_f32(true);
+                super::$body::<$crate::CudaUnfused>(&Default::default())
+            })*
         }
     };
 }

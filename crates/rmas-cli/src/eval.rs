@@ -21,7 +21,7 @@ use rmas::tools::{PythonConfig, ToolBox};
 use rmas_models::RmasBackend;
 use rmas_text::{Dataset, MasTask};
 
-use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, dispatch};
 use crate::run::{RunFlags, SystemArgs, parse_dataset};
 use crate::sandbox::{ToolArgs, toolbox};
 
@@ -180,7 +180,8 @@ struct SettingResult {
 }
 
 impl Job for Args {
-    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
         let dataset_arg = self.dataset.clone().expect("clap requires --dataset");
         let dataset = parse_dataset(&dataset_arg).map_err(anyhow::Error::msg)?;
         let split = self.split.clone().unwrap_or_else(|| data::default_split(dataset).to_owned());
@@ -208,7 +209,7 @@ impl Job for Args {
         let style = self.system.style();
         let sandbox = self.tools.python(dataset.mas_task() == MasTask::Code || style.spec().tool_loop)?;
         let tools = toolbox(style, &sandbox)?;
-        let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
+        let system = self.system.load::<B>(dataset, &device, target.dtype)?;
         let spec = style.spec();
         let (method, mas_shape) = (spec.record_method, spec.record_shape);
         let settings: Vec<Option<usize>> = if self.latent_steps.is_empty() {

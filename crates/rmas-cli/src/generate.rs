@@ -11,7 +11,7 @@ use rmas_models::generate::{GenerateOptions, Generation, Sampler, generate};
 use rmas_models::{Model, RmasBackend};
 use rmas_text::{ChatMessage, ChatOptions, Tokenizer};
 
-use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, dispatch};
 use crate::run::SamplingArgs;
 
 /// Generate text with one agent model.
@@ -56,8 +56,9 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 impl Job for Args {
-    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
-        let dtype = self.device.dtype.dtype();
+    fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
+        let dtype = target.dtype;
         let (model, tokenizer) = if self.demo {
             demo::<B>(&device)?
         } else {

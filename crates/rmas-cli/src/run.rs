@@ -16,7 +16,7 @@ use rmas_models::generate::Sampling;
 use rmas_text::RowQuestion;
 use rmas_text::{Dataset, Style, Task};
 
-use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, dispatch};
 use crate::sandbox::{ToolArgs, toolbox};
 
 /// Sampling flags (HF semantics: temperature → top-k → top-p → multinomial).
@@ -240,13 +240,14 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 impl Job for Args {
-    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
         let row = self.row.as_deref().map(|path| read_row(path, self.dataset, self.flags.sampling.seed)).transpose()?;
         let fn_name = self.fn_name.clone().or_else(|| row.as_ref().and_then(|r| r.fn_name.clone()));
         let opts = self.flags.options(&self.system, self.dataset, self.latent_steps, fn_name);
         let style = self.system.style();
         let tools = toolbox(style, &self.tools.python(style.spec().tool_loop)?)?;
-        let system = self.system.load::<B>(self.dataset, &device, self.device.dtype.dtype())?;
+        let system = self.system.load::<B>(self.dataset, &device, target.dtype)?;
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,
             (None, Some(q)) => rmas::options::dataset_question(self.dataset, q),

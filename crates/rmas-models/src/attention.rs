@@ -6,7 +6,7 @@ use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm, apply_rope};
+use crate::nn::{Linear, Loader, RmsNorm};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -37,9 +37,7 @@ impl<B: Backend> KvCache<B> {
 /// One attention block (`self_attn.*`).
 #[derive(Clone, Debug)]
 pub struct Attention<B: Backend> {
-    q_proj: Linear<B>,
-    k_proj: Linear<B>,
-    v_proj: Linear<B>,
+    qkv_proj: Linear<B>, // queries ‖ (gates) ‖ keys ‖ values: [hidden, (1|2)·nh·hd + 2·nkv·hd]
     o_proj: Linear<B>,
     q_norm: Option<RmsNorm<B>>,
     k_norm: Option<RmsNorm<B>>,
@@ -58,9 +56,14 @@ impl<B: RmasBackend> Attention<B> {
         let q_out = if c.attn_output_gate { 2 * nh * hd } else { nh * hd };
         let norm = |name: &str| RmsNorm::load(l, name, hd, c.norm, c.rms_norm_eps);
         Ok(Self {
-            q_proj: Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?,
-            k_proj: Linear::load(l, "k_proj", h, nkv * hd, c.qkv_bias)?,
-            v_proj: Linear::load(l, "v_proj", h, nkv * hd, c.qkv_bias)?,
+            qkv_proj: Linear::concat(vec![
+                match c.attn_output_gate {
+                    true => Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?.regroup_outputs(nh, 2, hd),
+                    false => Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?,
+                },
+                Linear::load(l, "k_proj", h, nkv * hd, c.qkv_bias)?,
+                Linear::load(l, "v_proj", h, nkv * hd, c.qkv_bias)?,
+            ]),
             o_proj: Linear::load(l, "o_proj", nh * hd, h, c.o_bias)?,
             q_norm: if c.qk_norm { Some(norm("q_norm")?) } else { None },
             k_norm: if c.qk_norm { Some(norm("k_norm")?) } else { None },
@@ -82,28 +85,22 @@ impl<B: RmasBackend> Attention<B> {
     ) -> Tensor<B, 2> {
         let [t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone());
-        let (q, gate) = if self.gated {
-            let qg = q.reshape([t, nh, 2 * hd]); // per head: hd query rows then hd gate rows
-            (qg.clone().narrow(2, 0, hd), Some(qg.narrow(2, hd, hd).reshape([t, nh * hd])))
-        } else {
-            (q.reshape([t, nh, hd]), None)
-        };
-        let k = self.k_proj.forward(x.clone()).reshape([t, nkv, hd]);
-        let v = self.v_proj.forward(x).reshape([t, nkv, hd]);
-        let (q, k) = match (&self.q_norm, &self.k_norm) {
-            (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
-            _ => (q, k),
-        };
-        let q = apply_rope(q, &rope.0, &rope.1).swap_dims(0, 1); // [nh, T, hd]
-        let k = apply_rope(k, &rope.0, &rope.1).swap_dims(0, 1); // [nkv, T, hd]
+        let q_heads = if self.gated { 2 * nh } else { nh }; // queries, then (regrouped at load) gates
+        let slots = q_heads + 2 * nkv;
+        let qkv = self.qkv_proj.forward(x).reshape([t, slots, hd]); // [T, slots, hd]; the slices below are views
+        let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
+        let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
+        let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
+        let norm = |n: &Option<RmsNorm<B>>| n.as_ref().map(RmsNorm::parts);
+        let (cos, sin) = rope;
+        let k = B::rope_heads(k, hd, norm(&self.k_norm), cos.clone(), sin.clone()); // [nkv, T, hd]
         let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1)); // [nkv, L, hd]
-        let o = B::causal_attention(q, k_all, v_all, self.scale, self.window); // [nh, T, hd]
-        let o = o.swap_dims(0, 1).reshape([t, nh * hd]);
-        let o = match gate {
-            Some(g) => B::activate(g, Act::Sigmoid, Some(o)),
-            None => o,
+        let q = B::rope_heads(q, hd, norm(&self.q_norm), cos.clone(), sin.clone()); // [nh, T, hd]
+        let o = B::causal_attention(q, k_all, v_all, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
+        let o = match self.gated {
+            true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
+            false => o,
         };
-        self.o_proj.forward(o)
+        self.o_proj.forward(o.reshape([t, nh * hd]))
     }
 }

@@ -27,12 +27,10 @@ impl<B: Backend> DeltaState<B> {
 /// One Gated DeltaNet block.
 #[derive(Clone, Debug)]
 pub struct GatedDeltaNet<B: Backend> {
-    in_proj_qkv: Linear<B>,
-    in_proj_z: Linear<B>,
-    in_proj_ab: Linear<B>, // in_proj_a ‖ in_proj_b: [hidden, 2·nv]
-    conv: Tensor<B, 2>,    // [K, conv_dim]: row j multiplies input t−K+1+j
-    decay: Tensor<B, 2>,   // f32 [2, nv]: dt_bias, then −exp(A_log)
-    norm: Tensor<B, 1>,    // f32 [dv], plain (not zero-centred)
+    in_proj: Linear<B>, // in_proj_qkv ‖ in_proj_z ‖ in_proj_a ‖ in_proj_b: [hidden, conv_dim + value_dim + 2·nv]
+    conv: Tensor<B, 2>, // [K, conv_dim]: row j multiplies input t−K+1+j
+    decay: Tensor<B, 2>, // f32 [2, nv]: dt_bias, then −exp(A_log)
+    norm: Tensor<B, 1>, // f32 [dv], plain (not zero-centred)
     out_proj: Linear<B>,
     cfg: GdnConfig,
     eps: f64,
@@ -44,13 +42,10 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let (h, nv, k) = (c.hidden_size, cfg.num_value_heads, cfg.conv_kernel);
         let f32_tensor =
             |name: &str, n: usize| l.weights.tensor::<B, 1>(&format!("{}{name}", l.prefix), [n], l.device, DType::F32);
-        // a and b in one product: [hidden, nv] ‖ [hidden, nv].
-        let [a, b] = ["in_proj_a", "in_proj_b"].map(|name| Linear::load(l, name, h, nv, false));
-        let in_proj_ab = Linear { weight_t: Tensor::cat(vec![a?.weight_t, b?.weight_t], 1), bias: None };
+        let parts =
+            [("in_proj_qkv", cfg.conv_dim()), ("in_proj_z", cfg.value_dim()), ("in_proj_a", nv), ("in_proj_b", nv)];
         Ok(Self {
-            in_proj_qkv: Linear::load(l, "in_proj_qkv", h, cfg.conv_dim(), false)?,
-            in_proj_z: Linear::load(l, "in_proj_z", h, cfg.value_dim(), false)?,
-            in_proj_ab,
+            in_proj: Linear::load_fused(l, &parts, h, false)?,
             conv: l.weights.tensor_transposed(
                 &format!("{}conv1d.weight", l.prefix),
                 &[cfg.conv_dim(), 1, k],
@@ -69,17 +64,17 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
     pub fn forward(&self, x: Tensor<B, 2>, state: &mut DeltaState<B>) -> Tensor<B, 2> {
         let [t, _] = x.dims();
         let c = &self.cfg;
-        let (nv, dv) = (c.num_value_heads, c.value_head_dim);
+        let (nv, dv, conv_dim, value_dim) = (c.num_value_heads, c.value_head_dim, c.conv_dim(), c.value_dim());
+        let y = self.in_proj.forward(x); // [T, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
 
         // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
         let (qkv, conv_state) =
-            B::causal_conv_silu(self.in_proj_qkv.forward(x.clone()), state.conv.clone(), self.conv.clone());
+            B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), self.conv.clone());
         state.conv = conv_state;
 
-        // The gates' raw inputs, head-major: [2·nv, T] → [2, nv, T].
-        let ab = self.in_proj_ab.forward_features_first(x.clone()).reshape([2, nv, t]);
-
-        let z = self.in_proj_z.forward(x).reshape([t, nv, dv]);
+        // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
+        let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
+        let z = y.narrow(1, conv_dim, value_dim);
         let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
         let (o, ssm) =
             B::gated_delta_rule(DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() }, Some(norm));

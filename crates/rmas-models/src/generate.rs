@@ -51,11 +51,12 @@ fn host_slice<'a, T: burn::tensor::Element>(data: &'a TensorData, what: &str) ->
     data.as_slice::<T>().map_err(|e| ModelError::Device(format!("reading back {what}: {e:?}")))
 }
 
-/// Copies a tensor to the host without blocking the thread (required on WebGPU).
+/// Copies a tensor to the host without blocking the thread (required on WebGPU); counted in [`crate::traffic`].
 pub async fn read_back<B: burn::tensor::backend::Backend, const D: usize, K>(t: Tensor<B, D, K>) -> Result<TensorData>
 where
     K: burn::tensor::BasicOps<B>,
 {
+    crate::traffic::count_read();
     t.into_data_async().await.map_err(|e| ModelError::Device(format!("{e:?}")))
 }
 

@@ -11,12 +11,14 @@ pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod nn;
+pub mod traffic;
 pub mod weights;
 
 pub use config::{Config, Family};
 pub use error::{ModelError, Result};
 pub use model::{Cache, Model};
 pub use rmas_kernels::RmasBackend;
+pub use rmas_kernels::linear::cube::set_strict_f32;
 pub use weights::Weights;
 
 /// Runs a future (a generation, a RecursiveMAS run) to completion on the current thread (native only).

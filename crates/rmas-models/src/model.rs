@@ -19,6 +19,9 @@ const PREFIXES: &[&str] = &["model.language_model.", "language_model.model.", "m
 #[derive(Clone, Debug)]
 pub struct Cache<B: Backend> {
     layers: Vec<LayerCache<B>>,
+    /// Per rotary kind, `cos`/`sin` `[capacity, rot_dim]` in f32: built once here, so a decode step
+    /// uploads nothing for positions (empty when no layer attends).
+    ropes: Vec<(Tensor<B, 2>, Tensor<B, 2>)>,
     len: usize,
     capacity: usize,
 }
@@ -199,7 +202,12 @@ impl<B: RmasBackend> Model<B> {
                 )),
             })
             .collect();
-        Ok(Cache { layers, len: 0, capacity })
+        let attends = self.layers.iter().any(|l| matches!(l.mixer, LayerMixer::Attention(_)));
+        let ropes = match attends {
+            true => self.ropes.iter().map(|r| r.tables::<B>(0, capacity, &self.device)).collect(),
+            false => Vec::new(),
+        };
+        Ok(Cache { layers, ropes, len: 0, capacity })
     }
 
     /// Estimates a cache of `capacity` positions before it is allocated: one layer's K buffer
@@ -271,9 +279,16 @@ impl<B: RmasBackend> Model<B> {
                 what: "cache capacity",
             });
         }
-        let tables: Vec<_> = self.ropes.iter().map(|r| r.tables::<B>(start, t, &self.device)).collect();
+        let tables: Vec<_> = cache
+            .ropes
+            .iter()
+            .map(|(cos, sin)| (cos.clone().narrow(0, start, t), sin.clone().narrow(0, start, t)))
+            .collect(); // [T, rot_dim]
+        // Each block's output is added to the residual stream by the next norm (one kernel for both).
+        let mut branch: Option<Tensor<B, 2>> = None;
         for (layer, state) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let y = layer.attn_norm.forward(x.clone());
+            let (stream, y) = layer.attn_norm.forward_residual(x, branch.take());
+            x = stream;
             let y = match (&layer.mixer, state) {
                 (LayerMixer::Attention(a), LayerCache::Kv(kv)) => a.forward(y, &tables[layer.rope], kv),
                 (LayerMixer::Delta(d), LayerCache::Delta(s)) => d.forward(y, s),
@@ -283,19 +298,20 @@ impl<B: RmasBackend> Model<B> {
                 Some(n) => n.forward(y),
                 None => y,
             };
-            x = x + y;
-            let y = layer.mlp.forward(layer.mlp_norm.forward(x.clone()));
-            let y = match &layer.mlp_out_norm {
+            let (stream, y) = layer.mlp_norm.forward_residual(x, Some(y));
+            let y = layer.mlp.forward(y);
+            x = stream;
+            branch = Some(match &layer.mlp_out_norm {
                 Some(n) => n.forward(y),
                 None => y,
-            };
-            x = x + y;
+            });
             if let Some(trace) = trace.as_deref_mut() {
+                x = x + branch.take().expect("set above");
                 trace.push(x.clone());
             }
         }
         cache.len = start + t;
-        Ok(self.norm.forward(x))
+        Ok(self.norm.forward_residual(x, branch).1)
     }
 
     /// LM-head logits `[T, V]` of final-norm hidden states.

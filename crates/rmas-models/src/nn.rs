@@ -8,6 +8,7 @@ use rmas_kernels::RmasBackend;
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
+use crate::traffic::upload;
 use crate::weights::Weights;
 
 /// Loading context: weights, name prefix, device and compute dtype.
@@ -42,59 +43,91 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 }
 
-/// Linear layer; the HF weight `[out, in]` is stored transposed, `[in, out]`, so `x·Wᵀ` is a plain matmul.
+/// Linear layer `x·Wᵀ + b`. The weight is kept in the backend's layout ([`RmasBackend::WEIGHTS_OUT_IN`]):
+/// HF's `[out, in]` on the GPU backends, transposed once at load to `[in, out]` on the CPU.
 #[derive(Clone, Debug)]
 pub struct Linear<B: Backend> {
-    pub weight_t: Tensor<B, 2>,
+    /// `[out, in]` or `[in, out]`, as the backend keeps it.
+    pub weight: Tensor<B, 2>,
     pub bias: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Linear<B> {
-    /// A layer from its transposed weight `[in, out]` and optional bias `[out]`.
-    pub fn new(weight_t: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight_t, bias }
+impl<B: RmasBackend> Linear<B> {
+    /// A layer from its weight in the checkpoints' `[out, in]` layout (given as host data, transposed
+    /// there when the backend wants `[in, out]`) and optional bias `[out]`.
+    pub fn from_hf(weight: TensorData, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
+        let weight = if B::WEIGHTS_OUT_IN { weight } else { crate::weights::transpose_host(weight) };
+        Self { weight: Tensor::from_data(weight, device), bias }
+    }
+
+    /// The weight in the checkpoints' `[out, in]` layout (a view).
+    pub fn hf_weight(&self) -> Tensor<B, 2> {
+        if B::WEIGHTS_OUT_IN { self.weight.clone() } else { self.weight.clone().transpose() }
+    }
+
+    /// The axis of the weight that indexes outputs.
+    fn out_axis() -> usize {
+        if B::WEIGHTS_OUT_IN { 0 } else { 1 }
     }
 
     /// Input width.
     pub fn in_dim(&self) -> usize {
-        self.weight_t.dims()[0]
+        self.weight.dims()[1 - Self::out_axis()]
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight_t.dims()[1]
+        self.weight.dims()[Self::out_axis()]
     }
 
     /// Loads `name.weight` (and `name.bias` when `bias`).
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let weight_t =
-            l.weights.tensor_transposed(&format!("{}{name}.weight", l.prefix), &[d_out, d_in], l.device, l.dtype)?;
+        let name_w = format!("{}{name}.weight", l.prefix);
+        let weight = match B::WEIGHTS_OUT_IN {
+            true => l.weights.tensor(&name_w, [d_out, d_in], l.device, l.dtype)?,
+            false => l.weights.tensor_transposed(&name_w, &[d_out, d_in], l.device, l.dtype)?,
+        };
         let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
-        Ok(Self { weight_t, bias })
+        Ok(Self { weight, bias })
     }
 
-    /// `W·xᵀ + b` as `[out, T]` (contiguous, features first) for `x` `[T, in]`.
-    pub fn forward_features_first(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = self.weight_t.clone().transpose().matmul(x.transpose());
-        match &self.bias {
-            Some(b) => y + b.clone().unsqueeze_dim::<2>(1),
-            None => y,
+    /// Loads the layers `names` (each `[out_i, in]`, with `.bias` when `bias`) as one layer whose
+    /// output is theirs side by side, `[T, Σ out_i]`: one product where the model had several (the
+    /// q/k/v projections, gate/up, the Gated DeltaNet input projections; docs/performance.md).
+    pub fn load_fused(l: &Loader<B>, names: &[(&str, usize)], d_in: usize, bias: bool) -> Result<Self> {
+        let parts =
+            names.iter().map(|&(name, d_out)| Self::load(l, name, d_in, d_out, bias)).collect::<Result<Vec<_>>>()?;
+        Ok(Self::concat(parts))
+    }
+
+    /// The layers `parts` (same input width) as one whose output is theirs side by side.
+    pub fn concat(parts: Vec<Self>) -> Self {
+        let biases: Option<Vec<_>> = parts.iter().map(|p| p.bias.clone()).collect();
+        Self {
+            weight: Tensor::cat(parts.into_iter().map(|p| p.weight).collect(), Self::out_axis()),
+            bias: biases.map(|b| Tensor::cat(b, 0)),
         }
     }
 
+    /// Reorders the outputs from `groups × parts × width` to `parts × groups × width` (HF's gated
+    /// attention interleaves each head's query and gate rows; regrouped, each is one slice).
+    pub fn regroup_outputs(self, groups: usize, parts: usize, width: usize) -> Self {
+        let (d_in, d_out) = (self.in_dim(), self.out_dim());
+        let weight = match B::WEIGHTS_OUT_IN {
+            true => self.weight.reshape([groups, parts, width * d_in]).swap_dims(0, 1).reshape([d_out, d_in]),
+            false => self.weight.reshape([d_in, groups, parts, width]).swap_dims(1, 2).reshape([d_in, d_out]),
+        };
+        let bias = self.bias.map(|b| b.reshape([groups, parts, width]).swap_dims(0, 1).reshape([d_out]));
+        Self { weight, bias }
+    }
+
     /// `x·Wᵀ` for `x` `[T, in]`, without the bias (for stages that fuse it into what follows).
-    pub fn product(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
-    where
-        B: RmasBackend,
-    {
-        B::linear_matmul(x, self.weight_t.clone())
+    pub fn product(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        B::linear_matmul(x, self.weight.clone())
     }
 
     /// `x·Wᵀ + b` for `x` `[T, in]`.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>
-    where
-        B: RmasBackend,
-    {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = self.product(x);
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
@@ -165,7 +198,7 @@ impl<B: Backend> VocabMatrix<B> {
     /// The rows `ids` (all `< V`), `[T, H]`.
     pub fn rows(&self, ids: &[u32]) -> Tensor<B, 2> {
         let device = self.blocks[0].device();
-        let index = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+        let index = |v: Vec<i64>| upload::<B, 1, Int>(TensorData::new(v.clone(), [v.len()]), &device);
         if self.blocks.len() == 1 {
             return self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect()));
         }
@@ -227,32 +260,50 @@ impl<B: Backend> RmsNorm<B> {
     {
         B::rms_norm(x, self.scale.clone(), self.eps)
     }
+
+    /// Adds the pending residual branch `branch` to `x` (when there is one) and normalises the sum `[T, dim]`:
+    /// returns (new residual stream, normed), one kernel on cubecl backends.
+    pub fn forward_residual(&self, x: Tensor<B, 2>, branch: Option<Tensor<B, 2>>) -> (Tensor<B, 2>, Tensor<B, 2>)
+    where
+        B: RmasBackend,
+    {
+        match branch {
+            Some(y) => B::add_rms_norm(x, y, self.scale.clone(), self.eps),
+            None => (x.clone(), self.forward(x)),
+        }
+    }
+
+    /// The (effective scale, eps) pair the fused kernels take.
+    pub fn parts(&self) -> (Tensor<B, 1>, f64) {
+        (self.scale.clone(), self.eps)
+    }
 }
 
-/// Gated MLP: `down(act(gate(x)) ⊙ up(x))`.
+/// Gated MLP: `down(act(gate(x)) ⊙ up(x))`, with gate and up as one product.
 #[derive(Clone, Debug)]
 pub struct Mlp<B: Backend> {
-    pub gate: Linear<B>,
-    pub up: Linear<B>,
+    pub gate_up: Linear<B>, // gate_proj ‖ up_proj: [hidden, 2·inter]
     pub down: Linear<B>,
     pub act: Activation,
+    inter: usize,
 }
 
 impl<B: RmasBackend> Mlp<B> {
     /// Loads `gate_proj`, `up_proj`, `down_proj` below `l`.
     pub fn load(l: &Loader<B>, hidden: usize, inter: usize, act: Activation, bias: bool) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(l, "gate_proj", hidden, inter, bias)?,
-            up: Linear::load(l, "up_proj", hidden, inter, bias)?,
+            gate_up: Linear::load_fused(l, &[("gate_proj", inter), ("up_proj", inter)], hidden, bias)?,
             down: Linear::load(l, "down_proj", inter, hidden, bias)?,
             act,
+            inter,
         })
     }
 
     /// Applies the MLP to `[T, hidden]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let g = self.gate.forward(x.clone());
-        self.down.forward(B::activate(g, self.act, Some(self.up.forward(x))))
+        let gate_up = self.gate_up.forward(x); // [T, 2·inter]
+        let (gate, up) = (gate_up.clone().narrow(1, 0, self.inter), gate_up.narrow(1, self.inter, self.inter));
+        self.down.forward(B::activate(gate, self.act, Some(up)))
     }
 }
 
@@ -316,7 +367,7 @@ impl Rope {
         Self { inv_freq, scale, dim: cfg.dim }
     }
 
-    /// `cos`, `sin` tables `[T, dim]` for positions `start..start+T`.
+    /// `cos`, `sin` tables `[T, dim]` for positions `start..start+T`, in f32.
     pub fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * self.dim);
@@ -331,21 +382,7 @@ impl Rope {
             }
         }
         debug_assert_eq!(cos.len(), len * 2 * half);
-        let make = |v: Vec<f32>| Tensor::from_data(burn::tensor::TensorData::new(v, [len, self.dim]), device);
+        let make = |v: Vec<f32>| upload(TensorData::new(v, [len, self.dim]), device);
         (make(cos), make(sin))
     }
-}
-
-/// Applies rotate-half RoPE to the first `cos.dims()[1]` features of `x` `[T, heads, head_dim]`.
-pub fn apply_rope<B: Backend>(x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
-    let [t, heads, head_dim] = x.dims();
-    let rot = cos.dims()[1];
-    let half = rot / 2;
-    let dtype = x.dtype();
-    let r = x.clone().narrow(2, 0, rot);
-    let rotated = Tensor::cat(vec![r.clone().narrow(2, half, half).neg(), r.clone().narrow(2, 0, half)], 2);
-    let (c, s) = (cos.clone().cast(dtype).unsqueeze_dim::<3>(1), sin.clone().cast(dtype).unsqueeze_dim::<3>(1)); // [T, 1, rot]
-    let r = r * c + rotated * s;
-    if rot == head_dim { r } else { Tensor::cat(vec![r, x.narrow(2, rot, head_dim - rot)], 2) }
-        .reshape([t, heads, head_dim])
 }

@@ -216,22 +216,7 @@ impl Weights {
         device: &B::Device,
         dtype: DType,
     ) -> Result<Tensor<B, 2>> {
-        let cols = shape.last().copied().unwrap_or(1);
-        let rows = shape.iter().rev().skip(1).product();
-        let data = self.data(name, shape)?;
-        let src = data.as_slice::<f32>().expect("weights are converted to f32");
-        let mut out = vec![0.0f32; rows * cols];
-        const BLOCK: usize = 32;
-        for r0 in (0..rows).step_by(BLOCK) {
-            for c0 in (0..cols).step_by(BLOCK) {
-                for r in r0..(r0 + BLOCK).min(rows) {
-                    for c in c0..(c0 + BLOCK).min(cols) {
-                        out[c * rows + r] = src[r * cols + c];
-                    }
-                }
-            }
-        }
-        Ok(Tensor::from_data(TensorData::new(out, [cols, rows]), (device, dtype)))
+        Ok(Tensor::from_data(transpose_host(self.data(name, shape)?), (device, dtype)))
     }
 
     /// Reads `name` as f32 host data after checking its shape.
@@ -358,4 +343,25 @@ pub fn shard_files(index: &str, path: &Path) -> Result<Vec<String>> {
 /// Reads a whole text file with a path-naming error.
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_owned(), source })
+}
+
+/// Host values of shape `[.., cols]` (all but the last axis counted as rows) transposed to `[cols, rows]`
+/// in f32, in blocks for cache locality.
+pub fn transpose_host(data: TensorData) -> TensorData {
+    let cols = data.shape.last().copied().unwrap_or(1);
+    let rows = data.shape.iter().rev().skip(1).product();
+    let data = data.convert::<f32>();
+    let src = data.as_slice::<f32>().expect("converted to f32");
+    let mut out = vec![0.0f32; rows * cols];
+    const BLOCK: usize = 32;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    TensorData::new(out, [cols, rows])
 }

@@ -100,7 +100,7 @@ pub struct InnerLink<B: Backend> {
     pub post_ln: LayerNorm<B>,
 }
 
-impl<B: Backend> InnerLink<B> {
+impl<B: RmasBackend> InnerLink<B> {
     loaders!("inner");
 
     fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
@@ -159,7 +159,7 @@ pub struct OuterLink<B: Backend> {
     pub ln_target: LayerNorm<B>,
 }
 
-impl<B: Backend> OuterLink<B> {
+impl<B: RmasBackend> OuterLink<B> {
     loaders!("outer");
 
     fn from_state_dict(mut sd: StateDict, device: &B::Device) -> Result<Self> {
@@ -211,7 +211,7 @@ impl<B: Backend> OuterLink<B> {
 /// Both links' first half: `x` in the link's dtype (f32, as the reference's `outer_dtype`, whatever
 /// the agent's) and `gelu(proj1(ln(x)))`.
 fn expand<B: RmasBackend>(ln: &LayerNorm<B>, proj1: &Linear<B>, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let x = x.cast(proj1.weight_t.dtype());
+    let x = x.cast(proj1.weight.dtype());
     let a = B::bias_gelu(proj1.product(ln.forward_sum(x.clone(), None, None)), bias(proj1));
     (x, a)
 }
@@ -335,12 +335,11 @@ impl StateDict {
         Tensor::from_data(data, device)
     }
 
-    /// `prefix.weight` `[out, in]` (transposed on the host) and `prefix.bias`.
-    fn linear<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> Linear<B> {
+    /// `prefix.weight` `[out, in]` (in the backend's layout) and `prefix.bias`.
+    fn linear<B: RmasBackend>(&mut self, prefix: &str, device: &B::Device) -> Linear<B> {
         let name = format!("{prefix}.weight");
-        let weight =
-            self.tensors.remove(&name).map(transposed).unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0, 0]));
-        Linear::new(Tensor::from_data(weight, device), Some(self.take(&format!("{prefix}.bias"), device)))
+        let weight = self.tensors.remove(&name).unwrap_or_else(|| TensorData::new(Vec::<f32>::new(), [0, 0]));
+        Linear::from_hf(weight, Some(self.take(&format!("{prefix}.bias"), device)), device)
     }
 
     fn layer_norm<B: Backend>(&mut self, prefix: &str, device: &B::Device) -> LayerNorm<B> {
@@ -350,12 +349,4 @@ impl StateDict {
             eps: LAYER_NORM_EPS,
         }
     }
-}
-
-/// An f32 matrix `[r, c]` as `[c, r]`.
-fn transposed(data: TensorData) -> TensorData {
-    let [r, c] = [data.shape[0], data.shape[1]];
-    let values = data.into_vec::<f32>().expect("link tensors are stored as f32");
-    let t: Vec<f32> = (0..c * r).map(|i| values[(i % r) * c + i / r]).collect();
-    TensorData::new(t, [c, r])
 }

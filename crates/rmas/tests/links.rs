@@ -153,7 +153,7 @@ fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
 
 /// A projection's weight in the checkpoints' `[out, in]` layout.
 fn hf_weight(l: &Linear<B>) -> Tensor<B, 2> {
-    l.weight_t.clone().transpose()
+    l.hf_weight()
 }
 
 #[test]

@@ -2,9 +2,7 @@
 //! of burn's several ops (its sigmoid alone is five).
 
 use burn::tensor::Tensor;
-use burn_cubecl::{
-    BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
-};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::CubeDim;
 
 use crate::Act;
@@ -12,6 +10,8 @@ use crate::cube_common::{Cube, ELEM_UNITS, elementwise_cubes, tensor, unused};
 
 mod kernel {
     use cubecl::prelude::*;
+
+    use crate::cube_common::strided_offset;
 
     /// `act(x)` for the activation code `act` (see [`super::code`]).
     #[cube]
@@ -30,20 +30,23 @@ mod kernel {
 
     #[cube(launch)]
     pub fn activate_kernel<F: Float>(
-        x: &Tensor<F>,       // any shape, contiguous
-        by: &Tensor<F>,      // x's shape (read only when gated)
-        out: &mut Tensor<F>, // x's shape
+        x: &Tensor<F>,       // any shape, any strides (views of a wider projection need no copy)
+        by: &Tensor<F>,      // x's shape, any strides (read only when gated)
+        out: &mut Tensor<F>, // x's shape, contiguous
         #[comptime] act: u32,
         #[comptime] gated: bool,
         #[define(F)] _dtype: StorageType,
     ) {
-        let n = x.len();
+        let mut n = 1usize;
+        for d in 0..out.rank() {
+            n *= out.shape(d);
+        }
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
         while i < n {
-            let y = activation::<F>(x[i], act);
+            let y = activation::<F>(x[strided_offset(x, i)], act);
             if gated {
-                out[i] = y * by[i];
+                out[i] = y * by[strided_offset(by, i)];
             } else {
                 out[i] = y;
             }
@@ -61,7 +64,7 @@ fn code(act: Act) -> u32 {
     }
 }
 
-/// [`crate::act::reference`] as one kernel launch, in `x`'s dtype.
+/// [`crate::act::reference`] as one kernel launch, in `x`'s dtype, reading strided views in place.
 pub fn activate<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     x: Tensor<Cube<R, F, I, BT>, D>,
     act: Act,
@@ -71,9 +74,9 @@ pub fn activate<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement,
         return crate::act::reference(x, act, by);
     }
     let (dtype, n) = (x.dtype(), x.shape().num_elements());
-    let x = into_contiguous(x.into_primitive().tensor());
+    let x = x.into_primitive().tensor();
     let gated = by.is_some();
-    let by = by.map_or_else(|| unused(&x), |b| into_contiguous(b.into_primitive().tensor()));
+    let by = by.map_or_else(|| unused(&x), |b| b.into_primitive().tensor());
     let out = empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), dtype);
     if n > 0 {
         kernel::activate_kernel::launch::<R>(

@@ -2,12 +2,10 @@
 //! output and the new state, instead of a concatenation, K products, K − 1 sums and the SiLU.
 
 use burn::tensor::Tensor;
-use burn_cubecl::{
-    BoolElement, CubeRuntime, FloatElement, IntElement, kernel::into_contiguous, ops::numeric::empty_device_dtype,
-};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::CubeDim;
 
-use crate::cube_common::{Cube, ELEM_UNITS, elementwise_cubes, tensor};
+use crate::cube_common::{Cube, ELEM_UNITS, contiguous, elementwise_cubes, tensor};
 
 mod kernel {
     use cubecl::prelude::*;
@@ -67,7 +65,7 @@ pub fn causal_conv_silu<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     if lag == 0 || t == 0 || state.dtype() != dtype || weight.dtype() != dtype {
         return crate::conv::causal_conv_silu(x, state, weight);
     }
-    let [x, state, weight] = [x, state, weight].map(|x| into_contiguous(x.into_primitive().tensor()));
+    let [x, state, weight] = [x, state, weight].map(|x| contiguous(x.into_primitive().tensor()));
     let (client, device) = (x.client.clone(), x.device.clone());
     let out = empty_device_dtype(client.clone(), device.clone(), [t, c].into(), dtype);
     let state_out = empty_device_dtype(client.clone(), device, [lag, c].into(), dtype);

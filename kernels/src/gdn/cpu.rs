@@ -41,9 +41,9 @@ pub fn gated_delta_rule(
                 // The raw k and q, with their norms applied to the scalars they produce.
                 let (k_scale, q_scale) = (inv_norm(kt), q_scale * inv_norm(qt));
                 // exp(g) and β from the raw gates (see `gdn::gates`).
-                let a = ab[h * t_len + t] + params[h];
+                let a = ab[t * 2 * nv + h] + params[h];
                 let decay = (params[nv + h] * (a.max(0.0) + (-a.abs()).exp().ln_1p())).exp();
-                let b = 1.0 / (1.0 + (-ab[(nv + h) * t_len + t]).exp());
+                let b = 1.0 / (1.0 + (-ab[t * 2 * nv + nv + h]).exp());
                 // kᵀS with the old state; the decayed state gives decay·kᵀS.
                 kv.fill(0.0);
                 for (ki, row) in kt.iter().zip(s.chunks_exact(dv)) {

@@ -21,7 +21,7 @@ mod kernel {
     #[cube(launch)]
     pub fn gated_delta_rule_kernel<F: Float>(
         qkv: &Tensor<F>,           // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
-        ab: &Tensor<F>,            // [2, nv, T]: the raw gates a, then b
+        ab: &Tensor<F>,            // [T, 2·nv]: per token the raw gates a, then b
         decay: &Tensor<F>,         // [2, nv]: dt_bias, then −exp(A_log)
         state: &Tensor<F>,         // [nv, dk, dv]
         z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
@@ -64,10 +64,10 @@ mod kernel {
             if active {
                 // The raw k and q: their l2 norms scale the scalars they produce.
                 // exp(g) and β from the raw gates (see `gdn::gates`).
-                let a = ab[h * t_len + t] + decay[h];
+                let a = ab[t * 2 * nv + h] + decay[h];
                 let softplus = max(a, F::new(0.0)) + F::log1p(F::exp(-F::abs(a)));
                 let decay_t = F::exp(decay[nv + h] * softplus);
-                let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[(nv + h) * t_len + t]));
+                let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[t * 2 * nv + nv + h]));
                 let mut kv = F::new(0.0);
                 let mut kk = F::new(0.0);
                 for i in 0..dk {

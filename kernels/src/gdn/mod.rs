@@ -21,8 +21,9 @@ pub struct DeltaRule<B: Backend> {
     /// output): q and k are l2-normalised here and q scaled by `dk^-½`; value head `h` reads key head
     /// `h / (nv/nk)`; the values' dtype is the output's.
     pub qkv: Tensor<B, 2>,
-    /// The gates' raw inputs `[2, nv, T]`: `a` (log-decay), then `b` (write strength); see [`gates`].
-    pub ab: Tensor<B, 3>,
+    /// The gates' raw inputs `[T, 2·nv]` (any strides): per token `a` (log-decay), then `b` (write
+    /// strength), as the layer's fused input projection lays them out; see [`gates`].
+    pub ab: Tensor<B, 2>,
     /// The gates' per-head parameters `[2, nv]`: `dt_bias`, then `−exp(A_log)`.
     pub decay: Tensor<B, 2>,
     /// The state before the first token, f32 `[nv, dk, dv]`.
@@ -49,8 +50,8 @@ pub const L2_EPS: f64 = 1e-6;
 /// The gated RMSNorm applied to each head's output: `w · o / rms(o) · silu(z)`.
 #[derive(Clone, Debug)]
 pub struct GatedNorm<B: Backend> {
-    /// Gate `[T, nv, dv]`.
-    pub z: Tensor<B, 3>,
+    /// Gate `[T, nv·dv]` (head-major within a token, any strides).
+    pub z: Tensor<B, 2>,
     /// Weight `[dv]`.
     pub weight: Tensor<B, 1>,
     /// Added to the mean square.
@@ -74,15 +75,16 @@ pub fn gated_rms_norm<B: Backend>(o: Tensor<B, 3>, norm: GatedNorm<B>) -> Tensor
     let o = f32_of(o);
     let o = o.clone() * (o.powi_scalar(2).mean_dim(2) + norm.eps).sqrt().recip();
     let w = f32_of(norm.weight).unsqueeze::<3>();
-    crate::act::reference(f32_of(norm.z), Act::Silu, Some(o * w))
+    let z = f32_of(norm.z).reshape(o.dims()); // [T, nv·dv] → [T, nv, dv]
+    crate::act::reference(z, Act::Silu, Some(o * w))
 }
 
 /// The log-decay `g = −exp(A_log)·softplus(a + dt_bias)` (≤ 0) and the write strength `β = σ(b)`,
-/// each `[nv, T]` in f32, of the raw gate inputs `ab` `[2, nv, T]` and `decay` `[2, nv]`.
-pub fn gates<B: Backend>(ab: Tensor<B, 3>, decay: Tensor<B, 2>) -> [Tensor<B, 2>; 2] {
-    let [_, nv, t] = ab.dims();
-    let (ab, decay) = (f32_of(ab), f32_of(decay));
-    let gate = |i: usize| ab.clone().narrow(0, i, 1).reshape([nv, t]);
+/// each `[nv, T]` in f32, of the raw gate inputs `ab` `[T, 2·nv]` and `decay` `[2, nv]`.
+pub fn gates<B: Backend>(ab: Tensor<B, 2>, decay: Tensor<B, 2>) -> [Tensor<B, 2>; 2] {
+    let nv = ab.dims()[1] / 2;
+    let (ab, decay) = (f32_of(ab).transpose(), f32_of(decay)); // ab: [2·nv, T]
+    let gate = |i: usize| ab.clone().narrow(0, i * nv, nv); // [nv, T]
     let param = |i: usize| decay.clone().narrow(0, i, 1).reshape([nv, 1]);
     let g = softplus(gate(0) + param(0)) * param(1);
     [g, crate::act::reference(gate(1), Act::Sigmoid, None)]

@@ -1,23 +1,28 @@
-//! cubecl kernel of RMSNorm: one cube per row, in f32 (burn's norm is seven ops).
+//! cubecl kernel of RMSNorm, alone or after a residual add: one cube per row, in f32 (burn's norm
+//! is seven ops, and the add one more).
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube_common::{Cube, MAX_CUBES, ROW_UNITS, f32_contiguous, tensor};
+use crate::cube_common::{Cube, MAX_CUBES, ROW_UNITS, f32_contiguous, tensor, unused};
 
 mod kernel {
     use cubecl::prelude::*;
 
-    use crate::cube_common::row_reduce;
+    use crate::cube_common::cube_reduce;
 
+    /// RMSNorm of each row of `x`, or with `add` of `x + y` (written to `sum` too).
     #[cube(launch)]
     pub fn rms_norm_kernel<F: Float>(
         x: &Tensor<F>,       // [rows, width] contiguous
+        y: &Tensor<F>,       // x's shape (read only with `add`)
         scale: &Tensor<F>,   // [width]
-        out: &mut Tensor<F>, // [rows, width]
+        sum: &mut Tensor<F>, // x's shape: x + y (written only with `add`)
+        out: &mut Tensor<F>, // x's shape
         #[comptime] units: usize,
         #[comptime] eps_bits: u32,
+        #[comptime] add: bool,
         #[define(F)] _dtype: StorageType,
     ) {
         let u = UNIT_POS_X as usize;
@@ -27,11 +32,27 @@ mod kernel {
         let mut row = CUBE_POS_X as usize;
         while row < rows {
             let base = row * width;
-            let mean_square = row_reduce(x, base, width, &mut shared, units, true) / F::cast_from(width as u32);
-            let inv = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+            let mut acc = F::new(0.0);
             let mut j = u;
             while j < width {
-                out[base + j] = x[base + j] * inv * scale[j];
+                let mut v = x[base + j];
+                if add {
+                    v += y[base + j];
+                    sum[base + j] = v;
+                }
+                acc += v * v;
+                j += units;
+            }
+            let mean_square = cube_reduce(&mut shared, acc, false) / F::cast_from(width as u32);
+            let inv = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+            // Each unit reads back only the sums it wrote.
+            let mut j = u;
+            while j < width {
+                let mut v = x[base + j];
+                if add {
+                    v = sum[base + j];
+                }
+                out[base + j] = v * inv * scale[j];
                 j += units;
             }
             row += CUBE_COUNT_X as usize;
@@ -39,28 +60,63 @@ mod kernel {
     }
 }
 
-/// [`crate::norm::rms_norm`] as one kernel launch (a cube per row, up to [`MAX_CUBES`]) in f32.
-pub fn rms_norm<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+/// Launches the kernel on contiguous f32 copies: the norm of `x` (plus `y` when given, whose sum
+/// is returned too), a cube per row up to [`MAX_CUBES`].
+fn launch<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     x: Tensor<Cube<R, F, I, BT>, D>,
+    y: Option<Tensor<Cube<R, F, I, BT>, D>>,
     scale: Tensor<Cube<R, F, I, BT>, 1>,
     eps: f64,
-) -> Tensor<Cube<R, F, I, BT>, D> {
+) -> (Option<Tensor<Cube<R, F, I, BT>, D>>, Tensor<Cube<R, F, I, BT>, D>) {
     let (dtype, n) = (x.dtype(), x.shape().num_elements());
     let rows = n / x.dims()[D - 1].max(1);
     let (x, scale) = (f32_contiguous(x), f32_contiguous(scale));
-    let out = empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), DType::F32);
+    let add = y.is_some();
+    let empty = || empty_device_dtype(x.client.clone(), x.device.clone(), x.meta.shape().clone(), DType::F32);
+    let (y, sum) = match y {
+        Some(y) => (f32_contiguous(y), empty()),
+        None => (unused(&x), unused(&x)),
+    };
+    let out = empty();
     if n > 0 {
         kernel::rms_norm_kernel::launch::<R>(
             &x.client.clone(),
             CubeCount::Static(rows.min(MAX_CUBES) as u32, 1, 1),
             CubeDim::new_1d(ROW_UNITS as u32),
             x.into_tensor_arg(),
+            y.into_tensor_arg(),
             scale.into_tensor_arg(),
+            sum.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             ROW_UNITS,
             (eps as f32).to_bits(),
+            add,
             DType::F32.into(),
         );
     }
-    tensor::<R, F, I, BT, D>(out).cast(dtype)
+    let sum = add.then(|| tensor::<R, F, I, BT, D>(sum).cast(dtype));
+    (sum, tensor::<R, F, I, BT, D>(out).cast(dtype))
+}
+
+/// [`crate::norm::rms_norm`] as one kernel launch in f32.
+pub fn rms_norm<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+    x: Tensor<Cube<R, F, I, BT>, D>,
+    scale: Tensor<Cube<R, F, I, BT>, 1>,
+    eps: f64,
+) -> Tensor<Cube<R, F, I, BT>, D> {
+    launch(x, None, scale, eps).1
+}
+
+/// [`crate::norm::add_rms_norm`] as one kernel launch in f32.
+pub fn add_rms_norm<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: Tensor<Cube<R, F, I, BT>, 2>,
+    y: Tensor<Cube<R, F, I, BT>, 2>,
+    scale: Tensor<Cube<R, F, I, BT>, 1>,
+    eps: f64,
+) -> (Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>) {
+    if x.dims() != y.dims() {
+        return crate::norm::add_rms_norm(x, y, scale, eps);
+    }
+    let (sum, out) = launch(x, Some(y), scale, eps);
+    (sum.expect("asked for the sum"), out)
 }

@@ -12,7 +12,7 @@ use crate::cube_common::{Cube, MAX_CUBES, ROW_UNITS, tensor};
 mod kernel {
     use cubecl::prelude::*;
 
-    use crate::cube_common::{cube_reduce, row_reduce};
+    use crate::cube_common::{cube_reduce, row_max};
 
     #[cube(launch)]
     pub fn softmax_kernel<F: Float>(
@@ -28,7 +28,7 @@ mod kernel {
         let mut row = CUBE_POS_X as usize;
         while row < rows {
             let base = row * width;
-            let m = row_reduce(x, base, width, &mut shared, units, false);
+            let m = row_max(x, base, width, &mut shared, units);
             let mut sum = F::new(0.0);
             let mut j = u;
             while j < width {

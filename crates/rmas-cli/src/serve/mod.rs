@@ -33,7 +33,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use self::api::{ApiError, ChatRequest};
 use self::metrics::Metrics;
 use self::worker::{Finished, Job as EngineJob, RunFailure, Update};
-use crate::backend::{DeviceArgs, Job, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, dispatch};
 use crate::run::SystemArgs;
 use crate::sandbox::{ToolArgs, toolbox};
 
@@ -85,12 +85,13 @@ struct AppState {
 }
 
 impl Job for Args {
-    fn run<B: RmasBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
+        let device = target.device;
         let style = self.system.style();
         let tools = toolbox(style, &self.tools.python(style.spec().tool_loop)?)?;
         let dataset = rmas_text::Dataset::Math500;
         let task = self.system.task.unwrap_or(dataset.task());
-        let system = self.system.load::<B>(dataset, &device, self.device.dtype.dtype())?;
+        let system = self.system.load::<B>(dataset, &device, target.dtype)?;
         let model = match &self.system.system {
             Some(path) => path.file_stem().map_or_else(|| self.system.label(), |s| s.to_string_lossy().into_owned()),
             None => self.system.label(),

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::prelude::Backend;
+use rmas_models::RmasBackend;
 use rmas_models::weights::{INDEX_FILE, SINGLE_FILE, shard_files};
 use rmas_text::{LinkEdge, Role, Style, Task};
 use serde::Deserialize;
@@ -171,7 +171,7 @@ impl SystemSpec {
 
     /// Loads every inner link, checking its width against `hidden`.
     #[cfg(not(target_family = "wasm"))]
-    pub fn load_inner_links<B: Backend>(
+    pub fn load_inner_links<B: RmasBackend>(
         &self,
         hidden: &BTreeMap<Role, usize>,
         device: &B::Device,
@@ -186,7 +186,7 @@ impl SystemSpec {
     }
 
     /// Loads every outer link with `load(path)`, checking both widths against `hidden`.
-    pub fn load_outer_links<B: Backend>(
+    pub fn load_outer_links<B: RmasBackend>(
         &self,
         hidden: &BTreeMap<Role, usize>,
         load: impl Fn(&Path) -> Result<OuterLink<B>>,

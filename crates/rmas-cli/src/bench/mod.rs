@@ -1,0 +1,222 @@
+//! `rmas bench`: prefill and decode throughput of a Qwen3.5 text model with random weights, and what
+//! a warm decode step costs the device, measured by the runtime (counters.rs; docs/performance.md).
+
+mod counters;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
+use rmas_models::{Model, RmasBackend, block_on, demo::random_weights};
+
+use crate::backend::{DeviceArgs, Job, Target, dispatch};
+use counters::Snapshot;
+
+/// Measure prefill and decode speed of a Qwen3.5 size (random weights; no download), with kernel
+/// launches, host reads/uploads, memory growth and autotune runs per decoded token.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Model size: the public Qwen3.5 widths, or `tiny` (the same layer pattern at small widths: seconds on
+    /// wgpu/lavapipe, for the per-token budgets CI holds).
+    #[arg(long, value_parser = SIZES.iter().map(|s| s.name).collect::<Vec<_>>(), default_value = "2b")]
+    size: String,
+    /// Prompt length of the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    prompt_len: usize,
+    /// Number of warm decode steps to time and count.
+    #[arg(long, default_value_t = 64)]
+    decode_steps: usize,
+    /// Peak memory bandwidth of the device in GB/s, to report the fraction reached.
+    #[arg(long)]
+    bandwidth_gbs: Option<f64>,
+    /// Do not count kernel launches (cubecl then logs nothing per launch; for the cleanest timings).
+    #[arg(long)]
+    no_counters: bool,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The widths of one Qwen3.5 text size.
+struct Size {
+    name: &'static str,
+    hidden: usize,
+    layers: usize,
+    intermediate: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    linear_key_heads: usize,
+    linear_value_heads: usize,
+    linear_head_dim: usize,
+    vocab: usize,
+}
+
+/// The sizes `--size` offers (the public configs' widths; `tiny` keeps their layer pattern). Columns:
+/// hidden, layers, intermediate, heads, KV heads, head dim, linear key heads, linear value heads,
+/// linear head dim, vocabulary.
+#[rustfmt::skip]
+const SIZES: &[Size] = &[
+    Size::new("tiny", [256, 8, 512, 4, 2, 64, 4, 8, 32, 4096]),
+    Size::new("0.8b", [1024, 24, 3584, 8, 2, 256, 16, 16, 128, 248_320]),
+    Size::new("2b", [2048, 24, 6144, 8, 2, 256, 16, 16, 128, 248_320]),
+    Size::new("4b", [2560, 32, 9216, 16, 4, 256, 16, 32, 128, 248_320]),
+];
+
+/// Decode steps run before the counted window (kernels compiled, autotune done).
+const WARM_STEPS: usize = 2;
+
+pub fn main(args: Args) -> Result<()> {
+    if !args.no_counters {
+        counters::install()?;
+    }
+    dispatch(&args.device.clone(), args)
+}
+
+impl Size {
+    /// A row of [`SIZES`].
+    #[rustfmt::skip]
+    const fn new(name: &'static str, w: [usize; 10]) -> Self {
+        let [hidden, layers, intermediate, heads, kv_heads, head_dim, lk, lv, ld, vocab] = w;
+        Self { name, hidden, layers, intermediate, heads, kv_heads, head_dim, linear_key_heads: lk, linear_value_heads: lv, linear_head_dim: ld, vocab }
+    }
+
+    /// `config.json` of this size (every layer's pattern: three Gated DeltaNet layers, then attention).
+    fn config(&self) -> serde_json::Value {
+        let types: Vec<&str> =
+            (0..self.layers).map(|i| if (i + 1) % 4 == 0 { "full_attention" } else { "linear_attention" }).collect();
+        serde_json::json!({
+            "model_type": "qwen3_5_text", "hidden_size": self.hidden, "num_hidden_layers": self.layers,
+            "intermediate_size": self.intermediate, "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim, "layer_types": types,
+            "linear_num_key_heads": self.linear_key_heads, "linear_num_value_heads": self.linear_value_heads,
+            "linear_key_head_dim": self.linear_head_dim, "linear_value_head_dim": self.linear_head_dim,
+            "linear_conv_kernel_dim": 4, "vocab_size": self.vocab, "tie_word_embeddings": true, "rms_norm_eps": 1e-6,
+            "attn_output_gate": true, "max_position_embeddings": 262144,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25}
+        })
+    }
+}
+
+impl Job for Args {
+    fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
+        let size = SIZES.iter().find(|s| s.name == self.size).expect("clap checked the size");
+        let cfg = rmas_models::config::parse(&size.config().to_string(), std::path::Path::new("bench/config.json"))?;
+        let (device, dtype) = (target.device, target.dtype);
+        let started = Instant::now();
+        let model = Model::<B>::from_weights(cfg.clone(), &random_weights(&cfg, 7), &device, dtype)?;
+        B::sync(&device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        eprintln!("built Qwen3.5-{} ({:?}) in {:.1} s", size.name, dtype, started.elapsed().as_secs_f64());
+        let prompt: Vec<u32> = (0..self.prompt_len as u32).map(|i| (i * 7919) % cfg.vocab_size as u32).collect();
+        let run = |new_tokens: usize, on_token: &mut dyn FnMut(&[u32]) -> bool| {
+            let mut cache = model.new_cache(prompt.len(), new_tokens)?;
+            let opts = GenerateOptions { max_new_tokens: new_tokens, stop_ids: Vec::new(), logprobs: false };
+            let mut sampler = Sampler::new(Sampling::Greedy, 0);
+            anyhow::Ok(block_on(generate(&model, model.embed(&prompt)?, &mut cache, &opts, &mut sampler, on_token))?)
+        };
+
+        // Warm-up: compiles every kernel (JIT backends) and runs autotune for both phases.
+        run(WARM_STEPS + 1, &mut |_| false)?;
+        // Measured: prefill, then `decode_steps` greedy steps between two snapshots, after the
+        // first tokens (the same path `rmas generate` and the agents' decoding take).
+        let steps = self.decode_steps.max(1);
+        let mut marks: Vec<(Instant, Result<Snapshot>)> = Vec::new();
+        let generation = run(WARM_STEPS + 1 + steps, &mut |ids| {
+            if ids.len() == WARM_STEPS + 1 {
+                let snapshot = Snapshot::take::<B>(&device);
+                marks.push((Instant::now(), snapshot));
+            } else if ids.len() == WARM_STEPS + 1 + steps {
+                let now = Instant::now();
+                marks.push((now, Snapshot::take::<B>(&device)));
+            }
+            false
+        })?;
+        let [(t0, before), (t1, after)]: [_; 2] =
+            marks.try_into().map_err(|_| anyhow::anyhow!("the measured run stopped before its last step"))?;
+        let (before, after) = (before?, after?);
+        let decode_s = (t1 - t0).as_secs_f64() / steps as f64;
+        let prefill_s = generation.prefill_ms / 1e3;
+
+        let params = param_count(&cfg);
+        let weight_bytes = params as f64 * dtype.size() as f64;
+        let gbs = weight_bytes / 1e9 / decode_s;
+        let mut out = serde_json::json!({
+            "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params,
+            "layers": cfg.layers.len(), "prompt_len": self.prompt_len, "decode_steps": steps,
+            "prefill_ms": prefill_s * 1e3, "prefill_tokens_per_s": self.prompt_len as f64 / prefill_s,
+            "decode_ms_per_token": decode_s * 1e3, "decode_tokens_per_s": 1.0 / decode_s,
+            "weight_bytes_per_token": weight_bytes, "effective_gb_per_s": gbs,
+            "fraction_of_bandwidth": self.bandwidth_gbs.map(|b| gbs / b),
+            "counters": !self.no_counters,
+        });
+        let per_step = before.per_step(&after, steps);
+        if let (Some(o), serde_json::Value::Object(p)) = (out.as_object_mut(), per_step) {
+            o.extend(
+                p.into_iter()
+                    .filter(|(k, _)| !self.no_counters || !k.starts_with("launches") && !k.starts_with("autotune")),
+            );
+        }
+        if self.json {
+            println!("{out}");
+        } else {
+            print_summary(&out);
+        }
+        Ok(())
+    }
+}
+
+/// The human-readable form of the measurement.
+fn print_summary(m: &serde_json::Value) {
+    let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{} on {} ({} layers, {:.2} GB of weights per token)",
+        m["model"].as_str().unwrap_or(""),
+        m["backend"]["device"],
+        m["layers"],
+        f("weight_bytes_per_token") / 1e9
+    );
+    println!(
+        "  prefill  {:>10.1} tokens/s ({} tokens in {:.1} ms)",
+        f("prefill_tokens_per_s"),
+        m["prompt_len"],
+        f("prefill_ms")
+    );
+    println!(
+        "  decode   {:>10.1} tokens/s ({:.2} ms/token, {:.1} GB/s of weights)",
+        f("decode_tokens_per_s"),
+        f("decode_ms_per_token"),
+        f("effective_gb_per_s")
+    );
+    if let Some(fraction) = m["fraction_of_bandwidth"].as_f64() {
+        println!("           {:>10.1} % of the memory-bandwidth limit", fraction * 100.0);
+    }
+    for k in [
+        "launches_per_token",
+        "host_reads_per_token",
+        "host_uploads_per_token",
+        "device_bytes_growth_per_token",
+        "autotune_runs_after_warmup",
+    ] {
+        if !m[k].is_null() {
+            println!("  {k:<30} {}", m[k]);
+        }
+    }
+}
+
+/// Parameters read per decoded token (embedding counted once: it is also the tied LM head).
+fn param_count(c: &rmas_models::Config) -> usize {
+    let h = c.hidden_size;
+    let attn = h * c.num_heads * c.head_dim * 2 + 2 * h * c.num_kv_heads * c.head_dim + c.num_heads * c.head_dim * h;
+    let g = c.gdn.expect("qwen3.5 config");
+    let gdn = h * g.conv_dim()
+        + h * g.value_dim()
+        + 2 * h * g.num_value_heads
+        + g.value_dim() * h
+        + g.conv_dim() * g.conv_kernel;
+    let mlp = 3 * h * c.intermediate_size;
+    let layers: usize =
+        c.layers.iter().map(|l| mlp + if l.mixer == rmas_models::config::Mixer::Attention { attn } else { gdn }).sum();
+    layers + c.vocab_size * h
+}

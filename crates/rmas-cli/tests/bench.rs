@@ -1,0 +1,85 @@
+//! `rmas bench`'s counters and the device choice: a warm decode step of the tiny Qwen3.5 config on
+//! wgpu stays within its per-token budgets (docs/performance.md, "Proxies"), and a backend that
+//! cannot start is a clear error, not a panic inside cubecl.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn rmas(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let runtime_dir = std::env::temp_dir().join("rmas-bench-test-xdg");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rmas"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the rmas binary runs")
+}
+
+fn bench_json(backend: &str) -> Value {
+    let args = ["bench", "--size", "tiny", "--backend", backend, "--prompt-len", "16", "--decode-steps", "8", "--json"];
+    let out = rmas(&args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rmas bench --backend {backend} failed: {stderr}");
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    println!("{backend}: {json}");
+    json
+}
+
+#[test]
+fn wgpu_decode_step_stays_within_its_budgets() {
+    let m = bench_json("wgpu");
+    let layers = m["layers"].as_f64().unwrap();
+    let launches = m["launches_per_token"].as_f64().expect("cubecl counts launches on wgpu");
+    assert!(launches > 0.0, "the launch counter saw nothing: {m}");
+    assert!(launches <= 10.0 * layers + 8.0, "{launches} launches per token over 10 × {layers} layers + 8: {m}");
+    assert!(m["host_reads_per_token"].as_f64().unwrap() <= 1.0, "more than one read-back per token: {m}");
+    assert!(m["host_uploads_per_token"].as_f64().unwrap() <= 1.0, "more than one upload per token: {m}");
+    assert_eq!(m["device_bytes_growth_per_token"].as_f64(), Some(0.0), "device memory grows per token: {m}");
+    assert_eq!(m["autotune_runs_after_warmup"].as_u64(), Some(0), "autotune ran after warm-up: {m}");
+    assert_eq!(m["backend"]["backend"], "wgpu");
+}
+
+#[test]
+fn cpu_decode_step_reads_and_uploads_once() {
+    let m = bench_json("cpu");
+    assert_eq!(m["host_reads_per_token"].as_f64(), Some(1.0), "{m}");
+    assert_eq!(m["host_uploads_per_token"].as_f64(), Some(1.0), "{m}");
+    assert!(m["launches_per_token"].is_null(), "the CPU backend launches no kernels: {m}");
+}
+
+#[test]
+fn auto_says_what_it_chose() {
+    let out = rmas(&["bench", "--size", "tiny", "--prompt-len", "4", "--decode-steps", "2", "--json"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reason = m["backend"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("auto: "), "{m}");
+    if m["backend"]["backend"] == "cpu" {
+        assert!(reason.contains("no GPU"), "a CPU fallback says why: {reason}");
+    }
+    let line = format!("rmas: {} on ", m["backend"]["backend"].as_str().unwrap());
+    assert!(stderr.contains(&line), "one line on stderr names the choice: {stderr}");
+}
+
+#[test]
+fn a_backend_that_cannot_start_is_a_clear_error() {
+    let tiny = ["bench", "--size", "tiny", "--prompt-len", "4", "--decode-steps", "2"];
+    // No Vulkan driver: the loader finds no ICD, so wgpu has no adapter.
+    let no_driver = [("VK_ICD_FILENAMES", "/nonexistent/icd.json"), ("VK_DRIVER_FILES", "/nonexistent/icd.json")];
+    let out = rmas(&[&tiny[..], &["--backend", "wgpu"]].concat(), &no_driver);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wgpu without a driver must fail");
+    assert!(stderr.contains("install a Vulkan driver"), "names what to install: {stderr}");
+    assert!(!stderr.contains("panicked"), "an error, not a panic: {stderr}");
+
+    let out = rmas(&[&tiny[..], &["--backend", "wgpu", "--device", "7"]].concat(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--device 7 is out of range"), "{stderr}");
+
+    let out = rmas(&[&tiny[..], &["--backend", "cpu", "--dtype", "bf16"]].concat(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("f32 only"), "{stderr}");
+}
