@@ -358,7 +358,7 @@ fn rope_heads<B: RmasBackend>(d: &B::Device) {
                 Tensor::<B, 3>::from_data(TensorData::new(all, [t, slots, width]), d).cast(dtype).narrow(1, 1, heads);
             let table = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [t, rot]), d);
             let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [hd]), d);
-            let got = B::rope_heads(x, hd, norm.then(|| (scale, 1e-6)), table(cos), table(sin));
+            let got = B::rope_heads(x, hd, norm.then_some((scale, 1e-6)), table(cos), table(sin));
             let what = format!("rope_heads {dtype:?} T={t} heads={heads} width={width} hd={hd} rot={rot} norm={norm}");
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
             let want = Tensor::<B, 3>::from_data(TensorData::new(want, [heads, t, hd]), d);

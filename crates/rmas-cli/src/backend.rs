@@ -191,8 +191,10 @@ fn answers<B: Backend>(device: &B::Device) -> std::result::Result<(), String> {
     }));
     std::panic::set_hook(hook);
     match probe {
-        Ok(Ok(sum)) if sum == 4.0 => Ok(()),
-        Ok(Ok(sum)) => Err(format!("a test sum of four ones gave {sum}")),
+        Ok(Ok(sum)) => match sum == 4.0 {
+            true => Ok(()),
+            false => Err(format!("a test sum of four ones gave {sum}")),
+        },
         Ok(Err(e)) => Err(format!("reading back a test tensor failed: {e:?}")),
         Err(panic) => Err(panic
             .downcast_ref::<String>()
