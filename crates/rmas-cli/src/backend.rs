@@ -73,6 +73,30 @@ pub struct Target<B: Backend> {
     pub choice: Choice,
 }
 
+/// Gives Mesa's Vulkan drivers an `XDG_RUNTIME_DIR` where none is set (a headless shell): without one,
+/// listing wgpu's adapters — which `--backend auto` does — prints "error: XDG_RUNTIME_DIR is invalid
+/// or not set" though nothing is wrong. A private directory per user under the temp dir; left unset
+/// if it cannot be made. Must run before any thread starts (it sets the process environment).
+pub fn give_headless_vulkan_a_runtime_dir() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+            return;
+        }
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+        let dir = std::env::temp_dir().join(format!("rmas-runtime-{uid}"));
+        let private = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+            .and_then(|()| std::fs::metadata(&dir))
+            .is_ok_and(|m| m.uid() == uid && m.is_dir());
+        if private {
+            // SAFETY: called first in `main`, before any other thread exists to read the environment.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
+}
+
 /// Work that runs on any backend.
 pub trait Job {
     /// Runs on backend `B`.

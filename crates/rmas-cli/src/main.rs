@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    backend::give_headless_vulkan_a_runtime_dir();
     match Cli::parse().command {
         Command::Run(args) => run::main(args),
         Command::Eval(args) => eval::main(args),
