@@ -9,14 +9,18 @@
 
 Runs are interleaved (rmas, llama.cpp, rmas, …; each rmas run a fresh `rmas generate --json
 --backend cpu` process, each llama.cpp run a reset context) and medians reported: prompt tokens/s,
-decode tokens/s and the rmas/llama.cpp ratios (> 1 means rmas is faster). Both use every core. The
-greedy ids of the two are compared and their agreement printed: llama.cpp multiplies the quantized
-blocks by activations it quantizes to 8 bits, rmas (today) works in f32 on dequantized weights, so
-their greedy paths part after some tokens.
+decode tokens/s and the rmas/llama.cpp ratios (> 1 means rmas is faster), and each one's peak
+resident memory (rmas: as it reports it; llama.cpp: this Python process, the interpreter included). Both
+use every core. rmas keeps the file's Q8_0/Q4_0/Q4_1 blocks and decodes them inside its products
+(`--rmas-flag=--dequantize` times its f32 path instead). The greedy ids of the two are compared and
+their agreement printed: llama.cpp multiplies the blocks by activations it quantizes to 8 bits, rmas
+by f32 activations (within f32 noise of the dequantized model), so their greedy paths part after
+some tokens.
 """
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -27,13 +31,14 @@ from llama_cpp import Llama
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_rmas(binary: Path, model: Path, ids: list[int], new_tokens: int) -> dict:
+def run_rmas(binary: Path, model: Path, ids: list[int], new_tokens: int, flags: list[str]) -> dict:
     cmd = [str(binary), "generate", "--model", str(model), "--prompt-ids", ",".join(map(str, ids)),
-           "--max-new-tokens", str(new_tokens), "--greedy", "--backend", "cpu", "--json"]
+           "--max-new-tokens", str(new_tokens), "--greedy", "--backend", "cpu", "--json", *flags]
     out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     decoded = len(out["token_ids"]) - 1
     return {"ids": out["token_ids"], "prompt_tps": len(ids) / (out["prefill_ms"] / 1e3),
-            "decode_tps": decoded / (out["decode_ms"] / 1e3) if decoded else float("nan")}
+            "decode_tps": decoded / (out["decode_ms"] / 1e3) if decoded else float("nan"),
+            "peak_mib": (out.get("peak_resident_bytes") or float("nan")) / 2**20}
 
 
 def run_llamacpp(llm: Llama, ids: list[int], new_tokens: int, stop: int) -> dict:
@@ -58,6 +63,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--rmas", type=Path, default=ROOT / "target/release/rmas")
+    ap.add_argument("--rmas-flag", action="append", default=[], help="an extra `rmas generate` flag (repeatable)")
     args = ap.parse_args()
 
     llm = Llama(model_path=str(args.model), n_ctx=args.prompt_len + args.new_tokens + 8,
@@ -68,7 +74,7 @@ def main() -> None:
     stop = llm.token_eos()
     rmas_runs, cpp_runs = [], []
     for _ in range(args.repeat):
-        rmas_runs.append(run_rmas(args.rmas, args.model, ids, args.new_tokens))
+        rmas_runs.append(run_rmas(args.rmas, args.model, ids, args.new_tokens, args.rmas_flag))
         cpp_runs.append(run_llamacpp(llm, ids, args.new_tokens, stop))
     med = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     a, b = rmas_runs[0]["ids"], cpp_runs[0]["ids"]
@@ -81,6 +87,9 @@ def main() -> None:
     print(f"{'rmas/llama':12}{med(rmas_runs, 'prompt_tps') / med(cpp_runs, 'prompt_tps'):14.2f}"
           f"{med(rmas_runs, 'decode_tps') / med(cpp_runs, 'decode_tps'):14.2f}")
     print(f"greedy ids agree for the first {agree} of {min(len(a), len(b))} tokens")
+    # rmas reports its own peak (`VmHWM`); this process's peak is llama.cpp's plus the interpreter's.
+    print(f"peak resident memory: rmas {max(r['peak_mib'] for r in rmas_runs):.0f} MiB, "
+          f"llama.cpp {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (with Python)")
 
 
 if __name__ == "__main__":

@@ -116,6 +116,28 @@ fn weight_products(c: &mut Criterion) {
     g.finish();
 }
 
+/// Products over quantized blocks (docs/quantization.md) at Qwen3.5-2B decode shapes, one row of
+/// activations: GB/s of blocks read, beside the f32 streaming product of the same shape above.
+fn quant_products(c: &mut Criterion) {
+    use burn::tensor::{Distribution, Tensor};
+    use rmas_kernels::quant::{BlockFormat, QuantMatrix};
+    use rmas_models::RmasBackend;
+    let device = Default::default();
+    let x = Tensor::<B, 2>::random([1, 2048], Distribution::Normal(0.0, 1.0), &device);
+    let mut g = c.benchmark_group("quant_product_cpu");
+    for (rows, name) in [(6144, "linear"), (32768, "logits")] {
+        let values = rmas_suite::uniform(1, rows * 2048);
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
+            let w = QuantMatrix::quantize(format, &values, rows, 2048).unwrap();
+            g.throughput(Throughput::Bytes(w.bytes() as u64));
+            g.bench_function(format!("{name}_1x2048x{rows}_{format}"), |b| {
+                b.iter(|| B::quant_matmul(x.clone(), &w).into_data())
+            });
+        }
+    }
+    g.finish();
+}
+
 /// The CPU bodies of the custom operations against their tensor-op reference paths, at Qwen3.5-2B
 /// prefill shapes (512 tokens).
 fn cpu_ops(c: &mut Criterion) {
@@ -244,5 +266,15 @@ fn layouts_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, devic
     g.finish();
 }
 
-criterion_group!(benches, qwen35, families, demo_run, weight_products, cpu_ops, attention, gpu_weight_layouts);
+criterion_group!(
+    benches,
+    qwen35,
+    families,
+    demo_run,
+    weight_products,
+    quant_products,
+    cpu_ops,
+    attention,
+    gpu_weight_layouts
+);
 criterion_main!(benches);

@@ -207,3 +207,96 @@ rmas_suite::backend_tests! {
     config_variants_match_hf => config_variants,
     cached_rollout_equals_recompute => cached_rollout_equals_recompute,
 }
+
+/// int8 (Q8_0) and int4 (Q4_1) weights quantized at load, on every model golden (CPU, the backend
+/// that multiplies blocks):
+/// - exact: the quantized model's logits equal, within the case's f32 tolerance, those of a dense
+///   model whose checkpoint holds the same weights quantized and decoded again, so every product over
+///   blocks (fused projections, regrouped gates, tied vocabularies) computes what the weights say;
+/// - accuracy against f32: the largest logit error relative to the largest logit and how often the
+///   argmax agrees, printed as the table in docs/quantization.md (random tiny models have little margin
+///   between logits, so int4's agreement is low; int8's is held to a bound).
+#[test]
+fn quantized_weights_compute_their_decoded_values() {
+    use rmas_models::{BlockFormat, Blocks, Precision};
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    println!("| model | weights | max logit error / max logit | argmax agreement |");
+    for arch in archs() {
+        let case = format!("models/{arch}");
+        let g = Golden::open(&format!("{case}/golden.safetensors"));
+        let ids = g.ids("input_ids");
+        let logits = |dir: &std::path::Path, blocks: Blocks| {
+            let precision = Precision { dtype: DType::F32, blocks };
+            let model = Model::<B>::load(dir, &device, precision).unwrap();
+            let mut cache = model.new_cache(ids.len(), 0).unwrap();
+            let h = model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
+            model.logits(h).into_data().to_vec::<f32>().unwrap()
+        };
+        let dir = golden(&format!("{case}/model"));
+        let reference = logits(&dir, Blocks::Dense);
+        let vocab = reference.len() / ids.len();
+        let argmax = |row: &[f32]| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+            let got = logits(&dir, Blocks::Quantize(format));
+            let decoded = logits(&decoded_checkpoint(&dir, format, &arch), Blocks::Dense);
+            let shape = [ids.len(), vocab];
+            let tensor = |v: &[f32]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), &device);
+            assert_close(
+                &format!("{arch} {format} vs its decoded weights"),
+                tensor(&got),
+                tensor(&decoded),
+                logit_tol(&case),
+                0.0,
+            );
+
+            let error = got.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            let agree = got.chunks(vocab).zip(reference.chunks(vocab)).filter(|(a, b)| argmax(a) == argmax(b)).count();
+            println!("| {arch} | {format} | {error:.4} | {agree}/{} |", ids.len());
+            assert!(error > 0.0, "{arch} {format}: no rounding at all — were the weights quantized?");
+            if format == BlockFormat::Q8_0 {
+                assert!(agree * 10 >= ids.len() * 7, "{arch} int8: argmax agrees at {agree}/{} positions", ids.len());
+            }
+        }
+    }
+}
+
+/// A copy of checkpoint `dir` whose weights are those `Blocks::Quantize(format)` holds, decoded to
+/// f32: layer projections in `format`, the embedding and LM head in Q8_0 (widths of whole blocks).
+fn decoded_checkpoint(dir: &std::path::Path, format: rmas_models::BlockFormat, arch: &str) -> std::path::PathBuf {
+    use rmas_kernels::quant::{BLOCK, QuantMatrix};
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("decoded-{arch}-{format}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let weights = rmas_models::Weights::from_dir(dir).unwrap();
+    let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    for name in weights.names() {
+        let shape = weights.shape(name).unwrap().to_vec();
+        let mut values = weights.data(name, &shape).unwrap().to_vec::<f32>().unwrap();
+        let vocab = name.ends_with("embed_tokens.weight") || name.ends_with("lm_head.weight");
+        let layer = name.ends_with("_proj.weight") || name.contains(".in_proj_");
+        if let (&[rows, cols], true) = (shape.as_slice(), vocab || layer) {
+            if cols % BLOCK == 0 {
+                let f = if vocab { rmas_models::BlockFormat::Q8_0 } else { format };
+                values = QuantMatrix::quantize(f, &values, rows, cols).unwrap().dequantize();
+            }
+        }
+        tensors.push((name.to_owned(), values, shape));
+    }
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        tensors.into_iter().map(|(n, v, s)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), s)).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &out.join("model.safetensors")).unwrap();
+    out
+}

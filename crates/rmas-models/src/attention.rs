@@ -55,12 +55,12 @@ impl<B: RmasBackend> Attention<B> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let q_out = if c.attn_output_gate { 2 * nh * hd } else { nh * hd };
         let norm = |name: &str| RmsNorm::load(l, name, hd, c.norm, c.rms_norm_eps);
+        let q_proj = Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?;
+        // HF interleaves each head's query and gate rows; regrouped, queries and gates are two slices.
+        let q_proj = if c.attn_output_gate { q_proj.regroup_outputs(nh, 2, hd) } else { q_proj };
         Ok(Self {
             qkv_proj: Linear::concat(vec![
-                match c.attn_output_gate {
-                    true => Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?.regroup_outputs(nh, 2, hd),
-                    false => Linear::load(l, "q_proj", h, q_out, c.qkv_bias)?,
-                },
+                q_proj,
                 Linear::load(l, "k_proj", h, nkv * hd, c.qkv_bias)?,
                 Linear::load(l, "v_proj", h, nkv * hd, c.qkv_bias)?,
             ]),

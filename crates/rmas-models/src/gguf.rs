@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use half::f16;
+use rmas_kernels::quant::{BLOCK, BlockFormat};
 use serde_json::{Value, json};
 
 use crate::error::{ModelError, Result};
@@ -92,6 +93,16 @@ impl GgmlType {
         })
     }
 
+    /// The block format rmas multiplies without decoding first, for Q8_0, Q4_0 and Q4_1.
+    pub fn block_format(self) -> Option<BlockFormat> {
+        match self {
+            Self::Q8_0 => Some(BlockFormat::Q8_0),
+            Self::Q4_0 => Some(BlockFormat::Q4_0),
+            Self::Q4_1 => Some(BlockFormat::Q4_1),
+            _ => None,
+        }
+    }
+
     /// `(elements per block, bytes per block)`.
     pub fn block(self) -> (usize, usize) {
         match self {
@@ -115,21 +126,11 @@ impl GgmlType {
                 Self::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                 Self::F16 => out.push(half_at(b, 0)),
                 Self::BF16 => out.push(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-                Self::Q4_0 => {
-                    let d = half_at(b, 0);
-                    let qs = &b[2..18];
-                    out.extend(qs.iter().map(|q| ((q & 0xF) as i32 - 8) as f32 * d));
-                    out.extend(qs.iter().map(|q| ((q >> 4) as i32 - 8) as f32 * d));
-                }
-                Self::Q4_1 => {
-                    let (d, m) = (half_at(b, 0), half_at(b, 2));
-                    let qs = &b[4..20];
-                    out.extend(qs.iter().map(|q| (q & 0xF) as f32 * d + m));
-                    out.extend(qs.iter().map(|q| (q >> 4) as f32 * d + m));
-                }
-                Self::Q8_0 => {
-                    let d = half_at(b, 0);
-                    out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
+                Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => {
+                    let format = self.block_format().expect("a 32-weight block format");
+                    let mut block = [0f32; BLOCK];
+                    format.decode(b, &mut block);
+                    out.extend_from_slice(&block);
                 }
                 Self::Q4K | Self::Q5K => {
                     // d, dmin, 12 bytes of 6-bit scales and mins, [Q5_K: 32 bytes of high bits], 128 of low nibbles.
@@ -527,22 +528,24 @@ impl GgufFile {
 /// Undoes llama.cpp's rotary permutation of a query/key weight `[rows, cols]` with `heads` heads:
 /// the converter stored each head's rows as interleaved pairs; HF's layout has the two halves apart.
 pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
-    if heads == 0 || !rows.is_multiple_of(2 * heads) || values.len() != rows * cols {
+    if values.len() != rows * cols {
+        return None;
+    }
+    let order = unpermuted_order(rows, heads)?;
+    Some(order.iter().flat_map(|&src| &values[src * cols..(src + 1) * cols]).copied().collect())
+}
+
+/// For each row of HF's layout, the stored row it is (see [`unpermute_rows`]); `None` unless `rows`
+/// is a whole number of row pairs per head.
+pub fn unpermuted_order(rows: usize, heads: usize) -> Option<Vec<usize>> {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return None;
     }
     let half = rows / heads / 2;
-    let mut out = vec![0.0; values.len()];
-    // Stored row h·2·half + 2i + j is HF row h·2·half + j·half + i.
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = (h * 2 * half + 2 * i + j) * cols;
-                let dst = (h * 2 * half + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
-            }
-        }
-    }
-    Some(out)
+    // HF row h·2·half + j·half + i is stored row h·2·half + 2i + j.
+    let order =
+        (0..heads).flat_map(|h| (0..2).flat_map(move |j| (0..half).map(move |i| h * 2 * half + 2 * i + j))).collect();
+    Some(order)
 }
 
 #[cfg(test)]
@@ -566,17 +569,38 @@ mod tests {
             ("F16", GgmlType::F16),
             ("BF16", GgmlType::BF16),
         ];
-        assert_eq!(cases.len(), types.len());
+        assert_eq!(cases.len(), types.len() + 1, "every decoded type, and `quantize`");
         for (name, ty) in types {
             let case = &cases[name];
-            let hex = case["bytes"].as_str().unwrap();
-            let bytes: Vec<u8> =
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-            let got = ty.dequantize(&bytes);
+            let got = ty.dequantize(&hex_bytes(&case["bytes"]));
             let want: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(got.len(), want.len(), "{name}");
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!((*g as f64 - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{i}]: {g} vs {w}");
+            }
+        }
+    }
+
+    fn hex_bytes(hex: &Value) -> Vec<u8> {
+        let hex = hex.as_str().unwrap();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn quantizing_makes_llama_cpp_blocks_byte_for_byte() {
+        let cases: serde_json::Map<String, Value> = serde_json::from_str(QUANTS).unwrap();
+        let formats = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
+        for format in formats {
+            let case = &cases["quantize"][format.name()];
+            let values: Vec<f32> =
+                case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let rows = values.len() / (2 * BLOCK);
+            let m = rmas_kernels::quant::QuantMatrix::quantize(format, &values, rows, 2 * BLOCK).unwrap();
+            let want = hex_bytes(&case["bytes"]);
+            let got: Vec<u8> = (0..rows).flat_map(|r| m.row_blocks(r).1.to_vec()).collect();
+            assert_eq!(got.len(), want.len(), "{format}");
+            for (b, (g, w)) in got.chunks(format.block_bytes()).zip(want.chunks(format.block_bytes())).enumerate() {
+                assert_eq!(g, w, "{format} block {b}");
             }
         }
     }

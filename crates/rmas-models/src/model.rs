@@ -9,7 +9,7 @@ use crate::attention::{Attention, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
-use crate::nn::{Loader, Mlp, RmsNorm, Rope, VocabMatrix};
+use crate::nn::{Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
 use crate::weights::Weights;
 
 /// Name prefixes of the text model in the layouts seen on the Hub.
@@ -77,22 +77,33 @@ pub struct Model<B: Backend> {
 
 impl<B: RmasBackend> Model<B> {
     /// Loads `config.json` and the safetensors weights of a checkpoint directory.
-    pub fn load(dir: &Path, device: &B::Device, dtype: DType) -> Result<Self> {
+    pub fn load(dir: &Path, device: &B::Device, precision: impl Into<Precision>) -> Result<Self> {
         let config = config::load(dir)?;
         let weights = Weights::from_dir(dir)?;
-        Self::from_weights(config, &weights, device, dtype)
+        Self::from_weights(config, &weights, device, precision)
     }
 
-    /// Loads a GGUF file (llama architecture; dequantized to `dtype` on load): the model and the
-    /// file's header, which holds its tokenizer and chat template.
-    pub fn load_gguf(path: &Path, device: &B::Device, dtype: DType) -> Result<(Self, crate::gguf::GgufFile)> {
+    /// Loads a GGUF file (llama architecture): the model and the file's header, which holds its
+    /// tokenizer and chat template. Q8_0/Q4_0/Q4_1 tensors stay blocks unless `precision` says
+    /// [`crate::nn::Blocks::Dense`] or the backend takes no blocks; the rest are dequantized.
+    pub fn load_gguf(
+        path: &Path,
+        device: &B::Device,
+        precision: impl Into<Precision>,
+    ) -> Result<(Self, crate::gguf::GgufFile)> {
         let (weights, gguf) = Weights::from_gguf(path)?;
         let config = config::parse(&gguf.hf_config()?.to_string(), path)?;
-        Ok((Self::from_weights(config, &weights, device, dtype)?, gguf))
+        Ok((Self::from_weights(config, &weights, device, precision)?, gguf))
     }
 
     /// Builds the model from a parsed config and indexed weights.
-    pub fn from_weights(config: Config, weights: &Weights, device: &B::Device, dtype: DType) -> Result<Self> {
+    pub fn from_weights(
+        config: Config,
+        weights: &Weights,
+        device: &B::Device,
+        precision: impl Into<Precision>,
+    ) -> Result<Self> {
+        let Precision { dtype, blocks } = precision.into();
         if !B::supports_dtype(device, dtype) {
             return Err(ModelError::UnsupportedDtype { dtype, backend: B::name(device) });
         }
@@ -103,7 +114,7 @@ impl<B: RmasBackend> Model<B> {
                     files: format!("any of the prefixes {PREFIXES:?}"),
                 }
             })?;
-        let root = Loader::<B> { weights, prefix: prefix.to_string(), device, dtype };
+        let root = Loader::<B> { weights, prefix: prefix.to_string(), device, dtype, blocks };
         let c = &config;
         let (h, v) = (c.hidden_size, c.vocab_size);
         let max_bytes = B::max_buffer_bytes(device);
@@ -153,7 +164,7 @@ impl<B: RmasBackend> Model<B> {
                 .into_iter()
                 .find(|n| weights.contains(&format!("{n}.weight")))
                 .unwrap_or("lm_head");
-            let top = Loader::<B> { weights, prefix: String::new(), device, dtype };
+            let top = Loader::<B> { weights, prefix: String::new(), device, dtype, blocks };
             Some(VocabMatrix::load(&top, &format!("{name}.weight"), [v, h], max_bytes)?)
         };
         let ropes = c.ropes.iter().map(Rope::new).collect();

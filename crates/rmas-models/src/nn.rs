@@ -2,21 +2,54 @@
 //! LayerNorm, rotary tables, MLP. Like the models, they are plain structs of tensors built by a
 //! loader, not burn `Module`s (docs/extending.md, "Models are plain structs").
 
+use std::sync::Arc;
+
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use rmas_kernels::RmasBackend;
+use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
 use crate::traffic::upload;
 use crate::weights::Weights;
 
-/// Loading context: weights, name prefix, device and compute dtype.
+/// Which weights are held as quantized blocks (docs/quantization.md). Only on backends whose
+/// products take blocks ([`RmasBackend::QUANTIZED_PRODUCTS`]); elsewhere every weight is dense.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Blocks {
+    /// Every weight dequantized to the compute dtype at load.
+    Dense,
+    /// Weights a GGUF file stores in a block format stay in it; the rest are dense.
+    #[default]
+    Stored,
+    /// As `Stored`, and every other layer weight is quantized at load to this format; the
+    /// embedding and LM head to Q8_0. RecursiveLinks, norms and recurrent states stay f32.
+    Quantize(BlockFormat),
+}
+
+/// How a model's weights are held: compute dtype and quantized blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precision {
+    /// The compute dtype of activations and dense weights.
+    pub dtype: DType,
+    /// Which weights are blocks.
+    pub blocks: Blocks,
+}
+
+impl From<DType> for Precision {
+    fn from(dtype: DType) -> Self {
+        Self { dtype, blocks: Blocks::Stored }
+    }
+}
+
+/// Loading context: weights, name prefix, device and precision.
 pub struct Loader<'a, B: Backend> {
     pub weights: &'a Weights,
     pub prefix: String,
     pub device: &'a B::Device,
     pub dtype: DType,
+    pub blocks: Blocks,
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
@@ -27,6 +60,7 @@ impl<'a, B: Backend> Loader<'a, B> {
             prefix: format!("{}{prefix}.", self.prefix),
             device: self.device,
             dtype: self.dtype,
+            blocks: self.blocks,
         }
     }
     /// Loads `prefix + name` with the given shape in the compute dtype.
@@ -43,12 +77,55 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 }
 
-/// Linear layer `x·Wᵀ + b`. The weight is kept in the backend's layout ([`RmasBackend::WEIGHTS_OUT_IN`]):
+impl<B: RmasBackend> Loader<'_, B> {
+    /// `prefix + name` `[rows, cols]` as quantized blocks where [`Blocks`] and the backend say so
+    /// (`quantize`: the format of [`Blocks::Quantize`] to make them in); `None` where it stays dense.
+    fn blocks(
+        &self,
+        name: &str,
+        [rows, cols]: [usize; 2],
+        quantize: Option<BlockFormat>,
+    ) -> Result<Option<QuantMatrix>> {
+        if !B::QUANTIZED_PRODUCTS || self.blocks == Blocks::Dense {
+            return Ok(None);
+        }
+        let name = format!("{}{name}", self.prefix);
+        if let Some(stored) = self.weights.blocks(&name, [rows, cols])? {
+            return Ok(Some(stored));
+        }
+        match (self.blocks, quantize) {
+            (Blocks::Quantize(_), Some(format)) if cols.is_multiple_of(BLOCK) => {
+                let values = self.weights.data(&name, &[rows, cols])?;
+                let values = values.as_slice::<f32>().expect("weights are read as f32");
+                Ok(QuantMatrix::quantize(format, values, rows, cols))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The format [`Blocks::Quantize`] gives layer weights.
+    fn layer_format(&self) -> Option<BlockFormat> {
+        match self.blocks {
+            Blocks::Quantize(format) => Some(format),
+            _ => None,
+        }
+    }
+}
+
+/// A layer's weight: a dense tensor in the backend's layout, or quantized blocks in `[out, in]`.
+#[derive(Clone, Debug)]
+enum Weight<B: Backend> {
+    /// `[out, in]` or `[in, out]`, as the backend keeps it ([`RmasBackend::WEIGHTS_OUT_IN`]).
+    Dense(Tensor<B, 2>),
+    /// `[out, in]` blocks on the host, multiplied by [`RmasBackend::quant_matmul`].
+    Blocks(Arc<QuantMatrix>),
+}
+
+/// Linear layer `x·Wᵀ + b`. A dense weight is kept in the backend's layout ([`RmasBackend::WEIGHTS_OUT_IN`]):
 /// HF's `[out, in]` on the GPU backends, transposed once at load to `[in, out]` on the CPU.
 #[derive(Clone, Debug)]
 pub struct Linear<B: Backend> {
-    /// `[out, in]` or `[in, out]`, as the backend keeps it.
-    pub weight: Tensor<B, 2>,
+    weight: Weight<B>,
     pub bias: Option<Tensor<B, 1>>,
 }
 
@@ -57,35 +134,59 @@ impl<B: RmasBackend> Linear<B> {
     /// there when the backend wants `[in, out]`) and optional bias `[out]`.
     pub fn from_hf(weight: TensorData, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
         let weight = if B::WEIGHTS_OUT_IN { weight } else { crate::weights::transpose_host(weight) };
-        Self { weight: Tensor::from_data(weight, device), bias }
+        Self { weight: Weight::Dense(Tensor::from_data(weight, device)), bias }
     }
 
-    /// The weight in the checkpoints' `[out, in]` layout (a view).
-    pub fn hf_weight(&self) -> Tensor<B, 2> {
-        if B::WEIGHTS_OUT_IN { self.weight.clone() } else { self.weight.clone().transpose() }
+    /// The weight in the checkpoints' `[out, in]` layout (a view); `None` when it is held as blocks.
+    pub fn hf_weight(&self) -> Option<Tensor<B, 2>> {
+        match &self.weight {
+            Weight::Dense(w) if B::WEIGHTS_OUT_IN => Some(w.clone()),
+            Weight::Dense(w) => Some(w.clone().transpose()),
+            Weight::Blocks(_) => None,
+        }
     }
 
-    /// The axis of the weight that indexes outputs.
+    /// The quantized blocks, when the weight is held so.
+    pub fn blocks(&self) -> Option<&QuantMatrix> {
+        match &self.weight {
+            Weight::Blocks(m) => Some(m),
+            Weight::Dense(_) => None,
+        }
+    }
+
+    /// The axis of a dense weight that indexes outputs.
     fn out_axis() -> usize {
         if B::WEIGHTS_OUT_IN { 0 } else { 1 }
     }
 
     /// Input width.
     pub fn in_dim(&self) -> usize {
-        self.weight.dims()[1 - Self::out_axis()]
+        match &self.weight {
+            Weight::Dense(w) => w.dims()[1 - Self::out_axis()],
+            Weight::Blocks(m) => m.cols(),
+        }
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[Self::out_axis()]
+        match &self.weight {
+            Weight::Dense(w) => w.dims()[Self::out_axis()],
+            Weight::Blocks(m) => m.rows(),
+        }
     }
 
-    /// Loads `name.weight` (and `name.bias` when `bias`).
+    /// Loads `name.weight` (and `name.bias` when `bias`): as blocks where the loader's [`Blocks`] say so.
     pub fn load(l: &Loader<B>, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let name_w = format!("{}{name}.weight", l.prefix);
-        let weight = match B::WEIGHTS_OUT_IN {
-            true => l.weights.tensor(&name_w, [d_out, d_in], l.device, l.dtype)?,
-            false => l.weights.tensor_transposed(&name_w, &[d_out, d_in], l.device, l.dtype)?,
+        let name_w = format!("{name}.weight");
+        let weight = match l.blocks(&name_w, [d_out, d_in], l.layer_format())? {
+            Some(blocks) => Weight::Blocks(Arc::new(blocks)),
+            None => {
+                let name_w = format!("{}{name_w}", l.prefix);
+                Weight::Dense(match B::WEIGHTS_OUT_IN {
+                    true => l.weights.tensor(&name_w, [d_out, d_in], l.device, l.dtype)?,
+                    false => l.weights.tensor_transposed(&name_w, &[d_out, d_in], l.device, l.dtype)?,
+                })
+            }
         };
         let bias = if bias { Some(l.tensor(&format!("{name}.bias"), [d_out])?) } else { None };
         Ok(Self { weight, bias })
@@ -100,22 +201,50 @@ impl<B: RmasBackend> Linear<B> {
         Ok(Self::concat(parts))
     }
 
-    /// The layers `parts` (same input width) as one whose output is theirs side by side.
+    /// The layers `parts` (same input width) as one whose output is theirs side by side. Blocks stay
+    /// blocks when every part is; a mix (a GGUF file storing one projection as f32) becomes dense.
     pub fn concat(parts: Vec<Self>) -> Self {
         let biases: Option<Vec<_>> = parts.iter().map(|p| p.bias.clone()).collect();
-        Self {
-            weight: Tensor::cat(parts.into_iter().map(|p| p.weight).collect(), Self::out_axis()),
-            bias: biases.map(|b| Tensor::cat(b, 0)),
+        let bias = biases.map(|b| Tensor::cat(b, 0));
+        let blocks: Option<Vec<QuantMatrix>> = parts.iter().map(|p| p.blocks().cloned()).collect();
+        if let Some(weight) = blocks.and_then(QuantMatrix::concat) {
+            return Self { weight: Weight::Blocks(Arc::new(weight)), bias };
         }
+        let device = parts.iter().find_map(|p| match &p.weight {
+            Weight::Dense(w) => Some((w.device(), w.dtype())),
+            Weight::Blocks(_) => None,
+        });
+        let dense = |p: Self| match (p.weight, &device) {
+            (Weight::Dense(w), _) => w,
+            (Weight::Blocks(m), Some((device, dtype))) => {
+                let hf = TensorData::new(m.dequantize(), [m.rows(), m.cols()]);
+                let hf = if B::WEIGHTS_OUT_IN { hf } else { crate::weights::transpose_host(hf) };
+                Tensor::from_data(hf, (device, *dtype))
+            }
+            (Weight::Blocks(_), None) => unreachable!("blocks that do not concatenate imply a dense part"),
+        };
+        let weight = Tensor::cat(parts.into_iter().map(dense).collect(), Self::out_axis());
+        Self { weight: Weight::Dense(weight), bias }
     }
 
     /// Reorders the outputs from `groups × parts × width` to `parts × groups × width` (HF's gated
     /// attention interleaves each head's query and gate rows; regrouped, each is one slice).
     pub fn regroup_outputs(self, groups: usize, parts: usize, width: usize) -> Self {
         let (d_in, d_out) = (self.in_dim(), self.out_dim());
-        let weight = match B::WEIGHTS_OUT_IN {
-            true => self.weight.reshape([groups, parts, width * d_in]).swap_dims(0, 1).reshape([d_out, d_in]),
-            false => self.weight.reshape([d_in, groups, parts, width]).swap_dims(1, 2).reshape([d_in, d_out]),
+        let weight = match self.weight {
+            Weight::Dense(w) if B::WEIGHTS_OUT_IN => {
+                Weight::Dense(w.reshape([groups, parts, width * d_in]).swap_dims(0, 1).reshape([d_out, d_in]))
+            }
+            Weight::Dense(w) => {
+                Weight::Dense(w.reshape([d_in, groups, parts, width]).swap_dims(1, 2).reshape([d_in, d_out]))
+            }
+            Weight::Blocks(m) => {
+                // Output row (p, g, i) of the result is row (g, p, i) of the stored weight.
+                let order: Vec<usize> = (0..parts)
+                    .flat_map(|p| (0..groups).flat_map(move |g| (0..width).map(move |i| (g * parts + p) * width + i)))
+                    .collect();
+                Weight::Blocks(Arc::new(m.select_rows(&order)))
+            }
         };
         let bias = self.bias.map(|b| b.reshape([groups, parts, width]).swap_dims(0, 1).reshape([d_out]));
         Self { weight, bias }
@@ -123,7 +252,10 @@ impl<B: RmasBackend> Linear<B> {
 
     /// `x·Wᵀ` for `x` `[T, in]`, without the bias (for stages that fuse it into what follows).
     pub fn product(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        B::linear_matmul(x, self.weight.clone())
+        match &self.weight {
+            Weight::Dense(w) => B::linear_matmul(x, w.clone()),
+            Weight::Blocks(m) => B::quant_matmul(x, m),
+        }
     }
 
     /// `x·Wᵀ + b` for `x` `[T, in]`.
@@ -159,17 +291,26 @@ impl<B: RmasBackend> LayerNorm<B> {
     }
 }
 
-/// A `[V, H]` vocabulary matrix (token embedding or LM head) in row blocks, each small enough for
-/// one device buffer (WebGPU caps a binding, often at 128 MiB–2 GiB; a 248k-row embedding exceeds it).
+/// A `[V, H]` vocabulary matrix (token embedding or LM head): dense in row blocks, each small enough
+/// for one device buffer (WebGPU caps a binding, often at 128 MiB–2 GiB; a 248k-row embedding exceeds
+/// it), or quantized blocks on the host where the backend multiplies them.
 #[derive(Clone, Debug)]
-pub struct VocabMatrix<B: Backend> {
-    blocks: Vec<Tensor<B, 2>>, // each [block_rows, H], the last may be shorter
-    block_rows: usize,
+pub enum VocabMatrix<B: Backend> {
+    /// Row blocks `[block_rows, H]` (the last may be shorter).
+    Dense { blocks: Vec<Tensor<B, 2>>, block_rows: usize },
+    /// The whole matrix as quantized blocks; looked-up rows are decoded, uploaded to `device` and
+    /// cast to `dtype`.
+    Blocks { matrix: Arc<QuantMatrix>, device: B::Device, dtype: DType },
 }
 
-impl<B: Backend> VocabMatrix<B> {
-    /// Loads `name` `[v, h]` in blocks of at most `max_bytes` each (in the compute dtype).
+impl<B: RmasBackend> VocabMatrix<B> {
+    /// Loads `name` `[v, h]`: as quantized blocks where the loader's [`Blocks`] say so (Q8_0 when
+    /// quantized at load), else dense in blocks of at most `max_bytes` each (in the compute dtype).
     pub fn load(l: &Loader<B>, name: &str, [v, h]: [usize; 2], max_bytes: u64) -> Result<Self> {
+        let format = l.layer_format().map(|_| BlockFormat::Q8_0);
+        if let Some(matrix) = l.blocks(name, [v, h], format)? {
+            return Ok(Self::Blocks { matrix: Arc::new(matrix), device: l.device.clone(), dtype: l.dtype });
+        }
         let row_bytes = (h * l.dtype.size()).max(1) as u64;
         let block_rows = (max_bytes / row_bytes).clamp(1, v.max(1) as u64) as usize;
         let name = format!("{}{name}", l.prefix);
@@ -179,37 +320,49 @@ impl<B: Backend> VocabMatrix<B> {
                 Ok(Tensor::from_data(l.weights.rows(&name, &[v, h], r..(r + block_rows).min(v))?, (l.device, l.dtype)))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks, block_rows })
+        Ok(Self::Dense { blocks, block_rows })
     }
 
-    /// Splits a matrix `[V, H]` into blocks of `block_rows` rows.
+    /// Splits a matrix `[V, H]` into dense blocks of `block_rows` rows.
     pub fn from_tensor(m: Tensor<B, 2>, block_rows: usize) -> Self {
         let v = m.dims()[0];
         let block_rows = block_rows.clamp(1, v.max(1));
         let blocks = (0..v).step_by(block_rows).map(|r| m.clone().slice(r..(r + block_rows).min(v))).collect();
-        Self { blocks, block_rows }
+        Self::Dense { blocks, block_rows }
     }
 
-    /// How many blocks the matrix is held in.
+    /// How many device buffers the matrix is held in (0 for host blocks).
     pub fn num_blocks(&self) -> usize {
-        self.blocks.len()
+        match self {
+            Self::Dense { blocks, .. } => blocks.len(),
+            Self::Blocks { .. } => 0,
+        }
     }
 
     /// The rows `ids` (all `< V`), `[T, H]`.
     pub fn rows(&self, ids: &[u32]) -> Tensor<B, 2> {
-        let device = self.blocks[0].device();
+        let (blocks, block_rows) = match self {
+            Self::Dense { blocks, block_rows } => (blocks, *block_rows),
+            Self::Blocks { matrix, device, dtype } => {
+                let rows = matrix.dequantize_rows(ids.iter().map(|&i| i as usize)); // [T, H]
+                let rows =
+                    upload::<B, 2, burn::tensor::Float>(TensorData::new(rows, [ids.len(), matrix.cols()]), device);
+                return if rows.dtype() == *dtype { rows } else { rows.cast(*dtype) };
+            }
+        };
+        let device = blocks[0].device();
         let index = |v: Vec<i64>| upload::<B, 1, Int>(TensorData::new(v.clone(), [v.len()]), &device);
-        if self.blocks.len() == 1 {
-            return self.blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect()));
+        if blocks.len() == 1 {
+            return blocks[0].clone().select(0, index(ids.iter().map(|&i| i as i64).collect()));
         }
         // Gather per block, then put the rows back in the order of `ids`.
         let (mut parts, mut order) = (Vec::new(), Vec::new());
-        for (b, block) in self.blocks.iter().enumerate() {
+        for (b, block) in blocks.iter().enumerate() {
             let (at, local): (Vec<usize>, Vec<i64>) = ids
                 .iter()
                 .enumerate()
-                .filter(|(_, id)| **id as usize / self.block_rows == b)
-                .map(|(p, id)| (p, (*id as usize % self.block_rows) as i64))
+                .filter(|(_, id)| **id as usize / block_rows == b)
+                .map(|(p, id)| (p, (*id as usize % block_rows) as i64))
                 .unzip();
             if !at.is_empty() {
                 parts.push(block.clone().select(0, index(local)));
@@ -224,12 +377,14 @@ impl<B: Backend> VocabMatrix<B> {
     }
 
     /// `h·Mᵀ` `[T, V]` for `h` `[T, H]`.
-    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2>
-    where
-        B: RmasBackend,
-    {
-        let parts: Vec<_> = self.blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone())).collect();
-        if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Self::Dense { blocks, .. } => {
+                let parts: Vec<_> = blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone())).collect();
+                if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
+            }
+            Self::Blocks { matrix, .. } => B::quant_matmul(h, matrix),
+        }
     }
 }
 
@@ -285,7 +440,6 @@ pub struct Mlp<B: Backend> {
     pub gate_up: Linear<B>, // gate_proj ‖ up_proj: [hidden, 2·inter]
     pub down: Linear<B>,
     pub act: Activation,
-    inter: usize,
 }
 
 impl<B: RmasBackend> Mlp<B> {
@@ -295,14 +449,14 @@ impl<B: RmasBackend> Mlp<B> {
             gate_up: Linear::load_fused(l, &[("gate_proj", inter), ("up_proj", inter)], hidden, bias)?,
             down: Linear::load(l, "down_proj", inter, hidden, bias)?,
             act,
-            inter,
         })
     }
 
     /// Applies the MLP to `[T, hidden]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let inter = self.down.in_dim();
         let gate_up = self.gate_up.forward(x); // [T, 2·inter]
-        let (gate, up) = (gate_up.clone().narrow(1, 0, self.inter), gate_up.narrow(1, self.inter, self.inter));
+        let (gate, up) = (gate_up.clone().narrow(1, 0, inter), gate_up.narrow(1, inter, inter));
         self.down.forward(B::activate(gate, self.act, Some(up)))
     }
 }

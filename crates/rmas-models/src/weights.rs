@@ -9,7 +9,9 @@ use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::Dtype;
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgmlType, GgufFile, unpermute_rows};
+use rmas_kernels::quant::QuantMatrix;
+
+use crate::gguf::{GgmlType, GgufFile, unpermute_rows, unpermuted_order};
 
 /// Random access to a weight file held outside this process's memory (in the browser: a
 /// downloaded file on the JS heap), so that only one tensor at a time is copied in.
@@ -233,6 +235,45 @@ impl Weights {
         Ok(TensorData::new(self.values(name, shape, rows.start * row..rows.end * row)?, block))
     }
 
+    /// `name` `[rows, cols]` as its blocks, when a GGUF file stores it in a format the products take
+    /// (Q8_0, Q4_0, Q4_1; llama.cpp's row permutation of queries and keys undone); `None` otherwise.
+    pub fn blocks(&self, name: &str, shape: [usize; 2]) -> Result<Option<QuantMatrix>> {
+        let Some(entry) = self.index.get(name) else { return Ok(None) };
+        let Stored::Ggml(ggml) = entry.stored else { return Ok(None) };
+        let Some(format) = ggml.block_format() else { return Ok(None) };
+        self.check_shape(name, entry, &shape)?;
+        let path = &self.files[entry.file].0;
+        let [rows, cols] = shape;
+        let corrupt = |msg: String| ModelError::CorruptWeights { path: path.clone(), msg };
+        let bytes = self.files[entry.file].1.bytes(entry.range.clone()).into_owned();
+        let matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
+            .ok_or_else(|| corrupt(format!("`{name}` [{rows}, {cols}] is not whole rows of {format} blocks")))?;
+        match entry.permuted_heads {
+            None => Ok(Some(matrix)),
+            Some(heads) => {
+                let order = unpermuted_order(rows, heads).ok_or_else(|| {
+                    corrupt(format!(
+                        "`{name}` has {rows} rows, not a whole number of row pairs per each of {heads} heads"
+                    ))
+                })?;
+                Ok(Some(matrix.select_rows(&order)))
+            }
+        }
+    }
+
+    /// An error naming the file unless tensor `name` has `shape`.
+    fn check_shape(&self, name: &str, entry: &Entry, shape: &[usize]) -> Result<()> {
+        if entry.shape == shape {
+            return Ok(());
+        }
+        Err(ModelError::Shape {
+            name: name.to_owned(),
+            path: self.files[entry.file].0.clone(),
+            expected: shape.to_vec(),
+            found: entry.shape.clone(),
+        })
+    }
+
     /// Elements `elems` (row-major) of `name`, converted to f32.
     fn values(&self, name: &str, shape: &[usize], elems: Range<usize>) -> Result<Vec<f32>> {
         if let Some(generate) = &self.synthetic {
@@ -242,15 +283,8 @@ impl Weights {
             name: name.to_owned(),
             files: self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", "),
         })?;
+        self.check_shape(name, entry, shape)?;
         let path = &self.files[entry.file].0;
-        if entry.shape != shape {
-            return Err(ModelError::Shape {
-                name: name.to_owned(),
-                path: path.clone(),
-                expected: shape.to_vec(),
-                found: entry.shape.clone(),
-            });
-        }
         let bytes = |bytes: Range<usize>| {
             self.files[entry.file].1.bytes(entry.range.start + bytes.start..entry.range.start + bytes.end)
         };

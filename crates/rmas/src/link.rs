@@ -211,7 +211,7 @@ impl<B: RmasBackend> OuterLink<B> {
 /// Both links' first half: `x` in the link's dtype (f32, as the reference's `outer_dtype`, whatever
 /// the agent's) and `gelu(proj1(ln(x)))`.
 fn expand<B: RmasBackend>(ln: &LayerNorm<B>, proj1: &Linear<B>, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let x = x.cast(proj1.weight.dtype());
+    let x = x.cast(ln.weight.dtype());
     let a = B::bias_gelu(proj1.product(ln.forward_sum(x.clone(), None, None)), bias(proj1));
     (x, a)
 }

@@ -153,7 +153,7 @@ fn inner_tensors(link: &InnerLink<B>) -> Vec<(&'static str, TensorData)> {
 
 /// A projection's weight in the checkpoints' `[out, in]` layout.
 fn hf_weight(l: &Linear<B>) -> Tensor<B, 2> {
-    l.hf_weight()
+    l.hf_weight().expect("link weights are dense")
 }
 
 #[test]

@@ -34,6 +34,20 @@ pub fn strict_f32() -> bool {
     }
 }
 
+/// Whether products of `dtype` activations run strict: f32 ones, with the mode on.
+pub fn strict_for(dtype: DType) -> bool {
+    dtype == DType::F32 && strict_f32()
+}
+
+/// `a·bᵀ` for a `b` stored `[N, K]` (a layer's `[out, in]` weight or a vocabulary matrix) through
+/// [`strict_matmul`] where [`strict_for`] `a`'s dtype; `None` elsewhere (the caller's usual product).
+pub fn strict_product<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    a: Tensor<Cube<R, F, I, BT>, 2>,
+    b: Tensor<Cube<R, F, I, BT>, 2>,
+) -> Option<Tensor<Cube<R, F, I, BT>, 2>> {
+    strict_for(a.dtype()).then(|| strict_matmul(a, b.transpose())).flatten()
+}
+
 /// `a·b` `[M, N]` for f32 `a` `[M, K]` and `b` `[K, N]` (any strides, e.g. a weight's transposed
 /// view) with cubek's naive kernel: f32 multiply-adds only. `None` where cubek refuses the shapes.
 pub fn strict_matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(

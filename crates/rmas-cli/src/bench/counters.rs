@@ -2,7 +2,7 @@
 //! "Proxies"): kernel launches and autotune runs counted from cubecl's own loggers, device memory
 //! in use from cubecl's memory manager, host reads and uploads from `rmas_models::traffic`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -14,6 +14,8 @@ const CUBECL_SINK: &str = "cubecl_common::config::logger";
 
 static LAUNCHES: AtomicU64 = AtomicU64::new(0);
 static AUTOTUNES: AtomicU64 = AtomicU64::new(0);
+/// Whether [`install`] ran: without it cubecl logs nothing and the counters stay at 0.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Counts cubecl's sink records: launches arrive at `Info`, autotune results at `Debug`.
 struct CountingLog;
@@ -48,13 +50,15 @@ pub fn install() -> Result<()> {
     CubeClRuntimeConfig::set(config);
     log::set_logger(&CountingLog).map_err(|e| anyhow::anyhow!("installing the launch counter: {e}"))?;
     log::set_max_level(log::LevelFilter::Debug);
+    INSTALLED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
 /// The counters at one moment, after the device finished everything queued before it.
 #[derive(Clone, Copy, Debug)]
 pub struct Snapshot {
-    /// Kernel launches and autotune runs: `None` off cubecl (the runtimes that report memory).
+    /// Kernel launches and autotune runs: `None` off cubecl (the runtimes that report memory) or
+    /// when the counters are not installed (`--no-counters`).
     pub launches: Option<u64>,
     pub autotunes: Option<u64>,
     pub reads: u64,
@@ -69,10 +73,10 @@ impl Snapshot {
         let traffic = rmas_models::traffic::traffic(); // before the sync, which reads nothing back
         B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
         let memory_in_use = B::memory_in_use(device);
-        let cubecl = memory_in_use.is_some();
+        let counted = memory_in_use.is_some() && INSTALLED.load(Ordering::Relaxed);
         Ok(Self {
-            launches: cubecl.then(|| settled(&LAUNCHES)),
-            autotunes: cubecl.then(|| AUTOTUNES.load(Ordering::Relaxed)),
+            launches: counted.then(|| settled(&LAUNCHES)),
+            autotunes: counted.then(|| AUTOTUNES.load(Ordering::Relaxed)),
             reads: traffic.reads,
             uploads: traffic.uploads,
             memory_in_use,

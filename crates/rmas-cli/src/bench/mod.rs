@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
-use rmas_models::{Model, RmasBackend, block_on, demo::random_weights};
+use rmas_models::{BlockFormat, Blocks, Model, RmasBackend, block_on, demo::random_weights};
 
-use crate::backend::{DeviceArgs, Job, Target, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, WeightArgs, dispatch};
 use counters::Snapshot;
 
 /// Measure prefill and decode speed of a Qwen3.5 size (random weights; no download), with kernel
@@ -37,6 +37,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
 }
 
 /// The widths of one Qwen3.5 text size.
@@ -106,9 +108,14 @@ impl Job for Args {
         let cfg = rmas_models::config::parse(&size.config().to_string(), std::path::Path::new("bench/config.json"))?;
         let (device, dtype) = (target.device, target.dtype);
         let started = Instant::now();
-        let model = Model::<B>::from_weights(cfg.clone(), &random_weights(&cfg, 7), &device, dtype)?;
+        let precision = self.weights.precision::<B>(dtype)?;
+        let model = Model::<B>::from_weights(cfg.clone(), &random_weights(&cfg, 7), &device, precision)?;
         B::sync(&device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
-        eprintln!("built Qwen3.5-{} ({:?}) in {:.1} s", size.name, dtype, started.elapsed().as_secs_f64());
+        let held = match precision.blocks {
+            Blocks::Quantize(format) => format.name().to_string(),
+            _ => format!("{dtype:?}").to_lowercase(),
+        };
+        eprintln!("built Qwen3.5-{} ({held}) in {:.1} s", size.name, started.elapsed().as_secs_f64());
         let prompt: Vec<u32> = (0..self.prompt_len as u32).map(|i| (i * 7919) % cfg.vocab_size as u32).collect();
         let run = |new_tokens: usize, on_token: &mut dyn FnMut(&[u32]) -> bool| {
             let mut cache = model.new_cache(prompt.len(), new_tokens)?;
@@ -123,6 +130,8 @@ impl Job for Args {
         // first tokens (the same path `rmas generate` and the agents' decoding take).
         let steps = self.decode_steps.max(1);
         let mut marks: Vec<(Instant, Result<Snapshot>)> = Vec::new();
+        // The clock starts after the first snapshot and stops before the second: a snapshot waits for
+        // cubecl's log to settle, which is no part of a step.
         let generation = run(WARM_STEPS + 1 + steps, &mut |ids| {
             if ids.len() == WARM_STEPS + 1 {
                 let snapshot = Snapshot::take::<B>(&device);
@@ -140,10 +149,10 @@ impl Job for Args {
         let prefill_s = generation.prefill_ms / 1e3;
 
         let params = param_count(&cfg);
-        let weight_bytes = params as f64 * dtype.size() as f64;
+        let weight_bytes = weight_bytes(&cfg, precision);
         let gbs = weight_bytes / 1e9 / decode_s;
         let mut out = serde_json::json!({
-            "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params,
+            "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params, "weights": held,
             "layers": cfg.layers.len(), "prompt_len": self.prompt_len, "decode_steps": steps,
             "prefill_ms": prefill_s * 1e3, "prefill_tokens_per_s": self.prompt_len as f64 / prefill_s,
             "decode_ms_per_token": decode_s * 1e3, "decode_tokens_per_s": 1.0 / decode_s,
@@ -153,10 +162,7 @@ impl Job for Args {
         });
         let per_step = before.per_step(&after, steps);
         if let (Some(o), serde_json::Value::Object(p)) = (out.as_object_mut(), per_step) {
-            o.extend(
-                p.into_iter()
-                    .filter(|(k, _)| !self.no_counters || !k.starts_with("launches") && !k.starts_with("autotune")),
-            );
+            o.extend(p);
         }
         if self.json {
             println!("{out}");
@@ -202,6 +208,18 @@ fn print_summary(m: &serde_json::Value) {
         if !m[k].is_null() {
             println!("  {k:<30} {}", m[k]);
         }
+    }
+}
+
+/// Bytes of weights read per decoded token at `precision` (quantized: layer weights in their block
+/// format, the embedding/LM head in Q8_0; the small GDN convolution stays dense either way).
+fn weight_bytes(c: &rmas_models::Config, precision: rmas_models::Precision) -> f64 {
+    let vocab = (c.vocab_size * c.hidden_size) as f64;
+    let layers = param_count(c) as f64 - vocab;
+    let per_weight = |f: BlockFormat| f.block_bytes() as f64 / rmas_models::quant::BLOCK as f64;
+    match precision.blocks {
+        Blocks::Quantize(format) => layers * per_weight(format) + vocab * per_weight(BlockFormat::Q8_0),
+        _ => (layers + vocab) * precision.dtype.size() as f64,
     }
 }
 

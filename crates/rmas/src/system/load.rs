@@ -20,14 +20,14 @@ impl AgentSpec {
     }
 }
 
-/// A GGUF checkpoint (docs/gguf.md): the model dequantized to `dtype` and the tokenizer and chat
-/// template its metadata holds.
+/// A GGUF checkpoint (docs/gguf.md): the model at `precision` (blocks kept or dequantized) and the
+/// tokenizer and chat template its metadata holds.
 pub fn load_gguf<B: RmasBackend>(
     path: &std::path::Path,
     device: &B::Device,
-    dtype: DType,
+    precision: impl Into<rmas_models::Precision>,
 ) -> Result<(Model<B>, Tokenizer)> {
-    let (model, gguf) = Model::load_gguf(path, device, dtype)?;
+    let (model, gguf) = Model::load_gguf(path, device, precision)?;
     let (tokenizer_json, tokenizer_config) = gguf.tokenizer_files()?;
     let tokenizer = Tokenizer::from_bytes(rmas_text::tokenizer::TokenizerFiles {
         origin: &path.display().to_string(),

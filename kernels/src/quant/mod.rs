@@ -1,0 +1,270 @@
+//! Block-quantized weight matrices (docs/quantization.md): ggml's Q8_0, Q4_0 and Q4_1 blocks of 32
+//! weights along a row, kept as a GGUF file stores them or made at load (`--quantize`), and decoded
+//! inside the products ([`crate::RmasBackend::quant_matmul`]), so that a decode step reads the
+//! blocks (4.5–8.5 bits a weight) instead of f32 copies.
+//!
+//! The encoders are ggml's reference quantizers (`quantize_row_q*_ref`), the decoders its
+//! `dequantize_row_q*`: a file rmas quantizes holds the blocks llama.cpp would write.
+
+use std::fmt;
+
+use half::f16;
+use rayon::prelude::*;
+
+pub(crate) mod cpu;
+
+/// Weights per block (along a row).
+pub const BLOCK: usize = 32;
+
+/// One of ggml's 32-weight block formats, each with an f16 scale `d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockFormat {
+    /// `d`, 32 signed bytes: `w = q·d`.
+    Q8_0,
+    /// `d`, 16 bytes of nibbles: `w = (q − 8)·d`.
+    Q4_0,
+    /// `d`, minimum `m`, 16 bytes of nibbles: `w = q·d + m`.
+    Q4_1,
+}
+
+impl BlockFormat {
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 34,
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+        }
+    }
+
+    /// ggml's name of the format.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "Q8_0",
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+        }
+    }
+
+    /// Decodes one block (`block_bytes()` long) into its 32 weights. The first 16 weights of a
+    /// 4-bit block are the low nibbles, the last 16 the high ones.
+    #[inline(always)]
+    pub fn decode(self, b: &[u8], out: &mut [f32]) {
+        let d = f16_at(b, 0);
+        let out: &mut [f32; BLOCK] = out.try_into().expect("a block of 32 weights");
+        match self {
+            Self::Q8_0 => {
+                let qs: &[u8; BLOCK] = b[2..34].try_into().expect("a Q8_0 block");
+                for (o, &q) in out.iter_mut().zip(qs) {
+                    *o = q as i8 as f32 * d;
+                }
+            }
+            Self::Q4_0 => {
+                let qs: &[u8; 16] = b[2..18].try_into().expect("16 bytes of nibbles");
+                let (lo, hi) = out.split_at_mut(16);
+                for j in 0..16 {
+                    lo[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
+                    hi[j] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+            Self::Q4_1 => {
+                let (m, qs): (f32, &[u8; 16]) = (f16_at(b, 2), b[4..20].try_into().expect("16 bytes of nibbles"));
+                let (lo, hi) = out.split_at_mut(16);
+                for j in 0..16 {
+                    lo[j] = (qs[j] & 0xF) as f32 * d + m;
+                    hi[j] = (qs[j] >> 4) as f32 * d + m;
+                }
+            }
+        }
+    }
+
+    /// Encodes 32 weights into one block (`out` `block_bytes()` long), as ggml's reference quantizer.
+    pub fn encode(self, x: &[f32], out: &mut [u8]) {
+        let x: &[f32; BLOCK] = x.try_into().expect("a block of 32 weights");
+        let inverse = |d: f32| if d != 0.0 { 1.0 / d } else { 0.0 };
+        match self {
+            Self::Q8_0 => {
+                let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = inverse(d);
+                out[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                for (o, v) in out[2..34].iter_mut().zip(x) {
+                    *o = (v * id).round() as i8 as u8;
+                }
+            }
+            Self::Q4_0 => {
+                // The weight of largest magnitude, with its sign, maps to −8.
+                let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+                let d = max / -8.0;
+                let id = inverse(d);
+                out[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                let q = |v: f32| ((v * id + 8.5) as i8).min(15) as u8;
+                for j in 0..16 {
+                    out[2 + j] = q(x[j]) | (q(x[16 + j]) << 4);
+                }
+            }
+            Self::Q4_1 => {
+                let (min, max) = x.iter().fold((f32::MAX, -f32::MAX), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let d = (max - min) / 15.0;
+                let id = inverse(d);
+                out[0..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                out[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+                let q = |v: f32| (((v - min) * id + 0.5) as i8).min(15) as u8;
+                for j in 0..16 {
+                    out[4 + j] = q(x[j]) | (q(x[16 + j]) << 4);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for BlockFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The little-endian f16 at byte `at`, as f32.
+#[inline(always)]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Consecutive rows of a [`QuantMatrix`] in one format.
+#[derive(Clone)]
+struct Part {
+    format: BlockFormat,
+    rows: usize,
+    /// `rows × cols/32` blocks, row by row.
+    blocks: Vec<u8>,
+}
+
+/// A `[rows, cols]` weight matrix (HF's `[out, in]`) held as blocks of 32 along each row. Runs of rows
+/// may differ in format: a fused projection concatenates layers a GGUF file stored in different types.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    cols: usize,
+    parts: Vec<Part>,
+}
+
+impl fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QuantMatrix([{}, {}], {})", self.rows(), self.cols, self.formats())
+    }
+}
+
+impl QuantMatrix {
+    /// A matrix over stored blocks; `None` unless `cols` is a whole number of blocks and `blocks`
+    /// holds exactly `rows` rows of them.
+    pub fn from_blocks(format: BlockFormat, rows: usize, cols: usize, blocks: Vec<u8>) -> Option<Self> {
+        let expected = rows.checked_mul(cols / BLOCK)?.checked_mul(format.block_bytes())?;
+        (cols.is_multiple_of(BLOCK) && blocks.len() == expected)
+            .then(|| Self { cols, parts: vec![Part { format, rows, blocks }] })
+    }
+
+    /// Quantizes row-major `values` `[rows, cols]`; `None` unless `cols` is a whole number of blocks.
+    pub fn quantize(format: BlockFormat, values: &[f32], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) || values.len() != rows.checked_mul(cols)? {
+            return None;
+        }
+        let mut blocks = vec![0u8; rows * cols / BLOCK * format.block_bytes()];
+        blocks.par_chunks_mut(format.block_bytes() * 1024).zip(values.par_chunks(BLOCK * 1024)).for_each(|(out, x)| {
+            for (o, x) in out.chunks_exact_mut(format.block_bytes()).zip(x.chunks_exact(BLOCK)) {
+                format.encode(x, o);
+            }
+        });
+        Some(Self { cols, parts: vec![Part { format, rows, blocks }] })
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
+    /// Input columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of blocks held.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.blocks.len()).sum()
+    }
+
+    /// The formats of the row runs, `Q4_1` or `Q4_1+Q8_0`.
+    pub fn formats(&self) -> String {
+        let mut names: Vec<_> = self.parts.iter().map(|p| p.format.name()).collect();
+        names.dedup();
+        names.join("+")
+    }
+
+    /// The format and blocks of row `r`.
+    pub fn row_blocks(&self, mut r: usize) -> (BlockFormat, &[u8]) {
+        for p in &self.parts {
+            if r < p.rows {
+                let bytes = self.cols / BLOCK * p.format.block_bytes();
+                return (p.format, &p.blocks[r * bytes..(r + 1) * bytes]);
+            }
+            r -= p.rows;
+        }
+        panic!("row {r} past the matrix's {} rows", self.rows())
+    }
+
+    /// Decodes row `r` into `out` (`cols` long).
+    #[inline(always)]
+    pub fn decode_row(&self, r: usize, out: &mut [f32]) {
+        let (format, blocks) = self.row_blocks(r);
+        for (b, o) in blocks.chunks_exact(format.block_bytes()).zip(out.chunks_exact_mut(BLOCK)) {
+            format.decode(b, o);
+        }
+    }
+
+    /// The rows `rows` decoded, row-major `[rows.len(), cols]`.
+    pub fn dequantize_rows(&self, rows: impl IntoIterator<Item = usize>) -> Vec<f32> {
+        let rows: Vec<usize> = rows.into_iter().collect();
+        let mut out = vec![0f32; rows.len() * self.cols];
+        out.par_chunks_mut(self.cols).zip(rows).for_each(|(o, r)| self.decode_row(r, o));
+        out
+    }
+
+    /// The whole matrix decoded, row-major `[rows, cols]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        self.dequantize_rows(0..self.rows())
+    }
+
+    /// The matrix whose row `i` is this one's row `order[i]` (all `< rows()`).
+    pub fn select_rows(&self, order: &[usize]) -> Self {
+        let mut parts: Vec<Part> = Vec::new();
+        for &r in order {
+            let (format, blocks) = self.row_blocks(r);
+            match parts.last_mut() {
+                Some(p) if p.format == format => {
+                    p.blocks.extend_from_slice(blocks);
+                    p.rows += 1;
+                }
+                _ => parts.push(Part { format, rows: 1, blocks: blocks.to_vec() }),
+            }
+        }
+        Self { cols: self.cols, parts }
+    }
+
+    /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
+    /// number of columns.
+    pub fn concat(matrices: Vec<Self>) -> Option<Self> {
+        let cols = matrices.first()?.cols;
+        if matrices.iter().any(|m| m.cols != cols) {
+            return None;
+        }
+        let mut parts: Vec<Part> = Vec::new();
+        for part in matrices.into_iter().flat_map(|m| m.parts) {
+            match parts.last_mut() {
+                Some(p) if p.format == part.format => {
+                    p.blocks.extend_from_slice(&part.blocks);
+                    p.rows += part.rows;
+                }
+                _ => parts.push(part),
+            }
+        }
+        Some(Self { cols, parts })
+    }
+}

@@ -1,0 +1,114 @@
+//! Products over block-quantized weights (`RmasBackend::quant_matmul`; the CPU's blocked body, the
+//! reference elsewhere) against float64 loops over the decoded weights, at awkward sizes (1 row, the
+//! dot-product/GEMM switch, past a task's tile of rows), for every block format and for a matrix
+//! whose row runs differ in format; and the quantizers' error bounds.
+
+use burn::tensor::{Tensor, TensorData};
+use rmas_kernels::RmasBackend;
+use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
+use rmas_suite::{assert_close, uniform};
+
+const FORMATS: [BlockFormat; 3] = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
+
+/// `x·wᵀ` in float64 over `w`'s decoded weights.
+fn reference(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    let dense = w.dequantize();
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64).sum();
+            out[i * n + j] = s as f32;
+        }
+    }
+    out
+}
+
+/// Random weights `[n, k]` of varied scale per row, quantized.
+fn weights(seed: u64, format: BlockFormat, n: usize, k: usize) -> QuantMatrix {
+    let v: Vec<f32> = uniform(seed, n * k).iter().enumerate().map(|(i, x)| x * (1.0 + (i / k % 5) as f32)).collect();
+    QuantMatrix::quantize(format, &v, n, k).expect("whole blocks")
+}
+
+fn check<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, m: usize) {
+    let x = uniform(m as u64 * 31 + 7, m * w.cols());
+    let want = reference(&x, m, w);
+    let got = B::quant_matmul(Tensor::<B, 2>::from_data(TensorData::new(x, [m, w.cols()]), d), w);
+    let want = Tensor::<B, 2>::from_data(TensorData::new(want, [m, w.rows()]), d);
+    assert_close(what, got, want, 1e-4, 1e-4);
+}
+
+fn products_match_f64<B: RmasBackend>(d: &B::Device) {
+    for format in FORMATS {
+        for (n, k) in [(1, BLOCK), (70, 3 * BLOCK), (129, 2 * BLOCK)] {
+            let w = weights(n as u64, format, n, k);
+            for m in [1, 3, 4, 5, 17] {
+                check::<B>(d, &format!("{format} [{m}, {k}]·[{n}, {k}]ᵀ"), &w, m);
+            }
+        }
+    }
+}
+
+fn mixed_formats_and_reordered_rows<B: RmasBackend>(d: &B::Device) {
+    let k = 2 * BLOCK;
+    let parts: Vec<_> = FORMATS.iter().enumerate().map(|(i, &f)| weights(40 + i as u64, f, 30 + i, k)).collect();
+    let all = QuantMatrix::concat(parts.clone()).expect("same width");
+    assert_eq!(all.formats(), "Q8_0+Q4_0+Q4_1");
+    assert_eq!(all.rows(), 30 + 31 + 32);
+    // The concatenation's decoded rows are the parts' rows, in order.
+    let stacked: Vec<f32> = parts.iter().flat_map(|p| p.dequantize()).collect();
+    assert_eq!(all.dequantize(), stacked);
+    for m in [1, 6] {
+        check::<B>(d, &format!("mixed, {m} rows"), &all, m);
+    }
+    // Reordered across the format runs (a GGUF query weight un-permuted, gated attention regrouped).
+    let order: Vec<usize> = (0..all.rows()).rev().step_by(2).chain((0..all.rows()).step_by(2)).collect();
+    let reordered = all.select_rows(&order);
+    let want: Vec<f32> = order.iter().flat_map(|&r| all.dequantize_rows([r])).collect();
+    assert_eq!(reordered.dequantize(), want);
+    check::<B>(d, "reordered", &reordered, 2);
+}
+
+rmas_suite::backend_tests! {
+    quant_products_match_f64 => products_match_f64,
+    quant_mixed_formats_and_reordered_rows => mixed_formats_and_reordered_rows,
+}
+
+/// Each weight decodes to within the format's step of itself: half a step where it rounds, a whole
+/// one where Q4_0 clips the side opposite its largest weight, plus the f16 rounding of the scales
+/// (relative 2⁻¹¹, or half of 2⁻²⁴ for a scale in f16's subnormal range) times the largest code.
+#[test]
+fn quantization_error_is_within_a_step() {
+    let k = 4 * BLOCK;
+    let v: Vec<f32> =
+        uniform(9, 64 * k).iter().enumerate().map(|(i, x)| x * 10f32.powi((i / BLOCK % 7) as i32 - 3)).collect();
+    for format in FORMATS {
+        let back = QuantMatrix::quantize(format, &v, 64, k).unwrap().dequantize();
+        for (b, (x, y)) in v.chunks(BLOCK).zip(back.chunks(BLOCK)).enumerate() {
+            let (lo, hi) = x.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let amax = lo.abs().max(hi.abs());
+            let (step, bound) = match format {
+                BlockFormat::Q8_0 => (amax / 127.0, 0.5),
+                BlockFormat::Q4_0 => (amax / 8.0, 1.0),
+                BlockFormat::Q4_1 => ((hi - lo) / 15.0, 0.5),
+            };
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                let err = (x - y).abs();
+                let allowed =
+                    bound * step + 16.0 * step * 2f32.powi(-11) + amax * 2f32.powi(-11) + 128.0 * 2f32.powi(-25);
+                assert!(err <= allowed, "{format} block {b} weight {i}: {x} → {y} (error {err}, allowed {allowed})");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_refused() {
+    assert!(QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 40], 1, 40).is_none(), "40 columns: not whole blocks");
+    assert!(QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 64], 3, 32).is_none(), "64 values for [3, 32]");
+    assert!(QuantMatrix::from_blocks(BlockFormat::Q4_1, 2, 32, vec![0; 39]).is_none(), "39 bytes for two Q4_1 blocks");
+    assert!(QuantMatrix::from_blocks(BlockFormat::Q4_1, usize::MAX, 64, vec![]).is_none(), "overflowing size");
+    let a = QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 32], 1, 32).unwrap();
+    let b = QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 64], 1, 64).unwrap();
+    assert!(QuantMatrix::concat(vec![a, b]).is_none(), "different widths");
+}
