@@ -75,7 +75,7 @@ fn demo_run(c: &mut Criterion) {
     use rmas::engine::Run;
     use rmas::options::RunOptions;
     use rmas_models::generate::Sampling;
-    let system = rmas::demo::mixture::<B>(&Default::default(), 42).unwrap();
+    let system = rmas::demo::mixture::<B>(&Default::default(), 42, DType::F32).unwrap();
     let opts = RunOptions {
         dataset: "math500".parse().unwrap(),
         fn_name: None,

@@ -54,6 +54,26 @@ impl ByteSource for Recorded {
     }
 }
 
+/// The run options a golden case's reference used (greedy).
+fn golden_options(name: &str, settings: &Value) -> RunOptions {
+    let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
+    assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");
+    let mut chat = ChatOptions::recursivemas(date);
+    chat.enable_thinking = Some(settings["enable_thinking"].as_bool().unwrap_or(false));
+    RunOptions {
+        dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
+        fn_name: None,
+        latent_steps: settings["latent_steps"].as_u64().unwrap() as usize,
+        rounds: settings["num_recursive_rounds"].as_u64().unwrap() as usize,
+        max_new_tokens: settings["max_new_tokens"].as_u64().unwrap() as usize,
+        sampling: Sampling::Greedy,
+        seed: settings["seed"].as_u64().unwrap_or(42),
+        chat,
+        answer_retry: settings["ans_retry"].as_bool().unwrap_or(false),
+        summarize_every_round: true,
+    }
+}
+
 /// Runs a golden case.
 fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
     let expected: Value =
@@ -115,22 +135,7 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
         let spec = SystemSpec::resolve_style(&hub, style, task).unwrap();
         spec.load::<B>(device, DType::F32, loading == Loading::Offload).unwrap()
     };
-    let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
-    assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");
-    let mut chat = ChatOptions::recursivemas(date);
-    chat.enable_thinking = Some(settings["enable_thinking"].as_bool().unwrap_or(false));
-    let opts = RunOptions {
-        dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
-        fn_name: None,
-        latent_steps: settings["latent_steps"].as_u64().unwrap() as usize,
-        rounds: settings["num_recursive_rounds"].as_u64().unwrap() as usize,
-        max_new_tokens: settings["max_new_tokens"].as_u64().unwrap() as usize,
-        sampling: Sampling::Greedy,
-        seed: settings["seed"].as_u64().unwrap_or(42),
-        chat,
-        answer_retry: settings["ans_retry"].as_bool().unwrap_or(false),
-        summarize_every_round: true,
-    };
+    let opts = golden_options(name, settings);
     // The reference runs stage by stage over the questions; a stage's generate calls are numbered in
     // that order (one per question, or several in a tool loop): `r{round}/{role}/text/call{i}`.
     let mut calls_so_far: HashMap<(usize, &'static str), usize> = HashMap::new();
@@ -211,6 +216,60 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
 }
 
 /// Every system case under `tests/fixtures/golden/systems`.
+/// int8 and int4 agents (`--quantize`; RecursiveLinks stay f32) against f32 on every golden system,
+/// CPU: how many of each question's greedy ids agree with the f32 run's, printed as the table in
+/// docs/quantization.md. The systems' agents have random weights (flat logits), so agreement is a
+/// measurement here, held only to "the run completes with the same budget"; correctness of the
+/// quantized products is `tests/models.rs`'s and `tests/quant.rs`'s.
+#[test]
+fn quantized_systems_track_f32() {
+    use rmas_models::{BlockFormat, Blocks, Precision};
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    println!("| system | weights | greedy ids equal to f32's (per question) | first difference |");
+    for name in system_cases() {
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap())
+                .unwrap();
+        let settings = &expected["settings"];
+        let hub = Hub::new(golden(&format!("systems/{name}/hub"))).with_offline(true);
+        let style: Style = settings["style"].as_str().unwrap().parse().unwrap();
+        let spec = SystemSpec::resolve_style(&hub, style, settings["task"].as_str().unwrap().parse().unwrap()).unwrap();
+        let opts = golden_options(&name, settings);
+        let ids = |blocks: Blocks| -> Vec<Vec<u32>> {
+            let system = spec.load::<B>(&device, Precision { dtype: DType::F32, blocks }, false).unwrap();
+            let questions = expected["questions"].as_array().unwrap().iter().enumerate();
+            questions
+                .map(|(q, question)| {
+                    let fn_name = expected["mbpp_fn_names"].get(q).and_then(Value::as_str).map(str::to_owned);
+                    let opts = RunOptions { fn_name, ..opts.clone() };
+                    let mut ignore = |_: Event<'_, B>| {};
+                    let run = Run::new(&system, &opts, question.as_str().unwrap(), None, &mut ignore);
+                    block_on(run.execute()).unwrap().token_ids
+                })
+                .collect()
+        };
+        let reference = ids(Blocks::Dense);
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+            let got = ids(Blocks::Quantize(format));
+            let equal: Vec<String> = got
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| format!("{}/{}", a.iter().zip(b).filter(|(x, y)| x == y).count(), b.len()))
+                .collect();
+            let first: Vec<String> = got
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| a.iter().zip(b).position(|(x, y)| x != y).map_or("none".into(), |p| p.to_string()))
+                .collect();
+            println!("| {name} | {format} | {} | {} |", equal.join(", "), first.join(", "));
+            for (a, b) in got.iter().zip(&reference) {
+                assert!(!a.is_empty() && a.len() <= opts.max_new_tokens.max(b.len()), "{name} {format}: {a:?}");
+            }
+        }
+    }
+}
+
 fn system_cases() -> Vec<String> {
     rmas_suite::cases("systems", "expected.json")
 }

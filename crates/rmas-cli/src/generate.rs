@@ -60,11 +60,8 @@ impl Job for Args {
     fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()> {
         let device = target.device;
         let precision = self.weights.precision::<B>(target.dtype)?;
-        if self.demo && precision.blocks != rmas_models::Blocks::Stored {
-            bail!("--quantize and --dequantize apply to checkpoints and GGUF files, not the built-in demo");
-        }
         let (model, tokenizer) = if self.demo {
-            demo::<B>(&device)?
+            demo::<B>(&device, precision)?
         } else {
             load::<B>(self.model.as_deref().unwrap_or_default(), &device, precision)?
         };
@@ -176,7 +173,7 @@ fn load<B: RmasBackend>(model: &str, device: &B::Device, precision: Precision) -
 }
 
 /// The demo mixture system's Qwen3.5 summarizer as a stand-alone model.
-fn demo<B: RmasBackend>(device: &B::Device) -> Result<(Model<B>, Tokenizer)> {
-    let agent = rmas::demo::summarizer::<B>(device, rmas::demo::SEED)?;
+fn demo<B: RmasBackend>(device: &B::Device, precision: Precision) -> Result<(Model<B>, Tokenizer)> {
+    let agent = rmas::demo::summarizer::<B>(device, rmas::demo::SEED, precision)?;
     Ok((agent.model, agent.tokenizer))
 }

@@ -16,7 +16,7 @@ use rmas_models::generate::Sampling;
 use rmas_text::RowQuestion;
 use rmas_text::{Dataset, Style, Task};
 
-use crate::backend::{DeviceArgs, Job, Target, dispatch};
+use crate::backend::{DeviceArgs, Job, Target, WeightArgs, dispatch};
 use crate::sandbox::{ToolArgs, toolbox};
 
 /// Sampling flags (HF semantics: temperature → top-k → top-p → multinomial).
@@ -69,6 +69,8 @@ pub struct SystemArgs {
     /// Load each agent only for its stage (fits systems larger than memory; slower).
     #[arg(long)]
     pub offload: bool,
+    #[command(flatten)]
+    pub weights: WeightArgs,
 }
 
 impl SystemArgs {
@@ -96,11 +98,12 @@ impl SystemArgs {
         }
     }
 
-    /// Loads the system, with a spinner.
+    /// Loads the system at `dtype` and the `--quantize` weights, with a spinner.
     pub fn load<B: RmasBackend>(&self, dataset: Dataset, device: &B::Device, dtype: DType) -> Result<LoadedSystem<B>> {
+        let precision = self.weights.precision::<B>(dtype)?;
         let spinner = spinner("building the demo system".into());
         if self.demo {
-            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED)?;
+            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED, precision)?;
             spinner.finish_and_clear();
             return Ok(system);
         }
@@ -113,7 +116,7 @@ impl SystemArgs {
             (None, None) => unreachable!("clap requires --style, --system or --demo"),
         };
         spinner.set_message(format!("loading {} agents", spec.agents.len()));
-        let system = spec.load(device, dtype, self.offload)?;
+        let system = spec.load(device, precision, self.offload)?;
         spinner.finish_and_clear();
         Ok(system)
     }

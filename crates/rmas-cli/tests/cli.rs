@@ -26,13 +26,31 @@ fn demo_run_json_matches_the_library_demo() {
     assert_eq!(kinds, expected, "two mixture rounds, the summarizer also speaking in round 1");
 
     let device = Default::default();
-    let system = rmas::demo::mixture::<NdArray>(&device, rmas::demo::SEED).unwrap();
+    let system = rmas::demo::mixture::<NdArray>(&device, rmas::demo::SEED, burn::tensor::DType::F32).unwrap();
     let opts = rmas::demo::run_options(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
     let result =
         rmas_models::block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap();
     assert_eq!(ids, result.token_ids, "the CLI's demo defaults are the library's");
     assert_eq!(json["answer"], result.answer.as_str());
     assert_eq!(ids.len(), opts.max_new_tokens);
+}
+
+#[test]
+fn quantized_demo_run_matches_the_library() {
+    let args = ["run", "--demo", "--backend", "cpu", "--json", "--chat-date", "01 Jan 2026", "--quantize", "int4"];
+    let out = rmas(&args);
+    assert!(out.status.success(), "rmas run --demo --quantize int4: {}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    let ids: Vec<u32> = serde_json::from_value(json["token_ids"].clone()).expect("token_ids");
+    let precision = rmas_models::Precision {
+        dtype: burn::tensor::DType::F32,
+        blocks: rmas_models::Blocks::Quantize(rmas_models::BlockFormat::Q4_1),
+    };
+    let system = rmas::demo::mixture::<NdArray>(&Default::default(), rmas::demo::SEED, precision).unwrap();
+    let opts = rmas::demo::run_options(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+    let result =
+        rmas_models::block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap();
+    assert_eq!(ids, result.token_ids, "--quantize int4 is the library's Q4_1 agents");
 }
 
 #[test]

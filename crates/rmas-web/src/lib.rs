@@ -83,7 +83,7 @@ impl WebSystem {
     /// The built-in demo: the tiny random-weight mixture system (`rmas run --demo`), no download.
     pub async fn demo() -> Result<WebSystem, JsError> {
         let device = device().await;
-        let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED).map_err(js_error)?;
+        let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED, burn::tensor::DType::F32).map_err(js_error)?;
         let graph = graph_of(&system);
         Ok(WebSystem { system: Rc::new(system), graph, style: None })
     }

@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::DType;
 use chrono::NaiveDate;
 use rmas_models::generate::Sampling;
-use rmas_models::{Model, RmasBackend, demo::random_weights, demo::uniform};
+use rmas_models::{Model, Precision, RmasBackend, demo::random_weights, demo::uniform};
 use rmas_text::{ChatOptions, Dataset, Role, Style, Tokenizer, TokenizerFiles};
 
 use crate::engine::{Agent, LoadedSystem};
@@ -73,9 +72,16 @@ fn agents() -> [Assets; 4] {
     ]
 }
 
-/// Builds the demo mixture system on `device` (f32), every value derived from `seed`.
-pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<LoadedSystem<B>> {
-    let built = agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device)).collect::<Result<Vec<_>>>()?;
+/// Builds the demo mixture system on `device` at `precision` (f32, or quantized agents), every value
+/// derived from `seed`.
+pub fn mixture<B: RmasBackend>(
+    device: &B::Device,
+    seed: u64,
+    precision: impl Into<Precision>,
+) -> Result<LoadedSystem<B>> {
+    let precision = precision.into();
+    let built =
+        agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device, precision)).collect::<Result<Vec<_>>>()?;
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();
     for (i, edge) in Style::Mixture.spec().edges.iter().enumerate() {
@@ -87,17 +93,23 @@ pub fn mixture<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<LoadedSy
 }
 
 /// The demo's Qwen3.5 summarizer alone (what `rmas generate --demo` runs).
-pub fn summarizer<B: RmasBackend>(device: &B::Device, seed: u64) -> Result<Agent<B>> {
-    agent(&agents()[3], 3, seed, device)
+pub fn summarizer<B: RmasBackend>(device: &B::Device, seed: u64, precision: impl Into<Precision>) -> Result<Agent<B>> {
+    agent(&agents()[3], 3, seed, device, precision.into())
 }
 
 /// Demo agent `i` of the mixture order, built from its assets.
-fn agent<B: RmasBackend>(a: &Assets, i: usize, seed: u64, device: &B::Device) -> Result<Agent<B>> {
+fn agent<B: RmasBackend>(
+    a: &Assets,
+    i: usize,
+    seed: u64,
+    device: &B::Device,
+    precision: Precision,
+) -> Result<Agent<B>> {
     let origin = format!("demo/{}", a.role);
     let config = rmas_models::config::parse(a.config, std::path::Path::new(&format!("{origin}/config.json")))?;
     let model_seed = seed.wrapping_add(1000 * i as u64);
     let weights = random_weights(&config, model_seed);
-    let model = Model::from_weights(config, &weights, device, DType::F32)?;
+    let model = Model::from_weights(config, &weights, device, precision)?;
     let tokenizer = Tokenizer::from_bytes(TokenizerFiles {
         origin: &origin,
         tokenizer_json: a.tokenizer,

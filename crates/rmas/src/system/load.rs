@@ -1,8 +1,7 @@
 //! Loading a resolved [`SystemSpec`] from local files into a [`LoadedSystem`] (native builds; the
 //! browser loads from downloaded bytes in `downloads.rs`).
 
-use burn::tensor::DType;
-use rmas_models::{Model, RmasBackend};
+use rmas_models::{Model, Precision, RmasBackend};
 use rmas_text::{Role, Tokenizer};
 
 use super::{AgentSpec, SystemSpec};
@@ -11,9 +10,9 @@ use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
 
 impl AgentSpec {
-    /// Loads this agent's checkpoint, tokenizer and inner link.
-    pub fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType) -> Result<Agent<B>> {
-        let model = Model::load(&self.dir, device, dtype)?;
+    /// Loads this agent's checkpoint (at `precision`), tokenizer and inner link.
+    pub fn load<B: RmasBackend>(&self, device: &B::Device, precision: impl Into<Precision>) -> Result<Agent<B>> {
+        let model = Model::load(&self.dir, device, precision)?;
         let tokenizer = Tokenizer::from_dir(&self.dir)?;
         let inner = InnerLink::load(&self.inner_link, device)?;
         Agent::new(self.role, model, tokenizer, inner, &self.inner_link)
@@ -25,7 +24,7 @@ impl AgentSpec {
 pub fn load_gguf<B: RmasBackend>(
     path: &std::path::Path,
     device: &B::Device,
-    precision: impl Into<rmas_models::Precision>,
+    precision: impl Into<Precision>,
 ) -> Result<(Model<B>, Tokenizer)> {
     let (model, gguf) = Model::load_gguf(path, device, precision)?;
     let (tokenizer_json, tokenizer_config) = gguf.tokenizer_files()?;
@@ -42,14 +41,20 @@ pub fn load_gguf<B: RmasBackend>(
 impl SystemSpec {
     /// Loads every outer link and, unless `offload`, every agent; offloaded agents are loaded
     /// for each stage they run and dropped after it.
-    pub fn load<B: RmasBackend>(&self, device: &B::Device, dtype: DType, offload: bool) -> Result<LoadedSystem<B>> {
+    pub fn load<B: RmasBackend>(
+        &self,
+        device: &B::Device,
+        precision: impl Into<Precision>,
+        offload: bool,
+    ) -> Result<LoadedSystem<B>> {
+        let precision = precision.into();
         let hidden = self.hidden_sizes()?;
         let outer = self.load_outer_links(&hidden, |path| OuterLink::load(path, device))?;
         if offload {
-            let loader = SpecLoader { spec: self.clone(), device: device.clone(), dtype };
+            let loader = SpecLoader { spec: self.clone(), device: device.clone(), precision };
             return Ok(LoadedSystem::offloaded(self.style, Box::new(loader), outer));
         }
-        let agents = self.agents.iter().map(|a| a.load(device, dtype)).collect::<Result<Vec<_>>>()?;
+        let agents = self.agents.iter().map(|a| a.load(device, precision)).collect::<Result<Vec<_>>>()?;
         Ok(LoadedSystem::new(self.style, agents, outer))
     }
 }
@@ -58,7 +63,7 @@ impl SystemSpec {
 struct SpecLoader<B: RmasBackend> {
     spec: SystemSpec,
     device: B::Device,
-    dtype: DType,
+    precision: Precision,
 }
 
 impl<B: RmasBackend> AgentLoader<B> for SpecLoader<B> {
@@ -67,6 +72,6 @@ impl<B: RmasBackend> AgentLoader<B> for SpecLoader<B> {
             system: self.spec.name.clone(),
             msg: format!("no agent for role `{role}`"),
         })?;
-        agent.load(&self.device, self.dtype)
+        agent.load(&self.device, self.precision)
     }
 }
