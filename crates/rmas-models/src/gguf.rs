@@ -207,6 +207,22 @@ impl GgufTensor {
     }
 }
 
+/// A GGUF architecture rmas reads: the HF `model_type` its metadata becomes, and whether llama.cpp's
+/// converter permuted the query/key rows into its rotary layout (it does for llama-style models only).
+struct Arch {
+    name: &'static str,
+    model_type: &'static str,
+    permuted_qk: bool,
+}
+
+/// The architectures rmas reads (Mistral GGUF files are `llama`). Tensor names are llama.cpp's, the same
+/// for all three; Qwen2's q/k/v biases and Qwen3's q/k norms are read where present.
+const ARCHS: &[Arch] = &[
+    Arch { name: "llama", model_type: "llama", permuted_qk: true },
+    Arch { name: "qwen2", model_type: "qwen2", permuted_qk: false },
+    Arch { name: "qwen3", model_type: "qwen3", permuted_qk: false },
+];
+
 /// A GGUF file's header: metadata and tensor index.
 #[derive(Clone, Debug)]
 pub struct GgufFile {
@@ -363,16 +379,19 @@ impl GgufFile {
             .ok_or_else(|| self.err("missing `general.architecture`".into()))
     }
 
-    /// An HF-style `config.json` for the model (llama architecture), for `config::parse`.
-    pub fn hf_config(&self) -> Result<Value> {
+    /// The row of [`ARCHS`] for the file's `general.architecture`, or an error naming the supported ones.
+    fn arch(&self) -> Result<&'static Arch> {
         let arch = self.architecture()?;
-        if arch != "llama" {
-            return Err(ModelError::UnknownArchitecture {
-                path: self.path.clone(),
-                found: format!("GGUF architecture {arch}"),
-                supported: "llama".into(),
-            });
-        }
+        ARCHS.iter().find(|a| a.name == arch).ok_or_else(|| ModelError::UnknownArchitecture {
+            path: self.path.clone(),
+            found: format!("GGUF architecture {arch}"),
+            supported: ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// An HF-style `config.json` for the model, for `config::parse`.
+    pub fn hf_config(&self) -> Result<Value> {
+        let Arch { name: arch, model_type, .. } = self.arch()?;
         let key = |k: &str| format!("{arch}.{k}");
         let uint = |k: &str| {
             self.get(&key(k))
@@ -386,13 +405,15 @@ impl GgufFile {
             _ => uint("vocab_size")?,
         };
         let token = |k: &str| self.get(&format!("tokenizer.ggml.{k}")).and_then(MetaValue::as_u64);
+        let hidden = uint("embedding_length")?;
         Ok(json!({
-            "model_type": "llama",
-            "hidden_size": uint("embedding_length")?,
+            "model_type": model_type,
+            "hidden_size": hidden,
             "num_hidden_layers": uint("block_count")?,
             "num_attention_heads": heads,
             "num_key_value_heads": self.get(&key("attention.head_count_kv")).and_then(MetaValue::as_u64).unwrap_or(heads),
             "intermediate_size": uint("feed_forward_length")?,
+            "head_dim": self.get(&key("attention.key_length")).and_then(MetaValue::as_u64).unwrap_or(hidden / heads.max(1)),
             "max_position_embeddings": uint("context_length")?,
             "rms_norm_eps": float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             "rope_theta": float("rope.freq_base").unwrap_or(10_000.0),
@@ -404,10 +425,13 @@ impl GgufFile {
     }
 
     /// Each tensor's HF name (`model.layers.0.self_attn.q_proj.weight`), and for the query and key
-    /// projections the head count whose rotary layout llama.cpp's converter permuted.
+    /// projections the head count whose rotary layout llama.cpp's converter permuted (llama only).
     pub fn hf_names(&self) -> Result<Vec<(String, Option<usize>)>> {
-        let arch = self.architecture()?;
-        let heads = |k: &str| self.get(&format!("{arch}.{k}")).and_then(MetaValue::as_u64).map(|h| h as usize);
+        let arch = self.arch()?;
+        let heads = |k: &str| {
+            let heads = self.get(&format!("{}.{k}", arch.name)).and_then(MetaValue::as_u64).map(|h| h as usize);
+            heads.filter(|_| arch.permuted_qk)
+        };
         let (q_heads, kv_heads) = (heads("attention.head_count"), heads("attention.head_count_kv"));
         self.tensors
             .iter()
@@ -432,6 +456,8 @@ impl GgufFile {
                     "attn_k" => ("self_attn.k_proj", kv_heads.or(q_heads)),
                     "attn_v" => ("self_attn.v_proj", None),
                     "attn_output" => ("self_attn.o_proj", None),
+                    "attn_q_norm" => ("self_attn.q_norm", None),
+                    "attn_k_norm" => ("self_attn.k_norm", None),
                     "attn_norm" => ("input_layernorm", None),
                     "ffn_norm" => ("post_attention_layernorm", None),
                     "ffn_gate" => ("mlp.gate_proj", None),

@@ -1,0 +1,103 @@
+"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Qwen2 and Qwen3 models
+(tests/fixtures/golden/models/<arch>/model) converted to GGUF as llama.cpp's converter
+(`convert_hf_to_gguf.py`) names and lays them out, with llama.cpp's own Python package: F32 tensors,
+and Q8_0 for the 2-D weights (quantized by `gguf.quants.quantize`, llama.cpp's reference). rmas must
+load them to the safetensors model's logits (`tests/gguf_archs.rs`).
+
+    python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
+    /tmp/v/bin/python tests/gguf_models.py
+
+No tokenizer is written (the vocabulary size is `<arch>.vocab_size`): the test compares logits.
+"""
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+
+def load_file(path: Path) -> dict:
+    """A safetensors file's tensors as float32 (F32, F16 or BF16 stored; numpy has no bfloat16)."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = info["data_offsets"]
+        data = raw[8 + n + b : 8 + n + e]
+        if info["dtype"] == "BF16":
+            t = (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            t = np.frombuffer(data, {"F32": np.float32, "F16": np.float16}[info["dtype"]]).astype(np.float32)
+        out[name] = t.reshape(info["shape"])
+    return out
+
+ROOT = Path(__file__).parent
+OUT = ROOT / "fixtures" / "gguf"
+
+# HF layer tensor → llama.cpp's (`gguf.constants.TENSOR_NAMES` for these architectures).
+LAYER = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+       "lm_head.weight": "output.weight"}
+
+
+def gguf_name(hf: str) -> str:
+    if hf in TOP:
+        return TOP[hf]
+    _, _, layer, rest = hf.split(".", 3)
+    part, suffix = rest.rsplit(".", 1)
+    return f"blk.{layer}.{LAYER[part]}.{suffix}"
+
+
+def convert(arch: str, qtype: str) -> None:
+    model = ROOT / "fixtures" / "golden" / "models" / arch / "model"
+    config = json.loads((model / "config.json").read_text())
+    tensors = load_file(model / "model.safetensors")
+    path = OUT / f"{arch}-{qtype.lower()}.gguf"
+    w = gguf.GGUFWriter(str(path), arch)
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    w.add_context_length(config["max_position_embeddings"])
+    w.add_embedding_length(config["hidden_size"])
+    w.add_block_count(config["num_hidden_layers"])
+    w.add_feed_forward_length(config["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(config["num_key_value_heads"])
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    w.add_vocab_size(config["vocab_size"])
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32)
+    for name, t in tensors.items():
+        t = t.astype(np.float32)
+        if qtype == "Q8_0" and t.ndim == 2 and t.shape[1] % 32 == 0:
+            q = gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(gguf_name(name), t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+for arch in ["qwen2", "qwen3"]:
+    for qtype in ["F32", "Q8_0"]:
+        convert(arch, qtype)
