@@ -1,5 +1,6 @@
-//! GGUF files of the Qwen2 and Qwen3 architectures: the golden tiny models converted by llama.cpp's
-//! own Python package (`tests/gguf_models.py`, llama.cpp's tensor names and metadata keys) load to
+//! GGUF files of the Llama (rotary-permuted q/k, Llama 3 `rope_freqs`), Qwen2 and Qwen3 architectures:
+//! the golden tiny models converted by llama.cpp's own Python package (`tests/gguf_models.py`,
+//! llama.cpp's tensor names, layouts and metadata keys) load to
 //! the safetensors model's logits: exactly from F32 tensors; from Q8_0 tensors, exactly what
 //! `--quantize int8` makes of the safetensors model (the same blocks, byte for byte), kept as blocks
 //! or dequantized at load.
@@ -23,8 +24,8 @@ fn gguf(name: &str, blocks: Blocks) -> Model<B> {
 }
 
 #[test]
-fn qwen_gguf_files_load_to_the_safetensors_logits() {
-    for arch in ["qwen2", "qwen3"] {
+fn gguf_files_load_to_the_safetensors_logits() {
+    for arch in ["llama", "qwen2", "qwen3"] {
         let ids = Golden::open(&format!("models/{arch}/golden.safetensors")).ids("input_ids");
         let dir = golden(&format!("models/{arch}/model"));
         let precision = |blocks| Precision { dtype: DType::F32, blocks };

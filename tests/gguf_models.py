@@ -1,7 +1,9 @@
-"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Qwen2 and Qwen3 models
+"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Llama, Qwen2 and Qwen3 models
 (tests/fixtures/golden/models/<arch>/model) converted to GGUF as llama.cpp's converter
 (`convert_hf_to_gguf.py`) names and lays them out, with llama.cpp's own Python package: F32 tensors,
-and Q8_0 for the 2-D weights (quantized by `gguf.quants.quantize`, llama.cpp's reference). rmas must
+and Q8_0 for the 2-D weights (quantized by `gguf.quants.quantize`, llama.cpp's reference). For
+Llama, as the converter's `LlamaModel`: query/key rows permuted into llama.cpp's rotary layout, and
+Llama 3's rope scaling written as the `rope_freqs` tensor of per-frequency factors. rmas must
 load them to the safetensors model's logits (`tests/gguf_archs.rs`).
 
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
@@ -11,6 +13,7 @@ No tokenizer is written (the vocabulary size is `<arch>.vocab_size`): the test c
 """
 
 import json
+import math
 from pathlib import Path
 
 import gguf
@@ -64,6 +67,29 @@ def gguf_name(hf: str) -> str:
     return f"blk.{layer}.{LAYER[part]}.{suffix}"
 
 
+def permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """`LlamaModel.permute`: each head's rows from HF's two halves to interleaved pairs."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_rope_factors(config: dict, head_dim: int) -> np.ndarray:
+    """`LlamaModel.generate_extra_tensors`: Llama 3's rope scaling as a divisor per frequency."""
+    rope = config["rope_parameters"]
+    base, factor = rope["rope_theta"], rope["factor"]
+    low, high, old = rope["low_freq_factor"], rope["high_freq_factor"], rope["original_max_position_embeddings"]
+    factors = []
+    for freq in 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)):
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            factors.append(1.0)
+        elif wavelen > old / low:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
 def convert(arch: str, qtype: str) -> None:
     model = ROOT / "fixtures" / "golden" / "models" / arch / "model"
     config = json.loads((model / "config.json").read_text())
@@ -84,8 +110,14 @@ def convert(arch: str, qtype: str) -> None:
     w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
     w.add_vocab_size(config["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32)
+    if arch == "llama" and config["rope_parameters"].get("rope_type") == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(config, head_dim))
     for name, t in tensors.items():
         t = t.astype(np.float32)
+        if arch == "llama" and name.endswith("q_proj.weight"):
+            t = permute(t, heads)
+        if arch == "llama" and name.endswith("k_proj.weight"):
+            t = permute(t, config["num_key_value_heads"])
         if qtype == "Q8_0" and t.ndim == 2 and t.shape[1] % 32 == 0:
             q = gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -98,6 +130,6 @@ def convert(arch: str, qtype: str) -> None:
     print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
-for arch in ["qwen2", "qwen3"]:
+for arch in ["llama", "qwen2", "qwen3"]:
     for qtype in ["F32", "Q8_0"]:
         convert(arch, qtype)

@@ -441,6 +441,8 @@ impl GgufFile {
                     "token_embd.weight" => Some("model.embed_tokens.weight".to_owned()),
                     "output_norm.weight" => Some("model.norm.weight".to_owned()),
                     "output.weight" => Some("lm_head.weight".to_owned()),
+                    // Llama 3's rope scaling as per-frequency divisors (`Rope::with_freq_factors`).
+                    "rope_freqs.weight" => Some("rope_freqs.weight".to_owned()),
                     _ => None,
                 };
                 if let Some(hf) = top {

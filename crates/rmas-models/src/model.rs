@@ -12,6 +12,9 @@ use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
 use crate::nn::{Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
 use crate::weights::Weights;
 
+/// Per-frequency divisors of the rotary frequencies (llama.cpp's GGUF form of Llama 3's rope scaling).
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// Name prefixes of the text model in the layouts seen on the Hub.
 const PREFIXES: &[&str] = &["model.language_model.", "language_model.model.", "model.", ""];
 
@@ -167,7 +170,16 @@ impl<B: RmasBackend> Model<B> {
             let top = Loader::<B> { weights, prefix: String::new(), device, dtype, blocks };
             Some(VocabMatrix::load(&top, &format!("{name}.weight"), [v, h], max_bytes)?)
         };
-        let ropes = c.ropes.iter().map(Rope::new).collect();
+        let ropes = c.ropes.iter().map(Rope::new).collect::<Vec<_>>();
+        let ropes = match weights.shape(ROPE_FREQS) {
+            Some(&[n]) => {
+                let factors = weights.data(ROPE_FREQS, &[n])?.to_vec::<f32>().expect("weights are read as f32");
+                let scaled: std::result::Result<Vec<_>, _> =
+                    ropes.into_iter().map(|r| r.with_freq_factors(&factors)).collect();
+                scaled.map_err(|msg| ModelError::Config { path: ROPE_FREQS.into(), msg })?
+            }
+            _ => ropes,
+        };
         Ok(Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config })
     }
 

@@ -521,6 +521,19 @@ impl Rope {
         Self { inv_freq, scale, dim: cfg.dim }
     }
 
+    /// Divides each inverse frequency by its factor: how llama.cpp's GGUF files carry Llama 3's rope
+    /// scaling (a `rope_freqs` tensor of `dim/2` factors; `1/factor` of HF's blend per frequency).
+    pub fn with_freq_factors(mut self, factors: &[f32]) -> std::result::Result<Self, String> {
+        if factors.len() != self.inv_freq.len() {
+            return Err(format!("{} rope frequency factors for {} frequencies", factors.len(), self.inv_freq.len()));
+        }
+        if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err(format!("rope frequency factor {bad} (expected finite and positive)"));
+        }
+        self.inv_freq.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+        Ok(self)
+    }
+
     /// `cos`, `sin` tables `[T, dim]` for positions `start..start+T`, in f32.
     pub fn tables<B: Backend>(&self, start: usize, len: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let half = self.inv_freq.len();
