@@ -93,8 +93,8 @@ impl<B: RmasBackend> Loader<'_, B> {
         if let Some(stored) = self.weights.blocks(&name, [rows, cols])? {
             return Ok(Some(stored));
         }
-        match (self.blocks, quantize) {
-            (Blocks::Quantize(_), Some(format)) if cols.is_multiple_of(BLOCK) => {
+        match quantize {
+            Some(format) if cols.is_multiple_of(BLOCK) => {
                 let values = self.weights.data(&name, &[rows, cols])?;
                 let values = values.as_slice::<f32>().expect("weights are read as f32");
                 Ok(QuantMatrix::quantize(format, values, rows, cols))
@@ -206,8 +206,12 @@ impl<B: RmasBackend> Linear<B> {
     pub fn concat(parts: Vec<Self>) -> Self {
         let biases: Option<Vec<_>> = parts.iter().map(|p| p.bias.clone()).collect();
         let bias = biases.map(|b| Tensor::cat(b, 0));
-        let blocks: Option<Vec<QuantMatrix>> = parts.iter().map(|p| p.blocks().cloned()).collect();
-        if let Some(weight) = blocks.and_then(QuantMatrix::concat) {
+        if parts.iter().all(|p| p.blocks().is_some()) {
+            let matrices = parts.into_iter().map(|p| match p.weight {
+                Weight::Blocks(m) => Arc::unwrap_or_clone(m),
+                Weight::Dense(_) => unreachable!("every part is blocks"),
+            });
+            let weight = QuantMatrix::concat(matrices.collect()).expect("layers of one input width");
             return Self { weight: Weight::Blocks(Arc::new(weight)), bias };
         }
         let device = parts.iter().find_map(|p| match &p.weight {
@@ -221,7 +225,7 @@ impl<B: RmasBackend> Linear<B> {
                 let hf = if B::WEIGHTS_OUT_IN { hf } else { crate::weights::transpose_host(hf) };
                 Tensor::from_data(hf, (device, *dtype))
             }
-            (Weight::Blocks(_), None) => unreachable!("blocks that do not concatenate imply a dense part"),
+            (Weight::Blocks(_), None) => unreachable!("not every part is blocks, so one is dense"),
         };
         let weight = Tensor::cat(parts.into_iter().map(dense).collect(), Self::out_axis());
         Self { weight: Weight::Dense(weight), bias }

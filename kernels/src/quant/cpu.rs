@@ -63,10 +63,7 @@ type RowDot = fn(BlockFormat, &[u8], &[f32]) -> f32;
 /// The fastest [`RowDot`] this CPU runs.
 fn row_dot_fn() -> RowDot {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
-    {
+    if avx2::available() {
         // SAFETY: the CPU has the features `avx2::row_dot` is compiled for.
         return |format, blocks, x| unsafe { avx2::row_dot(format, blocks, x) };
     }
@@ -93,6 +90,11 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK, BlockFormat};
+
+    /// Whether this CPU has what [`row_dot`] is compiled for: AVX2, FMA and F16C.
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    }
 
     /// See [`super::RowDot`].
     ///
@@ -191,10 +193,7 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_row_dot_equals_the_portable_one() {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c"))
-        {
+        if !avx2::available() {
             return eprintln!("no AVX2+FMA+F16C here: nothing to compare");
         }
         let k = 5 * BLOCK;

@@ -255,16 +255,6 @@ impl QuantMatrix {
         if matrices.iter().any(|m| m.cols != cols) {
             return None;
         }
-        let mut parts: Vec<Part> = Vec::new();
-        for part in matrices.into_iter().flat_map(|m| m.parts) {
-            match parts.last_mut() {
-                Some(p) if p.format == part.format => {
-                    p.blocks.extend_from_slice(&part.blocks);
-                    p.rows += part.rows;
-                }
-                _ => parts.push(part),
-            }
-        }
-        Some(Self { cols, parts })
+        Some(Self { cols, parts: matrices.into_iter().flat_map(|m| m.parts).collect() })
     }
 }
