@@ -1,5 +1,5 @@
 //! Criterion benches on the CPU backend: one decode step and a 512-token prefill of a small Qwen3.5,
-//! one decode step per family, a whole demo RecursiveMAS run, the streaming weight products against
+//! one decode step per family, a whole demo RecursiveMAS run, questions/s of batched runs, the streaming weight products against
 //! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), the CPU bodies of the
 //! delta rule, activations and softmax against their reference paths, and attention's CPU body and
 //! (with `wgpu` or `cuda`) cubecl kernel against the reference.
@@ -7,6 +7,7 @@
 use burn::backend::NdArray;
 use burn::tensor::DType;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rmas_kernels::Rows;
 use rmas_models::{Model, block_on, demo::random_weights};
 use rmas_suite::golden;
 
@@ -96,6 +97,42 @@ fn demo_run(c: &mut Criterion) {
     g.finish();
 }
 
+/// Questions per second of whole RecursiveMAS runs at batch sizes 1, 4, 8 and 16 (continuous
+/// batching, `rmas::engine::run_questions`): the demo mixture, and the demo's agents resized to
+/// hidden 512 × 8 layers (~25 M parameters each), 16 distinct questions per iteration.
+fn batched_questions(c: &mut Criterion) {
+    use rmas::demo::Scale;
+    let opts = rmas::demo::run_options(chrono::NaiveDate::from_ymd_opt(2024, 7, 26).unwrap());
+    let questions: Vec<String> = (1..=16)
+        .map(|i| format!("A baker makes {i} dozen muffins and sells {} of them. How many are left?", 3 * i))
+        .collect();
+    let device = Default::default();
+    let systems = [
+        ("demo", rmas::demo::mixture::<B>(&device, 42, DType::F32).unwrap()),
+        (
+            "mixture_h512x8",
+            rmas::demo::mixture_scaled::<B>(&device, 42, DType::F32, Scale { hidden: 512, layers: 8 }).unwrap(),
+        ),
+    ];
+    let mut g = c.benchmark_group("batched_questions");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(questions.len() as u64));
+    for (name, system) in &systems {
+        for batch in [1, 4, 8, 16] {
+            g.bench_function(format!("{name}_b{batch}"), |b| {
+                b.iter(|| {
+                    let runs = questions.iter().map(|q| (q.clone(), opts.clone()));
+                    let flow = rmas::engine::run_questions(system, None, batch, runs, |_, (result, _)| {
+                        result.map_or_else(std::ops::ControlFlow::Break, |_| std::ops::ControlFlow::Continue(()))
+                    });
+                    assert!(flow.is_continue(), "a question failed");
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// One row times a 2B-sized MLP weight `[2048, 6144]` and a 32k-row vocabulary block `[32768, 2048]`.
 fn weight_products(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
@@ -106,10 +143,14 @@ fn weight_products(c: &mut Criterion) {
     let m = Tensor::<B, 2>::random([32768, 2048], Distribution::Normal(0.0, 1.0), &device);
     let mut g = c.benchmark_group("weight_product_cpu");
     g.throughput(Throughput::Bytes(2048 * 6144 * 4));
-    g.bench_function("linear_1x2048x6144_streaming", |b| b.iter(|| B::linear_matmul(x.clone(), w.clone()).into_data()));
+    g.bench_function("linear_1x2048x6144_streaming", |b| {
+        b.iter(|| B::linear_matmul(x.clone(), w.clone(), Rows::Sequence).into_data())
+    });
     g.bench_function("linear_1x2048x6144_burn_matmul", |b| b.iter(|| x.clone().matmul(w.clone()).into_data()));
     g.throughput(Throughput::Bytes(32768 * 2048 * 4));
-    g.bench_function("logits_32768x2048_streaming", |b| b.iter(|| B::vocab_logits(x.clone(), m.clone()).into_data()));
+    g.bench_function("logits_32768x2048_streaming", |b| {
+        b.iter(|| B::vocab_logits(x.clone(), m.clone(), Rows::Sequence).into_data())
+    });
     g.bench_function("logits_32768x2048_burn_matmul", |b| {
         b.iter(|| m.clone().matmul(x.clone().transpose()).transpose().into_data())
     });
@@ -131,7 +172,7 @@ fn quant_products(c: &mut Criterion) {
             let w = QuantMatrix::quantize(format, &values, rows, 2048).unwrap();
             g.throughput(Throughput::Bytes(w.bytes() as u64));
             g.bench_function(format!("{name}_1x2048x{rows}_{format}"), |b| {
-                b.iter(|| B::quant_matmul(x.clone(), &w).into_data())
+                b.iter(|| B::quant_matmul(x.clone(), &w, Rows::Sequence).into_data())
             });
         }
     }
@@ -271,6 +312,7 @@ criterion_group!(
     qwen35,
     families,
     demo_run,
+    batched_questions,
     weight_products,
     quant_products,
     cpu_ops,

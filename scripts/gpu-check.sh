@@ -75,6 +75,10 @@ timeout 120 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-cou
 note "bench 2b bf16 (no counters): $(cat "$out/bench-bf16-clean.json")"
 timeout 60 "$out/bin/rmas" bench --size tiny --backend cuda --dtype f32 --json >"$out/bench-tiny.json" 2>&1
 note "bench tiny f32 (the CI proxies on CUDA): $(cat "$out/bench-tiny.json")"
+# Batched decode (#31, docs/batching.md): 32 sequences packed per step against one.
+timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --batch 32 \
+    --prompt-len 64 --decode-steps 16 --json >"$out/bench-bf16-b32.json" 2>&1
+note "bench 2b bf16 batch 32 (tokens/s of all sequences; compare the batch-1 line above): $(cat "$out/bench-bf16-b32.json")"
 
 echo
 echo "summary: $summary"

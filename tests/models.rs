@@ -4,6 +4,7 @@
 //! noise (≈1e-5, Qwen3.5 up to 7e-4 because its gated norm amplifies rounding). We allow a few times that.
 
 use burn::tensor::{DType, Tensor, TensorData};
+use rmas_kernels::Rows;
 use rmas_models::generate::{GenerateOptions, Generation, Sampler, Sampling, generate};
 use rmas_models::nn::VocabMatrix;
 use rmas_models::{Model, RmasBackend, block_on};
@@ -165,8 +166,8 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
         split.rows(&ids).into_data().assert_eq(&whole.rows(&ids).into_data(), true);
         assert_close(
             &format!("logits in blocks of {block_rows}"),
-            split.logits(x.clone()),
-            whole.logits(x.clone()),
+            split.logits(x.clone(), &[3]),
+            whole.logits(x.clone(), &[3]),
             1e-6,
             1e-6,
         );
@@ -177,24 +178,21 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
 /// backends `x·wᵀ` of HF's `[out, in]` layout) equal
 /// burn's matmul, for 1…9 rows and widths that do not divide evenly among threads.
 fn weight_products<B: RmasBackend>(device: &B::Device) {
-    for (rows, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70)] {
-        let x =
-            Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(rows as u64, rows * k), [rows, k]), device);
+    for (m, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70), (17, 40, 600)] {
+        let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(m as u64, m * k), [m, k]), device);
         let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(7, k * n), [k, n]), device);
-        let what = format!("{rows}x{k} by {k}x{n}");
         // The layer's weight in the backend's layout: HF's [n, k] (contiguous) or [k, n].
         let layer =
             if B::WEIGHTS_OUT_IN { Tensor::from_data(w.clone().transpose().into_data(), device) } else { w.clone() };
-        assert_close(
-            &format!("linear {what}"),
-            B::linear_matmul(x.clone(), layer),
-            x.clone().matmul(w.clone()),
-            1e-5,
-            1e-5,
-        );
-        let m = w.clone().transpose().into_data(); // [n, k], contiguous
-        let m = Tensor::<B, 2>::from_data(m, device);
-        assert_close(&format!("logits {what}"), B::vocab_logits(x.clone(), m), x.matmul(w), 1e-5, 1e-5);
+        let vocab = Tensor::<B, 2>::from_data(w.clone().transpose().into_data(), device); // [n, k], contiguous
+        let want = x.clone().matmul(w.clone());
+        for rows in [Rows::Sequence, Rows::PerRow] {
+            let what = format!("{m}x{k} by {k}x{n}, {rows:?}");
+            let linear = B::linear_matmul(x.clone(), layer.clone(), rows);
+            assert_close(&format!("linear {what}"), linear, want.clone(), 1e-5, 1e-5);
+            let logits = B::vocab_logits(x.clone(), vocab.clone(), rows);
+            assert_close(&format!("logits {what}"), logits, want.clone(), 1e-5, 1e-5);
+        }
     }
 }
 

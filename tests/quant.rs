@@ -4,8 +4,8 @@
 //! whose row runs differ in format; and the quantizers' error bounds.
 
 use burn::tensor::{Tensor, TensorData};
-use rmas_kernels::RmasBackend;
 use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
+use rmas_kernels::{RmasBackend, Rows};
 use rmas_suite::{assert_close, uniform};
 
 const FORMATS: [BlockFormat; 3] = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
@@ -33,9 +33,11 @@ fn weights(seed: u64, format: BlockFormat, n: usize, k: usize) -> QuantMatrix {
 fn check<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, m: usize) {
     let x = uniform(m as u64 * 31 + 7, m * w.cols());
     let want = reference(&x, m, w);
-    let got = B::quant_matmul(Tensor::<B, 2>::from_data(TensorData::new(x, [m, w.cols()]), d), w);
     let want = Tensor::<B, 2>::from_data(TensorData::new(want, [m, w.rows()]), d);
-    assert_close(what, got, want, 1e-4, 1e-4);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(x, [m, w.cols()]), d);
+    for rows in [Rows::Sequence, Rows::PerRow] {
+        assert_close(&format!("{what} {rows:?}"), B::quant_matmul(x.clone(), w, rows), want.clone(), 1e-4, 1e-4);
+    }
 }
 
 fn products_match_f64<B: RmasBackend>(d: &B::Device) {

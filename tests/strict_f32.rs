@@ -3,7 +3,7 @@
 //! float64 host loops at CPU tolerances. This file runs in its own process: the mode is global.
 
 use burn::tensor::{Tensor, TensorData};
-use rmas_kernels::RmasBackend;
+use rmas_kernels::{RmasBackend, Rows};
 use rmas_suite::{assert_close, uniform};
 
 /// `x·Wᵀ` and `h·mᵀ` against float64 loops, for decode and prefill rows and uneven widths.
@@ -19,8 +19,14 @@ fn strict_products<B: RmasBackend>(d: &B::Device) {
         let m = Tensor::<B, 2>::from_data(TensorData::new(w, [n, k]), d);
         let layer = if B::WEIGHTS_OUT_IN { m.clone() } else { Tensor::from_data(m.clone().transpose().into_data(), d) };
         let what = format!("{rows}x{k} by {n}x{k}");
-        assert_close(&format!("strict linear {what}"), B::linear_matmul(xt.clone(), layer), want.clone(), 1e-5, 1e-5);
-        assert_close(&format!("strict logits {what}"), B::vocab_logits(xt, m), want, 1e-5, 1e-5);
+        assert_close(
+            &format!("strict linear {what}"),
+            B::linear_matmul(xt.clone(), layer, Rows::Sequence),
+            want.clone(),
+            1e-5,
+            1e-5,
+        );
+        assert_close(&format!("strict logits {what}"), B::vocab_logits(xt, m, Rows::Sequence), want, 1e-5, 1e-5);
     }
 }
 

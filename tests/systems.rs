@@ -11,11 +11,10 @@ use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::system::SystemSpec;
 use rmas::system::downloads::{Downloads, Fetched, Want};
-use rmas_models::generate::Sampling;
 use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
-use rmas_suite::{Golden, assert_close, golden};
-use rmas_text::{ChatOptions, Dataset, Style};
+use rmas_suite::{Golden, assert_close, golden, golden_options};
+use rmas_text::Style;
 use serde_json::Value;
 
 /// Embeddings, hidden states and latents: the float64 re-run of the reference differs by ~1e-5.
@@ -51,26 +50,6 @@ impl ByteSource for Recorded {
     fn read(&self, range: std::ops::Range<usize>) -> Vec<u8> {
         self.largest_read.set(self.largest_read.get().max(range.len()));
         self.bytes[range].to_vec()
-    }
-}
-
-/// The run options a golden case's reference used (greedy).
-fn golden_options(name: &str, settings: &Value) -> RunOptions {
-    let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
-    assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");
-    let mut chat = ChatOptions::recursivemas(date);
-    chat.enable_thinking = Some(settings["enable_thinking"].as_bool().unwrap_or(false));
-    RunOptions {
-        dataset: settings["dataset_arg"].as_str().unwrap().parse::<Dataset>().unwrap(),
-        fn_name: None,
-        latent_steps: settings["latent_steps"].as_u64().unwrap() as usize,
-        rounds: settings["num_recursive_rounds"].as_u64().unwrap() as usize,
-        max_new_tokens: settings["max_new_tokens"].as_u64().unwrap() as usize,
-        sampling: Sampling::Greedy,
-        seed: settings["seed"].as_u64().unwrap_or(42),
-        chat,
-        answer_retry: settings["ans_retry"].as_bool().unwrap_or(false),
-        summarize_every_round: true,
     }
 }
 

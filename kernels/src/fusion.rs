@@ -102,27 +102,27 @@ fn map_like<B: FusionBackend, const D: usize>(
 impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     const WEIGHTS_OUT_IN: bool = B::WEIGHTS_OUT_IN;
 
-    fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+    fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>, rows: crate::Rows) -> Tensor<Self, 2> {
         if !crate::linear::cube::strict_for(x.dtype()) {
             return crate::linear::reference(x, w, Self::WEIGHTS_OUT_IN);
         }
         let n = w.dims()[if Self::WEIGHTS_OUT_IN { 0 } else { 1 }];
         let out = ([x.dims()[0], n].into(), x.dtype());
-        let [out] = queue::<B, 1>("rmas.linear_matmul", vec![raw(x), raw(w)], [out], |inputs| {
+        let [out] = queue::<B, 1>("rmas.linear_matmul", vec![raw(x), raw(w)], [out], move |inputs| {
             let mut x = inputs.into_iter();
-            vec![raw(B::linear_matmul(take(&mut x), take(&mut x)))]
+            vec![raw(B::linear_matmul(take(&mut x), take(&mut x), rows))]
         });
         wrap(out)
     }
 
-    fn vocab_logits(h: Tensor<Self, 2>, m: Tensor<Self, 2>) -> Tensor<Self, 2> {
+    fn vocab_logits(h: Tensor<Self, 2>, m: Tensor<Self, 2>, rows: crate::Rows) -> Tensor<Self, 2> {
         if !crate::linear::cube::strict_for(h.dtype()) {
             return crate::linear::logits_reference(h, m);
         }
         let out = ([h.dims()[0], m.dims()[0]].into(), h.dtype());
-        let [out] = queue::<B, 1>("rmas.vocab_logits", vec![raw(h), raw(m)], [out], |inputs| {
+        let [out] = queue::<B, 1>("rmas.vocab_logits", vec![raw(h), raw(m)], [out], move |inputs| {
             let mut x = inputs.into_iter();
-            vec![raw(B::vocab_logits(take(&mut x), take(&mut x)))]
+            vec![raw(B::vocab_logits(take(&mut x), take(&mut x), rows))]
         });
         wrap(out)
     }

@@ -39,6 +39,7 @@ use burn::tensor::{DType, Tensor};
 
 pub use act::Act;
 pub use gdn::{DeltaRule, GatedNorm};
+pub use linear::Rows;
 
 /// `x` in f32 (no cast when it already is): the one cast-to-f32 helper of the workspace.
 pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -159,14 +160,20 @@ pub trait RmasBackend: Backend {
     /// to `[in, out]` (what the CPU's streaming product wants); docs/performance.md, "Weight layout".
     const WEIGHTS_OUT_IN: bool = false;
 
+    /// Row counts up to which this backend's products take a per-row path (a decode step) instead of
+    /// their many-row algorithm; `None` where the algorithm does not change with the count. Packed
+    /// sequences of up to this many rows are multiplied together with [`Rows::PerRow`], so that
+    /// each gets the rows it would get alone (docs/batching.md, "Batch invariance").
+    const PER_ROW_LIMIT: Option<usize> = None;
+
     /// `x·Wᵀ` `[M, N]` for activations `x` `[M, K]` and a layer's weight `w` in this backend's layout:
     /// `[N, K]` when [`Self::WEIGHTS_OUT_IN`], else `[K, N]`.
-    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::reference(x, w, Self::WEIGHTS_OUT_IN)
     }
 
     /// `h·mᵀ` `[T, V]` for hidden states `h` `[T, H]` and a vocabulary matrix `m` `[V, H]`.
-    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::logits_reference(h, m)
     }
 
@@ -176,7 +183,7 @@ pub trait RmasBackend: Backend {
 
     /// `x·wᵀ` `[M, N]` for activations `x` `[M, K]` and block-quantized weights `w` `[N, K]`, in f32.
     /// The reference decodes `w` whole and multiplies.
-    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix) -> burn::Tensor<Self, 2> {
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, _rows: Rows) -> burn::Tensor<Self, 2> {
         let dense = burn::tensor::TensorData::new(w.dequantize(), [w.rows(), w.cols()]);
         let dense = burn::Tensor::<Self, 2>::from_data(dense, (&x.device(), x.dtype()));
         linear::reference(x, dense, true)
@@ -232,18 +239,20 @@ impl RmasBackend for burn::backend::NdArray {
         norm::cpu::rms_norm(x, scale, eps)
     }
 
-    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        linear::cpu::linear(x, w)
+    const PER_ROW_LIMIT: Option<usize> = Some(linear::cpu::STREAM_ROWS);
+
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, rows: Rows) -> burn::Tensor<Self, 2> {
+        linear::cpu::linear(x, w, rows)
     }
 
-    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
-        linear::cpu::logits(h, m)
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>, rows: Rows) -> burn::Tensor<Self, 2> {
+        linear::cpu::logits(h, m, rows)
     }
 
     const QUANTIZED_PRODUCTS: bool = true;
 
-    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix) -> burn::Tensor<Self, 2> {
-        quant::cpu::matmul(x, w)
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, rows: Rows) -> burn::Tensor<Self, 2> {
+        quant::cpu::matmul(x, w, rows)
     }
 
     /// The host's `MemAvailable` (Linux).
@@ -347,12 +356,12 @@ where
     const WEIGHTS_OUT_IN: bool = true;
 
     /// `x·wᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
-    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+    fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::cube::strict_product(x.clone(), w.clone()).unwrap_or_else(|| linear::reference(x, w, true))
     }
 
     /// `h·mᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
-    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>) -> burn::Tensor<Self, 2> {
+    fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::cube::strict_product(h.clone(), m.clone()).unwrap_or_else(|| linear::logits_reference(h, m))
     }
 

@@ -27,6 +27,26 @@ pub fn cases(kind: &str, file: &str) -> Vec<String> {
     names
 }
 
+/// The run options a golden case's reference used (greedy).
+pub fn golden_options(name: &str, settings: &serde_json::Value) -> rmas::options::RunOptions {
+    let date = chrono::NaiveDate::parse_from_str(settings["chat_template_date"].as_str().unwrap(), "%d %b %Y").unwrap();
+    assert_eq!(settings["do_sample"], false, "{name}: the conformance cases decode greedily");
+    let mut chat = rmas_text::ChatOptions::recursivemas(date);
+    chat.enable_thinking = Some(settings["enable_thinking"].as_bool().unwrap_or(false));
+    rmas::options::RunOptions {
+        dataset: settings["dataset_arg"].as_str().unwrap().parse::<rmas_text::Dataset>().unwrap(),
+        fn_name: None,
+        latent_steps: settings["latent_steps"].as_u64().unwrap() as usize,
+        rounds: settings["num_recursive_rounds"].as_u64().unwrap() as usize,
+        max_new_tokens: settings["max_new_tokens"].as_u64().unwrap() as usize,
+        sampling: rmas_models::generate::Sampling::Greedy,
+        seed: settings["seed"].as_u64().unwrap_or(42),
+        chat,
+        answer_retry: settings["ans_retry"].as_bool().unwrap_or(false),
+        summarize_every_round: true,
+    }
+}
+
 /// Tensors of a golden `.safetensors` file, as f32 (float) or i64 (int) host data.
 pub struct Golden {
     bytes: Vec<u8>,

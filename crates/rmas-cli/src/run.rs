@@ -63,6 +63,10 @@ pub struct SystemArgs {
     /// The built-in tiny random-weight mixture system (offline; its text is gibberish).
     #[arg(long)]
     pub demo: bool,
+    /// The demo with every agent resized to HIDDENxLAYERS (e.g. 512x8: ~25 M parameters per agent),
+    /// for timings at a realistic cost.
+    #[arg(long, requires = "demo", value_name = "HIDDENxLAYERS", value_parser = parse_scale)]
+    pub demo_size: Option<rmas::demo::Scale>,
     /// Link set: math or code (default: from the dataset).
     #[arg(long, value_parser = parse_task)]
     pub task: Option<Task>,
@@ -103,7 +107,10 @@ impl SystemArgs {
         let precision = self.weights.precision::<B>(dtype)?;
         let spinner = spinner("building the demo system".into());
         if self.demo {
-            let system = rmas::demo::mixture::<B>(device, rmas::demo::SEED, precision)?;
+            let system = match self.demo_size {
+                Some(scale) => rmas::demo::mixture_scaled::<B>(device, rmas::demo::SEED, precision, scale)?,
+                None => rmas::demo::mixture::<B>(device, rmas::demo::SEED, precision)?,
+            };
             spinner.finish_and_clear();
             return Ok(system);
         }
@@ -187,8 +194,17 @@ pub struct Args {
     system: SystemArgs,
     /// The question (for GPQA/MedQA closed by "Choose the correct option (A/B/C/D)." unless it
     /// asks so already, as the reference's loaders close every choice question).
-    #[arg(long, required_unless_present_any = ["demo", "row"], conflicts_with = "row")]
+    #[arg(long, required_unless_present_any = ["demo", "row", "questions_file"], conflicts_with_all = ["row", "questions_file"])]
     question: Option<String>,
+    /// Many questions, one per line, or JSONL: `{"question": …, "fn_name": …}` objects or dataset
+    /// rows (as --row takes them). They run together in batches (--batch-size), each answer the one
+    /// it gets alone; answers print in file order (one JSON object per line with --json).
+    #[arg(long, value_name = "FILE", conflicts_with = "row")]
+    questions_file: Option<PathBuf>,
+    /// Questions of --questions-file run together, their model calls packed into one forward
+    /// (default: the reference's batch for the style and dataset, lowered to fit free memory).
+    #[arg(long, requires = "questions_file", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
     /// A JSON file with one row of the dataset as its Hub dataset stores it (MATH500/GSM8K/AIME
     /// `problem`; GPQA `Question` and its four answers, ordered by --seed as the reference orders
     /// them; MedQA `question`/`query` and `options`; MBPP+ `prompt`, `test_list`, `test`, `code`;
@@ -216,12 +232,50 @@ pub struct Args {
     json: bool,
 }
 
+/// The questions of a `--questions-file`: plain lines, or JSON objects with `question` (and
+/// `fn_name`), or dataset rows; blank lines are skipped. Errors name the file and line.
+fn read_questions(path: &std::path::Path, dataset: Dataset, seed: u64) -> Result<Vec<RowQuestion>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the questions {}", path.display()))?;
+    let mut questions = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{} line {}", path.display(), n + 1);
+        if !line.trim_start().starts_with('{') {
+            questions.push(RowQuestion { question: rmas::options::dataset_question(dataset, line), fn_name: None });
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let question = match row.get("question").and_then(|q| q.as_str()) {
+            Some(q) => RowQuestion {
+                question: rmas::options::dataset_question(dataset, q),
+                fn_name: row.get("fn_name").and_then(|f| f.as_str()).map(str::to_owned),
+            },
+            None => rmas_text::row_question(dataset, &row, seed)
+                .with_context(|| format!("{}: neither a \"question\" nor a {dataset:?} row", at()))?,
+        };
+        questions.push(question);
+    }
+    if questions.is_empty() {
+        anyhow::bail!("{}: no questions (one per line, or JSONL rows)", path.display());
+    }
+    Ok(questions)
+}
+
 /// The question of the dataset row in the JSON file at `path`, for a run seeded with `seed`.
 fn read_row(path: &std::path::Path, dataset: Dataset, seed: u64) -> Result<RowQuestion> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading the dataset row {}", path.display()))?;
     let row: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     rmas_text::row_question(dataset, &row, seed).with_context(|| format!("building the question of {}", path.display()))
+}
+
+fn parse_scale(s: &str) -> Result<rmas::demo::Scale, String> {
+    let err = || format!("`{s}`: expected HIDDENxLAYERS with HIDDEN a multiple of 64, e.g. 512x8");
+    let (h, l) = s.split_once('x').ok_or_else(err)?;
+    let (hidden, layers): (usize, usize) = (h.parse().map_err(|_| err())?, l.parse().map_err(|_| err())?);
+    match hidden > 0 && hidden.is_multiple_of(64) && hidden <= 8192 && (1..=64).contains(&layers) {
+        true => Ok(rmas::demo::Scale { hidden, layers }),
+        false => Err(err()),
+    }
 }
 
 pub fn parse_style(s: &str) -> Result<Style, String> {
@@ -251,6 +305,10 @@ impl Job for Args {
         let style = self.system.style();
         let tools = toolbox(style, &self.tools.python(style.spec().tool_loop)?)?;
         let system = self.system.load::<B>(self.dataset, &device, target.dtype)?;
+        if let Some(path) = &self.questions_file {
+            let questions = read_questions(path, self.dataset, self.flags.sampling.seed)?;
+            return run_many(&system, tools.as_ref(), &opts, questions, self.batch_size, self.json);
+        }
         let question = match (row, &self.question) {
             (Some(row), _) => row.question,
             (None, Some(q)) => rmas::options::dataset_question(self.dataset, q),
@@ -279,6 +337,73 @@ impl Job for Args {
         }
         Ok(())
     }
+}
+
+/// `--questions-file`: every question through the system in batches; answers in file order as
+/// they are ready. A failed question is reported in its place and fails the command at the end,
+/// after the others ran.
+fn run_many<B: RmasBackend>(
+    system: &LoadedSystem<B>,
+    tools: Option<&rmas::tools::ToolBox>,
+    opts: &RunOptions,
+    questions: Vec<RowQuestion>,
+    batch_size: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let wanted = batch_size.map_or_else(
+        || rmas_text::recommended_settings(system.style, opts.dataset).batch_size,
+        |b| usize::try_from(b).unwrap_or(usize::MAX),
+    );
+    let longest = questions.iter().map(|q| q.question.len()).max().unwrap_or(0);
+    let plan = rmas::engine::BatchPlan::fit(system, opts, longest, wanted)?;
+    if let Some(note) = &plan.note {
+        eprintln!("rmas: {note}");
+    }
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(questions.len() as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} questions · {elapsed} < {eta} · batch {msg}")
+            .expect("constant template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(plan.size.to_string());
+    let started = std::time::Instant::now();
+    let runs =
+        questions.iter().map(|q| (q.question.clone(), RunOptions { fn_name: q.fn_name.clone(), ..opts.clone() }));
+    let (mut ready, mut next, mut failed) = (std::collections::BTreeMap::new(), 0usize, 0usize);
+    let _ = rmas::engine::run_questions(system, tools, plan.size, runs, |i, (result, ms)| {
+        ready.insert(i, (result, ms));
+        bar.inc(1);
+        while let Some((result, ms)) = ready.remove(&next) {
+            let line = match (&result, json) {
+                (Ok(r), true) => {
+                    let mut o = r.to_json();
+                    o["index"] = next.into();
+                    o["question"] = questions[next].question.clone().into();
+                    o["ms"] = ms.into();
+                    o.to_string()
+                }
+                (Ok(r), false) => format!("[{}] {}\n", next + 1, r.answer),
+                (Err(e), true) => serde_json::json!({ "index": next, "error": e.to_string() }).to_string(),
+                (Err(e), false) => format!("[{}] error: {e}\n", next + 1),
+            };
+            failed += usize::from(result.is_err());
+            bar.suspend(|| println!("{line}"));
+            next += 1;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "rmas: {} questions in {secs:.2} s ({:.2} questions/s, batch {})",
+        questions.len(),
+        questions.len() as f64 / secs.max(1e-9),
+        plan.size
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} questions failed (see their lines)", questions.len());
+    }
+    Ok(())
 }
 
 /// A spinner on stderr (hidden when stderr is not a terminal).

@@ -167,3 +167,50 @@ fn non_finite_logits_are_an_error_not_text() {
     assert!(!out.status.success() && err.contains("non-finite"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `rmas run --questions-file`: plain lines and JSONL objects, run in batches of 3 (continuous
+/// batching over 5 questions): each JSON line, in file order, carries the ids its question gets from
+/// `rmas run --question` alone. A file without questions and a bad JSON line are errors naming the file.
+#[test]
+fn questions_file_runs_each_question_as_alone() {
+    let dir = std::env::temp_dir().join(format!("rmas-questions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let questions = [
+        "What is 2 + 3?",
+        "A train leaves at noon and travels 60 km per hour for three hours. How far does it go?",
+        "Why?",
+        "List the primes below twenty and add them up, showing each step of the sum.",
+        "What is 2 + 3?",
+    ];
+    let mut lines: Vec<String> = questions[..4].iter().map(|q| q.to_string()).collect();
+    lines.push(serde_json::json!({ "question": questions[4] }).to_string());
+    let file = dir.join("questions.txt");
+    std::fs::write(&file, format!("{}\n\n", lines.join("\n"))).unwrap();
+    let common = ["run", "--demo", "--backend", "cpu", "--json", "--chat-date", "01 Jan 2026"];
+    let out = rmas(&[&common[..], &["--questions-file", file.to_str().unwrap(), "--batch-size", "3"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), questions.len());
+    for (i, (record, question)) in records.iter().zip(questions).enumerate() {
+        assert_eq!(record["index"], i, "file order");
+        assert_eq!(record["question"], question);
+        let alone = rmas(&[&common[..], &["--question", question]].concat());
+        assert!(alone.status.success());
+        let alone: Value = serde_json::from_slice(&alone.stdout).unwrap();
+        assert_eq!(record["token_ids"], alone["token_ids"], "question {i}: ids in the batch vs alone");
+        assert_eq!(record["answer"], alone["answer"]);
+    }
+
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "\n \n").unwrap();
+    let out = rmas(&[&common[..], &["--questions-file", empty.to_str().unwrap()]].concat());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no questions"), "{}", String::from_utf8_lossy(&out.stderr));
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "What?\n{\"question\": \n").unwrap();
+    let out = rmas(&[&common[..], &["--questions-file", bad.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.jsonl line 2") && err.contains("not JSON"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -139,7 +139,7 @@ fn eval_args<'a>(g: &'a Golden, data: &'a str, out: &'a str, extra: &[&'a str]) 
 }
 
 #[test]
-fn golden_systems_evaluate_to_the_reference_records() {
+fn golden_systems_evaluate_to_the_reference_records_batched_or_not() {
     for case in ["mixture-r2", "sequential-light-r2"] {
         let g = golden(case);
         let dir = scratch(case);
@@ -210,6 +210,14 @@ fn golden_systems_evaluate_to_the_reference_records() {
             summary["num_samples"]
         );
         assert!(stdout.contains(&headline), "{case}: prints {headline}: {stdout}");
+        // The run above packs its questions (default --batch-size); one at a time gives the same records.
+        let single = dir.join("batch1.jsonl");
+        ok(&rmas(
+            &eval_args(&g, data.to_str().unwrap(), single.to_str().unwrap(), &["--batch-size", "1"]),
+            Some(&g.hub),
+        ));
+        let records = |lines: &[String]| lines.iter().map(|l| without_timing(l)).collect::<Vec<_>>();
+        assert_eq!(records(&lines(&single)), records(&written), "{case}: batch 1 vs batched records");
     }
 }
 

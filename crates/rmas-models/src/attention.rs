@@ -6,7 +6,7 @@ use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm};
+use crate::nn::{Linear, Loader, RmsNorm, cat_rows};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -76,31 +76,46 @@ impl<B: RmasBackend> Attention<B> {
         })
     }
 
-    /// Attends `x` `[T, hidden]` (the positions after the cache's) to itself and the cache.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 2>,
-        rope: &(Tensor<B, 2>, Tensor<B, 2>),
-        cache: &mut KvCache<B>,
-    ) -> Tensor<B, 2> {
-        let [t, _] = x.dims();
+    /// Attends packed rows `x` `[ΣT, hidden]`: `rows` holds each sequence's row count, rotary tables
+    /// `[T_i, rot_dim]` and cache, in packing order. Projections run once on all rows; each sequence
+    /// attends only to itself and its own cache (docs/batching.md).
+    pub fn forward(&self, x: Tensor<B, 2>, rows: Vec<AttentionRow<'_, B>>) -> Tensor<B, 2> {
+        let [n, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q_heads = if self.gated { 2 * nh } else { nh }; // queries, then (regrouped at load) gates
         let slots = q_heads + 2 * nkv;
-        let qkv = self.qkv_proj.forward(x).reshape([t, slots, hd]); // [T, slots, hd]; the slices below are views
-        let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
-        let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
-        let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
+        let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
+        let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
         let norm = |n: &Option<RmsNorm<B>>| n.as_ref().map(RmsNorm::parts);
-        let (cos, sin) = rope;
-        let k = B::rope_heads(k, hd, norm(&self.k_norm), cos.clone(), sin.clone()); // [nkv, T, hd]
-        let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1)); // [nkv, L, hd]
-        let q = B::rope_heads(q, hd, norm(&self.q_norm), cos.clone(), sin.clone()); // [nh, T, hd]
-        let o = B::causal_attention(q, k_all, v_all, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
-        let o = match self.gated {
-            true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
-            false => o,
-        };
-        self.o_proj.forward(o.reshape([t, nh * hd]))
+        let mut start = 0;
+        let outputs = rows
+            .into_iter()
+            .map(|AttentionRow { len, rope: (cos, sin), cache }| {
+                let qkv = qkv.clone().narrow(0, start, len); // [T, slots, hd]
+                start += len;
+                let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
+                let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
+                let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
+                let k = B::rope_heads(k, hd, norm(&self.k_norm), cos.clone(), sin.clone()); // [nkv, T, hd]
+                let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1)); // [nkv, L, hd]
+                let q = B::rope_heads(q, hd, norm(&self.q_norm), cos.clone(), sin.clone()); // [nh, T, hd]
+                let o = B::causal_attention(q, k_all, v_all, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
+                match self.gated {
+                    true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
+                    false => o,
+                }
+            })
+            .collect();
+        self.o_proj.forward_packed(cat_rows(outputs).reshape([n, nh * hd]), &lens)
     }
+}
+
+/// One sequence's share of a packed attention call.
+pub struct AttentionRow<'a, B: Backend> {
+    /// Its number of rows in the packed input.
+    pub len: usize,
+    /// Its rotary `cos`/`sin` tables `[len, rot_dim]` at its own positions.
+    pub rope: (Tensor<B, 2>, Tensor<B, 2>),
+    /// Its keys and values.
+    pub cache: &'a mut KvCache<B>,
 }

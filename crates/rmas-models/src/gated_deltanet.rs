@@ -5,7 +5,7 @@ use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend};
 
 use crate::config::{Config, GdnConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader};
+use crate::nn::{Linear, Loader, cat_rows};
 
 /// Recurrent state of one Gated DeltaNet layer.
 #[derive(Clone, Debug)]
@@ -60,25 +60,34 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         })
     }
 
-    /// Mixes `x` `[T, hidden]`, continuing from and updating `state`.
-    pub fn forward(&self, x: Tensor<B, 2>, state: &mut DeltaState<B>) -> Tensor<B, 2> {
-        let [t, _] = x.dims();
+    /// Mixes packed rows `x` `[ΣT, hidden]`: `rows` holds each sequence's row count and state, in
+    /// packing order; projections run once on all rows, the convolution and the delta rule per sequence.
+    pub fn forward(&self, x: Tensor<B, 2>, rows: Vec<(usize, &mut DeltaState<B>)>) -> Tensor<B, 2> {
+        let [n, _] = x.dims();
         let c = &self.cfg;
         let (nv, dv, conv_dim, value_dim) = (c.num_value_heads, c.value_head_dim, c.conv_dim(), c.value_dim());
-        let y = self.in_proj.forward(x); // [T, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
-
-        // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
-        let (qkv, conv_state) =
-            B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), self.conv.clone());
-        state.conv = conv_state;
-
-        // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
-        let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
-        let z = y.narrow(1, conv_dim, value_dim);
-        let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
-        let (o, ssm) =
-            B::gated_delta_rule(DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() }, Some(norm));
-        state.ssm = ssm;
-        self.out_proj.forward(o.reshape([t, nv * dv])) // o: [T, nv, dv] normed, in qkv's dtype
+        let lens: Vec<usize> = rows.iter().map(|(len, _)| *len).collect();
+        let y = self.in_proj.forward_packed(x, &lens); // [ΣT, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
+        let mut start = 0;
+        let outputs = rows
+            .into_iter()
+            .map(|(len, state)| {
+                let y = y.clone().narrow(0, start, len); // [T, conv_dim + value_dim + 2·nv]
+                start += len;
+                // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
+                let (qkv, conv_state) =
+                    B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), self.conv.clone());
+                state.conv = conv_state;
+                // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
+                let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
+                let z = y.narrow(1, conv_dim, value_dim);
+                let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
+                let rule = DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() };
+                let (o, ssm) = B::gated_delta_rule(rule, Some(norm));
+                state.ssm = ssm;
+                o // [T, nv, dv] normed, in qkv's dtype
+            })
+            .collect();
+        self.out_proj.forward_packed(cat_rows(outputs).reshape([n, nv * dv]), &lens)
     }
 }

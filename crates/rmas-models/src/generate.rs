@@ -5,6 +5,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use web_time::Instant;
 
 use crate::RmasBackend;
+use crate::batch::Calls;
 use crate::error::{ModelError, Result};
 use crate::model::{Cache, Model};
 
@@ -153,6 +154,20 @@ pub async fn generate<B: RmasBackend>(
     cache: &mut Cache<B>,
     opts: &GenerateOptions,
     sampler: &mut Sampler,
+    on_token: impl FnMut(&[u32]) -> bool,
+) -> Result<Generation> {
+    generate_with(Calls::Alone, model, prompt, cache, opts, sampler, on_token).await
+}
+
+/// [`generate`] with its model calls made through `calls` (packed with other sequences' in a
+/// [`crate::batch::Batch`]); the ids do not depend on the other sequences.
+pub async fn generate_with<B: RmasBackend>(
+    calls: Calls<'_, B>,
+    model: &Model<B>,
+    prompt: Tensor<B, 2>,
+    cache: &mut Cache<B>,
+    opts: &GenerateOptions,
+    sampler: &mut Sampler,
     mut on_token: impl FnMut(&[u32]) -> bool,
 ) -> Result<Generation> {
     let needed = cache.len() + prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1);
@@ -164,9 +179,9 @@ pub async fn generate<B: RmasBackend>(
     }
     let mut out = Generation::default();
     let start = Instant::now();
-    let mut h = last_row(model.forward(prompt, cache)?);
+    let mut h = last_row(calls.forward(model, prompt, cache).await?);
     for step in 0..opts.max_new_tokens {
-        let logits = model.logits(h);
+        let logits = calls.logits(model, h).await?;
         if step == 0 {
             // Where argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
             check_finite(logits.clone(), "logits").await?;
@@ -185,7 +200,7 @@ pub async fn generate<B: RmasBackend>(
         if stop || opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
             break;
         }
-        h = last_row(model.forward(model.embed(&[id])?, cache)?);
+        h = last_row(calls.forward(model, model.embed(&[id])?, cache).await?);
     }
     out.decode_ms = start.elapsed().as_secs_f64() * 1e3 - out.prefill_ms;
     Ok(out)

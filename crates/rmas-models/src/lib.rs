@@ -3,6 +3,7 @@
 #![recursion_limit = "256"]
 
 pub mod attention;
+pub mod batch;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use rmas_kernels::RmasBackend;
 
-use crate::attention::{Attention, KvCache};
+use crate::attention::{Attention, AttentionRow, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
@@ -33,6 +33,13 @@ pub struct Cache<B: Backend> {
 enum LayerCache<B: Backend> {
     Kv(KvCache<B>),
     Delta(DeltaState<B>),
+}
+
+/// An empty cache of no capacity (what a cache lent to a [`crate::batch::Batch`] leaves behind).
+impl<B: Backend> Default for Cache<B> {
+    fn default() -> Self {
+        Self { layers: Vec::new(), ropes: Vec::new(), len: 0, capacity: 0 }
+    }
 }
 
 impl<B: Backend> Cache<B> {
@@ -233,23 +240,41 @@ impl<B: RmasBackend> Model<B> {
         Ok(Cache { layers, ropes, len: 0, capacity })
     }
 
+    /// One attention layer's key (or value) buffer for `capacity` positions, in bytes.
+    fn kv_buffer_bytes(&self, capacity: usize) -> u64 {
+        let c = &self.config;
+        [c.num_kv_heads, capacity, c.head_dim, self.dtype.size()]
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Bytes of a cache of `capacity` positions: keys and values of every attention layer, and the
+    /// convolution and recurrent states of every Gated DeltaNet layer.
+    pub fn cache_bytes(&self, capacity: usize) -> u64 {
+        let per_layer = |l: &Layer<B>| match (&l.mixer, &self.config.gdn) {
+            (LayerMixer::Attention(_), _) => self.kv_buffer_bytes(capacity).saturating_mul(2),
+            (LayerMixer::Delta(_), Some(g)) => {
+                ((g.conv_kernel - 1) * g.conv_dim() * self.dtype.size()
+                    + g.num_value_heads * g.key_head_dim * g.value_head_dim * 4) as u64
+            }
+            (LayerMixer::Delta(_), None) => 0,
+        };
+        self.layers.iter().map(per_layer).fold(0u64, u64::saturating_add)
+    }
+
     /// Estimates a cache of `capacity` positions before it is allocated: one layer's K buffer
     /// must fit one device buffer, and all of them the memory the device has left (where known).
     fn check_cache_fits(&self, capacity: usize) -> Result<()> {
-        let c = &self.config;
-        let attention_layers = self.layers.iter().filter(|l| matches!(l.mixer, LayerMixer::Attention(_))).count();
-        let per_buffer = [c.num_kv_heads, capacity, c.head_dim, self.dtype.size()]
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
-            .unwrap_or(u64::MAX);
-        let total = per_buffer.saturating_mul(2 * attention_layers as u64);
+        let per_buffer = self.kv_buffer_bytes(capacity);
+        let total = self.cache_bytes(capacity);
         let too_large = |needed, limit, what| ModelError::CacheTooLarge { capacity, needed, limit, what };
         let max_buffer = B::max_buffer_bytes(&self.device);
         if per_buffer > max_buffer {
             return Err(too_large(per_buffer, max_buffer, "one layer's keys in one device buffer"));
         }
         match B::available_bytes(&self.device) {
-            Some(available) if total > available => Err(too_large(total, available, "keys and values of every layer")),
+            Some(available) if total > available => Err(too_large(total, available, "the caches of every layer")),
             _ => Ok(()),
         }
     }
@@ -269,13 +294,29 @@ impl<B: RmasBackend> Model<B> {
 
     /// Runs `x` `[T, H]` (embeddings) after the cached positions; returns final-norm hidden states `[T, H]`.
     pub fn forward(&self, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
-        self.run(x, cache, None)
+        let t = x.dims()[0];
+        self.run(x, &[t], &mut [cache], None)
+    }
+
+    /// Runs several sequences in one pass (docs/batching.md): `x` `[ΣT, H]` packs sequence `i`'s
+    /// `lens[i]` rows after those of the sequences before it, each continuing its own `caches[i]`.
+    /// Returns their final-norm hidden states, packed the same way. Products run once on all rows;
+    /// attention and the recurrent mixers run per sequence, so a sequence's result does not depend
+    /// on the others in the pack.
+    pub fn forward_packed(
+        &self,
+        x: Tensor<B, 2>,
+        lens: &[usize],
+        caches: &mut [&mut Cache<B>],
+    ) -> Result<Tensor<B, 2>> {
+        self.run(x, lens, caches, None)
     }
 
     /// Like [`Self::forward`] but also returns HF's `hidden_states`: the input, each layer's output, and the final norm.
     pub fn forward_traced(&self, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Vec<Tensor<B, 2>>> {
+        let t = x.dims()[0];
         let mut trace = vec![x.clone()];
-        let h = self.run(x, cache, Some(&mut trace))?;
+        let h = self.run(x, &[t], &mut [cache], Some(&mut trace))?;
         trace.pop(); // HF replaces the last layer's raw output by the normed one
         trace.push(h);
         Ok(trace)
@@ -284,45 +325,69 @@ impl<B: RmasBackend> Model<B> {
     fn run(
         &self,
         mut x: Tensor<B, 2>,
-        cache: &mut Cache<B>,
+        lens: &[usize],
+        caches: &mut [&mut Cache<B>],
         mut trace: Option<&mut Vec<Tensor<B, 2>>>,
     ) -> Result<Tensor<B, 2>> {
-        let [t, h] = x.dims();
+        let [n, h] = x.dims();
         if h != self.config.hidden_size {
             return Err(ModelError::Input(format!(
                 "input rows have width {h}, the model's hidden size is {}",
                 self.config.hidden_size
             )));
         }
-        let start = cache.len;
-        if start + t > cache.capacity {
-            return Err(ModelError::ContextOverflow {
-                needed: start + t,
-                limit: cache.capacity,
-                what: "cache capacity",
-            });
+        if lens.len() != caches.len() || lens.iter().sum::<usize>() != n {
+            return Err(ModelError::Input(format!(
+                "a packed input of {n} rows split as {lens:?} for {} caches",
+                caches.len()
+            )));
         }
-        let tables: Vec<_> = cache
-            .ropes
+        for (&t, cache) in lens.iter().zip(caches.iter()) {
+            if cache.len + t > cache.capacity {
+                return Err(ModelError::ContextOverflow {
+                    needed: cache.len + t,
+                    limit: cache.capacity,
+                    what: "cache capacity",
+                });
+            }
+        }
+        // Per sequence, per rotary kind: the tables at its own positions, [T_i, rot_dim].
+        let tables: Vec<Vec<_>> = lens
             .iter()
-            .map(|(cos, sin)| (cos.clone().narrow(0, start, t), sin.clone().narrow(0, start, t)))
-            .collect(); // [T, rot_dim]
+            .zip(caches.iter())
+            .map(|(&t, cache)| {
+                let at = |table: &Tensor<B, 2>| table.clone().narrow(0, cache.len, t);
+                cache.ropes.iter().map(|(cos, sin)| (at(cos), at(sin))).collect()
+            })
+            .collect();
         // Each block's output is added to the residual stream by the next norm (one kernel for both).
         let mut branch: Option<Tensor<B, 2>> = None;
-        for (layer, state) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (i, layer) in self.layers.iter().enumerate() {
             let (stream, y) = layer.attn_norm.forward_residual(x, branch.take());
             x = stream;
-            let y = match (&layer.mixer, state) {
-                (LayerMixer::Attention(a), LayerCache::Kv(kv)) => a.forward(y, &tables[layer.rope], kv),
-                (LayerMixer::Delta(d), LayerCache::Delta(s)) => d.forward(y, s),
-                _ => unreachable!("caches are built from the same layer list"),
+            let states = caches.iter_mut().map(|c| &mut c.layers[i]).zip(lens);
+            let y = match &layer.mixer {
+                LayerMixer::Attention(a) => {
+                    let rows = states.zip(&tables).map(|((state, &len), tables)| match state {
+                        LayerCache::Kv(cache) => AttentionRow { len, rope: tables[layer.rope].clone(), cache },
+                        LayerCache::Delta(_) => unreachable!("caches are built from the same layer list"),
+                    });
+                    a.forward(y, rows.collect())
+                }
+                LayerMixer::Delta(d) => {
+                    let rows = states.map(|(state, &len)| match state {
+                        LayerCache::Delta(s) => (len, s),
+                        LayerCache::Kv(_) => unreachable!("caches are built from the same layer list"),
+                    });
+                    d.forward(y, rows.collect())
+                }
             };
             let y = match &layer.attn_out_norm {
                 Some(n) => n.forward(y),
                 None => y,
             };
             let (stream, y) = layer.mlp_norm.forward_residual(x, Some(y));
-            let y = layer.mlp.forward(y);
+            let y = layer.mlp.forward(y, lens);
             x = stream;
             branch = Some(match &layer.mlp_out_norm {
                 Some(n) => n.forward(y),
@@ -333,13 +398,21 @@ impl<B: RmasBackend> Model<B> {
                 trace.push(x.clone());
             }
         }
-        cache.len = start + t;
+        for (&t, cache) in lens.iter().zip(caches.iter_mut()) {
+            cache.len += t;
+        }
         Ok(self.norm.forward_residual(x, branch).1)
     }
 
     /// LM-head logits `[T, V]` of final-norm hidden states.
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).logits(h);
+        let t = h.dims()[0];
+        self.logits_packed(h, &[t])
+    }
+
+    /// [`Self::logits`] of packed rows `[ΣT, H]` of sequences of `lens` rows (as [`Self::forward_packed`]).
+    pub fn logits_packed(&self, h: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
+        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).logits(h, lens);
         match self.config.final_logit_softcap {
             Some(cap) => logits.div_scalar(cap).tanh().mul_scalar(cap),
             None => logits,

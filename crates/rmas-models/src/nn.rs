@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
-use rmas_kernels::RmasBackend;
 use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
+use rmas_kernels::{RmasBackend, Rows};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
@@ -256,20 +256,60 @@ impl<B: RmasBackend> Linear<B> {
 
     /// `x·Wᵀ` for `x` `[T, in]`, without the bias (for stages that fuse it into what follows).
     pub fn product(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.product_rows(x, Rows::Sequence)
+    }
+
+    fn product_rows(&self, x: Tensor<B, 2>, rows: Rows) -> Tensor<B, 2> {
         match &self.weight {
-            Weight::Dense(w) => B::linear_matmul(x, w.clone()),
-            Weight::Blocks(m) => B::quant_matmul(x, m),
+            Weight::Dense(w) => B::linear_matmul(x, w.clone(), rows),
+            Weight::Blocks(m) => B::quant_matmul(x, m, rows),
         }
     }
 
     /// `x·Wᵀ + b` for `x` `[T, in]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = self.product(x);
+        let t = x.dims()[0];
+        self.forward_packed(x, &[t])
+    }
+
+    /// `x·Wᵀ + b` for packed rows `[ΣT, in]` of sequences of `lens` rows ([`packed_product`]).
+    pub fn forward_packed(&self, x: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
+        let y = packed_product::<B>(x, lens, |x, rows| self.product_rows(x, rows));
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
         }
     }
+}
+
+/// A weight product of packed sequences' rows, each sequence's rows as they would be alone
+/// (docs/batching.md, "Batch invariance"). Where the backend switches algorithm by row count
+/// ([`RmasBackend::PER_ROW_LIMIT`]), runs of short sequences (decode steps) go through its per-row
+/// path together and each longer sequence (a prompt) is multiplied by itself; elsewhere all rows
+/// go in one product.
+pub fn packed_product<B: RmasBackend>(
+    x: Tensor<B, 2>,
+    lens: &[usize],
+    product: impl Fn(Tensor<B, 2>, Rows) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let Some(limit) = B::PER_ROW_LIMIT.filter(|_| lens.len() > 1) else { return product(x, Rows::Sequence) };
+    if lens.iter().all(|&t| t <= limit) {
+        return product(x, Rows::PerRow);
+    }
+    let mut parts = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < lens.len() {
+        let short = lens[i] <= limit;
+        let run = match short {
+            true => lens[i..].iter().take_while(|&&t| t <= limit).count(),
+            false => 1,
+        };
+        let rows: usize = lens[i..i + run].iter().sum();
+        let slice = x.clone().narrow(0, start, rows); // [rows, in]
+        parts.push(product(slice, if short { Rows::PerRow } else { Rows::Sequence }));
+        (start, i) = (start + rows, i + run);
+    }
+    cat_rows(parts)
 }
 
 /// A LayerNorm as `torch.nn.LayerNorm` computes it (biased variance, scale and shift `[D]`).
@@ -380,15 +420,15 @@ impl<B: RmasBackend> VocabMatrix<B> {
         Tensor::cat(parts, 0).select(0, index(inverse)) // [T, H] in block order → in `ids` order
     }
 
-    /// `h·Mᵀ` `[T, V]` for `h` `[T, H]`.
-    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
-        match self {
+    /// `h·Mᵀ` `[ΣT, V]` for packed rows `h` `[ΣT, H]` of sequences of `lens` rows ([`packed_product`]).
+    pub fn logits(&self, h: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
+        packed_product::<B>(h, lens, |h, rows| match self {
             Self::Dense { blocks, .. } => {
-                let parts: Vec<_> = blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone())).collect();
+                let parts: Vec<_> = blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone(), rows)).collect();
                 if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }
             }
-            Self::Blocks { matrix, .. } => B::quant_matmul(h, matrix),
-        }
+            Self::Blocks { matrix, .. } => B::quant_matmul(h, matrix, rows),
+        })
     }
 }
 
@@ -456,12 +496,12 @@ impl<B: RmasBackend> Mlp<B> {
         })
     }
 
-    /// Applies the MLP to `[T, hidden]`.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    /// Applies the MLP to packed rows `[ΣT, hidden]` of sequences of `lens` rows.
+    pub fn forward(&self, x: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
         let inter = self.down.in_dim();
-        let gate_up = self.gate_up.forward(x); // [T, 2·inter]
+        let gate_up = self.gate_up.forward_packed(x, lens); // [ΣT, 2·inter]
         let (gate, up) = (gate_up.clone().narrow(1, 0, inter), gate_up.narrow(1, inter, inter));
-        self.down.forward(B::activate(gate, self.act, Some(up)))
+        self.down.forward_packed(B::activate(gate, self.act, Some(up)), lens)
     }
 }
 
@@ -555,5 +595,13 @@ impl Rope {
         debug_assert_eq!(cos.len(), len * 2 * half);
         let make = |v: Vec<f32>| upload(TensorData::new(v, [len, self.dim]), device);
         (make(cos), make(sin))
+    }
+}
+
+/// Concatenates per-sequence results along their first dim (one part is returned as it is).
+pub(crate) fn cat_rows<B: Backend, const D: usize>(mut parts: Vec<Tensor<B, D>>) -> Tensor<B, D> {
+    match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Tensor::cat(parts, 0),
     }
 }

@@ -79,9 +79,40 @@ pub fn mixture<B: RmasBackend>(
     seed: u64,
     precision: impl Into<Precision>,
 ) -> Result<LoadedSystem<B>> {
-    let precision = precision.into();
-    let built =
-        agents().iter().enumerate().map(|(i, a)| agent(a, i, seed, device, precision)).collect::<Result<Vec<_>>>()?;
+    mixture_at(device, seed, precision.into(), None)
+}
+
+/// Widths of a resized demo system (benchmarks: the demo's families and prompts at a realistic cost).
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// Every agent's hidden size (a multiple of 64: heads of 64).
+    pub hidden: usize,
+    /// Every agent's number of layers (Qwen3.5 keeps three Gated DeltaNet layers per attention layer).
+    pub layers: usize,
+}
+
+/// The demo mixture with every agent resized to `scale` (MLP 3× wide, 2 KV heads; random weights
+/// from `seed`): e.g. hidden 512 × 8 layers gives agents of ~25 M parameters.
+pub fn mixture_scaled<B: RmasBackend>(
+    device: &B::Device,
+    seed: u64,
+    precision: impl Into<Precision>,
+    scale: Scale,
+) -> Result<LoadedSystem<B>> {
+    mixture_at(device, seed, precision.into(), Some(scale))
+}
+
+fn mixture_at<B: RmasBackend>(
+    device: &B::Device,
+    seed: u64,
+    precision: Precision,
+    scale: Option<Scale>,
+) -> Result<LoadedSystem<B>> {
+    let built = agents()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| agent(a, i, seed, device, precision, scale))
+        .collect::<Result<Vec<_>>>()?;
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();
     for (i, edge) in Style::Mixture.spec().edges.iter().enumerate() {
@@ -94,7 +125,7 @@ pub fn mixture<B: RmasBackend>(
 
 /// The demo's Qwen3.5 summarizer alone (what `rmas generate --demo` runs).
 pub fn summarizer<B: RmasBackend>(device: &B::Device, seed: u64, precision: impl Into<Precision>) -> Result<Agent<B>> {
-    agent(&agents()[3], 3, seed, device, precision.into())
+    agent(&agents()[3], 3, seed, device, precision.into(), None)
 }
 
 /// Demo agent `i` of the mixture order, built from its assets.
@@ -104,9 +135,14 @@ fn agent<B: RmasBackend>(
     seed: u64,
     device: &B::Device,
     precision: Precision,
+    scale: Option<Scale>,
 ) -> Result<Agent<B>> {
     let origin = format!("demo/{}", a.role);
-    let config = rmas_models::config::parse(a.config, std::path::Path::new(&format!("{origin}/config.json")))?;
+    let json = match scale {
+        Some(scale) => resized(a.config, scale)?,
+        None => a.config.to_owned(),
+    };
+    let config = rmas_models::config::parse(&json, std::path::Path::new(&format!("{origin}/config.json")))?;
     let model_seed = seed.wrapping_add(1000 * i as u64);
     let weights = random_weights(&config, model_seed);
     let model = Model::from_weights(config, &weights, device, precision)?;
@@ -120,6 +156,42 @@ fn agent<B: RmasBackend>(
     let h = model.config().hidden_size;
     let inner = InnerLink::from_safetensors_bytes(&link_bytes(&InnerLink::<B>::shapes(h), model_seed + 1)?, device)?;
     Ok(Agent { role: a.role, model, tokenizer, inner })
+}
+
+/// An agent's `config.json` resized to `scale` (its text config where it nests one).
+fn resized(config: &str, scale: Scale) -> Result<String> {
+    let mut json: serde_json::Value = serde_json::from_str(config)
+        .map_err(|e| RmasError::InvalidSystem { system: "demo".into(), msg: format!("an embedded config: {e}") })?;
+    let text = match json.get_mut("text_config") {
+        Some(text) => text,
+        None => &mut json,
+    };
+    let (h, heads) = (scale.hidden, (scale.hidden / 64).max(1));
+    let qwen35 = text.get("linear_num_value_heads").is_some();
+    for (key, value) in [
+        ("hidden_size", h),
+        ("intermediate_size", 3 * h),
+        ("num_hidden_layers", scale.layers),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", 2),
+        ("head_dim", 64),
+        ("linear_key_head_dim", 64),
+        ("linear_value_head_dim", 64),
+        ("linear_num_key_heads", (heads / 2).max(1)),
+        ("linear_num_value_heads", heads),
+    ] {
+        if !key.starts_with("linear_") || qwen35 {
+            text[key] = value.into();
+        }
+    }
+    if text.get("layer_types").is_some() {
+        let kind = |i: usize| match qwen35 && !(i + 1).is_multiple_of(4) {
+            true => "linear_attention",
+            false => "full_attention",
+        };
+        text["layer_types"] = (0..scale.layers).map(kind).collect::<Vec<_>>().into();
+    }
+    Ok(json.to_string())
 }
 
 /// A safetensors file of random link tensors: LayerNorm weights ≈ 0.5 (the rms of the demo embeddings),

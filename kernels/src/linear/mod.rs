@@ -5,6 +5,16 @@ use burn::tensor::{Tensor, backend::Backend};
 pub(crate) mod cpu;
 pub mod cube;
 
+/// What a weight product may assume of its activation rows (docs/batching.md, "Batch invariance").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// Rows of one sequence: the backend's fastest algorithm for their count.
+    Sequence,
+    /// Rows of several sequences that each would take the per-row path alone
+    /// ([`crate::RmasBackend::PER_ROW_LIMIT`]): that path for every row, whatever their count.
+    PerRow,
+}
+
 /// `x·Wᵀ` for activations `x` `[M, K]` and a layer's weight `w` stored `[N, K]` (HF's layout, multiplied
 /// through a transposed view) when `out_in`, else stored transposed `[K, N]`.
 pub fn reference<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, out_in: bool) -> Tensor<B, 2> {

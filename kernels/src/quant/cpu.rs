@@ -12,6 +12,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
 
 use super::{BLOCK, BlockFormat, QuantMatrix};
+use crate::Rows;
 use crate::cpu_common::{dot, matmul as gemm, standard, tensor, wide};
 
 /// Up to this many rows of `x` take dot products with each decoded row; more run a GEMM per tile.
@@ -20,24 +21,26 @@ const DOT_ROWS: usize = 4;
 const TILE: usize = 64;
 
 /// `x·wᵀ` `[M, N]` for `x` `[M, K]` and `w` `[N, K]`.
-pub fn matmul(x: Tensor<NdArray, 2>, w: &QuantMatrix) -> Tensor<NdArray, 2> {
+/// Up to [`DOT_ROWS`] rows, or any number of [`Rows::PerRow`] rows, take the dot path (each row's
+/// sums then run in the same order whatever the count).
+pub fn matmul(x: Tensor<NdArray, 2>, w: &QuantMatrix, rows: Rows) -> Tensor<NdArray, 2> {
     let [m, k] = x.dims();
     assert_eq!(k, w.cols(), "product of [{m}, {k}] by a quantized [{}, {}]ᵀ", w.rows(), w.cols());
     let x = standard(x);
     let x = x.view().into_dimensionality::<Ix2>().expect("rank-2 tensor");
     let mut out = Array2::<f32>::zeros((m, w.rows()));
-    products(x, w, &mut out);
+    products(x, w, x.nrows() <= DOT_ROWS || rows == Rows::PerRow, &mut out);
     tensor(Ok(out.into_dyn().into_shared()))
 }
 
 /// `out = x·wᵀ`, tile by tile of `w`'s rows on the thread pool.
-fn products(x: ArrayView2<f32>, w: &QuantMatrix, out: &mut Array2<f32>) {
+fn products(x: ArrayView2<f32>, w: &QuantMatrix, per_row: bool, out: &mut Array2<f32>) {
     let k = w.cols();
     let row_dot = row_dot_fn();
     let tile = |(t, mut y): (usize, ArrayViewMut2<f32>)| {
         let first = t * TILE;
         let rows = y.ncols();
-        if x.nrows() <= DOT_ROWS {
+        if per_row {
             for j in 0..rows {
                 let (format, blocks) = w.row_blocks(first + j);
                 for (i, xi) in x.rows().into_iter().enumerate() {

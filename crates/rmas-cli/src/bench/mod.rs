@@ -6,8 +6,9 @@ mod counters;
 use std::time::Instant;
 
 use anyhow::Result;
-use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate};
-use rmas_models::{BlockFormat, Blocks, Model, RmasBackend, block_on, demo::random_weights};
+use rmas_models::batch::{Batch, Calls, Sequence};
+use rmas_models::generate::{GenerateOptions, Generation, Sampler, Sampling, generate_with};
+use rmas_models::{BlockFormat, Blocks, Model, RmasBackend, demo::random_weights};
 
 use crate::backend::{DeviceArgs, Job, Target, WeightArgs, dispatch};
 use counters::Snapshot;
@@ -26,6 +27,10 @@ pub struct Args {
     /// Number of warm decode steps to time and count.
     #[arg(long, default_value_t = 64)]
     decode_steps: usize,
+    /// Sequences decoded together, their calls packed into one forward per step (docs/batching.md);
+    /// tokens/s then counts every sequence's tokens.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    batch: u64,
     /// Peak memory bandwidth of the device in GB/s, to report the fraction reached.
     #[arg(long)]
     bandwidth_gbs: Option<f64>,
@@ -117,11 +122,25 @@ impl Job for Args {
         };
         eprintln!("built Qwen3.5-{} ({held}) in {:.1} s", size.name, started.elapsed().as_secs_f64());
         let prompt: Vec<u32> = (0..self.prompt_len as u32).map(|i| (i * 7919) % cfg.vocab_size as u32).collect();
+        let batch = self.batch as usize;
+        // `batch` greedy generations packed together; `on_token` sees the first sequence's ids (the
+        // sequences step together, one token each per step).
         let run = |new_tokens: usize, on_token: &mut dyn FnMut(&[u32]) -> bool| {
-            let mut cache = model.new_cache(prompt.len(), new_tokens)?;
+            let packer = Batch::new();
+            let calls = if batch > 1 { Calls::Packed(&packer) } else { Calls::Alone };
             let opts = GenerateOptions { max_new_tokens: new_tokens, stop_ids: Vec::new(), logprobs: false };
-            let mut sampler = Sampler::new(Sampling::Greedy, 0);
-            anyhow::Ok(block_on(generate(&model, model.embed(&prompt)?, &mut cache, &opts, &mut sampler, on_token))?)
+            let on_token = std::cell::RefCell::new(on_token);
+            let (model, prompt, opts, on_token) = (&model, &prompt, &opts, &on_token);
+            let sequences = (0..batch).map(|i| {
+                Box::pin(async move {
+                    let mut cache = model.new_cache(prompt.len(), new_tokens)?;
+                    let mut sampler = Sampler::new(Sampling::Greedy, 0);
+                    let watch = |ids: &[u32]| i == 0 && (on_token.borrow_mut())(ids);
+                    let embedded = model.embed(prompt)?;
+                    anyhow::Ok(generate_with(calls, model, embedded, &mut cache, opts, &mut sampler, watch).await?)
+                }) as Sequence<'_, Result<Generation>>
+            });
+            packer.run_all(sequences.collect()).into_iter().next().expect("one sequence or more")
         };
 
         // Warm-up: compiles every kernel (JIT backends) and runs autotune for both phases.
@@ -145,22 +164,23 @@ impl Job for Args {
         let [(t0, before), (t1, after)]: [_; 2] =
             marks.try_into().map_err(|_| anyhow::anyhow!("the measured run stopped before its last step"))?;
         let (before, after) = (before?, after?);
-        let decode_s = (t1 - t0).as_secs_f64() / steps as f64;
+        let decode_s = (t1 - t0).as_secs_f64() / steps as f64 / batch as f64; // per token
         let prefill_s = generation.prefill_ms / 1e3;
 
         let params = param_count(&cfg);
         let weight_bytes = weight_bytes(&cfg, precision);
-        let gbs = weight_bytes / 1e9 / decode_s;
+        let gbs = weight_bytes / 1e9 / (decode_s * batch as f64); // weights are read once per step
         let mut out = serde_json::json!({
             "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params, "weights": held,
             "layers": cfg.layers.len(), "prompt_len": self.prompt_len, "decode_steps": steps,
-            "prefill_ms": prefill_s * 1e3, "prefill_tokens_per_s": self.prompt_len as f64 / prefill_s,
+            "batch": batch,
+            "prefill_ms": prefill_s * 1e3, "prefill_tokens_per_s": (batch * self.prompt_len) as f64 / prefill_s,
             "decode_ms_per_token": decode_s * 1e3, "decode_tokens_per_s": 1.0 / decode_s,
             "weight_bytes_per_token": weight_bytes, "effective_gb_per_s": gbs,
             "fraction_of_bandwidth": self.bandwidth_gbs.map(|b| gbs / b),
             "counters": !self.no_counters,
         });
-        let per_step = before.per_step(&after, steps);
+        let per_step = before.per_step(&after, steps * batch);
         if let (Some(o), serde_json::Value::Object(p)) = (out.as_object_mut(), per_step) {
             o.extend(p);
         }

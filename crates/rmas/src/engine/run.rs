@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::Tensor;
 use rmas_models::RmasBackend;
-use rmas_models::generate::{GenerateOptions, Sampler, generate, last_row};
+use rmas_models::batch::{Batch, Calls};
+use rmas_models::generate::{GenerateOptions, Sampler, generate_with, last_row};
 use rmas_text::answer::answer_retry;
 use rmas_text::{PromptContext, Role, Tokenizer};
 use web_time::Instant;
@@ -28,6 +29,7 @@ pub struct Run<'s, 'e, B: RmasBackend> {
     pub(super) stages: Vec<StageRecord>,
     pub(super) tools: Option<&'s ToolBox>,
     pub(super) cancel: Option<&'s AtomicBool>,
+    pub(super) calls: Calls<'s, B>,
 }
 
 /// Incoming messages of a prompt, by slot.
@@ -51,7 +53,15 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             stages: Vec::new(),
             tools,
             cancel: None,
+            calls: Calls::Alone,
         }
+    }
+
+    /// Makes the run's model calls in `batch`, packed with the other runs driven by
+    /// [`Batch::run_all`]; the result is the same as alone (docs/batching.md).
+    pub fn in_batch(mut self, batch: &'s Batch<B>) -> Self {
+        self.calls = Calls::Packed(batch);
+        self
     }
 
     /// Stops the run with [`RmasError::Cancelled`] once `flag` is set (checked before each stage,
@@ -178,7 +188,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             Tensor::zeros([0, model.config().hidden_size], (model.device(), model.dtype()))
         } else {
             let mut cache = model.new_cache(input.dims()[0], steps)?;
-            let mut h = last_row(model.forward(input.clone(), &mut cache)?);
+            let mut h = last_row(self.calls.forward(model, input.clone(), &mut cache).await?);
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
             for step in 0..steps {
                 self.check_cancelled()?;
@@ -187,7 +197,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 zs.push(e.clone());
                 (self.on_event)(Event::LatentStep { round, role, step: step + 1 });
                 if step + 1 < steps {
-                    h = last_row(model.forward(e, &mut cache)?);
+                    h = last_row(self.calls.forward(model, e, &mut cache).await?);
                 }
             }
             let (hidden, latents) = (Tensor::cat(hs, 0), Tensor::cat(zs, 0));
@@ -262,7 +272,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         };
         let (on_event, cancel) = (&mut self.on_event, self.cancel);
         let cancelled = || cancel.is_some_and(|flag| flag.load(Ordering::Relaxed));
-        let out = generate(model, input, &mut cache, &opts, &mut self.sampler, |ids| {
+        let out = generate_with(self.calls, model, input, &mut cache, &opts, &mut self.sampler, |ids| {
             let id = *ids.last().expect("called after a token");
             on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
             stop(&agent.tokenizer, ids) || cancelled()

@@ -1,0 +1,302 @@
+//! Batched execution: the model calls of concurrent sequences, packed into one forward
+//! (docs/batching.md).
+//!
+//! Each sequence runs its own async code (a question's whole run, or one generation) and asks for
+//! model calls through [`Calls`]. Under [`Batch::run_all`], a call queues instead of running: once
+//! every sequence waits on a call (or is done), the calls made to the same model run as one
+//! [`Model::forward_packed`] / one LM-head product, and each sequence resumes with its own rows.
+//! Sequences in different stages (one in its prompt, another decoding) pack together; a finished
+//! sequence simply stops asking, so it leaves the batch at no cost.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use burn::tensor::Tensor;
+
+use crate::RmasBackend;
+use crate::error::Result;
+use crate::model::{Cache, Model};
+
+/// Where a sequence's model calls run: alone, or packed with other sequences' calls.
+pub enum Calls<'b, B: RmasBackend> {
+    /// Each call runs at once, by itself.
+    Alone,
+    /// Calls queue in this batch and run packed with the other sequences' calls.
+    Packed(&'b Batch<B>),
+}
+
+impl<B: RmasBackend> Clone for Calls<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: RmasBackend> Copy for Calls<'_, B> {}
+
+impl<B: RmasBackend> Calls<'_, B> {
+    /// [`Model::forward`]: `x` `[T, H]` after `cache`; final-norm hidden states `[T, H]`.
+    pub async fn forward(self, model: &Model<B>, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
+        match self {
+            Self::Alone => model.forward(x, cache),
+            Self::Packed(batch) => {
+                let reply = batch.submit(model, Op::Forward { x, cache: std::mem::take(cache) });
+                let Reply { out, cache: back } = batch.wait(model, &reply).await;
+                *cache = back.expect("a forward's reply returns its cache");
+                out
+            }
+        }
+    }
+
+    /// [`Model::logits`] of hidden states `[T, H]`: `[T, V]`.
+    pub async fn logits(self, model: &Model<B>, h: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        match self {
+            Self::Alone => Ok(model.logits(h)),
+            Self::Packed(batch) => {
+                let reply = batch.submit(model, Op::Logits { h });
+                batch.wait(model, &reply).await.out
+            }
+        }
+    }
+}
+
+/// Counts of a batch's packed calls (what packing saved: `sequences / calls` per call).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Packed model calls run (forwards and LM-head products).
+    pub calls: usize,
+    /// Sequence calls they served.
+    pub sequences: usize,
+}
+
+/// One sequence's work under a [`Batch`]: a future that makes its model calls through [`Calls::Packed`].
+pub type Sequence<'f, T> = Pin<Box<dyn Future<Output = T> + 'f>>;
+
+/// Queued model calls of concurrent sequences (see the module docs).
+pub struct Batch<B: RmasBackend> {
+    /// Calls made since the last flush began.
+    queue: RefCell<Vec<Request<B>>>,
+    /// Calls being flushed: each model's calls run when the first of its sequences is polled.
+    ready: RefCell<Vec<Request<B>>>,
+    stats: Cell<BatchStats>,
+}
+
+/// One sequence's queued call; `model` is the model's address, which names it while the call waits.
+struct Request<B: RmasBackend> {
+    model: usize,
+    op: Op<B>,
+    reply: Rc<RefCell<Option<Reply<B>>>>,
+}
+
+enum Op<B: RmasBackend> {
+    Forward { x: Tensor<B, 2>, cache: Cache<B> },
+    Logits { h: Tensor<B, 2> },
+}
+
+/// A call's result; a forward gets its cache back whatever the result.
+struct Reply<B: RmasBackend> {
+    out: Result<Tensor<B, 2>>,
+    cache: Option<Cache<B>>,
+}
+
+impl<B: RmasBackend> Default for Batch<B> {
+    fn default() -> Self {
+        Self { queue: RefCell::default(), ready: RefCell::default(), stats: Cell::default() }
+    }
+}
+
+fn key<B: RmasBackend>(model: &Model<B>) -> usize {
+    model as *const Model<B> as usize
+}
+
+impl<B: RmasBackend> Batch<B> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The packed calls run so far.
+    pub fn stats(&self) -> BatchStats {
+        self.stats.get()
+    }
+
+    /// Drives `sequences` to completion together, packing their calls; outputs in input order.
+    pub fn run_all<'f, T>(&self, sequences: Vec<Sequence<'f, T>>) -> Vec<T> {
+        let mut outputs: Vec<Option<T>> = sequences.iter().map(|_| None).collect();
+        let done = self.run_queue(usize::MAX, sequences, |i, value| {
+            outputs[i] = Some(value);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        debug_assert!(done.is_continue());
+        outputs.into_iter().map(|o| o.expect("every sequence finished")).collect()
+    }
+
+    /// Continuous batching: keeps up to `width` of `sequences` running together, starting the next
+    /// as one finishes, and hands each output to `done` with the sequence's index as it comes.
+    /// `done` breaking stops everything (the running sequences are dropped) and returns its value.
+    /// Natively only: a sequence waiting on anything but this batch is polled again in a loop.
+    pub fn run_queue<'f, T, E>(
+        &self,
+        width: usize,
+        sequences: impl IntoIterator<Item = Sequence<'f, T>>,
+        mut done: impl FnMut(usize, T) -> std::ops::ControlFlow<E>,
+    ) -> std::ops::ControlFlow<E> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut pending = sequences.into_iter().enumerate();
+        let mut live: Vec<(usize, Sequence<'f, T>)> = Vec::new();
+        let outcome = loop {
+            let room = width.max(1).saturating_sub(live.len());
+            live.extend(pending.by_ref().take(room));
+            if live.is_empty() {
+                break std::ops::ControlFlow::Continue(());
+            }
+            let mut finished = Vec::new();
+            for (slot, (i, fut)) in live.iter_mut().enumerate() {
+                if let Poll::Ready(value) = fut.as_mut().poll(&mut cx) {
+                    finished.push((slot, *i, value));
+                }
+            }
+            debug_assert!(self.ready.borrow().is_empty(), "a waiting sequence flushes its model's calls");
+            let progressed = !finished.is_empty();
+            let mut stop = None;
+            for (slot, i, value) in finished.into_iter().rev() {
+                drop(live.swap_remove(slot));
+                if let std::ops::ControlFlow::Break(e) = done(i, value) {
+                    stop = Some(e);
+                }
+            }
+            if let Some(e) = stop {
+                break std::ops::ControlFlow::Break(e);
+            }
+            // Flush once every live sequence waits on a call: those still reading back (on a GPU,
+            // a sampled token) would otherwise miss the pack and fall out of step. After a sequence
+            // finished, the next round first starts and polls its successor.
+            if progressed {
+                continue;
+            }
+            if self.queue.borrow().len() == live.len() {
+                *self.ready.borrow_mut() = std::mem::take(&mut *self.queue.borrow_mut());
+            } else {
+                std::thread::yield_now(); // a sequence waits on the device (a read-back), not on a call
+            }
+        };
+        drop(live);
+        self.queue.borrow_mut().clear();
+        self.ready.borrow_mut().clear();
+        outcome
+    }
+
+    fn submit(&self, model: &Model<B>, op: Op<B>) -> Rc<RefCell<Option<Reply<B>>>> {
+        let reply = Rc::new(RefCell::new(None));
+        self.queue.borrow_mut().push(Request { model: key(model), op, reply: reply.clone() });
+        reply
+    }
+
+    /// Waits for `reply`; when the calls are being flushed, the first waiting sequence of a model
+    /// runs all of that model's calls (it holds the model, which they share).
+    async fn wait(&self, model: &Model<B>, reply: &RefCell<Option<Reply<B>>>) -> Reply<B> {
+        loop {
+            if let Some(r) = reply.borrow_mut().take() {
+                return r;
+            }
+            if self.ready.borrow().iter().any(|r| r.model == key(model)) {
+                self.flush(model);
+            } else {
+                YieldOnce(false).await;
+            }
+        }
+    }
+
+    /// Runs the ready calls to `model`: one packed forward, one LM-head product.
+    fn flush(&self, model: &Model<B>) {
+        let (mine, rest) =
+            std::mem::take(&mut *self.ready.borrow_mut()).into_iter().partition(|r| r.model == key(model));
+        *self.ready.borrow_mut() = rest;
+        let (mut forwards, mut heads) = (Vec::new(), Vec::new());
+        for Request { op, reply, .. } in mine {
+            match op {
+                Op::Forward { x, cache } => forwards.push((x, cache, reply)),
+                Op::Logits { h } => heads.push((h, reply)),
+            }
+        }
+        let mut stats = self.stats.get();
+        if !forwards.is_empty() {
+            stats.calls += 1;
+            stats.sequences += forwards.len();
+            forward_pack(model, forwards);
+        }
+        if !heads.is_empty() {
+            stats.calls += 1;
+            stats.sequences += heads.len();
+            let lens: Vec<usize> = heads.iter().map(|(h, _)| h.dims()[0]).collect();
+            let (hs, replies): (Vec<_>, Vec<_>) = heads.into_iter().unzip();
+            let logits = model.logits_packed(crate::nn::cat_rows(hs), &lens); // [ΣT, V]
+            for (rows, reply) in split_rows(logits, &lens).into_iter().zip(replies) {
+                *reply.borrow_mut() = Some(Reply { out: Ok(rows), cache: None });
+            }
+        }
+        self.stats.set(stats);
+    }
+}
+
+type ForwardCall<B> = (Tensor<B, 2>, Cache<B>, Rc<RefCell<Option<Reply<B>>>>);
+
+/// One packed forward of `calls`; if the pack is refused (a sequence past its cache, a bad
+/// width), each call runs alone so that only the bad one fails, with its own error.
+fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
+    let lens: Vec<usize> = calls.iter().map(|(x, ..)| x.dims()[0]).collect();
+    let (mut xs, mut caches, mut replies) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, cache, reply) in calls {
+        xs.push(x);
+        caches.push(cache);
+        replies.push(reply);
+    }
+    let packed = match lens.len() {
+        1 => Err(xs.clone()),
+        _ => {
+            let mut refs: Vec<&mut Cache<B>> = caches.iter_mut().collect();
+            model.forward_packed(crate::nn::cat_rows(xs.clone()), &lens, &mut refs).map_err(|_| xs)
+        }
+    };
+    match packed {
+        Ok(h) => {
+            for ((rows, cache), reply) in split_rows(h, &lens).into_iter().zip(caches).zip(replies) {
+                *reply.borrow_mut() = Some(Reply { out: Ok(rows), cache: Some(cache) });
+            }
+        }
+        Err(xs) => {
+            for ((x, mut cache), reply) in xs.into_iter().zip(caches).zip(replies) {
+                let out = model.forward(x, &mut cache);
+                *reply.borrow_mut() = Some(Reply { out, cache: Some(cache) });
+            }
+        }
+    }
+}
+
+/// Views of `lens[i]` consecutive rows each of a packed `[ΣT, D]`.
+fn split_rows<B: RmasBackend>(packed: Tensor<B, 2>, lens: &[usize]) -> Vec<Tensor<B, 2>> {
+    let mut start = 0;
+    lens.iter()
+        .map(|&len| {
+            let rows = packed.clone().narrow(0, start, len);
+            start += len;
+            rows
+        })
+        .collect()
+}
+
+/// A future that is pending once: the driver polls the sequence again in its next round.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        match std::mem::replace(&mut self.0, true) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    }
+}

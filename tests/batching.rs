@@ -1,0 +1,165 @@
+//! Batched execution (docs/batching.md): sequences packed into one forward, and whole systems run
+//! as batches of questions, give every sequence exactly what it gets alone.
+//!
+//! Every test here runs cubecl backends in strict f32 (set once for this binary): their default
+//! tiled products pick tiles by row count, so a row's sums may round differently at another
+//! batch size; strict products sum each output over `k` in order (docs/batching.md, "Batch
+//! invariance"). The CPU needs no such mode.
+
+use burn::tensor::DType;
+use rmas::engine::{Event, Run, StageKind};
+use rmas::hub::Hub;
+use rmas::options::RunOptions;
+use rmas::system::SystemSpec;
+use rmas_models::{Model, RmasBackend, block_on};
+use rmas_suite::{Golden, assert_close, golden, golden_options};
+use rmas_text::Style;
+use serde_json::Value;
+
+fn strict() {
+    rmas_models::set_strict_f32(true);
+}
+
+/// Golden model `case` in f32 with its reference tensors.
+fn open<B: RmasBackend>(case: &str, device: &B::Device) -> (Golden, Model<B>) {
+    let model =
+        Model::load(&golden(&format!("{case}/model")), device, DType::F32).unwrap_or_else(|e| panic!("{case}: {e}"));
+    (Golden::open(&format!("{case}/golden.safetensors")), model)
+}
+
+/// Sequences packed into one forward (`Model::forward_packed`: ragged rows of 1, an odd count, past
+/// 64 for the chunked delta rule, the whole prompt — past the sliding windows of the variants that
+/// have one), then a second packed step continuing each cache: every sequence's hidden states equal
+/// its forward alone. Cubecl backends run strict f32, whose per-row sums do not depend on the row count.
+fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
+    strict();
+    let cases =
+        rmas_suite::cases("models", "golden.safetensors").into_iter().map(|a| (format!("models/{a}"), "input_ids"));
+    let variants = rmas_suite::cases("variants", "golden.safetensors")
+        .into_iter()
+        .map(|v| (format!("variants/{v}"), "prompt_ids"));
+    for (case, key) in cases.chain(variants) {
+        let (g, model) = open::<B>(&case, device);
+        let ids = g.ids(key);
+        let n = ids.len();
+        let lens = [1, 7, 70.min(n), n];
+        let seqs: Vec<Vec<u32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| ids[i..].iter().chain(&ids[..i]).take(len).copied().collect())
+            .collect();
+        let more: Vec<Vec<u32>> = [1usize, 2, 1, 3].iter().enumerate().map(|(i, &m)| ids[i..i + m].to_vec()).collect();
+        let mut alone = Vec::new();
+        for (seq, next) in seqs.iter().zip(&more) {
+            let mut cache = model.new_cache(seq.len(), next.len()).unwrap();
+            let first = model.forward(model.embed(seq).unwrap(), &mut cache).unwrap();
+            let second = model.forward(model.embed(next).unwrap(), &mut cache).unwrap();
+            alone.push((first, second));
+        }
+        let mut caches: Vec<_> =
+            seqs.iter().zip(&more).map(|(s, m)| model.new_cache(s.len(), m.len()).unwrap()).collect();
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let packed = |steps: &[Vec<u32>], refs: &mut [&mut rmas_models::model::Cache<B>]| {
+            let all: Vec<u32> = steps.concat();
+            let step_lens: Vec<usize> = steps.iter().map(Vec::len).collect();
+            let h = model.forward_packed(model.embed(&all).unwrap(), &step_lens, refs).unwrap();
+            let mut start = 0;
+            step_lens
+                .iter()
+                .map(|&len| {
+                    let rows = h.clone().narrow(0, start, len);
+                    start += len;
+                    rows
+                })
+                .collect::<Vec<_>>()
+        };
+        let firsts = packed(&seqs, &mut refs);
+        let seconds = packed(&more, &mut refs);
+        for (i, ((first, second), (a1, a2))) in firsts.into_iter().zip(seconds).zip(alone).enumerate() {
+            assert_close(&format!("{case} sequence {i} ({} rows) packed", lens[i]), first, a1, 0.0, 0.0);
+            assert_close(&format!("{case} sequence {i} second step packed"), second, a2, 0.0, 0.0);
+        }
+        assert!(
+            model.forward_packed(model.embed(&ids[..3]).unwrap(), &[1, 1], &mut refs[..2]).is_err(),
+            "{case}: rows and lengths disagree"
+        );
+    }
+}
+
+/// A golden system's questions run as one batch (`Batch::run_all`), with long/short mixes: each
+/// question, then the first again, and the first with the second appended (a longer prompt). Every
+/// question's stages and ids equal its run alone, which for the golden questions are the reference's.
+fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
+    strict();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap())
+            .unwrap();
+    let settings = &expected["settings"];
+    let style: Style = settings["style"].as_str().unwrap().parse().unwrap();
+    let hub = Hub::new(golden(&format!("systems/{name}/hub"))).with_offline(true);
+    let task = settings["task"].as_str().unwrap().parse().unwrap();
+    let system = SystemSpec::resolve_style(&hub, style, task).unwrap().load::<B>(device, DType::F32, false).unwrap();
+    let golden_qs: Vec<&str> = expected["questions"].as_array().unwrap().iter().map(|q| q.as_str().unwrap()).collect();
+    let fn_names: Vec<Option<String>> = (0..golden_qs.len())
+        .map(|q| expected["mbpp_fn_names"].get(q).and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let mut questions: Vec<(String, Option<String>)> =
+        golden_qs.iter().zip(&fn_names).map(|(q, f)| (q.to_string(), f.clone())).collect();
+    questions.push(questions[0].clone());
+    let longer = format!("{} {}", golden_qs[0], golden_qs.last().unwrap());
+    questions.push((longer, fn_names[0].clone()));
+    let base = golden_options(name, settings);
+    let opts: Vec<RunOptions> =
+        questions.iter().map(|(_, f)| RunOptions { fn_name: f.clone(), ..base.clone() }).collect();
+    let alone: Vec<_> = questions
+        .iter()
+        .zip(&opts)
+        .map(|((q, _), o)| block_on(Run::new(&system, o, q, None, &mut |_| {}).execute()).unwrap())
+        .collect();
+    let batch = rmas_models::batch::Batch::new();
+    let mut quiet: Vec<_> = questions.iter().map(|_| |_: Event<'_, B>| {}).collect();
+    let runs: Vec<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<rmas::engine::RunResult, rmas::error::RmasError>> + '_>,
+        >,
+    > = questions
+        .iter()
+        .zip(&opts)
+        .zip(quiet.iter_mut())
+        .map(|(((q, _), o), on_event)| {
+            Box::pin(Run::new(&system, o, q, None, on_event).in_batch(&batch).execute()) as _
+        })
+        .collect();
+    let batched = batch.run_all(runs);
+    for (i, (b, a)) in batched.into_iter().zip(&alone).enumerate() {
+        let b = b.unwrap();
+        let stage_ids = |r: &rmas::engine::RunResult| -> Vec<Vec<u32>> {
+            r.stages
+                .iter()
+                .filter_map(|s| if let StageKind::Text { ids } = &s.kind { Some(ids.clone()) } else { None })
+                .collect()
+        };
+        assert_eq!(b.token_ids, a.token_ids, "{name} question {i}: ids in the batch vs alone");
+        assert_eq!(stage_ids(&b), stage_ids(a), "{name} question {i}: every stage's ids");
+        assert_eq!(b.answer, a.answer, "{name} question {i}: answer");
+        if let Some(reference) = expected["final_outputs"].get(i) {
+            assert_eq!(b.answer, reference.as_str().unwrap(), "{name} question {i}: the reference's answer");
+        }
+    }
+    let stats = batch.stats();
+    assert!(
+        stats.sequences >= 2 * stats.calls,
+        "{name}: {stats:?}: the runs' calls were packed (at least two sequences a call on average)"
+    );
+}
+
+fn all_systems_batched<B: RmasBackend>(device: &B::Device) {
+    for name in rmas_suite::cases("systems", "expected.json") {
+        batched_case::<B>(device, &name);
+    }
+}
+
+rmas_suite::backend_tests! {
+    packed_rows_match_alone => packed_rows_match_alone,
+    batched_systems_match_alone => all_systems_batched,
+}
