@@ -214,3 +214,18 @@ fn questions_file_runs_each_question_as_alone() {
     assert!(!out.status.success() && err.contains("bad.jsonl line 2") && err.contains("not JSON"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A batch whose one question cannot fit in memory fails before anything runs, naming the estimate
+/// and the limit (the CPU backend knows the host's free memory).
+#[test]
+fn a_batch_that_cannot_fit_fails_early_with_the_estimate() {
+    let file = std::env::temp_dir().join(format!("rmas-huge-{}.txt", std::process::id()));
+    std::fs::write(&file, "What is 2 + 3?\n").unwrap();
+    let args = ["run", "--demo", "--backend", "cpu", "--json", "--max-new-tokens", "100000000000"];
+    let out = rmas(&[&args[..], &["--questions-file", file.to_str().unwrap()]].concat());
+    std::fs::remove_file(&file).ok();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("batch-size") && err.contains("cache needs about") && err.contains("MiB free"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+}
