@@ -63,15 +63,7 @@ fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
             let all: Vec<u32> = steps.concat();
             let step_lens: Vec<usize> = steps.iter().map(Vec::len).collect();
             let h = model.forward_packed(model.embed(&all).unwrap(), &step_lens, refs).unwrap();
-            let mut start = 0;
-            step_lens
-                .iter()
-                .map(|&len| {
-                    let rows = h.clone().narrow(0, start, len);
-                    start += len;
-                    rows
-                })
-                .collect::<Vec<_>>()
+            rmas_models::nn::split_rows(h, &step_lens)
         };
         let firsts = packed(&seqs, &mut refs);
         let seconds = packed(&more, &mut refs);

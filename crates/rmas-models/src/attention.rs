@@ -6,7 +6,7 @@ use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm, cat_rows};
+use crate::nn::{Linear, Loader, RmsNorm, cat_rows, split_rows};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -87,12 +87,10 @@ impl<B: RmasBackend> Attention<B> {
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
         let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
         let norm = |n: &Option<RmsNorm<B>>| n.as_ref().map(RmsNorm::parts);
-        let mut start = 0;
-        let outputs = rows
+        let outputs = split_rows(qkv, &lens) // each [T, slots, hd]
             .into_iter()
-            .map(|AttentionRow { len, rope: (cos, sin), cache }| {
-                let qkv = qkv.clone().narrow(0, start, len); // [T, slots, hd]
-                start += len;
+            .zip(rows)
+            .map(|(qkv, AttentionRow { rope: (cos, sin), cache, .. })| {
                 let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
                 let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
                 let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]

@@ -19,6 +19,7 @@ use burn::tensor::Tensor;
 use crate::RmasBackend;
 use crate::error::Result;
 use crate::model::{Cache, Model};
+use crate::nn::{cat_rows, split_rows};
 
 /// Where a sequence's model calls run: alone, or packed with other sequences' calls.
 pub enum Calls<'b, B: RmasBackend> {
@@ -232,7 +233,7 @@ impl<B: RmasBackend> Batch<B> {
             stats.sequences += heads.len();
             let lens: Vec<usize> = heads.iter().map(|(h, _)| h.dims()[0]).collect();
             let (hs, replies): (Vec<_>, Vec<_>) = heads.into_iter().unzip();
-            let logits = model.logits_packed(crate::nn::cat_rows(hs), &lens); // [ΣT, V]
+            let logits = model.logits_packed(cat_rows(hs), &lens); // [ΣT, V]
             for (rows, reply) in split_rows(logits, &lens).into_iter().zip(replies) {
                 *reply.borrow_mut() = Some(Reply { out: Ok(rows), cache: None });
             }
@@ -254,10 +255,10 @@ fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
         replies.push(reply);
     }
     let packed = match lens.len() {
-        1 => Err(xs.clone()),
+        1 => Err(xs),
         _ => {
             let mut refs: Vec<&mut Cache<B>> = caches.iter_mut().collect();
-            model.forward_packed(crate::nn::cat_rows(xs.clone()), &lens, &mut refs).map_err(|_| xs)
+            model.forward_packed(cat_rows(xs.clone()), &lens, &mut refs).map_err(|_| xs)
         }
     };
     match packed {
@@ -273,18 +274,6 @@ fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
             }
         }
     }
-}
-
-/// Views of `lens[i]` consecutive rows each of a packed `[ΣT, D]`.
-fn split_rows<B: RmasBackend>(packed: Tensor<B, 2>, lens: &[usize]) -> Vec<Tensor<B, 2>> {
-    let mut start = 0;
-    lens.iter()
-        .map(|&len| {
-            let rows = packed.clone().narrow(0, start, len);
-            start += len;
-            rows
-        })
-        .collect()
 }
 
 /// A future that is pending once: the driver polls the sequence again in its next round.

@@ -5,7 +5,7 @@ use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend};
 
 use crate::config::{Config, GdnConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, cat_rows};
+use crate::nn::{Linear, Loader, cat_rows, split_rows};
 
 /// Recurrent state of one Gated DeltaNet layer.
 #[derive(Clone, Debug)]
@@ -68,12 +68,10 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let (nv, dv, conv_dim, value_dim) = (c.num_value_heads, c.value_head_dim, c.conv_dim(), c.value_dim());
         let lens: Vec<usize> = rows.iter().map(|(len, _)| *len).collect();
         let y = self.in_proj.forward_packed(x, &lens); // [ΣT, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
-        let mut start = 0;
-        let outputs = rows
+        let outputs = split_rows(y, &lens) // each [T, conv_dim + value_dim + 2·nv]
             .into_iter()
-            .map(|(len, state)| {
-                let y = y.clone().narrow(0, start, len); // [T, conv_dim + value_dim + 2·nv]
-                start += len;
+            .zip(rows)
+            .map(|(y, (_, state))| {
                 // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
                 let (qkv, conv_state) =
                     B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), self.conv.clone());

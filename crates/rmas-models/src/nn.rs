@@ -598,6 +598,19 @@ impl Rope {
     }
 }
 
+/// Views of `lens[i]` consecutive rows each of packed `[ΣT, …]` rows, in order (what
+/// [`cat_rows`] undoes).
+pub fn split_rows<B: Backend, const D: usize>(packed: Tensor<B, D>, lens: &[usize]) -> Vec<Tensor<B, D>> {
+    let mut start = 0;
+    lens.iter()
+        .map(|&len| {
+            let rows = packed.clone().narrow(0, start, len);
+            start += len;
+            rows
+        })
+        .collect()
+}
+
 /// Concatenates per-sequence results along their first dim (one part is returned as it is).
 pub(crate) fn cat_rows<B: Backend, const D: usize>(mut parts: Vec<Tensor<B, D>>) -> Tensor<B, D> {
     match parts.len() {

@@ -4,13 +4,12 @@ use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use gemm::Parallelism;
 use ndarray::{Array2, ArrayView2, Axis, Ix2};
-
-use crate::Rows;
 use rayon::prelude::*;
 
+use crate::Rows;
 use crate::cpu_common::{dot, f32_array, matmul, tensor};
 
-/// Up to this many rows stream the weight once per row instead of packing it for a GEMM.
+/// Up to this many rows stream the weight instead of packing it for a GEMM.
 pub(crate) const STREAM_ROWS: usize = 4;
 /// Fewest output columns a thread takes.
 const MIN_COLUMNS: usize = 256;
