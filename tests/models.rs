@@ -174,11 +174,13 @@ fn split_vocab_matrix<B: RmasBackend>(device: &B::Device) {
     }
 }
 
-/// The backend's weight products (on the CPU: streamed for ≤ 4 rows, GEMM on views above; on cubecl
-/// backends `x·wᵀ` of HF's `[out, in]` layout) equal
-/// burn's matmul, for 1…9 rows and widths that do not divide evenly among threads.
+/// The backend's weight products (on the CPU: register tiles for a layer, copying weight blocks past
+/// 16 rows; a vocabulary matrix streamed for ≤ 4 rows, GEMM on views above; on cubecl backends `x·wᵀ`
+/// of HF's `[out, in]` layout) equal burn's matmul, for 1…40 rows, depths that end mid-block and
+/// widths that end mid-tile and do not divide evenly among threads.
 fn weight_products<B: RmasBackend>(device: &B::Device) {
-    for (m, k, n) in [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70), (17, 40, 600)] {
+    let shapes = [(1, 7, 300), (3, 64, 1000), (4, 33, 257), (5, 16, 513), (9, 129, 70), (17, 40, 600), (40, 70, 1100)];
+    for (m, k, n) in shapes {
         let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(m as u64, m * k), [m, k]), device);
         let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(7, k * n), [k, n]), device);
         // The layer's weight in the backend's layout: HF's [n, k] (contiguous) or [k, n].
@@ -193,6 +195,22 @@ fn weight_products<B: RmasBackend>(device: &B::Device) {
             let logits = B::vocab_logits(x.clone(), vocab.clone(), rows);
             assert_close(&format!("logits {what}"), logits, want.clone(), 1e-5, 1e-5);
         }
+    }
+}
+
+/// On the CPU a layer's product gives each row the same bits at any row count (docs/batching.md,
+/// "Batch invariance"): every row of a 37-row product equals that row multiplied alone.
+#[test]
+fn cpu_layer_product_rows_do_not_depend_on_the_row_count() {
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    let (m, k, n) = (37, 300, 1030);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(3, m * k), [m, k]), &device);
+    let w = Tensor::<B, 2>::from_data(TensorData::new(rmas_suite::uniform(5, k * n), [k, n]), &device);
+    let all = B::linear_matmul(x.clone(), w.clone(), Rows::Sequence);
+    for (i, lens) in [(0, 1), (5, 4), (20, 17)] {
+        let part = B::linear_matmul(x.clone().narrow(0, i, lens), w.clone(), Rows::Sequence);
+        assert_close(&format!("rows {i}..{}", i + lens), part, all.clone().narrow(0, i, lens), 0.0, 0.0);
     }
 }
 

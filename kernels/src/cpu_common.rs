@@ -3,8 +3,9 @@
 //!
 //! Weight products avoid the copies of burn-ndarray's generic matmul, which reshapes (copies) both
 //! operands and, through its GEMM, packs the weight even for one row: a decode step read every weight
-//! about five times. Here a few rows stream the weight once (split over the output columns on the
-//! thread pool); more rows run one GEMM on views. Every product runs on rayon's pool (the `gemm`
+//! about five times. Here a layer's weight goes through register tiles at any row count, read once
+//! for all rows (split over the output columns on the thread pool; `linear/cpu.rs`); a vocabulary
+//! matrix streams for a few rows and runs one GEMM on views for more. Every product runs on rayon's pool (the `gemm`
 //! crate), the pool of all other bodies here: burn-ndarray's GEMM brings its own threads, which
 //! competed with rayon's for the cores (a fifth of attention's time went to the scheduler).
 //!

@@ -39,7 +39,7 @@ use burn::tensor::{DType, Tensor};
 
 pub use act::Act;
 pub use gdn::{DeltaRule, GatedNorm};
-pub use linear::Rows;
+pub use linear::{Product, Rows};
 
 /// `x` in f32 (no cast when it already is): the one cast-to-f32 helper of the workspace.
 pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -160,11 +160,13 @@ pub trait RmasBackend: Backend {
     /// to `[in, out]` (what the CPU's streaming product wants); docs/performance.md, "Weight layout".
     const WEIGHTS_OUT_IN: bool = false;
 
-    /// Row counts up to which this backend's products take a per-row path (a decode step) instead of
-    /// their many-row algorithm; `None` where the algorithm does not change with the count. Packed
+    /// Row counts up to which this backend's `product` takes a per-row path (a decode step) instead of
+    /// its many-row algorithm; `None` where the algorithm does not change with the count. Packed
     /// sequences of up to this many rows are multiplied together with [`Rows::PerRow`], so that
     /// each gets the rows it would get alone (docs/batching.md, "Batch invariance").
-    const PER_ROW_LIMIT: Option<usize> = None;
+    fn per_row_limit(_product: Product) -> Option<usize> {
+        None
+    }
 
     /// `x·Wᵀ` `[M, N]` for activations `x` `[M, K]` and a layer's weight `w` in this backend's layout:
     /// `[N, K]` when [`Self::WEIGHTS_OUT_IN`], else `[K, N]`.
@@ -239,7 +241,13 @@ impl RmasBackend for burn::backend::NdArray {
         norm::cpu::rms_norm(x, scale, eps)
     }
 
-    const PER_ROW_LIMIT: Option<usize> = Some(linear::cpu::STREAM_ROWS);
+    fn per_row_limit(product: Product) -> Option<usize> {
+        match product {
+            Product::Linear => None, // register tiles at every row count
+            Product::Vocab => Some(linear::cpu::STREAM_ROWS),
+            Product::Quant => Some(quant::cpu::DOT_ROWS),
+        }
+    }
 
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, rows: Rows) -> burn::Tensor<Self, 2> {
         linear::cpu::linear(x, w, rows)

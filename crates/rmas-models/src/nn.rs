@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
-use rmas_kernels::{RmasBackend, Rows};
+use rmas_kernels::{Product, RmasBackend, Rows};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
 use crate::error::Result;
@@ -274,7 +274,11 @@ impl<B: RmasBackend> Linear<B> {
 
     /// `x·Wᵀ + b` for packed rows `[ΣT, in]` of sequences of `lens` rows ([`packed_product`]).
     pub fn forward_packed(&self, x: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
-        let y = packed_product::<B>(x, lens, |x, rows| self.product_rows(x, rows));
+        let kind = match self.weight {
+            Weight::Dense(_) => Product::Linear,
+            Weight::Blocks(_) => Product::Quant,
+        };
+        let y = packed_product::<B>(x, lens, kind, |x, rows| self.product_rows(x, rows));
         match &self.bias {
             Some(b) => y + b.clone().unsqueeze::<2>(),
             None => y,
@@ -282,17 +286,18 @@ impl<B: RmasBackend> Linear<B> {
     }
 }
 
-/// A weight product of packed sequences' rows, each sequence's rows as they would be alone
+/// A weight product (`kind`) of packed sequences' rows, each sequence's rows as they would be alone
 /// (docs/batching.md, "Batch invariance"). Where the backend switches algorithm by row count
-/// ([`RmasBackend::PER_ROW_LIMIT`]), runs of short sequences (decode steps) go through its per-row
+/// ([`RmasBackend::per_row_limit`]), runs of short sequences (decode steps) go through its per-row
 /// path together and each longer sequence (a prompt) is multiplied by itself; elsewhere all rows
 /// go in one product.
 pub fn packed_product<B: RmasBackend>(
     x: Tensor<B, 2>,
     lens: &[usize],
+    kind: Product,
     product: impl Fn(Tensor<B, 2>, Rows) -> Tensor<B, 2>,
 ) -> Tensor<B, 2> {
-    let Some(limit) = B::PER_ROW_LIMIT.filter(|_| lens.len() > 1) else { return product(x, Rows::Sequence) };
+    let Some(limit) = B::per_row_limit(kind).filter(|_| lens.len() > 1) else { return product(x, Rows::Sequence) };
     if lens.iter().all(|&t| t <= limit) {
         return product(x, Rows::PerRow);
     }
@@ -422,7 +427,11 @@ impl<B: RmasBackend> VocabMatrix<B> {
 
     /// `h·Mᵀ` `[ΣT, V]` for packed rows `h` `[ΣT, H]` of sequences of `lens` rows ([`packed_product`]).
     pub fn logits(&self, h: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
-        packed_product::<B>(h, lens, |h, rows| match self {
+        let kind = match self {
+            Self::Dense { .. } => Product::Vocab,
+            Self::Blocks { .. } => Product::Quant,
+        };
+        packed_product::<B>(h, lens, kind, |h, rows| match self {
             Self::Dense { blocks, .. } => {
                 let parts: Vec<_> = blocks.iter().map(|m| B::vocab_logits(h.clone(), m.clone(), rows)).collect();
                 if parts.len() == 1 { parts.into_iter().next().expect("one block") } else { Tensor::cat(parts, 1) }

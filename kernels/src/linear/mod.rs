@@ -5,13 +5,24 @@ use burn::tensor::{Tensor, backend::Backend};
 pub(crate) mod cpu;
 pub mod cube;
 
+/// Which of the backend's weight products a call is ([`crate::RmasBackend::per_row_limit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// A layer's dense weight ([`crate::RmasBackend::linear_matmul`]).
+    Linear,
+    /// A dense vocabulary matrix ([`crate::RmasBackend::vocab_logits`]).
+    Vocab,
+    /// Quantized blocks ([`crate::RmasBackend::quant_matmul`]).
+    Quant,
+}
+
 /// What a weight product may assume of its activation rows (docs/batching.md, "Batch invariance").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
     /// Rows of one sequence: the backend's fastest algorithm for their count.
     Sequence,
     /// Rows of several sequences that each would take the per-row path alone
-    /// ([`crate::RmasBackend::PER_ROW_LIMIT`]): that path for every row, whatever their count.
+    /// ([`crate::RmasBackend::per_row_limit`]): that path for every row, whatever their count.
     PerRow,
 }
 

@@ -16,7 +16,7 @@ use crate::Rows;
 use crate::cpu_common::{dot, matmul as gemm, standard, tensor, wide};
 
 /// Up to this many rows of `x` take dot products with each decoded row; more run a GEMM per tile.
-const DOT_ROWS: usize = 4;
+pub(crate) const DOT_ROWS: usize = 4;
 /// Weight rows per task.
 const TILE: usize = 64;
 
