@@ -283,7 +283,7 @@ fn attention_on<A: rmas_kernels::RmasBackend>(
         let [k, v] = [0; 2].map(|_| Tensor::<A, 3>::random([2, l, 256], Distribution::Normal(0.0, 1.0), device));
         group.throughput(Throughput::Elements(t as u64));
         group.bench_function(format!("causal_{t}q_{l}k_backend"), |b| {
-            b.iter(|| A::causal_attention(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
+            b.iter(|| A::causal_attention(q.clone(), k.clone(), v.clone(), l, 0.0625, None).into_data())
         });
         group.bench_function(format!("causal_{t}q_{l}k_reference"), |b| {
             b.iter(|| attn::reference(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())

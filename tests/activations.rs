@@ -264,9 +264,9 @@ fn causal_attention<B: RmasBackend>(d: &B::Device) {
                 }
             }
             let q = Tensor::<B, 3>::from_data(TensorData::new(q, [t, nh, hd]), d).cast(dtype).swap_dims(0, 1);
-            let [k, v] = [k, v]
-                .map(|x| Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype).narrow(1, 0, l));
-            let got = B::causal_attention(q, k, v, scale, window);
+            // The whole cache goes in; only its first `l` rows may be read.
+            let [k, v] = [k, v].map(|x| Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype));
+            let got = B::causal_attention(q, k, v, l, scale, window);
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
             assert_close(
                 &what,

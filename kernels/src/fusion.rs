@@ -171,13 +171,14 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         q: Tensor<Self, 3>,
         k: Tensor<Self, 3>,
         v: Tensor<Self, 3>,
+        keys: usize,
         scale: f64,
         window: Option<usize>,
     ) -> Tensor<Self, 3> {
         let out = ([q.dims()[0], q.dims()[1], v.dims()[2]].into(), v.dtype());
         let [out] = queue::<B, 1>("rmas.causal_attention", vec![raw(q), raw(k), raw(v)], [out], move |inputs| {
             let mut x = inputs.into_iter();
-            vec![raw(B::causal_attention(take(&mut x), take(&mut x), take(&mut x), scale, window))]
+            vec![raw(B::causal_attention(take(&mut x), take(&mut x), take(&mut x), keys, scale, window))]
         });
         wrap(out)
     }

@@ -41,6 +41,13 @@ pub use act::Act;
 pub use gdn::{DeltaRule, GatedNorm};
 pub use linear::{Product, Rows};
 
+/// Runs `job` on a thread of the CPU bodies' pool (rayon's), so that each parallel region starts
+/// from a worker: the caller's thread takes part in it instead of handing it over and sleeping until
+/// it ends (two context switches per region, thousands of regions per decode step on the CPU).
+pub fn on_cpu_pool<R: Send>(job: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| job())
+}
+
 /// `x` in f32 (no cast when it already is): the one cast-to-f32 helper of the workspace.
 pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
@@ -76,15 +83,17 @@ pub trait RmasBackend: Backend {
         act::reference(x, act, by)
     }
 
-    /// Causal attention of `q` `[nh, T, hd]` over `k`, `v` `[nkv, L, hd]`; see [`attn::reference`].
+    /// Causal attention of `q` `[nh, T, hd]` over the first `keys` rows of `k`, `v` `[nkv, ≥ keys, hd]`
+    /// (a cache and its length: no copy of its used rows); see [`attn::reference`].
     fn causal_attention(
         q: burn::Tensor<Self, 3>,
         k: burn::Tensor<Self, 3>,
         v: burn::Tensor<Self, 3>,
+        keys: usize,
         scale: f64,
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
-        attn::reference(q, k, v, scale, window)
+        attn::reference(q, k.narrow(1, 0, keys), v.narrow(1, 0, keys), scale, window)
     }
 
     /// Softmax over the last axis (attention probabilities).
@@ -223,10 +232,11 @@ impl RmasBackend for burn::backend::NdArray {
         q: burn::Tensor<Self, 3>,
         k: burn::Tensor<Self, 3>,
         v: burn::Tensor<Self, 3>,
+        keys: usize,
         scale: f64,
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
-        attn::cpu::causal_attention(q, k, v, scale, window)
+        attn::cpu::causal_attention(q, k, v, keys, scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {
@@ -309,10 +319,12 @@ where
         q: burn::Tensor<Self, 3>,
         k: burn::Tensor<Self, 3>,
         v: burn::Tensor<Self, 3>,
+        keys: usize,
         scale: f64,
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
-        attn::cube::causal_attention(q, k, v, scale, window)
+        // A narrowed cubecl tensor is a view of the cache, not a copy.
+        attn::cube::causal_attention(q, k.narrow(1, 0, keys), v.narrow(1, 0, keys), scale, window)
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {

@@ -142,7 +142,7 @@ pub fn give_headless_vulkan_a_runtime_dir() {
 }
 
 /// Work that runs on any backend.
-pub trait Job {
+pub trait Job: Send {
     /// Runs on backend `B`.
     fn run<B: RmasBackend>(self, target: Target<B>) -> Result<()>;
 }
@@ -154,9 +154,9 @@ pub fn dispatch(args: &DeviceArgs, job: impl Job) -> Result<()> {
     }
     let (pick, reason) = resolve(args)?;
     match pick {
-        Pick::Cpu => {
+        Pick::Cpu => rmas_models::on_cpu_pool(|| {
             start::<burn::backend::NdArray>(args, Default::default(), "cpu", "the host CPU".into(), reason, job)
-        }
+        }),
         #[cfg(feature = "wgpu")]
         Pick::Wgpu(device, name) => start::<burn::backend::Wgpu>(args, device, "wgpu", name, reason, job),
         #[cfg(feature = "cuda")]

@@ -23,14 +23,15 @@ impl<B: Backend> KvCache<B> {
         Self { k: zeros(), v: zeros(), len: 0 }
     }
 
-    /// Appends `[nkv, T, hd]` keys/values and returns everything cached so far.
-    fn append(&mut self, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// Appends `[nkv, T, hd]` keys/values and returns the whole cache `[nkv, capacity, hd]` (shared,
+    /// not copied) with the number of rows now filled.
+    fn append(&mut self, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, usize) {
         let [h, t, d] = k.dims();
         let (s, e) = (self.len, self.len + t);
         self.k.inplace(|c| c.slice_assign([0..h, s..e, 0..d], k));
         self.v.inplace(|c| c.slice_assign([0..h, s..e, 0..d], v));
         self.len = e;
-        (self.k.clone().narrow(1, 0, e), self.v.clone().narrow(1, 0, e))
+        (self.k.clone(), self.v.clone(), e)
     }
 }
 
@@ -95,9 +96,9 @@ impl<B: RmasBackend> Attention<B> {
                 let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
                 let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
                 let k = B::rope_heads(k, hd, norm(&self.k_norm), cos.clone(), sin.clone()); // [nkv, T, hd]
-                let (k_all, v_all) = cache.append(k, v.swap_dims(0, 1)); // [nkv, L, hd]
+                let (k_all, v_all, keys) = cache.append(k, v.swap_dims(0, 1)); // [nkv, capacity, hd], `keys` filled
                 let q = B::rope_heads(q, hd, norm(&self.q_norm), cos.clone(), sin.clone()); // [nh, T, hd]
-                let o = B::causal_attention(q, k_all, v_all, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
+                let o = B::causal_attention(q, k_all, v_all, keys, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
                 match self.gated {
                     true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
                     false => o,

@@ -19,9 +19,9 @@ pub use config::{Config, Family};
 pub use error::{ModelError, Result};
 pub use model::{Cache, Model};
 pub use nn::{Blocks, Precision};
-pub use rmas_kernels::RmasBackend;
 pub use rmas_kernels::linear::cube::set_strict_f32;
 pub use rmas_kernels::quant::{self, BlockFormat};
+pub use rmas_kernels::{RmasBackend, on_cpu_pool};
 pub use weights::Weights;
 
 /// Runs a future (a generation, a RecursiveMAS run) to completion on the current thread (native only).

@@ -14,19 +14,24 @@ const ATTENTION_ROWS: usize = 128;
 /// [`crate::attn::reference`] by blocks of queries (all heads of one KV group, about
 /// [`ATTENTION_ROWS`] rows): one product with the keys the block can see, the masked softmax per
 /// row, one product with the values. The keys after a block's last query are never touched, nor
-/// any score tensor or mask of the whole sequence built.
+/// any score tensor or mask of the whole sequence built. Only the first `l` (`keys`) rows of the
+/// cache `k`, `v` are read.
 pub fn causal_attention(
     q: Tensor<NdArray, 3>,
     k: Tensor<NdArray, 3>,
     v: Tensor<NdArray, 3>,
+    keys: usize,
     scale: f64,
     window: Option<usize>,
 ) -> Tensor<NdArray, 3> {
     if [&q, &k, &v].iter().any(|t| t.dtype() != DType::F32) {
-        return crate::attn::reference(q, k, v, scale, window);
+        return crate::attn::reference(q, k.narrow(1, 0, keys), v.narrow(1, 0, keys), scale, window);
     }
-    let ([nh, t, hd], [nkv, l, _]) = (q.dims(), k.dims());
-    assert!(l >= t && nh % nkv == 0, "attention of {t} queries × {nh} heads over {l} keys × {nkv} heads");
+    let ([nh, t, hd], [nkv, cap, _], l) = (q.dims(), k.dims(), keys);
+    assert!(
+        l >= t && l <= cap && nh % nkv == 0,
+        "attention of {t} queries × {nh} heads over {l} of {cap} keys × {nkv} heads"
+    );
     let rep = nh / nkv;
     let q = standard(q);
     let q = values(&q);
