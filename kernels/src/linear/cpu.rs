@@ -214,6 +214,9 @@ struct Operands<'a> {
     w: &'a [f32],
     k0: usize,
     n: usize,
+    /// Whether to prefetch the same columns of the next block of weight rows (x86).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    prefetch: bool,
 }
 
 /// Tiles of up to [`TILE_ROWS`] rows × `NV` vectors `V`. SAFETY: the CPU has `V`'s features.
@@ -234,6 +237,9 @@ unsafe fn axpy_strips_body<V: Lanes, const NV: usize>(
     // stays in L1 for all of them (in place, its rows `n` floats apart would share a few cache sets).
     let mut packed = if y.len() > PACK_ROWS { vec![0f32; KBLOCK * STRIP] } else { Vec::new() };
     let strip = if packed.is_empty() { STREAM_STRIP } else { STRIP };
+    // With two to four row tiles reading weight rows in place, the hardware prefetcher falls behind
+    // the first tile's FMAs: it asks for the next block's rows as it goes.
+    let prefetch = packed.is_empty() && y.len() > TILE_ROWS;
     for s0 in (0..width).step_by(strip) {
         let len = strip.min(width - s0);
         for k0 in (0..k).step_by(KBLOCK) {
@@ -248,7 +254,7 @@ unsafe fn axpy_strips_body<V: Lanes, const NV: usize>(
             };
             // Each tile keeps its outputs in registers over the block.
             for (t, ys) in y.chunks_mut(TILE_ROWS).enumerate() {
-                let ops = Operands { x: &x[t * TILE_ROWS * k..], k, w, k0, n };
+                let ops = Operands { x: &x[t * TILE_ROWS * k..], k, w, k0, n, prefetch: t == 0 && prefetch };
                 // SAFETY: the caller's CPU has V's features.
                 unsafe {
                     match ys.len() {
@@ -317,6 +323,15 @@ unsafe fn tile<const R: usize, V: Lanes, const NV: usize>(
         }
         for kk in ks {
             let w = ops.w.as_ptr().add((kk - ops.k0) * ops.n + jw);
+            #[cfg(target_arch = "x86_64")]
+            if ops.prefetch {
+                let ahead = w.wrapping_add(KBLOCK * ops.n);
+                for line in (0..NV * V::WIDTH).step_by(16) {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        ahead.wrapping_add(line).cast(),
+                    );
+                }
+            }
             let w: [V; NV] = std::array::from_fn(|v| V::load(w.add(v * V::WIDTH)));
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = V::splat(*ops.x.get_unchecked(r * ops.k + kk));
