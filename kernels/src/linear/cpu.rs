@@ -347,3 +347,55 @@ unsafe fn tile<const R: usize, V: Lanes, const NV: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[M, N]` products of every body this CPU runs, on shapes with a short last row tile, a last
+    /// block of weight rows cut short, and columns past the last full tile and vector.
+    fn bodies(m: usize) -> Vec<(&'static str, Array2<f32>)> {
+        let (k, n) = (70, 1100);
+        let x = Array2::from_shape_fn((m, k), |(i, j)| ((i * 131 + j * 7919) % 211) as f32 / 105.0 - 1.0);
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 104_729) % 307) as f32 / 153.0 - 1.0).collect();
+        let run = |body: &dyn Fn(ArrayViewMut2<f32>)| {
+            let mut y = Array2::zeros((m, n));
+            body(y.view_mut());
+            y
+        };
+        // SAFETY: single f32 lanes need no CPU feature.
+        let mut out = vec![("portable", run(&|y| unsafe { axpy_strips_body::<f32, 8>(x.view(), &w, n, 0, y) }))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{__m256, __m512};
+            let fma = std::arch::is_x86_feature_detected!("fma");
+            if fma && std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                out.push(("avx2", run(&|y| unsafe { axpy_strips_body::<__m256, 2>(x.view(), &w, n, 0, y) })));
+            }
+            if fma && std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F and FMA.
+                out.push(("avx512", run(&|y| unsafe { axpy_strips_body::<__m512, 4>(x.view(), &w, n, 0, y) })));
+            }
+        }
+        out
+    }
+
+    /// Every body gives the portable body's bits, in place (5 rows) and from copied blocks (21 rows),
+    /// and each row's bits do not depend on the rows beside it.
+    #[test]
+    fn bodies_agree_bit_for_bit_at_any_row_count() {
+        let wide: Vec<_> = bodies(21).into_iter().map(|(_, y)| y).collect();
+        for m in [5, 21] {
+            let all = bodies(m);
+            let (_, portable) = &all[0];
+            for (name, y) in &all {
+                assert!(y.iter().zip(portable).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}, {m} rows");
+                let rows = wide[0].slice(ndarray::s![..m, ..]);
+                assert!(y.iter().zip(rows).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: {m} rows vs 21");
+            }
+            assert!(portable.iter().any(|&v| v != 0.0), "the products are not all zero");
+        }
+        eprintln!("bodies compared: {:?}", bodies(1).iter().map(|(name, _)| *name).collect::<Vec<_>>());
+    }
+}
