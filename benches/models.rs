@@ -133,8 +133,8 @@ fn batched_questions(c: &mut Criterion) {
     g.finish();
 }
 
-/// One row (and a 128-row prompt) times a 2B-sized MLP weight `[2048, 6144]`, and one row times a
-/// 32k-row vocabulary block `[32768, 2048]`.
+/// One row, eight rows and a 128-row prompt times a 2B-sized MLP weight `[2048, 6144]`, and one row
+/// times a 32k-row vocabulary block `[32768, 2048]`.
 fn weight_products(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
     use rmas_models::RmasBackend;
