@@ -7,8 +7,10 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
+use rmas::system::load::load_gguf;
 use rmas_models::{BlockFormat, Blocks, Model, Precision};
 use rmas_suite::{Golden, assert_close, golden};
+use rmas_text::{ChatOptions, Tokenizer, TokenizerFiles};
 
 type B = NdArray;
 
@@ -38,6 +40,85 @@ fn gguf_files_load_to_the_safetensors_logits() {
         for blocks in [Blocks::Stored, Blocks::Dense] {
             let got = logits(&gguf(&format!("{arch}-q8_0.gguf"), blocks), &ids);
             assert_close(&format!("{arch} Q8_0 GGUF ({blocks:?})"), got, want.clone(), 1e-5, 1e-5);
+        }
+    }
+}
+
+/// The tokenizers built from the golden sequential-light agents' GGUF metadata (`qwen2` and
+/// `llama-bpe` pre-tokenizers, control and user-defined tokens, `add_bos_token`, the chat template)
+/// encode, decode and render like the HF tokenizers they were converted from.
+#[test]
+fn gguf_tokenizers_match_the_hf_tokenizers_they_came_from() {
+    let text = "Hello, World! I'm here; they'll go, we've been, you'd DON'T know. 12 345 6789 1234567 x2y3.\n\n\
+                \tTabs\tand   spaces  \r\n café cafe\u{301} naïve Ωmega 漢字 😀 <|im_start|>user\n<think>x</think>\
+                <|im_end|><|eot_id|><|begin_of_text|>  trailing   ";
+    let hub = golden("systems/sequential-light-r2/hub");
+    for (role, repo) in
+        [("planner", "Planner-Qwen3-1.7B"), ("critic", "Critic-Llama3.2-1B"), ("solver", "Solver-Qwen2.5-Math-1.5B")]
+    {
+        let snapshots = hub.join(format!("models--RecursiveMAS--Sequential-Light-{repo}/snapshots"));
+        let snapshot = std::fs::read_dir(&snapshots).unwrap().next().unwrap().unwrap().path();
+        let hf = Tokenizer::from_dir(&snapshot).unwrap();
+        let path = golden("../gguf/sequential-light-r2").join(format!("{role}.gguf"));
+        let (_, ours) = load_gguf::<B>(&path, &Default::default(), DType::F32).unwrap();
+        for special in [false, true] {
+            let ids = hf.encode(text, special).unwrap();
+            assert_eq!(ours.encode(text, special).unwrap(), ids, "{role}: ids (special tokens: {special})");
+            assert_eq!(ours.decode(&ids, special).unwrap(), hf.decode(&ids, special).unwrap(), "{role}: text");
+        }
+        // A GGUF file holds no `generation_config.json`: its EOS is the tokenizer's.
+        assert_eq!(ours.eos_token_id(), hf.eos_token_id(), "{role}: eos");
+        assert_eq!(ours.generation_eos_ids(), [hf.eos_token_id().unwrap()], "{role}: generation eos");
+        let opts = ChatOptions::recursivemas(chrono::NaiveDate::from_ymd_opt(2024, 7, 26).unwrap());
+        let rendered = hf.render_prompt("You are a planner.", text, &opts).unwrap();
+        assert_eq!(ours.render_prompt("You are a planner.", text, &opts).unwrap(), rendered, "{role}: chat");
+    }
+}
+
+/// Each `tokenizer.ggml.pre` splits as its definition says, on a vocabulary where it shows: `123`
+/// and `abc` are tokens, `123` reachable by merges and `abc` not. GPT-2 keeps digit runs whole,
+/// `smollm` and `qwen2` split single digits, `llama-bpe` takes up to three and, as `ignore_merges`,
+/// takes a pre-token the vocabulary holds whole without merging. An unknown name is refused.
+#[test]
+fn gguf_pre_tokenizers_split_as_llama_cpp_names_them() {
+    use rmas_models::gguf::{GgufFile, MetaValue};
+    let strings = |items: &[&str]| MetaValue::Array(items.iter().map(|s| MetaValue::Str((*s).into())).collect());
+    let tokens = ["1", "2", "3", "12", "123", "a", "b", "c", "abc"];
+    let [one, two, three, _, n123, a, b, c, abc] = std::array::from_fn(|i| i as u32);
+    let cases: [(&str, &[u32]); 5] = [
+        ("gpt2", &[n123, a, b, c]),
+        ("smollm", &[one, two, three, a, b, c]),
+        ("qwen2", &[one, two, three, a, b, c]),
+        ("deepseek-r1-qwen", &[one, two, three, a, b, c]),
+        ("llama-bpe", &[n123, abc]),
+    ];
+    for (pre, expected) in cases {
+        let metadata = [
+            ("tokenizer.ggml.model", MetaValue::Str("gpt2".into())),
+            ("tokenizer.ggml.pre", MetaValue::Str(pre.into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.merges", strings(&["1 2", "12 3"])),
+        ];
+        let gguf = GgufFile {
+            path: format!("{pre}.gguf").into(),
+            metadata: metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            tensors: Vec::new(),
+        };
+        let (json, config) = gguf.tokenizer_files().unwrap();
+        let files = TokenizerFiles {
+            origin: pre,
+            tokenizer_json: json.as_bytes(),
+            tokenizer_config: Some(config.as_bytes()),
+            chat_template: None,
+            generation_config: None,
+        };
+        let ids = Tokenizer::from_bytes(files).unwrap().encode("123abc", false).unwrap();
+        assert_eq!(ids, expected, "{pre}");
+        if pre == "llama-bpe" {
+            let mut unknown = gguf.clone();
+            unknown.metadata.insert("tokenizer.ggml.pre".into(), MetaValue::Str("tekken".into()));
+            let msg = unknown.tokenizer_files().expect_err("unknown pre-tokenizer").to_string();
+            assert!(msg.contains("tekken") && msg.contains("llama-bpe") && msg.contains("llama-bpe.gguf"), "{msg}");
         }
     }
 }

@@ -9,7 +9,14 @@ load them to the safetensors model's logits (`tests/gguf_archs.rs`).
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
     /tmp/v/bin/python tests/gguf_models.py
 
-No tokenizer is written (the vocabulary size is `<arch>.vocab_size`): the test compares logits.
+The per-architecture files hold no tokenizer (the vocabulary size is `<arch>.vocab_size`): their
+test compares logits. The agents of the golden `sequential-light-r2` system are also written, with
+their tokenizers and chat templates, to `tests/fixtures/gguf/sequential-light-r2/<role>.gguf`, as the
+converter does it: tokens and token types as its `get_vocab_base` (padding rows `[PAD<i>]`, added
+tokens CONTROL or USER_DEFINED), merges, special ids, `add_bos_token` and the chat template from
+llama.cpp's own `gguf.SpecialVocab`, and `tokenizer.ggml.pre` as the converter names the real models'
+pre-tokenizers (Qwen2.5/Qwen3 `qwen2`, Llama 3.2 `llama-bpe`). A system description naming these
+files must run the system to the golden ids (`tests/systems.rs`).
 """
 
 import json
@@ -90,11 +97,51 @@ def llama3_rope_factors(config: dict, head_dim: int) -> np.ndarray:
     return np.array(factors, dtype=np.float32)
 
 
-def convert(arch: str, qtype: str) -> None:
-    model = ROOT / "fixtures" / "golden" / "models" / arch / "model"
+# `tokenizer.ggml.pre` of the real checkpoints each tiny model stands for, as the converter's
+# `get_vocab_base_pre` names them.
+PRE = {"qwen2": "qwen2", "qwen3": "qwen2", "llama": "llama-bpe"}
+
+
+def does_token_look_special(token: str) -> bool:
+    """The converter's `does_token_look_special`."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+            or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<\uff5c") and token.endswith("\uff5c>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
+def add_tokenizer(w: gguf.GGUFWriter, model: Path, config: dict) -> None:
+    """The converter's `_set_vocab_gpt2`, reading `tokenizer.json` where it asks transformers."""
+    tok = json.loads((model / "tokenizer.json").read_text())
+    vocab = {i: t for t, i in tok["model"]["vocab"].items()}
+    added = {a["id"]: a for a in tok["added_tokens"]}
+    tokens, types = [], []
+    for i in range(config["vocab_size"]):
+        if i in added:
+            text = added[i]["content"]
+            if added[i]["special"] or does_token_look_special(text):
+                types.append(gguf.TokenType.CONTROL)
+            else:
+                text = text.replace("\u2581", " ")
+                types.append(gguf.TokenType.USER_DEFINED)
+        elif i in vocab:
+            text = vocab[i]
+            types.append(gguf.TokenType.NORMAL)
+        else:
+            text = f"[PAD{i}]"
+            types.append(gguf.TokenType.UNUSED)
+        tokens.append(text)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(PRE[config["model_type"]])
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    gguf.SpecialVocab(model, load_merges=True).add_to_gguf(w)
+
+
+def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> None:
     config = json.loads((model / "config.json").read_text())
+    arch = config["model_type"]
     tensors = load_file(model / "model.safetensors")
-    path = OUT / f"{arch}-{qtype.lower()}.gguf"
     w = gguf.GGUFWriter(str(path), arch)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
@@ -110,6 +157,8 @@ def convert(arch: str, qtype: str) -> None:
     w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
     w.add_vocab_size(config["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32)
+    if tokenizer:
+        add_tokenizer(w, model, config)
     if arch == "llama" and config["rope_parameters"].get("rope_type") == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_factors(config, head_dim))
     for name, t in tensors.items():
@@ -132,4 +181,11 @@ def convert(arch: str, qtype: str) -> None:
 
 for arch in ["llama", "qwen2", "qwen3"]:
     for qtype in ["F32", "Q8_0"]:
-        convert(arch, qtype)
+        convert(ROOT / "fixtures" / "golden" / "models" / arch / "model", OUT / f"{arch}-{qtype.lower()}.gguf", qtype)
+
+SYSTEM = ROOT / "fixtures" / "golden" / "systems" / "sequential-light-r2" / "hub"
+for role, repo in [("planner", "Planner-Qwen3-1.7B"), ("critic", "Critic-Llama3.2-1B"),
+                   ("solver", "Solver-Qwen2.5-Math-1.5B")]:
+    (snapshot,) = (SYSTEM / f"models--RecursiveMAS--Sequential-Light-{repo}" / "snapshots").iterdir()
+    (OUT / "sequential-light-r2").mkdir(exist_ok=True)
+    convert(snapshot, OUT / "sequential-light-r2" / f"{role}.gguf", "F32", tokenizer=True)

@@ -9,8 +9,8 @@ use burn::tensor::{DType, Tensor};
 use rmas::engine::{AnswerStream, Event, Run, StageKind};
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
-use rmas::system::SystemSpec;
 use rmas::system::downloads::{Downloads, Fetched, Want};
+use rmas::system::{Checkpoint, SystemSpec};
 use rmas_models::weights::ByteSource;
 use rmas_models::{RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden, golden_options};
@@ -30,6 +30,9 @@ enum Loading {
     Offload,
     /// From bytes fetched file by file, as in the browser.
     Downloads,
+    /// From a system description whose agents are GGUF files (`tests/gguf_models.py`), the outer
+    /// links from the hub cache.
+    GgufDescription,
 }
 
 fn case<B: RmasBackend>(device: &B::Device, name: &str) {
@@ -110,6 +113,24 @@ fn run_case<B: RmasBackend>(device: &B::Device, name: &str, loading: Loading) {
             );
         }
         system
+    } else if loading == Loading::GgufDescription {
+        let released = SystemSpec::resolve_style(&hub, style, task).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut description = format!("style = {:?}\ntask = {:?}\n", style.key(), settings["task"].as_str().unwrap());
+        for agent in &released.agents {
+            let gguf = golden(&format!("../gguf/{name}/{}.gguf", agent.role.key()));
+            let (source, inner) = (gguf.display().to_string(), agent.inner_link.display().to_string());
+            description +=
+                &format!("[[agents]]\nrole = {:?}\nsource = {source:?}\ninner_link = {inner:?}\n", agent.role.key());
+        }
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, description).unwrap();
+        let spec = SystemSpec::from_file(&path, &hub).unwrap();
+        assert_eq!(spec.outer_links, released.outer_links, "{name}: outer links from the released style");
+        for agent in &spec.agents {
+            assert!(matches!(agent.checkpoint, Checkpoint::Gguf(_)), "{name}/{}: {:?}", agent.role, agent.checkpoint);
+        }
+        spec.load::<B>(device, DType::F32, false).unwrap()
     } else {
         let spec = SystemSpec::resolve_style(&hub, style, task).unwrap();
         spec.load::<B>(device, DType::F32, loading == Loading::Offload).unwrap()
@@ -263,6 +284,14 @@ fn all_systems<B: RmasBackend>(device: &B::Device) {
 #[test]
 fn offloaded_agents_match_reference() {
     run_case::<burn::backend::NdArray>(&Default::default(), "mixture-r2", Loading::Offload);
+}
+
+/// The golden sequential-light system with its agents as GGUF files (llama.cpp's tensor names, q/k
+/// permutation and `rope_freqs`; tokenizers and chat templates in the metadata, `qwen2` and
+/// `llama-bpe` pre-tokenizers) named in a system description gives the same results.
+#[test]
+fn gguf_agents_in_a_description_match_reference() {
+    run_case::<burn::backend::NdArray>(&Default::default(), "sequential-light-r2", Loading::GgufDescription);
 }
 
 /// Loading from bytes fetched file by file (the browser's path) gives the same results, fetching

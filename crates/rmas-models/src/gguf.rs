@@ -223,6 +223,44 @@ const ARCHS: &[Arch] = &[
     Arch { name: "qwen3", model_type: "qwen3", permuted_qk: false },
 ];
 
+/// How text is split before a byte-level BPE (`tokenizer.ggml.pre`).
+enum Split {
+    /// GPT-2's own regex, inside the byte-level step.
+    Gpt2,
+    /// Digits one by one, then GPT-2's regex.
+    Digits,
+    /// This regex (isolated matches), then the bytes.
+    Regex(&'static str),
+}
+
+/// A pre-tokenizer rmas builds from `tokenizer.ggml.pre`: the names llama.cpp gives it (`llama-vocab.cpp`),
+/// its split, and the HF tokenizer's NFC normalizer and `ignore_merges` for the same family.
+struct PreTokenizer {
+    names: &'static [&'static str],
+    split: Split,
+    nfc: bool,
+    ignore_merges: bool,
+}
+
+/// Qwen2's split (Qwen2.5, Qwen3, DeepSeek-R1-Distill-Qwen): single digits.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Llama 3's split: runs of up to three digits.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizers rmas reads (docs/gguf.md, "Tokenizer").
+const PRE_TOKENIZERS: &[PreTokenizer] = &[
+    PreTokenizer { names: &["default", "gpt2"], split: Split::Gpt2, nfc: false, ignore_merges: false },
+    PreTokenizer { names: &["smollm", "starcoder"], split: Split::Digits, nfc: false, ignore_merges: false },
+    PreTokenizer {
+        names: &["qwen2", "deepseek-r1-qwen"],
+        split: Split::Regex(QWEN2_SPLIT),
+        nfc: true,
+        ignore_merges: false,
+    },
+    PreTokenizer { names: &["llama-bpe"], split: Split::Regex(LLAMA3_SPLIT), nfc: false, ignore_merges: true },
+];
+
 /// A GGUF file's header: metadata and tensor index.
 #[derive(Clone, Debug)]
 pub struct GgufFile {
@@ -298,6 +336,16 @@ impl Reader<'_> {
 }
 
 impl GgufFile {
+    /// Reads the header of the GGUF file at `path` (memory-mapped: the tensors' bytes are not read).
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::parse(&crate::weights::map_regular_file(path)?, path)
+    }
+
+    /// The model's config, as [`crate::config::parse`] maps the file's [`Self::hf_config`].
+    pub fn config(&self) -> Result<crate::config::Config> {
+        crate::config::parse(&self.hf_config()?.to_string(), &self.path)
+    }
+
     /// Parses the header of a GGUF file's bytes (`path` names it in errors).
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         Self::parse_inner(bytes, path).map_err(|msg| ModelError::CorruptWeights { path: path.to_owned(), msg })
@@ -511,36 +559,54 @@ impl GgufFile {
             })
             .collect();
         let pre = self.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
-        let byte_level =
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        // llama.cpp's `smollm` pre-tokenizer splits digits one by one before GPT-2's regex.
-        let pre_tokenizer = match pre {
-            "smollm" | "starcoder" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]}),
-            "gpt2" | "default" => byte_level.clone(),
-            other => {
-                return Err(
-                    self.err(format!("tokenizer.ggml.pre `{other}` is not supported (gpt2, smollm and starcoder are)"))
-                );
-            }
-        };
-        let tokenizer = json!({
-            "version": "1.0",
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
-        });
+        let pre = PRE_TOKENIZERS.iter().find(|p| p.names.contains(&pre)).ok_or_else(|| {
+            let names: Vec<&str> = PRE_TOKENIZERS.iter().flat_map(|p| p.names.iter().copied()).collect();
+            self.err(format!("tokenizer.ggml.pre `{pre}` is not supported ({})", names.join(", ")))
+        })?;
         let token_text = |k: &str| {
             self.get(&format!("tokenizer.ggml.{k}"))
                 .and_then(MetaValue::as_u64)
                 .and_then(|id| tokens.get(id as usize))
                 .map(|t| (*t).to_owned())
         };
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let byte_level_post =
+            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+        let pre_tokenizer = match pre.split {
+            Split::Gpt2 => byte_level,
+            Split::Digits => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]}),
+            Split::Regex(regex) => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        };
+        // `add_bos_token` (llama.cpp's converter reads it from the HF post-processor) puts the BOS
+        // token before every encoded text, as HF's `TemplateProcessing` does.
+        let add_bos = matches!(self.get("tokenizer.ggml.add_bos_token"), Some(MetaValue::Bool(true)));
+        let post_processor = match token_text("bos_token_id").filter(|_| add_bos) {
+            Some(bos) => {
+                let id = self.get("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64);
+                let special = |type_id: u32| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
+                let sequence = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+                json!({"type": "Sequence", "processors": [byte_level_post, {"type": "TemplateProcessing",
+                    "single": [special(0), sequence("A", 0)],
+                    "pair": [special(0), sequence("A", 0), special(1), sequence("B", 1)],
+                    "special_tokens": {bos.as_str(): {"id": bos, "ids": [id], "tokens": [bos]}}}]})
+            }
+            None => byte_level_post,
+        };
+        let tokenizer = json!({
+            "version": "1.0",
+            "added_tokens": added,
+            "normalizer": if pre.nfc { json!({"type": "NFC"}) } else { Value::Null },
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": post_processor,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": pre.ignore_merges, "vocab": vocab, "merges": merges},
+        });
         let config = json!({
             "bos_token": token_text("bos_token_id"),
             "eos_token": token_text("eos_token_id"),

@@ -102,7 +102,7 @@ impl<B: RmasBackend> Model<B> {
         precision: impl Into<Precision>,
     ) -> Result<(Self, crate::gguf::GgufFile)> {
         let (weights, gguf) = Weights::from_gguf(path)?;
-        let config = config::parse(&gguf.hf_config()?.to_string(), path)?;
+        let config = gguf.config()?;
         Ok((Self::from_weights(config, &weights, device, precision)?, gguf))
     }
 

@@ -324,7 +324,7 @@ impl Weights {
 
 /// Memory-maps a checkpoint file, refusing anything but a regular file (a FIFO or device under a
 /// checkpoint's name would hang or never end).
-fn map_regular_file(path: &Path) -> Result<memmap2::Mmap> {
+pub(crate) fn map_regular_file(path: &Path) -> Result<memmap2::Mmap> {
     let io = |source| ModelError::Io { path: path.to_owned(), source };
     if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Err(io(std::io::Error::other("not a regular file")));

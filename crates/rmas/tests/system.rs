@@ -9,7 +9,7 @@ use burn::backend::NdArray;
 use rmas::hub::Hub;
 use rmas::link::OuterLink;
 use rmas::source::{FileSource, LocalDir};
-use rmas::system::{SystemSpec, family_style, parse_outer_manifest, resolve_inner_link};
+use rmas::system::{Checkpoint, SystemSpec, family_style, parse_outer_manifest, resolve_inner_link};
 use rmas_text::{Role, Style, Task};
 
 use common::{SYSTEMS, golden_cases};
@@ -71,8 +71,9 @@ fn golden_systems_resolve_like_the_official_loader() {
                 agent.inner_link
             );
             assert!(agent.inner_link.is_file());
+            let Checkpoint::Dir(dir) = &agent.checkpoint else { panic!("{case}/{}: not a directory", agent.role) };
             for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-                assert!(agent.dir.join(file).is_file(), "{case}/{}: {file}", agent.role);
+                assert!(dir.join(file).is_file(), "{case}/{}: {file}", agent.role);
             }
             assert_eq!(hidden[&agent.role] as u64, official["hidden_size"].as_u64().unwrap());
         }
@@ -262,15 +263,29 @@ fn description_files_assemble_custom_systems() {
         ("style = \"sequential-light\"\ncolour = 1\n", "colour"),
         (
             "style = \"sequential-light\"\n[[agents]]\nrole = \"critic\"\nsource = \"no such thing!\"\n",
-            "neither a directory",
+            "neither a `.gguf` file, a directory",
+        ),
+        (
+            "style = \"sequential-light\"\n[[agents]]\nrole = \"critic\"\nsource = \"agent.gguf\"\n",
+            "GGUF agent `critic` needs `inner_link`",
+        ),
+        (
+            "style = \"sequential-light\"\n[[agents]]\nrole = \"critic\"\nsource = \"agent.gguf\"\ninner_link = \"none.pt\"\n",
+            "none.pt",
         ),
         ("style = \"pipeline\"\n", "unknown style \"pipeline\""),
         ("family = \"pipeline\"\n", "unknown family `pipeline`"),
     ];
+    write(&tmp.path().join("agent.gguf"), "GGUF");
     for (text, needle) in cases {
         let msg = err_string(SystemSpec::from_file(&write(&tmp.path().join("bad.toml"), text), &hub));
         assert!(msg.contains(needle), "{text}: {msg}");
     }
+    // A file that is not GGUF fails when its header is first read, naming it.
+    let text = "style = \"sequential-light\"\n[[agents]]\nrole = \"critic\"\nsource = \"agent.gguf\"\ninner_link = \"agent.gguf\"\n";
+    let spec = SystemSpec::from_file(&write(&tmp.path().join("gguf.toml"), text), &hub).unwrap();
+    let msg = err_string(spec.hidden_sizes());
+    assert!(msg.contains("agent.gguf"), "{msg}");
     let msg = err_string(SystemSpec::from_file(&tmp.path().join("absent.toml"), &hub));
     assert!(msg.contains("absent.toml"), "{msg}");
 }

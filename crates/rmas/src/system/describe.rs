@@ -2,8 +2,9 @@
 //! repos.
 //!
 //! TOML (or JSON when the file name ends in `.json`, same fields). Relative paths are relative to
-//! the file's directory. A `source` is a local checkpoint directory if one exists at that path,
-//! otherwise a Hub repo id (`org/name`).
+//! the file's directory. A `source` is a GGUF file if it names a file ending in `.gguf` (its
+//! `inner_link` is then required, relative to the description), a local checkpoint directory if one
+//! exists at that path, otherwise a Hub repo id (`org/name`).
 //!
 //! ```toml
 //! name = "my-mixture"          # optional, defaults to the file stem
@@ -16,6 +17,11 @@
 //! role = "science"
 //! source = "./my-science-agent"
 //! inner_link = "adapter.pt"    # optional: file inside `source`; default: the released resolution rules
+//!
+//! [[agents]]                   # a GGUF agent (docs/gguf.md): weights, tokenizer and chat template
+//! role = "code"
+//! source = "./code-agent.Q8_0.gguf"
+//! inner_link = "./links/code-adapter.pt"   # required, relative to this file
 //!
 //! [[outer_links]]              # optional: explicit files, taking precedence over the manifest
 //! key = "outer_3s"
@@ -35,7 +41,9 @@ use std::str::FromStr;
 use rmas_text::{Role, Style, Task};
 use serde::Deserialize;
 
-use super::{ManifestEntry, SystemSpec, assemble, family_style, resolve_agent, resolve_manifest_links};
+use super::{
+    AgentSpec, Checkpoint, ManifestEntry, SystemSpec, assemble, family_style, resolve_agent, resolve_manifest_links,
+};
 use crate::error::{Result, RmasError};
 use crate::hub::Hub;
 use crate::source::{FileSource, LocalDir};
@@ -112,6 +120,16 @@ impl SystemFile {
         let sources = self.agent_sources(released, style).map_err(&invalid)?;
         let mut agents = Vec::new();
         for (role, source, inner) in sources {
+            let gguf = base.join(&source);
+            if gguf.is_file() && gguf.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+                let inner = inner.ok_or_else(|| {
+                    invalid(format!("GGUF agent `{role}` needs `inner_link`, a file relative to the description"))
+                })?;
+                let inner_link = base.join(inner);
+                std::fs::metadata(&inner_link).map_err(|e| RmasError::io("inner link", &inner_link, e))?;
+                agents.push(AgentSpec { role, source, checkpoint: Checkpoint::Gguf(gguf), inner_link });
+                continue;
+            }
             let src = file_source(&source, base, hub).map_err(&invalid)?;
             agents.push(resolve_agent(role, src.as_ref(), inner.as_deref(), style, task)?);
         }
@@ -174,7 +192,10 @@ fn file_source(spec: &str, base: &Path, hub: &Hub) -> std::result::Result<Box<dy
     if is_repo_id(spec) {
         return Ok(Box::new(hub.repo(spec)));
     }
-    Err(format!("`{spec}` is neither a directory (under `{}`) nor a repo id `org/name`", base.display()))
+    Err(format!(
+        "`{spec}` is neither a `.gguf` file, a directory (under `{}`) nor a repo id `org/name`",
+        base.display()
+    ))
 }
 
 /// `name` or `org/name` with characters `[A-Za-z0-9._-]`, no `..`.

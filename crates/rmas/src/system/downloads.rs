@@ -23,7 +23,7 @@ use rmas_models::{Model, RmasBackend, Weights, config};
 use rmas_text::Tokenizer;
 use rmas_text::{Style, Task};
 
-use super::{AgentSpec, SystemSpec};
+use super::{AgentSpec, Checkpoint, SystemSpec};
 use crate::engine::{Agent, LoadedSystem};
 use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
@@ -110,7 +110,7 @@ impl Downloads {
         let mut agents = Vec::with_capacity(spec.agents.len());
         for agent in &spec.agents {
             let mut weights = Vec::new();
-            for path in self.weight_files(&agent.dir)? {
+            for path in self.weight_files(checkpoint_dir(agent)?)? {
                 let bytes = match self.take_stored(&path)? {
                     Stored::Bytes(bytes) => bytes,
                     Stored::Later { repo, file } => {
@@ -144,7 +144,7 @@ impl Downloads {
         device: &B::Device,
         dtype: DType,
     ) -> Result<Agent<B>> {
-        let dir = &spec.dir;
+        let dir = checkpoint_dir(spec)?;
         let config_path = dir.join("config.json");
         let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
         let model = Model::from_weights(config, &weights, device, dtype)?;
@@ -244,4 +244,16 @@ fn missing(path: &Path) -> RmasError {
         path,
         std::io::Error::new(std::io::ErrorKind::NotFound, "not in the download store"),
     )
+}
+
+/// A downloaded agent's checkpoint directory: GGUF agents come only from system descriptions, which
+/// load from local files.
+fn checkpoint_dir(spec: &AgentSpec) -> Result<&Path> {
+    match &spec.checkpoint {
+        Checkpoint::Dir(dir) => Ok(dir),
+        Checkpoint::Gguf(path) => Err(RmasError::InvalidSystem {
+            system: spec.source.clone(),
+            msg: format!("GGUF agent `{}` cannot be downloaded; load it from a local file", path.display()),
+        }),
+    }
 }

@@ -4,7 +4,7 @@
 use rmas_models::{Model, Precision, RmasBackend};
 use rmas_text::{Role, Tokenizer};
 
-use super::{AgentSpec, SystemSpec};
+use super::{AgentSpec, Checkpoint, SystemSpec};
 use crate::engine::{Agent, AgentLoader, LoadedSystem};
 use crate::error::{Result, RmasError};
 use crate::link::{InnerLink, OuterLink};
@@ -12,8 +12,10 @@ use crate::link::{InnerLink, OuterLink};
 impl AgentSpec {
     /// Loads this agent's checkpoint (at `precision`), tokenizer and inner link.
     pub fn load<B: RmasBackend>(&self, device: &B::Device, precision: impl Into<Precision>) -> Result<Agent<B>> {
-        let model = Model::load(&self.dir, device, precision)?;
-        let tokenizer = Tokenizer::from_dir(&self.dir)?;
+        let (model, tokenizer) = match &self.checkpoint {
+            Checkpoint::Dir(dir) => (Model::load(dir, device, precision)?, Tokenizer::from_dir(dir)?),
+            Checkpoint::Gguf(path) => load_gguf(path, device, precision)?,
+        };
         let inner = InnerLink::load(&self.inner_link, device)?;
         Agent::new(self.role, model, tokenizer, inner, &self.inner_link)
     }

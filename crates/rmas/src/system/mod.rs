@@ -48,15 +48,35 @@ pub fn family_style(name: &str) -> Result<Style> {
         .ok_or_else(|| RmasError::UnknownFamily(name.to_string()))
 }
 
+/// Where an agent's model, tokenizer and chat template come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// An HF checkpoint directory (`config.json`, `model.safetensors`, tokenizer files).
+    Dir(PathBuf),
+    /// One GGUF file holding all three (docs/gguf.md); native builds only.
+    Gguf(PathBuf),
+}
+
+impl Checkpoint {
+    /// The model's hidden size, from `config.json` or the GGUF header.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn hidden_size(&self) -> Result<usize> {
+        match self {
+            Self::Dir(dir) => read_hidden_size(&dir.join("config.json")),
+            Self::Gguf(path) => Ok(rmas_models::gguf::GgufFile::open(path)?.config()?.hidden_size),
+        }
+    }
+}
+
 /// One resolved agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentSpec {
     /// Role.
     pub role: Role,
-    /// Where it came from (repo id or directory), for messages.
+    /// Where it came from (repo id, directory or file), for messages.
     pub source: String,
-    /// Local checkpoint directory (`config.json`, `model.safetensors`, tokenizer files).
-    pub dir: PathBuf,
+    /// Local checkpoint.
+    pub checkpoint: Checkpoint,
     /// Local inner link file.
     pub inner_link: PathBuf,
 }
@@ -166,7 +186,7 @@ impl SystemSpec {
     /// Hidden size per role, read from each agent's `config.json`.
     #[cfg(not(target_family = "wasm"))]
     pub fn hidden_sizes(&self) -> Result<BTreeMap<Role, usize>> {
-        self.agents.iter().map(|a| Ok((a.role, read_hidden_size(&a.dir.join("config.json"))?))).collect()
+        self.agents.iter().map(|a| Ok((a.role, a.checkpoint.hidden_size()?))).collect()
     }
 
     /// Loads every inner link, checking its width against `hidden`.
@@ -342,7 +362,7 @@ fn resolve_agent(
         Some(file) => src.get(file)?,
         None => resolve_inner_link(src, style.is_task_scoped().then_some(task))?,
     };
-    Ok(AgentSpec { role, source: src.label(), dir, inner_link })
+    Ok(AgentSpec { role, source: src.label(), checkpoint: Checkpoint::Dir(dir), inner_link })
 }
 
 /// Fetches a model checkpoint (config, tokenizer files, weights) and returns its directory.
