@@ -21,7 +21,7 @@ fn logits(model: &Model<B>, ids: &[u32]) -> Tensor<B, 2> {
 
 fn gguf(name: &str, blocks: Blocks) -> Model<B> {
     let path = golden("../gguf").join(name);
-    let precision = Precision { dtype: DType::F32, blocks };
+    let precision = Precision::new(DType::F32, blocks);
     Model::load_gguf(&path, &Default::default(), precision).unwrap_or_else(|e| panic!("{name}: {e}")).0
 }
 
@@ -30,7 +30,7 @@ fn gguf_files_load_to_the_safetensors_logits() {
     for arch in ["llama", "qwen2", "qwen3"] {
         let ids = Golden::open(&format!("models/{arch}/golden.safetensors")).ids("input_ids");
         let dir = golden(&format!("models/{arch}/model"));
-        let precision = |blocks| Precision { dtype: DType::F32, blocks };
+        let precision = |blocks| Precision::new(DType::F32, blocks);
         let safetensors = Model::<B>::load(&dir, &Default::default(), precision(Blocks::Dense)).unwrap();
         let from_f32 = gguf(&format!("{arch}-f32.gguf"), Blocks::Stored);
         assert_close(&format!("{arch} F32 GGUF"), logits(&from_f32, &ids), logits(&safetensors, &ids), 1e-5, 1e-5);

@@ -243,7 +243,7 @@ fn quantized_weights_compute_their_decoded_values() {
         let g = Golden::open(&format!("{case}/golden.safetensors"));
         let ids = g.ids("input_ids");
         let logits = |dir: &std::path::Path, blocks: Blocks| {
-            let precision = Precision { dtype: DType::F32, blocks };
+            let precision = Precision::new(DType::F32, blocks);
             let model = Model::<B>::load(dir, &device, precision).unwrap();
             let mut cache = model.new_cache(ids.len(), 0).unwrap();
             let h = model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
@@ -276,6 +276,86 @@ fn quantized_weights_compute_their_decoded_values() {
             }
         }
     }
+}
+
+/// `--quantize`'s cache (`rmas_models::quant_cache`): the first load writes one file, the next load
+/// of the same checkpoint reads its blocks instead of quantizing (bit-identical logits), a checkpoint
+/// changed on disk misses, and a damaged file is read as a miss and written again. The hit is shown
+/// by a weight changed in place with its size and modification time kept: a load that quantized
+/// would see it, one from the cache does not.
+#[test]
+fn quantize_cache_serves_the_next_load_and_misses_a_changed_checkpoint() {
+    use rmas_models::{BlockFormat, Blocks, Precision};
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    let case = "models/qwen3_5_text";
+    let ids = Golden::open(&format!("{case}/golden.safetensors")).ids("input_ids");
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quantize-cache");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (dir, cache) = (tmp.join("checkpoint"), tmp.join("cache"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(golden(&format!("{case}/model"))).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let logits = |cached: bool| {
+        let mut precision = Precision::new(DType::F32, Blocks::Quantize(BlockFormat::Q4_1));
+        precision.cache = cached.then(|| cache.as_path().into());
+        let model = Model::<B>::load(&dir, &device, precision).unwrap();
+        let mut kv = model.new_cache(ids.len(), 0).unwrap();
+        model.logits(model.forward(model.embed(&ids).unwrap(), &mut kv).unwrap()).into_data().to_vec::<f32>().unwrap()
+    };
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    let fresh = logits(false);
+    assert!(files().is_empty(), "no cache without one asked for");
+    assert_eq!(logits(true), fresh, "the load that writes the cache");
+    let written = files();
+    assert_eq!(written.len(), 1, "one file, no temporary left: {written:?}");
+    assert!(written[0].starts_with("checkpoint-Q4_1-") && written[0].ends_with(".gguf"), "{written:?}");
+    assert_eq!(logits(true), fresh, "a load from the cache");
+
+    // Reverse the elements of one quantized weight in place, keeping size and modification time.
+    let weights = dir.join("model.safetensors");
+    let modified = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (name, view) = st.tensors().into_iter().find(|(n, _)| n.ends_with("layers.0.mlp.down_proj.weight")).unwrap();
+    let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+    let (len, width) = (view.data().len(), view.dtype().bitsize() / 8);
+    assert!(start >= 8 + header, "{name}");
+    let reversed: Vec<u8> = bytes[start..start + len].chunks(width).rev().flatten().copied().collect();
+    bytes[start..start + len].copy_from_slice(&reversed);
+    std::fs::write(&weights, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&weights).unwrap().set_modified(modified).unwrap();
+    let changed = logits(false);
+    assert_ne!(changed, fresh, "{name} reversed changes the logits");
+    assert_eq!(logits(true), fresh, "same size and time: the cached blocks are read, not the changed weight");
+
+    // A new modification time misses and writes a second file.
+    std::fs::File::options().write(true).open(&weights).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+    assert_eq!(logits(true), changed, "a changed checkpoint misses");
+    let both = files();
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(logits(true), changed, "and is cached in turn");
+
+    // A damaged file is a miss: the blocks are quantized again and the file rewritten.
+    let newest = both.iter().find(|f| !written.contains(f)).unwrap();
+    let path = cache.join(newest);
+    let mut damaged = std::fs::read(&path).unwrap();
+    let at = damaged.len() - 5;
+    damaged[at] ^= 0x5a;
+    std::fs::write(&path, &damaged).unwrap();
+    assert_eq!(logits(true), changed, "a damaged cache file is not used");
+    assert_ne!(std::fs::read(&path).unwrap(), damaged, "and is written again");
+    assert_eq!(logits(true), changed);
 }
 
 /// A copy of checkpoint `dir` whose weights are those `Blocks::Quantize(format)` holds, decoded to

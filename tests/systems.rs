@@ -237,7 +237,7 @@ fn quantized_systems_track_f32() {
         let spec = SystemSpec::resolve_style(&hub, style, settings["task"].as_str().unwrap().parse().unwrap()).unwrap();
         let opts = golden_options(&name, settings);
         let ids = |blocks: Blocks| -> Vec<Vec<u32>> {
-            let system = spec.load::<B>(&device, Precision { dtype: DType::F32, blocks }, false).unwrap();
+            let system = spec.load::<B>(&device, Precision::new(DType::F32, blocks), false).unwrap();
             let questions = expected["questions"].as_array().unwrap().iter().enumerate();
             questions
                 .map(|(q, question)| {

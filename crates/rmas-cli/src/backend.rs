@@ -2,6 +2,8 @@
 //! the device"): `auto` probes CUDA, then a hardware wgpu adapter, then the CPU, and says which
 //! it chose; an explicit backend that cannot start is a clear error, never a panic inside cubecl.
 
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
 use burn::tensor::{DType, Tensor, backend::Backend};
 use clap::{Args, ValueEnum};
@@ -73,6 +75,14 @@ pub struct WeightArgs {
     /// memory and bytes per token).
     #[arg(long, conflicts_with = "quantize")]
     pub dequantize: bool,
+    /// Where `--quantize` keeps its blocks, one GGUF file per checkpoint and format, so that the next
+    /// load of the same checkpoint reads them instead of quantizing [default: $XDG_CACHE_HOME/rmas/quantized,
+    /// else ~/.cache/rmas/quantized]
+    #[arg(long, env = "RMAS_QUANTIZE_CACHE", value_name = "DIR")]
+    pub quantize_cache: Option<PathBuf>,
+    /// Quantize at every load; read and write no cache.
+    #[arg(long, conflicts_with = "quantize_cache")]
+    pub no_quantize_cache: bool,
 }
 
 impl WeightArgs {
@@ -90,8 +100,20 @@ impl WeightArgs {
                  add `--backend cpu`"
             );
         }
-        Ok(rmas_models::Precision { dtype, blocks })
+        let cache = match (&self.quantize_cache, self.no_quantize_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => default_quantize_cache(),
+        };
+        Ok(rmas_models::Precision { dtype, blocks, cache: cache.map(Into::into) })
     }
+}
+
+/// `$XDG_CACHE_HOME/rmas/quantized`, else `$HOME/.cache/rmas/quantized`.
+fn default_quantize_cache() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let root = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|home| home.join(".cache")))?;
+    Some(root.join("rmas").join("quantized"))
 }
 
 /// The backend, device and dtype a command runs on, and why (printed on stderr, put in `--json`).

@@ -42,10 +42,10 @@ fn quantized_demo_run_matches_the_library() {
     assert!(out.status.success(), "rmas run --demo --quantize int4: {}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
     let ids: Vec<u32> = serde_json::from_value(json["token_ids"].clone()).expect("token_ids");
-    let precision = rmas_models::Precision {
-        dtype: burn::tensor::DType::F32,
-        blocks: rmas_models::Blocks::Quantize(rmas_models::BlockFormat::Q4_1),
-    };
+    let precision = rmas_models::Precision::new(
+        burn::tensor::DType::F32,
+        rmas_models::Blocks::Quantize(rmas_models::BlockFormat::Q4_1),
+    );
     let system = rmas::demo::mixture::<NdArray>(&Default::default(), rmas::demo::SEED, precision).unwrap();
     let opts = rmas::demo::run_options(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
     let result =

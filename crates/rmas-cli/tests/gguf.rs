@@ -59,7 +59,7 @@ fn smollm2_gguf_blocks_match_transformers() {
 fn matches_transformers(blocks: Blocks) {
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
     let device = Default::default();
-    let precision = Precision { dtype: burn::tensor::DType::F32, blocks };
+    let precision = Precision::new(burn::tensor::DType::F32, blocks);
     let (model, tokenizer) = rmas::system::load::load_gguf::<NdArray>(&smollm2(), &device, precision).unwrap();
     let mut worst = 0f32;
     for (name, case) in golden["cases"].as_object().unwrap() {
@@ -113,7 +113,7 @@ fn smollm2_perplexity_with_blocks_equals_dequantized() {
                    Sailors have crossed it for thousands of years, guided by the stars, the winds and the currents.";
     let device = Default::default();
     let perplexity = |blocks: Blocks| {
-        let precision = Precision { dtype: burn::tensor::DType::F32, blocks };
+        let precision = Precision::new(burn::tensor::DType::F32, blocks);
         let (model, tokenizer) = rmas::system::load::load_gguf::<NdArray>(&smollm2(), &device, precision).unwrap();
         let ids = tokenizer.encode(passage, false).unwrap();
         let mut cache = model.new_cache(ids.len(), 0).unwrap();

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod nn;
+pub mod quant_cache;
 pub mod traffic;
 pub mod weights;
 

@@ -9,7 +9,8 @@ use crate::attention::{Attention, AttentionRow, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
-use crate::nn::{Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
+use crate::nn::{Blocks, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
+use crate::quant_cache::QuantCache;
 use crate::weights::Weights;
 
 /// Per-frequency divisors of the rotary frequencies (llama.cpp's GGUF form of Llama 3's rope scaling).
@@ -86,11 +87,30 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: RmasBackend> Model<B> {
-    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
+    /// Loads `config.json` and the safetensors weights of a checkpoint directory. Weights quantized
+    /// at load ([`crate::nn::Blocks::Quantize`]) come from `precision.cache` when it holds this
+    /// checkpoint's, and are put there otherwise ([`crate::quant_cache`]).
     pub fn load(dir: &Path, device: &B::Device, precision: impl Into<Precision>) -> Result<Self> {
+        let precision = precision.into();
         let config = config::load(dir)?;
-        let weights = Weights::from_dir(dir)?;
-        Self::from_weights(config, &weights, device, precision)
+        let mut weights = Weights::from_dir(dir)?;
+        let cache = match (precision.blocks, &precision.cache) {
+            (Blocks::Quantize(format), Some(cache)) if B::QUANTIZED_PRODUCTS => {
+                Some(QuantCache::entry(cache, dir, &weights, format)?)
+            }
+            _ => None,
+        };
+        let hit = cache.as_ref().is_some_and(|cache| cache.apply(&mut weights));
+        if cache.is_some() && !hit {
+            weights.record_quantized();
+        }
+        let model = Self::from_weights(config, &weights, device, precision)?;
+        if let Some(cache) = cache.filter(|_| !hit) {
+            // A cache that cannot be written (a read-only directory, a full disk) costs only the
+            // next load's quantization; the model is whole either way.
+            let _ = cache.store(&weights.take_quantized());
+        }
+        Ok(model)
     }
 
     /// Loads a GGUF file (llama architecture): the model and the file's header, which holds its
@@ -113,7 +133,7 @@ impl<B: RmasBackend> Model<B> {
         device: &B::Device,
         precision: impl Into<Precision>,
     ) -> Result<Self> {
-        let Precision { dtype, blocks } = precision.into();
+        let Precision { dtype, blocks, .. } = precision.into();
         if !B::supports_dtype(device, dtype) {
             return Err(ModelError::UnsupportedDtype { dtype, backend: B::name(device) });
         }

@@ -2,6 +2,7 @@
 //! LayerNorm, rotary tables, MLP. Like the models, they are plain structs of tensors built by a
 //! loader, not burn `Module`s (docs/extending.md, "Models are plain structs").
 
+use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
@@ -29,17 +30,27 @@ pub enum Blocks {
 }
 
 /// How a model's weights are held: compute dtype and quantized blocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Precision {
     /// The compute dtype of activations and dense weights.
     pub dtype: DType,
     /// Which weights are blocks.
     pub blocks: Blocks,
+    /// Where [`Blocks::Quantize`] keeps its results for the next load of the same checkpoint
+    /// ([`crate::quant_cache`]); `None`: quantize at every load.
+    pub cache: Option<Arc<Path>>,
+}
+
+impl Precision {
+    /// `dtype` and `blocks`, with no quantization cache.
+    pub fn new(dtype: DType, blocks: Blocks) -> Self {
+        Self { dtype, blocks, cache: None }
+    }
 }
 
 impl From<DType> for Precision {
     fn from(dtype: DType) -> Self {
-        Self { dtype, blocks: Blocks::Stored }
+        Self::new(dtype, Blocks::Stored)
     }
 }
 
@@ -97,7 +108,11 @@ impl<B: RmasBackend> Loader<'_, B> {
             Some(format) if cols.is_multiple_of(BLOCK) => {
                 let values = self.weights.data(&name, &[rows, cols])?;
                 let values = values.as_slice::<f32>().expect("weights are read as f32");
-                Ok(QuantMatrix::quantize(format, values, rows, cols))
+                let matrix = QuantMatrix::quantize(format, values, rows, cols);
+                if let Some(matrix) = &matrix {
+                    self.weights.note_quantized(&name, matrix);
+                }
+                Ok(matrix)
             }
             _ => Ok(None),
         }

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::Dtype;
@@ -86,6 +87,8 @@ pub struct Weights {
     files: Vec<(PathBuf, Buffer)>,
     index: HashMap<String, Entry>,
     synthetic: Option<Generator>,
+    /// Matrices quantized at load, kept while [`Weights::record_quantized`] asks for them.
+    quantized: Mutex<Option<Vec<(String, QuantMatrix)>>>,
 }
 
 impl Weights {
@@ -97,7 +100,8 @@ impl Weights {
         } else {
             vec![SINGLE_FILE.to_owned()]
         };
-        let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
+        let mut weights =
+            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
         for path in files.into_iter().map(|f| dir.join(f)) {
             let map = map_regular_file(&path)?;
             weights.add(path, Buffer::Mapped(map))?;
@@ -107,7 +111,8 @@ impl Weights {
 
     /// Indexes safetensors files read through [`ByteSource`]s, each with the name used in errors.
     pub fn from_sources(files: impl IntoIterator<Item = (PathBuf, Box<dyn ByteSource>)>) -> Result<Self> {
-        let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
+        let mut weights =
+            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
         for (path, source) in files {
             weights.add(path, Buffer::Source(source))?;
         }
@@ -116,7 +121,7 @@ impl Weights {
 
     /// Weights whose every tensor is produced on request by `generator` (deterministic demo models).
     pub fn synthetic(generator: Generator) -> Self {
-        Self { files: Vec::new(), index: HashMap::new(), synthetic: Some(generator) }
+        Self { files: Vec::new(), index: HashMap::new(), synthetic: Some(generator), quantized: Mutex::new(None) }
     }
 
     /// Opens a GGUF file: its tensors under their HF names (dequantized to f32 on read), and its
@@ -124,7 +129,8 @@ impl Weights {
     pub fn from_gguf(path: &Path) -> Result<(Self, GgufFile)> {
         let map = map_regular_file(path)?;
         let gguf = GgufFile::parse(&map, path)?;
-        let mut weights = Self { files: Vec::new(), index: HashMap::new(), synthetic: None };
+        let mut weights =
+            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
         for (tensor, (name, permuted_heads)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
             let entry = Entry {
                 file: 0,
@@ -179,6 +185,54 @@ impl Weights {
         }
         self.files.push((path, buffer));
         Ok(())
+    }
+
+    /// The files the tensors come from.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(path, _)| path.as_path())
+    }
+
+    /// Reads the tensors of a GGUF file of blocks under their own names in place of this set's
+    /// tensors of the same names and shapes (a [`crate::quant_cache`] file); an error names the
+    /// first tensor that is not one of this set's or has another shape.
+    pub fn replace_with_blocks(&mut self, path: &Path) -> Result<GgufFile> {
+        let map = map_regular_file(path)?;
+        let gguf = GgufFile::parse(&map, path)?;
+        let corrupt = |msg: String| ModelError::CorruptWeights { path: path.to_owned(), msg };
+        let file = self.files.len();
+        let mut entries = Vec::with_capacity(gguf.tensors.len());
+        for tensor in &gguf.tensors {
+            let shape = tensor.shape();
+            match self.index.get(&tensor.name) {
+                Some(entry) if entry.shape == shape => {}
+                _ => return Err(corrupt(format!("`{}` {shape:?} is no tensor of the checkpoint", tensor.name))),
+            }
+            let stored = Stored::Ggml(tensor.ggml_type);
+            entries.push((
+                tensor.name.clone(),
+                Entry { file, stored, shape, range: tensor.range.clone(), permuted_heads: None },
+            ));
+        }
+        self.index.extend(entries);
+        self.files.push((path.to_owned(), Buffer::Mapped(map)));
+        Ok(gguf)
+    }
+
+    /// Keeps every matrix quantized from now on ([`Weights::note_quantized`]) for [`Weights::take_quantized`].
+    pub fn record_quantized(&mut self) {
+        *self.quantized.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// Keeps a copy of `matrix`, quantized from tensor `name`, if [`Weights::record_quantized`] asked.
+    pub fn note_quantized(&self, name: &str, matrix: &QuantMatrix) {
+        if let Some(kept) = self.quantized.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            kept.push((name.to_owned(), matrix.clone()));
+        }
+    }
+
+    /// The matrices kept since [`Weights::record_quantized`], by tensor name.
+    pub fn take_quantized(&self) -> Vec<(String, QuantMatrix)> {
+        self.quantized.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default()
     }
 
     /// Whether a tensor of this name exists.

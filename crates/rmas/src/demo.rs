@@ -111,7 +111,7 @@ fn mixture_at<B: RmasBackend>(
     let built = agents()
         .iter()
         .enumerate()
-        .map(|(i, a)| agent(a, i, seed, device, precision, scale))
+        .map(|(i, a)| agent(a, i, seed, device, precision.clone(), scale))
         .collect::<Result<Vec<_>>>()?;
     let hidden: BTreeMap<Role, usize> = built.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
     let mut outer = BTreeMap::new();

@@ -198,6 +198,14 @@ impl QuantMatrix {
         names.join("+")
     }
 
+    /// The format and all blocks, row after row, when every row has the same format.
+    pub fn single_format(&self) -> Option<(BlockFormat, &[u8])> {
+        match self.parts.as_slice() {
+            [part] => Some((part.format, &part.blocks)),
+            _ => None,
+        }
+    }
+
     /// The format and blocks of row `r`.
     pub fn row_blocks(&self, mut r: usize) -> (BlockFormat, &[u8]) {
         for p in &self.parts {

@@ -114,7 +114,7 @@ impl Job for Args {
         let (device, dtype) = (target.device, target.dtype);
         let started = Instant::now();
         let precision = self.weights.precision::<B>(dtype)?;
-        let model = Model::<B>::from_weights(cfg.clone(), &random_weights(&cfg, 7), &device, precision)?;
+        let model = Model::<B>::from_weights(cfg.clone(), &random_weights(&cfg, 7), &device, precision.clone())?;
         B::sync(&device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
         let held = match precision.blocks {
             Blocks::Quantize(format) => format.name().to_string(),

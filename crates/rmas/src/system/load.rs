@@ -56,7 +56,7 @@ impl SystemSpec {
             let loader = SpecLoader { spec: self.clone(), device: device.clone(), precision };
             return Ok(LoadedSystem::offloaded(self.style, Box::new(loader), outer));
         }
-        let agents = self.agents.iter().map(|a| a.load(device, precision)).collect::<Result<Vec<_>>>()?;
+        let agents = self.agents.iter().map(|a| a.load(device, precision.clone())).collect::<Result<Vec<_>>>()?;
         Ok(LoadedSystem::new(self.style, agents, outer))
     }
 }
@@ -74,6 +74,6 @@ impl<B: RmasBackend> AgentLoader<B> for SpecLoader<B> {
             system: self.spec.name.clone(),
             msg: format!("no agent for role `{role}`"),
         })?;
-        agent.load(&self.device, self.precision)
+        agent.load(&self.device, self.precision.clone())
     }
 }
