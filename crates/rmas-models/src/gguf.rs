@@ -77,20 +77,27 @@ pub enum GgmlType {
 }
 
 impl GgmlType {
+    const ALL: [Self; 9] =
+        [Self::F32, Self::F16, Self::BF16, Self::Q4_0, Self::Q4_1, Self::Q8_0, Self::Q4K, Self::Q5K, Self::Q6K];
+
+    /// ggml's id of the type (`enum ggml_type`).
+    pub fn id(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 8,
+            Self::Q4K => 12,
+            Self::Q5K => 13,
+            Self::Q6K => 14,
+            Self::BF16 => 30,
+        }
+    }
+
     /// The type of ggml's id, or `None` for types rmas does not decode.
     fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            12 => Self::Q4K,
-            13 => Self::Q5K,
-            14 => Self::Q6K,
-            30 => Self::BF16,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.id() == id)
     }
 
     /// The block format rmas multiplies without decoding first, for Q8_0, Q4_0 and Q4_1.
@@ -100,6 +107,15 @@ impl GgmlType {
             Self::Q4_0 => Some(BlockFormat::Q4_0),
             Self::Q4_1 => Some(BlockFormat::Q4_1),
             _ => None,
+        }
+    }
+
+    /// The type whose blocks are `format`'s.
+    pub fn of_blocks(format: BlockFormat) -> Self {
+        match format {
+            BlockFormat::Q8_0 => Self::Q8_0,
+            BlockFormat::Q4_0 => Self::Q4_0,
+            BlockFormat::Q4_1 => Self::Q4_1,
         }
     }
 

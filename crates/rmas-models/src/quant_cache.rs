@@ -1,11 +1,12 @@
-//! The on-disk cache of weights quantized at load (`--quantize`; docs/quantization.md, "Cache").
+//! The on-disk cache of weights quantized at load (`--quantize`; docs/quantization.md, "The cache of
+//! `--quantize` results").
 //!
 //! One GGUF file per checkpoint and format holds every matrix [`crate::nn::Blocks::Quantize`] made,
 //! under its HF tensor name, in ggml's block types. Its name and its `rmas.cache.key` come from the
 //! checkpoint directory, each weight file's name, size and modification time, the format and
 //! [`VERSION`]: a checkpoint replaced on disk gets a new file. `rmas.cache.checksum` covers the
 //! blocks, so a damaged file is read as a miss and written again. A cache that cannot be written
-//! costs only the next load's time: [`QuantCache::store`]'s error is the caller's to report.
+//! costs only the next load's time ([`crate::Model::load`] goes on without it).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rmas_kernels::quant::{BlockFormat, QuantMatrix};
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{GgufFile, MetaValue};
+use crate::gguf::{GgmlType, GgufFile, MetaValue};
 use crate::weights::Weights;
 
 /// Bumped whenever the quantizers or this file's layout change, so that old files miss.
@@ -87,6 +88,9 @@ impl QuantCache {
             .filter(|(name, _)| seen.insert(name.as_str()))
             .filter_map(|(name, m)| m.single_format().map(|(f, bytes)| (name.as_str(), f, m.rows(), m.cols(), bytes)))
             .collect();
+        if blocks.is_empty() {
+            return Ok(()); // nothing was quantized: no file, and every load quantizes nothing again
+        }
         let mut offsets = Vec::with_capacity(blocks.len());
         let mut at = 0u64;
         for (.., bytes) in &blocks {
@@ -121,7 +125,7 @@ impl QuantCache {
             // ggml's dimensions: the contiguous one (columns) first.
             head.extend_from_slice(&(*cols as u64).to_le_bytes());
             head.extend_from_slice(&(*rows as u64).to_le_bytes());
-            head.extend_from_slice(&ggml_type_id(*format).to_le_bytes());
+            head.extend_from_slice(&GgmlType::of_blocks(*format).id().to_le_bytes());
             head.extend_from_slice(&offset.to_le_bytes());
         }
         head.resize((head.len() as u64).div_ceil(ALIGN) as usize * ALIGN as usize, 0);
@@ -140,15 +144,6 @@ impl QuantCache {
             let _ = std::fs::remove_file(&tmp);
             io(e)
         })
-    }
-}
-
-/// ggml's type id of a block format.
-fn ggml_type_id(format: BlockFormat) -> u32 {
-    match format {
-        BlockFormat::Q4_0 => 2,
-        BlockFormat::Q4_1 => 3,
-        BlockFormat::Q8_0 => 8,
     }
 }
 
