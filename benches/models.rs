@@ -171,18 +171,18 @@ fn weight_products(c: &mut Criterion) {
 }
 
 /// Products over quantized blocks (docs/quantization.md) at Qwen3.5-2B decode shapes, one row of
-/// activations: GB/s of blocks read, beside the f32 streaming product of the same shape above.
+/// activations, in every block format (K-quants included): GB/s of blocks read, beside the f32
+/// streaming product of the same shape above.
 fn quant_products(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
-    use rmas_kernels::quant::{BlockFormat, QuantMatrix};
+    use rmas_kernels::quant::BlockFormat;
     use rmas_models::RmasBackend;
     let device = Default::default();
     let x = Tensor::<B, 2>::random([1, 2048], Distribution::Normal(0.0, 1.0), &device);
     let mut g = c.benchmark_group("quant_product_cpu");
     for (rows, name) in [(6144, "linear"), (32768, "logits")] {
-        let values = rmas_suite::uniform(1, rows * 2048);
-        for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
-            let w = QuantMatrix::quantize(format, &values, rows, 2048).unwrap();
+        for format in BlockFormat::ALL {
+            let w = rmas_suite::random_blocks(1, format, rows, 2048);
             g.throughput(Throughput::Bytes(w.bytes() as u64));
             g.bench_function(format!("{name}_1x2048x{rows}_{format}"), |b| {
                 b.iter(|| B::quant_matmul(x.clone(), &w, Rows::Sequence).into_data())

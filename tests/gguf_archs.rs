@@ -44,6 +44,38 @@ fn gguf_files_load_to_the_safetensors_logits() {
     }
 }
 
+/// A file in Q4_K_M's mix of K-quants (`tests/gguf_models.py` `k_quant_llama`: Q4_K matrices, Q6_K
+/// and Q5_K values and down projections, Q6_K output, F32 norms, rotary-permuted q/k) runs on its
+/// blocks as stored to the logits of its weights dequantized at load (each block decoder checked
+/// against llama.cpp's in `rmas-models`): the prompt through the decoded-tile GEMM, then one token at
+/// a time through the block dot products, greedy.
+#[test]
+fn k_quant_gguf_runs_on_its_blocks_to_the_dequantized_logits() {
+    let stored = gguf("llama-q4_k_m.gguf", Blocks::Stored);
+    let formats: std::collections::BTreeSet<String> = stored.block_matrices().map(|m| m.formats()).collect();
+    let want = ["Q4_K", "Q4_K+Q5_K", "Q4_K+Q6_K", "Q5_K", "Q6_K"];
+    assert_eq!(formats, want.map(String::from).into(), "every matrix kept in its stored types");
+    let dense = gguf("llama-q4_k_m.gguf", Blocks::Dense);
+    assert_eq!(dense.block_matrices().count(), 0);
+
+    let mut ids = vec![3u32, 200, 17, 319, 0, 99, 42, 7, 128];
+    let (mut a, mut b) = (stored.new_cache(ids.len(), 6).unwrap(), dense.new_cache(ids.len(), 6).unwrap());
+    let mut fed = 0;
+    for step in 0..6 {
+        let new = &ids[fed..];
+        let got = stored.logits(stored.forward(stored.embed(new).unwrap(), &mut a).unwrap());
+        let want = dense.logits(dense.forward(dense.embed(new).unwrap(), &mut b).unwrap());
+        assert_close(&format!("step {step} ({} tokens)", new.len()), got.clone(), want.clone(), 1e-5, 1e-4);
+        let last = |l: Tensor<B, 2>| {
+            let t = l.dims()[0];
+            l.slice(t - 1..t).argmax(1).into_scalar() as u32
+        };
+        assert_eq!(last(got), last(want.clone()), "step {step}: greedy id");
+        fed = ids.len();
+        ids.push(last(want));
+    }
+}
+
 /// The tokenizers built from the golden sequential-light agents' GGUF metadata (`qwen2` and
 /// `llama-bpe` pre-tokenizers, control and user-defined tokens, `add_bos_token`, the chat template)
 /// encode, decode and render like the HF tokenizers they were converted from.

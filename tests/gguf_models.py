@@ -138,10 +138,54 @@ def add_tokenizer(w: gguf.GGUFWriter, model: Path, config: dict) -> None:
     gguf.SpecialVocab(model, load_merges=True).add_to_gguf(w)
 
 
-def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> None:
-    config = json.loads((model / "config.json").read_text())
+def k_quant(t: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """Rows of 256 weights as Q4_K, Q5_K or Q6_K super-blocks in llama.cpp's byte layout
+    (`block_q4_K`, `block_q5_K`, `block_q6_K`; gguf-py has their decoders only). The scales are
+    plain min/max fits, not ggml's searched ones (`make_qkx2_quants`): any valid blocks serve a test
+    of the decoders and products. Checked here against gguf-py's `dequantize`."""
+    f32, n = np.float32, t.size // 256
+    x = t.reshape(n, 256).astype(f32)
+    nonzero = lambda a: np.where(a == 0, f32(1), a).astype(f32)
+    if qtype == gguf.GGMLQuantizationType.Q6_K:
+        sub = x.reshape(n, 16, 16)
+        step = np.abs(sub).max(-1) / 31
+        d = (step.max(-1) / 127).astype(np.float16)
+        sc = np.clip(np.round(step / nonzero(d.astype(f32))[:, None]), -128, 127).astype(np.int8)
+        q = np.clip(np.round(sub / nonzero(d.astype(f32)[:, None] * sc)[..., None]), -32, 31) + 32
+        q = q.astype(np.uint8).reshape(n, 2, 4, 32)  # half, run of 32, weight
+        ql = np.concatenate([q[:, :, 0] & 0xF | (q[:, :, 2] & 0xF) << 4,
+                             q[:, :, 1] & 0xF | (q[:, :, 3] & 0xF) << 4], axis=2).reshape(n, 128)
+        qh = (q[:, :, 0] >> 4 | (q[:, :, 1] >> 4) << 2 | (q[:, :, 2] >> 4) << 4 | (q[:, :, 3] >> 4) << 6)
+        blocks = np.concatenate([ql, qh.reshape(n, 64), sc.view(np.uint8), d.view(np.uint8).reshape(n, 2)], axis=1)
+    else:
+        levels = 31 if qtype == gguf.GGMLQuantizationType.Q5_K else 15
+        sub = x.reshape(n, 8, 32)
+        low = np.minimum(sub.min(-1), 0)
+        step = (sub.max(-1) - low) / levels
+        d, dmin = (step.max(-1) / 63).astype(np.float16), ((-low).max(-1) / 63).astype(np.float16)
+        sc = np.clip(np.round(step / nonzero(d.astype(f32))[:, None]), 0, 63).astype(np.uint8)
+        m = np.clip(np.round(-low / nonzero(dmin.astype(f32))[:, None]), 0, 63).astype(np.uint8)
+        scale, mins = d.astype(f32)[:, None] * sc, dmin.astype(f32)[:, None] * m
+        q = np.clip(np.round((sub + mins[..., None]) / nonzero(scale)[..., None]), 0, levels).astype(np.uint8)
+        packed = np.concatenate([sc[:, :4] | (sc[:, 4:] >> 4) << 6, m[:, :4] | (m[:, 4:] >> 4) << 6,
+                                 sc[:, 4:] & 0xF | (m[:, 4:] & 0xF) << 4], axis=1)
+        pairs = q.reshape(n, 4, 2, 32)  # bytes 32j..32j + 32 hold sub-blocks 2j (low) and 2j + 1 (high)
+        ql = (pairs[:, :, 0] & 0xF | (pairs[:, :, 1] & 0xF) << 4).reshape(n, 128)
+        parts = [d.view(np.uint8).reshape(n, 2), dmin.view(np.uint8).reshape(n, 2), packed]
+        if levels == 31:
+            parts.append(np.bitwise_or.reduce([((q[:, j] >> 4) & 1) << j for j in range(8)], axis=0))
+        blocks = np.concatenate(parts + [ql], axis=1)
+    blocks = blocks.reshape(t.shape[0], -1)
+    back = gguf.quants.dequantize(blocks, qtype).reshape(n, 256)
+    steps = {gguf.GGMLQuantizationType.Q4_K: 8, gguf.GGMLQuantizationType.Q5_K: 16, gguf.GGMLQuantizationType.Q6_K: 16}
+    assert np.abs(back - x).max() <= np.abs(x).max() / steps[qtype], f"{qtype.name}: llama.cpp decodes other weights"
+    return blocks
+
+
+def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenizer: Path | None = None) -> None:
+    """`tensors` (HF names, float32) as llama.cpp's converter writes them; `qtype_of(gguf_name, t)`
+    picks each tensor's ggml type (None: F32)."""
     arch = config["model_type"]
-    tensors = load_file(model / "model.safetensors")
     w = gguf.GGUFWriter(str(path), arch)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
@@ -156,9 +200,9 @@ def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> Non
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
     w.add_vocab_size(config["vocab_size"])
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(file_type)
     if tokenizer:
-        add_tokenizer(w, model, config)
+        add_tokenizer(w, tokenizer, config)
     if arch == "llama" and config["rope_parameters"].get("rope_type") == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_factors(config, head_dim))
     for name, t in tensors.items():
@@ -167,16 +211,55 @@ def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> Non
             t = permute(t, heads)
         if arch == "llama" and name.endswith("k_proj.weight"):
             t = permute(t, config["num_key_value_heads"])
-        if qtype == "Q8_0" and t.ndim == 2 and t.shape[1] % 32 == 0:
-            q = gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
+        qtype = qtype_of(gguf_name(name), t)
+        if qtype is None:
             w.add_tensor(gguf_name(name), t)
+            continue
+        q = gguf.quants.quantize(t, qtype) if qtype == gguf.GGMLQuantizationType.Q8_0 else k_quant(t, qtype)
+        w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> None:
+    """A golden model directory: F32, or Q8_0 for the 2-D weights of whole blocks."""
+    config = json.loads((model / "config.json").read_text())
+    q8 = lambda name, t: gguf.GGMLQuantizationType.Q8_0 if t.ndim == 2 and t.shape[1] % 32 == 0 else None
+    file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32
+    write(config, load_file(model / "model.safetensors"), path, q8 if qtype == "Q8_0" else lambda *_: None,
+          file_type, model if tokenizer else None)
+
+
+def k_quant_llama(path: Path) -> None:
+    """A random Llama with rows of whole super-blocks (hidden 256), in Q4_K_M's mix of types: Q4_K
+    matrices, Q6_K values, down projections and output, and one layer's in Q5_K as Q5_K_M has them."""
+    config = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 320, "rms_norm_eps": 1e-5,
+              "max_position_embeddings": 256, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}}
+    rng = np.random.default_rng(2604)
+    h, i, kv = 256, 512, 128
+    shapes = {"model.embed_tokens.weight": (320, h), "model.norm.weight": (h,), "lm_head.weight": (320, h)}
+    for layer in range(2):
+        for part, shape in [("self_attn.q_proj", (h, h)), ("self_attn.k_proj", (kv, h)),
+                            ("self_attn.v_proj", (kv, h)), ("self_attn.o_proj", (h, h)),
+                            ("mlp.gate_proj", (i, h)), ("mlp.up_proj", (i, h)), ("mlp.down_proj", (h, i)),
+                            ("input_layernorm", (h,)), ("post_attention_layernorm", (h,))]:
+            shapes[f"model.layers.{layer}.{part}.weight"] = shape
+    tensors = {name: (1 + 0.1 * rng.standard_normal(shape) if len(shape) == 1
+                      else 0.06 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
+    Q = gguf.GGMLQuantizationType
+
+    def qtype_of(name: str, t: np.ndarray):
+        if t.ndim == 1:
+            return None
+        if name.startswith("blk.1.") and name.split(".")[2] in ("attn_v", "ffn_down"):
+            return Q.Q5_K
+        return Q.Q6_K if name.split(".")[-2] in ("attn_v", "ffn_down", "output") else Q.Q4_K
+
+    write(config, tensors, path, qtype_of, gguf.LlamaFileType.MOSTLY_Q4_K_M)
 
 
 for arch in ["llama", "qwen2", "qwen3"]:
@@ -189,3 +272,5 @@ for role, repo in [("planner", "Planner-Qwen3-1.7B"), ("critic", "Critic-Llama3.
     (snapshot,) = (SYSTEM / f"models--RecursiveMAS--Sequential-Light-{repo}" / "snapshots").iterdir()
     (OUT / "sequential-light-r2").mkdir(exist_ok=True)
     convert(snapshot, OUT / "sequential-light-r2" / f"{role}.gguf", "F32", tokenizer=True)
+
+k_quant_llama(OUT / "llama-q4_k_m.gguf")

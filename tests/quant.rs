@@ -1,13 +1,15 @@
 //! Products over block-quantized weights (`RmasBackend::quant_matmul`; the CPU's blocked body, the
 //! reference elsewhere) against float64 loops over the decoded weights, at awkward sizes (1 row, the
-//! dot-product/GEMM switch, past a task's tile of rows), for every block format and for a matrix
-//! whose row runs differ in format; and the quantizers' error bounds.
+//! dot-product/GEMM switch, past a task's tile of rows), for every block format (the K-quants'
+//! super-blocks included) and for a matrix whose row runs differ in format; and the quantizers'
+//! error bounds.
 
 use burn::tensor::{Tensor, TensorData};
-use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
+use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix, SUPER_BLOCK};
 use rmas_kernels::{RmasBackend, Rows};
-use rmas_suite::{assert_close, uniform};
+use rmas_suite::{assert_close, random_blocks, uniform};
 
+/// The formats `--quantize` makes.
 const FORMATS: [BlockFormat; 3] = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1];
 
 /// `x·wᵀ` in float64 over `w`'s decoded weights.
@@ -24,12 +26,6 @@ fn reference(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     out
 }
 
-/// Random weights `[n, k]` of varied scale per row, quantized.
-fn weights(seed: u64, format: BlockFormat, n: usize, k: usize) -> QuantMatrix {
-    let v: Vec<f32> = uniform(seed, n * k).iter().enumerate().map(|(i, x)| x * (1.0 + (i / k % 5) as f32)).collect();
-    QuantMatrix::quantize(format, &v, n, k).expect("whole blocks")
-}
-
 fn check<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, m: usize) {
     let x = uniform(m as u64 * 31 + 7, m * w.cols());
     let want = reference(&x, m, w);
@@ -41,9 +37,10 @@ fn check<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, m: usize) {
 }
 
 fn products_match_f64<B: RmasBackend>(d: &B::Device) {
-    for format in FORMATS {
-        for (n, k) in [(1, BLOCK), (70, 3 * BLOCK), (129, 2 * BLOCK)] {
-            let w = weights(n as u64, format, n, k);
+    for format in BlockFormat::ALL {
+        let b = format.block_weights();
+        for (n, k) in [(1, b), (70, 3 * b), (129, 2 * b)] {
+            let w = random_blocks(n as u64, format, n, k);
             for m in [1, 3, 4, 5, 17] {
                 check::<B>(d, &format!("{format} [{m}, {k}]·[{n}, {k}]ᵀ"), &w, m);
             }
@@ -52,11 +49,13 @@ fn products_match_f64<B: RmasBackend>(d: &B::Device) {
 }
 
 fn mixed_formats_and_reordered_rows<B: RmasBackend>(d: &B::Device) {
-    let k = 2 * BLOCK;
-    let parts: Vec<_> = FORMATS.iter().enumerate().map(|(i, &f)| weights(40 + i as u64, f, 30 + i, k)).collect();
+    // Q4_K_M's mix: Q4_K layers beside Q6_K ones, and the 32-weight formats; rows of 512 hold both.
+    let k = 2 * SUPER_BLOCK;
+    let formats = [BlockFormat::Q8_0, BlockFormat::Q4K, BlockFormat::Q4_0, BlockFormat::Q6K, BlockFormat::Q4_1];
+    let parts: Vec<_> = formats.iter().enumerate().map(|(i, &f)| random_blocks(40 + i as u64, f, 30 + i, k)).collect();
     let all = QuantMatrix::concat(parts.clone()).expect("same width");
-    assert_eq!(all.formats(), "Q8_0+Q4_0+Q4_1");
-    assert_eq!(all.rows(), 30 + 31 + 32);
+    assert_eq!(all.formats(), "Q8_0+Q4_K+Q4_0+Q6_K+Q4_1");
+    assert_eq!(all.rows(), 30 + 31 + 32 + 33 + 34);
     // The concatenation's decoded rows are the parts' rows, in order.
     let stacked: Vec<f32> = parts.iter().flat_map(|p| p.dequantize()).collect();
     assert_eq!(all.dequantize(), stacked);
@@ -93,6 +92,7 @@ fn quantization_error_is_within_a_step() {
                 BlockFormat::Q8_0 => (amax / 127.0, 0.5),
                 BlockFormat::Q4_0 => (amax / 8.0, 1.0),
                 BlockFormat::Q4_1 => ((hi - lo) / 15.0, 0.5),
+                k_quant => unreachable!("{k_quant} is not among the quantized FORMATS"),
             };
             for (i, (x, y)) in x.iter().zip(y).enumerate() {
                 let err = (x - y).abs();
@@ -113,4 +113,6 @@ fn bad_shapes_are_refused() {
     let a = QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 32], 1, 32).unwrap();
     let b = QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 64], 1, 64).unwrap();
     assert!(QuantMatrix::concat(vec![a, b]).is_none(), "different widths");
+    assert!(QuantMatrix::from_blocks(BlockFormat::Q4K, 1, 32 * 9, vec![0; 144]).is_none(), "288 columns of Q4_K");
+    assert!(QuantMatrix::quantize(BlockFormat::Q6K, &[0.0; 256], 1, 256).is_none(), "no Q6_K encoder");
 }

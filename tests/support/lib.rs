@@ -162,3 +162,31 @@ macro_rules! backend_tests {
 }
 
 pub use rmas_models::demo::uniform;
+
+/// A `[rows, cols]` matrix in any block format with pseudo-random weights of varied scale per row:
+/// quantized from [`uniform`] values where rmas quantizes the format, else (K-quants) uniform code
+/// bytes with finite f16 super-block scales of 10⁻³ to 10⁻².
+pub fn random_blocks(
+    seed: u64,
+    format: rmas_kernels::quant::BlockFormat,
+    rows: usize,
+    cols: usize,
+) -> rmas_kernels::quant::QuantMatrix {
+    use rmas_kernels::quant::{BlockFormat, QuantMatrix};
+    let values = uniform(seed, rows * cols);
+    if format.quantizes() {
+        let v: Vec<f32> = values.iter().enumerate().map(|(i, x)| x * (1.0 + (i / cols % 5) as f32)).collect();
+        return QuantMatrix::quantize(format, &v, rows, cols).expect("whole blocks");
+    }
+    let blocks = rows * cols / format.block_weights();
+    let mut bytes: Vec<u8> =
+        uniform(seed ^ 0x5eed, blocks * format.block_bytes()).iter().map(|x| ((x + 1.0) * 128.0) as u8).collect();
+    let scales: &[usize] = if format == BlockFormat::Q6K { &[208] } else { &[0, 2] };
+    for (block, x) in bytes.chunks_exact_mut(format.block_bytes()).zip(values.chunks(cols * rows / blocks)) {
+        for &at in scales {
+            let d = half::f16::from_f32(1e-3 * (1.0 + 4.5 * (x[at] + 1.0)));
+            block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    QuantMatrix::from_blocks(format, rows, cols, bytes).expect("whole blocks")
+}

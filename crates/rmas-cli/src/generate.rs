@@ -1,5 +1,6 @@
 //! `rmas generate`: one agent model, greedy or sampled, streamed or as JSON.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -101,8 +102,20 @@ impl Job for Args {
                 false
             },
         ))?;
-        report(&tokenizer, &prompt_ids, &out, json)
+        report(&tokenizer, &prompt_ids, &out, &weight_blocks(&model), json)
     }
+}
+
+/// The weight matrices `model` holds as quantized blocks: per format (`Q4_K`, or `Q4_K+Q6_K` for a
+/// fused projection of mixed types), how many and their bytes.
+fn weight_blocks<B: RmasBackend>(model: &Model<B>) -> BTreeMap<String, (usize, usize)> {
+    let mut out = BTreeMap::new();
+    for m in model.block_matrices() {
+        let (count, bytes) = out.entry(m.formats()).or_insert((0, 0));
+        *count += 1;
+        *bytes += m.bytes();
+    }
+    out
 }
 
 /// Prints the newly decoded suffix; returns how many bytes of text are out.
@@ -113,7 +126,13 @@ fn stream(tokenizer: &Tokenizer, ids: &[u32], printed: usize) -> usize {
     printed
 }
 
-fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -> Result<()> {
+fn report(
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    out: &Generation,
+    blocks: &BTreeMap<String, (usize, usize)>,
+    json: bool,
+) -> Result<()> {
     let text = tokenizer.decode(&out.ids, true)?;
     if json {
         let mut obj = serde_json::json!({
@@ -124,6 +143,7 @@ fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -
             "decode_ms": out.decode_ms,
             "decode_tokens_per_s": out.decode_tokens_per_s(),
             "peak_resident_bytes": peak_resident_bytes(),
+            "weight_blocks": blocks.iter().map(|(f, (n, bytes))| (f.clone(), serde_json::json!({"matrices": n, "bytes": bytes}))).collect::<serde_json::Map<_, _>>(),
         });
         if !out.logprobs.is_empty() {
             obj["logprobs"] = serde_json::json!(out.logprobs);
@@ -138,6 +158,11 @@ fn report(tokenizer: &Tokenizer, prompt: &[u32], out: &Generation, json: bool) -
             out.prefill_ms,
             out.decode_tokens_per_s()
         );
+        if !blocks.is_empty() {
+            let held: Vec<String> = blocks.iter().map(|(f, (n, _))| format!("{n} {f}")).collect();
+            let bytes: usize = blocks.values().map(|(_, b)| b).sum();
+            eprintln!("[weights as blocks: {} matrices, {:.1} MB]", held.join(", "), bytes as f64 / 1e6);
+        }
     }
     Ok(())
 }

@@ -51,6 +51,11 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: RmasBackend> Attention<B> {
+    /// The weight products: the fused input projection and the output one.
+    pub fn linears(&self) -> [&Linear<B>; 2] {
+        [&self.qkv_proj, &self.o_proj]
+    }
+
     /// Loads `q_proj`, `k_proj`, `v_proj`, `o_proj` (and q/k norms) below `l`.
     pub fn load(l: &Loader<B>, c: &Config, layer: &LayerConfig) -> Result<Self> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);

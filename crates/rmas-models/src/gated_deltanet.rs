@@ -37,6 +37,11 @@ pub struct GatedDeltaNet<B: Backend> {
 }
 
 impl<B: RmasBackend> GatedDeltaNet<B> {
+    /// The weight products: the fused input projection and the output one.
+    pub fn linears(&self) -> [&Linear<B>; 2] {
+        [&self.in_proj, &self.out_proj]
+    }
+
     /// Loads `linear_attn.*` below `l`.
     pub fn load(l: &Loader<B>, c: &Config, cfg: GdnConfig) -> Result<Self> {
         let (h, nv, k) = (c.hidden_size, cfg.num_value_heads, cfg.conv_kernel);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use rmas_kernels::quant::{BLOCK, BlockFormat};
+use rmas_kernels::quant::BlockFormat;
 use serde_json::{Value, json};
 
 use crate::error::{ModelError, Result};
@@ -100,23 +100,22 @@ impl GgmlType {
         Self::ALL.into_iter().find(|t| t.id() == id)
     }
 
-    /// The block format rmas multiplies without decoding first, for Q8_0, Q4_0 and Q4_1.
+    /// The block format of a quantized type (rmas multiplies its blocks without decoding them first).
     pub fn block_format(self) -> Option<BlockFormat> {
         match self {
             Self::Q8_0 => Some(BlockFormat::Q8_0),
             Self::Q4_0 => Some(BlockFormat::Q4_0),
             Self::Q4_1 => Some(BlockFormat::Q4_1),
-            _ => None,
+            Self::Q4K => Some(BlockFormat::Q4K),
+            Self::Q5K => Some(BlockFormat::Q5K),
+            Self::Q6K => Some(BlockFormat::Q6K),
+            Self::F32 | Self::F16 | Self::BF16 => None,
         }
     }
 
     /// The type whose blocks are `format`'s.
     pub fn of_blocks(format: BlockFormat) -> Self {
-        match format {
-            BlockFormat::Q8_0 => Self::Q8_0,
-            BlockFormat::Q4_0 => Self::Q4_0,
-            BlockFormat::Q4_1 => Self::Q4_1,
-        }
+        Self::ALL.into_iter().find(|t| t.block_format() == Some(format)).expect("every block format is a ggml type")
     }
 
     /// `(elements per block, bytes per block)`.
@@ -124,83 +123,26 @@ impl GgmlType {
         match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q8_0 => (32, 34),
-            Self::Q4K => (256, 144),
-            Self::Q5K => (256, 176),
-            Self::Q6K => (256, 210),
+            quantized => {
+                let format = quantized.block_format().expect("a block type");
+                (format.block_weights(), format.block_bytes())
+            }
         }
     }
 
     /// Decodes whole blocks of this type to f32 (`bytes.len()` a multiple of the block size).
     pub fn dequantize(self, bytes: &[u8]) -> Vec<f32> {
         let (n, size) = self.block();
-        let mut out = Vec::with_capacity(bytes.len() / size * n);
-        for b in bytes.chunks_exact(size) {
+        let mut out = vec![0f32; bytes.len() / size * n];
+        for (b, out) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(n)) {
             match self {
-                Self::F32 => out.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                Self::F16 => out.push(half_at(b, 0)),
-                Self::BF16 => out.push(half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-                Self::Q4_0 | Self::Q4_1 | Self::Q8_0 => {
-                    let format = self.block_format().expect("a 32-weight block format");
-                    let mut block = [0f32; BLOCK];
-                    format.decode(b, &mut block);
-                    out.extend_from_slice(&block);
-                }
-                Self::Q4K | Self::Q5K => {
-                    // d, dmin, 12 bytes of 6-bit scales and mins, [Q5_K: 32 bytes of high bits], 128 of low nibbles.
-                    let (d, dmin, scales) = (half_at(b, 0), half_at(b, 2), &b[4..16]);
-                    let (qh, ql) =
-                        if self == Self::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
-                    for (j, ql) in ql.chunks_exact(32).enumerate() {
-                        let (lo_bit, hi_bit) = (1u8 << (2 * j), 2u8 << (2 * j));
-                        for (half, bit) in [(0, lo_bit), (1, hi_bit)] {
-                            let (sc, m) = scale_min_k4(2 * j + half, scales);
-                            let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                            for (l, q) in ql.iter().enumerate() {
-                                let nibble = if half == 0 { q & 0xF } else { q >> 4 };
-                                let high = qh.map_or(0, |qh| if qh[l] & bit != 0 { 16 } else { 0 });
-                                out.push(d1 * (nibble + high) as f32 - m1);
-                            }
-                        }
-                    }
-                }
-                Self::Q6K => {
-                    // 128 bytes of low nibbles, 64 of high bit pairs, 16 signed scales, d.
-                    let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], half_at(b, 208));
-                    for n in 0..2 {
-                        let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
-                        let mut y = [0f32; 128];
-                        for l in 0..32 {
-                            let is = l / 16;
-                            let q = |low: u8, shift: u32| (low | (((qh[l] >> shift) & 3) << 4)) as i32 - 32;
-                            let scale = |i: usize| d * sc[is + i] as i8 as f32;
-                            y[l] = scale(0) * q(ql[l] & 0xF, 0) as f32;
-                            y[l + 32] = scale(2) * q(ql[l + 32] & 0xF, 2) as f32;
-                            y[l + 64] = scale(4) * q(ql[l] >> 4, 4) as f32;
-                            y[l + 96] = scale(6) * q(ql[l + 32] >> 4, 6) as f32;
-                        }
-                        out.extend_from_slice(&y);
-                    }
-                }
+                Self::F32 => out[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                Self::F16 => out[0] = f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                Self::BF16 => out[0] = half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                quantized => quantized.block_format().expect("a block type").decode(b, out),
             }
         }
         out
-    }
-}
-
-/// The little-endian f16 at byte `at`, as f32.
-fn half_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a K-quant block.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -661,6 +603,7 @@ pub fn unpermuted_order(rows: usize, heads: usize) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmas_kernels::quant::BLOCK;
 
     /// Random blocks and their values as llama.cpp's Python reference decodes them
     /// (`tests/gguf_quants.py`).

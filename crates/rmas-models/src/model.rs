@@ -4,12 +4,13 @@ use std::path::Path;
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 use rmas_kernels::RmasBackend;
+use rmas_kernels::quant::QuantMatrix;
 
 use crate::attention::{Attention, AttentionRow, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
-use crate::nn::{Blocks, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
+use crate::nn::{Blocks, Linear, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
 use crate::quant_cache::QuantCache;
 use crate::weights::Weights;
 
@@ -114,8 +115,9 @@ impl<B: RmasBackend> Model<B> {
     }
 
     /// Loads a GGUF file (llama architecture): the model and the file's header, which holds its
-    /// tokenizer and chat template. Q8_0/Q4_0/Q4_1 tensors stay blocks unless `precision` says
-    /// [`crate::nn::Blocks::Dense`] or the backend takes no blocks; the rest are dequantized.
+    /// tokenizer and chat template. Block-quantized matrices (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) stay
+    /// blocks unless `precision` says [`crate::nn::Blocks::Dense`] or the backend takes no blocks; the
+    /// rest are dequantized.
     pub fn load_gguf(
         path: &Path,
         device: &B::Device,
@@ -208,6 +210,19 @@ impl<B: RmasBackend> Model<B> {
             _ => ropes,
         };
         Ok(Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config })
+    }
+
+    /// The weight matrices held as quantized blocks (layer products, then the embedding and output
+    /// matrices), each once.
+    pub fn block_matrices(&self) -> impl Iterator<Item = &QuantMatrix> {
+        let layers = self.layers.iter().flat_map(|l| {
+            let mixer = match &l.mixer {
+                LayerMixer::Attention(a) => a.linears(),
+                LayerMixer::Delta(d) => d.linears(),
+            };
+            mixer.into_iter().chain([&l.mlp.gate_up, &l.mlp.down]).filter_map(Linear::blocks)
+        });
+        layers.chain([Some(&self.embed), self.lm_head.as_ref()].into_iter().flatten().filter_map(VocabMatrix::blocks))
     }
 
     /// The model's configuration.

@@ -395,6 +395,14 @@ impl<B: RmasBackend> VocabMatrix<B> {
         Self::Dense { blocks, block_rows }
     }
 
+    /// The quantized blocks, when the matrix is held so.
+    pub fn blocks(&self) -> Option<&QuantMatrix> {
+        match self {
+            Self::Blocks { matrix, .. } => Some(matrix),
+            Self::Dense { .. } => None,
+        }
+    }
+
     /// How many device buffers the matrix is held in (0 for host blocks).
     pub fn num_blocks(&self) -> usize {
         match self {

@@ -1,7 +1,8 @@
 //! Block-quantized weight matrices (docs/quantization.md): ggml's Q8_0, Q4_0 and Q4_1 blocks of 32
-//! weights along a row, kept as a GGUF file stores them or made at load (`--quantize`), and decoded
-//! inside the products ([`crate::RmasBackend::quant_matmul`]), so that a decode step reads the
-//! blocks (4.5–8.5 bits a weight) instead of f32 copies.
+//! weights and its Q4_K, Q5_K and Q6_K super-blocks of 256 along a row, kept as a GGUF file stores
+//! them or made at load (`--quantize`: the 32-weight formats), and decoded inside the products
+//! ([`crate::RmasBackend::quant_matmul`]), so that a decode step reads the blocks (4.5–8.5 bits a
+//! weight) instead of f32 copies.
 //!
 //! The encoders are ggml's reference quantizers (`quantize_row_q*_ref`), the decoders its
 //! `dequantize_row_q*`: a file rmas quantizes holds the blocks llama.cpp would write.
@@ -13,10 +14,13 @@ use rayon::prelude::*;
 
 pub(crate) mod cpu;
 
-/// Weights per block (along a row).
+/// Weights per block of the 32-weight formats (Q8_0, Q4_0, Q4_1), the unit `--quantize` makes.
 pub const BLOCK: usize = 32;
+/// Weights per super-block of the K-quants, the most any format's block holds.
+pub const SUPER_BLOCK: usize = 256;
 
-/// One of ggml's 32-weight block formats, each with an f16 scale `d`.
+/// One of ggml's block formats: a block of [`BlockFormat::block_weights`] weights along a row,
+/// its codes and its f16 scales.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BlockFormat {
     /// `d`, 32 signed bytes: `w = q·d`.
@@ -25,15 +29,37 @@ pub enum BlockFormat {
     Q4_0,
     /// `d`, minimum `m`, 16 bytes of nibbles: `w = q·d + m`.
     Q4_1,
+    /// `d`, `dmin`, 12 bytes of 6-bit scales `s` and mins `m` for 8 sub-blocks of 32, 128 bytes of
+    /// nibbles: `w = d·s·q − dmin·m`.
+    Q4K,
+    /// Q4_K's layout with a fifth bit per weight (32 bytes of high bits before the nibbles).
+    Q5K,
+    /// 128 bytes of low nibbles, 64 of high bit pairs, 16 signed 8-bit scales `s` for sub-blocks of
+    /// 16, `d`: `w = d·s·(q − 32)` with 6-bit `q`.
+    Q6K,
 }
 
 impl BlockFormat {
+    /// Every format, the 32-weight ones first.
+    pub const ALL: [Self; 6] = [Self::Q8_0, Self::Q4_0, Self::Q4_1, Self::Q4K, Self::Q5K, Self::Q6K];
+
+    /// Weights per block: 32, or 256 for the K-quants.
+    pub const fn block_weights(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 => BLOCK,
+            Self::Q4K | Self::Q5K | Self::Q6K => SUPER_BLOCK,
+        }
+    }
+
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
         match self {
             Self::Q8_0 => 34,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
         }
     }
 
@@ -43,24 +69,33 @@ impl BlockFormat {
             Self::Q8_0 => "Q8_0",
             Self::Q4_0 => "Q4_0",
             Self::Q4_1 => "Q4_1",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
         }
     }
 
-    /// Decodes one block (`block_bytes()` long) into its 32 weights. The first 16 weights of a
-    /// 4-bit block are the low nibbles, the last 16 the high ones.
+    /// Whether [`QuantMatrix::quantize`] makes this format (rmas has ggml's reference encoders of
+    /// the 32-weight formats only; K-quants come from GGUF files).
+    pub const fn quantizes(self) -> bool {
+        self.block_weights() == BLOCK
+    }
+
+    /// Decodes one block (`block_bytes()` long) into its `block_weights()` weights, as ggml's
+    /// `dequantize_row_*`. The first 16 weights of a Q4_0/Q4_1 block are the low nibbles, the
+    /// last 16 the high ones.
     #[inline(always)]
     pub fn decode(self, b: &[u8], out: &mut [f32]) {
-        let d = f16_at(b, 0);
-        let out: &mut [f32; BLOCK] = out.try_into().expect("a block of 32 weights");
+        assert_eq!((b.len(), out.len()), (self.block_bytes(), self.block_weights()), "one {self} block");
         match self {
             Self::Q8_0 => {
-                let qs: &[u8; BLOCK] = b[2..34].try_into().expect("a Q8_0 block");
-                for (o, &q) in out.iter_mut().zip(qs) {
+                let d = f16_at(b, 0);
+                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
                     *o = q as i8 as f32 * d;
                 }
             }
             Self::Q4_0 => {
-                let qs: &[u8; 16] = b[2..18].try_into().expect("16 bytes of nibbles");
+                let (d, qs) = (f16_at(b, 0), &b[2..18]);
                 let (lo, hi) = out.split_at_mut(16);
                 for j in 0..16 {
                     lo[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
@@ -68,18 +103,49 @@ impl BlockFormat {
                 }
             }
             Self::Q4_1 => {
-                let (m, qs): (f32, &[u8; 16]) = (f16_at(b, 2), b[4..20].try_into().expect("16 bytes of nibbles"));
+                let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..20]);
                 let (lo, hi) = out.split_at_mut(16);
                 for j in 0..16 {
                     lo[j] = (qs[j] & 0xF) as f32 * d + m;
                     hi[j] = (qs[j] >> 4) as f32 * d + m;
                 }
             }
+            Self::Q4K | Self::Q5K => {
+                let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
+                let (qh, ql) = if self == Self::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+                // Sub-blocks 2j and 2j + 1 are the low and high nibbles of bytes 32j..32j + 32.
+                for (sub, out) in out.chunks_exact_mut(32).enumerate() {
+                    let (sc, m) = scale_min_k4(sub, scales);
+                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                    let ql = &ql[32 * (sub / 2)..32 * (sub / 2 + 1)];
+                    for (l, o) in out.iter_mut().enumerate() {
+                        let nibble = if sub % 2 == 0 { ql[l] & 0xF } else { ql[l] >> 4 };
+                        let high = qh.map_or(0, |qh| ((qh[l] >> sub) & 1) << 4);
+                        *o = d1 * (nibble | high) as f32 - m1;
+                    }
+                }
+            }
+            Self::Q6K => {
+                let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], f16_at(b, 208));
+                // Each half of 128: weights 32i + l take nibble i / 2 of byte 32·(i % 2) + l and
+                // bit pair i of high byte l; sub-blocks of 16 have their own scale.
+                for (n, out) in out.chunks_exact_mut(128).enumerate() {
+                    let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
+                    for (i, out) in out.chunks_exact_mut(32).enumerate() {
+                        for (l, o) in out.iter_mut().enumerate() {
+                            let low = if i < 2 { ql[32 * i + l] & 0xF } else { ql[32 * (i - 2) + l] >> 4 };
+                            let q = (low | (((qh[l] >> (2 * i)) & 3) << 4)) as i32 - 32;
+                            *o = d * sc[l / 16 + 2 * i] as i8 as f32 * q as f32;
+                        }
+                    }
+                }
+            }
         }
     }
 
-    /// Encodes 32 weights into one block (`out` `block_bytes()` long), as ggml's reference quantizer.
-    pub fn encode(self, x: &[f32], out: &mut [u8]) {
+    /// Encodes 32 weights into one block (`out` `block_bytes()` long), as ggml's reference quantizer;
+    /// only formats that [`Self::quantizes`].
+    fn encode(self, x: &[f32], out: &mut [u8]) {
         let x: &[f32; BLOCK] = x.try_into().expect("a block of 32 weights");
         let inverse = |d: f32| if d != 0.0 { 1.0 / d } else { 0.0 };
         match self {
@@ -114,7 +180,19 @@ impl BlockFormat {
                     out[4 + j] = q(x[j]) | (q(x[16 + j]) << 4);
                 }
             }
+            Self::Q4K | Self::Q5K | Self::Q6K => unreachable!("QuantMatrix::quantize refuses {self}"),
         }
+    }
+}
+
+/// ggml's `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` (of 8) of a Q4_K/Q5_K block,
+/// from its 12 bytes of packed scales.
+#[inline(always)]
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -139,8 +217,8 @@ struct Part {
     blocks: Vec<u8>,
 }
 
-/// A `[rows, cols]` weight matrix (HF's `[out, in]`) held as blocks of 32 along each row. Runs of rows
-/// may differ in format: a fused projection concatenates layers a GGUF file stored in different types.
+/// A `[rows, cols]` weight matrix (HF's `[out, in]`) held as blocks along each row. Runs of rows may
+/// differ in format: a fused projection concatenates layers a GGUF file stored in different types.
 #[derive(Clone)]
 pub struct QuantMatrix {
     cols: usize,
@@ -157,14 +235,15 @@ impl QuantMatrix {
     /// A matrix over stored blocks; `None` unless `cols` is a whole number of blocks and `blocks`
     /// holds exactly `rows` rows of them.
     pub fn from_blocks(format: BlockFormat, rows: usize, cols: usize, blocks: Vec<u8>) -> Option<Self> {
-        let expected = rows.checked_mul(cols / BLOCK)?.checked_mul(format.block_bytes())?;
-        (cols.is_multiple_of(BLOCK) && blocks.len() == expected)
+        let expected = rows.checked_mul(cols / format.block_weights())?.checked_mul(format.block_bytes())?;
+        (cols.is_multiple_of(format.block_weights()) && blocks.len() == expected)
             .then(|| Self { cols, parts: vec![Part { format, rows, blocks }] })
     }
 
-    /// Quantizes row-major `values` `[rows, cols]`; `None` unless `cols` is a whole number of blocks.
+    /// Quantizes row-major `values` `[rows, cols]`; `None` unless the format [`BlockFormat::quantizes`]
+    /// and `cols` is a whole number of its blocks.
     pub fn quantize(format: BlockFormat, values: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(BLOCK) || values.len() != rows.checked_mul(cols)? {
+        if !format.quantizes() || !cols.is_multiple_of(BLOCK) || values.len() != rows.checked_mul(cols)? {
             return None;
         }
         let mut blocks = vec![0u8; rows * cols / BLOCK * format.block_bytes()];
@@ -210,7 +289,7 @@ impl QuantMatrix {
     pub fn row_blocks(&self, mut r: usize) -> (BlockFormat, &[u8]) {
         for p in &self.parts {
             if r < p.rows {
-                let bytes = self.cols / BLOCK * p.format.block_bytes();
+                let bytes = self.cols / p.format.block_weights() * p.format.block_bytes();
                 return (p.format, &p.blocks[r * bytes..(r + 1) * bytes]);
             }
             r -= p.rows;
@@ -222,7 +301,7 @@ impl QuantMatrix {
     #[inline(always)]
     pub fn decode_row(&self, r: usize, out: &mut [f32]) {
         let (format, blocks) = self.row_blocks(r);
-        for (b, o) in blocks.chunks_exact(format.block_bytes()).zip(out.chunks_exact_mut(BLOCK)) {
+        for (b, o) in blocks.chunks_exact(format.block_bytes()).zip(out.chunks_exact_mut(format.block_weights())) {
             format.decode(b, o);
         }
     }
@@ -257,7 +336,7 @@ impl QuantMatrix {
     }
 
     /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
-    /// number of columns.
+    /// number of columns (each already a whole number of its formats' blocks).
     pub fn concat(matrices: Vec<Self>) -> Option<Self> {
         let cols = matrices.first()?.cols;
         if matrices.iter().any(|m| m.cols != cols) {

@@ -236,7 +236,7 @@ fn print_summary(m: &serde_json::Value) {
 fn weight_bytes(c: &rmas_models::Config, precision: rmas_models::Precision) -> f64 {
     let vocab = (c.vocab_size * c.hidden_size) as f64;
     let layers = param_count(c) as f64 - vocab;
-    let per_weight = |f: BlockFormat| f.block_bytes() as f64 / rmas_models::quant::BLOCK as f64;
+    let per_weight = |f: BlockFormat| f.block_bytes() as f64 / f.block_weights() as f64;
     match precision.blocks {
         Blocks::Quantize(format) => layers * per_weight(format) + vocab * per_weight(BlockFormat::Q8_0),
         _ => (layers + vocab) * precision.dtype.size() as f64,
