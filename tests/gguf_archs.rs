@@ -7,10 +7,10 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
-use rmas::system::load::load_gguf;
+use rmas::system::load::{gguf_tokenizer, load_gguf};
 use rmas_models::{BlockFormat, Blocks, Model, Precision};
 use rmas_suite::{Golden, assert_close, golden};
-use rmas_text::{ChatOptions, Tokenizer, TokenizerFiles};
+use rmas_text::{ChatOptions, Tokenizer};
 
 type B = NdArray;
 
@@ -136,15 +136,7 @@ fn gguf_pre_tokenizers_split_as_llama_cpp_names_them() {
             metadata: metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             tensors: Vec::new(),
         };
-        let (json, config) = gguf.tokenizer_files().unwrap();
-        let files = TokenizerFiles {
-            origin: pre,
-            tokenizer_json: json.as_bytes(),
-            tokenizer_config: Some(config.as_bytes()),
-            chat_template: None,
-            generation_config: None,
-        };
-        let ids = Tokenizer::from_bytes(files).unwrap().encode("123abc", false).unwrap();
+        let ids = gguf_tokenizer(&gguf).unwrap().encode("123abc", false).unwrap();
         assert_eq!(ids, expected, "{pre}");
         if pre == "llama-bpe" {
             let mut unknown = gguf.clone();

@@ -95,18 +95,20 @@ impl<B: RmasBackend> Model<B> {
         let precision = precision.into();
         let config = config::load(dir)?;
         let mut weights = Weights::from_dir(dir)?;
-        let cache = match (precision.blocks, &precision.cache) {
+        // The cache entry this load fills: one that holds no blocks for the checkpoint yet.
+        let miss = match (precision.blocks, &precision.cache) {
             (Blocks::Quantize(format), Some(cache)) if B::QUANTIZED_PRODUCTS => {
-                Some(QuantCache::entry(cache, dir, &weights, format)?)
+                let entry = QuantCache::entry(cache, dir, &weights, format)?;
+                let hit = entry.apply(&mut weights);
+                if !hit {
+                    weights.record_quantized();
+                }
+                (!hit).then_some(entry)
             }
             _ => None,
         };
-        let hit = cache.as_ref().is_some_and(|cache| cache.apply(&mut weights));
-        if cache.is_some() && !hit {
-            weights.record_quantized();
-        }
         let model = Self::from_weights(config, &weights, device, precision)?;
-        if let Some(cache) = cache.filter(|_| !hit) {
+        if let Some(cache) = miss {
             // A cache that cannot be written (a read-only directory, a full disk) costs only the
             // next load's quantization; the model is whole either way.
             let _ = cache.store(&weights.take_quantized());

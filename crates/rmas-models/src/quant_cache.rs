@@ -10,17 +10,17 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use rmas_kernels::quant::{BlockFormat, QuantMatrix};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::{GgmlType, GgufFile, MetaValue};
-use crate::weights::Weights;
+use crate::weights::{Weights, map_regular_file};
 
 /// Bumped whenever the quantizers or this file's layout change, so that old files miss.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// GGUF's default alignment of tensor data.
 const ALIGN: u64 = 32;
 
@@ -60,20 +60,19 @@ impl QuantCache {
     }
 
     /// Replaces `weights`' tensors with the cached blocks; `false` (and `weights` unchanged) where
-    /// the file is absent, from another checkpoint or damaged.
+    /// the file is absent, from another checkpoint or damaged. The file is mapped and parsed once.
     pub fn apply(&self, weights: &mut Weights) -> bool {
-        let Ok(header) = GgufFile::open(&self.path) else { return false };
-        let text = |k: &str| header.metadata.get(k).and_then(MetaValue::as_str).map(str::to_owned);
-        if text("rmas.cache.key").as_deref() != Some(&self.key) {
+        let Ok(map) = map_regular_file(&self.path) else { return false };
+        let Ok(header) = GgufFile::parse(&map, &self.path) else { return false };
+        let text = |k: &str| header.metadata.get(k).and_then(MetaValue::as_str);
+        if text("rmas.cache.key") != Some(&self.key) {
             return false;
         }
-        let Some(end) = header.tensors.iter().map(|t| t.range.end).max() else { return false };
-        let start = header.tensors.iter().map(|t| t.range.start).min().unwrap_or(end);
-        let Ok(checksum) = file_checksum(&self.path, start as u64, end as u64) else { return false };
-        if text("rmas.cache.checksum") != Some(checksum) {
+        let checksum = checksum(header.tensors.iter().map(|t| &map[t.range.clone()]));
+        if header.tensors.is_empty() || text("rmas.cache.checksum") != Some(&checksum) {
             return false;
         }
-        weights.replace_with_blocks(&self.path).is_ok()
+        weights.replace_with_blocks(map, &header).is_ok()
     }
 
     /// Writes `matrices` (each in one format) as this entry's file: to a temporary file beside it,
@@ -106,15 +105,14 @@ impl QuantCache {
                 [Cow::Owned(vec![0u8; padding]), Cow::Borrowed(*bytes)]
             })
         };
-        let mut checksum = Checksum::new();
-        data().for_each(|chunk| checksum.update(&chunk));
+        let checksum = checksum(blocks.iter().map(|(.., bytes)| *bytes));
 
         let mut head = Vec::new();
         head.extend_from_slice(b"GGUF");
         head.extend_from_slice(&3u32.to_le_bytes());
         head.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
         head.extend_from_slice(&2u64.to_le_bytes());
-        for (key, value) in [("rmas.cache.key", self.key.clone()), ("rmas.cache.checksum", checksum.hex())] {
+        for (key, value) in [("rmas.cache.key", self.key.clone()), ("rmas.cache.checksum", checksum)] {
             put_string(&mut head, key);
             head.extend_from_slice(&8u32.to_le_bytes()); // a string
             put_string(&mut head, &value);
@@ -152,65 +150,19 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The [`Checksum`] of the bytes `start..end` of the file at `path`, as lower-case hex.
-fn file_checksum(path: &Path, start: u64, end: u64) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(start))?;
-    let mut reader = file.take(end - start);
-    let mut hash = Checksum::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hash.hex());
+/// The blocks' checksum as lower-case hex: FNV-1a's step over each tensor's 64-bit little-endian
+/// words (its last one zero-padded), tensor after tensor. A stable hash (std's `DefaultHasher` may
+/// change between Rust releases) at memory speed.
+fn checksum<'a>(tensors: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for bytes in tensors {
+        for word in bytes.chunks(8) {
+            let mut padded = [0u8; 8];
+            padded[..word.len()].copy_from_slice(word);
+            hash = (hash ^ u64::from_le_bytes(padded)).wrapping_mul(0x0100_0000_01b3);
         }
-        hash.update(&buf[..n]);
     }
-}
-
-/// FNV-1a's step over 64-bit little-endian words (the last one zero-padded), fed in pieces of
-/// any length: a stable hash (std's `DefaultHasher` may change between Rust releases) at memory speed.
-struct Checksum {
-    hash: u64,
-    pending: Vec<u8>,
-}
-
-impl Checksum {
-    fn new() -> Self {
-        Self { hash: 0xcbf2_9ce4_8422_2325, pending: Vec::with_capacity(8) }
-    }
-
-    fn word(&mut self, word: u64) {
-        self.hash = (self.hash ^ word).wrapping_mul(0x0100_0000_01b3);
-    }
-
-    fn update(&mut self, mut bytes: &[u8]) {
-        if !self.pending.is_empty() {
-            let take = (8 - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() < 8 {
-                return;
-            }
-            let word = u64::from_le_bytes(self.pending[..].try_into().expect("8 bytes"));
-            self.word(word);
-            self.pending.clear();
-        }
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.word(u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        }
-        self.pending.extend_from_slice(words.remainder());
-    }
-
-    fn hex(mut self) -> String {
-        if !self.pending.is_empty() {
-            self.pending.resize(8, 0);
-            let word = u64::from_le_bytes(self.pending[..].try_into().expect("8 bytes"));
-            self.word(word);
-        }
-        format!("{:016x}", self.hash)
-    }
+    format!("{hash:016x}")
 }
 
 /// 64-bit FNV-1a of `bytes`, for file names.

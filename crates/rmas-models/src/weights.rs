@@ -92,6 +92,11 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// No files or tensors yet, and `synthetic`'s tensors if given.
+    fn empty(synthetic: Option<Generator>) -> Self {
+        Self { files: Vec::new(), index: HashMap::new(), synthetic, quantized: Mutex::new(None) }
+    }
+
     /// Opens `model.safetensors`, or every shard listed by `model.safetensors.index.json`, in `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE);
@@ -100,8 +105,7 @@ impl Weights {
         } else {
             vec![SINGLE_FILE.to_owned()]
         };
-        let mut weights =
-            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
+        let mut weights = Self::empty(None);
         for path in files.into_iter().map(|f| dir.join(f)) {
             let map = map_regular_file(&path)?;
             weights.add(path, Buffer::Mapped(map))?;
@@ -111,8 +115,7 @@ impl Weights {
 
     /// Indexes safetensors files read through [`ByteSource`]s, each with the name used in errors.
     pub fn from_sources(files: impl IntoIterator<Item = (PathBuf, Box<dyn ByteSource>)>) -> Result<Self> {
-        let mut weights =
-            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
+        let mut weights = Self::empty(None);
         for (path, source) in files {
             weights.add(path, Buffer::Source(source))?;
         }
@@ -121,7 +124,7 @@ impl Weights {
 
     /// Weights whose every tensor is produced on request by `generator` (deterministic demo models).
     pub fn synthetic(generator: Generator) -> Self {
-        Self { files: Vec::new(), index: HashMap::new(), synthetic: Some(generator), quantized: Mutex::new(None) }
+        Self::empty(Some(generator))
     }
 
     /// Opens a GGUF file: its tensors under their HF names (dequantized to f32 on read), and its
@@ -129,8 +132,7 @@ impl Weights {
     pub fn from_gguf(path: &Path) -> Result<(Self, GgufFile)> {
         let map = map_regular_file(path)?;
         let gguf = GgufFile::parse(&map, path)?;
-        let mut weights =
-            Self { files: Vec::new(), index: HashMap::new(), synthetic: None, quantized: Mutex::new(None) };
+        let mut weights = Self::empty(None);
         for (tensor, (name, permuted_heads)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
             let entry = Entry {
                 file: 0,
@@ -192,12 +194,12 @@ impl Weights {
         self.files.iter().map(|(path, _)| path.as_path())
     }
 
-    /// Reads the tensors of a GGUF file of blocks under their own names in place of this set's
-    /// tensors of the same names and shapes (a [`crate::quant_cache`] file); an error names the
-    /// first tensor that is not one of this set's or has another shape.
-    pub fn replace_with_blocks(&mut self, path: &Path) -> Result<GgufFile> {
-        let map = map_regular_file(path)?;
-        let gguf = GgufFile::parse(&map, path)?;
+    /// Reads the tensors of a GGUF file of blocks (mapped in `map`, its header parsed in `gguf`)
+    /// under their own names in place of this set's tensors of the same names and shapes (a
+    /// [`crate::quant_cache`] file); an error names the first tensor that is not one of this set's
+    /// or has another shape, and leaves the set unchanged.
+    pub(crate) fn replace_with_blocks(&mut self, map: memmap2::Mmap, gguf: &GgufFile) -> Result<()> {
+        let path = &gguf.path;
         let corrupt = |msg: String| ModelError::CorruptWeights { path: path.to_owned(), msg };
         let file = self.files.len();
         let mut entries = Vec::with_capacity(gguf.tensors.len());
@@ -214,8 +216,8 @@ impl Weights {
             ));
         }
         self.index.extend(entries);
-        self.files.push((path.to_owned(), Buffer::Mapped(map)));
-        Ok(gguf)
+        self.files.push((path.clone(), Buffer::Mapped(map)));
+        Ok(())
     }
 
     /// Keeps every matrix quantized from now on ([`Weights::note_quantized`]) for [`Weights::take_quantized`].

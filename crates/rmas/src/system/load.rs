@@ -29,15 +29,20 @@ pub fn load_gguf<B: RmasBackend>(
     precision: impl Into<Precision>,
 ) -> Result<(Model<B>, Tokenizer)> {
     let (model, gguf) = Model::load_gguf(path, device, precision)?;
+    Ok((model, gguf_tokenizer(&gguf)?))
+}
+
+/// The tokenizer and chat template a GGUF file's metadata holds (`tokenizer.ggml.*`,
+/// `tokenizer.chat_template`; docs/gguf.md).
+pub fn gguf_tokenizer(gguf: &rmas_models::gguf::GgufFile) -> Result<Tokenizer> {
     let (tokenizer_json, tokenizer_config) = gguf.tokenizer_files()?;
-    let tokenizer = Tokenizer::from_bytes(rmas_text::tokenizer::TokenizerFiles {
-        origin: &path.display().to_string(),
+    Ok(Tokenizer::from_bytes(rmas_text::tokenizer::TokenizerFiles {
+        origin: &gguf.path.display().to_string(),
         tokenizer_json: tokenizer_json.as_bytes(),
         tokenizer_config: Some(tokenizer_config.as_bytes()),
         chat_template: None,
         generation_config: None,
-    })?;
-    Ok((model, tokenizer))
+    })?)
 }
 
 impl SystemSpec {
