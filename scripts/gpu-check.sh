@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (docs/performance.md, "On a GPU"): the conformance suite on CUDA (strict f32) and
-# Vulkan, `rmas bench` at Qwen3.5-2B width in bf16 and f32 with the per-token proxies, one summary.
+# Vulkan, `rmas bench` at Qwen3.5-2B width in bf16 and f32 with the per-token proxies, and with
+# int8/int4 weights (the block kernels of kernels/src/quant/cube.rs), one summary.
 #
 #   scripts/gpu-check.sh build   # here, no GPU needed (~30 min on 2 cores): CUDA builds of `rmas` and
 #                                # the suite's test binaries, stripped and packed into
@@ -23,6 +24,7 @@ if [ "$mode" = build ]; then
     # The kernel and model conformance tests (the systems' goldens need no GPU-specific build either).
     cargo test --release --features cuda --no-run --message-format=json \
         --test activations --test delta_rule --test models --test latent_fusion --test strict_f32 \
+        --test quant --test gguf_archs \
         | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -52,7 +54,7 @@ case "$gpu" in
 esac
 
 note "== conformance suite (cuda:: modules run strict f32; wgpu:: is Vulkan on this GPU where a driver exists)"
-for t in activations delta_rule models latent_fusion strict_f32; do
+for t in activations delta_rule models latent_fusion strict_f32 quant gguf_archs; do
     for backend in cuda wgpu; do
         log=$out/$t-$backend.log
         timeout 120 "$out/bin/$t" "$backend" --test-threads 1 >"$log" 2>&1
@@ -79,6 +81,13 @@ note "bench tiny f32 (the CI proxies on CUDA): $(cat "$out/bench-tiny.json")"
 timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --batch 32 \
     --prompt-len 64 --decode-steps 16 --json >"$out/bench-bf16-b32.json" 2>&1
 note "bench 2b bf16 batch 32 (tokens/s of all sequences; compare the batch-1 line above): $(cat "$out/bench-bf16-b32.json")"
+# Quantized weights (#33, docs/quantization.md "On the GPU"): fewer bytes per token than bf16's.
+for q in int8 int4; do
+    # shellcheck disable=SC2086
+    timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --quantize "$q" --json $bw \
+        >"$out/bench-bf16-$q.json" 2>&1
+    note "bench 2b bf16 --quantize $q (compare decode_tokens_per_s with bf16 above): $(cat "$out/bench-bf16-$q.json")"
+done
 
 echo
 echo "summary: $summary"

@@ -8,21 +8,26 @@
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
 use rmas::system::load::{gguf_tokenizer, load_gguf};
-use rmas_models::{BlockFormat, Blocks, Model, Precision};
+use rmas_models::{BlockFormat, Blocks, Model, Precision, RmasBackend};
 use rmas_suite::{Golden, assert_close, golden};
 use rmas_text::{ChatOptions, Tokenizer};
 
 type B = NdArray;
 
-fn logits(model: &Model<B>, ids: &[u32]) -> Tensor<B, 2> {
+fn logits<K: RmasBackend>(model: &Model<K>, ids: &[u32]) -> Tensor<K, 2> {
     let mut cache = model.new_cache(ids.len(), 0).unwrap();
     model.logits(model.forward(model.embed(ids).unwrap(), &mut cache).unwrap())
 }
 
-fn gguf(name: &str, blocks: Blocks) -> Model<B> {
+/// The fixture `name` on backend `K`.
+fn gguf_on<K: RmasBackend>(name: &str, blocks: Blocks, device: &K::Device) -> Model<K> {
     let path = golden("../gguf").join(name);
     let precision = Precision::new(DType::F32, blocks);
-    Model::load_gguf(&path, &Default::default(), precision).unwrap_or_else(|e| panic!("{name}: {e}")).0
+    Model::load_gguf(&path, device, precision).unwrap_or_else(|e| panic!("{name}: {e}")).0
+}
+
+fn gguf(name: &str, blocks: Blocks) -> Model<B> {
+    gguf_on(name, blocks, &Default::default())
 }
 
 #[test]
@@ -48,10 +53,10 @@ fn gguf_files_load_to_the_safetensors_logits() {
 /// and Q5_K values and down projections, Q6_K output, F32 norms, rotary-permuted q/k) runs on its
 /// blocks as stored to the logits of its weights dequantized at load (each block decoder checked
 /// against llama.cpp's in `rmas-models`): the prompt through the decoded-tile GEMM, then one token at
-/// a time through the block dot products, greedy.
-#[test]
-fn k_quant_gguf_runs_on_its_blocks_to_the_dequantized_logits() {
-    let stored = gguf("llama-q4_k_m.gguf", Blocks::Stored);
+/// a time through the block dot products, greedy; on every backend (the CPU's products over the
+/// blocks as stored, the cubecl kernels' over the device layout), against the CPU's dequantized model.
+fn k_quant_blocks<K: RmasBackend>(device: &K::Device) {
+    let stored = gguf_on::<K>("llama-q4_k_m.gguf", Blocks::Stored, device);
     let formats: std::collections::BTreeSet<String> = stored.block_matrices().map(|m| m.formats()).collect();
     let want = ["Q4_K", "Q4_K+Q5_K", "Q4_K+Q6_K", "Q5_K", "Q6_K"];
     assert_eq!(formats, want.map(String::from).into(), "every matrix kept in its stored types");
@@ -64,6 +69,7 @@ fn k_quant_gguf_runs_on_its_blocks_to_the_dequantized_logits() {
     for step in 0..6 {
         let new = &ids[fed..];
         let got = stored.logits(stored.forward(stored.embed(new).unwrap(), &mut a).unwrap());
+        let got = Tensor::<B, 2>::from_data(got.into_data(), &Default::default());
         let want = dense.logits(dense.forward(dense.embed(new).unwrap(), &mut b).unwrap());
         assert_close(&format!("step {step} ({} tokens)", new.len()), got.clone(), want.clone(), 1e-5, 1e-4);
         let last = |l: Tensor<B, 2>| {
@@ -74,6 +80,10 @@ fn k_quant_gguf_runs_on_its_blocks_to_the_dequantized_logits() {
         fed = ids.len();
         ids.push(last(want));
     }
+}
+
+rmas_suite::backend_tests! {
+    k_quant_gguf_runs_on_its_blocks_to_the_dequantized_logits => k_quant_blocks,
 }
 
 /// The tokenizers built from the golden sequential-light agents' GGUF metadata (`qwen2` and

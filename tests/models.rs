@@ -215,6 +215,7 @@ fn cpu_layer_product_rows_do_not_depend_on_the_row_count() {
 }
 
 rmas_suite::backend_tests! {
+    quantized_weights_compute_their_decoded_values => quantized_weights_compute_their_decoded_values,
     weight_products_match_matmul => weight_products,
     split_vocab_matrix_matches_whole => split_vocab_matrix,
     full_forward_matches_hf => full_forward,
@@ -224,19 +225,16 @@ rmas_suite::backend_tests! {
     cached_rollout_equals_recompute => cached_rollout_equals_recompute,
 }
 
-/// int8 (Q8_0) and int4 (Q4_1) weights quantized at load, on every model golden (CPU, the backend
-/// that multiplies blocks):
+/// int8 (Q8_0) and int4 (Q4_1) weights quantized at load, on every model golden and every backend
+/// (the CPU's products over the blocks as stored, the cubecl kernels' over the device layout):
 /// - exact: the quantized model's logits equal, within the case's f32 tolerance, those of a dense
 ///   model whose checkpoint holds the same weights quantized and decoded again, so every product over
 ///   blocks (fused projections, regrouped gates, tied vocabularies) computes what the weights say;
 /// - accuracy against f32: the largest logit error relative to the largest logit and how often the
 ///   argmax agrees, printed as the table in docs/quantization.md (random tiny models have little margin
 ///   between logits, so int4's agreement is low; int8's is held to a bound).
-#[test]
-fn quantized_weights_compute_their_decoded_values() {
+fn quantized_weights_compute_their_decoded_values<B: RmasBackend>(device: &B::Device) {
     use rmas_models::{BlockFormat, Blocks, Precision};
-    type B = burn::backend::NdArray;
-    let device = Default::default();
     println!("| model | weights | max logit error / max logit | argmax agreement |");
     for arch in archs() {
         let case = format!("models/{arch}");
@@ -244,7 +242,7 @@ fn quantized_weights_compute_their_decoded_values() {
         let ids = g.ids("input_ids");
         let logits = |dir: &std::path::Path, blocks: Blocks| {
             let precision = Precision::new(DType::F32, blocks);
-            let model = Model::<B>::load(dir, &device, precision).unwrap();
+            let model = Model::<B>::load(dir, device, precision).unwrap();
             let mut cache = model.new_cache(ids.len(), 0).unwrap();
             let h = model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
             model.logits(h).into_data().to_vec::<f32>().unwrap()
@@ -258,7 +256,7 @@ fn quantized_weights_compute_their_decoded_values() {
             let got = logits(&dir, Blocks::Quantize(format));
             let decoded = logits(&decoded_checkpoint(&dir, format, &arch), Blocks::Dense);
             let shape = [ids.len(), vocab];
-            let tensor = |v: &[f32]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), &device);
+            let tensor = |v: &[f32]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), device);
             assert_close(
                 &format!("{arch} {format} vs its decoded weights"),
                 tensor(&got),
@@ -362,7 +360,12 @@ fn quantize_cache_serves_the_next_load_and_misses_a_changed_checkpoint() {
 /// f32: layer projections in `format`, the embedding and LM head in Q8_0 (widths of whole blocks).
 fn decoded_checkpoint(dir: &std::path::Path, format: rmas_models::BlockFormat, arch: &str) -> std::path::PathBuf {
     use rmas_kernels::quant::{BLOCK, QuantMatrix};
-    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("decoded-{arch}-{format}"));
+    // A directory per call: the backends' tests run at once, and rewriting a file another one has
+    // mapped would take the pages from under it (SIGBUS).
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("decoded-{arch}-{format}-{call}"));
+    let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

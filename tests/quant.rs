@@ -104,6 +104,29 @@ fn quantization_error_is_within_a_step() {
     }
 }
 
+/// The device layout (`quant/device.rs`: codes in u32 words, f32 scale and offset per group) holds
+/// every format's weights bit for bit, fused runs of several formats included, and a matrix is
+/// uploaded once per device.
+#[test]
+fn the_device_layout_holds_every_format_exactly() {
+    type B = burn::backend::NdArray;
+    let device = Default::default();
+    let k = 2 * SUPER_BLOCK;
+    let parts: Vec<_> =
+        BlockFormat::ALL.iter().enumerate().map(|(i, &f)| random_blocks(60 + i as u64, f, 3 + i, k)).collect();
+    let all = QuantMatrix::concat(parts).expect("same width");
+    let on_device = all.on_device::<B>(&device);
+    assert_eq!(on_device.parts.len(), BlockFormat::ALL.len());
+    let (want, got) = (all.dequantize(), on_device.dequantize());
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "weight {i} (row {}): {g} vs {w}", i / k);
+    }
+    assert!(std::sync::Arc::ptr_eq(&on_device, &all.on_device::<B>(&device)), "one upload per device");
+    let bits: Vec<usize> = BlockFormat::ALL.iter().map(|f| f.device_bits_per_weight()).collect();
+    assert_eq!(bits, [10, 6, 6, 6, 10, 12]);
+}
+
 #[test]
 fn bad_shapes_are_refused() {
     assert!(QuantMatrix::quantize(BlockFormat::Q8_0, &[0.0; 40], 1, 40).is_none(), "40 columns: not whole blocks");

@@ -11,6 +11,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
+use crate::quant::{DeviceBlocks, DevicePart, QuantMatrix};
 use crate::{Act, DeltaRule, GatedNorm, RmasBackend};
 
 /// The inner backend's body of one queued operation: its inputs to its outputs, in order.
@@ -101,6 +102,33 @@ fn map_like<B: FusionBackend, const D: usize>(
 /// The fusion backend over a cubecl backend: every custom operation runs the inner backend's kernel.
 impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     const WEIGHTS_OUT_IN: bool = B::WEIGHTS_OUT_IN;
+
+    const QUANTIZED_PRODUCTS: bool = B::QUANTIZED_PRODUCTS;
+
+    const BLOCKS_ON_DEVICE: bool = B::BLOCKS_ON_DEVICE;
+
+    /// The matrix's device copy (fusion tensors) with `x`, queued as one operation whose body is the
+    /// inner backend's [`RmasBackend::device_quant_matmul`].
+    fn quant_matmul(x: Tensor<Self, 2>, w: &QuantMatrix, rows: crate::Rows) -> Tensor<Self, 2> {
+        let blocks = w.on_device::<Self>(&x.device());
+        let out = ([x.dims()[0], w.rows()].into(), x.dtype());
+        let layout: Vec<_> = blocks.parts.iter().map(|p| (p.format, p.rows)).collect();
+        let mut inputs = vec![raw(x)];
+        for p in &blocks.parts {
+            inputs.extend([raw(p.words.clone()), raw(p.groups.clone())]);
+        }
+        let cols = blocks.cols;
+        let [out] = queue::<B, 1>("rmas.quant_matmul", inputs, [out], move |inputs| {
+            let mut x = inputs.into_iter();
+            let a = take(&mut x);
+            let parts = layout
+                .iter()
+                .map(|&(format, rows)| DevicePart { format, rows, words: take(&mut x), groups: take(&mut x) })
+                .collect();
+            vec![raw(B::device_quant_matmul(a, &DeviceBlocks { cols, parts }, rows))]
+        });
+        wrap(out)
+    }
 
     fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>, rows: crate::Rows) -> Tensor<Self, 2> {
         if !crate::linear::cube::strict_for(x.dtype()) {

@@ -192,13 +192,33 @@ pub trait RmasBackend: Backend {
     /// keep weights dense (a GGUF file's blocks are dequantized on load).
     const QUANTIZED_PRODUCTS: bool = false;
 
+    /// Whether those products read a device copy in the GPU layout ([`quant::QuantMatrix::on_device`],
+    /// [`quant::BlockFormat::device_bits_per_weight`]) rather than the blocks as stored.
+    const BLOCKS_ON_DEVICE: bool = false;
+
     /// `x·wᵀ` `[M, N]` for activations `x` `[M, K]` and block-quantized weights `w` `[N, K]`, in f32.
     /// The reference decodes `w` whole and multiplies.
     fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, _rows: Rows) -> burn::Tensor<Self, 2> {
-        let dense = burn::tensor::TensorData::new(w.dequantize(), [w.rows(), w.cols()]);
-        let dense = burn::Tensor::<Self, 2>::from_data(dense, (&x.device(), x.dtype()));
-        linear::reference(x, dense, true)
+        dense_product(x, w.dequantize(), [w.rows(), w.cols()])
     }
+
+    /// [`Self::quant_matmul`] over a matrix already on this backend's device
+    /// ([`quant::QuantMatrix::on_device`]), the body a fusion stream runs. The reference reads the
+    /// copy back, decodes it on the host and multiplies.
+    fn device_quant_matmul(
+        x: burn::Tensor<Self, 2>,
+        w: &quant::DeviceBlocks<Self>,
+        _rows: Rows,
+    ) -> burn::Tensor<Self, 2> {
+        let rows = w.parts.iter().map(|p| p.rows).sum();
+        dense_product(x, w.dequantize(), [rows, w.cols])
+    }
+}
+
+/// `x·wᵀ` for `w` `[rows, cols]` given as row-major host values: uploaded in `x`'s dtype, multiplied.
+fn dense_product<B: Backend>(x: Tensor<B, 2>, w: Vec<f32>, shape: [usize; 2]) -> Tensor<B, 2> {
+    let dense = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(w, shape), (&x.device(), x.dtype()));
+    linear::reference(x, dense, true)
 }
 
 /// The CPU backend: weight products stream the weights instead of copying them; attention runs by
@@ -383,6 +403,23 @@ where
     /// `h·mᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::cube::strict_product(h.clone(), m.clone()).unwrap_or_else(|| linear::logits_reference(h, m))
+    }
+
+    const QUANTIZED_PRODUCTS: bool = true;
+
+    const BLOCKS_ON_DEVICE: bool = true;
+
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, rows: Rows) -> burn::Tensor<Self, 2> {
+        let blocks = w.on_device::<Self>(&x.device());
+        quant::cube::matmul(x, &blocks, rows)
+    }
+
+    fn device_quant_matmul(
+        x: burn::Tensor<Self, 2>,
+        w: &quant::DeviceBlocks<Self>,
+        rows: Rows,
+    ) -> burn::Tensor<Self, 2> {
+        quant::cube::matmul(x, w, rows)
     }
 
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.

@@ -95,10 +95,7 @@ impl WeightArgs {
             (Quantize::Int4, false) => Blocks::Quantize(BlockFormat::Q4_1),
         };
         if matches!(blocks, Blocks::Quantize(_)) && !B::QUANTIZED_PRODUCTS {
-            bail!(
-                "--quantize runs on the CPU backend only for now (GPU products over blocks are not built yet); \
-                 add `--backend cpu`"
-            );
+            bail!("--quantize needs a backend that multiplies quantized blocks (cpu, wgpu or cuda)");
         }
         let cache = match (&self.quantize_cache, self.no_quantize_cache) {
             (_, true) => None,

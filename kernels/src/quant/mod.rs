@@ -13,6 +13,10 @@ use half::f16;
 use rayon::prelude::*;
 
 pub(crate) mod cpu;
+pub mod cube;
+mod device;
+
+pub use device::{DeviceBlocks, DevicePart};
 
 /// Weights per block of the 32-weight formats (Q8_0, Q4_0, Q4_1), the unit `--quantize` makes.
 pub const BLOCK: usize = 32;
@@ -81,65 +85,112 @@ impl BlockFormat {
         self.block_weights() == BLOCK
     }
 
-    /// Decodes one block (`block_bytes()` long) into its `block_weights()` weights, as ggml's
-    /// `dequantize_row_*`. The first 16 weights of a Q4_0/Q4_1 block are the low nibbles, the
-    /// last 16 the high ones.
+    /// Weights per group sharing one scale and offset in [`Self::unpack`]: 16 for Q6_K, else 32.
+    pub const fn group(self) -> usize {
+        match self {
+            Self::Q6K => 16,
+            _ => 32,
+        }
+    }
+
+    /// Bits per code in the device layout ([`QuantMatrix::on_device`]): 4 where every code is one of 16
+    /// values from [`Self::code_bias`], else 8 (a signed byte).
+    pub const fn code_bits(self) -> u32 {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q4K => 4,
+            Self::Q8_0 | Self::Q5K | Self::Q6K => 8,
+        }
+    }
+
+    /// Bits per weight of the device layout: the codes and an f32 scale and offset per group (6 for
+    /// the 4-bit formats, 10 for Q8_0/Q5_K, 12 for Q6_K).
+    pub const fn device_bits_per_weight(self) -> usize {
+        self.code_bits() as usize + 64 / self.group()
+    }
+
+    /// The smallest code of a 4-bit format (Q4_0's −8; 0 for the others): a stored nibble is the code
+    /// minus this.
+    pub const fn code_bias(self) -> i32 {
+        match self {
+            Self::Q4_0 => -8,
+            _ => 0,
+        }
+    }
+
+    /// One block (`block_bytes()` long) as its integer codes (`block_weights()` of them) and, per
+    /// [`Self::group`], `(scale, offset)`: weight `i` is `codes[i]·scale + offset` of its group, in
+    /// that order of operations, which gives ggml's `dequantize_row_*` bit for bit. The first 16
+    /// codes of a Q4_0/Q4_1 block are the low nibbles, the last 16 the high ones.
     #[inline(always)]
-    pub fn decode(self, b: &[u8], out: &mut [f32]) {
-        assert_eq!((b.len(), out.len()), (self.block_bytes(), self.block_weights()), "one {self} block");
+    pub fn unpack(self, b: &[u8], codes: &mut [i8], groups: &mut [(f32, f32)]) {
+        assert_eq!(b.len(), self.block_bytes(), "one {self} block");
+        assert_eq!((codes.len(), groups.len() * self.group()), (self.block_weights(), self.block_weights()));
         match self {
             Self::Q8_0 => {
-                let d = f16_at(b, 0);
-                for (o, &q) in out.iter_mut().zip(&b[2..34]) {
-                    *o = q as i8 as f32 * d;
+                groups[0] = (f16_at(b, 0), 0.0);
+                for (c, &q) in codes.iter_mut().zip(&b[2..34]) {
+                    *c = q as i8;
                 }
             }
-            Self::Q4_0 => {
-                let (d, qs) = (f16_at(b, 0), &b[2..18]);
-                let (lo, hi) = out.split_at_mut(16);
+            Self::Q4_0 | Self::Q4_1 => {
+                let (qs, group) = match self {
+                    Self::Q4_0 => (&b[2..18], (f16_at(b, 0), 0.0)),
+                    _ => (&b[4..20], (f16_at(b, 0), f16_at(b, 2))),
+                };
+                groups[0] = group;
+                let bias = self.code_bias() as i8;
+                let (lo, hi) = codes.split_at_mut(16);
                 for j in 0..16 {
-                    lo[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
-                    hi[j] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
-                }
-            }
-            Self::Q4_1 => {
-                let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..20]);
-                let (lo, hi) = out.split_at_mut(16);
-                for j in 0..16 {
-                    lo[j] = (qs[j] & 0xF) as f32 * d + m;
-                    hi[j] = (qs[j] >> 4) as f32 * d + m;
+                    lo[j] = (qs[j] & 0xF) as i8 + bias;
+                    hi[j] = (qs[j] >> 4) as i8 + bias;
                 }
             }
             Self::Q4K | Self::Q5K => {
                 let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
                 let (qh, ql) = if self == Self::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
                 // Sub-blocks 2j and 2j + 1 are the low and high nibbles of bytes 32j..32j + 32.
-                for (sub, out) in out.chunks_exact_mut(32).enumerate() {
+                for (sub, codes) in codes.chunks_exact_mut(32).enumerate() {
                     let (sc, m) = scale_min_k4(sub, scales);
-                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                    groups[sub] = (d * sc as f32, -(dmin * m as f32));
                     let ql = &ql[32 * (sub / 2)..32 * (sub / 2 + 1)];
-                    for (l, o) in out.iter_mut().enumerate() {
+                    for (l, c) in codes.iter_mut().enumerate() {
                         let nibble = if sub % 2 == 0 { ql[l] & 0xF } else { ql[l] >> 4 };
                         let high = qh.map_or(0, |qh| ((qh[l] >> sub) & 1) << 4);
-                        *o = d1 * (nibble | high) as f32 - m1;
+                        *c = (nibble | high) as i8;
                     }
                 }
             }
             Self::Q6K => {
                 let (ql, qh, sc, d) = (&b[0..128], &b[128..192], &b[192..208], f16_at(b, 208));
-                // Each half of 128: weights 32i + l take nibble i / 2 of byte 32·(i % 2) + l and
-                // bit pair i of high byte l; sub-blocks of 16 have their own scale.
-                for (n, out) in out.chunks_exact_mut(128).enumerate() {
-                    let (ql, qh, sc) = (&ql[64 * n..], &qh[32 * n..], &sc[8 * n..]);
-                    for (i, out) in out.chunks_exact_mut(32).enumerate() {
-                        for (l, o) in out.iter_mut().enumerate() {
+                for (g, group) in groups.iter_mut().enumerate() {
+                    *group = (d * sc[g] as i8 as f32, 0.0);
+                }
+                // Each half of 128: codes 32i + l take nibble i / 2 of byte 32·(i % 2) + l and bit
+                // pair i of high byte l, less 32.
+                for (n, codes) in codes.chunks_exact_mut(128).enumerate() {
+                    let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                    for (i, codes) in codes.chunks_exact_mut(32).enumerate() {
+                        for (l, c) in codes.iter_mut().enumerate() {
                             let low = if i < 2 { ql[32 * i + l] & 0xF } else { ql[32 * (i - 2) + l] >> 4 };
-                            let q = (low | (((qh[l] >> (2 * i)) & 3) << 4)) as i32 - 32;
-                            *o = d * sc[l / 16 + 2 * i] as i8 as f32 * q as f32;
+                            *c = (low | (((qh[l] >> (2 * i)) & 3) << 4)) as i8 - 32;
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Decodes one block (`block_bytes()` long) into its `block_weights()` weights, as ggml's
+    /// `dequantize_row_*` ([`Self::unpack`]).
+    #[inline(always)]
+    pub fn decode(self, b: &[u8], out: &mut [f32]) {
+        let (n, g) = (self.block_weights(), self.group());
+        let mut codes = [0i8; SUPER_BLOCK];
+        let mut groups = [(0f32, 0f32); SUPER_BLOCK / 16];
+        self.unpack(b, &mut codes[..n], &mut groups[..n / g]);
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            let (scale, offset) = groups[i / g];
+            *o = codes[i] as f32 * scale + offset;
         }
     }
 
@@ -223,6 +274,8 @@ struct Part {
 pub struct QuantMatrix {
     cols: usize,
     parts: Vec<Part>,
+    /// Copies on devices ([`QuantMatrix::on_device`]).
+    device: device::DeviceCopies,
 }
 
 impl fmt::Debug for QuantMatrix {
@@ -236,8 +289,11 @@ impl QuantMatrix {
     /// holds exactly `rows` rows of them.
     pub fn from_blocks(format: BlockFormat, rows: usize, cols: usize, blocks: Vec<u8>) -> Option<Self> {
         let expected = rows.checked_mul(cols / format.block_weights())?.checked_mul(format.block_bytes())?;
-        (cols.is_multiple_of(format.block_weights()) && blocks.len() == expected)
-            .then(|| Self { cols, parts: vec![Part { format, rows, blocks }] })
+        (cols.is_multiple_of(format.block_weights()) && blocks.len() == expected).then(|| Self {
+            cols,
+            parts: vec![Part { format, rows, blocks }],
+            device: Default::default(),
+        })
     }
 
     /// Quantizes row-major `values` `[rows, cols]`; `None` unless the format [`BlockFormat::quantizes`]
@@ -252,7 +308,7 @@ impl QuantMatrix {
                 format.encode(x, o);
             }
         });
-        Some(Self { cols, parts: vec![Part { format, rows, blocks }] })
+        Some(Self { cols, parts: vec![Part { format, rows, blocks }], device: Default::default() })
     }
 
     /// Output rows.
@@ -332,7 +388,7 @@ impl QuantMatrix {
                 _ => parts.push(Part { format, rows: 1, blocks: blocks.to_vec() }),
             }
         }
-        Self { cols: self.cols, parts }
+        Self { cols: self.cols, parts, device: Default::default() }
     }
 
     /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
@@ -342,6 +398,6 @@ impl QuantMatrix {
         if matrices.iter().any(|m| m.cols != cols) {
             return None;
         }
-        Some(Self { cols, parts: matrices.into_iter().flat_map(|m| m.parts).collect() })
+        Some(Self { cols, parts: matrices.into_iter().flat_map(|m| m.parts).collect(), device: Default::default() })
     }
 }

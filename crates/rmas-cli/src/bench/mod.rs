@@ -168,7 +168,7 @@ impl Job for Args {
         let prefill_s = generation.prefill_ms / 1e3;
 
         let params = param_count(&cfg);
-        let weight_bytes = weight_bytes(&cfg, precision);
+        let weight_bytes = weight_bytes(&cfg, precision, B::BLOCKS_ON_DEVICE);
         let gbs = weight_bytes / 1e9 / (decode_s * batch as f64); // weights are read once per step
         let mut out = serde_json::json!({
             "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params, "weights": held,
@@ -232,11 +232,15 @@ fn print_summary(m: &serde_json::Value) {
 }
 
 /// Bytes of weights read per decoded token at `precision` (quantized: layer weights in their block
-/// format, the embedding/LM head in Q8_0; the small GDN convolution stays dense either way).
-fn weight_bytes(c: &rmas_models::Config, precision: rmas_models::Precision) -> f64 {
+/// format, the embedding/LM head in Q8_0, as stored or in the device layout where `on_device`; the
+/// small GDN convolution stays dense either way).
+fn weight_bytes(c: &rmas_models::Config, precision: rmas_models::Precision, on_device: bool) -> f64 {
     let vocab = (c.vocab_size * c.hidden_size) as f64;
     let layers = param_count(c) as f64 - vocab;
-    let per_weight = |f: BlockFormat| f.block_bytes() as f64 / f.block_weights() as f64;
+    let per_weight = |f: BlockFormat| match on_device {
+        true => f.device_bits_per_weight() as f64 / 8.0,
+        false => f.block_bytes() as f64 / f.block_weights() as f64,
+    };
     match precision.blocks {
         Blocks::Quantize(format) => layers * per_weight(format) + vocab * per_weight(BlockFormat::Q8_0),
         _ => (layers + vocab) * precision.dtype.size() as f64,

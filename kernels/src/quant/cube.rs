@@ -1,0 +1,181 @@
+//! cubecl kernels of the products over quantized blocks ([`crate::RmasBackend::quant_matmul`] on
+//! CUDA, wgpu and WebGPU; docs/quantization.md, "On the GPU"), reading the device layout of
+//! `device.rs`: for a few rows of activations (a decode step) or rows that must each take the
+//! per-row path, one cube per weight row and activation row sums the row's codes times `x` across
+//! its units; for more rows (a prompt), the blocks are decoded into a dense f32 matrix for one matmul.
+
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use super::cpu::DOT_ROWS;
+use super::{DeviceBlocks, DevicePart};
+use crate::Rows;
+use crate::cube_common::{Cube, ELEM_UNITS, MAX_CUBES, elementwise_cubes, f32_contiguous, tensor};
+
+/// Units per cube of the product kernel (a power of two, for `cube_reduce`).
+const UNITS: usize = 64;
+
+mod kernel {
+    use cubecl::prelude::*;
+
+    use crate::cube_common::cube_reduce;
+
+    /// The code in bits `shift..shift + bits` of `word` (a nibble plus `bias`, or a signed byte).
+    #[cube]
+    fn code(word: u32, shift: u32, #[comptime] bits: u32, #[comptime] bias: i32) -> f32 {
+        let raw = (word >> shift) & comptime!((1u32 << bits) - 1);
+        if comptime!(bits == 4) {
+            f32::cast_from(i32::cast_from(raw) + bias)
+        } else {
+            let v = i32::cast_from(raw);
+            f32::cast_from(if v >= 128 { v - 256 } else { v })
+        }
+    }
+
+    /// `out[m, r] = Σ_k x[m, k]·w[r, k]` for one run of rows: cube `(r, m)` (strided over `r`), its
+    /// units over the row's words.
+    #[cube(launch)]
+    pub fn rows_dot_kernel(
+        x: &Tensor<f32>,       // [M, K]
+        words: &Tensor<u32>,   // [rows · K·bits/32]
+        groups: &Tensor<f32>,  // [rows · K/group · 2]
+        out: &mut Tensor<f32>, // [M, rows]
+        #[comptime] units: usize,
+        #[comptime] bits: u32,
+        #[comptime] group: usize,
+        #[comptime] bias: i32,
+    ) {
+        let k_len = x.shape(1);
+        let rows = out.shape(1);
+        let m = CUBE_POS_Y as usize;
+        let per_word = comptime!(32 / bits as usize);
+        let row_words = k_len / per_word;
+        let row_groups = k_len / group;
+        let mut shared = SharedMemory::<f32>::new(units);
+        let mut r = CUBE_POS_X as usize;
+        while r < rows {
+            let mut acc = 0.0f32;
+            let mut w = UNIT_POS_X as usize;
+            while w < row_words {
+                let word = words[r * row_words + w];
+                let k0 = w * per_word;
+                let at = (r * row_groups + k0 / group) * 2;
+                let mut dot = 0.0f32;
+                let mut sum = 0.0f32;
+                #[unroll]
+                for i in 0..per_word {
+                    let xv = x[m * k_len + k0 + i];
+                    dot += code(word, comptime!((i as u32) * bits), bits, bias) * xv;
+                    sum += xv;
+                }
+                acc += groups[at] * dot + groups[at + 1] * sum;
+                w += units;
+            }
+            let total = cube_reduce(&mut shared, acc, false);
+            if UNIT_POS_X == 0 {
+                out[m * rows + r] = total;
+            }
+            r += CUBE_COUNT_X as usize;
+        }
+    }
+
+    /// Every weight of one run of rows decoded into `out` `[rows, K]`, a word per step.
+    #[cube(launch)]
+    pub fn decode_kernel(
+        words: &Tensor<u32>,
+        groups: &Tensor<f32>,
+        out: &mut Tensor<f32>, // [rows, K]
+        #[comptime] bits: u32,
+        #[comptime] group: usize,
+        #[comptime] bias: i32,
+    ) {
+        let per_word = comptime!(32 / bits as usize);
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut w = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+        while w < words.len() {
+            let word = words[w];
+            let k = w * per_word; // index into out, row-major
+            let at = k / group * 2;
+            #[unroll]
+            for i in 0..per_word {
+                out[k + i] = code(word, comptime!((i as u32) * bits), bits, bias) * groups[at] + groups[at + 1];
+            }
+            w += step;
+        }
+    }
+}
+
+/// `x·wᵀ` `[M, N]` in `x`'s dtype for activations `x` `[M, K]` and a matrix on this device, in f32:
+/// the row kernel for up to [`DOT_ROWS`] rows or any number of [`Rows::PerRow`] rows (each output
+/// then sums in the same order whatever the count), else the decoded matrix through one matmul.
+pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: Tensor<Cube<R, F, I, BT>, 2>,
+    w: &DeviceBlocks<Cube<R, F, I, BT>>,
+    rows: Rows,
+) -> Tensor<Cube<R, F, I, BT>, 2> {
+    let ([m, k], dtype) = (x.dims(), x.dtype());
+    assert_eq!(k, w.cols, "product of [{m}, {k}] by a quantized matrix of {} columns", w.cols);
+    let per_row = m <= DOT_ROWS || rows == Rows::PerRow;
+    if !per_row {
+        // [N, K] f32, multiplied as a dense weight is (strict f32 where asked: no TF32).
+        let dense = Tensor::cat(w.parts.iter().map(|p| decode::<R, F, I, BT>(p, k)).collect(), 0);
+        let x = crate::f32_of(x);
+        let out = crate::linear::cube::strict_product(x.clone(), dense.clone())
+            .unwrap_or_else(|| crate::linear::reference(x, dense, true));
+        return out.cast(dtype);
+    }
+    let x = f32_contiguous(x);
+    let outs = w.parts.iter().map(|p| {
+        let out = empty_device_dtype(x.client.clone(), x.device.clone(), [m, p.rows].into(), DType::F32);
+        if m > 0 && p.rows > 0 {
+            let (words, groups) = part_args::<R, F, I, BT>(p);
+            kernel::rows_dot_kernel::launch::<R>(
+                &x.client,
+                CubeCount::Static(p.rows.min(MAX_CUBES) as u32, m as u32, 1),
+                CubeDim::new_1d(UNITS as u32),
+                x.clone().into_tensor_arg(),
+                words.into_tensor_arg(),
+                groups.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                UNITS,
+                p.format.code_bits(),
+                p.format.group(),
+                p.format.code_bias(),
+            );
+        }
+        tensor::<R, F, I, BT, 2>(out)
+    });
+    Tensor::cat(outs.collect(), 1).cast(dtype)
+}
+
+/// A run of rows decoded on the device, `[rows, cols]` f32.
+fn decode<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    p: &DevicePart<Cube<R, F, I, BT>>,
+    cols: usize,
+) -> Tensor<Cube<R, F, I, BT>, 2> {
+    let (words, groups) = part_args::<R, F, I, BT>(p);
+    let out = empty_device_dtype(words.client.clone(), words.device.clone(), [p.rows, cols].into(), DType::F32);
+    let n = words.meta.shape().num_elements();
+    if n > 0 {
+        kernel::decode_kernel::launch::<R>(
+            &words.client.clone(),
+            elementwise_cubes(n),
+            CubeDim::new_1d(ELEM_UNITS as u32),
+            words.into_tensor_arg(),
+            groups.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            p.format.code_bits(),
+            p.format.group(),
+            p.format.code_bias(),
+        );
+    }
+    tensor(out)
+}
+
+/// A part's words and groups as kernel arguments.
+fn part_args<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    p: &DevicePart<Cube<R, F, I, BT>>,
+) -> (burn_cubecl::tensor::CubeTensor<R>, burn_cubecl::tensor::CubeTensor<R>) {
+    (p.words.clone().into_primitive().tensor(), p.groups.clone().into_primitive().tensor())
+}
