@@ -211,7 +211,13 @@ impl<B: RmasBackend> Model<B> {
             }
             _ => ropes,
         };
-        Ok(Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config })
+        let model = Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config };
+        if B::BLOCKS_ON_DEVICE {
+            // Each matrix's device copy now, so that a device short of memory fails the load rather
+            // than the first step (docs/quantization.md, "On the GPU").
+            model.block_matrices().for_each(|m| drop(m.on_device::<B>(device)));
+        }
+        Ok(model)
     }
 
     /// The weight matrices held as quantized blocks (layer products, then the embedding and output
