@@ -11,7 +11,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use crate::quant::{DeviceBlocks, DevicePart, QuantMatrix};
+use crate::quant::{DeviceBlocks, DevicePart};
 use crate::{Act, DeltaRule, GatedNorm, RmasBackend};
 
 /// The inner backend's body of one queued operation: its inputs to its outputs, in order.
@@ -107,11 +107,10 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
 
     const BLOCKS_ON_DEVICE: bool = B::BLOCKS_ON_DEVICE;
 
-    /// The matrix's device copy (fusion tensors) with `x`, queued as one operation whose body is the
+    /// `x` and the device copy's tensors (fusion tensors), queued as one operation whose body is the
     /// inner backend's [`RmasBackend::device_quant_matmul`].
-    fn quant_matmul(x: Tensor<Self, 2>, w: &QuantMatrix, rows: crate::Rows) -> Tensor<Self, 2> {
-        let blocks = w.on_device::<Self>(&x.device());
-        let out = ([x.dims()[0], w.rows()].into(), x.dtype());
+    fn device_quant_matmul(x: Tensor<Self, 2>, blocks: &DeviceBlocks<Self>, rows: crate::Rows) -> Tensor<Self, 2> {
+        let out = ([x.dims()[0], blocks.parts.iter().map(|p| p.rows).sum()].into(), x.dtype());
         let layout: Vec<_> = blocks.parts.iter().map(|p| (p.format, p.rows)).collect();
         let mut inputs = vec![raw(x)];
         for p in &blocks.parts {

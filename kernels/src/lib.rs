@@ -196,15 +196,20 @@ pub trait RmasBackend: Backend {
     /// [`quant::BlockFormat::device_bits_per_weight`]) rather than the blocks as stored.
     const BLOCKS_ON_DEVICE: bool = false;
 
-    /// `x·wᵀ` `[M, N]` for activations `x` `[M, K]` and block-quantized weights `w` `[N, K]`, in f32.
-    /// The reference decodes `w` whole and multiplies.
-    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, _rows: Rows) -> burn::Tensor<Self, 2> {
+    /// `x·wᵀ` `[M, N]` for activations `x` `[M, K]` and block-quantized weights `w` `[N, K]`, in f32:
+    /// [`Self::device_quant_matmul`] over `w`'s device copy where [`Self::BLOCKS_ON_DEVICE`]; else the
+    /// reference, which decodes `w` whole and multiplies.
+    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, rows: Rows) -> burn::Tensor<Self, 2> {
+        if Self::BLOCKS_ON_DEVICE {
+            let blocks = w.on_device::<Self>(&x.device());
+            return Self::device_quant_matmul(x, &blocks, rows);
+        }
         dense_product(x, w.dequantize(), [w.rows(), w.cols()])
     }
 
     /// [`Self::quant_matmul`] over a matrix already on this backend's device
-    /// ([`quant::QuantMatrix::on_device`]), the body a fusion stream runs. The reference reads the
-    /// copy back, decodes it on the host and multiplies.
+    /// ([`quant::QuantMatrix::on_device`]). The reference reads the copy back, decodes it on the
+    /// host and multiplies.
     fn device_quant_matmul(
         x: burn::Tensor<Self, 2>,
         w: &quant::DeviceBlocks<Self>,
@@ -408,11 +413,6 @@ where
     const QUANTIZED_PRODUCTS: bool = true;
 
     const BLOCKS_ON_DEVICE: bool = true;
-
-    fn quant_matmul(x: burn::Tensor<Self, 2>, w: &quant::QuantMatrix, rows: Rows) -> burn::Tensor<Self, 2> {
-        let blocks = w.on_device::<Self>(&x.device());
-        quant::cube::matmul(x, &blocks, rows)
-    }
 
     fn device_quant_matmul(
         x: burn::Tensor<Self, 2>,

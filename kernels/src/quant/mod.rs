@@ -285,15 +285,17 @@ impl fmt::Debug for QuantMatrix {
 }
 
 impl QuantMatrix {
+    /// A matrix of `parts`, with no device copies yet.
+    fn new(cols: usize, parts: Vec<Part>) -> Self {
+        Self { cols, parts, device: Default::default() }
+    }
+
     /// A matrix over stored blocks; `None` unless `cols` is a whole number of blocks and `blocks`
     /// holds exactly `rows` rows of them.
     pub fn from_blocks(format: BlockFormat, rows: usize, cols: usize, blocks: Vec<u8>) -> Option<Self> {
         let expected = rows.checked_mul(cols / format.block_weights())?.checked_mul(format.block_bytes())?;
-        (cols.is_multiple_of(format.block_weights()) && blocks.len() == expected).then(|| Self {
-            cols,
-            parts: vec![Part { format, rows, blocks }],
-            device: Default::default(),
-        })
+        (cols.is_multiple_of(format.block_weights()) && blocks.len() == expected)
+            .then(|| Self::new(cols, vec![Part { format, rows, blocks }]))
     }
 
     /// Quantizes row-major `values` `[rows, cols]`; `None` unless the format [`BlockFormat::quantizes`]
@@ -308,7 +310,7 @@ impl QuantMatrix {
                 format.encode(x, o);
             }
         });
-        Some(Self { cols, parts: vec![Part { format, rows, blocks }], device: Default::default() })
+        Some(Self::new(cols, vec![Part { format, rows, blocks }]))
     }
 
     /// Output rows.
@@ -388,7 +390,7 @@ impl QuantMatrix {
                 _ => parts.push(Part { format, rows: 1, blocks: blocks.to_vec() }),
             }
         }
-        Self { cols: self.cols, parts, device: Default::default() }
+        Self::new(self.cols, parts)
     }
 
     /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
@@ -398,6 +400,6 @@ impl QuantMatrix {
         if matrices.iter().any(|m| m.cols != cols) {
             return None;
         }
-        Some(Self { cols, parts: matrices.into_iter().flat_map(|m| m.parts).collect(), device: Default::default() })
+        Some(Self::new(cols, matrices.into_iter().flat_map(|m| m.parts).collect()))
     }
 }
