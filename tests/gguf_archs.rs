@@ -156,3 +156,30 @@ fn gguf_pre_tokenizers_split_as_llama_cpp_names_them() {
         }
     }
 }
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model = llama`, as Llama 2 and Mistral files hold)
+/// tokenizes as llama.cpp does: the ids `tests/gguf_spm.py` recorded from llama.cpp for texts with
+/// runs of spaces, newlines and tabs, digits, accents, CJK, an emoji (byte fallback), control and
+/// user-defined tokens; each without special tokens decodes back to its text.
+#[test]
+fn sentencepiece_vocabularies_tokenize_as_llama_cpp() {
+    let dir = golden("../gguf/spm");
+    let gguf = rmas_models::gguf::GgufFile::open(&dir.join("vocab.gguf")).unwrap();
+    let tokenizer = gguf_tokenizer(&gguf).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = expected["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(tokenizer.encode(text, false).unwrap(), want, "{text:?}");
+        // `add_bos_token`: the BOS id first.
+        assert_eq!(tokenizer.encode(text, true).unwrap(), [&[1][..], &want].concat(), "{text:?} with BOS");
+        // After a special token, llama.cpp's prefixed space decodes as a space (as HF's Llama
+        // tokenizer does), so only texts without one decode to themselves.
+        if !case["sentencepiece_ids"].is_null() {
+            assert_eq!(tokenizer.decode(&want, false).unwrap(), text, "{want:?} decoded");
+        }
+    }
+}

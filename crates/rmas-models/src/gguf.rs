@@ -219,6 +219,21 @@ const PRE_TOKENIZERS: &[PreTokenizer] = &[
     PreTokenizer { names: &["llama-bpe"], split: Split::Regex(LLAMA3_SPLIT), nfc: false, ignore_merges: true },
 ];
 
+/// llama.cpp's token types (`tokenizer.ggml.token_type`) that the tokenizer treats apart.
+const TOKEN_NORMAL: u64 = 1;
+const TOKEN_CONTROL: u64 = 3;
+const TOKEN_USER_DEFINED: u64 = 4;
+
+/// The model-specific parts of an HF `tokenizer.json`.
+struct Pipeline {
+    normalizer: Value,
+    pre_tokenizer: Value,
+    /// Runs before the BOS template, if any.
+    post_processor: Option<Value>,
+    decoder: Value,
+    model: Value,
+}
+
 /// A GGUF file's header: metadata and tensor index.
 #[derive(Clone, Debug)]
 pub struct GgufFile {
@@ -479,14 +494,15 @@ impl GgufFile {
             .collect()
     }
 
-    /// `tokenizer.json` and `tokenizer_config.json` texts built from `tokenizer.ggml.*` (byte-level
-    /// BPE, `gpt2` model) and `tokenizer.chat_template`.
+    /// `tokenizer.json` and `tokenizer_config.json` texts built from `tokenizer.ggml.*` and
+    /// `tokenizer.chat_template`: a byte-level BPE (`gpt2` model) or a SentencePiece BPE (`llama`
+    /// model, Llama 2 / Mistral vocabularies) as llama.cpp tokenizes them (docs/gguf.md, "Tokenizer").
     pub fn tokenizer_files(&self) -> Result<(String, String)> {
         let model = self.get("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("none");
-        if model != "gpt2" {
-            return Err(
-                self.err(format!("tokenizer.ggml.model `{model}` is not supported (byte-level BPE, `gpt2`, is)"))
-            );
+        if !matches!(model, "gpt2" | "llama") {
+            return Err(self.err(format!(
+                "tokenizer.ggml.model `{model}` is not supported (byte-level BPE, `gpt2`, and SentencePiece BPE, `llama`, are)"
+            )));
         }
         let strings = |k: &str| -> Result<Vec<&str>> {
             match self.get(k) {
@@ -498,72 +514,60 @@ impl GgufFile {
             }
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = match self.get("tokenizer.ggml.token_type") {
-            Some(MetaValue::Array(items)) => items.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-            _ => vec![1; tokens.len()],
+            Some(MetaValue::Array(items)) => items.iter().map(|v| v.as_u64().unwrap_or(TOKEN_NORMAL)).collect(),
+            _ => vec![TOKEN_NORMAL; tokens.len()],
         };
-        let vocab: serde_json::Map<String, Value> =
-            tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), json!(i))).collect();
-        // Control (3) and user-defined (4) tokens are matched whole before the BPE.
-        let added: Vec<Value> = tokens
-            .iter()
-            .zip(&types)
-            .enumerate()
-            .filter(|(_, (_, ty))| matches!(ty, 3 | 4))
-            .map(|(id, (t, ty))| {
-                json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                       "normalized": *ty == 4, "special": *ty == 3})
-            })
-            .collect();
-        let pre = self.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
-        let pre = PRE_TOKENIZERS.iter().find(|p| p.names.contains(&pre)).ok_or_else(|| {
-            let names: Vec<&str> = PRE_TOKENIZERS.iter().flat_map(|p| p.names.iter().copied()).collect();
-            self.err(format!("tokenizer.ggml.pre `{pre}` is not supported ({})", names.join(", ")))
-        })?;
+        if types.len() != tokens.len() {
+            return Err(self.err(format!("{} token types for {} tokens", types.len(), tokens.len())));
+        }
         let token_text = |k: &str| {
             self.get(&format!("tokenizer.ggml.{k}"))
                 .and_then(MetaValue::as_u64)
                 .and_then(|id| tokens.get(id as usize))
                 .map(|t| (*t).to_owned())
         };
-        let byte_level =
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        let byte_level_post =
-            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
-        let pre_tokenizer = match pre.split {
-            Split::Gpt2 => byte_level,
-            Split::Digits => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]}),
-            Split::Regex(regex) => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        let vocab: serde_json::Map<String, Value> =
+            tokens.iter().enumerate().map(|(i, t)| ((*t).to_owned(), json!(i))).collect();
+        let (pipeline, user_normalized) = match model {
+            "gpt2" => (self.byte_level_bpe(vocab, strings("tokenizer.ggml.merges")?)?, true),
+            _ => (self.sentencepiece_bpe(vocab, &tokens, &types, token_text("unknown_token_id"))?, false),
         };
+        // Control (3) and user-defined (4) tokens are matched whole before the BPE.
+        let added: Vec<Value> = tokens
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (_, ty))| matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED))
+            .map(|(id, (t, ty))| {
+                json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                       "normalized": *ty == TOKEN_USER_DEFINED && user_normalized, "special": *ty == TOKEN_CONTROL})
+            })
+            .collect();
         // `add_bos_token` (llama.cpp's converter reads it from the HF post-processor) puts the BOS
         // token before every encoded text, as HF's `TemplateProcessing` does.
         let add_bos = matches!(self.get("tokenizer.ggml.add_bos_token"), Some(MetaValue::Bool(true)));
-        let post_processor = match token_text("bos_token_id").filter(|_| add_bos) {
-            Some(bos) => {
-                let id = self.get("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64);
-                let special = |type_id: u32| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
-                let sequence = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
-                json!({"type": "Sequence", "processors": [byte_level_post, {"type": "TemplateProcessing",
-                    "single": [special(0), sequence("A", 0)],
-                    "pair": [special(0), sequence("A", 0), special(1), sequence("B", 1)],
-                    "special_tokens": {bos.as_str(): {"id": bos, "ids": [id], "tokens": [bos]}}}]})
-            }
-            None => byte_level_post,
+        let bos = token_text("bos_token_id").filter(|_| add_bos).map(|bos| {
+            let id = self.get("tokenizer.ggml.bos_token_id").and_then(MetaValue::as_u64);
+            let special = |type_id: u32| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
+            let sequence = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+            json!({"type": "TemplateProcessing",
+                "single": [special(0), sequence("A", 0)],
+                "pair": [special(0), sequence("A", 0), special(1), sequence("B", 1)],
+                "special_tokens": {bos.as_str(): {"id": bos, "ids": [id], "tokens": [bos]}}})
+        });
+        let post_processor = match (pipeline.post_processor, bos) {
+            (Some(post), Some(bos)) => json!({"type": "Sequence", "processors": [post, bos]}),
+            (post, bos) => post.or(bos).unwrap_or(Value::Null),
         };
         let tokenizer = json!({
             "version": "1.0",
             "added_tokens": added,
-            "normalizer": if pre.nfc { json!({"type": "NFC"}) } else { Value::Null },
-            "pre_tokenizer": pre_tokenizer,
+            "normalizer": pipeline.normalizer,
+            "pre_tokenizer": pipeline.pre_tokenizer,
             "post_processor": post_processor,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": pre.ignore_merges, "vocab": vocab, "merges": merges},
+            "decoder": pipeline.decoder,
+            "model": pipeline.model,
         });
         let config = json!({
             "bos_token": token_text("bos_token_id"),
@@ -574,6 +578,96 @@ impl GgufFile {
             "clean_up_tokenization_spaces": false,
         });
         Ok((tokenizer.to_string(), config.to_string()))
+    }
+
+    /// A byte-level BPE (`gpt2` model): its pre-tokenizer from `tokenizer.ggml.pre`.
+    fn byte_level_bpe(&self, vocab: serde_json::Map<String, Value>, merges: Vec<&str>) -> Result<Pipeline> {
+        let pre = self.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
+        let pre = PRE_TOKENIZERS.iter().find(|p| p.names.contains(&pre)).ok_or_else(|| {
+            let names: Vec<&str> = PRE_TOKENIZERS.iter().flat_map(|p| p.names.iter().copied()).collect();
+            self.err(format!("tokenizer.ggml.pre `{pre}` is not supported ({})", names.join(", ")))
+        })?;
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let pre_tokenizer = match pre.split {
+            Split::Gpt2 => byte_level,
+            Split::Digits => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]}),
+            Split::Regex(regex) => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        };
+        Ok(Pipeline {
+            normalizer: if pre.nfc { json!({"type": "NFC"}) } else { Value::Null },
+            pre_tokenizer,
+            post_processor: Some(
+                json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
+            ),
+            decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+            model: json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                          "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                          "ignore_merges": pre.ignore_merges, "vocab": vocab, "merges": merges}),
+        })
+    }
+
+    /// A SentencePiece BPE (`llama` model) as llama.cpp's tokenizer runs it: spaces as `▁`, one
+    /// before each text between special tokens where `tokenizer.ggml.add_space_prefix` (the
+    /// default), then the merge of adjacent pieces whose join has the highest score, and bytes
+    /// (`<0xXX>` tokens) for characters outside the vocabulary. The merges are derived from the
+    /// scores (every split of a normal token into two tokens, ranked by the token's score), as HF's
+    /// converter of SentencePiece models does.
+    fn sentencepiece_bpe(
+        &self,
+        vocab: serde_json::Map<String, Value>,
+        tokens: &[&str],
+        types: &[u64],
+        unk: Option<String>,
+    ) -> Result<Pipeline> {
+        let scores: Vec<f64> = match self.get("tokenizer.ggml.scores") {
+            Some(MetaValue::Array(items)) if items.len() == tokens.len() => items
+                .iter()
+                .map(|v| v.as_f64().ok_or_else(|| self.err("`tokenizer.ggml.scores` holds a non-number".into())))
+                .collect::<Result<_>>()?,
+            _ => return Err(self.err(format!("missing `tokenizer.ggml.scores` of {} numbers", tokens.len()))),
+        };
+        let index: std::collections::HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+        // (score, id, left id, right id) of each split of a normal token into two tokens.
+        let mut splits: Vec<(f64, usize, usize, usize)> = Vec::new();
+        for (id, token) in tokens.iter().enumerate().filter(|(id, _)| types[*id] == TOKEN_NORMAL) {
+            for (at, _) in token.char_indices().skip(1) {
+                if let (Some(&l), Some(&r)) = (index.get(&token[..at]), index.get(&token[at..])) {
+                    splits.push((scores[id], id, l, r));
+                }
+            }
+        }
+        splits.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2, a.3).cmp(&(b.1, b.2, b.3))));
+        let merges: Vec<[&str; 2]> = splits.iter().map(|&(_, _, l, r)| [tokens[l], tokens[r]]).collect();
+        let prefix = !matches!(self.get("tokenizer.ggml.add_space_prefix"), Some(MetaValue::Bool(false)));
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let (normalizer, strip) = if prefix {
+            let prepend = json!({"type": "Prepend", "prepend": "\u{2581}"});
+            (
+                json!({"type": "Sequence", "normalizers": [prepend, replace]}),
+                vec![json!({"type": "Strip", "content": " ", "start": 1, "stop": 0})],
+            )
+        } else {
+            (replace, Vec::new())
+        };
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        decoders.extend(strip);
+        Ok(Pipeline {
+            normalizer,
+            pre_tokenizer: Value::Null,
+            post_processor: None,
+            decoder: json!({"type": "Sequence", "decoders": decoders}),
+            model: json!({"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                          "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+                          "ignore_merges": false, "vocab": vocab, "merges": merges}),
+        })
     }
 }
 
