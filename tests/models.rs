@@ -243,6 +243,8 @@ fn quantized_weights_compute_their_decoded_values<B: RmasBackend>(device: &B::De
         let logits = |dir: &std::path::Path, blocks: Blocks| {
             let precision = Precision::new(DType::F32, blocks);
             let model = Model::<B>::load(dir, device, precision).unwrap();
+            // On a GPU the blocks live on the device only (the embedding's rows are gathered there).
+            assert!(model.block_matrices().all(|m| m.on_host() != B::BLOCKS_ON_DEVICE), "{arch}: blocks on the host");
             let mut cache = model.new_cache(ids.len(), 0).unwrap();
             let h = model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
             model.logits(h).into_data().to_vec::<f32>().unwrap()

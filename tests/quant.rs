@@ -27,12 +27,17 @@ fn reference(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
 }
 
 fn check<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, m: usize) {
+    check_held::<B>(d, what, w, w, m);
+}
+
+/// Products over `held`, a copy of `w` (its blocks released to the device, say), against `w`'s reference.
+fn check_held<B: RmasBackend>(d: &B::Device, what: &str, w: &QuantMatrix, held: &QuantMatrix, m: usize) {
     let x = uniform(m as u64 * 31 + 7, m * w.cols());
     let want = reference(&x, m, w);
     let want = Tensor::<B, 2>::from_data(TensorData::new(want, [m, w.rows()]), d);
     let x = Tensor::<B, 2>::from_data(TensorData::new(x, [m, w.cols()]), d);
     for rows in [Rows::Sequence, Rows::PerRow] {
-        assert_close(&format!("{what} {rows:?}"), B::quant_matmul(x.clone(), w, rows), want.clone(), 1e-4, 1e-4);
+        assert_close(&format!("{what} {rows:?}"), B::quant_matmul(x.clone(), held, rows), want.clone(), 1e-4, 1e-4);
     }
 }
 
@@ -70,9 +75,42 @@ fn mixed_formats_and_reordered_rows<B: RmasBackend>(d: &B::Device) {
     check::<B>(d, "reordered", &reordered, 2);
 }
 
+/// Row lookups of a matrix whose host blocks were released to the device (`QuantMatrix::released_to`,
+/// `RmasBackend::device_rows`: an embedding on a GPU) give the host's decoded rows, for every format,
+/// across the runs of a mixed matrix, repeated and in any order; the released matrix keeps its shape
+/// and byte count and refuses host reads.
+fn released_rows_are_the_decoded_rows<B: RmasBackend>(d: &B::Device) {
+    let k = SUPER_BLOCK;
+    let single = BlockFormat::ALL.iter().map(|&f| random_blocks(70 + f as u64, f, 37, k));
+    let mixed = [BlockFormat::Q6K, BlockFormat::Q4_1, BlockFormat::Q8_0, BlockFormat::Q4K]
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| random_blocks(80 + i as u64, f, 5 + i, k))
+        .collect();
+    for w in single.chain([QuantMatrix::concat(mixed).expect("same width")]) {
+        let n = w.rows();
+        let ids: Vec<u32> = [0, n - 1, 3, 3, n / 2, 1, n - 2, 7].iter().map(|&r| r as u32).collect();
+        let want = w.dequantize_rows(ids.iter().map(|&r| r as usize));
+        let want = Tensor::<B, 2>::from_data(TensorData::new(want, [ids.len(), k]), d);
+        let released = w.released_to::<B>(d);
+        assert!(w.on_host() && !released.on_host());
+        assert_eq!((released.rows(), released.cols(), released.bytes()), (n, k, w.bytes()));
+        assert!(std::panic::catch_unwind(|| released.dequantize()).is_err(), "{w:?}: host read of released blocks");
+        let ids = Tensor::<B, 1>::from_data(TensorData::new(ids.iter().map(|&r| r as f32).collect(), [ids.len()]), d);
+        let got = B::device_rows(&released.on_device::<B>(d), ids);
+        // Exact but for a fused multiply-add in the kernel's `code·scale + offset`.
+        assert_close(&format!("{w:?} rows"), got, want, 1e-6, 1e-6);
+        if B::BLOCKS_ON_DEVICE {
+            // The products read the same copy (backends that read host blocks never release them).
+            check_held::<B>(d, &format!("{w:?} released"), &w, &released, 5);
+        }
+    }
+}
+
 rmas_suite::backend_tests! {
     quant_products_match_f64 => products_match_f64,
     quant_mixed_formats_and_reordered_rows => mixed_formats_and_reordered_rows,
+    quant_released_rows_are_the_decoded_rows => released_rows_are_the_decoded_rows,
 }
 
 /// Each weight decodes to within the format's step of itself: half a step where it rounds, a whole

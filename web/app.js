@@ -4,8 +4,9 @@
 // title to DONE. `?test` runs the built-in demo with the CLI's demo settings; `&hub=URL&style=S&task=T`
 // loads that released system from a Hub (or a mirror with its `<repo>/resolve/main/<file>` layout)
 // instead; `&date=YYYY-MM-DD`, `&latentSteps=N`, `&rounds=N`, `&maxNewTokens=N`, `&temperature=T`,
-// `&answerRetry=0|1`, `&dtype=f32|f16|auto`, `&dataset=…` and `&question=…` set the run (a released
-// system otherwise takes its recommended settings, as `rmas run`); `&loadOnly` stops after loading.
+// `&answerRetry=0|1`, `&dtype=f32|f16|auto`, `&weights=stored|int8|int4`, `&dataset=…` and `&question=…`
+// set the run (a released system otherwise takes its recommended settings, as `rmas run`); `&loadOnly`
+// stops after loading.
 
 import init, { adapterInfo, demoQuestion, WebSystem } from "./pkg/rmas_web.js";
 
@@ -43,7 +44,7 @@ async function main() {
     `shader-f16 ${info.f16 ? "available: released systems load in f16 (dtype auto)" : "unavailable: everything computes in f32"} · ` +
     `largest buffer ${mb(info.maxBufferBytes)} (bigger vocabulary matrices are split)`;
   $("question").value = params.get("question") ?? demoQuestion();
-  for (const key of ["style", "task", "dtype", "hub"]) if (params.has(key)) $(key).value = params.get(key);
+  for (const key of ["style", "task", "dtype", "weights", "hub"]) if (params.has(key)) $(key).value = params.get(key);
   for (const [key, id] of [["rounds", "rounds"], ["latentSteps", "latent-steps"], ["maxNewTokens", "max-new-tokens"]]) {
     if (params.has(key)) $(id).value = params.get(key);
   }
@@ -75,15 +76,17 @@ async function load() {
     $("load-status").textContent = `resolving ${$("style").value} (${$("task").value})…`;
     const counted = new Set();
     const fetchOne = (repo, file, wantBytes) => fetchFile(endpoint, repo, file, wantBytes, stats, counted);
-    system = await WebSystem.load($("style").value, $("task").value, $("dtype").value, fetchOne);
+    system = await WebSystem.load($("style").value, $("task").value, $("dtype").value, $("weights").value, fetchOne);
   } else {
     $("load-status").textContent = "building the demo system…";
-    system = await WebSystem.demo();
+    system = await WebSystem.demo($("weights").value);
   }
   const graph = system.graph();
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   const source = fromHub ? ` · ${stats.files} files, ${mb(stats.bytes)} (${stats.cached} from the browser cache)` : "";
-  $("load-status").textContent = `ready in ${seconds} s${source} · ${graph.agents[0]?.dtype ?? ""}`;
+  const blockBytes = graph.agents.reduce((sum, a) => sum + a.blockBytes, 0);
+  const blocks = blockBytes > 0 ? ` · ${[...new Set(graph.agents.flatMap((a) => a.blocks))].sort().join("+")} blocks, ${mb(blockBytes)} on the GPU` : "";
+  $("load-status").textContent = `ready in ${seconds} s${source} · ${graph.agents[0]?.dtype ?? ""}${blocks}`;
   $("load-progress").hidden = true;
   drawGraph(graph);
   $("run").disabled = false;

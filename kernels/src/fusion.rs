@@ -82,6 +82,33 @@ fn take<B: burn::tensor::backend::Backend, const D: usize>(
     wrap(inputs.next().expect("a body gets every declared input"))
 }
 
+/// An operation of `x` and the device copy `blocks` (fusion tensors), queued as one whose body gets
+/// `x` and the copy over the inner backend's tensors.
+fn queue_over_blocks<B: FusionBackend, const D: usize>(
+    name: &'static str,
+    x: Tensor<Fusion<B>, D>,
+    blocks: &DeviceBlocks<Fusion<B>>,
+    out: (Shape, DType),
+    body: impl Fn(Tensor<B, D>, &DeviceBlocks<B>) -> Tensor<B, 2> + Send + Sync + 'static,
+) -> Tensor<Fusion<B>, 2> {
+    let layout: Vec<_> = blocks.parts.iter().map(|p| (p.format, p.rows)).collect();
+    let mut inputs = vec![raw(x)];
+    for p in &blocks.parts {
+        inputs.extend([raw(p.words.clone()), raw(p.groups.clone())]);
+    }
+    let cols = blocks.cols;
+    let [out] = queue::<B, 1>(name, inputs, [out], move |inputs| {
+        let mut inputs = inputs.into_iter();
+        let x = take(&mut inputs);
+        let parts = layout
+            .iter()
+            .map(|&(format, rows)| DevicePart { format, rows, words: take(&mut inputs), groups: take(&mut inputs) })
+            .collect();
+        vec![raw(body(x, &DeviceBlocks { cols, parts }))]
+    });
+    wrap(out)
+}
+
 /// A shape-preserving operation of `x` and `extra` (which the body reads after `x`, in order).
 fn map_like<B: FusionBackend, const D: usize>(
     name: &'static str,
@@ -107,26 +134,17 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
 
     const BLOCKS_ON_DEVICE: bool = B::BLOCKS_ON_DEVICE;
 
-    /// `x` and the device copy's tensors (fusion tensors), queued as one operation whose body is the
-    /// inner backend's [`RmasBackend::device_quant_matmul`].
+    /// Queued as one operation whose body is the inner backend's
+    /// [`RmasBackend::device_quant_matmul`] ([`queue_over_blocks`]).
     fn device_quant_matmul(x: Tensor<Self, 2>, blocks: &DeviceBlocks<Self>, rows: crate::Rows) -> Tensor<Self, 2> {
-        let out = ([x.dims()[0], blocks.parts.iter().map(|p| p.rows).sum()].into(), x.dtype());
-        let layout: Vec<_> = blocks.parts.iter().map(|p| (p.format, p.rows)).collect();
-        let mut inputs = vec![raw(x)];
-        for p in &blocks.parts {
-            inputs.extend([raw(p.words.clone()), raw(p.groups.clone())]);
-        }
-        let cols = blocks.cols;
-        let [out] = queue::<B, 1>("rmas.quant_matmul", inputs, [out], move |inputs| {
-            let mut x = inputs.into_iter();
-            let a = take(&mut x);
-            let parts = layout
-                .iter()
-                .map(|&(format, rows)| DevicePart { format, rows, words: take(&mut x), groups: take(&mut x) })
-                .collect();
-            vec![raw(B::device_quant_matmul(a, &DeviceBlocks { cols, parts }, rows))]
-        });
-        wrap(out)
+        let out = ([x.dims()[0], blocks.rows()].into(), x.dtype());
+        queue_over_blocks::<B, 2>("rmas.quant_matmul", x, blocks, out, move |x, w| B::device_quant_matmul(x, w, rows))
+    }
+
+    /// Queued as one operation whose body is the inner backend's [`RmasBackend::device_rows`].
+    fn device_rows(blocks: &DeviceBlocks<Self>, ids: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        let out = ([ids.dims()[0], blocks.cols].into(), DType::F32);
+        queue_over_blocks::<B, 1>("rmas.quant_rows", ids, blocks, out, |ids, w| B::device_rows(w, ids))
     }
 
     fn linear_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>, rows: crate::Rows) -> Tensor<Self, 2> {

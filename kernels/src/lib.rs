@@ -215,8 +215,16 @@ pub trait RmasBackend: Backend {
         w: &quant::DeviceBlocks<Self>,
         _rows: Rows,
     ) -> burn::Tensor<Self, 2> {
-        let rows = w.parts.iter().map(|p| p.rows).sum();
-        dense_product(x, w.dequantize(), [rows, w.cols])
+        dense_product(x, w.dequantize(), [w.rows(), w.cols])
+    }
+
+    /// Rows `ids` `[T]` (row indices as f32 values, all `< rows`) of a matrix on this backend's
+    /// device, decoded: `[T, K]` f32 (the embedding lookups of a matrix whose host blocks were
+    /// released, [`quant::QuantMatrix::released_to`]). The reference reads the copy back, decodes it
+    /// on the host and selects.
+    fn device_rows(w: &quant::DeviceBlocks<Self>, ids: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
+        let data = burn::tensor::TensorData::new(w.dequantize(), [w.rows(), w.cols]);
+        Tensor::<Self, 2>::from_data(data, (&ids.device(), DType::F32)).select(0, ids.int())
     }
 }
 
@@ -420,6 +428,10 @@ where
         rows: Rows,
     ) -> burn::Tensor<Self, 2> {
         quant::cube::matmul(x, w, rows)
+    }
+
+    fn device_rows(w: &quant::DeviceBlocks<Self>, ids: burn::Tensor<Self, 1>) -> burn::Tensor<Self, 2> {
+        quant::cube::lookup_rows(w, ids)
     }
 
     /// The runtime's largest memory page: on wgpu/WebGPU the device's `max_storage_buffer_binding_size`.

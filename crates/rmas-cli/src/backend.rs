@@ -66,9 +66,9 @@ pub enum Quantize {
 /// How weights are held in memory (docs/quantization.md).
 #[derive(Args, Clone, Debug)]
 pub struct WeightArgs {
-    /// Quantize at load (CPU backend): layer weights to `int8` (Q8_0) or `int4` (Q4_1) blocks, the
-    /// embedding and LM head to Q8_0; products decode the blocks as they go. A GGUF file's
-    /// Q8_0/Q4_0/Q4_1 tensors stay as stored either way.
+    /// Quantize at load: layer weights to `int8` (Q8_0) or `int4` (Q4_1) blocks, the embedding and LM
+    /// head to Q8_0; products decode the blocks as they go (on a GPU the blocks live on the device
+    /// only). A GGUF file's block-quantized tensors stay as stored either way.
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: Quantize,
     /// Dequantize a GGUF file's blocks to the compute dtype at load (the reference path: 4–7× the

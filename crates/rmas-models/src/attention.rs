@@ -56,6 +56,11 @@ impl<B: RmasBackend> Attention<B> {
         [&self.qkv_proj, &self.o_proj]
     }
 
+    /// [`Self::linears`], mutable.
+    pub fn linears_mut(&mut self) -> [&mut Linear<B>; 2] {
+        [&mut self.qkv_proj, &mut self.o_proj]
+    }
+
     /// Loads `q_proj`, `k_proj`, `v_proj`, `o_proj` (and q/k norms) below `l`.
     pub fn load(l: &Loader<B>, c: &Config, layer: &LayerConfig) -> Result<Self> {
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);

@@ -42,6 +42,11 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         [&self.in_proj, &self.out_proj]
     }
 
+    /// [`Self::linears`], mutable.
+    pub fn linears_mut(&mut self) -> [&mut Linear<B>; 2] {
+        [&mut self.in_proj, &mut self.out_proj]
+    }
+
     /// Loads `linear_attn.*` below `l`.
     pub fn load(l: &Loader<B>, c: &Config, cfg: GdnConfig) -> Result<Self> {
         let (h, nv, k) = (c.hidden_size, cfg.num_value_heads, cfg.conv_kernel);

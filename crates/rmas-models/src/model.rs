@@ -75,6 +75,26 @@ struct Layer<B: Backend> {
     mlp: Mlp<B>,
 }
 
+impl<B: RmasBackend> Layer<B> {
+    /// The weight products: the mixer's, then the MLP's.
+    fn linears(&self) -> [&Linear<B>; 4] {
+        let [a, b] = match &self.mixer {
+            LayerMixer::Attention(a) => a.linears(),
+            LayerMixer::Delta(d) => d.linears(),
+        };
+        [a, b, &self.mlp.gate_up, &self.mlp.down]
+    }
+
+    /// [`Self::linears`], mutable.
+    fn linears_mut(&mut self) -> [&mut Linear<B>; 4] {
+        let [a, b] = match &mut self.mixer {
+            LayerMixer::Attention(a) => a.linears_mut(),
+            LayerMixer::Delta(d) => d.linears_mut(),
+        };
+        [a, b, &mut self.mlp.gate_up, &mut self.mlp.down]
+    }
+}
+
 /// A loaded agent language model.
 pub struct Model<B: Backend> {
     config: Config,
@@ -211,11 +231,13 @@ impl<B: RmasBackend> Model<B> {
             }
             _ => ropes,
         };
-        let model = Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config };
+        let mut model = Self { embed, layers, norm, lm_head, ropes, device: device.clone(), dtype, config };
         if B::BLOCKS_ON_DEVICE {
             // Each matrix's device copy now, so that a device short of memory fails the load rather
-            // than the first step (docs/quantization.md, "On the GPU").
-            model.block_matrices().for_each(|m| drop(m.on_device::<B>(device)));
+            // than the first step, and the host keeps none of the blocks (docs/quantization.md, "On
+            // the GPU").
+            model.layers.iter_mut().flat_map(Layer::linears_mut).for_each(|l| l.release_to(device));
+            [Some(&mut model.embed), model.lm_head.as_mut()].into_iter().flatten().for_each(|m| m.release_to(device));
         }
         Ok(model)
     }
@@ -223,13 +245,7 @@ impl<B: RmasBackend> Model<B> {
     /// The weight matrices held as quantized blocks (layer products, then the embedding and output
     /// matrices), each once.
     pub fn block_matrices(&self) -> impl Iterator<Item = &QuantMatrix> {
-        let layers = self.layers.iter().flat_map(|l| {
-            let mixer = match &l.mixer {
-                LayerMixer::Attention(a) => a.linears(),
-                LayerMixer::Delta(d) => d.linears(),
-            };
-            mixer.into_iter().chain([&l.mlp.gate_up, &l.mlp.down]).filter_map(Linear::blocks)
-        });
+        let layers = self.layers.iter().flat_map(Layer::linears).filter_map(Linear::blocks);
         layers.chain([Some(&self.embed), self.lm_head.as_ref()].into_iter().flatten().filter_map(VocabMatrix::blocks))
     }
 

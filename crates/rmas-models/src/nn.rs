@@ -281,6 +281,13 @@ impl<B: RmasBackend> Linear<B> {
         }
     }
 
+    /// Keeps block weights only as their copy on `device` ([`QuantMatrix::released_to`]).
+    pub fn release_to(&mut self, device: &B::Device) {
+        if let Weight::Blocks(m) = &mut self.weight {
+            *m = Arc::new(m.released_to::<B>(device));
+        }
+    }
+
     /// `x·Wᵀ + b` for `x` `[T, in]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let t = x.dims()[0];
@@ -411,14 +418,31 @@ impl<B: RmasBackend> VocabMatrix<B> {
         }
     }
 
+    /// Keeps blocks only as their copy on `device` ([`QuantMatrix::released_to`]), where row indices
+    /// are exact in f32 (below 2^24 rows, as every vocabulary is), which the device lookup takes.
+    pub fn release_to(&mut self, device: &B::Device) {
+        if let Self::Blocks { matrix, .. } = self
+            && matrix.rows() < 1 << f32::MANTISSA_DIGITS
+        {
+            *matrix = Arc::new(matrix.released_to::<B>(device));
+        }
+    }
+
     /// The rows `ids` (all `< V`), `[T, H]`.
     pub fn rows(&self, ids: &[u32]) -> Tensor<B, 2> {
         let (blocks, block_rows) = match self {
             Self::Dense { blocks, block_rows } => (blocks, *block_rows),
             Self::Blocks { matrix, device, dtype } => {
-                let rows = matrix.dequantize_rows(ids.iter().map(|&i| i as usize)); // [T, H]
-                let rows =
-                    upload::<B, 2, burn::tensor::Float>(TensorData::new(rows, [ids.len(), matrix.cols()]), device);
+                let rows = if matrix.on_host() {
+                    let rows = matrix.dequantize_rows(ids.iter().map(|&i| i as usize));
+                    upload::<B, 2, burn::tensor::Float>(TensorData::new(rows, [ids.len(), matrix.cols()]), device)
+                } else {
+                    // The row indices as f32 values (exact: see `release_to`), gathered on the device.
+                    let ids: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+                    let n = ids.len();
+                    let ids = upload::<B, 1, burn::tensor::Float>(TensorData::new(ids, [n]), device);
+                    B::device_rows(&matrix.on_device::<B>(device), ids)
+                }; // [T, H] f32
                 return if rows.dtype() == *dtype { rows } else { rows.cast(*dtype) };
             }
         };

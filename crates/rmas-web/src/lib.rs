@@ -5,7 +5,7 @@
 //! await init();
 //! const system = await WebSystem.demo();
 //! // or a released system, with the page's fetch (progress, caching) behind `fetchFile`:
-//! // const system = await WebSystem.load("sequential-light", "math", "auto", (repo, file, wantBytes) => bytesOrNull);
+//! // const system = await WebSystem.load("sequential-light", "math", "auto", "int4", (repo, file, wantBytes) => bytesOrNull);
 //! const result = await system.run(question, { rounds: 2 }, (event) => console.log(event));
 //! ```
 //!
@@ -25,6 +25,7 @@ use rmas::engine::{Event, LoadedSystem, Run};
 use rmas::system::downloads::{Downloads, Fetched, Want};
 use rmas_models::generate::read_back;
 use rmas_models::weights::ByteSource;
+use rmas_models::{BlockFormat, Blocks, Precision};
 use rmas_text::{Style, Task};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -81,20 +82,31 @@ pub struct WebSystem {
 #[wasm_bindgen]
 impl WebSystem {
     /// The built-in demo: the tiny random-weight mixture system (`rmas run --demo`), no download.
-    pub async fn demo() -> Result<WebSystem, JsError> {
+    /// `weights` as in [`WebSystem::load`].
+    pub async fn demo(weights: Option<String>) -> Result<WebSystem, JsError> {
         let device = device().await;
-        let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED, burn::tensor::DType::F32).map_err(js_error)?;
+        let precision = precision(DType::F32, weights.as_deref())?;
+        let system = rmas::demo::mixture::<B>(&device, rmas::demo::SEED, precision).map_err(js_error)?;
         let graph = graph_of(&system);
         Ok(WebSystem { system: Rc::new(system), graph, style: None })
     }
 
     /// Downloads and loads a released system. `style`: `sequential-light`, `sequential-scaled`,
     /// `mixture`, `distillation` or `deliberation`; `task`: `math` or `code`; `dtype`: `f32`, `f16` or
-    /// `auto` (f16 when the adapter has `shader-f16`). `fetchFile(repo, file, wantBytes)` returns a
+    /// `auto` (f16 when the adapter has `shader-f16`); `weights`: `stored` (the default), or `int8` /
+    /// `int4` to quantize the agents' layer weights while loading (`rmas run --quantize`: Q8_0 / Q4_1
+    /// blocks, the embedding and LM head Q8_0), which then live on the GPU only.
+    /// `fetchFile(repo, file, wantBytes)` returns a
     /// Promise of the file's bytes (`Uint8Array`), or of `null` when the repo does not have it. Weight
     /// files are first asked for with `wantBytes = false` (download and cache them, any non-null
     /// answer) and again with `true` when their agent is built, one agent at a time.
-    pub async fn load(style: String, task: String, dtype: String, fetch_file: Function) -> Result<WebSystem, JsError> {
+    pub async fn load(
+        style: String,
+        task: String,
+        dtype: String,
+        weights: Option<String>,
+        fetch_file: Function,
+    ) -> Result<WebSystem, JsError> {
         let device = device().await;
         let style: Style = style.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
         let task: Task = task.parse().map_err(|e: rmas_text::TextError| JsError::new(&e.to_string()))?;
@@ -105,15 +117,17 @@ impl WebSystem {
             "auto" => DType::F32,
             other => return Err(JsError::new(&format!("dtype `{other}`: expected f32, f16 or auto"))),
         };
+        let precision = precision(dtype, weights.as_deref())?;
         let downloads = Downloads::new();
         let fetch = |repo, file, want| fetch(&fetch_file, repo, file, want);
         let spec = downloads.resolve(style, task, fetch).await.map_err(js_error)?;
-        let system = downloads.load::<B, _, _>(&spec, &device, dtype, fetch).await.map_err(js_error)?;
+        let system = downloads.load::<B, _, _>(&spec, &device, precision, fetch).await.map_err(js_error)?;
         let graph = graph_of(&system);
         Ok(WebSystem { system: Rc::new(system), graph, style: Some(style) })
     }
 
-    /// The agents (`{role, model, layers, hidden, dtype}`) and outer links (`{key, from, to}`) for drawing.
+    /// The agents (`{role, model, layers, hidden, dtype, blocks, blockBytes}`: the block formats, as
+    /// `["Q4_1", "Q8_0"]`, and bytes of the weights held as blocks) and outer links (`{key, from, to}`) for drawing.
     pub fn graph(&self) -> Result<JsValue, JsError> {
         to_js(&self.graph)
     }
@@ -142,6 +156,17 @@ impl WebSystem {
             Ok(to_js(&result.to_json())?)
         })
     }
+}
+
+/// `dtype` with the page's `weights` choice: `stored` (or absent), `int8` or `int4`.
+fn precision(dtype: DType, weights: Option<&str>) -> Result<Precision, JsError> {
+    let blocks = match weights.unwrap_or("stored") {
+        "stored" => Blocks::Stored,
+        "int8" => Blocks::Quantize(BlockFormat::Q8_0),
+        "int4" => Blocks::Quantize(BlockFormat::Q4_1),
+        other => return Err(JsError::new(&format!("weights `{other}`: expected stored, int8 or int4"))),
+    };
+    Ok(Precision::new(dtype, blocks))
 }
 
 /// The ids of the current generation and how much of their text was shown.
@@ -203,13 +228,18 @@ fn call(on_event: &Function, value: &Value) {
     }
 }
 
-/// `{agents: [{role, model, layers, hidden}], links: [{key, from, to}], style}`.
+/// `{agents: [{role, model, layers, hidden, dtype, blocks, blockBytes}], links: [{key, from, to}], style}`.
 fn graph_of(system: &LoadedSystem<B>) -> Value {
     let agents: Vec<Value> = system
         .agents()
         .map(|a| {
             let c = a.model.config();
-            json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size, "dtype": format!("{:?}", a.model.dtype()) })
+            let mut formats: Vec<&str> = a.model.block_matrices().flat_map(|m| m.format_names()).collect();
+            formats.sort();
+            formats.dedup();
+            let block_bytes: usize = a.model.block_matrices().map(|m| m.bytes()).sum();
+            json!({ "role": a.role.to_string(), "model": format!("{:?}", c.family), "layers": c.num_layers(), "hidden": c.hidden_size,
+                    "dtype": format!("{:?}", a.model.dtype()), "blocks": formats, "blockBytes": block_bytes })
         })
         .collect();
     let links: Vec<Value> = system

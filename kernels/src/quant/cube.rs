@@ -2,9 +2,11 @@
 //! CUDA, wgpu and WebGPU; docs/quantization.md, "On the GPU"), reading the device layout of
 //! `device.rs`: for a few rows of activations (a decode step) or rows that must each take the
 //! per-row path, one cube per weight row and activation row sums the row's codes times `x` across
-//! its units; for more rows (a prompt), the blocks are decoded into a dense f32 matrix for one matmul.
+//! its units; for more rows (a prompt), the blocks are decoded into a dense f32 matrix for one matmul
+//! by the kernel that decodes looked-up rows (the embedding's).
 
-use burn::tensor::{DType, Tensor};
+use burn::tensor::ops::IntTensorOps;
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -80,28 +82,40 @@ mod kernel {
         }
     }
 
-    /// Every weight of one run of rows decoded into `out` `[rows, K]`, a word per step.
+    /// The rows `ids` of one run of rows decoded into `out` `[T, K]`, a word per step: `ids` `[T]`
+    /// holds row indices as f32 values, counted from the run's first row; the others' rows are left
+    /// to their runs' launches.
     #[cube(launch)]
-    pub fn decode_kernel(
+    pub fn gather_kernel(
+        ids: &Tensor<f32>,
         words: &Tensor<u32>,
         groups: &Tensor<f32>,
-        out: &mut Tensor<f32>, // [rows, K]
+        out: &mut Tensor<f32>, // [T, K]
         #[comptime] bits: u32,
         #[comptime] group: usize,
         #[comptime] bias: i32,
     ) {
+        let k_len = out.shape(1);
         let per_word = comptime!(32 / bits as usize);
+        let row_words = k_len / per_word;
+        let run_rows = words.len() / row_words;
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-        let mut w = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
-        while w < words.len() {
-            let word = words[w];
-            let k = w * per_word; // index into out, row-major
-            let at = k / group * 2;
-            #[unroll]
-            for i in 0..per_word {
-                out[k + i] = code(word, comptime!((i as u32) * bits), bits, bias) * groups[at] + groups[at + 1];
+        let mut at_out = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
+        while at_out < ids.len() * row_words {
+            let (t, w) = (at_out / row_words, at_out % row_words);
+            let id = ids[t];
+            if id >= 0.0 && id < f32::cast_from(run_rows) {
+                let r = u32::cast_from(id) as usize;
+                let word = words[r * row_words + w];
+                let k = w * per_word;
+                let at = (r * (k_len / group) + k / group) * 2;
+                #[unroll]
+                for i in 0..per_word {
+                    out[t * k_len + k + i] =
+                        code(word, comptime!((i as u32) * bits), bits, bias) * groups[at] + groups[at + 1];
+                }
             }
-            w += step;
+            at_out += step;
         }
     }
 }
@@ -118,8 +132,11 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     assert_eq!(k, w.cols, "product of [{m}, {k}] by a quantized matrix of {} columns", w.cols);
     let per_row = m <= DOT_ROWS || rows == Rows::PerRow;
     if !per_row {
-        // [N, K] f32, multiplied as a dense weight is (strict f32 where asked: no TF32).
-        let dense = Tensor::cat(w.parts.iter().map(|p| decode::<R, F, I, BT>(p, k)).collect(), 0);
+        // [N, K] f32: every row decoded, multiplied as a dense weight is (strict f32 where asked: no TF32).
+        let all = Tensor::<Cube<R, F, I, BT>, 1, Int>::arange(0..w.rows() as i64, &x.device()).into_primitive();
+        let all =
+            Tensor::from_primitive(TensorPrimitive::Float(Cube::<R, F, I, BT>::int_into_float(all, FloatDType::F32)));
+        let dense = lookup_rows(w, all);
         let x = crate::f32_of(x);
         let out = crate::linear::cube::strict_product(x.clone(), dense.clone())
             .unwrap_or_else(|| crate::linear::reference(x, dense, true));
@@ -149,26 +166,36 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     Tensor::cat(outs.collect(), 1).cast(dtype)
 }
 
-/// A run of rows decoded on the device, `[rows, cols]` f32.
-fn decode<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    p: &DevicePart<Cube<R, F, I, BT>>,
-    cols: usize,
+/// Rows `ids` `[T]` (row indices as f32 values) of a matrix on this device, decoded: `[T, K]` f32.
+pub fn lookup_rows<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    w: &DeviceBlocks<Cube<R, F, I, BT>>,
+    ids: Tensor<Cube<R, F, I, BT>, 1>,
 ) -> Tensor<Cube<R, F, I, BT>, 2> {
-    let (words, groups) = part_args::<R, F, I, BT>(p);
-    let out = empty_device_dtype(words.client.clone(), words.device.clone(), [p.rows, cols].into(), DType::F32);
-    let n = words.meta.shape().num_elements();
-    if n > 0 {
-        kernel::decode_kernel::launch::<R>(
-            &words.client.clone(),
-            elementwise_cubes(n),
-            CubeDim::new_1d(ELEM_UNITS as u32),
-            words.into_tensor_arg(),
-            groups.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            p.format.code_bits(),
-            p.format.group(),
-            p.format.code_bias(),
-        );
+    let t = ids.dims()[0];
+    let ids = crate::f32_of(ids);
+    let device = ids.device();
+    let out = empty_device_dtype(R::client(&device), device, [t, w.cols].into(), DType::F32);
+    let mut first = 0;
+    for p in &w.parts {
+        // Each run writes the rows of the ids in its range, counted from its first row.
+        let local = f32_contiguous(if first == 0 { ids.clone() } else { ids.clone().sub_scalar(first as f32) });
+        let (words, groups) = part_args::<R, F, I, BT>(p);
+        let n = t * w.cols * p.format.code_bits() as usize / 32;
+        if n > 0 && p.rows > 0 {
+            kernel::gather_kernel::launch::<R>(
+                &local.client.clone(),
+                elementwise_cubes(n),
+                CubeDim::new_1d(ELEM_UNITS as u32),
+                local.into_tensor_arg(),
+                words.into_tensor_arg(),
+                groups.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                p.format.code_bits(),
+                p.format.group(),
+                p.format.code_bias(),
+            );
+        }
+        first += p.rows;
     }
     tensor(out)
 }

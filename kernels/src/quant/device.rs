@@ -55,10 +55,20 @@ impl QuantMatrix {
         if let Some(found) = found {
             return found;
         }
+        assert!(self.host, "{self:?}: the host blocks were released to another device");
         let parts = self.parts.iter().map(|p| upload::<B>(p, self.cols, device)).collect();
         let copy = Arc::new(DeviceBlocks { cols: self.cols, parts });
         copies.push(copy.clone());
         copy
+    }
+
+    /// This matrix with its copy on `device` (uploaded now where not yet) and no blocks on the host:
+    /// what a GPU backend keeps of a loaded model, so that the host (wasm32's 4 GiB above all) does
+    /// not hold every weight twice. Only [`Self::on_device`] for `device` reads the result.
+    pub fn released_to<B: Backend>(&self, device: &B::Device) -> Self {
+        drop(self.on_device::<B>(device));
+        let parts = self.parts.iter().map(|p| Part { format: p.format, rows: p.rows, blocks: Vec::new() }).collect();
+        Self { cols: self.cols, parts, device: self.device.clone(), host: false }
     }
 }
 
@@ -103,6 +113,11 @@ pub(super) fn pack(part: &Part, cols: usize) -> (Vec<u32>, Vec<f32>) {
 }
 
 impl<B: Backend> DeviceBlocks<B> {
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows).sum()
+    }
+
     /// The matrix `[rows, cols]` decoded on the host from this copy's words and groups, row-major:
     /// the layout's definition in plain loops.
     pub fn dequantize(&self) -> Vec<f32> {

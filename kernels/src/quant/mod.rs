@@ -276,6 +276,8 @@ pub struct QuantMatrix {
     parts: Vec<Part>,
     /// Copies on devices ([`QuantMatrix::on_device`]).
     device: device::DeviceCopies,
+    /// Whether `parts` hold their blocks; `false` once [`QuantMatrix::released_to`] a device.
+    host: bool,
 }
 
 impl fmt::Debug for QuantMatrix {
@@ -287,7 +289,7 @@ impl fmt::Debug for QuantMatrix {
 impl QuantMatrix {
     /// A matrix of `parts`, with no device copies yet.
     fn new(cols: usize, parts: Vec<Part>) -> Self {
-        Self { cols, parts, device: Default::default() }
+        Self { cols, parts, device: Default::default(), host: true }
     }
 
     /// A matrix over stored blocks; `None` unless `cols` is a whole number of blocks and `blocks`
@@ -323,28 +325,40 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// Bytes of blocks held.
+    /// Bytes of the blocks (as stored, whether or not the host still holds them).
     pub fn bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.blocks.len()).sum()
+        self.parts.iter().map(|p| p.rows * self.cols / p.format.block_weights() * p.format.block_bytes()).sum()
+    }
+
+    /// Whether the host holds the blocks; where not, only a device copy multiplies
+    /// ([`QuantMatrix::released_to`]).
+    pub fn on_host(&self) -> bool {
+        self.host
     }
 
     /// The formats of the row runs, `Q4_1` or `Q4_1+Q8_0`.
     pub fn formats(&self) -> String {
-        let mut names: Vec<_> = self.parts.iter().map(|p| p.format.name()).collect();
-        names.dedup();
-        names.join("+")
+        self.format_names().collect::<Vec<_>>().join("+")
+    }
+
+    /// The names of the row runs' formats, in order, each run once.
+    pub fn format_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let mut last = None;
+        self.parts.iter().map(|p| p.format.name()).filter(move |&name| last.replace(name) != Some(name))
     }
 
     /// The format and all blocks, row after row, when every row has the same format.
     pub fn single_format(&self) -> Option<(BlockFormat, &[u8])> {
         match self.parts.as_slice() {
-            [part] => Some((part.format, &part.blocks)),
+            [part] if self.host => Some((part.format, &part.blocks)),
             _ => None,
         }
     }
 
-    /// The format and blocks of row `r`.
+    /// The format and blocks of row `r`. Panics where the host no longer holds them
+    /// ([`QuantMatrix::on_host`]).
     pub fn row_blocks(&self, mut r: usize) -> (BlockFormat, &[u8]) {
+        assert!(self.host, "{self:?}: the host blocks were released to a device");
         for p in &self.parts {
             if r < p.rows {
                 let bytes = self.cols / p.format.block_weights() * p.format.block_bytes();
@@ -394,10 +408,11 @@ impl QuantMatrix {
     }
 
     /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
-    /// number of columns (each already a whole number of its formats' blocks).
+    /// number of columns (each already a whole number of its formats' blocks) and hold their blocks
+    /// on the host.
     pub fn concat(matrices: Vec<Self>) -> Option<Self> {
         let cols = matrices.first()?.cols;
-        if matrices.iter().any(|m| m.cols != cols) {
+        if matrices.iter().any(|m| m.cols != cols || !m.host) {
             return None;
         }
         Some(Self::new(cols, matrices.into_iter().flat_map(|m| m.parts).collect()))

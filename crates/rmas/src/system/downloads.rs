@@ -17,9 +17,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::DType;
 use rmas_models::weights::{ByteSource, INDEX_FILE, SINGLE_FILE, shard_files};
-use rmas_models::{Model, RmasBackend, Weights, config};
+use rmas_models::{Model, Precision, RmasBackend, Weights, config};
 use rmas_text::Tokenizer;
 use rmas_text::{Style, Task};
 
@@ -99,7 +98,7 @@ impl Downloads {
         &self,
         spec: &SystemSpec,
         device: &B::Device,
-        dtype: DType,
+        precision: impl Into<Precision>,
         mut fetch: F,
     ) -> Result<LoadedSystem<B>>
     where
@@ -107,6 +106,7 @@ impl Downloads {
         F: FnMut(String, String, Want) -> Fut,
         Fut: Future<Output = Result<Option<Fetched>>>,
     {
+        let precision = precision.into();
         let mut agents = Vec::with_capacity(spec.agents.len());
         for agent in &spec.agents {
             let mut weights = Vec::new();
@@ -119,7 +119,7 @@ impl Downloads {
                 };
                 weights.push((path, bytes));
             }
-            agents.push(self.agent(agent, Weights::from_sources(weights)?, device, dtype)?);
+            agents.push(self.agent(agent, Weights::from_sources(weights)?, device, precision.clone())?);
         }
         let hidden = agents.iter().map(|a| (a.role, a.model.config().hidden_size)).collect();
         let outer = spec.load_outer_links(&hidden, |path| {
@@ -142,12 +142,12 @@ impl Downloads {
         spec: &AgentSpec,
         weights: Weights,
         device: &B::Device,
-        dtype: DType,
+        precision: Precision,
     ) -> Result<Agent<B>> {
         let dir = checkpoint_dir(spec)?;
         let config_path = dir.join("config.json");
         let config = config::parse(&self.text(&config_path, "model config")?, &config_path)?;
-        let model = Model::from_weights(config, &weights, device, dtype)?;
+        let model = Model::from_weights(config, &weights, device, precision)?;
         drop(weights);
         let tokenizer = Tokenizer::from_reader(&dir.display().to_string(), |name| Ok(self.bytes(&dir.join(name))))?;
         let inner = InnerLink::from_pt_bytes(
