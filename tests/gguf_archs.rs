@@ -1,4 +1,5 @@
-//! GGUF files of the Llama (rotary-permuted q/k, Llama 3 `rope_freqs`), Qwen2 and Qwen3 architectures:
+//! GGUF files of the Llama (rotary-permuted q/k, Llama 3 `rope_freqs`), Qwen2, Qwen3 and Gemma 3 (norms
+//! stored as `1 + w`, sliding layers, linear rope scaling of the global layers) architectures:
 //! the golden tiny models converted by llama.cpp's own Python package (`tests/gguf_models.py`,
 //! llama.cpp's tensor names, layouts and metadata keys) load to
 //! the safetensors model's logits: exactly from F32 tensors; from Q8_0 tensors, exactly what
@@ -32,7 +33,7 @@ fn gguf(name: &str, blocks: Blocks) -> Model<B> {
 
 #[test]
 fn gguf_files_load_to_the_safetensors_logits() {
-    for arch in ["llama", "qwen2", "qwen3"] {
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
         let ids = Golden::open(&format!("models/{arch}/golden.safetensors")).ids("input_ids");
         let dir = golden(&format!("models/{arch}/model"));
         let precision = |blocks| Precision::new(DType::F32, blocks);

@@ -1,9 +1,11 @@
-"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Llama, Qwen2 and Qwen3 models
+"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Llama, Qwen2, Qwen3 and Gemma 3 models
 (tests/fixtures/golden/models/<arch>/model) converted to GGUF as llama.cpp's converter
 (`convert_hf_to_gguf.py`) names and lays them out, with llama.cpp's own Python package: F32 tensors,
 and Q8_0 for the 2-D weights (quantized by `gguf.quants.quantize`, llama.cpp's reference). For
 Llama, as the converter's `LlamaModel`: query/key rows permuted into llama.cpp's rotary layout, and
-Llama 3's rope scaling written as the `rope_freqs` tensor of per-frequency factors. rmas must
+Llama 3's rope scaling written as the `rope_freqs` tensor of per-frequency factors; for Gemma 3, as
+`Gemma3Model`: the language model of the multimodal checkpoint, 1 added to every norm weight, the
+global layers' linear rope scaling and the sliding window in the metadata. rmas must
 load them to the safetensors model's logits (`tests/gguf_archs.rs`).
 
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
@@ -66,12 +68,18 @@ TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "o
        "lm_head.weight": "output.weight"}
 
 
-def gguf_name(hf: str) -> str:
+# Gemma 3's norms around the attention and the MLP (`gguf.constants`: ATTN_POST_NORM, FFN_PRE_NORM,
+# FFN_POST_NORM).
+GEMMA3_LAYER = {**LAYER, "post_attention_layernorm": "post_attention_norm",
+                "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
+
+
+def gguf_name(hf: str, arch: str) -> str:
     if hf in TOP:
         return TOP[hf]
     _, _, layer, rest = hf.split(".", 3)
     part, suffix = rest.rsplit(".", 1)
-    return f"blk.{layer}.{LAYER[part]}.{suffix}"
+    return f"blk.{layer}.{(GEMMA3_LAYER if arch == 'gemma3' else LAYER)[part]}.{suffix}"
 
 
 def permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -185,7 +193,7 @@ def k_quant(t: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenizer: Path | None = None) -> None:
     """`tensors` (HF names, float32) as llama.cpp's converter writes them; `qtype_of(gguf_name, t)`
     picks each tensor's ggml type (None: F32)."""
-    arch = config["model_type"]
+    arch = {"gemma3_text": "gemma3"}.get(config["model_type"], config["model_type"])
     w = gguf.GGUFWriter(str(path), arch)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
@@ -198,7 +206,14 @@ def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenize
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    w.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    # `TextModel.set_gguf_parameters`: the global layers' rope (Gemma 3's local rope is llama.cpp's constant).
+    rope = config["rope_parameters"].get("full_attention", config["rope_parameters"])
+    w.add_rope_freq_base(rope["rope_theta"])
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
+    if arch == "gemma3":
+        w.add_sliding_window(config["sliding_window"])
     w.add_vocab_size(config["vocab_size"])
     w.add_file_type(file_type)
     if tokenizer:
@@ -211,12 +226,14 @@ def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenize
             t = permute(t, heads)
         if arch == "llama" and name.endswith("k_proj.weight"):
             t = permute(t, config["num_key_value_heads"])
-        qtype = qtype_of(gguf_name(name), t)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            t = t + 1  # `Gemma3Model.norm_shift`: ggml multiplies by the stored weight
+        qtype = qtype_of(gguf_name(name, arch), t)
         if qtype is None:
-            w.add_tensor(gguf_name(name), t)
+            w.add_tensor(gguf_name(name, arch), t)
             continue
         q = gguf.quants.quantize(t, qtype) if qtype == gguf.GGMLQuantizationType.Q8_0 else k_quant(t, qtype)
-        w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=qtype)
+        w.add_tensor(gguf_name(name, arch), q, raw_shape=q.shape, raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -227,9 +244,14 @@ def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenize
 def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> None:
     """A golden model directory: F32, or Q8_0 for the 2-D weights of whole blocks."""
     config = json.loads((model / "config.json").read_text())
+    tensors = load_file(model / "model.safetensors")
+    if "text_config" in config:
+        # A multimodal checkpoint (Gemma 3): its language model, as `Gemma3Model` converts it.
+        config = config["text_config"]
+        tensors = {k.removeprefix("language_model."): t for k, t in tensors.items() if k.startswith("language_model.")}
     q8 = lambda name, t: gguf.GGMLQuantizationType.Q8_0 if t.ndim == 2 and t.shape[1] % 32 == 0 else None
     file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32
-    write(config, load_file(model / "model.safetensors"), path, q8 if qtype == "Q8_0" else lambda *_: None,
+    write(config, tensors, path, q8 if qtype == "Q8_0" else lambda *_: None,
           file_type, model if tokenizer else None)
 
 
@@ -262,7 +284,7 @@ def k_quant_llama(path: Path) -> None:
     write(config, tensors, path, qtype_of, gguf.LlamaFileType.MOSTLY_Q4_K_M)
 
 
-for arch in ["llama", "qwen2", "qwen3"]:
+for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
     for qtype in ["F32", "Q8_0"]:
         convert(ROOT / "fixtures" / "golden" / "models" / arch / "model", OUT / f"{arch}-{qtype.lower()}.gguf", qtype)
 

@@ -165,21 +165,66 @@ impl GgufTensor {
     }
 }
 
-/// A GGUF architecture rmas reads: the HF `model_type` its metadata becomes, and whether llama.cpp's
-/// converter permuted the query/key rows into its rotary layout (it does for llama-style models only).
+/// A GGUF architecture rmas reads: the HF `model_type` its metadata becomes, what llama.cpp's converter
+/// did to its tensors (undone on read: [`Conversion`]), and the HF norm its `ffn_norm` is.
 struct Arch {
     name: &'static str,
     model_type: &'static str,
+    /// Query/key rows permuted into llama.cpp's rotary layout (llama-style models only).
     permuted_qk: bool,
+    /// What the converter added to every norm weight (1 for Gemma, whose norms scale by `1 + w`).
+    norm_shift: f32,
+    /// The HF name of the norm before the MLP.
+    ffn_norm: &'static str,
 }
 
 /// The architectures rmas reads (Mistral GGUF files are `llama`). Tensor names are llama.cpp's, the same
-/// for all three; Qwen2's q/k/v biases and Qwen3's q/k norms are read where present.
+/// for all; Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k norms and Gemma 3's post-norms are read
+/// where present.
 const ARCHS: &[Arch] = &[
-    Arch { name: "llama", model_type: "llama", permuted_qk: true },
-    Arch { name: "qwen2", model_type: "qwen2", permuted_qk: false },
-    Arch { name: "qwen3", model_type: "qwen3", permuted_qk: false },
+    Arch {
+        name: "llama",
+        model_type: "llama",
+        permuted_qk: true,
+        norm_shift: 0.0,
+        ffn_norm: "post_attention_layernorm",
+    },
+    Arch {
+        name: "qwen2",
+        model_type: "qwen2",
+        permuted_qk: false,
+        norm_shift: 0.0,
+        ffn_norm: "post_attention_layernorm",
+    },
+    Arch {
+        name: "qwen3",
+        model_type: "qwen3",
+        permuted_qk: false,
+        norm_shift: 0.0,
+        ffn_norm: "post_attention_layernorm",
+    },
+    Arch {
+        name: "gemma3",
+        model_type: "gemma3_text",
+        permuted_qk: false,
+        norm_shift: 1.0,
+        ffn_norm: "pre_feedforward_layernorm",
+    },
 ];
+
+/// What llama.cpp's converter did to a tensor of the HF checkpoint, undone when it is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Conversion {
+    /// The head count of the rotary row permutation of a query/key weight.
+    pub permuted_heads: Option<usize>,
+    /// Added to every value on read (−1 for a Gemma norm weight).
+    pub shift: f32,
+}
+
+/// llama.cpp's hard-coded Gemma 3 attention (`llama-model.cpp`): every 6th layer global, the others
+/// sliding-window with rope base 10 000 and no rope scaling.
+const GEMMA3_SWA_PATTERN: usize = 6;
+const GEMMA3_SWA_ROPE_BASE: f64 = 10_000.0;
 
 /// How text is split before a byte-level BPE (`tokenizer.ggml.pre`).
 enum Split {
@@ -427,14 +472,16 @@ impl GgufFile {
         };
         let token = |k: &str| self.get(&format!("tokenizer.ggml.{k}")).and_then(MetaValue::as_u64);
         let hidden = uint("embedding_length")?;
-        Ok(json!({
+        let head_dim =
+            self.get(&key("attention.key_length")).and_then(MetaValue::as_u64).unwrap_or(hidden / heads.max(1));
+        let mut config = json!({
             "model_type": model_type,
             "hidden_size": hidden,
             "num_hidden_layers": uint("block_count")?,
             "num_attention_heads": heads,
             "num_key_value_heads": self.get(&key("attention.head_count_kv")).and_then(MetaValue::as_u64).unwrap_or(heads),
             "intermediate_size": uint("feed_forward_length")?,
-            "head_dim": self.get(&key("attention.key_length")).and_then(MetaValue::as_u64).unwrap_or(hidden / heads.max(1)),
+            "head_dim": head_dim,
             "max_position_embeddings": uint("context_length")?,
             "rms_norm_eps": float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             "rope_theta": float("rope.freq_base").unwrap_or(10_000.0),
@@ -442,12 +489,42 @@ impl GgufFile {
             "tie_word_embeddings": !self.tensors.iter().any(|t| t.name == "output.weight"),
             "bos_token_id": token("bos_token_id"),
             "eos_token_id": token("eos_token_id"),
-        }))
+        });
+        if *model_type == "gemma3_text" {
+            // As llama.cpp builds Gemma 3: its fixed sliding pattern and local rope, the rope
+            // scaling of the global layers, and 27B's query scale (hidden / heads, else head_dim).
+            let layers = uint("block_count")? as usize;
+            let layer_types: Vec<&str> = (0..layers)
+                .map(|l| if (l + 1) % GEMMA3_SWA_PATTERN == 0 { "full_attention" } else { "sliding_attention" })
+                .collect();
+            let base = float("rope.freq_base").unwrap_or(1_000_000.0);
+            let scaling = self.get(&key("rope.scaling.type")).and_then(MetaValue::as_str).unwrap_or("linear");
+            if !matches!(scaling, "linear" | "none") {
+                return Err(self
+                    .err(format!("`{}` is `{scaling}`; Gemma 3 takes linear rope scaling", key("rope.scaling.type"))));
+            }
+            let global = match float("rope.scaling.factor").filter(|f| *f != 0.0 && *f != 1.0 && scaling == "linear") {
+                Some(factor) => json!({"rope_type": "linear", "factor": factor, "rope_theta": base}),
+                None => json!({"rope_type": "default", "rope_theta": base}),
+            };
+            let extra = json!({
+                "layer_types": layer_types,
+                "sliding_window": uint("attention.sliding_window")?,
+                "rope_parameters": {"full_attention": global,
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": GEMMA3_SWA_ROPE_BASE}},
+                "query_pre_attn_scalar": if layers == 62 { hidden / heads.max(1) } else { head_dim },
+                "hidden_activation": "gelu_pytorch_tanh",
+                "final_logit_softcapping": float("final_logit_softcapping"),
+                "attn_logit_softcapping": null,
+            });
+            config.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+        }
+        Ok(config)
     }
 
-    /// Each tensor's HF name (`model.layers.0.self_attn.q_proj.weight`), and for the query and key
-    /// projections the head count whose rotary layout llama.cpp's converter permuted (llama only).
-    pub fn hf_names(&self) -> Result<Vec<(String, Option<usize>)>> {
+    /// Each tensor's HF name (`model.layers.0.self_attn.q_proj.weight`) and what the converter did to
+    /// it: the query and key projections' rotary permutation (llama only), Gemma's shifted norms.
+    pub fn hf_names(&self) -> Result<Vec<(String, Conversion)>> {
         let arch = self.arch()?;
         let heads = |k: &str| {
             let heads = self.get(&format!("{}.{k}", arch.name)).and_then(MetaValue::as_u64).map(|h| h as usize);
@@ -466,8 +543,9 @@ impl GgufFile {
                     "rope_freqs.weight" => Some("rope_freqs.weight".to_owned()),
                     _ => None,
                 };
+                let shift = if name.ends_with("norm.weight") { -arch.norm_shift } else { 0.0 };
                 if let Some(hf) = top {
-                    return Ok((hf, None));
+                    return Ok((hf, Conversion { permuted_heads: None, shift }));
                 }
                 let (layer, rest) = name
                     .strip_prefix("blk.")
@@ -482,14 +560,16 @@ impl GgufFile {
                     "attn_q_norm" => ("self_attn.q_norm", None),
                     "attn_k_norm" => ("self_attn.k_norm", None),
                     "attn_norm" => ("input_layernorm", None),
-                    "ffn_norm" => ("post_attention_layernorm", None),
+                    "ffn_norm" => (arch.ffn_norm, None),
+                    "post_attention_norm" => ("post_attention_layernorm", None),
+                    "post_ffw_norm" => ("post_feedforward_layernorm", None),
                     "ffn_gate" => ("mlp.gate_proj", None),
                     "ffn_up" => ("mlp.up_proj", None),
                     "ffn_down" => ("mlp.down_proj", None),
                     _ => return Err(self.err(format!("tensor `{name}` has no known HF name"))),
                 };
-                let permuted = if suffix == "weight" { permuted } else { None };
-                Ok((format!("model.layers.{layer}.{hf}.{suffix}"), permuted))
+                let permuted_heads = if suffix == "weight" { permuted } else { None };
+                Ok((format!("model.layers.{layer}.{hf}.{suffix}"), Conversion { permuted_heads, shift }))
             })
             .collect()
     }

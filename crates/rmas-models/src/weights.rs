@@ -12,7 +12,7 @@ use safetensors::Dtype;
 use crate::error::{ModelError, Result};
 use rmas_kernels::quant::QuantMatrix;
 
-use crate::gguf::{GgmlType, GgufFile, unpermute_rows, unpermuted_order};
+use crate::gguf::{Conversion, GgmlType, GgufFile, unpermute_rows, unpermuted_order};
 
 /// Random access to a weight file held outside this process's memory (in the browser: a
 /// downloaded file on the JS heap), so that only one tensor at a time is copied in.
@@ -75,8 +75,8 @@ struct Entry {
     stored: Stored,
     shape: Vec<usize>,
     range: Range<usize>,
-    /// GGUF query/key weights: the head count of llama.cpp's rotary row permutation, undone on read.
-    permuted_heads: Option<usize>,
+    /// GGUF tensors: what llama.cpp's converter did to the HF tensor, undone on read.
+    conversion: Conversion,
 }
 
 /// Makes the values of a tensor from its name and shape (in-process demo models).
@@ -133,13 +133,13 @@ impl Weights {
         let map = map_regular_file(path)?;
         let gguf = GgufFile::parse(&map, path)?;
         let mut weights = Self::empty(None);
-        for (tensor, (name, permuted_heads)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
+        for (tensor, (name, conversion)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
             let entry = Entry {
                 file: 0,
                 stored: Stored::Ggml(tensor.ggml_type),
                 shape: tensor.shape(),
                 range: tensor.range.clone(),
-                permuted_heads,
+                conversion,
             };
             weights.index.insert(name, entry);
         }
@@ -181,7 +181,7 @@ impl Weights {
                 stored: Stored::Float(info.dtype),
                 shape: info.shape.clone(),
                 range: start + b..start + e,
-                permuted_heads: None,
+                conversion: Conversion::default(),
             };
             self.index.insert(name, entry);
         }
@@ -212,7 +212,7 @@ impl Weights {
             let stored = Stored::Ggml(tensor.ggml_type);
             entries.push((
                 tensor.name.clone(),
-                Entry { file, stored, shape, range: tensor.range.clone(), permuted_heads: None },
+                Entry { file, stored, shape, range: tensor.range.clone(), conversion: Conversion::default() },
             ));
         }
         self.index.extend(entries);
@@ -304,7 +304,10 @@ impl Weights {
         let bytes = self.files[entry.file].1.bytes(entry.range.clone()).into_owned();
         let matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
             .ok_or_else(|| corrupt(format!("`{name}` [{rows}, {cols}] is not whole rows of {format} blocks")))?;
-        match entry.permuted_heads {
+        if entry.conversion.shift != 0.0 {
+            return Ok(None); // a shifted weight is no matrix; read its values
+        }
+        match entry.conversion.permuted_heads {
             None => Ok(Some(matrix)),
             Some(heads) => {
                 let order = unpermuted_order(rows, heads).ok_or_else(|| {
@@ -358,8 +361,11 @@ impl Weights {
                 if !elems.start.is_multiple_of(block) || !elems.end.is_multiple_of(block) {
                     return Err(corrupt(format!("`{name}`: elements {elems:?} are not whole {ggml:?} blocks")));
                 }
-                let values = ggml.dequantize(&bytes(elems.start / block * size..elems.end / block * size));
-                match entry.permuted_heads {
+                let mut values = ggml.dequantize(&bytes(elems.start / block * size..elems.end / block * size));
+                if entry.conversion.shift != 0.0 {
+                    values.iter_mut().for_each(|v| *v += entry.conversion.shift);
+                }
+                match entry.conversion.permuted_heads {
                     None => Ok(values),
                     Some(heads) => {
                         let (rows, cols) = (shape[0], shape.iter().skip(1).product());
