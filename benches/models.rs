@@ -2,13 +2,14 @@
 //! one decode step per family, a whole demo RecursiveMAS run, questions/s of batched runs, the streaming weight products against
 //! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), the CPU bodies of the
 //! delta rule, activations and softmax against their reference paths, and attention's CPU body and
-//! (with `wgpu` or `cuda`) cubecl kernel against the reference.
+//! (with `wgpu` or `cuda`) cubecl kernel against the reference. Model and whole-run iterations run
+//! on rayon's pool (`on_cpu_pool`), as `rmas` runs its CPU jobs.
 
 use burn::backend::NdArray;
 use burn::tensor::DType;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rmas_kernels::Rows;
-use rmas_models::{Model, block_on, demo::random_weights};
+use rmas_models::{Model, block_on, demo::random_weights, on_cpu_pool};
 use rmas_suite::golden;
 
 type B = NdArray;
@@ -37,8 +38,10 @@ fn qwen35(c: &mut Criterion) {
     g.throughput(Throughput::Elements(512));
     g.bench_function("prefill_512", |b| {
         b.iter(|| {
-            let mut cache = model.new_cache(512, 0).unwrap();
-            model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap().into_data()
+            on_cpu_pool(|| {
+                let mut cache = model.new_cache(512, 0).unwrap();
+                model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap().into_data()
+            })
         })
     });
     g.throughput(Throughput::Elements(1));
@@ -46,9 +49,11 @@ fn qwen35(c: &mut Criterion) {
     model.forward(model.embed(&ids).unwrap(), &mut cache).unwrap();
     g.bench_function("decode_step", |b| {
         b.iter(|| {
-            let mut step = cache.clone();
-            let h = model.forward(model.embed(&[7]).unwrap(), &mut step).unwrap();
-            model.logits(h).argmax(1).into_data()
+            on_cpu_pool(|| {
+                let mut step = cache.clone();
+                let h = model.forward(model.embed(&[7]).unwrap(), &mut step).unwrap();
+                model.logits(h).argmax(1).into_data()
+            })
         })
     });
     g.finish();
@@ -63,9 +68,11 @@ fn families(c: &mut Criterion) {
         model.forward(model.embed(&[1; 64]).unwrap(), &mut cache).unwrap();
         g.bench_function(arch, |b| {
             b.iter(|| {
-                let mut step = cache.clone();
-                let h = model.forward(model.embed(&[3]).unwrap(), &mut step).unwrap();
-                model.logits(h).argmax(1).into_data()
+                on_cpu_pool(|| {
+                    let mut step = cache.clone();
+                    let h = model.forward(model.embed(&[3]).unwrap(), &mut step).unwrap();
+                    model.logits(h).argmax(1).into_data()
+                })
             })
         });
     }
@@ -92,7 +99,10 @@ fn demo_run(c: &mut Criterion) {
     let mut g = c.benchmark_group("recursivemas");
     g.sample_size(10);
     g.bench_function("demo_mixture_r2_t4", |b| {
-        b.iter(|| block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()).unwrap())
+        b.iter(|| {
+            on_cpu_pool(|| block_on(Run::new(&system, &opts, rmas::demo::QUESTION, None, &mut |_| {}).execute()))
+                .unwrap()
+        })
     });
     g.finish();
 }
@@ -122,8 +132,10 @@ fn batched_questions(c: &mut Criterion) {
             g.bench_function(format!("{name}_b{batch}"), |b| {
                 b.iter(|| {
                     let runs = questions.iter().map(|q| (q.clone(), opts.clone()));
-                    let flow = rmas::engine::run_questions(system, None, batch, runs, |_, (result, _)| {
-                        result.map_or_else(std::ops::ControlFlow::Break, |_| std::ops::ControlFlow::Continue(()))
+                    let flow = on_cpu_pool(|| {
+                        rmas::engine::run_questions(system, None, batch, runs, |_, (result, _)| {
+                            result.map_or_else(std::ops::ControlFlow::Break, |_| std::ops::ControlFlow::Continue(()))
+                        })
                     });
                     assert!(flow.is_continue(), "a question failed");
                 })
