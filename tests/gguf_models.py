@@ -11,6 +11,10 @@ load them to the safetensors model's logits (`tests/gguf_archs.rs`).
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
     /tmp/v/bin/python tests/gguf_models.py
 
+`--check-llama-cpp` (with `pip install llama-cpp-python==0.3.16`) then has llama.cpp itself run each
+architecture's F32 conversion to the golden logits, so the files are llama.cpp's reading of the
+models and not only rmas's.
+
 The per-architecture files hold no tokenizer (the vocabulary size is `<arch>.vocab_size`): their
 test compares logits. The agents of the golden `sequential-light-r2` system are also written, with
 their tokenizers and chat templates, to `tests/fixtures/gguf/sequential-light-r2/<role>.gguf`, as the
@@ -23,6 +27,7 @@ files must run the system to the golden ids (`tests/systems.rs`).
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import gguf
@@ -284,15 +289,74 @@ def k_quant_llama(path: Path) -> None:
     write(config, tensors, path, qtype_of, gguf.LlamaFileType.MOSTLY_Q4_K_M)
 
 
-for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
-    for qtype in ["F32", "Q8_0"]:
-        convert(ROOT / "fixtures" / "golden" / "models" / arch / "model", OUT / f"{arch}-{qtype.lower()}.gguf", qtype)
+def read_golden(path: Path) -> dict:
+    """A golden `.safetensors` of int64 ids and float32 outputs."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    out = {}
+    for name, info in json.loads(raw[8 : 8 + n]).items():
+        if name != "__metadata__":
+            b, e = info["data_offsets"]
+            dtype = {"I64": np.int64, "F32": np.float32}[info["dtype"]]
+            out[name] = np.frombuffer(raw[8 + n + b : 8 + n + e], dtype).reshape(info["shape"])
+    return out
 
-SYSTEM = ROOT / "fixtures" / "golden" / "systems" / "sequential-light-r2" / "hub"
-for role, repo in [("planner", "Planner-Qwen3-1.7B"), ("critic", "Critic-Llama3.2-1B"),
-                   ("solver", "Solver-Qwen2.5-Math-1.5B")]:
-    (snapshot,) = (SYSTEM / f"models--RecursiveMAS--Sequential-Light-{repo}" / "snapshots").iterdir()
-    (OUT / "sequential-light-r2").mkdir(exist_ok=True)
-    convert(snapshot, OUT / "sequential-light-r2" / f"{role}.gguf", "F32", tokenizer=True)
 
-k_quant_llama(OUT / "llama-q4_k_m.gguf")
+def check_with_llama_cpp() -> None:
+    """llama.cpp itself (llama-cpp-python) runs each architecture's F32 conversion, with a
+    `no_vocab` tokenizer so that it takes token ids, to the golden (transformers) logits: the
+    conversion is llama.cpp's reading of the model, not only rmas's."""
+    import tempfile
+
+    import llama_cpp
+
+    plain_init = gguf.GGUFWriter.__init__
+
+    def no_vocab_init(self, *args, **kwargs):
+        plain_init(self, *args, **kwargs)
+        self.add_tokenizer_model("no_vocab")
+
+    gguf.GGUFWriter.__init__ = no_vocab_init
+    try:
+        for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
+            golden = ROOT / "fixtures" / "golden" / "models" / arch
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{arch}.gguf"
+                convert(golden / "model", path, "F32")
+                g = read_golden(golden / "golden.safetensors")
+                ids = [int(i) for i in g["input_ids"]]
+                # f32 KV cache (type 0), so the differences left are ggml's own arithmetic.
+                llm = llama_cpp.Llama(str(path), n_ctx=len(ids), n_batch=len(ids), logits_all=True,
+                                      type_k=0, type_v=0, verbose=False)
+                llm.eval(ids)
+                got, want = np.array(llm.scores[: len(ids)]), g["logits"]
+                error = float(np.abs(got - want).max() / np.abs(want).max())
+                agree = int((got.argmax(1) == want.argmax(1)).sum())
+                print(f"llama.cpp {llama_cpp.__version__} on {arch}: max |Δlogit| / max |logit| {error:.1e}, "
+                      f"argmax {agree}/{len(ids)}")
+                if error > 2e-3 or agree < len(ids) * 0.97:
+                    raise SystemExit(f"llama.cpp reads the {arch} conversion differently from transformers")
+    finally:
+        gguf.GGUFWriter.__init__ = plain_init
+
+
+def main() -> None:
+    for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
+        for qtype in ["F32", "Q8_0"]:
+            convert(ROOT / "fixtures" / "golden" / "models" / arch / "model", OUT / f"{arch}-{qtype.lower()}.gguf", qtype)
+
+    SYSTEM = ROOT / "fixtures" / "golden" / "systems" / "sequential-light-r2" / "hub"
+    for role, repo in [("planner", "Planner-Qwen3-1.7B"), ("critic", "Critic-Llama3.2-1B"),
+                       ("solver", "Solver-Qwen2.5-Math-1.5B")]:
+        (snapshot,) = (SYSTEM / f"models--RecursiveMAS--Sequential-Light-{repo}" / "snapshots").iterdir()
+        (OUT / "sequential-light-r2").mkdir(exist_ok=True)
+        convert(snapshot, OUT / "sequential-light-r2" / f"{role}.gguf", "F32", tokenizer=True)
+
+    k_quant_llama(OUT / "llama-q4_k_m.gguf")
+
+    if "--check-llama-cpp" in sys.argv:
+        check_with_llama_cpp()
+
+
+if __name__ == "__main__":
+    main()
