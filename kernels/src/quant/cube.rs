@@ -122,7 +122,8 @@ mod kernel {
 
 /// `x·wᵀ` `[M, N]` in `x`'s dtype for activations `x` `[M, K]` and a matrix on this device, in f32:
 /// the row kernel for up to [`DOT_ROWS`] rows or any number of [`Rows::PerRow`] rows (each output
-/// then sums in the same order whatever the count), else the decoded matrix through one matmul.
+/// then sums in the same order whatever the count), else the decoded matrix through one matmul
+/// (below 2^24 weight rows, which the decode names by f32 values; the row kernel above that).
 pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     x: Tensor<Cube<R, F, I, BT>, 2>,
     w: &DeviceBlocks<Cube<R, F, I, BT>>,
@@ -130,7 +131,8 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
 ) -> Tensor<Cube<R, F, I, BT>, 2> {
     let ([m, k], dtype) = (x.dims(), x.dtype());
     assert_eq!(k, w.cols, "product of [{m}, {k}] by a quantized matrix of {} columns", w.cols);
-    let per_row = m <= DOT_ROWS || rows == Rows::PerRow;
+    // The decode below names rows by f32 values, exact below 2^24 rows.
+    let per_row = m <= DOT_ROWS || rows == Rows::PerRow || w.rows() >= 1 << f32::MANTISSA_DIGITS;
     if !per_row {
         // [N, K] f32: every row decoded, multiplied as a dense weight is (strict f32 where asked: no TF32).
         let all = Tensor::<Cube<R, F, I, BT>, 1, Int>::arange(0..w.rows() as i64, &x.device()).into_primitive();
