@@ -507,17 +507,14 @@ impl GgufFile {
                 Some(factor) => json!({"rope_type": "linear", "factor": factor, "rope_theta": base}),
                 None => json!({"rope_type": "default", "rope_theta": base}),
             };
-            let extra = json!({
-                "layer_types": layer_types,
-                "sliding_window": uint("attention.sliding_window")?,
-                "rope_parameters": {"full_attention": global,
-                                    "sliding_attention": {"rope_type": "default", "rope_theta": GEMMA3_SWA_ROPE_BASE}},
-                "query_pre_attn_scalar": if layers == 62 { hidden / heads.max(1) } else { head_dim },
-                "hidden_activation": "gelu_pytorch_tanh",
-                "final_logit_softcapping": float("final_logit_softcapping"),
-                "attn_logit_softcapping": null,
-            });
-            config.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+            config["layer_types"] = json!(layer_types);
+            config["sliding_window"] = json!(uint("attention.sliding_window")?);
+            config["rope_parameters"] = json!({"full_attention": global,
+                "sliding_attention": {"rope_type": "default", "rope_theta": GEMMA3_SWA_ROPE_BASE}});
+            config["query_pre_attn_scalar"] = json!(if layers == 62 { hidden / heads.max(1) } else { head_dim });
+            config["hidden_activation"] = json!("gelu_pytorch_tanh");
+            config["final_logit_softcapping"] = json!(float("final_logit_softcapping"));
+            config["attn_logit_softcapping"] = Value::Null;
         }
         Ok(config)
     }

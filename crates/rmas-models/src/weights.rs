@@ -297,6 +297,9 @@ impl Weights {
         let Some(entry) = self.index.get(name) else { return Ok(None) };
         let Stored::Ggml(ggml) = entry.stored else { return Ok(None) };
         let Some(format) = ggml.block_format() else { return Ok(None) };
+        if entry.conversion.shift != 0.0 {
+            return Ok(None); // a shifted weight is no matrix; read its values
+        }
         self.check_shape(name, entry, &shape)?;
         let path = &self.files[entry.file].0;
         let [rows, cols] = shape;
@@ -304,9 +307,6 @@ impl Weights {
         let bytes = self.files[entry.file].1.bytes(entry.range.clone()).into_owned();
         let matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
             .ok_or_else(|| corrupt(format!("`{name}` [{rows}, {cols}] is not whole rows of {format} blocks")))?;
-        if entry.conversion.shift != 0.0 {
-            return Ok(None); // a shifted weight is no matrix; read its values
-        }
         match entry.conversion.permuted_heads {
             None => Ok(Some(matrix)),
             Some(heads) => {
