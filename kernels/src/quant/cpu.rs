@@ -37,14 +37,18 @@ pub fn matmul(x: Tensor<NdArray, 2>, w: &QuantMatrix, rows: Rows) -> Tensor<NdAr
 fn products(x: ArrayView2<f32>, w: &QuantMatrix, per_row: bool, out: &mut Array2<f32>) {
     let k = w.cols();
     let row_dot = row_dot_fn();
+    let activations: Vec<Activations> = match per_row {
+        true => x.rows().into_iter().map(|r| Activations::new(r.to_slice().expect("standard layout"))).collect(),
+        false => Vec::new(),
+    };
     let tile = |(t, mut y): (usize, ArrayViewMut2<f32>)| {
         let first = t * TILE;
         let rows = y.ncols();
         if per_row {
             for j in 0..rows {
                 let (format, blocks) = w.row_blocks(first + j);
-                for (i, xi) in x.rows().into_iter().enumerate() {
-                    y[[i, j]] = row_dot(format, blocks, xi.as_slice().expect("standard layout"));
+                for (i, xi) in activations.iter().enumerate() {
+                    y[[i, j]] = row_dot(format, blocks, xi);
                 }
             }
         } else {
@@ -60,8 +64,26 @@ fn products(x: ArrayView2<f32>, w: &QuantMatrix, per_row: bool, out: &mut Array2
     out.axis_chunks_iter_mut(Axis(1), TILE).into_par_iter().enumerate().for_each(tile);
 }
 
-/// A weight row's blocks dotted with `x` (as long as the row).
-type RowDot = fn(BlockFormat, &[u8], &[f32]) -> f32;
+/// A row of activations and the sums of its runs of 16 and 32 (`Σx`, which each block's minimum or
+/// code offset multiplies): taken once per product, not once per weight row.
+struct Activations<'a> {
+    x: &'a [f32],
+    /// `sums16[i]` = Σ `x[16i..16i + 16]`.
+    sums16: Vec<f32>,
+    /// `sums32[i]` = Σ `x[32i..32i + 32]`.
+    sums32: Vec<f32>,
+}
+
+impl<'a> Activations<'a> {
+    fn new(x: &'a [f32]) -> Self {
+        let sums16: Vec<f32> = x.chunks(16).map(|c| c.iter().sum()).collect();
+        let sums32 = sums16.chunks(2).map(|c| c.iter().sum()).collect();
+        Self { x, sums16, sums32 }
+    }
+}
+
+/// A weight row's blocks dotted with a row of activations (as long as the weight row).
+type RowDot = fn(BlockFormat, &[u8], &Activations) -> f32;
 
 /// The fastest [`RowDot`] this CPU runs.
 fn row_dot_fn() -> RowDot {
@@ -74,12 +96,12 @@ fn row_dot_fn() -> RowDot {
 }
 
 /// [`RowDot`] on any CPU: each block decoded, then dotted.
-fn row_dot(format: BlockFormat, blocks: &[u8], x: &[f32]) -> f32 {
+fn row_dot(format: BlockFormat, blocks: &[u8], x: &Activations) -> f32 {
     let mut w = [0f32; SUPER_BLOCK];
     let w = &mut w[..format.block_weights()];
     blocks
         .chunks_exact(format.block_bytes())
-        .zip(x.chunks_exact(format.block_weights()))
+        .zip(x.x.chunks_exact(format.block_weights()))
         .map(|(b, x)| {
             format.decode(b, w);
             dot(w, x)
@@ -88,12 +110,14 @@ fn row_dot(format: BlockFormat, blocks: &[u8], x: &[f32]) -> f32 {
 }
 
 /// The row dot product in AVX2 + FMA: per block (or K-quant sub-block), the codes times `x` in f32
-/// lanes, then times the scale (and the minimum, or Q4_0's offset of 8, times the block's sum of `x`).
+/// lanes, then times the scale; the minimum (or Q4_0's offset of 8, Q6_K's of 32) times the run's
+/// precomputed `Σx`. Blocks rotate over four accumulators, so that consecutive blocks' sums do not
+/// wait on each other (one accumulator made each block wait for the last one's FMA: 1.3× slower).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::BlockFormat;
+    use super::{Activations, BlockFormat};
     use crate::quant::scale_min_k4;
 
     /// Whether this CPU has what [`row_dot`] is compiled for: AVX2, FMA and F16C.
@@ -103,33 +127,56 @@ mod avx2 {
 
     /// Running sums of a row's dot product: `acc` gathers scale × Σ code·x, `offset` the minimum (or
     /// code offset) × Σ x.
+    #[derive(Clone, Copy)]
     struct Sums {
         acc: __m256,
-        offset: __m256,
+        offset: f32,
     }
+
+    /// Accumulators that blocks rotate over.
+    const CHAINS: usize = 4;
 
     /// See [`super::RowDot`].
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn row_dot(format: BlockFormat, blocks: &[u8], x: &[f32]) -> f32 {
-        let (size, weights) = (format.block_bytes(), format.block_weights());
-        let n = blocks.len() / size;
-        assert!(x.len() >= n * weights, "{} activations for {n} {format} blocks", x.len());
-        let mut sums = Sums { acc: _mm256_setzero_ps(), offset: _mm256_setzero_ps() };
-        for b in 0..n {
-            let block = &blocks[b * size..(b + 1) * size];
-            prefetch(block);
-            let x = &x[b * weights..(b + 1) * weights];
-            match format {
-                BlockFormat::Q8_0 => q8_0(block, x, &mut sums),
-                BlockFormat::Q4_0 | BlockFormat::Q4_1 => q4(format, block, x, &mut sums),
-                BlockFormat::Q4K | BlockFormat::Q5K => q4k_q5k(format, block, x, &mut sums),
-                BlockFormat::Q6K => q6k(block, x, &mut sums),
+    pub unsafe fn row_dot(format: BlockFormat, blocks: &[u8], x: &Activations) -> f32 {
+        let n = blocks.len() / format.block_bytes();
+        assert!(x.x.len() >= n * format.block_weights(), "{} activations for {n} {format} blocks", x.x.len());
+        // One loop per format, so that each block's body is inlined into it.
+        match format {
+            BlockFormat::Q8_0 => chains(format, blocks, |block, b, sums| q8_0(block, b, x, sums)),
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                chains(format, blocks, |block, b, sums| q4(format, block, b, x, sums))
+            }
+            BlockFormat::Q4K | BlockFormat::Q5K => {
+                chains(format, blocks, |block, b, sums| q4k_q5k(format, block, b, x, sums))
+            }
+            BlockFormat::Q6K => chains(format, blocks, |block, b, sums| q6k(block, b, x, sums)),
+        }
+    }
+
+    /// Σ over a row's blocks of `body(block, b, sums)`, block `b` adding to accumulator `b mod CHAINS`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn chains(format: BlockFormat, blocks: &[u8], mut body: impl FnMut(&[u8], usize, &mut Sums)) -> f32 {
+        let mut sums = [Sums { acc: _mm256_setzero_ps(), offset: 0.0 }; CHAINS];
+        let size = format.block_bytes();
+        let mut groups = blocks.chunks_exact(CHAINS * size);
+        for (g, group) in groups.by_ref().enumerate() {
+            // A constant trip count: unrolled, with each accumulator in a register.
+            for (c, sums) in sums.iter_mut().enumerate() {
+                let block = &group[c * size..(c + 1) * size];
+                prefetch(block);
+                body(block, CHAINS * g + c, sums);
             }
         }
-        horizontal_sum(_mm256_add_ps(sums.acc, sums.offset))
+        let whole = blocks.len() / size / CHAINS * CHAINS;
+        for (b, block) in groups.remainder().chunks_exact(size).enumerate() {
+            body(block, whole + b, &mut sums[0]);
+        }
+        let acc = _mm256_add_ps(_mm256_add_ps(sums[0].acc, sums[1].acc), _mm256_add_ps(sums[2].acc, sums[3].acc));
+        horizontal_sum(acc) + sums.iter().map(|s| s.offset).sum::<f32>()
     }
 
     /// Eight activations from `x[at..at + 8]`.
@@ -148,10 +195,16 @@ mod avx2 {
         unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
     }
 
-    /// Σ code·x over the eight unsigned codes in the low bytes of `codes` and `x[at..at + 8]`, added to `s`.
+    /// Σ code·x over 8·`N` codes (the low eight bytes of each of `codes`, unsigned) and
+    /// `x[at..at + 8N]`, in two independent chains.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn fma8(codes: __m128i, x: &[f32], at: usize, s: __m256) -> __m256 {
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes)), load8(x, at), s)
+    fn dot_codes<const N: usize>(codes: [__m128i; N], x: &[f32], at: usize) -> __m256 {
+        let mut s = [_mm256_setzero_ps(); 2];
+        for (g, q) in codes.into_iter().enumerate() {
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+            s[g % 2] = _mm256_fmadd_ps(q, load8(x, at + 8 * g), s[g % 2]);
+        }
+        _mm256_add_ps(s[0], s[1])
     }
 
     /// The four groups of eight bytes of `v`, in order.
@@ -161,53 +214,46 @@ mod avx2 {
         [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)]
     }
 
-    /// Σ x over `x[at..at + n]` (`n` a multiple of 8), added to `s`.
+    /// Adds `scale` × `s` to the row's sums.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn sum_x(x: &[f32], at: usize, n: usize, mut s: __m256) -> __m256 {
-        for g in (at..at + n).step_by(8) {
-            s = _mm256_add_ps(s, load8(x, g));
-        }
-        s
+    fn add_scaled(sums: &mut Sums, scale: f32, s: __m256) {
+        sums.acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), s, sums.acc);
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q8_0(block: &[u8], x: &[f32], sums: &mut Sums) {
-        let mut s = _mm256_setzero_ps();
+    fn q8_0(block: &[u8], b: usize, x: &Activations, sums: &mut Sums) {
+        let x = &x.x[32 * b..32 * b + 32];
+        let mut s = [_mm256_setzero_ps(); 2];
         for g in 0..4 {
             let q: &[u8; 8] = block[2 + 8 * g..10 + 8 * g].try_into().expect("8 codes");
             let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_set_epi64x(0, i64::from_le_bytes(*q))));
-            s = _mm256_fmadd_ps(q, load8(x, 8 * g), s);
+            s[g % 2] = _mm256_fmadd_ps(q, load8(x, 8 * g), s[g % 2]);
         }
-        sums.acc = _mm256_fmadd_ps(_mm256_set1_ps(half(block, 0)), s, sums.acc);
+        add_scaled(sums, half(block, 0), _mm256_add_ps(s[0], s[1]));
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4(format: BlockFormat, block: &[u8], x: &[f32], sums: &mut Sums) {
+    fn q4(format: BlockFormat, block: &[u8], b: usize, x: &Activations, sums: &mut Sums) {
+        let [d, m] = halves(block);
         let (offset, min) = match format {
-            BlockFormat::Q4_0 => (2, -8.0 * half(block, 0)),
-            _ => (4, half(block, 2)),
+            BlockFormat::Q4_0 => (2, -8.0 * d),
+            _ => (4, m),
         };
         let q: &[u8; 16] = block[offset..offset + 16].try_into().expect("16 bytes of nibbles");
-        let raw = _mm_set_epi64x(
-            i64::from_le_bytes(q[8..].try_into().expect("8 bytes")),
-            i64::from_le_bytes(q[..8].try_into().expect("8 bytes")),
-        );
+        // SAFETY: `q` is 16 bytes; the load is unaligned.
+        let raw = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
         let nibble = _mm_set1_epi8(0xF);
         let (lo, hi) = (_mm_and_si128(raw, nibble), _mm_and_si128(_mm_srli_epi16::<4>(raw), nibble));
         // Weights 0..16 are the low nibbles, 16..32 the high ones.
         let codes = [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)];
-        let mut s = _mm256_setzero_ps();
-        for (g, q) in codes.into_iter().enumerate() {
-            s = fma8(q, x, 8 * g, s);
-        }
-        sums.acc = _mm256_fmadd_ps(_mm256_set1_ps(half(block, 0)), s, sums.acc);
-        sums.offset = _mm256_fmadd_ps(_mm256_set1_ps(min), sum_x(x, 0, 32, _mm256_setzero_ps()), sums.offset);
+        add_scaled(sums, d, dot_codes(codes, &x.x[32 * b..], 0));
+        sums.offset += min * x.sums32[b];
     }
 
     /// Q4_K and Q5_K: eight sub-blocks of 32, each with its 6-bit scale and minimum.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q4k_q5k(format: BlockFormat, block: &[u8], x: &[f32], sums: &mut Sums) {
-        let (d, dmin, scales) = (half(block, 0), half(block, 2), &block[4..16]);
+    fn q4k_q5k(format: BlockFormat, block: &[u8], b: usize, x: &Activations, sums: &mut Sums) {
+        let ([d, dmin], scales) = (halves(block), &block[4..16]);
         let (high, ql) = match format {
             BlockFormat::Q5K => (Some(load32(block, 16)), 48),
             _ => (None, 16),
@@ -224,14 +270,9 @@ mod avx2 {
                         _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(sub as i32)), _mm256_set1_epi8(1));
                     codes = _mm256_or_si256(codes, _mm256_slli_epi16::<4>(bit));
                 }
-                let mut s = _mm256_setzero_ps();
-                for (g, q) in quarters(codes).into_iter().enumerate() {
-                    s = fma8(q, x, 32 * sub + 8 * g, s);
-                }
                 let (sc, m) = scale_min_k4(sub, scales);
-                sums.acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc as f32), s, sums.acc);
-                let x_sum = sum_x(x, 32 * sub, 32, _mm256_setzero_ps());
-                sums.offset = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * m as f32), x_sum, sums.offset);
+                add_scaled(sums, d * sc as f32, dot_codes(quarters(codes), &x.x[256 * b..], 32 * sub));
+                sums.offset += -dmin * m as f32 * x.sums32[8 * b + sub];
             }
         }
     }
@@ -239,7 +280,7 @@ mod avx2 {
     /// Q6_K: two halves of 128, each four runs of 32 codes (a nibble and a bit pair each), sixteen
     /// sub-blocks of 16 with signed scales; codes are offset by 32.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn q6k(block: &[u8], x: &[f32], sums: &mut Sums) {
+    fn q6k(block: &[u8], b: usize, x: &Activations, sums: &mut Sums) {
         let d = half(block, 208);
         let (nibble, pair) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
         for n in 0..2 {
@@ -257,18 +298,13 @@ mod avx2 {
                 _mm256_and_si256(_mm256_srli_epi16::<6>(qh), pair),
             ];
             for (i, (low, high)) in low.into_iter().zip(high).enumerate() {
-                let codes = quarters(_mm256_or_si256(low, _mm256_slli_epi16::<4>(high)));
+                let [c0, c1, c2, c3] = quarters(_mm256_or_si256(low, _mm256_slli_epi16::<4>(high)));
                 let at = 128 * n + 32 * i;
                 // Weights at..at + 16 and at + 16..at + 32 have scales 8n + 2i and 8n + 2i + 1.
-                for half_run in 0..2 {
-                    let mut s = _mm256_setzero_ps();
-                    for g in 0..2 {
-                        s = fma8(codes[2 * half_run + g], x, at + 16 * half_run + 8 * g, s);
-                    }
-                    let scale = d * block[192 + 8 * n + 2 * i + half_run] as i8 as f32;
-                    sums.acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), s, sums.acc);
-                    let x_sum = sum_x(x, at + 16 * half_run, 16, _mm256_setzero_ps());
-                    sums.offset = _mm256_fmadd_ps(_mm256_set1_ps(-32.0 * scale), x_sum, sums.offset);
+                for (run, codes) in [[c0, c1], [c2, c3]].into_iter().enumerate() {
+                    let scale = d * block[192 + 8 * n + 2 * i + run] as i8 as f32;
+                    add_scaled(sums, scale, dot_codes(codes, &x.x[256 * b..], at + 16 * run));
+                    sums.offset += -32.0 * scale * x.sums16[16 * b + (at + 16 * run) / 16];
                 }
             }
         }
@@ -284,6 +320,15 @@ mod avx2 {
 
     /// How far ahead [`prefetch`] reads.
     const PREFETCH: usize = 2048;
+
+    /// The two f16s that open a block (the scale and minimum of Q4_1, Q4_K and Q5_K; Q4_0 and
+    /// Q8_0 have only the first), converted together.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn halves(block: &[u8]) -> [f32; 2] {
+        let bits = i32::from_le_bytes(block[..4].try_into().expect("a block opens with 4 bytes"));
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+        [_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v))]
+    }
 
     /// The f16 at byte `at` of a block.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -305,24 +350,30 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// The AVX2 body equals the portable one (which other CPUs run) on every format.
+    /// The AVX2 body equals the portable one (which other CPUs run) on every format, for rows of
+    /// whole rotations of its accumulators and rows with blocks left over.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_row_dot_equals_the_portable_one() {
         if !avx2::available() {
             return eprintln!("no AVX2+FMA+F16C here: nothing to compare");
         }
-        let k = 3 * SUPER_BLOCK;
-        let x: Vec<f32> = (0..k).map(|i| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 3.0).collect();
-        let values: Vec<f32> = (0..k).map(|i| ((i * 104_729 % 307) as f32 / 153.0 - 1.0) * 0.2).collect();
-        for format in BlockFormat::ALL {
-            let w = match format.quantizes() {
-                true => QuantMatrix::quantize(format, &values, 1, k).unwrap(),
-                false => QuantMatrix::from_blocks(format, 1, k, random_k_blocks(format, k)).unwrap(),
-            };
-            let (_, blocks) = w.row_blocks(0);
-            let (fast, portable) = (row_dot_fn()(format, blocks, &x), row_dot(format, blocks, &x));
-            assert!((fast - portable).abs() <= 1e-5 * portable.abs().max(1.0), "{format}: {fast} vs {portable}");
+        for k in [4 * SUPER_BLOCK, 5 * SUPER_BLOCK, 7 * 32] {
+            let x: Vec<f32> = (0..k).map(|i| ((i * 7919 % 211) as f32 / 105.0 - 1.0) * 3.0).collect();
+            let values: Vec<f32> = (0..k).map(|i| ((i * 104_729 % 307) as f32 / 153.0 - 1.0) * 0.2).collect();
+            let x = Activations::new(&x);
+            for format in BlockFormat::ALL.into_iter().filter(|f| k % f.block_weights() == 0) {
+                let w = match format.quantizes() {
+                    true => QuantMatrix::quantize(format, &values, 1, k).unwrap(),
+                    false => QuantMatrix::from_blocks(format, 1, k, random_k_blocks(format, k)).unwrap(),
+                };
+                let (_, blocks) = w.row_blocks(0);
+                let (fast, portable) = (row_dot_fn()(format, blocks, &x), row_dot(format, blocks, &x));
+                assert!(
+                    (fast - portable).abs() <= 1e-5 * portable.abs().max(1.0),
+                    "{format}, k {k}: {fast} vs {portable}"
+                );
+            }
         }
     }
 
