@@ -33,19 +33,33 @@ fn gguf(name: &str, blocks: Blocks) -> Model<B> {
 
 #[test]
 fn gguf_files_load_to_the_safetensors_logits() {
-    for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
+    for arch in ["llama", "qwen2", "qwen3", "gemma3", "qwen3_5_text"] {
         let ids = Golden::open(&format!("models/{arch}/golden.safetensors")).ids("input_ids");
         let dir = golden(&format!("models/{arch}/model"));
         let precision = |blocks| Precision::new(DType::F32, blocks);
         let safetensors = Model::<B>::load(&dir, &Default::default(), precision(Blocks::Dense)).unwrap();
         let from_f32 = gguf(&format!("{arch}-f32.gguf"), Blocks::Stored);
-        assert_close(&format!("{arch} F32 GGUF"), logits(&from_f32, &ids), logits(&safetensors, &ids), 1e-5, 1e-5);
+        // Qwen3.5's `A_log` comes back from the stored `−exp(A_log)` within an ulp; its gated norms
+        // amplify that to the case's own f32 noise (`golden.json`), the tolerance there.
+        let atol = match arch {
+            "qwen3_5_text" => {
+                let path = golden(&format!("models/{arch}/golden.json"));
+                let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+                json["max_abs_logits_float32_vs_float64"].as_f64().unwrap() as f32
+            }
+            _ => 1e-5,
+        };
+        assert_close(&format!("{arch} F32 GGUF"), logits(&from_f32, &ids), logits(&safetensors, &ids), atol, 1e-5);
 
-        let int8 = Model::<B>::load(&dir, &Default::default(), precision(Blocks::Quantize(BlockFormat::Q8_0))).unwrap();
-        let want = logits(&int8, &ids);
-        for blocks in [Blocks::Stored, Blocks::Dense] {
-            let got = logits(&gguf(&format!("{arch}-q8_0.gguf"), blocks), &ids);
-            assert_close(&format!("{arch} Q8_0 GGUF ({blocks:?})"), got, want.clone(), 1e-5, 1e-5);
+        // The file's blocks as stored (rows moved back as whole blocks) and decoded give one model.
+        let q8 = |blocks| logits(&gguf(&format!("{arch}-q8_0.gguf"), blocks), &ids);
+        let dense = q8(Blocks::Dense);
+        assert_close(&format!("{arch} Q8_0 GGUF (blocks)"), q8(Blocks::Stored), dense.clone(), 1e-5, 1e-5);
+        // Qwen3.5's converter reorders the columns of `ssm_out` in runs of a value head (16 here):
+        // its Q8_0 blocks group other weights than quantizing the checkpoint does.
+        if arch != "qwen3_5_text" {
+            let int8 = Model::<B>::load(&dir, &Default::default(), precision(Blocks::Quantize(BlockFormat::Q8_0)));
+            assert_close(&format!("{arch} Q8_0 GGUF"), dense, logits(&int8.unwrap(), &ids), 1e-5, 1e-5);
         }
     }
 }

@@ -1,11 +1,14 @@
-"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Llama, Qwen2, Qwen3 and Gemma 3 models
+"""Writes tests/fixtures/gguf/<arch>-<type>.gguf: the golden tiny Llama, Qwen2, Qwen3, Gemma 3 and Qwen3.5 models
 (tests/fixtures/golden/models/<arch>/model) converted to GGUF as llama.cpp's converter
 (`convert_hf_to_gguf.py`) names and lays them out, with llama.cpp's own Python package: F32 tensors,
 and Q8_0 for the 2-D weights (quantized by `gguf.quants.quantize`, llama.cpp's reference). For
 Llama, as the converter's `LlamaModel`: query/key rows permuted into llama.cpp's rotary layout, and
 Llama 3's rope scaling written as the `rope_freqs` tensor of per-frequency factors; for Gemma 3, as
 `Gemma3Model`: the language model of the multimodal checkpoint, 1 added to every norm weight, the
-global layers' linear rope scaling and the sliding window in the metadata. rmas must
+global layers' linear rope scaling and the sliding window in the metadata; for Qwen3.5, as
+`Qwen3_5TextModel` (with `--no-mtp`: the golden checkpoint has no MTP layer): `A_log` stored as
+`−exp(A_log)`, 1 added to every norm but the delta rule's own, the conv weight squeezed, and the
+value heads reordered from grouped by key head to tiled (`_LinearAttentionVReorderBase`). rmas must
 load them to the safetensors model's logits (`tests/gguf_archs.rs`).
 
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
@@ -79,12 +82,72 @@ GEMMA3_LAYER = {**LAYER, "post_attention_layernorm": "post_attention_norm",
                 "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
 
 
+# Qwen3.5's (`gguf.constants`: ATTN_QKV, ATTN_GATE, SSM_*; the norm before the MLP is ATTN_POST_NORM).
+QWEN35_LAYER = {**LAYER, "post_attention_layernorm": "post_attention_norm",
+                "linear_attn.in_proj_qkv": "attn_qkv", "linear_attn.in_proj_z": "attn_gate",
+                "linear_attn.in_proj_a": "ssm_alpha", "linear_attn.in_proj_b": "ssm_beta",
+                "linear_attn.conv1d": "ssm_conv1d", "linear_attn.norm": "ssm_norm", "linear_attn.out_proj": "ssm_out"}
+# Qwen3.5's parameters without a `.weight` (`Qwen3NextModel.modify_tensors` renames `dt_bias`).
+QWEN35_PARAMS = {"linear_attn.A_log": "ssm_a", "linear_attn.dt_bias": "ssm_dt.bias"}
+
+
 def gguf_name(hf: str, arch: str) -> str:
     if hf in TOP:
         return TOP[hf]
     _, _, layer, rest = hf.split(".", 3)
+    if arch == "qwen35" and rest in QWEN35_PARAMS:
+        return f"blk.{layer}.{QWEN35_PARAMS[rest]}"
     part, suffix = rest.rsplit(".", 1)
-    return f"blk.{layer}.{(GEMMA3_LAYER if arch == 'gemma3' else LAYER)[part]}.{suffix}"
+    table = {"gemma3": GEMMA3_LAYER, "qwen35": QWEN35_LAYER}.get(arch, LAYER)
+    return f"blk.{layer}.{table[part]}.{suffix}"
+
+
+def tile_value_heads(t: np.ndarray, axis: int, config: dict, head_dim: int) -> np.ndarray:
+    """`_LinearAttentionVReorderBase._reorder_v_heads`: value heads along `axis` from grouped by key
+    head (`[K0v0, K0v1, …, K1v0, …]`) to tiled (`[K0v0, K1v0, …, K0v1, …]`)."""
+    k_heads = config["linear_num_key_heads"]
+    per_key = config["linear_num_value_heads"] // k_heads
+    t = np.moveaxis(t, axis, 0)
+    rest = t.shape[1:]
+    t = t.reshape(k_heads, per_key, head_dim, *rest).swapaxes(0, 1).reshape(-1, *rest)
+    return np.moveaxis(t, 0, axis)
+
+
+def qwen35_tensor(name: str, t: np.ndarray, config: dict) -> np.ndarray:
+    """What `Qwen3_5TextModel` does to a tensor (the value-head reorder where key heads are fewer than
+    value heads, then `Qwen3NextModel.modify_tensors`)."""
+    k_heads, v_heads = config["linear_num_key_heads"], config["linear_num_value_heads"]
+    dv, qk = config["linear_value_head_dim"], 2 * config["linear_key_head_dim"] * k_heads
+    if k_heads != v_heads and "linear_attn." in name:
+        if ".in_proj_qkv." in name or ".conv1d." in name:
+            t = np.concatenate([t[:qk], tile_value_heads(t[qk:], 0, config, dv)])
+        elif ".in_proj_z." in name:
+            t = tile_value_heads(t, 0, config, dv)
+        elif ".in_proj_a." in name or ".in_proj_b." in name or name.endswith((".A_log", ".dt_bias")):
+            t = tile_value_heads(t, 0, config, 1)
+        elif ".out_proj." in name:
+            t = tile_value_heads(t, 1, config, dv)
+    if name.endswith(".A_log"):
+        t = -np.exp(t)
+    elif ".conv1d." in name:
+        t = t.reshape(t.shape[0], -1)  # `squeeze()`: [channels, 1, kernel] → [channels, kernel]
+    elif name.endswith("norm.weight") and not name.endswith("linear_attn.norm.weight"):
+        t = t + 1
+    return t
+
+
+def add_qwen35_metadata(w: gguf.GGUFWriter, config: dict, head_dim: int) -> None:
+    """`Qwen3NextModel.set_gguf_parameters` and the MRoPE sections (`TextModel`)."""
+    w.add_ssm_conv_kernel(config["linear_conv_kernel_dim"])
+    w.add_ssm_state_size(config["linear_key_head_dim"])
+    w.add_ssm_group_count(config["linear_num_key_heads"])
+    w.add_ssm_time_step_rank(config["linear_num_value_heads"])
+    w.add_ssm_inner_size(config["linear_value_head_dim"] * config["linear_num_value_heads"])
+    w.add_array("qwen35.attention.recurrent_layers", [t == "linear_attention" for t in config["layer_types"]])
+    w.add_full_attention_interval(config.get("full_attention_interval", 4))
+    rope = config["rope_parameters"]
+    w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 0.25)))
+    w.add_rope_dimension_sections((list(rope["mrope_section"]) + [0] * 4)[:4])
 
 
 def permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -198,7 +261,7 @@ def k_quant(t: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenizer: Path | None = None) -> None:
     """`tensors` (HF names, float32) as llama.cpp's converter writes them; `qtype_of(gguf_name, t)`
     picks each tensor's ggml type (None: F32)."""
-    arch = {"gemma3_text": "gemma3"}.get(config["model_type"], config["model_type"])
+    arch = {"gemma3_text": "gemma3", "qwen3_5_text": "qwen35"}.get(config["model_type"], config["model_type"])
     w = gguf.GGUFWriter(str(path), arch)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
@@ -219,6 +282,8 @@ def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenize
         w.add_rope_scaling_factor(rope["factor"])
     if arch == "gemma3":
         w.add_sliding_window(config["sliding_window"])
+    if arch == "qwen35":
+        add_qwen35_metadata(w, config, head_dim)
     w.add_vocab_size(config["vocab_size"])
     w.add_file_type(file_type)
     if tokenizer:
@@ -233,6 +298,8 @@ def write(config: dict, tensors: dict, path: Path, qtype_of, file_type, tokenize
             t = permute(t, config["num_key_value_heads"])
         if arch == "gemma3" and name.endswith("norm.weight"):
             t = t + 1  # `Gemma3Model.norm_shift`: ggml multiplies by the stored weight
+        if arch == "qwen35":
+            t = qwen35_tensor(name, t, config)
         qtype = qtype_of(gguf_name(name, arch), t)
         if qtype is None:
             w.add_tensor(gguf_name(name, arch), t)
@@ -254,6 +321,8 @@ def convert(model: Path, path: Path, qtype: str, tokenizer: bool = False) -> Non
         # A multimodal checkpoint (Gemma 3): its language model, as `Gemma3Model` converts it.
         config = config["text_config"]
         tensors = {k.removeprefix("language_model."): t for k, t in tensors.items() if k.startswith("language_model.")}
+    # Qwen3.5's text model nests its tensors one level down.
+    tensors = {k.replace("model.language_model.", "model.", 1): t for k, t in tensors.items()}
     q8 = lambda name, t: gguf.GGMLQuantizationType.Q8_0 if t.ndim == 2 and t.shape[1] % 32 == 0 else None
     file_type = gguf.LlamaFileType.MOSTLY_Q8_0 if qtype == "Q8_0" else gguf.LlamaFileType.ALL_F32
     write(config, tensors, path, q8 if qtype == "Q8_0" else lambda *_: None,
@@ -289,6 +358,10 @@ def k_quant_llama(path: Path) -> None:
     write(config, tensors, path, qtype_of, gguf.LlamaFileType.MOSTLY_Q4_K_M)
 
 
+# The golden model directories converted (`tests/fixtures/golden/models/<arch>`).
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "qwen3_5_text"]
+
+
 def read_golden(path: Path) -> dict:
     """A golden `.safetensors` of int64 ids and float32 outputs."""
     raw = path.read_bytes()
@@ -318,7 +391,7 @@ def check_with_llama_cpp() -> None:
 
     gguf.GGUFWriter.__init__ = no_vocab_init
     try:
-        for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
+        for arch in ARCHS:
             golden = ROOT / "fixtures" / "golden" / "models" / arch
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{arch}.gguf"
@@ -341,7 +414,7 @@ def check_with_llama_cpp() -> None:
 
 
 def main() -> None:
-    for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
+    for arch in ARCHS:
         for qtype in ["F32", "Q8_0"]:
             convert(ROOT / "fixtures" / "golden" / "models" / arch / "model", OUT / f"{arch}-{qtype.lower()}.gguf", qtype)
 

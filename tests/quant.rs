@@ -53,7 +53,7 @@ fn products_match_f64<B: RmasBackend>(d: &B::Device) {
     }
 }
 
-fn mixed_formats_and_reordered_rows<B: RmasBackend>(d: &B::Device) {
+fn mixed_formats_and_reordered_rows_and_columns<B: RmasBackend>(d: &B::Device) {
     // Q4_K_M's mix: Q4_K layers beside Q6_K ones, and the 32-weight formats; rows of 512 hold both.
     let k = 2 * SUPER_BLOCK;
     let formats = [BlockFormat::Q8_0, BlockFormat::Q4K, BlockFormat::Q4_0, BlockFormat::Q6K, BlockFormat::Q4_1];
@@ -73,6 +73,19 @@ fn mixed_formats_and_reordered_rows<B: RmasBackend>(d: &B::Device) {
     let want: Vec<f32> = order.iter().flat_map(|&r| all.dequantize_rows([r])).collect();
     assert_eq!(reordered.dequantize(), want);
     check::<B>(d, "reordered", &reordered, 2);
+    // Columns moved in runs of whole super-blocks (a GGUF `ssm_out` whose value heads were tiled)
+    // move as blocks; runs that split a block cannot.
+    let runs = |width: usize| -> Vec<usize> { (0..k / width).rev().flat_map(|r| r * width..(r + 1) * width).collect() };
+    let moved = all.select_column_blocks(&runs(SUPER_BLOCK)).expect("whole blocks of every format");
+    let want: Vec<f32> =
+        all.dequantize().chunks(k).flat_map(|row| runs(SUPER_BLOCK).into_iter().map(|c| row[c])).collect();
+    assert_eq!(moved.dequantize(), want);
+    check::<B>(d, "columns moved", &moved, 3);
+    assert!(all.select_column_blocks(&runs(32)).is_none(), "runs of 32 split the K-quants' blocks");
+    let q8 = &parts[0];
+    let want: Vec<f32> = q8.dequantize().chunks(k).flat_map(|row| runs(32).into_iter().map(|c| row[c])).collect();
+    assert_eq!(q8.select_column_blocks(&runs(32)).expect("Q8_0 blocks of 32").dequantize(), want);
+    assert!(q8.select_column_blocks(&runs(16)).is_none(), "runs of 16 split Q8_0 blocks");
 }
 
 /// Row lookups of a matrix whose host blocks were released to the device (`QuantMatrix::released_to`,
@@ -109,7 +122,7 @@ fn released_rows_are_the_decoded_rows<B: RmasBackend>(d: &B::Device) {
 
 rmas_suite::backend_tests! {
     quant_products_match_f64 => products_match_f64,
-    quant_mixed_formats_and_reordered_rows => mixed_formats_and_reordered_rows,
+    quant_mixed_formats_and_reordered_rows_and_columns => mixed_formats_and_reordered_rows_and_columns,
     quant_released_rows_are_the_decoded_rows => released_rows_are_the_decoded_rows,
 }
 

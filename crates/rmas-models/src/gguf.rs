@@ -179,8 +179,8 @@ struct Arch {
 }
 
 /// The architectures rmas reads (Mistral GGUF files are `llama`). Tensor names are llama.cpp's, the same
-/// for all; Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k norms and Gemma 3's post-norms are read
-/// where present.
+/// for all; Qwen2's q/k/v biases, Qwen3's and Gemma 3's q/k norms, Gemma 3's post-norms and Qwen3.5's
+/// linear-attention tensors are read where present.
 const ARCHS: &[Arch] = &[
     Arch {
         name: "llama",
@@ -210,15 +210,78 @@ const ARCHS: &[Arch] = &[
         norm_shift: 1.0,
         ffn_norm: "pre_feedforward_layernorm",
     },
+    Arch {
+        name: "qwen35",
+        model_type: "qwen3_5_text",
+        permuted_qk: false,
+        norm_shift: 1.0,
+        ffn_norm: "post_attention_layernorm",
+    },
 ];
 
 /// What llama.cpp's converter did to a tensor of the HF checkpoint, undone when it is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Conversion {
-    /// The head count of the rotary row permutation of a query/key weight.
-    pub permuted_heads: Option<usize>,
-    /// Added to every value on read (−1 for a Gemma norm weight).
+    /// The order the rows (the first axis) were stored in.
+    pub rows: Option<Order>,
+    /// The order the columns (the last axis) of a matrix were stored in.
+    pub columns: Option<Order>,
+    /// Added to every value on read (−1 for a Gemma or Qwen3.5 norm weight).
     pub shift: f32,
+    /// Stored as `−exp(x)` (Qwen3.5's `A_log` as `ssm_a`): read back as `ln(−v)`.
+    pub neg_exp: bool,
+    /// Stored without HF's middle axis of 1 (`[channels, kernel]` for a conv weight of
+    /// `[channels, 1, kernel]`).
+    pub squeezed: bool,
+}
+
+impl Conversion {
+    /// Whether the stored values themselves differ from the HF ones (not only their order).
+    pub fn changes_values(&self) -> bool {
+        self.shift != 0.0 || self.neg_exp
+    }
+}
+
+/// An order llama.cpp's converter stores a tensor's rows or columns in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Order {
+    /// The rotary permutation of a query/key weight over this many heads (`LlamaModel.permute`): each
+    /// head's two halves interleaved in pairs.
+    Rotary { heads: usize },
+    /// Qwen3.5's value heads of `head_dim` entries, from index `first` on, tiled
+    /// (`[K0v0, K1v0, …, K0v1, …]`) instead of grouped by key head as HF has them
+    /// (`_LinearAttentionVReorderBase`).
+    TiledValueHeads { first: usize, key_heads: usize, head_dim: usize },
+}
+
+impl Order {
+    /// For each index of HF's layout of `n` entries, the stored index; `None` unless `n` fits.
+    pub fn hf_order(self, n: usize) -> Option<Vec<usize>> {
+        match self {
+            Self::Rotary { heads } => {
+                if heads == 0 || !n.is_multiple_of(2 * heads) {
+                    return None;
+                }
+                let half = n / heads / 2;
+                // HF row h·2·half + j·half + i is stored row h·2·half + 2i + j.
+                Some(
+                    (0..heads)
+                        .flat_map(|h| (0..2).flat_map(move |j| (0..half).map(move |i| h * 2 * half + 2 * i + j)))
+                        .collect(),
+                )
+            }
+            Self::TiledValueHeads { first, key_heads, head_dim } => {
+                let values = n.checked_sub(first)?;
+                if key_heads == 0 || head_dim == 0 || !values.is_multiple_of(key_heads * head_dim) {
+                    return None;
+                }
+                let per_key = values / key_heads / head_dim;
+                // HF head g·per_key + j (key head g's j-th) is stored head j·key_heads + g.
+                let heads = (0..key_heads).flat_map(|g| (0..per_key).map(move |j| j * key_heads + g));
+                Some((0..first).chain(heads.flat_map(|h| first + h * head_dim..first + (h + 1) * head_dim)).collect())
+            }
+        }
+    }
 }
 
 /// llama.cpp's hard-coded Gemma 3 attention (`llama-model.cpp`): every 6th layer global, the others
@@ -477,7 +540,7 @@ impl GgufFile {
         let mut config = json!({
             "model_type": model_type,
             "hidden_size": hidden,
-            "num_hidden_layers": uint("block_count")?,
+            "num_hidden_layers": self.layers()?,
             "num_attention_heads": heads,
             "num_key_value_heads": self.get(&key("attention.head_count_kv")).and_then(MetaValue::as_u64).unwrap_or(heads),
             "intermediate_size": uint("feed_forward_length")?,
@@ -516,18 +579,68 @@ impl GgufFile {
             config["final_logit_softcapping"] = json!(float("final_logit_softcapping"));
             config["attn_logit_softcapping"] = Value::Null;
         }
+        if *model_type == "qwen3_5_text" {
+            // `Qwen3NextModel.set_gguf_parameters`: the linear attention's sizes, which layers
+            // attend to every key, and the rotary width (MRoPE's sections are plain RoPE for text).
+            let value_heads = uint("ssm.time_step_rank")?;
+            let layers = self.layers()?;
+            let layer_types: Vec<&str> = match self.get(&key("attention.recurrent_layers")) {
+                Some(MetaValue::Array(flags)) => flags
+                    .iter()
+                    .take(layers)
+                    .map(|f| if matches!(f, MetaValue::Bool(true)) { "linear_attention" } else { "full_attention" })
+                    .collect(),
+                _ => {
+                    let interval = uint("full_attention_interval")?.max(1) as usize;
+                    (0..layers)
+                        .map(|l| if (l + 1) % interval == 0 { "full_attention" } else { "linear_attention" })
+                        .collect()
+                }
+            };
+            config["layer_types"] = json!(layer_types);
+            config["linear_num_key_heads"] = json!(uint("ssm.group_count")?);
+            config["linear_num_value_heads"] = json!(value_heads);
+            config["linear_key_head_dim"] = json!(uint("ssm.state_size")?);
+            config["linear_value_head_dim"] = json!(uint("ssm.inner_size")? / value_heads.max(1));
+            config["linear_conv_kernel_dim"] = json!(uint("ssm.conv_kernel")?);
+            config["partial_rotary_factor"] = json!(uint("rope.dimension_count")? as f64 / head_dim.max(1) as f64);
+        }
         Ok(config)
     }
 
     /// Each tensor's HF name (`model.layers.0.self_attn.q_proj.weight`) and what the converter did to
-    /// it: the query and key projections' rotary permutation (llama only), Gemma's shifted norms.
+    /// it: the query and key projections' rotary permutation (llama only), Gemma's and Qwen3.5's
+    /// shifted norms, Qwen3.5's `A_log` and tiled value heads. The layers past the model's (MTP
+    /// layers, `nextn_predict_layers`) keep their names under `mtp.`, which no model reads.
     pub fn hf_names(&self) -> Result<Vec<(String, Conversion)>> {
         let arch = self.arch()?;
-        let heads = |k: &str| {
-            let heads = self.get(&format!("{}.{k}", arch.name)).and_then(MetaValue::as_u64).map(|h| h as usize);
-            heads.filter(|_| arch.permuted_qk)
+        let meta = |k: &str| self.get(&format!("{}.{k}", arch.name)).and_then(MetaValue::as_u64).map(|v| v as usize);
+        let rotary = |k: &str| meta(k).filter(|_| arch.permuted_qk).map(|heads| Order::Rotary { heads });
+        let (q_rows, k_rows) = (rotary("attention.head_count"), rotary("attention.head_count_kv"));
+        let layers = self.layers()?;
+        // Qwen3.5's value heads where fewer key heads are shared among them: `ssm.group_count` key
+        // heads of `ssm.state_size` (q and k, 2·k·state rows, come first), `ssm.time_step_rank` value
+        // heads making `ssm.inner_size`.
+        let linear = (arch.name == "qwen35")
+            .then(|| {
+                let (k, v) = (meta("ssm.group_count")?, meta("ssm.time_step_rank")?);
+                let (inner, state) = (meta("ssm.inner_size")?, meta("ssm.state_size")?);
+                (k != v && k != 0 && v.is_multiple_of(k) && inner.is_multiple_of(v)).then_some((
+                    k,
+                    2 * k * state,
+                    inner / v,
+                ))
+            })
+            .flatten();
+        // The tiled order of a tensor's value heads: after q and k or from the start, each a head's
+        // width or one entry.
+        let tiled = |after_qk: bool, per_head: bool| {
+            linear.map(|(key_heads, qk, dv)| Order::TiledValueHeads {
+                first: if after_qk { qk } else { 0 },
+                key_heads,
+                head_dim: if per_head { dv } else { 1 },
+            })
         };
-        let (q_heads, kv_heads) = (heads("attention.head_count"), heads("attention.head_count_kv"));
         self.tensors
             .iter()
             .map(|t| {
@@ -540,35 +653,67 @@ impl GgufFile {
                     "rope_freqs.weight" => Some("rope_freqs.weight".to_owned()),
                     _ => None,
                 };
-                let shift = if name.ends_with("norm.weight") { -arch.norm_shift } else { 0.0 };
+                // The delta rule's own norm (`ssm_norm`) scales by its weight, unshifted.
+                let shifted = name.ends_with("norm.weight") && !name.ends_with("ssm_norm.weight");
+                let plain = Conversion { shift: if shifted { -arch.norm_shift } else { 0.0 }, ..Default::default() };
                 if let Some(hf) = top {
-                    return Ok((hf, Conversion { permuted_heads: None, shift }));
+                    return Ok((hf, plain));
                 }
-                let (layer, rest) = name
-                    .strip_prefix("blk.")
-                    .and_then(|r| r.split_once('.'))
-                    .ok_or_else(|| self.err(format!("tensor `{name}` has no known HF name")))?;
+                let unknown = || self.err(format!("tensor `{name}` has no known HF name"));
+                let (layer, rest) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')).ok_or_else(unknown)?;
+                if layer.parse::<usize>().is_ok_and(|l| l >= layers) {
+                    return Ok((format!("mtp.{name}"), plain));
+                }
                 let (part, suffix) = rest.split_once('.').unwrap_or((rest, ""));
-                let (hf, permuted) = match part {
-                    "attn_q" => ("self_attn.q_proj", q_heads),
-                    "attn_k" => ("self_attn.k_proj", kv_heads.or(q_heads)),
-                    "attn_v" => ("self_attn.v_proj", None),
-                    "attn_output" => ("self_attn.o_proj", None),
-                    "attn_q_norm" => ("self_attn.q_norm", None),
-                    "attn_k_norm" => ("self_attn.k_norm", None),
-                    "attn_norm" => ("input_layernorm", None),
-                    "ffn_norm" => (arch.ffn_norm, None),
-                    "post_attention_norm" => ("post_attention_layernorm", None),
-                    "post_ffw_norm" => ("post_feedforward_layernorm", None),
-                    "ffn_gate" => ("mlp.gate_proj", None),
-                    "ffn_up" => ("mlp.up_proj", None),
-                    "ffn_down" => ("mlp.down_proj", None),
-                    _ => return Err(self.err(format!("tensor `{name}` has no known HF name"))),
+                let weight = suffix == "weight";
+                let (hf, rows, columns) = match part {
+                    "attn_q" => ("self_attn.q_proj", q_rows.filter(|_| weight), None),
+                    "attn_k" => ("self_attn.k_proj", k_rows.or(q_rows).filter(|_| weight), None),
+                    "attn_v" => ("self_attn.v_proj", None, None),
+                    "attn_output" => ("self_attn.o_proj", None, None),
+                    "attn_q_norm" => ("self_attn.q_norm", None, None),
+                    "attn_k_norm" => ("self_attn.k_norm", None, None),
+                    "attn_norm" => ("input_layernorm", None, None),
+                    "ffn_norm" => (arch.ffn_norm, None, None),
+                    "post_attention_norm" => ("post_attention_layernorm", None, None),
+                    "post_ffw_norm" => ("post_feedforward_layernorm", None, None),
+                    "ffn_gate" => ("mlp.gate_proj", None, None),
+                    "ffn_up" => ("mlp.up_proj", None, None),
+                    "ffn_down" => ("mlp.down_proj", None, None),
+                    // Qwen3.5's Gated DeltaNet (`linear_attn`), value heads tiled.
+                    "attn_qkv" => ("linear_attn.in_proj_qkv", tiled(true, true), None),
+                    "ssm_conv1d" => ("linear_attn.conv1d", tiled(true, true), None),
+                    "attn_gate" => ("linear_attn.in_proj_z", tiled(false, true), None),
+                    "ssm_alpha" => ("linear_attn.in_proj_a", tiled(false, false), None),
+                    "ssm_beta" => ("linear_attn.in_proj_b", tiled(false, false), None),
+                    "ssm_out" => ("linear_attn.out_proj", None, tiled(false, true)),
+                    "ssm_norm" => ("linear_attn.norm", None, None),
+                    "ssm_a" => ("linear_attn.A_log", tiled(false, false), None),
+                    "ssm_dt" if suffix == "bias" => ("linear_attn.dt_bias", tiled(false, false), None),
+                    _ => return Err(unknown()),
                 };
-                let permuted_heads = if suffix == "weight" { permuted } else { None };
-                Ok((format!("model.layers.{layer}.{hf}.{suffix}"), Conversion { permuted_heads, shift }))
+                let conversion =
+                    Conversion { rows, columns, neg_exp: part == "ssm_a", squeezed: part == "ssm_conv1d", ..plain };
+                let hf = match (part, suffix) {
+                    ("ssm_a", _) | ("ssm_dt", _) => format!("model.layers.{layer}.{hf}"),
+                    _ => format!("model.layers.{layer}.{hf}.{suffix}"),
+                };
+                Ok((hf, conversion))
             })
             .collect()
+    }
+
+    /// The model's layers: `block_count` less the MTP layers the converter appends
+    /// (`nextn_predict_layers`).
+    fn layers(&self) -> Result<usize> {
+        let arch = self.architecture()?;
+        let key = |k: &str| self.get(&format!("{arch}.{k}")).and_then(MetaValue::as_u64);
+        let blocks = key("block_count").ok_or_else(|| self.err(format!("missing integer `{arch}.block_count`")))?;
+        let mtp = key("nextn_predict_layers").unwrap_or(0);
+        match blocks.checked_sub(mtp) {
+            Some(n) if n > 0 => Ok(n as usize),
+            _ => Err(self.err(format!("`{arch}.nextn_predict_layers` {mtp} leaves none of the {blocks} blocks"))),
+        }
     }
 
     /// `tokenizer.json` and `tokenizer_config.json` texts built from `tokenizer.ggml.*` and
@@ -748,27 +893,16 @@ impl GgufFile {
     }
 }
 
-/// Undoes llama.cpp's rotary permutation of a query/key weight `[rows, cols]` with `heads` heads:
-/// the converter stored each head's rows as interleaved pairs; HF's layout has the two halves apart.
-pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Option<Vec<f32>> {
-    if values.len() != rows * cols {
+/// The rows (`axis` 0) or columns (`axis` 1) of row-major `values` `[rows, cols]` in HF's layout:
+/// entry `i` along the axis is stored entry `order[i]`. `None` if the sizes disagree.
+pub fn reorder(values: &[f32], [rows, cols]: [usize; 2], axis: usize, order: &[usize]) -> Option<Vec<f32>> {
+    if values.len() != rows * cols || order.len() != [rows, cols][axis] {
         return None;
     }
-    let order = unpermuted_order(rows, heads)?;
-    Some(order.iter().flat_map(|&src| &values[src * cols..(src + 1) * cols]).copied().collect())
-}
-
-/// For each row of HF's layout, the stored row it is (see [`unpermute_rows`]); `None` unless `rows`
-/// is a whole number of row pairs per head.
-pub fn unpermuted_order(rows: usize, heads: usize) -> Option<Vec<usize>> {
-    if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return None;
-    }
-    let half = rows / heads / 2;
-    // HF row h·2·half + j·half + i is stored row h·2·half + 2i + j.
-    let order =
-        (0..heads).flat_map(|h| (0..2).flat_map(move |j| (0..half).map(move |i| h * 2 * half + 2 * i + j))).collect();
-    Some(order)
+    Some(match axis {
+        0 => order.iter().flat_map(|&src| &values[src * cols..(src + 1) * cols]).copied().collect(),
+        _ => values.chunks_exact(cols).flat_map(|row| order.iter().map(|&src| row[src])).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -877,7 +1011,77 @@ mod tests {
     fn rotary_rows_are_unpermuted_as_transformers_does() {
         // 2 heads of 4 rows, 1 column: HF row h·4 + j·2 + i is stored at h·4 + 2i + j.
         let stored = [0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0];
-        assert_eq!(unpermute_rows(&stored, 8, 1, 2).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
-        assert!(unpermute_rows(&stored, 8, 1, 3).is_none());
+        let order = Order::Rotary { heads: 2 }.hf_order(8).unwrap();
+        assert_eq!(reorder(&stored, [8, 1], 0, &order).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert!(Order::Rotary { heads: 3 }.hf_order(8).is_none());
+    }
+
+    /// A Qwen3.5 file as the converter writes it by default, its MTP layer appended
+    /// (`nextn_predict_layers`): the model has the other layers, and the MTP tensors keep names no
+    /// model reads.
+    #[test]
+    fn qwen35_mtp_layers_are_set_apart() {
+        let uint = MetaValue::UInt;
+        let mut metadata: BTreeMap<String, MetaValue> = [
+            ("block_count", 5),
+            ("nextn_predict_layers", 1),
+            ("embedding_length", 64),
+            ("feed_forward_length", 128),
+            ("context_length", 1024),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 2),
+            ("attention.key_length", 32),
+            ("ssm.group_count", 2),
+            ("ssm.time_step_rank", 4),
+            ("ssm.state_size", 16),
+            ("ssm.inner_size", 64),
+            ("ssm.conv_kernel", 4),
+            ("full_attention_interval", 4),
+            ("rope.dimension_count", 8),
+            ("vocab_size", 1280),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("qwen35.{k}"), uint(v)))
+        .collect();
+        metadata.insert("general.architecture".into(), MetaValue::Str("qwen35".into()));
+        let recurrent = [true, true, true, false, false].map(MetaValue::Bool).to_vec();
+        metadata.insert("qwen35.attention.recurrent_layers".into(), MetaValue::Array(recurrent));
+        let tensor =
+            |name: &str| GgufTensor { name: name.into(), dims: vec![64], ggml_type: GgmlType::F32, range: 0..256 };
+        let names = ["blk.0.ssm_a", "blk.3.attn_q.weight", "blk.4.attn_q.weight", "blk.4.nextn.eh_proj.weight"];
+        let file = GgufFile { path: "q.gguf".into(), metadata, tensors: names.map(tensor).to_vec() };
+        let config = file.hf_config().unwrap();
+        assert_eq!(config["num_hidden_layers"], 4);
+        let types = ["linear_attention", "linear_attention", "linear_attention", "full_attention"];
+        assert_eq!(config["layer_types"], json!(types));
+        assert_eq!(
+            (config["linear_value_head_dim"].clone(), config["partial_rotary_factor"].clone()),
+            (json!(16), json!(0.25))
+        );
+        let hf: Vec<String> = file.hf_names().unwrap().into_iter().map(|(name, _)| name).collect();
+        let want = [
+            "model.layers.0.linear_attn.A_log",
+            "model.layers.3.self_attn.q_proj.weight",
+            "mtp.blk.4.attn_q.weight",
+            "mtp.blk.4.nextn.eh_proj.weight",
+        ];
+        assert_eq!(hf, want);
+        assert_eq!(file.config().unwrap().layers.len(), 4);
+    }
+
+    #[test]
+    fn tiled_value_heads_are_grouped_again_as_transformers_has_them() {
+        // 2 leading rows, then 2 key heads × 2 value heads each of 2 entries, stored tiled:
+        // [K0v0, K1v0, K0v1, K1v1]; HF groups them [K0v0, K0v1, K1v0, K1v1].
+        let stored = [9.0, 8.0, 0.0, 0.5, 2.0, 2.5, 1.0, 1.5, 3.0, 3.5];
+        let order = Order::TiledValueHeads { first: 2, key_heads: 2, head_dim: 2 }.hf_order(10).unwrap();
+        let rows = reorder(&stored, [10, 1], 0, &order).unwrap();
+        assert_eq!(rows, [9.0, 8.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]);
+        // The same order along the columns of a 2-row matrix.
+        let matrix: Vec<f32> = stored.iter().chain(&stored).copied().collect();
+        let columns = reorder(&matrix, [2, 10], 1, &order).unwrap();
+        assert_eq!(columns[..10], rows[..]);
+        assert_eq!(columns[10..], rows[..]);
+        assert!(Order::TiledValueHeads { first: 2, key_heads: 3, head_dim: 2 }.hf_order(10).is_none());
     }
 }

@@ -12,7 +12,7 @@ use safetensors::Dtype;
 use crate::error::{ModelError, Result};
 use rmas_kernels::quant::QuantMatrix;
 
-use crate::gguf::{Conversion, GgmlType, GgufFile, unpermute_rows, unpermuted_order};
+use crate::gguf::{Conversion, GgmlType, GgufFile, Order, reorder};
 
 /// Random access to a weight file held outside this process's memory (in the browser: a
 /// downloaded file on the JS heap), so that only one tensor at a time is copied in.
@@ -134,10 +134,14 @@ impl Weights {
         let gguf = GgufFile::parse(&map, path)?;
         let mut weights = Self::empty(None);
         for (tensor, (name, conversion)) in gguf.tensors.iter().zip(gguf.hf_names()?) {
+            let mut shape = tensor.shape();
+            if conversion.squeezed && shape.len() == 2 {
+                shape.insert(1, 1);
+            }
             let entry = Entry {
                 file: 0,
                 stored: Stored::Ggml(tensor.ggml_type),
-                shape: tensor.shape(),
+                shape,
                 range: tensor.range.clone(),
                 conversion,
             };
@@ -297,26 +301,31 @@ impl Weights {
         let Some(entry) = self.index.get(name) else { return Ok(None) };
         let Stored::Ggml(ggml) = entry.stored else { return Ok(None) };
         let Some(format) = ggml.block_format() else { return Ok(None) };
-        if entry.conversion.shift != 0.0 {
-            return Ok(None); // a shifted weight is no matrix; read its values
+        if entry.conversion.changes_values() {
+            return Ok(None); // a shifted or mapped weight is no matrix; read its values
         }
         self.check_shape(name, entry, &shape)?;
         let path = &self.files[entry.file].0;
         let [rows, cols] = shape;
         let corrupt = |msg: String| ModelError::CorruptWeights { path: path.clone(), msg };
+        // The stored order of rows and columns, checked before any byte is copied.
+        let order = |order: Option<Order>, n: usize, what: &str| {
+            order.map(|o| {
+                o.hf_order(n).ok_or_else(|| corrupt(format!("`{name}` has {n} {what}, which {o:?} does not fit")))
+            })
+        };
+        let row_order = order(entry.conversion.rows, rows, "rows").transpose()?;
+        let column_order = order(entry.conversion.columns, cols, "columns").transpose()?;
         let bytes = self.files[entry.file].1.bytes(entry.range.clone()).into_owned();
-        let matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
+        let mut matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
             .ok_or_else(|| corrupt(format!("`{name}` [{rows}, {cols}] is not whole rows of {format} blocks")))?;
-        match entry.conversion.permuted_heads {
+        if let Some(order) = row_order {
+            matrix = matrix.select_rows(&order);
+        }
+        match column_order {
+            // Columns reordered in runs of whole blocks move as blocks; others are read as values.
+            Some(order) => Ok(matrix.select_column_blocks(&order)),
             None => Ok(Some(matrix)),
-            Some(heads) => {
-                let order = unpermuted_order(rows, heads).ok_or_else(|| {
-                    corrupt(format!(
-                        "`{name}` has {rows} rows, not a whole number of row pairs per each of {heads} heads"
-                    ))
-                })?;
-                Ok(Some(matrix.select_rows(&order)))
-            }
         }
     }
 
@@ -362,23 +371,29 @@ impl Weights {
                     return Err(corrupt(format!("`{name}`: elements {elems:?} are not whole {ggml:?} blocks")));
                 }
                 let mut values = ggml.dequantize(&bytes(elems.start / block * size..elems.end / block * size));
-                if entry.conversion.shift != 0.0 {
-                    values.iter_mut().for_each(|v| *v += entry.conversion.shift);
+                let c = entry.conversion;
+                if c.shift != 0.0 {
+                    values.iter_mut().for_each(|v| *v += c.shift);
                 }
-                match entry.conversion.permuted_heads {
-                    None => Ok(values),
-                    Some(heads) => {
-                        let (rows, cols) = (shape[0], shape.iter().skip(1).product());
-                        if elems != (0..rows * cols) {
-                            return Err(corrupt(format!("`{name}` is read whole (its rows are permuted)")));
-                        }
-                        unpermute_rows(&values, rows, cols, heads).ok_or_else(|| {
-                            corrupt(format!(
-                                "`{name}` has {rows} rows, not a whole number of row pairs per each of {heads} heads"
-                            ))
-                        })
+                if c.neg_exp {
+                    values.iter_mut().for_each(|v| *v = (-*v).ln());
+                }
+                let (rows, cols) = (shape[0], shape.iter().skip(1).product());
+                for (axis, order) in [(0, c.rows), (1, c.columns)] {
+                    let Some(order) = order else { continue };
+                    if elems != (0..rows * cols) {
+                        return Err(corrupt(format!("`{name}` is read whole (it is stored reordered)")));
                     }
+                    let n = [rows, cols][axis];
+                    values =
+                        order.hf_order(n).and_then(|o| reorder(&values, [rows, cols], axis, &o)).ok_or_else(|| {
+                            corrupt(format!(
+                                "`{name}` has {n} {}, which {order:?} does not fit",
+                                ["rows", "columns"][axis]
+                            ))
+                        })?;
                 }
+                Ok(values)
             }
         }
     }

@@ -407,6 +407,29 @@ impl QuantMatrix {
         Self::new(self.cols, parts)
     }
 
+    /// The matrix with its columns in `order` (column `c` is this matrix's column `order[c]`), moving
+    /// whole blocks; `None` unless every block's columns stay together and in order.
+    pub fn select_column_blocks(&self, order: &[usize]) -> Option<Self> {
+        if order.len() != self.cols || !self.host {
+            return None;
+        }
+        let parts = self.parts.iter().map(|p| {
+            let (width, size) = (p.format.block_weights(), p.format.block_bytes());
+            let blocks: Vec<usize> = order
+                .chunks(width)
+                .map(|run| {
+                    let whole = run[0].is_multiple_of(width) && run.iter().enumerate().all(|(i, &c)| c == run[0] + i);
+                    whole.then_some(run[0] / width)
+                })
+                .collect::<Option<_>>()?;
+            let row = self.cols / width * size;
+            let bytes =
+                p.blocks.chunks_exact(row).flat_map(|r| blocks.iter().flat_map(move |&b| &r[b * size..(b + 1) * size]));
+            Some(Part { format: p.format, rows: p.rows, blocks: bytes.copied().collect() })
+        });
+        Some(Self::new(self.cols, parts.collect::<Option<_>>()?))
+    }
+
     /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
     /// number of columns (each already a whole number of its formats' blocks) and hold their blocks
     /// on the host.
