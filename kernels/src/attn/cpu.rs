@@ -3,17 +3,26 @@
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
 use gemm::Parallelism;
-use ndarray::{Array2, Ix3, s};
+use ndarray::{Array2, ArrayView1, Ix3, s};
 use rayon::prelude::*;
 
-use crate::cpu_common::{f32_array, from_vec, matmul, softmax_row, standard, values, wide};
+use crate::cpu_common::{dot, f32_array, from_vec, matmul, softmax_row, standard, values, wide};
+
+/// `a·b` for a row of a cache view (contiguous in the caches rmas keeps).
+#[inline(always)]
+fn dot_row(a: &[f32], b: ArrayView1<f32>) -> f32 {
+    match b.as_slice() {
+        Some(b) => dot(a, b),
+        None => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+    }
+}
 
 /// Query rows (positions × the heads of one KV group) per block of [`causal_attention`].
 const ATTENTION_ROWS: usize = 128;
 
 /// [`crate::attn::reference`] by blocks of queries (all heads of one KV group, about
 /// [`ATTENTION_ROWS`] rows): one product with the keys the block can see, the masked softmax per
-/// row, one product with the values. The keys after a block's last query are never touched, nor
+/// row, one product with the values (for a single position, a decode step, dot products instead). The keys after a block's last query are never touched, nor
 /// any score tensor or mask of the whole sequence built. Only the first `l` (`keys`) rows of the
 /// cache `k`, `v` are read.
 pub fn causal_attention(
@@ -51,9 +60,25 @@ pub fn causal_attention(
             let n = rows.min(t - i0);
             let (lo, hi) = (crate::attn::first_key(i0, t, l, window), l - t + i0 + n); // keys of the block
             let width = hi - lo;
+            let (kg, vg) = (k.slice(s![g, lo..hi, ..]), v.slice(s![g, lo..hi, ..])); // [width, hd]
+            if t == 1 {
+                // A decode step: each query row by dot products with the keys, then the values
+                // summed by their weights (a GEMM would first pack every key and value).
+                return wide(|| {
+                    let mut ob = Array2::<f32>::zeros((rep, hd));
+                    for (row, mut o) in ob.rows_mut().into_iter().enumerate() {
+                        let qr = &q[at(g, i0, 1, row)..][..hd];
+                        let mut p: Vec<f32> = kg.rows().into_iter().map(|kr| scale as f32 * dot_row(qr, kr)).collect();
+                        softmax_row(&mut p);
+                        for (&pj, vr) in p.iter().zip(vg.rows()) {
+                            o.zip_mut_with(&vr, |o, v| *o += pj * v);
+                        }
+                    }
+                    ob
+                });
+            }
             let qb = Array2::from_shape_fn((rep * n, hd), |(row, d)| q[at(g, i0, n, row) + d]);
             let mut sc = Array2::<f32>::zeros((rep * n, width));
-            let (kg, vg) = (k.slice(s![g, lo..hi, ..]), v.slice(s![g, lo..hi, ..])); // [width, hd]
             matmul(scale as f32, qb.view(), kg.t(), sc.view_mut(), Parallelism::None);
             for (row, mut p) in sc.rows_mut().into_iter().enumerate() {
                 let i = i0 + row % n;
