@@ -14,7 +14,8 @@ load them to the safetensors model's logits (`tests/gguf_archs.rs`).
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy
     /tmp/v/bin/python tests/gguf_models.py
 
-`--check-llama-cpp` (with `pip install llama-cpp-python==0.3.16`) then has llama.cpp itself run each
+`--check-llama-cpp` (with `pip install llama-cpp-python==0.3.36`, the first of the two versions
+tried here that knows `qwen35`; 0.3.16 reads the others alike) then has llama.cpp itself run each
 architecture's F32 conversion to the golden logits, so the files are llama.cpp's reading of the
 models and not only rmas's.
 
