@@ -1,10 +1,10 @@
-//! GGUF files of the Llama (rotary-permuted q/k, Llama 3 `rope_freqs`), Qwen2, Qwen3 and Gemma 3 (norms
-//! stored as `1 + w`, sliding layers, linear rope scaling of the global layers) architectures:
-//! the golden tiny models converted by llama.cpp's own Python package (`tests/gguf_models.py`,
-//! llama.cpp's tensor names, layouts and metadata keys) load to
-//! the safetensors model's logits: exactly from F32 tensors; from Q8_0 tensors, exactly what
-//! `--quantize int8` makes of the safetensors model (the same blocks, byte for byte), kept as blocks
-//! or dequantized at load.
+//! GGUF files of the Llama (rotary-permuted q/k, Llama 3 `rope_freqs`), Qwen2, Qwen3, Gemma 3 (norms
+//! stored as `1 + w`, sliding layers, linear rope scaling of the global layers) and Qwen3.5 (tiled
+//! value heads, `−exp(A_log)`, shifted norms) architectures: the golden tiny models converted by
+//! llama.cpp's own Python package (`tests/gguf_models.py`, llama.cpp's tensor names, layouts and
+//! metadata keys) load to the safetensors model's logits: exactly from F32 tensors; from Q8_0
+//! tensors, the same kept as blocks or dequantized at load, and (but for Qwen3.5's regrouped
+//! `ssm_out` columns) exactly what `--quantize int8` makes of the safetensors model.
 
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
@@ -62,6 +62,23 @@ fn gguf_files_load_to_the_safetensors_logits() {
             assert_close(&format!("{arch} Q8_0 GGUF"), dense, logits(&int8.unwrap(), &ids), 1e-5, 1e-5);
         }
     }
+}
+
+/// A Qwen3.5 file whose `ssm_a` (stored `−exp(A_log)`) holds a value no `A_log` gives is refused,
+/// naming the tensor, instead of loading NaN decay rates.
+#[test]
+fn a_positive_ssm_a_is_refused() {
+    let path = golden("../gguf").join("qwen3_5_text-f32.gguf");
+    let file = rmas_models::gguf::GgufFile::open(&path).unwrap();
+    let ssm_a = file.tensors.iter().find(|t| t.name == "blk.1.ssm_a").unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[ssm_a.range.start..ssm_a.range.start + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    let hostile = std::env::temp_dir().join(format!("rmas-ssm-a-{}.gguf", std::process::id()));
+    std::fs::write(&hostile, bytes).unwrap();
+    let err = Model::<B>::load_gguf(&hostile, &Default::default(), Precision::new(DType::F32, Blocks::Stored));
+    std::fs::remove_file(&hostile).unwrap();
+    let err = err.err().expect("a positive ssm_a loads").to_string();
+    assert!(err.contains("model.layers.1.linear_attn.A_log") && err.contains("0.5"), "{err}");
 }
 
 /// A file in Q4_K_M's mix of K-quants (`tests/gguf_models.py` `k_quant_llama`: Q4_K matrices, Q6_K

@@ -12,7 +12,7 @@ use safetensors::Dtype;
 use crate::error::{ModelError, Result};
 use rmas_kernels::quant::QuantMatrix;
 
-use crate::gguf::{Conversion, GgmlType, GgufFile, Order, reorder};
+use crate::gguf::{Conversion, GgmlType, GgufFile, reorder};
 
 /// Random access to a weight file held outside this process's memory (in the browser: a
 /// downloaded file on the JS heap), so that only one tensor at a time is copied in.
@@ -309,13 +309,8 @@ impl Weights {
         let [rows, cols] = shape;
         let corrupt = |msg: String| ModelError::CorruptWeights { path: path.clone(), msg };
         // The stored order of rows and columns, checked before any byte is copied.
-        let order = |order: Option<Order>, n: usize, what: &str| {
-            order.map(|o| {
-                o.hf_order(n).ok_or_else(|| corrupt(format!("`{name}` has {n} {what}, which {o:?} does not fit")))
-            })
-        };
-        let row_order = order(entry.conversion.rows, rows, "rows").transpose()?;
-        let column_order = order(entry.conversion.columns, cols, "columns").transpose()?;
+        let row_order = self.stored_order(name, entry, 0, rows)?;
+        let column_order = self.stored_order(name, entry, 1, cols)?;
         let bytes = self.files[entry.file].1.bytes(entry.range.clone()).into_owned();
         let mut matrix = QuantMatrix::from_blocks(format, rows, cols, bytes)
             .ok_or_else(|| corrupt(format!("`{name}` [{rows}, {cols}] is not whole rows of {format} blocks")))?;
@@ -327,6 +322,17 @@ impl Weights {
             Some(order) => Ok(matrix.select_column_blocks(&order)),
             None => Ok(Some(matrix)),
         }
+    }
+
+    /// For each HF index along `axis` (0: rows, 1: the rest) of tensor `name`, `n` long, the stored
+    /// index, where the converter reordered that axis (`gguf::Order`); an error if the order does not
+    /// fit `n`.
+    fn stored_order(&self, name: &str, entry: &Entry, axis: usize, n: usize) -> Result<Option<Vec<usize>>> {
+        let Some(order) = [entry.conversion.rows, entry.conversion.columns][axis] else { return Ok(None) };
+        order.hf_order(n).map(Some).ok_or_else(|| ModelError::CorruptWeights {
+            path: self.files[entry.file].0.clone(),
+            msg: format!("`{name}` has {n} {}, which {order:?} does not fit", ["rows", "columns"][axis]),
+        })
     }
 
     /// An error naming the file unless tensor `name` has `shape`.
@@ -376,22 +382,19 @@ impl Weights {
                     values.iter_mut().for_each(|v| *v += c.shift);
                 }
                 if c.neg_exp {
+                    // `−exp(x)` is negative and finite; anything else would read as NaN.
+                    if let Some(v) = values.iter().find(|v| !(v.is_finite() && **v < 0.0)) {
+                        return Err(corrupt(format!("`{name}` holds {v}; −exp(A_log) is negative and finite")));
+                    }
                     values.iter_mut().for_each(|v| *v = (-*v).ln());
                 }
                 let (rows, cols) = (shape[0], shape.iter().skip(1).product());
-                for (axis, order) in [(0, c.rows), (1, c.columns)] {
-                    let Some(order) = order else { continue };
+                for (axis, n) in [(0, rows), (1, cols)] {
+                    let Some(order) = self.stored_order(name, entry, axis, n)? else { continue };
                     if elems != (0..rows * cols) {
                         return Err(corrupt(format!("`{name}` is read whole (it is stored reordered)")));
                     }
-                    let n = [rows, cols][axis];
-                    values =
-                        order.hf_order(n).and_then(|o| reorder(&values, [rows, cols], axis, &o)).ok_or_else(|| {
-                            corrupt(format!(
-                                "`{name}` has {n} {}, which {order:?} does not fit",
-                                ["rows", "columns"][axis]
-                            ))
-                        })?;
+                    values = reorder(&values, [rows, cols], axis, &order).expect("an order of the axis' length");
                 }
                 Ok(values)
             }
