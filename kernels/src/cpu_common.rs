@@ -79,6 +79,129 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+/// f32 lanes of one vector register (or one f32) with a fused multiply-add: what the weight
+/// products' register tiles (`linear/cpu.rs`) and the block products' accumulators
+/// (`quant/cpu.rs`) are made of.
+pub(crate) trait Lanes: Copy {
+    /// Lanes per vector.
+    const WIDTH: usize;
+    /// Loads `WIDTH` floats. SAFETY (all methods): the CPU has the vector's features; `p` is valid.
+    unsafe fn load(p: *const f32) -> Self;
+    /// Stores `WIDTH` floats.
+    unsafe fn store(self, p: *mut f32);
+    /// `x` in every lane.
+    unsafe fn splat(x: f32) -> Self;
+    /// `a·b + self`, rounded once per lane.
+    unsafe fn fma(self, a: Self, b: Self) -> Self;
+    /// `self + other` per lane.
+    unsafe fn add(self, other: Self) -> Self;
+    /// The sum of the lanes (in the vector's own fixed order).
+    unsafe fn sum(self) -> f32;
+}
+
+/// One lane: the portable body and every ISA's last columns.
+impl Lanes for f32 {
+    const WIDTH: usize = 1;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { *p = self }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    unsafe fn fma(self, a: Self, b: Self) -> Self {
+        a.mul_add(b, self)
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        self + other
+    }
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        self
+    }
+}
+
+/// A [`Lanes`] impl for an x86 vector type from its width, features and intrinsics.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_lanes {
+    ($ty:ident, $width:literal, $features:literal, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident, $sum:path) => {
+        impl Lanes for std::arch::x86_64::$ty {
+            const WIDTH: usize = $width;
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn load(p: *const f32) -> Self {
+                unsafe { std::arch::x86_64::$load(p) }
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn store(self, p: *mut f32) {
+                unsafe { std::arch::x86_64::$store(p, self) }
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn splat(x: f32) -> Self {
+                std::arch::x86_64::$splat(x)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn fma(self, a: Self, b: Self) -> Self {
+                std::arch::x86_64::$fma(a, b, self)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn add(self, other: Self) -> Self {
+                std::arch::x86_64::$add(self, other)
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn sum(self) -> f32 {
+                $sum(self)
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+x86_lanes!(
+    __m512,
+    16,
+    "avx512f",
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    std::arch::x86_64::_mm512_reduce_add_ps
+);
+#[cfg(target_arch = "x86_64")]
+x86_lanes!(
+    __m256,
+    8,
+    "avx2,fma",
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    horizontal_sum
+);
+
+/// The sum of eight lanes: the halves added, then pairs, then the last two.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn horizontal_sum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}
+
 /// Softmax of one row in place (inlined into [`wide`]'s callers).
 #[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32]) {

@@ -9,7 +9,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
 
 use crate::Rows;
-use crate::cpu_common::{dot, f32_array, matmul, tensor};
+use crate::cpu_common::{Lanes, dot, f32_array, matmul, tensor};
 
 /// Up to this many rows, a vocabulary matrix streams (a dot product per output) instead of going to a GEMM.
 pub(crate) const STREAM_ROWS: usize = 4;
@@ -134,75 +134,6 @@ fn axpy_strips(x: ArrayView2<f32>, w: &[f32], n: usize, c0: usize, y: ArrayViewM
     // SAFETY: single f32 lanes need no CPU feature.
     unsafe { axpy_strips_body::<f32, 8>(x, w, n, c0, y) }
 }
-
-/// f32 lanes with a fused multiply-add: what a register tile is made of.
-trait Lanes: Copy {
-    /// Lanes per vector.
-    const WIDTH: usize;
-    /// Loads `WIDTH` floats. SAFETY (all methods): the CPU has the vector's features; `p` is valid.
-    unsafe fn load(p: *const f32) -> Self;
-    /// Stores `WIDTH` floats.
-    unsafe fn store(self, p: *mut f32);
-    /// `x` in every lane.
-    unsafe fn splat(x: f32) -> Self;
-    /// `a·b + self`, rounded once per lane.
-    unsafe fn fma(self, a: Self, b: Self) -> Self;
-}
-
-/// One lane: the portable body and every ISA's last columns.
-impl Lanes for f32 {
-    const WIDTH: usize = 1;
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        unsafe { *p }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe { *p = self }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        x
-    }
-    #[inline(always)]
-    unsafe fn fma(self, a: Self, b: Self) -> Self {
-        a.mul_add(b, self)
-    }
-}
-
-/// A [`Lanes`] impl for an x86 vector type from its width, features and intrinsics.
-#[cfg(target_arch = "x86_64")]
-macro_rules! x86_lanes {
-    ($ty:ident, $width:literal, $features:literal, $load:ident, $store:ident, $splat:ident, $fma:ident) => {
-        impl Lanes for std::arch::x86_64::$ty {
-            const WIDTH: usize = $width;
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn load(p: *const f32) -> Self {
-                unsafe { std::arch::x86_64::$load(p) }
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn store(self, p: *mut f32) {
-                unsafe { std::arch::x86_64::$store(p, self) }
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn splat(x: f32) -> Self {
-                std::arch::x86_64::$splat(x)
-            }
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn fma(self, a: Self, b: Self) -> Self {
-                std::arch::x86_64::$fma(a, b, self)
-            }
-        }
-    };
-}
-#[cfg(target_arch = "x86_64")]
-x86_lanes!(__m512, 16, "avx512f", _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps);
-#[cfg(target_arch = "x86_64")]
-x86_lanes!(__m256, 8, "avx2,fma", _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps);
 
 /// What a tile reads: the rows of `x`, and a block of weight rows `k0..` with row stride `n`.
 #[derive(Clone, Copy)]

@@ -123,37 +123,12 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Activations, BlockFormat};
+    use crate::cpu_common::Lanes;
     use crate::quant::scale_min_k4;
 
     /// Whether this CPU has what [`row_dot`] is compiled for: AVX2, FMA and F16C.
     pub fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-    }
-
-    /// A vector of f32 lanes that a row's sums gather in (AVX2's eight, AVX-512's sixteen).
-    pub trait Lanes: Copy {
-        fn zero() -> Self;
-        fn add(self, other: Self) -> Self;
-        /// The sum of the lanes.
-        fn sum(self) -> f32;
-    }
-
-    impl Lanes for __m256 {
-        #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: AVX, which every caller (an AVX2 body) has.
-            unsafe { _mm256_setzero_ps() }
-        }
-        #[inline(always)]
-        fn add(self, other: Self) -> Self {
-            // SAFETY: as `zero`.
-            unsafe { _mm256_add_ps(self, other) }
-        }
-        #[inline(always)]
-        fn sum(self) -> f32 {
-            // SAFETY: as `zero`.
-            unsafe { horizontal_sum(self) }
-        }
     }
 
     /// Running sums of a row's dot product: `acc` gathers scale × Σ code·x, `offset` the minimum (or
@@ -176,26 +151,33 @@ mod avx2 {
         let n = blocks.len() / format.block_bytes();
         assert!(x.x.len() >= n * format.block_weights(), "{} activations for {n} {format} blocks", x.x.len());
         // One loop per format, so that each block's body is inlined into it.
-        match format {
-            BlockFormat::Q8_0 => chains(format, blocks, |block, b, sums| q8_0(block, b, x, sums)),
-            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                chains(format, blocks, |block, b, sums| q4(format, block, b, x, sums))
+        // SAFETY: this function is compiled for `__m256`'s features (AVX2, FMA).
+        unsafe {
+            match format {
+                BlockFormat::Q8_0 => chains(format, blocks, |block, b, sums| q8_0(block, b, x, sums)),
+                BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                    chains(format, blocks, |block, b, sums| q4(format, block, b, x, sums))
+                }
+                BlockFormat::Q4K | BlockFormat::Q5K => {
+                    chains(format, blocks, |block, b, sums| q4k_q5k(format, block, b, x, sums))
+                }
+                BlockFormat::Q6K => chains(format, blocks, |block, b, sums| q6k(block, b, x, sums)),
             }
-            BlockFormat::Q4K | BlockFormat::Q5K => {
-                chains(format, blocks, |block, b, sums| q4k_q5k(format, block, b, x, sums))
-            }
-            BlockFormat::Q6K => chains(format, blocks, |block, b, sums| q6k(block, b, x, sums)),
         }
     }
 
     /// Σ over a row's blocks of `body(block, b, sums)`, block `b` adding to accumulator `b mod CHAINS`.
+    ///
+    /// # Safety
+    /// The CPU must have `L`'s features (the caller is a body compiled for them).
     #[inline(always)]
-    pub fn chains<L: Lanes>(
+    pub unsafe fn chains<L: Lanes>(
         format: BlockFormat,
         blocks: &[u8],
         mut body: impl FnMut(&[u8], usize, &mut Sums<L>),
     ) -> f32 {
-        let mut sums = [Sums { acc: L::zero(), offset: 0.0 }; CHAINS];
+        // SAFETY: the caller's CPU has `L`'s features.
+        let mut sums = [Sums { acc: unsafe { L::splat(0.0) }, offset: 0.0 }; CHAINS];
         let size = format.block_bytes();
         let mut groups = blocks.chunks_exact(CHAINS * size);
         for (g, group) in groups.by_ref().enumerate() {
@@ -210,8 +192,9 @@ mod avx2 {
         for (b, block) in groups.remainder().chunks_exact(size).enumerate() {
             body(block, whole + b, &mut sums[0]);
         }
-        let acc = sums[0].acc.add(sums[1].acc).add(sums[2].acc.add(sums[3].acc));
-        acc.sum() + sums.iter().map(|s| s.offset).sum::<f32>()
+        // SAFETY: as above.
+        let acc = unsafe { sums[0].acc.add(sums[1].acc).add(sums[2].acc.add(sums[3].acc)).sum() };
+        acc + sums.iter().map(|s| s.offset).sum::<f32>()
     }
 
     /// Eight activations from `x[at..at + 8]`.
@@ -371,14 +354,6 @@ mod avx2 {
         let bits = u16::from_le_bytes([block[at], block[at + 1]]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
-
-    /// The sum of the eight lanes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn horizontal_sum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
-    }
 }
 
 /// The 32-weight formats (Q8_0, Q4_0, Q4_1) in AVX-512: a block's codes widened to two vectors of
@@ -388,30 +363,12 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::avx2::{Lanes, Sums, chains, halves};
+    use super::avx2::{Sums, chains, halves};
     use super::{Activations, BlockFormat};
 
     /// Whether this CPU has what [`row_dot`] is compiled for: AVX2's features and AVX-512 F and BW.
     pub fn available() -> bool {
         super::avx2::available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
-    }
-
-    impl Lanes for __m512 {
-        #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: AVX-512 F, which every caller (an AVX-512 body) has.
-            unsafe { _mm512_setzero_ps() }
-        }
-        #[inline(always)]
-        fn add(self, other: Self) -> Self {
-            // SAFETY: as `zero`.
-            unsafe { _mm512_add_ps(self, other) }
-        }
-        #[inline(always)]
-        fn sum(self) -> f32 {
-            // SAFETY: as `zero`.
-            unsafe { _mm512_reduce_add_ps(self) }
-        }
     }
 
     /// See [`super::RowDot`].
@@ -422,13 +379,16 @@ mod avx512 {
     pub unsafe fn row_dot(format: BlockFormat, blocks: &[u8], x: &Activations) -> f32 {
         let n = blocks.len() / format.block_bytes();
         assert!(x.x.len() >= n * format.block_weights(), "{} activations for {n} {format} blocks", x.x.len());
-        match format {
-            BlockFormat::Q8_0 => chains(format, blocks, |block, b, sums| q8_0(block, b, x, sums)),
-            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                chains(format, blocks, |block, b, sums| q4(format, block, b, x, sums))
+        // SAFETY: this function is compiled for `__m512`'s features (AVX-512 F) and AVX2's row
+        // dot's (AVX2, FMA, F16C).
+        unsafe {
+            match format {
+                BlockFormat::Q8_0 => chains(format, blocks, |block, b, sums| q8_0(block, b, x, sums)),
+                BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                    chains(format, blocks, |block, b, sums| q4(format, block, b, x, sums))
+                }
+                _ => super::avx2::row_dot(format, blocks, x),
             }
-            // SAFETY: AVX2, FMA and F16C are among this function's features.
-            _ => unsafe { super::avx2::row_dot(format, blocks, x) },
         }
     }
 
