@@ -535,12 +535,13 @@ impl GgufFile {
         };
         let token = |k: &str| self.get(&format!("tokenizer.ggml.{k}")).and_then(MetaValue::as_u64);
         let hidden = uint("embedding_length")?;
+        let layers = self.layers()?;
         let head_dim =
             self.get(&key("attention.key_length")).and_then(MetaValue::as_u64).unwrap_or(hidden / heads.max(1));
         let mut config = json!({
             "model_type": model_type,
             "hidden_size": hidden,
-            "num_hidden_layers": self.layers()?,
+            "num_hidden_layers": layers,
             "num_attention_heads": heads,
             "num_key_value_heads": self.get(&key("attention.head_count_kv")).and_then(MetaValue::as_u64).unwrap_or(heads),
             "intermediate_size": uint("feed_forward_length")?,
@@ -556,7 +557,6 @@ impl GgufFile {
         if *model_type == "gemma3_text" {
             // As llama.cpp builds Gemma 3: its fixed sliding pattern and local rope, the rope
             // scaling of the global layers, and 27B's query scale (hidden / heads, else head_dim).
-            let layers = uint("block_count")? as usize;
             let layer_types: Vec<&str> = (0..layers)
                 .map(|l| if (l + 1) % GEMMA3_SWA_PATTERN == 0 { "full_attention" } else { "sliding_attention" })
                 .collect();
@@ -583,7 +583,6 @@ impl GgufFile {
             // `Qwen3NextModel.set_gguf_parameters`: the linear attention's sizes, which layers
             // attend to every key, and the rotary width (MRoPE's sections are plain RoPE for text).
             let value_heads = uint("ssm.time_step_rank")?;
-            let layers = self.layers()?;
             let layer_types: Vec<&str> = match self.get(&key("attention.recurrent_layers")) {
                 Some(MetaValue::Array(flags)) => flags
                     .iter()
