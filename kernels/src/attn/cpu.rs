@@ -22,9 +22,9 @@ const ATTENTION_ROWS: usize = 128;
 
 /// [`crate::attn::reference`] by blocks of queries (all heads of one KV group, about
 /// [`ATTENTION_ROWS`] rows): one product with the keys the block can see, the masked softmax per
-/// row, one product with the values (for a single position, a decode step, dot products instead). The keys after a block's last query are never touched, nor
-/// any score tensor or mask of the whole sequence built. Only the first `l` (`keys`) rows of the
-/// cache `k`, `v` are read.
+/// row, one product with the values (for a single position, a decode step, dot products instead).
+/// The keys after a block's last query are never touched, nor any score tensor or mask of the
+/// whole sequence built. Only the first `l` (`keys`) rows of the cache `k`, `v` are read.
 pub fn causal_attention(
     q: Tensor<NdArray, 3>,
     k: Tensor<NdArray, 3>,
