@@ -149,6 +149,13 @@ pub trait RmasBackend: Backend {
         link::bias_gelu(x, bias)
     }
 
+    /// `f` over each sequence's share of a packed call (its attention, its convolution and delta
+    /// rule), results in order: one after another here, where a device queues the work in order
+    /// anyway; at once on the CPU's thread pool (docs/batching.md, "Per-sequence work").
+    fn per_sequence<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+        items.into_iter().map(f).collect()
+    }
+
     /// The largest tensor, in bytes, one device buffer can hold.
     fn max_buffer_bytes(_device: &Self::Device) -> u64 {
         u64::MAX
@@ -238,6 +245,14 @@ fn dense_product<B: Backend>(x: Tensor<B, 2>, w: Vec<f32>, shape: [usize; 2]) ->
 /// query blocks over the causal keys only; the delta rule runs its recurrence and the convolution,
 /// activations, softmax and RMSNorm run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
+    /// The sequences run as tasks of one parallel region, each one's own regions nested in it: a
+    /// decode step of eight sequences no longer hands the cores over (wakes and parks the workers)
+    /// a few times per sequence and layer. Each sequence's work, and so its bits, is unchanged.
+    fn per_sequence<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
+    }
+
     fn gated_delta_rule(
         x: DeltaRule<Self>,
         norm: Option<GatedNorm<Self>>,

@@ -97,24 +97,22 @@ impl<B: RmasBackend> Attention<B> {
         let slots = q_heads + 2 * nkv;
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
         let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
-        let norm = |n: &Option<RmsNorm<B>>| n.as_ref().map(RmsNorm::parts);
-        let outputs = split_rows(qkv, &lens) // each [T, slots, hd]
-            .into_iter()
-            .zip(rows)
-            .map(|(qkv, AttentionRow { rope: (cos, sin), cache, .. })| {
-                let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
-                let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
-                let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
-                let k = B::rope_heads(k, hd, norm(&self.k_norm), cos.clone(), sin.clone()); // [nkv, T, hd]
-                let (k_all, v_all, keys) = cache.append(k, v.swap_dims(0, 1)); // [nkv, capacity, hd], `keys` filled
-                let q = B::rope_heads(q, hd, norm(&self.q_norm), cos.clone(), sin.clone()); // [nh, T, hd]
-                let o = B::causal_attention(q, k_all, v_all, keys, self.scale, self.window).swap_dims(0, 1); // [T, nh, hd]
-                match self.gated {
-                    true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
-                    false => o,
-                }
-            })
-            .collect();
+        let (q_norm, k_norm) = (self.q_norm.as_ref().map(RmsNorm::parts), self.k_norm.as_ref().map(RmsNorm::parts));
+        let (scale, window, gated) = (self.scale, self.window, self.gated);
+        let shares: Vec<_> = split_rows(qkv, &lens).into_iter().zip(rows).collect(); // each [T, slots, hd]
+        let outputs = B::per_sequence(shares, |(qkv, AttentionRow { rope: (cos, sin), cache, .. })| {
+            let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
+            let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
+            let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
+            let k = B::rope_heads(k, hd, k_norm.clone(), cos.clone(), sin.clone()); // [nkv, T, hd]
+            let (k_all, v_all, keys) = cache.append(k, v.swap_dims(0, 1)); // [nkv, capacity, hd], `keys` filled
+            let q = B::rope_heads(q, hd, q_norm.clone(), cos, sin); // [nh, T, hd]
+            let o = B::causal_attention(q, k_all, v_all, keys, scale, window).swap_dims(0, 1); // [T, nh, hd]
+            match gated {
+                true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
+                false => o,
+            }
+        });
         self.o_proj.forward_packed(cat_rows(outputs).reshape([n, nh * hd]), &lens)
     }
 }

@@ -78,24 +78,22 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let (nv, dv, conv_dim, value_dim) = (c.num_value_heads, c.value_head_dim, c.conv_dim(), c.value_dim());
         let lens: Vec<usize> = rows.iter().map(|(len, _)| *len).collect();
         let y = self.in_proj.forward_packed(x, &lens); // [ΣT, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
-        let outputs = split_rows(y, &lens) // each [T, conv_dim + value_dim + 2·nv]
-            .into_iter()
-            .zip(rows)
-            .map(|(y, (_, state))| {
-                // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
-                let (qkv, conv_state) =
-                    B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), self.conv.clone());
-                state.conv = conv_state;
-                // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
-                let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
-                let z = y.narrow(1, conv_dim, value_dim);
-                let norm = GatedNorm { z, weight: self.norm.clone(), eps: self.eps };
-                let rule = DeltaRule { qkv, ab, decay: self.decay.clone(), state: state.ssm.clone() };
-                let (o, ssm) = B::gated_delta_rule(rule, Some(norm));
-                state.ssm = ssm;
-                o // [T, nv, dv] normed, in qkv's dtype
-            })
-            .collect();
+        let (conv, decay, norm_weight, eps) = (&self.conv, &self.decay, &self.norm, self.eps);
+        let shares: Vec<_> = split_rows(y, &lens).into_iter().zip(rows).collect(); // each [T, conv_dim + value_dim + 2·nv]
+        let outputs = B::per_sequence(shares, |(y, (_, state))| {
+            // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
+            let (qkv, conv_state) =
+                B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), conv.clone());
+            state.conv = conv_state;
+            // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
+            let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
+            let z = y.narrow(1, conv_dim, value_dim);
+            let norm = GatedNorm { z, weight: norm_weight.clone(), eps };
+            let rule = DeltaRule { qkv, ab, decay: decay.clone(), state: state.ssm.clone() };
+            let (o, ssm) = B::gated_delta_rule(rule, Some(norm));
+            state.ssm = ssm;
+            o // [T, nv, dv] normed, in qkv's dtype
+        });
         self.out_proj.forward_packed(cat_rows(outputs).reshape([n, nv * dv]), &lens)
     }
 }
