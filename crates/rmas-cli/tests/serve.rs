@@ -291,6 +291,10 @@ fn a_bounded_load_is_answered_or_refused_never_lost() {
     assert_eq!(server.metric("rmas_requests_total{status=\"200\"}"), (latencies.len() + questions.len()) as f64);
     assert_eq!(server.metric("rmas_requests_total{status=\"429\"}"), refused as f64);
     assert_eq!(server.metric("rmas_queue_depth"), 0.0);
+    // Concurrent requests ran together (`--batch-size` 8), each with the answer it gets alone.
+    let (calls, sequences) = (server.metric("rmas_packed_calls_total"), server.metric("rmas_packed_sequences_total"));
+    println!("packed: {sequences} request calls in {calls} model calls ({:.2} per call)", sequences / calls);
+    assert!(sequences > calls, "{sequences} request calls in {calls} packed calls");
 }
 
 /// A request that runs for a long time on the demo system (many rounds of long rollouts).

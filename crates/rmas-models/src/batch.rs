@@ -142,14 +142,31 @@ impl<B: RmasBackend> Batch<B> {
         &self,
         width: usize,
         sequences: impl IntoIterator<Item = Sequence<'f, T>>,
+        done: impl FnMut(usize, T) -> std::ops::ControlFlow<E>,
+    ) -> std::ops::ControlFlow<E> {
+        let mut pending = sequences.into_iter().fuse();
+        self.run_source(width, |_| pending.next(), done)
+    }
+
+    /// [`Self::run_queue`] over sequences that arrive while others run (a server's requests):
+    /// `next(idle)` gives the next sequence to start, or `None` when none is there now. It is asked
+    /// whenever a place is free, between packed calls; with `idle` (nothing running) it may wait
+    /// for one, and `None` then ends the run. Indices count the sequences in the order they came.
+    pub fn run_source<'f, T, E>(
+        &self,
+        width: usize,
+        mut next: impl FnMut(bool) -> Option<Sequence<'f, T>>,
         mut done: impl FnMut(usize, T) -> std::ops::ControlFlow<E>,
     ) -> std::ops::ControlFlow<E> {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut pending = sequences.into_iter().enumerate();
+        let mut started = 0;
         let mut live: Vec<(usize, Sequence<'f, T>)> = Vec::new();
         let outcome = loop {
-            let room = width.max(1).saturating_sub(live.len());
-            live.extend(pending.by_ref().take(room));
+            while live.len() < width.max(1) {
+                let Some(sequence) = next(live.is_empty()) else { break };
+                live.push((started, sequence));
+                started += 1;
+            }
             if live.is_empty() {
                 break std::ops::ControlFlow::Continue(());
             }

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rmas_models::batch::BatchStats;
+
 /// Upper bounds (seconds) of the latency and time-to-first-token histograms.
 const BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
 
@@ -47,6 +49,8 @@ struct Counters {
     generated_tokens: u64,
     generation_seconds: f64,
     cancelled: u64,
+    /// The engine's packed model calls so far, and the sequence calls they served.
+    packed: BatchStats,
 }
 
 /// What the server has done so far.
@@ -80,6 +84,11 @@ impl Metrics {
         });
     }
 
+    /// The engine's batch has run `stats` so far.
+    pub fn packed(&self, stats: BatchStats) {
+        self.with(|c| c.packed = stats);
+    }
+
     /// A run was stopped (client gone or time limit).
     pub fn cancelled(&self) {
         self.with(|c| c.cancelled += 1);
@@ -106,6 +115,8 @@ impl Metrics {
             let rate = if c.generation_seconds > 0.0 { c.generated_tokens as f64 / c.generation_seconds } else { 0.0 };
             let _ = writeln!(out, "# HELP rmas_tokens_per_second Answer tokens per second of final generation, over all runs.\n# TYPE rmas_tokens_per_second gauge\nrmas_tokens_per_second {rate}");
             let _ = writeln!(out, "# HELP rmas_cancelled_total Runs stopped because the client left or the time limit passed.\n# TYPE rmas_cancelled_total counter\nrmas_cancelled_total {}", c.cancelled);
+            let _ = writeln!(out, "# HELP rmas_packed_calls_total Packed model calls (forwards, LM-head products) the engine ran.\n# TYPE rmas_packed_calls_total counter\nrmas_packed_calls_total {}", c.packed.calls);
+            let _ = writeln!(out, "# HELP rmas_packed_sequences_total Requests' model calls those packed calls served (over rmas_packed_calls_total: the mean batch).\n# TYPE rmas_packed_sequences_total counter\nrmas_packed_sequences_total {}", c.packed.sequences);
         });
         out
     }

@@ -1,8 +1,8 @@
 //! `rmas serve`: one RecursiveMAS system behind an OpenAI-compatible HTTP API (docs/serve.md).
 //!
 //! The system loads once; HTTP runs on a tokio runtime of its own threads while the calling thread
-//! runs the engine ([`worker`]), one question at a time from a bounded queue, with the same `Run`
-//! and options as `rmas run`.
+//! runs the engine ([`worker`]): up to `--batch-size` questions at once, their model calls packed,
+//! from a bounded queue, with the same `Run` and options as `rmas run`.
 
 mod api;
 mod metrics;
@@ -51,7 +51,12 @@ pub struct Args {
     /// Require `Authorization: Bearer KEY` on /v1/ routes.
     #[arg(long, env = "RMAS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Requests that may wait for the engine; more are refused with 429 and Retry-After.
+    /// Requests that run together, their model calls packed into one forward per step (each answer
+    /// the one it gets alone; docs/batching.md); lowered to fit free device memory.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    batch_size: u64,
+    /// Requests that may wait for the engine beside those running; more are refused with 429 and
+    /// Retry-After.
     #[arg(long, default_value_t = 16)]
     max_queue: usize,
     /// Seconds a request may take, waiting included; then it is cancelled (504).
@@ -69,6 +74,10 @@ pub struct Args {
 pub fn main(args: Args) -> Result<()> {
     dispatch(&args.device.clone(), args)
 }
+
+/// Question bytes the batch is sized for (`BatchPlan::fit`); requests' questions are rarely longer,
+/// and a longer one only grows its own cache.
+const SIZED_QUESTION_BYTES: usize = 4096;
 
 /// What every request handler shares.
 struct AppState {
@@ -92,6 +101,11 @@ impl Job for Args {
         let dataset = rmas_text::Dataset::Math500;
         let task = self.system.task.unwrap_or(dataset.task());
         let system = self.system.load::<B>(dataset, &device, target.dtype)?;
+        let opts = self.system.options(dataset, Local::now().date_naive(), &Default::default());
+        let plan = rmas::engine::BatchPlan::fit(&system, &opts, SIZED_QUESTION_BYTES, self.batch_size as usize)?;
+        if let Some(note) = &plan.note {
+            eprintln!("rmas serve: {note}");
+        }
         let model = match &self.system.system {
             Some(path) => path.file_stem().map_or_else(|| self.system.label(), |s| s.to_string_lossy().into_owned()),
             None => self.system.label(),
@@ -122,7 +136,7 @@ impl Job for Args {
         });
         eprintln!("rmas serve: `{model}` listening on http://{address} (OpenAI API at http://{address}/v1)");
         // The engine runs here until the server stops and its last request is answered.
-        worker::serve_jobs(&system, tools.as_ref(), queue, &metrics);
+        worker::serve_jobs(&system, tools.as_ref(), queue, &metrics, plan.size);
         server.join().map_err(|_| anyhow::anyhow!("the HTTP server thread panicked"))??;
         eprintln!("rmas serve: stopped");
         Ok(())

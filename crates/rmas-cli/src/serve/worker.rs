@@ -1,9 +1,12 @@
-//! The engine side of the server: one thread runs the queued questions through the loaded system
-//! one at a time, with the same `Run` as `rmas run`, and reports each run's progress to its request.
+//! The engine side of the server: one thread runs the queued questions through the loaded system,
+//! up to `--batch-size` at once with their model calls packed (continuous batching, as
+//! `rmas run --questions-file` runs; docs/batching.md), with the same `Run` as `rmas run`, and
+//! reports each run's progress to its request.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rmas::engine::{AnswerStream, Event, LoadedSystem, Run, StageKind};
@@ -11,6 +14,7 @@ use rmas::error::RmasError;
 use rmas::options::RunOptions;
 use rmas::tools::ToolBox;
 use rmas_models::RmasBackend;
+use rmas_models::batch::{Batch, Sequence};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -60,24 +64,43 @@ pub struct RunFailure {
     pub message: String,
 }
 
-/// Runs jobs until every sender is gone (the server stopped).
+/// Runs jobs, up to `width` at once, until every sender is gone (the server stopped) and the last
+/// run has ended. A job that arrives while others run joins them at their next packed call.
 pub fn serve_jobs<B: RmasBackend>(
     system: &LoadedSystem<B>,
     tools: Option<&ToolBox>,
     jobs: Receiver<Job>,
     metrics: &Metrics,
+    width: usize,
 ) {
-    for job in jobs {
+    let batch = Batch::new();
+    let batch = &batch;
+    // The next job to start: waited for when nothing runs, else only taken if it is already queued.
+    let next = |idle: bool| loop {
+        let job = match idle {
+            true => jobs.recv().ok()?,
+            false => match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
+            },
+        };
         metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         if job.cancel.load(Ordering::Relaxed) || job.updates.is_closed() {
             metrics.cancelled();
             continue;
         }
-        run_job(system, tools, job, metrics);
-    }
+        return Some(Box::pin(run_job(system, tools, job, metrics, batch)) as Sequence<'_, ()>);
+    };
+    let _ = batch.run_source(width, next, |_, ()| ControlFlow::<()>::Continue(()));
 }
 
-fn run_job<B: RmasBackend>(system: &LoadedSystem<B>, tools: Option<&ToolBox>, job: Job, metrics: &Metrics) {
+async fn run_job<B: RmasBackend>(
+    system: &LoadedSystem<B>,
+    tools: Option<&ToolBox>,
+    job: Job,
+    metrics: &Metrics,
+    batch: &Batch<B>,
+) {
     let mut stream = AnswerStream::new(system.style, job.opts.rounds);
     let final_role = system.style.spec().final_role();
     let (mut prompt_tokens, mut first_token) = (0, None);
@@ -101,7 +124,7 @@ fn run_job<B: RmasBackend>(system: &LoadedSystem<B>, tools: Option<&ToolBox>, jo
         }
     };
     let run = Run::new(system, &job.opts, &job.question, tools, &mut on_event).cancelled_by(&job.cancel);
-    let result = rmas_models::block_on(run.execute());
+    let result = run.in_batch(batch).execute().await;
     let outcome = match result {
         Ok(result) => {
             if let Some(rest) = stream.finish(&result.answer) {
@@ -135,5 +158,6 @@ fn run_job<B: RmasBackend>(system: &LoadedSystem<B>, tools: Option<&ToolBox>, jo
         }
         Err(e) => Err(RunFailure { cancelled: false, message: e.to_string() }),
     };
+    metrics.packed(batch.stats());
     let _ = job.updates.send(Update::Done(outcome));
 }
