@@ -306,3 +306,46 @@ impl Future for YieldOnce {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use burn::backend::NdArray;
+
+    use super::*;
+
+    /// [`Batch::run_source`] asks for a sequence whenever a place is free (never when `width` run),
+    /// says `idle` exactly when nothing runs, ends on `None` only then, and numbers the sequences
+    /// in the order they came.
+    #[test]
+    fn a_source_fills_free_places_and_may_wait_only_when_idle() {
+        let batch = Batch::<NdArray>::new();
+        let (mut asked, mut made, mut finished) = (Vec::new(), 0usize, Vec::new());
+        let flow = batch.run_source(
+            2,
+            |idle| {
+                asked.push(idle);
+                // Three sequences, each pending for one round before it ends.
+                (made < 3).then(|| {
+                    made += 1;
+                    let n = made;
+                    Box::pin(async move {
+                        YieldOnce(false).await;
+                        n * 10
+                    }) as Sequence<'_, usize>
+                })
+            },
+            |i, value| {
+                finished.push((i, value));
+                ControlFlow::<()>::Continue(())
+            },
+        );
+        assert!(flow.is_continue());
+        finished.sort();
+        assert_eq!(finished, [(0, 10), (1, 20), (2, 30)]);
+        // Empty: two start; full: none asked; both end; empty: the third starts, none comes; one
+        // place free while it runs; it ends; empty and none: the end.
+        assert_eq!(asked, [true, false, true, false, false, true]);
+    }
+}
