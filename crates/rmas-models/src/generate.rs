@@ -168,7 +168,7 @@ pub async fn generate_with<B: RmasBackend>(
     cache: &mut Cache<B>,
     opts: &GenerateOptions,
     sampler: &mut Sampler,
-    mut on_token: impl FnMut(&[u32]) -> bool,
+    on_token: impl FnMut(&[u32]) -> bool,
 ) -> Result<Generation> {
     let needed = cache.len() + prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1);
     if needed > cache.capacity() {
@@ -177,9 +177,31 @@ pub async fn generate_with<B: RmasBackend>(
     if prompt.dims()[0] == 0 {
         return Err(ModelError::Input("generation needs at least one prompt row".into()));
     }
+    let start = Instant::now();
+    let h = last_row(calls.forward(model, prompt, cache).await?);
+    let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut out = generate_from(calls, model, h, cache, opts, sampler, on_token).await?;
+    out.prefill_ms += prompt_ms;
+    Ok(out)
+}
+
+/// [`generate_with`] after its prompt: `h` `[1, H]` is the final-norm hidden state of the prompt's
+/// last row, whose positions `cache` already holds (a prompt run once for two continuations).
+pub async fn generate_from<B: RmasBackend>(
+    calls: Calls<'_, B>,
+    model: &Model<B>,
+    mut h: Tensor<B, 2>,
+    cache: &mut Cache<B>,
+    opts: &GenerateOptions,
+    sampler: &mut Sampler,
+    mut on_token: impl FnMut(&[u32]) -> bool,
+) -> Result<Generation> {
+    let needed = cache.len() + opts.max_new_tokens.saturating_sub(1);
+    if needed > cache.capacity() {
+        return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
+    }
     let mut out = Generation::default();
     let start = Instant::now();
-    let mut h = last_row(calls.forward(model, prompt, cache).await?);
     for step in 0..opts.max_new_tokens {
         let logits = calls.logits(model, h).await?;
         if step == 0 {

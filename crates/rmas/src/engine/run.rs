@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Tensor;
 use rmas_models::RmasBackend;
 use rmas_models::batch::{Batch, Calls};
-use rmas_models::generate::{GenerateOptions, Sampler, generate_with, last_row};
+use rmas_models::generate::{GenerateOptions, Sampler, generate_from, last_row};
+use rmas_models::model::Cache;
 use rmas_text::answer::answer_retry;
 use rmas_text::{PromptContext, Role, Tokenizer};
 use web_time::Instant;
@@ -34,6 +35,15 @@ pub struct Run<'s, 'e, B: RmasBackend> {
 
 /// Incoming messages of a prompt, by slot.
 pub(super) type Slots<B> = Vec<(&'static str, Tensor<B, 2>)>;
+
+/// A prompt run through an agent: its rows, the cache after them, and the final-norm hidden state
+/// of its last row `[1, H]`, from which a generation or a latent rollout continues.
+#[derive(Clone)]
+pub(super) struct Prefilled<B: RmasBackend> {
+    input: Tensor<B, 2>,
+    cache: Cache<B>,
+    h: Tensor<B, 2>,
+}
 
 impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     /// Prepares a run; the sampler is seeded once here, before the first rollout.
@@ -102,11 +112,14 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                         let (answer, token_ids) = self.answer(role, round, incoming).await?;
                         return Ok(RunResult { answer, token_ids, stages: self.stages });
                     }
-                    if spec.intermediate_text && self.opts.summarize_every_round {
-                        self.generate_text(role, round, incoming.clone()).await?;
-                    }
                 }
-                let latents = self.rollout(role, round, incoming).await?;
+                // The final agent's text of an earlier round and its rollout start from the same
+                // prompt: it runs once, and the rollout continues from a copy of its cache.
+                let shared = match role == final_role && spec.intermediate_text && self.opts.summarize_every_round {
+                    true => self.generate_text(role, round, incoming.clone(), self.opts.latent_steps).await?.2,
+                    false => None,
+                };
+                let latents = self.rollout(role, round, incoming, shared).await?;
                 for edge in spec.edges_from(role) {
                     let message = self.message(role, round, edge.key, &latents)?;
                     inbox.entry(edge.target).or_default().push((edge.slot, message));
@@ -177,18 +190,29 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     /// Latent rollout of T steps with a KV/recurrent cache; returns the latents `R_in(h_1..h_T)` `[T, H]`.
     /// One scalar is read back at the end: NaN or infinite latents fail here, naming the agent
     /// and round, instead of poisoning every later agent.
-    async fn rollout(&mut self, role: Role, round: usize, slots: Slots<B>) -> Result<Tensor<B, 2>> {
+    /// With `shared`, the prompt already ran (for the agent's text) and the rollout continues from it.
+    async fn rollout(
+        &mut self,
+        role: Role,
+        round: usize,
+        slots: Slots<B>,
+        shared: Option<Prefilled<B>>,
+    ) -> Result<Tensor<B, 2>> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: false });
         let steps = self.opts.latent_steps;
         let agent = self.system.agent(role)?;
-        let input = self.prompt_rows(&agent, round, slots)?;
         let model = &agent.model;
         let latents = if steps == 0 {
             Tensor::zeros([0, model.config().hidden_size], (model.device(), model.dtype()))
         } else {
-            let mut cache = model.new_cache(input.dims()[0], steps)?;
-            let mut h = last_row(self.calls.forward(model, input.clone(), &mut cache).await?);
+            let Prefilled { input, mut cache, mut h } = match shared {
+                Some(prefilled) => prefilled,
+                None => {
+                    let input = self.prompt_rows(&agent, round, slots)?;
+                    self.prefill(&agent, input, steps).await?
+                }
+            };
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
             for step in 0..steps {
                 self.check_cancelled()?;
@@ -216,7 +240,8 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let (text, ids) = if self.system.style.spec().tool_loop {
             self.tool_loop(role, round, slots).await?
         } else {
-            self.generate_text(role, round, slots).await?
+            let (text, ids, _) = self.generate_text(role, round, slots, 0).await?;
+            (text, ids)
         };
         if !self.opts.answer_retry {
             return Ok((text, ids));
@@ -233,22 +258,48 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         Ok((answer, ids))
     }
 
-    /// Text generation of `role` from its prompt with messages; returns the stripped text and the ids.
-    pub(super) async fn generate_text(
+    /// Text generation of `role` from its prompt with messages; returns the stripped text, the ids
+    /// and, when `then_steps` latent steps follow from the same prompt, the prompt run (its cache
+    /// with room for them) for [`Self::rollout`].
+    async fn generate_text(
         &mut self,
         role: Role,
         round: usize,
         slots: Slots<B>,
-    ) -> Result<(String, Vec<u32>)> {
+        then_steps: usize,
+    ) -> Result<(String, Vec<u32>, Option<Prefilled<B>>)> {
         let started = Instant::now();
         (self.on_event)(Event::StageStart { round, role, text: true });
         let agent = self.system.agent(role)?;
         let input = self.prompt_rows(&agent, round, slots)?;
         (self.on_event)(Event::GenerateInput { round, role, input: &input });
-        let ids = self.decode(&agent, round, input, self.opts.max_new_tokens, |_, _| false).await?;
+        let max_new_tokens = self.opts.max_new_tokens;
+        let (ids, shared) = match (max_new_tokens, then_steps) {
+            (0, _) => (Vec::new(), None),
+            (_, 0) => (self.decode(&agent, round, input, max_new_tokens, |_, _| false).await?, None),
+            _ => {
+                let prefilled = self.prefill(&agent, input, max_new_tokens.max(then_steps)).await?;
+                let shared = prefilled.clone();
+                (self.decode_from(&agent, round, prefilled, max_new_tokens, |_, _| false).await?, Some(shared))
+            }
+        };
         let text = agent.tokenizer.decode_generated(&ids)?;
         self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
-        Ok((text, ids))
+        Ok((text, ids, shared))
+    }
+
+    /// Runs `input` through `agent` into a new cache with room for `room` more positions.
+    async fn prefill(&self, agent: &Agent<B>, input: Tensor<B, 2>, room: usize) -> Result<Prefilled<B>> {
+        if input.dims()[0] == 0 {
+            return Err(rmas_models::ModelError::Input(format!(
+                "agent {}: a prompt needs at least one row",
+                agent.role
+            ))
+            .into());
+        }
+        let mut cache = agent.model.new_cache(input.dims()[0], room)?;
+        let h = last_row(self.calls.forward(&agent.model, input.clone(), &mut cache).await?);
+        Ok(Prefilled { input, cache, h })
     }
 
     /// Generates from input rows, stopping on the tokenizer's eos or when `stop` says so (docs/algorithm.md, "Text generation").
@@ -258,13 +309,25 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         round: usize,
         input: Tensor<B, 2>,
         max_new_tokens: usize,
-        mut stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
+        stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
     ) -> Result<Vec<u32>> {
         if max_new_tokens == 0 {
             return Ok(Vec::new());
         }
+        let prefilled = self.prefill(agent, input, max_new_tokens).await?;
+        self.decode_from(agent, round, prefilled, max_new_tokens, stop).await
+    }
+
+    /// [`Self::decode`] after a prompt already run.
+    async fn decode_from(
+        &mut self,
+        agent: &Agent<B>,
+        round: usize,
+        Prefilled { mut cache, h, .. }: Prefilled<B>,
+        max_new_tokens: usize,
+        mut stop: impl FnMut(&Tokenizer, &[u32]) -> bool,
+    ) -> Result<Vec<u32>> {
         let model = &agent.model;
-        let mut cache = model.new_cache(input.dims()[0], max_new_tokens)?;
         let opts = GenerateOptions {
             max_new_tokens,
             stop_ids: agent.tokenizer.eos_token_id().into_iter().collect(),
@@ -272,7 +335,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         };
         let (on_event, cancel) = (&mut self.on_event, self.cancel);
         let cancelled = || cancel.is_some_and(|flag| flag.load(Ordering::Relaxed));
-        let out = generate_with(self.calls, model, input, &mut cache, &opts, &mut self.sampler, |ids| {
+        let out = generate_from(self.calls, model, h, &mut cache, &opts, &mut self.sampler, |ids| {
             let id = *ids.last().expect("called after a token");
             on_event(Event::Token { role: agent.role, id, tokenizer: &agent.tokenizer });
             stop(&agent.tokenizer, ids) || cancelled()
