@@ -93,9 +93,11 @@ pub(crate) trait Lanes: Copy {
     unsafe fn splat(x: f32) -> Self;
     /// `a·b + self`, rounded once per lane.
     unsafe fn fma(self, a: Self, b: Self) -> Self;
-    /// `self + other` per lane.
+    /// `self + other` per lane (the x86 block products' accumulators).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn add(self, other: Self) -> Self;
     /// The sum of the lanes (in the vector's own fixed order).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     unsafe fn sum(self) -> f32;
 }
 

@@ -68,9 +68,11 @@ fn products(x: ArrayView2<f32>, w: &QuantMatrix, per_row: bool, out: &mut Array2
 /// code offset multiplies): taken once per product, not once per weight row.
 pub(crate) struct Activations<'a> {
     x: &'a [f32],
-    /// `sums16[i]` = Σ `x[16i..16i + 16]`.
+    /// `sums16[i]` = Σ `x[16i..16i + 16]` (read by the x86 bodies; the portable one decodes blocks).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sums16: Vec<f32>,
     /// `sums32[i]` = Σ `x[32i..32i + 32]`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sums32: Vec<f32>,
 }
 
