@@ -36,7 +36,8 @@ pub struct BatchPlan {
 impl BatchPlan {
     /// Up to `wanted` questions at once, as many as fit: each holds one stage's cache at a time, of
     /// at most its prompt (question bytes bound its tokens, plus [`PROMPT_OVERHEAD_ROWS`] and the
-    /// latent messages) and its latent steps or new tokens, on the agent whose cache is largest.
+    /// latent messages) and its latent steps or new tokens, on the agent whose cache is largest;
+    /// two on the final agent where its discarded text and its rollout continue one prompt run.
     /// Fails, naming the estimate and the limit, when not even one question fits. Systems that load
     /// each agent per stage (`--offload`) run one question at a time: every question would hold
     /// its own copy of the agent.
@@ -55,9 +56,12 @@ impl BatchPlan {
             let note = (wanted > 1).then(|| "agents load per stage (--offload): one question at a time".to_owned());
             return Ok(Self { size: 1, per_question_bytes: 0, available_bytes: None, note });
         }
+        let spec = system.style.spec();
+        let shares_prompt = spec.intermediate_text && opts.summarize_every_round && opts.rounds > 1;
         let (mut per_question, mut available) = (0u64, None::<u64>);
         for agent in agents {
-            per_question = per_question.max(agent.model.cache_bytes(capacity));
+            let held = if shares_prompt && agent.role == spec.final_role() { 2 } else { 1 };
+            per_question = per_question.max(agent.model.cache_bytes(capacity).saturating_mul(held));
             available = B::available_bytes(agent.model.device()).or(available);
         }
         let Some(free) = available else {
