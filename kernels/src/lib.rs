@@ -151,7 +151,8 @@ pub trait RmasBackend: Backend {
 
     /// `f` over each sequence's share of a packed call (its attention, its convolution and delta
     /// rule), results in order: one after another here, where a device queues the work in order
-    /// anyway; at once on the CPU's thread pool (docs/batching.md, "Per-sequence work").
+    /// anyway; at once on the CPU's thread pool (docs/batching.md, History: "Per-sequence work in
+    /// one region").
     fn per_sequence<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
         items.into_iter().map(f).collect()
     }
