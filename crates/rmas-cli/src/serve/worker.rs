@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rmas::engine::{AnswerStream, Event, LoadedSystem, Run, StageKind};
@@ -79,10 +79,7 @@ pub fn serve_jobs<B: RmasBackend>(
     let next = |idle: bool| loop {
         let job = match idle {
             true => jobs.recv().ok()?,
-            false => match jobs.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
-            },
+            false => jobs.try_recv().ok()?,
         };
         metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         if job.cancel.load(Ordering::Relaxed) || job.updates.is_closed() {
