@@ -283,3 +283,20 @@ fn unsupported_dtype_on_backend_is_an_error() {
         assert!(err.to_string().contains("not supported by the ndarray backend"), "{err}");
     }
 }
+
+#[test]
+fn an_empty_prompt_is_an_error_not_a_panic() {
+    use rmas_models::batch::Calls;
+    use rmas_models::generate::{GenerateOptions, Sampler, Sampling, generate_with, prefill};
+    let model = load(&golden("models/qwen3/model")).unwrap();
+    let mut cache = model.new_cache(0, 4).unwrap();
+    let empty = model.embed(&[]).unwrap();
+    let err = rmas_models::block_on(prefill(Calls::Alone, &model, empty.clone(), &mut cache)).unwrap_err();
+    assert!(matches!(&err, ModelError::Input(m) if m.contains("at least one row")), "{err}");
+    let opts = GenerateOptions { max_new_tokens: 2, stop_ids: vec![], logprobs: false };
+    let mut sampler = Sampler::new(Sampling::Greedy, 0);
+    let generated = generate_with(Calls::Alone, &model, empty, &mut cache, &opts, &mut sampler, |_| false);
+    let err = rmas_models::block_on(generated).unwrap_err();
+    assert!(err.to_string().contains("at least one row"), "{err}");
+    assert_eq!(cache.len(), 0, "nothing was written to the cache");
+}

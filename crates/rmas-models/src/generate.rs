@@ -174,15 +174,26 @@ pub async fn generate_with<B: RmasBackend>(
     if needed > cache.capacity() {
         return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
     }
-    if prompt.dims()[0] == 0 {
-        return Err(ModelError::Input("generation needs at least one prompt row".into()));
-    }
     let start = Instant::now();
-    let h = last_row(calls.forward(model, prompt, cache).await?);
+    let h = prefill(calls, model, prompt, cache).await?;
     let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut out = generate_from(calls, model, h, cache, opts, sampler, on_token).await?;
     out.prefill_ms += prompt_ms;
     Ok(out)
+}
+
+/// Runs `prompt` `[T, H]` into `cache` and returns the final-norm hidden state of its last row
+/// `[1, H]`; an empty prompt is an error (it has no last row).
+pub async fn prefill<B: RmasBackend>(
+    calls: Calls<'_, B>,
+    model: &Model<B>,
+    prompt: Tensor<B, 2>,
+    cache: &mut Cache<B>,
+) -> Result<Tensor<B, 2>> {
+    if prompt.dims()[0] == 0 {
+        return Err(ModelError::Input("a prompt needs at least one row".into()));
+    }
+    Ok(last_row(calls.forward(model, prompt, cache).await?))
 }
 
 /// [`generate_with`] after its prompt: `h` `[1, H]` is the final-norm hidden state of the prompt's

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Tensor;
 use rmas_models::RmasBackend;
 use rmas_models::batch::{Batch, Calls};
-use rmas_models::generate::{GenerateOptions, Sampler, generate_from, last_row};
+use rmas_models::generate::{self, GenerateOptions, Sampler, generate_from, last_row};
 use rmas_models::model::Cache;
 use rmas_text::answer::answer_retry;
 use rmas_text::{PromptContext, Role, Tokenizer};
@@ -210,7 +210,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 Some(prefilled) => prefilled,
                 None => {
                     let input = self.prompt_rows(&agent, round, slots)?;
-                    self.prefill(&agent, input, steps).await?
+                    self.prefill(&agent, round, input, steps).await?
                 }
             };
             let (mut hs, mut zs) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
@@ -278,7 +278,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
             (0, _) => (Vec::new(), None),
             (_, 0) => (self.decode(&agent, round, input, max_new_tokens, |_, _| false).await?, None),
             _ => {
-                let prefilled = self.prefill(&agent, input, max_new_tokens.max(then_steps)).await?;
+                let prefilled = self.prefill(&agent, round, input, max_new_tokens.max(then_steps)).await?;
                 let shared = prefilled.clone();
                 (self.decode_from(&agent, round, prefilled, max_new_tokens, |_, _| false).await?, Some(shared))
             }
@@ -289,16 +289,11 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
     }
 
     /// Runs `input` through `agent` into a new cache with room for `room` more positions.
-    async fn prefill(&self, agent: &Agent<B>, input: Tensor<B, 2>, room: usize) -> Result<Prefilled<B>> {
-        if input.dims()[0] == 0 {
-            return Err(rmas_models::ModelError::Input(format!(
-                "agent {}: a prompt needs at least one row",
-                agent.role
-            ))
-            .into());
-        }
+    async fn prefill(&self, agent: &Agent<B>, round: usize, input: Tensor<B, 2>, room: usize) -> Result<Prefilled<B>> {
         let mut cache = agent.model.new_cache(input.dims()[0], room)?;
-        let h = last_row(self.calls.forward(&agent.model, input.clone(), &mut cache).await?);
+        let h = generate::prefill(self.calls, &agent.model, input.clone(), &mut cache)
+            .await
+            .map_err(|e| self.stage_error(e, agent.role, round))?;
         Ok(Prefilled { input, cache, h })
     }
 
@@ -314,7 +309,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         if max_new_tokens == 0 {
             return Ok(Vec::new());
         }
-        let prefilled = self.prefill(agent, input, max_new_tokens).await?;
+        let prefilled = self.prefill(agent, round, input, max_new_tokens).await?;
         self.decode_from(agent, round, prefilled, max_new_tokens, stop).await
     }
 
@@ -346,7 +341,7 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         Ok(out.ids)
     }
 
-    /// A model error of `role`'s stage in `round`; non-finite values name the agent and stage.
+    /// A model error of `role`'s stage in `round`; non-finite values and bad input name the agent and round.
     fn stage_error(&self, e: rmas_models::ModelError, role: Role, round: usize) -> RmasError {
         match e {
             rmas_models::ModelError::NonFinite { what } => RmasError::InvalidSystem {
@@ -355,6 +350,9 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                     "agent {role} computed non-finite {what} in round {round}: NaN or infinity in its weights or config (e.g. rms_norm_eps), or in the latent messages it received"
                 ),
             },
+            rmas_models::ModelError::Input(msg) => {
+                rmas_models::ModelError::Input(format!("agent {role} in round {round}: {msg}")).into()
+            }
             other => other.into(),
         }
     }
