@@ -64,23 +64,29 @@ fn products(x: ArrayView2<f32>, w: &QuantMatrix, per_row: bool, out: &mut Array2
     out.axis_chunks_iter_mut(Axis(1), TILE).into_par_iter().enumerate().for_each(tile);
 }
 
-/// A row of activations and the sums of its runs of 16 and 32 (`Σx`, which each block's minimum or
-/// code offset multiplies): taken once per product, not once per weight row.
+/// A row of activations and, on x86, the sums of its runs of 16 and 32 (`Σx`, which each block's
+/// minimum or code offset multiplies in the x86 bodies): taken once per product, not once per
+/// weight row. The portable body decodes whole blocks and reads no sums.
 pub(crate) struct Activations<'a> {
     x: &'a [f32],
-    /// `sums16[i]` = Σ `x[16i..16i + 16]` (read by the x86 bodies; the portable one decodes blocks).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// `sums16[i]` = Σ `x[16i..16i + 16]`.
+    #[cfg(target_arch = "x86_64")]
     sums16: Vec<f32>,
     /// `sums32[i]` = Σ `x[32i..32i + 32]`.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg(target_arch = "x86_64")]
     sums32: Vec<f32>,
 }
 
 impl<'a> Activations<'a> {
     fn new(x: &'a [f32]) -> Self {
-        let sums16: Vec<f32> = x.chunks(16).map(|c| c.iter().sum()).collect();
-        let sums32 = sums16.chunks(2).map(|c| c.iter().sum()).collect();
-        Self { x, sums16, sums32 }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let sums16: Vec<f32> = x.chunks(16).map(|c| c.iter().sum()).collect();
+            let sums32 = sums16.chunks(2).map(|c| c.iter().sum()).collect();
+            Self { x, sums16, sums32 }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Self { x }
     }
 }
 
