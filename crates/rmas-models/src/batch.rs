@@ -8,16 +8,17 @@
 //! Sequences in different stages (one in its prompt, another decoding) pack together; a finished
 //! sequence simply stops asking, so it leaves the batch at no cost.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::RmasBackend;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+use crate::generate::{ReadBack, Sampler, Sampling, last_row};
 use crate::model::{Cache, Model};
 use crate::nn::{cat_rows, split_rows};
 
@@ -40,12 +41,23 @@ impl<B: RmasBackend> Copy for Calls<'_, B> {}
 impl<B: RmasBackend> Calls<'_, B> {
     /// [`Model::forward`]: `x` `[T, H]` after `cache`; final-norm hidden states `[T, H]`.
     pub async fn forward(self, model: &Model<B>, x: Tensor<B, 2>, cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
+        self.forward_input(model, Input::Rows(x), cache).await
+    }
+
+    /// [`Self::forward`] of token ids `[T]`, embedded by the model: packed, the ids of every
+    /// sequence are embedded together (one upload, one gather).
+    pub async fn forward_tokens(self, model: &Model<B>, ids: &[u32], cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
+        self.forward_input(model, Input::Tokens(ids.to_vec()), cache).await
+    }
+
+    async fn forward_input(self, model: &Model<B>, x: Input<B>, cache: &mut Cache<B>) -> Result<Tensor<B, 2>> {
         match self {
-            Self::Alone => model.forward(x, cache),
+            Self::Alone => model.forward(x.rows(model)?, cache),
             Self::Packed(batch) => {
-                let reply = batch.submit(model, Op::Forward { x, cache: std::mem::take(cache) });
-                let Reply { out, cache: back } = batch.wait(model, &reply).await;
-                *cache = back.expect("a forward's reply returns its cache");
+                let reply = Slot::default();
+                batch.submit(model, Op::Forward { x, cache: std::mem::take(cache), reply: reply.clone() });
+                let (out, back) = batch.wait(model, &reply).await;
+                *cache = back;
                 out
             }
         }
@@ -56,8 +68,25 @@ impl<B: RmasBackend> Calls<'_, B> {
         match self {
             Self::Alone => Ok(model.logits(h)),
             Self::Packed(batch) => {
-                let reply = batch.submit(model, Op::Logits { h });
-                batch.wait(model, &reply).await.out
+                let reply = Slot::default();
+                batch.submit(model, Op::Logits { h, reply: reply.clone() });
+                batch.wait(model, &reply).await
+            }
+        }
+    }
+
+    /// The token `sampler` chooses from the logits of the last row of `h` `[T, H]`. Packed, the
+    /// sequences that choose the same way share one LM-head product and one host read-back
+    /// (docs/batching.md, "Packed read-backs").
+    pub async fn token(self, model: &Model<B>, h: Tensor<B, 2>, sampler: &mut Sampler) -> Result<u32> {
+        let h = last_row(h); // [1, H]
+        match self {
+            Self::Alone => sampler.sample(model.logits(h)).await,
+            Self::Packed(batch) => {
+                let reply = Slot::default();
+                batch.submit(model, Op::Token { h, sampling: sampler.sampling(), reply: reply.clone() });
+                let (read, row) = batch.wait(model, &reply).await;
+                sampler.choose(read.get().await?, row)
             }
         }
     }
@@ -88,18 +117,72 @@ pub struct Batch<B: RmasBackend> {
 struct Request<B: RmasBackend> {
     model: usize,
     op: Op<B>,
-    reply: Rc<RefCell<Option<Reply<B>>>>,
 }
 
+/// Where a call's result goes: the waiting sequence takes it from there.
+type Slot<T> = Rc<RefCell<Option<T>>>;
+
+/// A queued call with its reply slot; a forward gets its cache back whatever the result.
 enum Op<B: RmasBackend> {
-    Forward { x: Tensor<B, 2>, cache: Cache<B> },
-    Logits { h: Tensor<B, 2> },
+    Forward { x: Input<B>, cache: Cache<B>, reply: Slot<(Result<Tensor<B, 2>>, Cache<B>)> },
+    Logits { h: Tensor<B, 2>, reply: Slot<Result<Tensor<B, 2>>> },
+    Token { h: Tensor<B, 2>, sampling: Sampling, reply: Slot<(Rc<SharedRead>, usize)> },
 }
 
-/// A call's result; a forward gets its cache back whatever the result.
-struct Reply<B: RmasBackend> {
-    out: Result<Tensor<B, 2>>,
-    cache: Option<Cache<B>>,
+/// A forward's input: embedded rows, or token ids the model embeds.
+enum Input<B: RmasBackend> {
+    Rows(Tensor<B, 2>),
+    Tokens(Vec<u32>),
+}
+
+impl<B: RmasBackend> Input<B> {
+    /// The rows `[T, H]`.
+    fn rows(self, model: &Model<B>) -> Result<Tensor<B, 2>> {
+        match self {
+            Self::Rows(x) => Ok(x),
+            Self::Tokens(ids) => model.embed(&ids),
+        }
+    }
+
+    /// Its number of rows.
+    fn len(&self) -> usize {
+        match self {
+            Self::Rows(x) => x.dims()[0],
+            Self::Tokens(ids) => ids.len(),
+        }
+    }
+}
+
+/// One host read-back that the sequences of a packed call share: whichever polls it first drives
+/// it, and each then takes its own row.
+pub(crate) struct SharedRead {
+    pending: RefCell<Option<ReadBack>>,
+    done: OnceCell<std::result::Result<TensorData, String>>,
+}
+
+impl SharedRead {
+    fn new(read: ReadBack) -> Rc<Self> {
+        Rc::new(Self { pending: RefCell::new(Some(read)), done: OnceCell::new() })
+    }
+
+    /// The values read, once the read is done (a device error for every sequence if it failed).
+    async fn get(&self) -> Result<&TensorData> {
+        std::future::poll_fn(|cx| {
+            let done = match self.done.get() {
+                Some(done) => done,
+                None => {
+                    // `pending` holds the read until `done` is set.
+                    let mut pending = self.pending.borrow_mut();
+                    let Some(read) = pending.as_mut() else { return Poll::Pending };
+                    let Poll::Ready(result) = read.as_mut().poll(cx) else { return Poll::Pending };
+                    *pending = None;
+                    self.done.get_or_init(|| result.map_err(|e| e.to_string()))
+                }
+            };
+            Poll::Ready(done.as_ref().map_err(|e| ModelError::Device(e.clone())))
+        })
+        .await
+    }
 }
 
 impl<B: RmasBackend> Default for Batch<B> {
@@ -206,15 +289,13 @@ impl<B: RmasBackend> Batch<B> {
         outcome
     }
 
-    fn submit(&self, model: &Model<B>, op: Op<B>) -> Rc<RefCell<Option<Reply<B>>>> {
-        let reply = Rc::new(RefCell::new(None));
-        self.queue.borrow_mut().push(Request { model: key(model), op, reply: reply.clone() });
-        reply
+    fn submit(&self, model: &Model<B>, op: Op<B>) {
+        self.queue.borrow_mut().push(Request { model: key(model), op });
     }
 
     /// Waits for `reply`; when the calls are being flushed, the first waiting sequence of a model
     /// runs all of that model's calls (it holds the model, which they share).
-    async fn wait(&self, model: &Model<B>, reply: &RefCell<Option<Reply<B>>>) -> Reply<B> {
+    async fn wait<T>(&self, model: &Model<B>, reply: &RefCell<Option<T>>) -> T {
         loop {
             if let Some(r) = reply.borrow_mut().take() {
                 return r;
@@ -227,44 +308,61 @@ impl<B: RmasBackend> Batch<B> {
         }
     }
 
-    /// Runs the ready calls to `model`: one packed forward, one LM-head product.
+    /// Runs the ready calls to `model`: one packed forward, one LM-head product for the calls that
+    /// want logits, and one per way of choosing for those that want tokens.
     fn flush(&self, model: &Model<B>) {
         let (mine, rest) =
             std::mem::take(&mut *self.ready.borrow_mut()).into_iter().partition(|r| r.model == key(model));
         *self.ready.borrow_mut() = rest;
-        let (mut forwards, mut heads) = (Vec::new(), Vec::new());
-        for Request { op, reply, .. } in mine {
+        let (mut forwards, mut heads, mut tokens) = (Vec::new(), Vec::new(), Vec::<(Sampling, Vec<_>)>::new());
+        for Request { op, .. } in mine {
             match op {
-                Op::Forward { x, cache } => forwards.push((x, cache, reply)),
-                Op::Logits { h } => heads.push((h, reply)),
+                Op::Forward { x, cache, reply } => forwards.push((x, cache, reply)),
+                Op::Logits { h, reply } => heads.push((h, reply)),
+                Op::Token { h, sampling, reply } => match tokens.iter_mut().find(|(s, _)| *s == sampling) {
+                    Some((_, group)) => group.push((h, reply)),
+                    None => tokens.push((sampling, vec![(h, reply)])),
+                },
             }
         }
         let mut stats = self.stats.get();
-        if !forwards.is_empty() {
+        let mut count = |n: usize| {
             stats.calls += 1;
-            stats.sequences += forwards.len();
+            stats.sequences += n;
+        };
+        if !forwards.is_empty() {
+            count(forwards.len());
             forward_pack(model, forwards);
         }
         if !heads.is_empty() {
-            stats.calls += 1;
-            stats.sequences += heads.len();
+            count(heads.len());
             let lens: Vec<usize> = heads.iter().map(|(h, _)| h.dims()[0]).collect();
             let (hs, replies): (Vec<_>, Vec<_>) = heads.into_iter().unzip();
             let logits = model.logits_packed(cat_rows(hs), &lens); // [ΣT, V]
             for (rows, reply) in split_rows(logits, &lens).into_iter().zip(replies) {
-                *reply.borrow_mut() = Some(Reply { out: Ok(rows), cache: None });
+                *reply.borrow_mut() = Some(Ok(rows));
+            }
+        }
+        for (sampling, group) in tokens {
+            count(group.len());
+            let (hs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let logits = model.logits_packed(cat_rows(hs), &vec![1; replies.len()]); // [n, V]
+            let read = SharedRead::new(sampling.read(logits));
+            for (row, reply) in replies.into_iter().enumerate() {
+                *reply.borrow_mut() = Some((read.clone(), row));
             }
         }
         self.stats.set(stats);
     }
 }
 
-type ForwardCall<B> = (Tensor<B, 2>, Cache<B>, Rc<RefCell<Option<Reply<B>>>>);
+type ForwardCall<B> = (Input<B>, Cache<B>, Slot<(Result<Tensor<B, 2>>, Cache<B>)>);
 
 /// One packed forward of `calls`; if the pack is refused (a sequence past its cache, a bad
-/// width), each call runs alone so that only the bad one fails, with its own error.
+/// width or token), each call runs alone so that only the bad one fails, with its own error.
+/// When every call brings token ids, they are embedded together.
 fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
-    let lens: Vec<usize> = calls.iter().map(|(x, ..)| x.dims()[0]).collect();
+    let lens: Vec<usize> = calls.iter().map(|(x, ..)| x.len()).collect();
     let (mut xs, mut caches, mut replies) = (Vec::new(), Vec::new(), Vec::new());
     for (x, cache, reply) in calls {
         xs.push(x);
@@ -272,24 +370,48 @@ fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
         replies.push(reply);
     }
     let packed = match lens.len() {
-        1 => Err(xs),
-        _ => {
+        1 => None,
+        _ => packed_rows(model, &xs).ok().and_then(|x| {
             let mut refs: Vec<&mut Cache<B>> = caches.iter_mut().collect();
-            model.forward_packed(cat_rows(xs.clone()), &lens, &mut refs).map_err(|_| xs)
-        }
+            model.forward_packed(x, &lens, &mut refs).ok()
+        }),
     };
     match packed {
-        Ok(h) => {
+        Some(h) => {
             for ((rows, cache), reply) in split_rows(h, &lens).into_iter().zip(caches).zip(replies) {
-                *reply.borrow_mut() = Some(Reply { out: Ok(rows), cache: Some(cache) });
+                *reply.borrow_mut() = Some((Ok(rows), cache));
             }
         }
-        Err(xs) => {
+        None => {
             for ((x, mut cache), reply) in xs.into_iter().zip(caches).zip(replies) {
-                let out = model.forward(x, &mut cache);
-                *reply.borrow_mut() = Some(Reply { out, cache: Some(cache) });
+                let out = x.rows(model).and_then(|x| model.forward(x, &mut cache));
+                *reply.borrow_mut() = Some((out, cache));
             }
         }
+    }
+}
+
+/// The inputs of a packed forward as one `[ΣT, H]`: one embedding of all ids when every input is
+/// ids, else each input's rows concatenated.
+fn packed_rows<B: RmasBackend>(model: &Model<B>, xs: &[Input<B>]) -> Result<Tensor<B, 2>> {
+    let ids: Option<Vec<u32>> = xs
+        .iter()
+        .map(|x| match x {
+            Input::Tokens(ids) => Some(ids.as_slice()),
+            Input::Rows(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|parts| parts.concat());
+    match ids {
+        Some(ids) => model.embed(&ids),
+        None => Ok(cat_rows(
+            xs.iter()
+                .map(|x| match x {
+                    Input::Rows(x) => Ok(x.clone()),
+                    Input::Tokens(ids) => model.embed(ids),
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )),
     }
 }
 

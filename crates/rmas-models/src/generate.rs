@@ -30,18 +30,46 @@ impl Sampler {
         Self { sampling, rng: StdRng::seed_from_u64(seed) }
     }
 
+    /// How this sampler chooses.
+    pub(crate) fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
     /// Chooses a token from one row of logits `[1, V]` (one asynchronous host read-back).
     pub async fn sample<B: RmasBackend>(&mut self, logits: Tensor<B, 2>) -> Result<u32> {
+        let read = self.sampling.read(logits).await?;
+        self.choose(&read, 0)
+    }
+
+    /// Chooses the token of row `row` of what [`Sampling::read`] read back for this sampler.
+    pub(crate) fn choose(&mut self, read: &TensorData, row: usize) -> Result<u32> {
+        let missing = || ModelError::Device(format!("read-back of shape {:?} has no row {row}", read.shape));
         match self.sampling {
             Sampling::Greedy => {
-                let id = read_back(logits.argmax(1)).await?.convert::<i64>();
-                let id = host_slice::<i64>(&id, "the argmax token id")?[0];
+                let id = *host_slice::<i64>(read, "the argmax token ids")?.get(row).ok_or_else(missing)?;
                 Ok(id as u32)
             }
             Sampling::Sample { temperature, top_k, top_p } => {
-                let data = read_back(rmas_kernels::f32_of(logits)).await?.convert::<f32>();
-                let scores = host_slice::<f32>(&data, "the logits")?;
+                let width = read.shape.get(1).copied().unwrap_or(0);
+                let scores =
+                    host_slice::<f32>(read, "the logits")?.chunks(width.max(1)).nth(row).ok_or_else(missing)?;
                 Ok(sample_scores(scores, temperature, top_k, top_p, self.rng.random::<f64>()))
+            }
+        }
+    }
+}
+
+/// A host read-back in flight.
+pub(crate) type ReadBack = std::pin::Pin<Box<dyn std::future::Future<Output = Result<TensorData>>>>;
+
+impl Sampling {
+    /// What choosing reads back from logits `[n, V]`, in one read for all `n` rows: the argmax ids
+    /// `[n, 1]` (i64) when greedy, else the logits in f32.
+    pub(crate) fn read<B: RmasBackend>(self, logits: Tensor<B, 2>) -> ReadBack {
+        match self {
+            Sampling::Greedy => Box::pin(async move { Ok(read_back(logits.argmax(1)).await?.convert::<i64>()) }),
+            Sampling::Sample { .. } => {
+                Box::pin(async move { Ok(read_back(rmas_kernels::f32_of(logits)).await?.convert::<f32>()) })
             }
         }
     }
@@ -214,26 +242,33 @@ pub async fn generate_from<B: RmasBackend>(
     let mut out = Generation::default();
     let start = Instant::now();
     for step in 0..opts.max_new_tokens {
-        let logits = calls.logits(model, h).await?;
-        if step == 0 {
-            // Where argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
-            check_finite(logits.clone(), "logits").await?;
-        }
-        let id = sampler.sample(logits.clone()).await?;
+        // The first step also checks the logits, and log-probabilities need them at every step;
+        // otherwise only the choice comes back, read once for all the sequences of a pack.
+        let id = if step == 0 || opts.logprobs {
+            let logits = calls.logits(model, h).await?;
+            if step == 0 {
+                // Where argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
+                check_finite(logits.clone(), "logits").await?;
+            }
+            let id = sampler.sample(logits.clone()).await?;
+            if opts.logprobs {
+                let lp = activation::log_softmax(rmas_kernels::f32_of(logits), 1).narrow(1, id as usize, 1);
+                let lp = read_back(lp).await?.convert::<f32>();
+                out.logprobs.push(host_slice::<f32>(&lp, "a log-probability")?[0]);
+            }
+            id
+        } else {
+            calls.token(model, h, sampler).await?
+        };
         if step == 0 {
             out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
-        }
-        if opts.logprobs {
-            let lp = activation::log_softmax(rmas_kernels::f32_of(logits), 1).narrow(1, id as usize, 1);
-            let lp = read_back(lp).await?.convert::<f32>();
-            out.logprobs.push(host_slice::<f32>(&lp, "a log-probability")?[0]);
         }
         out.ids.push(id);
         let stop = on_token(&out.ids);
         if stop || opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
             break;
         }
-        h = last_row(calls.forward(model, model.embed(&[id])?, cache).await?);
+        h = last_row(calls.forward_tokens(model, &[id], cache).await?);
     }
     out.decode_ms = start.elapsed().as_secs_f64() * 1e3 - out.prefill_ms;
     Ok(out)
