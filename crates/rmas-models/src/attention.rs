@@ -6,7 +6,7 @@ use rmas_kernels::{Act, RmasBackend};
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm, cat_rows, split_rows};
+use crate::nn::{Linear, Loader, RmsNorm, cat_rows};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -87,10 +87,17 @@ impl<B: RmasBackend> Attention<B> {
         })
     }
 
-    /// Attends packed rows `x` `[ΣT, hidden]`: `rows` holds each sequence's row count, rotary tables
-    /// `[T_i, rot_dim]` and cache, in packing order. Projections run once on all rows; each sequence
-    /// attends only to itself and its own cache (docs/batching.md).
-    pub fn forward(&self, x: Tensor<B, 2>, rows: Vec<AttentionRow<'_, B>>) -> Tensor<B, 2> {
+    /// Attends packed rows `x` `[ΣT, hidden]` at their positions' rotary tables `rope` (`cos`,
+    /// `sin`, each `[ΣT, rot_dim]`, packed the same way); `rows` holds each sequence's row count
+    /// and cache, in packing order. The projections, q/k norms, rotations and the output gate run
+    /// once on all rows (each row's own work); each sequence attends only to itself and its own
+    /// cache (docs/batching.md).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        rope: &(Tensor<B, 2>, Tensor<B, 2>),
+        rows: Vec<AttentionRow<'_, B>>,
+    ) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q_heads = if self.gated { 2 * nh } else { nh }; // queries, then (regrouped at load) gates
@@ -98,22 +105,24 @@ impl<B: RmasBackend> Attention<B> {
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
         let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
         let (q_norm, k_norm) = (self.q_norm.as_ref().map(RmsNorm::parts), self.k_norm.as_ref().map(RmsNorm::parts));
-        let (scale, window, gated) = (self.scale, self.window, self.gated);
-        let shares: Vec<_> = split_rows(qkv, &lens).into_iter().zip(rows).collect(); // each [T, slots, hd]
-        let outputs = B::per_sequence(shares, |(qkv, AttentionRow { rope: (cos, sin), cache, .. })| {
-            let q = qkv.clone().narrow(1, 0, nh); // [T, nh, hd]
-            let k = qkv.clone().narrow(1, q_heads, nkv); // [T, nkv, hd]
-            let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [T, nkv, hd]
-            let k = B::rope_heads(k, hd, k_norm.clone(), cos.clone(), sin.clone()); // [nkv, T, hd]
-            let (k_all, v_all, keys) = cache.append(k, v.swap_dims(0, 1)); // [nkv, capacity, hd], `keys` filled
-            let q = B::rope_heads(q, hd, q_norm.clone(), cos, sin); // [nh, T, hd]
-            let o = B::causal_attention(q, k_all, v_all, keys, scale, window).swap_dims(0, 1); // [T, nh, hd]
-            match gated {
-                true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o, [T, nh, hd]
-                false => o,
-            }
+        let (cos, sin) = rope.clone();
+        let q = B::rope_heads(qkv.clone().narrow(1, 0, nh), hd, q_norm, cos.clone(), sin.clone()); // [nh, ΣT, hd]
+        let k = B::rope_heads(qkv.clone().narrow(1, q_heads, nkv), hd, k_norm, cos, sin); // [nkv, ΣT, hd]
+        let v = qkv.clone().narrow(1, q_heads + nkv, nkv).swap_dims(0, 1); // [nkv, ΣT, hd]
+        let (scale, window) = (self.scale, self.window);
+        let starts = lens.iter().scan(0, |at, &len| Some(std::mem::replace(at, *at + len)));
+        let shares: Vec<_> = starts.zip(rows).collect();
+        let outputs = B::per_sequence(shares, |(start, AttentionRow { len, cache })| {
+            let share = |t: &Tensor<B, 3>| t.clone().narrow(1, start, len); // [heads, T, hd]
+            let (k_all, v_all, keys) = cache.append(share(&k), share(&v)); // [nkv, capacity, hd], `keys` filled
+            B::causal_attention(share(&q), k_all, v_all, keys, scale, window).swap_dims(0, 1) // [T, nh, hd]
         });
-        self.o_proj.forward_packed(cat_rows(outputs).reshape([n, nh * hd]), &lens)
+        let o = cat_rows(outputs); // [ΣT, nh, hd]
+        let o = match self.gated {
+            true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o
+            false => o,
+        };
+        self.o_proj.forward_packed(o.reshape([n, nh * hd]), &lens)
     }
 }
 
@@ -121,8 +130,6 @@ impl<B: RmasBackend> Attention<B> {
 pub struct AttentionRow<'a, B: Backend> {
     /// Its number of rows in the packed input.
     pub len: usize,
-    /// Its rotary `cos`/`sin` tables `[len, rot_dim]` at its own positions.
-    pub rope: (Tensor<B, 2>, Tensor<B, 2>),
     /// Its keys and values.
     pub cache: &'a mut KvCache<B>,
 }

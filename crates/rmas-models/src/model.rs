@@ -10,7 +10,7 @@ use crate::attention::{Attention, AttentionRow, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
-use crate::nn::{Blocks, Linear, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
+use crate::nn::{Blocks, Linear, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix, cat_rows};
 use crate::quant_cache::QuantCache;
 use crate::weights::Weights;
 
@@ -410,13 +410,16 @@ impl<B: RmasBackend> Model<B> {
                 });
             }
         }
-        // Per sequence, per rotary kind: the tables at its own positions, [T_i, rot_dim].
-        let tables: Vec<Vec<_>> = lens
-            .iter()
-            .zip(caches.iter())
-            .map(|(&t, cache)| {
-                let at = |table: &Tensor<B, 2>| table.clone().narrow(0, cache.len, t);
-                cache.ropes.iter().map(|(cos, sin)| (at(cos), at(sin))).collect()
+        // Per rotary kind, the tables at each sequence's own positions, packed like the rows:
+        // [ΣT, rot_dim] (a view of the cache's tables for one sequence).
+        let kinds = caches.first().map_or(0, |c| c.ropes.len());
+        let tables: Vec<_> = (0..kinds)
+            .map(|kind| {
+                let packed = |table: fn(&(Tensor<B, 2>, Tensor<B, 2>)) -> &Tensor<B, 2>| {
+                    let at = lens.iter().zip(caches.iter());
+                    cat_rows(at.map(|(&t, c)| table(&c.ropes[kind]).clone().narrow(0, c.len, t)).collect())
+                };
+                (packed(|(cos, _)| cos), packed(|(_, sin)| sin))
             })
             .collect();
         // Each block's output is added to the residual stream by the next norm (one kernel for both).
@@ -427,11 +430,11 @@ impl<B: RmasBackend> Model<B> {
             let states = caches.iter_mut().map(|c| &mut c.layers[i]).zip(lens);
             let y = match &layer.mixer {
                 LayerMixer::Attention(a) => {
-                    let rows = states.zip(&tables).map(|((state, &len), tables)| match state {
-                        LayerCache::Kv(cache) => AttentionRow { len, rope: tables[layer.rope].clone(), cache },
+                    let rows = states.map(|(state, &len)| match state {
+                        LayerCache::Kv(cache) => AttentionRow { len, cache },
                         LayerCache::Delta(_) => unreachable!("caches are built from the same layer list"),
                     });
-                    a.forward(y, rows.collect())
+                    a.forward(y, &tables[layer.rope], rows.collect())
                 }
                 LayerMixer::Delta(d) => {
                     let rows = states.map(|(state, &len)| match state {
