@@ -18,12 +18,17 @@ fn rmas(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn bench_json(backend: &str) -> Value {
-    let args = ["bench", "--size", "tiny", "--backend", backend, "--prompt-len", "16", "--decode-steps", "8", "--json"];
-    let out = rmas(&args, &[]);
+    batch_bench_json(backend, 1)
+}
+
+fn batch_bench_json(backend: &str, batch: usize) -> Value {
+    let batch = batch.to_string();
+    let args = ["bench", "--size", "tiny", "--backend", backend, "--prompt-len", "16", "--decode-steps", "8"];
+    let out = rmas(&[&args[..], &["--batch", &batch, "--json"]].concat(), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "rmas bench --backend {backend} failed: {stderr}");
+    assert!(out.status.success(), "rmas bench --backend {backend} --batch {batch} failed: {stderr}");
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
-    println!("{backend}: {json}");
+    println!("{backend} × {batch}: {json}");
     json
 }
 
@@ -39,6 +44,25 @@ fn wgpu_decode_step_stays_within_its_budgets() {
     assert_eq!(m["device_bytes_growth_per_token"].as_f64(), Some(0.0), "device memory grows per token: {m}");
     assert_eq!(m["autotune_runs_after_warmup"].as_u64(), Some(0), "autotune ran after warm-up: {m}");
     assert_eq!(m["backend"]["backend"], "wgpu");
+}
+
+/// A packed step of 8 sequences reads back once (every sequence's token) and uploads once (every
+/// sequence's token id), and each sequence past the first adds at most 4 launches per layer (its
+/// cache or state writes, its mixer, the packing of its output), not its own sampling, embedding
+/// or rotations (docs/batching.md, "Packed read-backs").
+#[test]
+fn wgpu_packed_step_reads_once_and_launches_per_layer() {
+    let batch = 8.0;
+    let (one, packed) = (bench_json("wgpu"), batch_bench_json("wgpu", 8));
+    let per_step = |m: &Value, key: &str, n: f64| m[key].as_f64().unwrap() * n;
+    assert_eq!(per_step(&packed, "host_reads_per_token", batch), 1.0, "read-backs per packed step: {packed}");
+    assert_eq!(per_step(&packed, "host_uploads_per_token", batch), 1.0, "uploads per packed step: {packed}");
+    let layers = packed["layers"].as_f64().unwrap();
+    let added =
+        (per_step(&packed, "launches_per_token", batch) - per_step(&one, "launches_per_token", 1.0)) / (batch - 1.0);
+    assert!(added <= 4.0 * layers, "each added sequence costs {added} launches per step, over 4 × {layers} layers");
+    let growth = packed["device_bytes_growth_per_token"].as_f64().unwrap();
+    assert!(growth <= 0.0, "device memory grows per token: {packed}");
 }
 
 #[test]
