@@ -7,10 +7,12 @@
 //! invariance"). The CPU needs no such mode.
 
 use burn::tensor::DType;
-use rmas::engine::{Event, Run, StageKind};
+use rmas::engine::{Event, Run, RunResult, StageKind};
 use rmas::hub::Hub;
 use rmas::options::RunOptions;
 use rmas::system::SystemSpec;
+use rmas_models::batch::BatchStats;
+use rmas_models::generate::Sampling;
 use rmas_models::{Model, RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden, golden_options};
 use rmas_text::Style;
@@ -81,8 +83,8 @@ fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
 /// A golden system's questions run as one batch (`Batch::run_all`), with long/short mixes: each
 /// question, then the first again, and the first with the second appended (a longer prompt). Every
 /// question's stages and ids equal its run alone, which for the golden questions are the reference's.
-fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
-    strict();
+/// Golden system `name` loaded in f32, its expected outputs and settings.
+fn open_system<B: RmasBackend>(device: &B::Device, name: &str) -> (rmas::engine::LoadedSystem<B>, Value) {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(golden(&format!("systems/{name}/expected.json"))).unwrap())
             .unwrap();
@@ -91,6 +93,46 @@ fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
     let hub = Hub::new(golden(&format!("systems/{name}/hub"))).with_offline(true);
     let task = settings["task"].as_str().unwrap().parse().unwrap();
     let system = SystemSpec::resolve_style(&hub, style, task).unwrap().load::<B>(device, DType::F32, false).unwrap();
+    (system, expected)
+}
+
+/// Each question run alone, then all of them as one batch: both results, and the batch's counts.
+fn alone_and_batched<B: RmasBackend>(
+    system: &rmas::engine::LoadedSystem<B>,
+    questions: &[String],
+    opts: &[RunOptions],
+) -> (Vec<RunResult>, Vec<RunResult>, BatchStats) {
+    let alone: Vec<_> = questions
+        .iter()
+        .zip(opts)
+        .map(|(q, o)| block_on(Run::new(system, o, q, None, &mut |_| {}).execute()).unwrap())
+        .collect();
+    let batch = rmas_models::batch::Batch::new();
+    let mut quiet: Vec<_> = questions.iter().map(|_| |_: Event<'_, B>| {}).collect();
+    let runs: Vec<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunResult, rmas::error::RmasError>> + '_>>,
+    > = questions
+        .iter()
+        .zip(opts)
+        .zip(quiet.iter_mut())
+        .map(|((q, o), on_event)| Box::pin(Run::new(system, o, q, None, on_event).in_batch(&batch).execute()) as _)
+        .collect();
+    let batched = batch.run_all(runs).into_iter().map(Result::unwrap).collect();
+    (alone, batched, batch.stats())
+}
+
+/// The ids of every text stage of a run.
+fn stage_ids(r: &RunResult) -> Vec<Vec<u32>> {
+    r.stages
+        .iter()
+        .filter_map(|s| if let StageKind::Text { ids } = &s.kind { Some(ids.clone()) } else { None })
+        .collect()
+}
+
+fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
+    strict();
+    let (system, expected) = open_system::<B>(device, name);
+    let settings = &expected["settings"];
     let golden_qs: Vec<&str> = expected["questions"].as_array().unwrap().iter().map(|q| q.as_str().unwrap()).collect();
     let fn_names: Vec<Option<String>> = (0..golden_qs.len())
         .map(|q| expected["mbpp_fn_names"].get(q).and_then(Value::as_str).map(str::to_owned))
@@ -103,45 +145,50 @@ fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
     let base = golden_options(name, settings);
     let opts: Vec<RunOptions> =
         questions.iter().map(|(_, f)| RunOptions { fn_name: f.clone(), ..base.clone() }).collect();
-    let alone: Vec<_> = questions
-        .iter()
-        .zip(&opts)
-        .map(|((q, _), o)| block_on(Run::new(&system, o, q, None, &mut |_| {}).execute()).unwrap())
-        .collect();
-    let batch = rmas_models::batch::Batch::new();
-    let mut quiet: Vec<_> = questions.iter().map(|_| |_: Event<'_, B>| {}).collect();
-    let runs: Vec<
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<rmas::engine::RunResult, rmas::error::RmasError>> + '_>,
-        >,
-    > = questions
-        .iter()
-        .zip(&opts)
-        .zip(quiet.iter_mut())
-        .map(|(((q, _), o), on_event)| {
-            Box::pin(Run::new(&system, o, q, None, on_event).in_batch(&batch).execute()) as _
-        })
-        .collect();
-    let batched = batch.run_all(runs);
-    for (i, (b, a)) in batched.into_iter().zip(&alone).enumerate() {
-        let b = b.unwrap();
-        let stage_ids = |r: &rmas::engine::RunResult| -> Vec<Vec<u32>> {
-            r.stages
-                .iter()
-                .filter_map(|s| if let StageKind::Text { ids } = &s.kind { Some(ids.clone()) } else { None })
-                .collect()
-        };
+    let texts: Vec<String> = questions.into_iter().map(|(q, _)| q).collect();
+    let (alone, batched, stats) = alone_and_batched(&system, &texts, &opts);
+    for (i, (b, a)) in batched.iter().zip(&alone).enumerate() {
         assert_eq!(b.token_ids, a.token_ids, "{name} question {i}: ids in the batch vs alone");
-        assert_eq!(stage_ids(&b), stage_ids(a), "{name} question {i}: every stage's ids");
+        assert_eq!(stage_ids(b), stage_ids(a), "{name} question {i}: every stage's ids");
         assert_eq!(b.answer, a.answer, "{name} question {i}: answer");
         if let Some(reference) = expected["final_outputs"].get(i) {
             assert_eq!(b.answer, reference.as_str().unwrap(), "{name} question {i}: the reference's answer");
         }
     }
-    let stats = batch.stats();
     assert!(
         stats.sequences >= 2 * stats.calls,
         "{name}: {stats:?}: the runs' calls were packed (at least two sequences a call on average)"
+    );
+}
+
+/// Sampled runs in a batch draw what they draw alone: each question its own seeded stream, from
+/// its own row of the pack's one logits read-back (docs/batching.md, "Packed read-backs"). Two
+/// questions share a seed and a text, so they must draw alike; the others differ in seed.
+fn sampled_batch_matches_alone<B: RmasBackend>(device: &B::Device) {
+    strict();
+    let name = rmas_suite::cases("systems", "expected.json").into_iter().next().expect("a golden system");
+    let (system, expected) = open_system::<B>(device, &name);
+    let base = RunOptions {
+        sampling: Sampling::Sample { temperature: 1.3, top_k: 50, top_p: 0.95 },
+        max_new_tokens: 12,
+        ..golden_options(&name, &expected["settings"])
+    };
+    let question = expected["questions"][0].as_str().unwrap().to_string();
+    let seeds = [7, 7, 8, 9];
+    let opts: Vec<RunOptions> = seeds.iter().map(|&seed| RunOptions { seed, ..base.clone() }).collect();
+    let (alone, batched, _) = alone_and_batched(&system, &vec![question; seeds.len()], &opts);
+    for (i, (b, a)) in batched.iter().zip(&alone).enumerate() {
+        assert_eq!(
+            stage_ids(b),
+            stage_ids(a),
+            "{name} sampled question {i} (seed {}): draws in the batch vs alone",
+            seeds[i]
+        );
+    }
+    assert_eq!(stage_ids(&alone[0]), stage_ids(&alone[1]), "one seed, one stream");
+    assert!(
+        alone[1..].windows(2).any(|w| stage_ids(&w[0]) != stage_ids(&w[1])),
+        "seeds 7, 8 and 9 drew the same ids: the sampler did not sample"
     );
 }
 
@@ -154,4 +201,5 @@ fn all_systems_batched<B: RmasBackend>(device: &B::Device) {
 rmas_suite::backend_tests! {
     packed_rows_match_alone => packed_rows_match_alone,
     batched_systems_match_alone => all_systems_batched,
+    sampled_batch_matches_alone => sampled_batch_matches_alone,
 }
