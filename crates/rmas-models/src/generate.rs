@@ -198,16 +198,22 @@ pub async fn generate_with<B: RmasBackend>(
     sampler: &mut Sampler,
     on_token: impl FnMut(&[u32]) -> bool,
 ) -> Result<Generation> {
-    let needed = cache.len() + prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1);
-    if needed > cache.capacity() {
-        return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
-    }
+    check_room(cache, prompt.dims()[0] + opts.max_new_tokens.saturating_sub(1))?;
     let start = Instant::now();
     let h = prefill(calls, model, prompt, cache).await?;
     let prompt_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut out = generate_from(calls, model, h, cache, opts, sampler, on_token).await?;
     out.prefill_ms += prompt_ms;
     Ok(out)
+}
+
+/// Fails before any work when `cache` has no room for `rows` more positions.
+fn check_room<B: RmasBackend>(cache: &Cache<B>, rows: usize) -> Result<()> {
+    let needed = cache.len() + rows;
+    if needed > cache.capacity() {
+        return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
+    }
+    Ok(())
 }
 
 /// Runs `prompt` `[T, H]` into `cache` and returns the final-norm hidden state of its last row
@@ -235,10 +241,7 @@ pub async fn generate_from<B: RmasBackend>(
     sampler: &mut Sampler,
     mut on_token: impl FnMut(&[u32]) -> bool,
 ) -> Result<Generation> {
-    let needed = cache.len() + opts.max_new_tokens.saturating_sub(1);
-    if needed > cache.capacity() {
-        return Err(ModelError::ContextOverflow { needed, limit: cache.capacity(), what: "cache capacity" });
-    }
+    check_room(cache, opts.max_new_tokens.saturating_sub(1))?;
     let mut out = Generation::default();
     let start = Instant::now();
     for step in 0..opts.max_new_tokens {
