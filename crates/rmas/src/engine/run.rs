@@ -274,14 +274,13 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
         let input = self.prompt_rows(&agent, round, slots)?;
         (self.on_event)(Event::GenerateInput { round, role, input: &input });
         let max_new_tokens = self.opts.max_new_tokens;
-        let (ids, shared) = match (max_new_tokens, then_steps) {
-            (0, _) => (Vec::new(), None),
-            (_, 0) => (self.decode(&agent, round, input, max_new_tokens, |_, _| false).await?, None),
-            _ => {
-                let prefilled = self.prefill(&agent, round, input, max_new_tokens.max(then_steps)).await?;
-                let shared = prefilled.clone();
-                (self.decode_from(&agent, round, prefilled, max_new_tokens, |_, _| false).await?, Some(shared))
-            }
+        let (ids, shared) = if max_new_tokens == 0 {
+            (Vec::new(), None)
+        } else {
+            // One cache with room for both continuations; kept for the rollout only when it follows.
+            let prefilled = self.prefill(&agent, round, input, max_new_tokens.max(then_steps)).await?;
+            let shared = (then_steps > 0).then(|| prefilled.clone());
+            (self.decode_from(&agent, round, prefilled, max_new_tokens, |_, _| false).await?, shared)
         };
         let text = agent.tokenizer.decode_generated(&ids)?;
         self.finish(round, role, StageKind::Text { ids: ids.clone() }, started);
