@@ -74,6 +74,13 @@ pub const DEFAULT_TOP_K: usize = 50;
 pub const DEFAULT_SEED: u64 = 42;
 
 impl RunOptions {
+    /// Whether the final agent of `style` decodes text in the rounds before the last, from the same
+    /// prompt as its rollout there (docs/algorithm.md, "Round loop"): the engine runs that prompt
+    /// once for both, and a batch plans room for the two caches it then holds.
+    pub fn final_text_before_last_round(&self, style: Style) -> bool {
+        style.spec().intermediate_text && self.summarize_every_round && self.rounds > 1
+    }
+
     /// A released system's run on `dataset`: the recommended T, R, budget, temperature, top-p and
     /// seed of `(style, dataset)`, the answer retry on, overridden by `o`; chat templates print
     /// `chat_date`.

@@ -57,7 +57,7 @@ impl BatchPlan {
             return Ok(Self { size: 1, per_question_bytes: 0, available_bytes: None, note });
         }
         let spec = system.style.spec();
-        let shares_prompt = spec.intermediate_text && opts.summarize_every_round && opts.rounds > 1;
+        let shares_prompt = opts.final_text_before_last_round(system.style);
         let (mut per_question, mut available) = (0u64, None::<u64>);
         for agent in agents {
             let held = if shares_prompt && agent.role == spec.final_role() { 2 } else { 1 };
