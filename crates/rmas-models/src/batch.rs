@@ -156,13 +156,14 @@ impl<B: RmasBackend> Input<B> {
 /// One host read-back that the sequences of a packed call share: whichever polls it first drives
 /// it, and each then takes its own row.
 pub(crate) struct SharedRead {
-    pending: RefCell<Option<ReadBack>>,
+    /// Polled until `done` is set, never after.
+    read: RefCell<ReadBack>,
     done: OnceCell<std::result::Result<TensorData, String>>,
 }
 
 impl SharedRead {
     fn new(read: ReadBack) -> Rc<Self> {
-        Rc::new(Self { pending: RefCell::new(Some(read)), done: OnceCell::new() })
+        Rc::new(Self { read: RefCell::new(read), done: OnceCell::new() })
     }
 
     /// The values read, once the read is done (a device error for every sequence if it failed).
@@ -170,14 +171,10 @@ impl SharedRead {
         std::future::poll_fn(|cx| {
             let done = match self.done.get() {
                 Some(done) => done,
-                None => {
-                    // `pending` holds the read until `done` is set.
-                    let mut pending = self.pending.borrow_mut();
-                    let Some(read) = pending.as_mut() else { return Poll::Pending };
-                    let Poll::Ready(result) = read.as_mut().poll(cx) else { return Poll::Pending };
-                    *pending = None;
-                    self.done.get_or_init(|| result.map_err(|e| e.to_string()))
-                }
+                None => match self.read.borrow_mut().as_mut().poll(cx) {
+                    Poll::Ready(result) => self.done.get_or_init(|| result.map_err(|e| e.to_string())),
+                    Poll::Pending => return Poll::Pending,
+                },
             };
             Poll::Ready(done.as_ref().map_err(|e| ModelError::Device(e.clone())))
         })
