@@ -145,7 +145,7 @@ fn batched_questions(c: &mut Criterion) {
     g.finish();
 }
 
-/// One row, eight rows and a 128-row prompt times a 2B-sized MLP weight `[2048, 6144]`, and one row
+/// One row, two to eight rows and a 128-row prompt times a 2B-sized MLP weight `[2048, 6144]`, and one row
 /// times a 32k-row vocabulary block `[32768, 2048]`.
 fn weight_products(c: &mut Criterion) {
     use burn::tensor::{Distribution, Tensor};
@@ -160,11 +160,14 @@ fn weight_products(c: &mut Criterion) {
         b.iter(|| B::linear_matmul(x.clone(), w.clone(), Rows::Sequence).into_data())
     });
     g.bench_function("linear_1x2048x6144_burn_matmul", |b| b.iter(|| x.clone().matmul(w.clone()).into_data()));
-    // Eight decode rows (a batch): one pass over the weight for all of them.
-    let x8 = Tensor::<B, 2>::random([8, 2048], Distribution::Normal(0.0, 1.0), &device);
-    g.bench_function("linear_8x2048x6144_tiles", |b| {
-        b.iter(|| B::linear_matmul(x8.clone(), w.clone(), Rows::PerRow).into_data())
-    });
+    // Two, four and eight decode rows (packed steps of a batch): one pass over the weight for all
+    // of them, which should cost about what one row's does.
+    for rows in [2, 4, 8] {
+        let xr = Tensor::<B, 2>::random([rows, 2048], Distribution::Normal(0.0, 1.0), &device);
+        g.bench_function(format!("linear_{rows}x2048x6144_tiles"), |b| {
+            b.iter(|| B::linear_matmul(xr.clone(), w.clone(), Rows::PerRow).into_data())
+        });
+    }
     // A 128-row prompt: register tiles (any row count, batch-invariant) against burn's GEMM.
     let x128 = Tensor::<B, 2>::random([128, 2048], Distribution::Normal(0.0, 1.0), &device);
     g.throughput(Throughput::Elements(2 * 128 * 2048 * 6144)); // flops
