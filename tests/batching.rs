@@ -80,9 +80,6 @@ fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
     }
 }
 
-/// A golden system's questions run as one batch (`Batch::run_all`), with long/short mixes: each
-/// question, then the first again, and the first with the second appended (a longer prompt). Every
-/// question's stages and ids equal its run alone, which for the golden questions are the reference's.
 /// Golden system `name` loaded in f32, its expected outputs and settings.
 fn open_system<B: RmasBackend>(device: &B::Device, name: &str) -> (rmas::engine::LoadedSystem<B>, Value) {
     let expected: Value =
@@ -129,6 +126,9 @@ fn stage_ids(r: &RunResult) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// A golden system's questions run as one batch (`Batch::run_all`), with long/short mixes: each
+/// question, then the first again, and the first with the second appended (a longer prompt). Every
+/// question's stages and ids equal its run alone, which for the golden questions are the reference's.
 fn batched_case<B: RmasBackend>(device: &B::Device, name: &str) {
     strict();
     let (system, expected) = open_system::<B>(device, name);
