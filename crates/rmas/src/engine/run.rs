@@ -115,9 +115,10 @@ impl<'s, 'e, B: RmasBackend> Run<'s, 'e, B> {
                 }
                 // The final agent's text of an earlier round and its rollout start from the same
                 // prompt: it runs once, and the rollout continues from a copy of its cache.
-                let shared = match role == final_role && self.opts.final_text_before_last_round(self.system.style) {
-                    true => self.generate_text(role, round, incoming.clone(), self.opts.latent_steps).await?.2,
-                    false => None,
+                let shared = if role == final_role && self.opts.final_text_before_last_round(self.system.style) {
+                    self.generate_text(role, round, incoming.clone(), self.opts.latent_steps).await?.2
+                } else {
+                    None
                 };
                 let latents = self.rollout(role, round, incoming, shared).await?;
                 for edge in spec.edges_from(role) {
