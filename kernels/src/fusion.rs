@@ -130,6 +130,21 @@ fn map_like<B: FusionBackend, const D: usize>(
 impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
     const WEIGHTS_OUT_IN: bool = B::WEIGHTS_OUT_IN;
 
+    const DEVICE_TOP_K: bool = B::DEVICE_TOP_K;
+
+    /// Queued as one operation whose body is the inner backend's [`RmasBackend::top_values`].
+    fn top_values(x: Tensor<Self, 2>, m: usize) -> Option<Tensor<Self, 2>> {
+        let [n, len] = x.dims();
+        if !B::DEVICE_TOP_K || !crate::topk::fits(n, len, m) {
+            return None;
+        }
+        let [out] = queue::<B, 1>("rmas.top_values", vec![raw(x)], [([n, 2 * m].into(), DType::F32)], move |inputs| {
+            let mut x = inputs.into_iter();
+            vec![raw(B::top_values(take(&mut x), m).expect("the inner backend has device top values of these sizes"))]
+        });
+        Some(wrap(out))
+    }
+
     const QUANTIZED_PRODUCTS: bool = B::QUANTIZED_PRODUCTS;
 
     const BLOCKS_ON_DEVICE: bool = B::BLOCKS_ON_DEVICE;

@@ -14,6 +14,7 @@
 //! | `quant` (products over block-quantized weights) | dequantize + matmul | no | yes |
 //! | `rope` (q/k norm + RoPE + head-major transpose) | yes | yes | reference |
 //! | `softmax` | yes | yes | yes |
+//! | `topk` (each row's largest values and ids, for sampling) | host form, for tests | yes | no (host rows) |
 //!
 //! `cube_common.rs` and `cpu_common.rs` hold what several kernels or bodies share; `fusion.rs`
 //! registers the cube kernels on burn's fusion backend. How to add one: docs/extending.md.
@@ -33,6 +34,7 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod softmax;
+pub mod topk;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
@@ -169,6 +171,18 @@ pub trait RmasBackend: Backend {
 
     /// Bytes of device memory held by live tensors, where the runtime reports it (cubecl does).
     fn memory_in_use(_device: &Self::Device) -> Option<u64> {
+        None
+    }
+
+    /// Whether [`Self::top_values`] computes on this backend: not where the logits are host memory
+    /// already (the CPU), for which reading a whole row and selecting on the host is the cheaper path.
+    const DEVICE_TOP_K: bool = false;
+
+    /// Each row's `m` largest values of `x` `[n, L]`, largest first (the lower id first among
+    /// equals), then their column ids as f32: `[n, 2m]`, computed on the device so that sampling
+    /// reads back `2m` values per row instead of `L` ([`topk`]). `None` where this backend does not
+    /// ([`Self::DEVICE_TOP_K`]) or the sizes do not fit ([`topk::fits`]).
+    fn top_values(_x: burn::Tensor<Self, 2>, _m: usize) -> Option<burn::Tensor<Self, 2>> {
         None
     }
 
@@ -423,6 +437,13 @@ where
     }
 
     const WEIGHTS_OUT_IN: bool = true;
+
+    const DEVICE_TOP_K: bool = true;
+
+    fn top_values(x: burn::Tensor<Self, 2>, m: usize) -> Option<burn::Tensor<Self, 2>> {
+        let [n, len] = x.dims();
+        topk::fits(n, len, m).then(|| topk::cube::top(x, m))
+    }
 
     /// `x·wᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
     fn linear_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
