@@ -14,11 +14,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use crate::RmasBackend;
 use crate::error::{ModelError, Result};
-use crate::generate::{ReadBack, Sampler, Sampling, last_row};
+use crate::generate::{Choices, ReadBack, Sampler, Sampling, last_row};
 use crate::model::{Cache, Model};
 use crate::nn::{cat_rows, split_rows};
 
@@ -158,7 +158,7 @@ impl<B: RmasBackend> Input<B> {
 pub(crate) struct SharedRead {
     /// Polled until `done` is set, never after.
     read: RefCell<ReadBack>,
-    done: OnceCell<std::result::Result<TensorData, String>>,
+    done: OnceCell<std::result::Result<Choices, String>>,
 }
 
 impl SharedRead {
@@ -167,7 +167,7 @@ impl SharedRead {
     }
 
     /// The values read, once the read is done (a device error for every sequence if it failed).
-    async fn get(&self) -> Result<&TensorData> {
+    async fn get(&self) -> Result<&Choices> {
         std::future::poll_fn(|cx| {
             let done = match self.done.get() {
                 Some(done) => done,

@@ -42,37 +42,121 @@ impl Sampler {
     }
 
     /// Chooses the token of row `row` of what [`Sampling::read`] read back for this sampler.
-    pub(crate) fn choose(&mut self, read: &TensorData, row: usize) -> Result<u32> {
-        let missing = || ModelError::Device(format!("read-back of shape {:?} has no row {row}", read.shape));
-        match self.sampling {
-            Sampling::Greedy => {
-                let id = *host_slice::<i64>(read, "the argmax token ids")?.get(row).ok_or_else(missing)?;
-                Ok(id as u32)
-            }
-            Sampling::Sample { temperature, top_k, top_p } => {
-                let width = read.shape.get(1).copied().unwrap_or(0);
-                let scores =
-                    host_slice::<f32>(read, "the logits")?.chunks(width.max(1)).nth(row).ok_or_else(missing)?;
-                Ok(sample_scores(scores, temperature, top_k, top_p, self.rng.random::<f64>()))
+    pub(crate) fn choose(&mut self, read: &Choices, row: usize) -> Result<u32> {
+        let missing = || ModelError::Device(format!("the read-back has no row {row}"));
+        match read {
+            Choices::Argmax(ids) => ids.get(row).copied().ok_or_else(missing),
+            Choices::Kept { rows, top_p } => {
+                Ok(sample_kept(rows.get(row).ok_or_else(missing)?, *top_p, self.rng.random::<f64>()))
             }
         }
     }
 }
 
+/// What choosing needs of `n` rows of logits, read back to the host at once.
+pub(crate) enum Choices {
+    /// Greedy: each row's argmax id.
+    Argmax(Vec<u32>),
+    /// Sampling: each row's tokens that top-k keeps, and the top-p to apply to them.
+    Kept { rows: Vec<Kept>, top_p: f32 },
+}
+
+/// The tokens of one row that temperature and top-k leave a chance: their ids, ascending, and
+/// their scores (logit / temperature). HF sets the others to −∞, whose probability is exactly 0
+/// in every softmax and sum after it, so leaving them out changes no bit of the choice.
+pub(crate) struct Kept {
+    ids: Vec<u32>,
+    scores: Vec<f32>,
+}
+
 /// A host read-back in flight.
-pub(crate) type ReadBack = std::pin::Pin<Box<dyn std::future::Future<Output = Result<TensorData>>>>;
+pub(crate) type ReadBack = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Choices>>>>;
 
 impl Sampling {
-    /// What choosing reads back from logits `[n, V]`, in one read for all `n` rows: the argmax ids
-    /// `[n, 1]` (i64) when greedy, else the logits in f32.
+    /// What choosing reads back from logits `[n, V]`, in one read for all `n` rows (docs/batching.md,
+    /// "Packed read-backs"): the argmax ids when greedy. When sampling, each row's logits, or on a
+    /// device ([`RmasBackend::top_values`]) with top-k on, only its `k + 1` largest with their
+    /// ids ([`candidates`]); a row whose candidates cannot settle top-k (a tie at the k-th score, a
+    /// non-finite logit) has the logits read after all.
     pub(crate) fn read<B: RmasBackend>(self, logits: Tensor<B, 2>) -> ReadBack {
         match self {
-            Sampling::Greedy => Box::pin(async move { Ok(read_back(logits.argmax(1)).await?.convert::<i64>()) }),
-            Sampling::Sample { .. } => {
-                Box::pin(async move { Ok(read_back(rmas_kernels::f32_of(logits)).await?.convert::<f32>()) })
-            }
+            Sampling::Greedy => Box::pin(async move {
+                let ids = read_back(logits.argmax(1)).await?.convert::<i64>();
+                Ok(Choices::Argmax(
+                    host_slice::<i64>(&ids, "the argmax token ids")?.iter().map(|&i| i as u32).collect(),
+                ))
+            }),
+            Sampling::Sample { temperature, top_k, top_p } => Box::pin(async move {
+                let [n, vocab] = logits.dims();
+                if let Some(top) = (temperature > 0.0 && top_k > 0).then(|| candidates(&logits, top_k + 1)).flatten() {
+                    let read = read_back(top).await?.convert::<f32>();
+                    let rows = host_slice::<f32>(&read, "the top-k candidates")?.chunks(2 * (top_k + 1) + 1);
+                    let kept: Option<Vec<Kept>> =
+                        rows.map(|row| Kept::of_candidates(row, temperature, top_k)).collect();
+                    if let Some(rows) = kept.filter(|k| k.len() == n) {
+                        return Ok(Choices::Kept { rows, top_p });
+                    }
+                }
+                let read = read_back(rmas_kernels::f32_of(logits)).await?.convert::<f32>();
+                let rows = host_slice::<f32>(&read, "the logits")?.chunks(vocab.max(1));
+                let rows = rows.map(|row| Kept::of_scores(row, temperature, top_k)).collect();
+                Ok(Choices::Kept { rows, top_p })
+            }),
         }
     }
+}
+
+/// Each row's `m` largest logits of `[n, V]` with their ids ([`RmasBackend::top_values`]) and the
+/// sum of the whole row: `[n, 2m + 1]` f32 (values ‖ ids ‖ sum), so that a sampled step reads back
+/// `2m + 1` values per row instead of `V`; `None` where the backend reads whole rows.
+fn candidates<B: RmasBackend>(logits: &Tensor<B, 2>, m: usize) -> Option<Tensor<B, 2>> {
+    let top = B::top_values(logits.clone(), m)?; // [n, 2m]
+    let sum = rmas_kernels::f32_of(logits.clone()).sum_dim(1); // [n, 1]
+    Some(Tensor::cat(vec![top, sum], 1))
+}
+
+impl Kept {
+    /// HF's temperature and top-k on one row of logits: the ids whose score is not below the k-th
+    /// largest (all ties kept), or every id when top-k is off (`0` or at least `V`).
+    fn of_scores(logits: &[f32], temperature: f32, top_k: usize) -> Self {
+        let s: Vec<f32> = logits.iter().map(|&x| scaled(x, temperature)).collect();
+        let ids: Vec<u32> = if top_k > 0 && top_k < s.len() {
+            // The k-th largest in O(V): the value a full descending sort puts at k − 1.
+            let kth = *s.clone().select_nth_unstable_by(top_k - 1, |a, b| b.total_cmp(a)).1;
+            // HF masks `scores < kth`: a NaN is not below it, so it stays.
+            let below = |x: f32| x.partial_cmp(&kth) == Some(std::cmp::Ordering::Less);
+            (0..s.len()).filter(|&i| !below(s[i])).map(|i| i as u32).collect()
+        } else {
+            (0..s.len() as u32).collect()
+        };
+        let scores = ids.iter().map(|&i| s[i as usize]).collect();
+        Self { ids, scores }
+    }
+
+    /// [`Self::of_scores`] from one row of [`candidates`] (`k + 1` values, their ids, the row's
+    /// sum), or `None` where they cannot settle it: a non-finite logit, or a (k+1)-th score equal
+    /// to the k-th, whose ties may reach past the candidates. Otherwise the k largest are exactly
+    /// the ids kept: dividing by the temperature keeps the order, so every id past the (k+1)-th
+    /// scores below the k-th too.
+    fn of_candidates(row: &[f32], temperature: f32, top_k: usize) -> Option<Self> {
+        let m = top_k + 1;
+        let (values, rest) = row.split_at_checked(m)?;
+        let (ids, sum) = rest.split_at_checked(m)?;
+        let finite = sum.first()?.is_finite() && values.iter().all(|v| v.is_finite());
+        if !finite || scaled(values[top_k], temperature) >= scaled(values[top_k - 1], temperature) {
+            return None;
+        }
+        let mut kept: Vec<(u32, f32)> =
+            ids[..top_k].iter().zip(&values[..top_k]).map(|(&i, &v)| (i as u32, scaled(v, temperature))).collect();
+        kept.sort_unstable_by_key(|&(i, _)| i);
+        let (ids, scores) = kept.into_iter().unzip();
+        Some(Self { ids, scores })
+    }
+}
+
+/// A logit after HF's temperature (no division at 1.0, as HF skips it).
+fn scaled(x: f32, temperature: f32) -> f32 {
+    if temperature != 1.0 { x / temperature } else { x }
 }
 
 /// The values of a tensor read back to the host; a device error names `what` if they are not `T`.
@@ -85,7 +169,7 @@ pub async fn read_back<B: burn::tensor::backend::Backend, const D: usize, K>(t: 
 where
     K: burn::tensor::BasicOps<B>,
 {
-    crate::traffic::count_read();
+    crate::traffic::count_read(t.shape().num_elements() * t.dtype().size());
     t.into_data_async().await.map_err(|e| ModelError::Device(format!("{e:?}")))
 }
 
@@ -103,22 +187,23 @@ pub async fn check_finite<B: burn::tensor::backend::Backend, const D: usize>(
     }
 }
 
-/// HF's warper chain on host scores, then inverse-CDF sampling with `u ∈ [0, 1)`.
-pub fn sample_scores(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
-    let mut s: Vec<f32> =
-        if temperature != 1.0 { scores.iter().map(|x| x / temperature).collect() } else { scores.to_vec() };
-    if top_k > 0 && top_k < s.len() {
-        let mut sorted = s.clone();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        let kth = sorted[top_k - 1];
-        s.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f32::NEG_INFINITY);
-    }
+/// HF's warper chain on one row of host logits (temperature → top-k → top-p), then inverse-CDF
+/// sampling with `u ∈ [0, 1)`.
+pub fn sample_scores(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
+    sample_kept(&Kept::of_scores(logits, temperature, top_k), top_p, u)
+}
+
+/// Top-p over the ids that top-k kept, then inverse-CDF sampling with `u`. HF runs this over the
+/// whole vocabulary, the removed ids at −∞: each adds an exact 0 to every sum (and sorts before
+/// the kept ones), so the kept ids alone, in id order, give the same bits in O(k log k).
+fn sample_kept(kept: &Kept, top_p: f32, u: f64) -> u32 {
+    let mut s = kept.scores.clone();
     if top_p < 1.0 {
         let mut order: Vec<usize> = (0..s.len()).collect();
         order.sort_by(|&a, &b| s[a].total_cmp(&s[b])); // ascending, stable like torch.sort
         let probs = softmax(&order.iter().map(|&i| s[i]).collect::<Vec<_>>());
         let mut cum = 0.0f32;
-        let last = order.len() - 1;
+        let last = order.len().saturating_sub(1);
         for (rank, &i) in order.iter().enumerate() {
             cum += probs[rank];
             if cum <= 1.0 - top_p && rank != last {
@@ -131,10 +216,10 @@ pub fn sample_scores(scores: &[f32], temperature: f32, top_k: usize, top_p: f32,
     for (i, p) in probs.iter().enumerate() {
         acc += *p as f64;
         if u < acc {
-            return i as u32;
+            return kept.ids[i];
         }
     }
-    probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as u32
+    probs.iter().rposition(|p| *p > 0.0).map_or(0, |i| kept.ids[i])
 }
 
 fn softmax(x: &[f32]) -> Vec<f32> {
@@ -281,4 +366,117 @@ pub async fn generate_from<B: RmasBackend>(
 pub fn last_row<B: burn::tensor::backend::Backend>(h: Tensor<B, 2>) -> Tensor<B, 2> {
     let t = h.dims()[0];
     h.narrow(0, t - 1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HF's warpers written out over the whole vocabulary, as `TemperatureLogitsWarper`,
+    /// `TopKLogitsWarper`, `TopPLogitsWarper` and `torch.multinomial`'s inverse CDF run them: the
+    /// oracle that [`sample_scores`] must match bit for bit.
+    fn hf_whole_vocabulary(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
+        let mut s: Vec<f32> = scores.iter().map(|&x| scaled(x, temperature)).collect();
+        if top_k > 0 && top_k < s.len() {
+            let mut sorted = s.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kth = sorted[top_k - 1];
+            s.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f32::NEG_INFINITY);
+        }
+        if top_p < 1.0 {
+            let mut order: Vec<usize> = (0..s.len()).collect();
+            order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
+            let probs = softmax(&order.iter().map(|&i| s[i]).collect::<Vec<_>>());
+            let mut cum = 0.0f32;
+            for (rank, &i) in order.iter().enumerate() {
+                cum += probs[rank];
+                if cum <= 1.0 - top_p && rank != order.len() - 1 {
+                    s[i] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let probs = softmax(&s);
+        let mut acc = 0.0f64;
+        for (i, p) in probs.iter().enumerate() {
+            acc += *p as f64;
+            if u < acc {
+                return i as u32;
+            }
+        }
+        probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as u32
+    }
+
+    /// Logits with many exact ties (values on a grid of 1/4), a few −∞, and a spread that leaves
+    /// top-p real choices.
+    fn logits(rng: &mut StdRng, vocab: usize) -> Vec<f32> {
+        (0..vocab)
+            .map(|_| match rng.random_range(0..40) {
+                0 => f32::NEG_INFINITY,
+                _ => (rng.random_range(-24..24) as f32) * 0.25,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kept_ids_sample_as_hf_over_the_whole_vocabulary() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for case in 0..400 {
+            let vocab = [1, 2, 7, 64, 300][case % 5];
+            let scores = logits(&mut rng, vocab);
+            for top_k in [0, 1, 3, 50, vocab.saturating_sub(1), vocab, vocab + 3] {
+                for (temperature, top_p) in [(1.0, 1.0), (0.6, 0.95), (1.3, 0.5), (0.7, 0.0), (2.0, 0.999)] {
+                    let u = rng.random::<f64>();
+                    assert_eq!(
+                        sample_scores(&scores, temperature, top_k, top_p, u),
+                        hf_whole_vocabulary(&scores, temperature, top_k, top_p, u),
+                        "case {case}: V {vocab}, t {temperature}, top-k {top_k}, top-p {top_p}, u {u}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A row as [`candidates`] builds it: the `m` largest (lower id first among equals), their
+    /// ids, the row's sum.
+    fn candidate_row(logits: &[f32], m: usize) -> Vec<f32> {
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        let top = &order[..m];
+        let mut row: Vec<f32> = top.iter().map(|&i| logits[i]).collect();
+        row.extend(top.iter().map(|&i| i as f32));
+        row.push(logits.iter().sum());
+        row
+    }
+
+    #[test]
+    fn candidates_keep_what_the_whole_row_keeps_or_defer_to_it() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut settled, mut deferred) = (0, 0);
+        for case in 0..2000 {
+            let vocab = 200;
+            // Finite logits on a coarse grid (ties at the k-th often) or a fine one (rarely).
+            let (steps, grid) = if case % 2 == 0 { (40, 0.25) } else { (4000, 1e-3) };
+            let mut scores: Vec<f32> = (0..vocab).map(|_| rng.random_range(-steps..steps) as f32 * grid).collect();
+            if case % 97 == 0 {
+                scores[rng.random_range(0..vocab)] = f32::NAN;
+            }
+            let (top_k, temperature) = ([1, 5, 50][case % 3], [1.0, 0.6, 1.3][case % 3]);
+            let row = candidate_row(&scores, top_k + 1);
+            match Kept::of_candidates(&row, temperature, top_k) {
+                Some(kept) => {
+                    settled += 1;
+                    let whole = Kept::of_scores(&scores, temperature, top_k);
+                    assert_eq!(kept.ids, whole.ids, "case {case}: ids kept");
+                    assert_eq!(kept.scores, whole.scores, "case {case}: scores kept");
+                }
+                None => {
+                    deferred += 1;
+                    let (k, t) = (top_k, temperature);
+                    let tie = scaled(row[k], t) >= scaled(row[k - 1], t);
+                    assert!(tie || scores.iter().any(|x| x.is_nan()), "case {case}: deferred without a tie or a NaN");
+                }
+            }
+        }
+        assert!(settled > 1000 && deferred > 50, "{settled} rows settled, {deferred} deferred: both paths ran");
+    }
 }

@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, TensorData, TensorKind, backend::Backend};
 
 static READS: AtomicU64 = AtomicU64::new(0);
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
+static READ_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Host reads and uploads counted since the process started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -16,16 +17,23 @@ pub struct Traffic {
     pub reads: u64,
     /// Host buffers copied to the device.
     pub uploads: u64,
+    /// Bytes of the tensors read back.
+    pub read_bytes: u64,
 }
 
 /// The counts so far (process-wide).
 pub fn traffic() -> Traffic {
-    Traffic { reads: READS.load(Ordering::Relaxed), uploads: UPLOADS.load(Ordering::Relaxed) }
+    Traffic {
+        reads: READS.load(Ordering::Relaxed),
+        uploads: UPLOADS.load(Ordering::Relaxed),
+        read_bytes: READ_BYTES.load(Ordering::Relaxed),
+    }
 }
 
-/// Counts one read-back.
-pub(crate) fn count_read() {
+/// Counts one read-back of `bytes`.
+pub(crate) fn count_read(bytes: usize) {
     READS.fetch_add(1, Ordering::Relaxed);
+    READ_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 /// Copies `data` to `device` as a tensor, counting one upload.
