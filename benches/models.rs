@@ -2,7 +2,7 @@
 //! one decode step per family, a whole demo RecursiveMAS run, questions/s of batched runs, the streaming weight products against
 //! burn's generic matmul at Qwen3.5-2B decode shapes (GB/s of weights read), the CPU bodies of the
 //! delta rule, activations and softmax against their reference paths, and attention's CPU body and
-//! (with `wgpu` or `cuda`) cubecl kernel against the reference. Model and whole-run iterations run
+//! (with `wgpu` or `cuda`) cubecl kernel against the reference, and choosing a sampled token. Model and whole-run iterations run
 //! on rayon's pool (`on_cpu_pool`), as `rmas` runs its CPU jobs.
 
 use burn::backend::NdArray;
@@ -307,6 +307,31 @@ fn attention_on<A: rmas_kernels::RmasBackend>(
     group.finish();
 }
 
+/// Choosing a sampled token (temperature 0.6, top-k 50, top-p 0.95: the reference's evaluation
+/// settings) from one row of logits at Qwen2/3's and Qwen3.5's vocabulary sizes: the host's warper
+/// chain over a whole row (what the CPU backend runs), and on wgpu the whole step from logits on
+/// the device (top-k candidates there, then the host) beside a read-back of the whole row.
+fn sampling(c: &mut Criterion) {
+    use rmas_models::generate::sample_scores;
+    let mut g = c.benchmark_group("sampling");
+    for vocab in [151_936, 248_320] {
+        let logits: Vec<f32> = rmas_suite::uniform(vocab as u64, vocab).into_iter().map(|x| x * 12.0).collect();
+        g.throughput(Throughput::Elements(vocab as u64));
+        g.bench_function(format!("host_row_{vocab}"), |b| b.iter(|| sample_scores(&logits, 0.6, 50, 0.95, 0.5)));
+        #[cfg(feature = "wgpu")]
+        {
+            use burn::tensor::{Tensor, TensorData};
+            use rmas_models::generate::{Sampler, Sampling};
+            type W = burn::backend::Wgpu;
+            let row = Tensor::<W, 2>::from_data(TensorData::new(logits.clone(), [1, vocab]), &Default::default());
+            let mut sampler = Sampler::new(Sampling::Sample { temperature: 0.6, top_k: 50, top_p: 0.95 }, 0);
+            g.bench_function(format!("wgpu_step_{vocab}"), |b| b.iter(|| block_on(sampler.sample(row.clone()))));
+            g.bench_function(format!("wgpu_read_row_{vocab}"), |b| b.iter(|| row.clone().into_data()));
+        }
+    }
+    g.finish();
+}
+
 /// The M = 1 weight product on the GPU backends in both layouts (docs/performance.md, "Weight
 /// layout"): `x·w` with the weight stored `[in, out]` (a row-major right operand) against `x·wᵀ`
 /// with HF's `[out, in]` (column-major, what rmas keeps on cubecl backends), at a 2B MLP's size.
@@ -337,6 +362,7 @@ fn layouts_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, devic
 
 criterion_group!(
     benches,
+    sampling,
     qwen35,
     families,
     demo_run,

@@ -24,7 +24,7 @@ if [ "$mode" = build ]; then
     # The kernel and model conformance tests (the systems' goldens need no GPU-specific build either).
     cargo test --release --features cuda --no-run --message-format=json \
         --test activations --test delta_rule --test models --test latent_fusion --test strict_f32 \
-        --test quant --test gguf_archs \
+        --test quant --test gguf_archs --test sampling \
         | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -54,7 +54,7 @@ case "$gpu" in
 esac
 
 note "== conformance suite (cuda:: modules run strict f32; wgpu:: is Vulkan on this GPU where a driver exists)"
-for t in activations delta_rule models latent_fusion strict_f32 quant gguf_archs; do
+for t in activations delta_rule models latent_fusion strict_f32 quant gguf_archs sampling; do
     for backend in cuda wgpu; do
         log=$out/$t-$backend.log
         timeout 120 "$out/bin/$t" "$backend" --test-threads 1 >"$log" 2>&1
@@ -81,6 +81,13 @@ note "bench tiny f32 (the CI proxies on CUDA): $(cat "$out/bench-tiny.json")"
 timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --batch 32 \
     --prompt-len 64 --decode-steps 16 --json >"$out/bench-bf16-b32.json" 2>&1
 note "bench 2b bf16 batch 32 (tokens/s of all sequences; compare the batch-1 line above): $(cat "$out/bench-bf16-b32.json")"
+# Sampled decode (the reference's settings: top-k 50 candidates chosen on the device, docs/batching.md
+# "Sampled steps"): compare decode_tokens_per_s with the greedy lines above.
+for b in 1 32; do
+    timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --batch "$b" \
+        --prompt-len 64 --decode-steps 16 --temperature 0.6 --top-p 0.95 --json >"$out/bench-bf16-sampled-b$b.json" 2>&1
+    note "bench 2b bf16 sampled batch $b: $(cat "$out/bench-bf16-sampled-b$b.json")"
+done
 # Quantized weights (#33, docs/quantization.md "On the GPU"): fewer bytes per token than bf16's.
 for q in int8 int4; do
     # shellcheck disable=SC2086

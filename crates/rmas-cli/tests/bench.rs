@@ -18,13 +18,13 @@ fn rmas(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn bench_json(backend: &str) -> Value {
-    batch_bench_json(backend, 1)
+    batch_bench_json(backend, 1, &[])
 }
 
-fn batch_bench_json(backend: &str, batch: usize) -> Value {
+fn batch_bench_json(backend: &str, batch: usize, extra: &[&str]) -> Value {
     let batch = batch.to_string();
     let args = ["bench", "--size", "tiny", "--backend", backend, "--prompt-len", "16", "--decode-steps", "8"];
-    let out = rmas(&[&args[..], &["--batch", &batch, "--json"]].concat(), &[]);
+    let out = rmas(&[&args[..], &["--batch", &batch, "--json"], extra].concat(), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "rmas bench --backend {backend} --batch {batch} failed: {stderr}");
     let json: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
@@ -53,7 +53,7 @@ fn wgpu_decode_step_stays_within_its_budgets() {
 #[test]
 fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     let batch = 8.0;
-    let (one, packed) = (bench_json("wgpu"), batch_bench_json("wgpu", 8));
+    let (one, packed) = (bench_json("wgpu"), batch_bench_json("wgpu", 8, &[]));
     let per_step = |m: &Value, key: &str, n: f64| m[key].as_f64().unwrap() * n;
     assert_eq!(per_step(&packed, "host_reads_per_token", batch), 1.0, "read-backs per packed step: {packed}");
     assert_eq!(per_step(&packed, "host_uploads_per_token", batch), 1.0, "uploads per packed step: {packed}");
@@ -63,6 +63,23 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     assert!(added <= 4.0 * layers, "each added sequence costs {added} launches per step, over 4 × {layers} layers");
     let growth = packed["device_bytes_growth_per_token"].as_f64().unwrap();
     assert!(growth <= 0.0, "device memory grows per token: {packed}");
+}
+
+/// A sampled step (the reference's settings: top-k 50) reads back each sequence's 51 candidates and
+/// its row sum from the device, not its logits; the CPU's logits are host memory, read whole
+/// (docs/batching.md, "Packed read-backs").
+#[test]
+fn sampled_step_reads_candidates_on_a_device() {
+    let sampled = ["--temperature", "0.6", "--top-p", "0.95"];
+    let vocab_bytes = 4096.0 * 4.0; // the tiny config's vocabulary in f32
+    for batch in [1, 4] {
+        let gpu = batch_bench_json("wgpu", batch, &sampled);
+        let bytes = gpu["host_read_bytes_per_token"].as_f64().unwrap();
+        assert_eq!(bytes, (2.0 * 51.0 + 1.0) * 4.0, "bytes read back per sampled token on wgpu: {gpu}");
+        assert_eq!(gpu["host_reads_per_token"].as_f64().unwrap() * batch as f64, 1.0, "one read per step: {gpu}");
+        let cpu = batch_bench_json("cpu", batch, &sampled);
+        assert_eq!(cpu["host_read_bytes_per_token"].as_f64(), Some(vocab_bytes), "the CPU reads whole rows: {cpu}");
+    }
 }
 
 #[test]

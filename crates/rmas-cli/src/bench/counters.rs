@@ -62,6 +62,7 @@ pub struct Snapshot {
     pub launches: Option<u64>,
     pub autotunes: Option<u64>,
     pub reads: u64,
+    pub read_bytes: u64,
     pub uploads: u64,
     pub memory_in_use: Option<u64>,
 }
@@ -78,6 +79,7 @@ impl Snapshot {
             launches: counted.then(|| settled(&LAUNCHES)),
             autotunes: counted.then(|| AUTOTUNES.load(Ordering::Relaxed)),
             reads: traffic.reads,
+            read_bytes: traffic.read_bytes,
             uploads: traffic.uploads,
             memory_in_use,
         })
@@ -94,6 +96,7 @@ impl Snapshot {
         serde_json::json!({
             "launches_per_token": both(self.launches, later.launches).map(|(a, b)| per(a, b)),
             "host_reads_per_token": per(self.reads, later.reads),
+            "host_read_bytes_per_token": per(self.read_bytes, later.read_bytes),
             "host_uploads_per_token": per(self.uploads, later.uploads),
             "device_bytes_growth_per_token": growth,
             "autotune_runs_after_warmup": both(self.autotunes, later.autotunes).map(|(a, b)| b - a),

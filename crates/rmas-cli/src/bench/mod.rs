@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use rmas_models::batch::{Batch, Calls, Sequence};
-use rmas_models::generate::{GenerateOptions, Generation, Sampler, Sampling, generate_with};
+use rmas_models::generate::{GenerateOptions, Generation, Sampler, generate_with};
 use rmas_models::{BlockFormat, Blocks, Model, RmasBackend, demo::random_weights};
 
 use crate::backend::{DeviceArgs, Job, Target, WeightArgs, dispatch};
+use crate::run::SamplingArgs;
 use counters::Snapshot;
 
 /// Measure prefill and decode speed of a Qwen3.5 size (random weights; no download), with kernel
@@ -40,6 +41,10 @@ pub struct Args {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+    /// How each step's token is chosen (greedy unless `--temperature` is given; sequence `i` seeds
+    /// with `--seed` + i).
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -123,7 +128,8 @@ impl Job for Args {
         eprintln!("built Qwen3.5-{} ({held}) in {:.1} s", size.name, started.elapsed().as_secs_f64());
         let prompt: Vec<u32> = (0..self.prompt_len as u32).map(|i| (i * 7919) % cfg.vocab_size as u32).collect();
         let batch = self.batch as usize;
-        // `batch` greedy generations packed together; `on_token` sees the first sequence's ids (the
+        let (sampling, seed) = (self.sampling.sampling(), self.sampling.seed);
+        // `batch` generations packed together; `on_token` sees the first sequence's ids (the
         // sequences step together, one token each per step).
         let run = |new_tokens: usize, on_token: &mut dyn FnMut(&[u32]) -> bool| {
             let packer = Batch::new();
@@ -134,7 +140,7 @@ impl Job for Args {
             let sequences = (0..batch).map(|i| {
                 Box::pin(async move {
                     let mut cache = model.new_cache(prompt.len(), new_tokens)?;
-                    let mut sampler = Sampler::new(Sampling::Greedy, 0);
+                    let mut sampler = Sampler::new(sampling, seed.wrapping_add(i as u64));
                     let watch = |ids: &[u32]| i == 0 && (on_token.borrow_mut())(ids);
                     let embedded = model.embed(prompt)?;
                     anyhow::Ok(generate_with(calls, model, embedded, &mut cache, opts, &mut sampler, watch).await?)
@@ -145,7 +151,7 @@ impl Job for Args {
 
         // Warm-up: compiles every kernel (JIT backends) and runs autotune for both phases.
         run(WARM_STEPS + 1, &mut |_| false)?;
-        // Measured: prefill, then `decode_steps` greedy steps between two snapshots, after the
+        // Measured: prefill, then `decode_steps` steps between two snapshots, after the
         // first tokens (the same path `rmas generate` and the agents' decoding take).
         let steps = self.decode_steps.max(1);
         let mut marks: Vec<(Instant, Result<Snapshot>)> = Vec::new();
@@ -173,7 +179,7 @@ impl Job for Args {
         let mut out = serde_json::json!({
             "model": format!("Qwen3.5-{}", size.name), "backend": target.choice, "params": params, "weights": held,
             "layers": cfg.layers.len(), "prompt_len": self.prompt_len, "decode_steps": steps,
-            "batch": batch,
+            "batch": batch, "sampling": format!("{sampling:?}"),
             "prefill_ms": prefill_s * 1e3, "prefill_tokens_per_s": (batch * self.prompt_len) as f64 / prefill_s,
             "decode_ms_per_token": decode_s * 1e3, "decode_tokens_per_s": 1.0 / decode_s,
             "weight_bytes_per_token": weight_bytes, "effective_gb_per_s": gbs,
@@ -221,6 +227,7 @@ fn print_summary(m: &serde_json::Value) {
     for k in [
         "launches_per_token",
         "host_reads_per_token",
+        "host_read_bytes_per_token",
         "host_uploads_per_token",
         "device_bytes_growth_per_token",
         "autotune_runs_after_warmup",
