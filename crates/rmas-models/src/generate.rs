@@ -92,7 +92,7 @@ impl Sampling {
                     let read = read_back(top).await?.convert::<f32>();
                     let rows = host_slice::<f32>(&read, "the top-k candidates")?.chunks(2 * (top_k + 1) + 1);
                     let kept: Option<Vec<Kept>> =
-                        rows.map(|row| Kept::of_candidates(row, temperature, top_k)).collect();
+                        rows.map(|row| Kept::of_candidates(row, temperature, top_k, vocab)).collect();
                     if let Some(rows) = kept.filter(|k| k.len() == n) {
                         return Ok(Choices::Kept { rows, top_p });
                     }
@@ -137,13 +137,16 @@ impl Kept {
     /// sum), or `None` where they cannot settle it: a non-finite logit, or a (k+1)-th score equal
     /// to the k-th, whose ties may reach past the candidates. Otherwise the k largest are exactly
     /// the ids kept: dividing by the temperature keeps the order, so every id past the (k+1)-th
-    /// scores below the k-th too.
-    fn of_candidates(row: &[f32], temperature: f32, top_k: usize) -> Option<Self> {
+    /// scores below the k-th too. A value at `f32::MIN` (the kernel's empty slot) or an id not
+    /// below `vocab` is not taken either.
+    fn of_candidates(row: &[f32], temperature: f32, top_k: usize, vocab: usize) -> Option<Self> {
         let m = top_k + 1;
         let (values, rest) = row.split_at_checked(m)?;
         let (ids, sum) = rest.split_at_checked(m)?;
-        let finite = sum.first()?.is_finite() && values.iter().all(|v| v.is_finite());
-        if !finite || scaled(values[top_k], temperature) >= scaled(values[top_k - 1], temperature) {
+        let valid = sum.first()?.is_finite()
+            && values.iter().all(|v| v.is_finite() && *v > f32::MIN)
+            && ids.iter().all(|&i| i >= 0.0 && (i as usize) < vocab && i.fract() == 0.0);
+        if !valid || scaled(values[top_k], temperature) >= scaled(values[top_k - 1], temperature) {
             return None;
         }
         let mut kept: Vec<(u32, f32)> =
@@ -462,7 +465,7 @@ mod tests {
             }
             let (top_k, temperature) = ([1, 5, 50][case % 3], [1.0, 0.6, 1.3][case % 3]);
             let row = candidate_row(&scores, top_k + 1);
-            match Kept::of_candidates(&row, temperature, top_k) {
+            match Kept::of_candidates(&row, temperature, top_k, vocab) {
                 Some(kept) => {
                     settled += 1;
                     let whole = Kept::of_scores(&scores, temperature, top_k);
@@ -478,5 +481,12 @@ mod tests {
             }
         }
         assert!(settled > 1000 && deferred > 50, "{settled} rows settled, {deferred} deferred: both paths ran");
+        // What a faulty read-back could hold is never taken: an empty slot, an id past the vocabulary.
+        let row = candidate_row(&[3.0, 2.0, 1.0, 0.0], 3);
+        assert!(Kept::of_candidates(&row, 1.0, 2, 4).is_some());
+        assert!(Kept::of_candidates(&row, 1.0, 2, 2).is_none(), "ids 0..2 only");
+        let mut empty = row.clone();
+        empty[2] = f32::MIN;
+        assert!(Kept::of_candidates(&empty, 1.0, 2, 4).is_none(), "an empty slot");
     }
 }

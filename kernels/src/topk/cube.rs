@@ -150,7 +150,8 @@ mod kernel {
 }
 
 /// Each row's `m` largest values of `x` `[n, L]`, largest first (the lower id first among equals),
-/// then their ids: `[n, 2m]` f32, for sizes that [`super::fits`].
+/// then their ids: `[n, 2m]` f32, for sizes that [`super::fits`]. Values below `f32::MIN` (−∞)
+/// rank after the empty slots (`f32::MIN`, id `u32::MAX`), which a row holding them can return.
 pub fn top<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     x: Tensor<Cube<R, F, I, BT>, 2>,
     m: usize,
