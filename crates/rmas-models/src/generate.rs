@@ -375,9 +375,9 @@ pub fn last_row<B: burn::tensor::backend::Backend>(h: Tensor<B, 2>) -> Tensor<B,
 mod tests {
     use super::*;
 
-    /// HF's warpers written out over the whole vocabulary, as `TemperatureLogitsWarper`,
-    /// `TopKLogitsWarper`, `TopPLogitsWarper` and `torch.multinomial`'s inverse CDF run them: the
-    /// oracle that [`sample_scores`] must match bit for bit.
+    /// HF's temperature and top-k as its warpers run them — a sort of the whole row, the removed
+    /// ids set to −∞ — then top-p and the draw over every id of the vocabulary: the oracle that
+    /// [`sample_scores`] (a selection, then only the kept ids) must match bit for bit.
     fn hf_whole_vocabulary(scores: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f64) -> u32 {
         let mut s: Vec<f32> = scores.iter().map(|&x| scaled(x, temperature)).collect();
         if top_k > 0 && top_k < s.len() {
@@ -386,27 +386,7 @@ mod tests {
             let kth = sorted[top_k - 1];
             s.iter_mut().filter(|x| **x < kth).for_each(|x| *x = f32::NEG_INFINITY);
         }
-        if top_p < 1.0 {
-            let mut order: Vec<usize> = (0..s.len()).collect();
-            order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
-            let probs = softmax(&order.iter().map(|&i| s[i]).collect::<Vec<_>>());
-            let mut cum = 0.0f32;
-            for (rank, &i) in order.iter().enumerate() {
-                cum += probs[rank];
-                if cum <= 1.0 - top_p && rank != order.len() - 1 {
-                    s[i] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let probs = softmax(&s);
-        let mut acc = 0.0f64;
-        for (i, p) in probs.iter().enumerate() {
-            acc += *p as f64;
-            if u < acc {
-                return i as u32;
-            }
-        }
-        probs.iter().rposition(|p| *p > 0.0).unwrap_or(0) as u32
+        sample_kept(&Kept { ids: (0..s.len() as u32).collect(), scores: s }, top_p, u)
     }
 
     /// Logits with many exact ties (values on a grid of 1/4), a few −∞, and a spread that leaves
