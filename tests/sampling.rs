@@ -55,8 +55,8 @@ fn draws_as_the_cpu_draws<B: RmasBackend>(device: &B::Device) {
 }
 
 /// The device's top values and ids, exactly as a sort gives them (ties by lower id), for row
-/// lengths of one round and of several (a chunk is 4096 values), and every candidate count up to
-/// the most a cube holds.
+/// lengths of one round and of two (a chunk is 8192 values: 32,000 and 248,320 take two), and
+/// every candidate count up to the most a cube holds.
 fn top_values_match_a_sort<B: RmasBackend>(device: &B::Device) {
     for (n, len) in [(1, 51), (3, 4096), (2, 4097), (1, VOCAB), (2, 248_320)] {
         // A fine row, and rows on a grid of 13 values (most of them ties).

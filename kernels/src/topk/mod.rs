@@ -3,7 +3,7 @@
 
 pub(crate) mod cube;
 
-/// Most candidates [`crate::RmasBackend::top_candidates`] takes per row (one cube's shared memory
+/// Most candidates [`crate::RmasBackend::top_values`] takes per row (one cube's shared memory
 /// holds its units' lists of this many).
 pub const MAX_CANDIDATES: usize = 64;
 
@@ -16,7 +16,7 @@ pub fn fits(n: usize, len: usize, m: usize) -> bool {
     (1..=MAX_CANDIDATES).contains(&m) && m <= len && len <= MAX_F32_ID && (1..=u16::MAX as usize).contains(&n)
 }
 
-/// Host form of what [`crate::RmasBackend::top_candidates`] computes, for tests: the `m` largest of
+/// Host form of what [`crate::RmasBackend::top_values`] computes, for tests: the `m` largest of
 /// `row` (larger first, the lower id first among equal values), then their ids, then the row's sum
 /// (f64, rounded).
 pub fn reference(row: &[f32], m: usize) -> Vec<f32> {
