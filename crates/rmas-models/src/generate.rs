@@ -422,11 +422,7 @@ mod tests {
     /// A row as [`candidates`] builds it: the `m` largest (lower id first among equals), their
     /// ids, the row's sum.
     fn candidate_row(logits: &[f32], m: usize) -> Vec<f32> {
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        let top = &order[..m];
-        let mut row: Vec<f32> = top.iter().map(|&i| logits[i]).collect();
-        row.extend(top.iter().map(|&i| i as f32));
+        let mut row = rmas_kernels::topk::reference(logits, m);
         row.push(logits.iter().sum());
         row
     }

@@ -17,14 +17,11 @@ pub fn fits(n: usize, len: usize, m: usize) -> bool {
 }
 
 /// Host form of what [`crate::RmasBackend::top_values`] computes, for tests: the `m` largest of
-/// `row` (larger first, the lower id first among equal values), then their ids, then the row's sum
-/// (f64, rounded).
+/// `row` (larger first in `f32::total_cmp` order, the lower id first among equal values), then
+/// their ids.
 pub fn reference(row: &[f32], m: usize) -> Vec<f32> {
     let mut order: Vec<usize> = (0..row.len()).collect();
-    order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
     let top = &order[..m.min(row.len())];
-    let mut out: Vec<f32> = top.iter().map(|&i| row[i]).collect();
-    out.extend(top.iter().map(|&i| i as f32));
-    out.push(row.iter().map(|&x| x as f64).sum::<f64>() as f32);
-    out
+    top.iter().map(|&i| row[i]).chain(top.iter().map(|&i| i as f32)).collect()
 }
