@@ -75,6 +75,11 @@ done
 timeout 120 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --json $bw \
     >"$out/bench-bf16-clean.json" 2>&1
 note "bench 2b bf16 (no counters): $(cat "$out/bench-bf16-clean.json")"
+# Where a step's time goes (#28): every kernel's launches and device time per token (each launch
+# timed, so this run's own step times are longer; compare "µs in all" with the ms/token above).
+timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --kernel-times --prompt-len 64 \
+    --decode-steps 8 >"$out/bench-bf16-kernels.txt" 2>&1
+note "bench 2b bf16 --kernel-times: rc=$? $(grep -A13 'kernels per token' "$out/bench-bf16-kernels.txt")"
 timeout 60 "$out/bin/rmas" bench --size tiny --backend cuda --dtype f32 --json >"$out/bench-tiny.json" 2>&1
 note "bench tiny f32 (the CI proxies on CUDA): $(cat "$out/bench-tiny.json")"
 # Batched decode (#31, docs/batching.md): 32 sequences packed per step against one.

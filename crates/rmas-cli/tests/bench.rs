@@ -2,6 +2,7 @@
 //! wgpu stays within its per-token budgets (docs/performance.md, "Proxies"), and a backend that
 //! cannot start is a clear error, not a panic inside cubecl.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -63,6 +64,57 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     assert!(added <= 4.0 * layers, "each added sequence costs {added} launches per step, over 4 × {layers} layers");
     let growth = packed["device_bytes_growth_per_token"].as_f64().unwrap();
     assert!(growth <= 0.0, "device memory grows per token: {packed}");
+    // By kernel: only each sequence's own mixers and the copies into and out of its cache grow with
+    // the batch; the products, norms, activations, rotations and the token's choice run once per step.
+    let (one, packed) = (kernels(&one, 1.0), kernels(&packed, batch));
+    let per_sequence = ["SliceAssignKernel", "CausalConvSiluKernel", "GatedDeltaRuleKernel", "AttentionKernel"];
+    for (name, &launches) in &packed {
+        let alone = one.get(name).copied().unwrap_or(0.0);
+        let kind = name.split(" | ").next().unwrap();
+        assert!(
+            launches <= alone || per_sequence.contains(&kind),
+            "{kind}: {launches} launches per packed step of {batch} sequences, {alone} alone"
+        );
+    }
+    for kind in &per_sequence[1..] {
+        let count =
+            |k: &BTreeMap<String, f64>| k.iter().filter(|(n, _)| n.starts_with(kind)).map(|(_, c)| c).sum::<f64>();
+        assert_eq!(count(&packed), batch * count(&one), "{kind} launches once per sequence and layer");
+    }
+}
+
+/// Each kernel's launches per step of `sequences` sequences (its `launches_per_token` × `sequences`),
+/// checked to add up to the run's `launches_per_token`.
+fn kernels(m: &Value, sequences: f64) -> BTreeMap<String, f64> {
+    let rows = m["kernels"].as_array().expect("a counted run lists its kernels");
+    let by_name: BTreeMap<String, f64> = rows
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap().to_string(), k["launches_per_token"].as_f64().unwrap() * sequences))
+        .collect();
+    assert_eq!(by_name.len(), rows.len(), "one row per kernel: {m}");
+    let total = m["launches_per_token"].as_f64().unwrap() * sequences;
+    assert!((by_name.values().sum::<f64>() - total).abs() < 1e-6, "the kernels add up to {total} launches: {m}");
+    by_name
+}
+
+/// `--kernel-times` times every launch on the device: the same kernels launch as untimed, each with
+/// a time, and the times add up to `kernel_us_per_token`.
+#[test]
+fn kernel_times_cover_every_launch() {
+    let untimed = bench_json("wgpu");
+    let timed = batch_bench_json("wgpu", 1, &["--kernel-times"]);
+    assert_eq!(timed["kernel_times"], true);
+    assert_eq!(kernels(&timed, 1.0), kernels(&untimed, 1.0), "timing changes no launch");
+    assert!(untimed["kernel_us_per_token"].is_null() && untimed["kernels"][0]["us_per_token"].is_null(), "{untimed}");
+    let times: Vec<f64> =
+        timed["kernels"].as_array().unwrap().iter().map(|k| k["us_per_token"].as_f64().unwrap()).collect();
+    assert!(times.iter().all(|t| t.is_finite() && *t >= 0.0), "{timed}");
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "the costliest kernel first: {times:?}");
+    let total = timed["kernel_us_per_token"].as_f64().unwrap();
+    assert!(total > 0.0 && (times.iter().sum::<f64>() - total).abs() <= 1e-6 * total, "{timed}");
+
+    let out = rmas(&["bench", "--size", "tiny", "--backend", "wgpu", "--kernel-times", "--no-counters"], &[]);
+    assert!(!out.status.success(), "--kernel-times needs the counters");
 }
 
 /// A sampled step (the reference's settings: top-k 50) reads back each sequence's 51 candidates and

@@ -1,7 +1,10 @@
 //! What a decode step costs, measured by the runtime rather than estimated (docs/performance.md,
-//! "Proxies"): kernel launches and autotune runs counted from cubecl's own loggers, device memory
-//! in use from cubecl's memory manager, host reads and uploads from `rmas_models::traffic`.
+//! "Proxies"): kernel launches (each kernel's, by cubecl's name for it, and with `--kernel-times`
+//! its device time) and autotune runs counted from cubecl's own loggers, device memory in use from
+//! cubecl's memory manager, host reads and uploads from `rmas_models::traffic`.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,8 +17,20 @@ const CUBECL_SINK: &str = "cubecl_common::config::logger";
 
 static LAUNCHES: AtomicU64 = AtomicU64::new(0);
 static AUTOTUNES: AtomicU64 = AtomicU64::new(0);
+/// Each kernel's launches (and device time, when timed) since [`install`].
+static KERNELS: Mutex<BTreeMap<String, KernelCost>> = Mutex::new(BTreeMap::new());
 /// Whether [`install`] ran: without it cubecl logs nothing and the counters stay at 0.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Whether [`install`] asked cubecl to time every launch.
+static TIMED: AtomicBool = AtomicBool::new(false);
+
+/// What one kernel has cost so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct KernelCost {
+    launches: u64,
+    /// Device time of those launches (zero when untimed).
+    time: Duration,
+}
 
 /// Counts cubecl's sink records: launches arrive at `Info`, autotune results at `Debug`.
 struct CountingLog;
@@ -27,22 +42,56 @@ impl log::Log for CountingLog {
 
     fn log(&self, record: &log::Record) {
         match (record.target() == CUBECL_SINK, record.level()) {
-            (true, log::Level::Info) => LAUNCHES.fetch_add(1, Ordering::Relaxed),
-            (true, log::Level::Debug) => AUTOTUNES.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+            (true, log::Level::Info) => {
+                let message = record.args().to_string();
+                if let Some((name, time)) = parse_launch(&message) {
+                    let mut kernels = KERNELS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let cost = kernels.entry(name.to_string()).or_default();
+                    cost.launches += 1;
+                    cost.time += time.unwrap_or_default();
+                    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (true, log::Level::Debug) => {
+                AUTOTUNES.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 
     fn flush(&self) {}
 }
 
-/// Routes cubecl's launch log (profiling level `minimal`: one name per launch, no timing, so launches
-/// stay asynchronous) and its autotune log into the counters, on top of the user's `cubecl.toml` and
-/// `CUBECL_*` variables. Must run before any cubecl client exists (cubecl reads its config once).
-pub fn install() -> Result<()> {
+/// One launch as cubecl's profiling sink words it (cubecl-runtime 0.10, `logging/server.rs`):
+/// `Executing {name}` untimed (level `minimal`), `| {duration:?} | {name}` timed (level `basic`).
+/// Anything else (the table `basic` prints at each sync) is not a launch.
+fn parse_launch<'a>(message: &'a str) -> Option<(&'a str, Option<Duration>)> {
+    // A kernel's name may run on over several lines; its first names it.
+    let name = |text: &'a str| text.lines().next().unwrap_or(text).trim();
+    if let Some(rest) = message.strip_prefix("Executing ") {
+        return Some((name(rest), None));
+    }
+    let (time, rest) = message.strip_prefix("| ")?.split_once(" | ")?;
+    Some((name(rest), Some(parse_duration(time.trim())?)))
+}
+
+/// A `Duration` from its `Debug` form (`850ns`, `12.5µs`, `1.25ms`, `2.000001s`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .into_iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|number| (number, unit)))?;
+    Duration::try_from_secs_f64(number.parse::<f64>().ok()? * unit).ok()
+}
+
+/// Routes cubecl's launch log and its autotune log into the counters, on top of the user's
+/// `cubecl.toml` and `CUBECL_*` variables. Untimed (profiling level `minimal`), each launch logs its
+/// name and stays asynchronous; `timed` (level `basic`) brackets each launch with the device's
+/// timer, which serializes the launches (a step then takes longer than it does untimed). Must run
+/// before any cubecl client exists (cubecl reads its config once).
+pub fn install(timed: bool) -> Result<()> {
     let base = CubeClRuntimeConfig::from_current_dir().override_from_env();
     let mut config = serde_json::to_value(&base).context("reading cubecl's configuration")?;
-    config["profiling"]["logger"]["level"] = "minimal".into();
+    config["profiling"]["logger"]["level"] = if timed { "basic" } else { "minimal" }.into();
     config["profiling"]["logger"]["log"] = "info".into();
     config["autotune"]["logger"]["level"] = "minimal".into();
     config["autotune"]["logger"]["log"] = "debug".into();
@@ -51,16 +100,19 @@ pub fn install() -> Result<()> {
     log::set_logger(&CountingLog).map_err(|e| anyhow::anyhow!("installing the launch counter: {e}"))?;
     log::set_max_level(log::LevelFilter::Debug);
     INSTALLED.store(true, Ordering::Relaxed);
+    TIMED.store(timed, Ordering::Relaxed);
     Ok(())
 }
 
 /// The counters at one moment, after the device finished everything queued before it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Kernel launches and autotune runs: `None` off cubecl (the runtimes that report memory) or
     /// when the counters are not installed (`--no-counters`).
     pub launches: Option<u64>,
     pub autotunes: Option<u64>,
+    /// Each kernel's launches and time so far, when launches are counted.
+    kernels: Option<BTreeMap<String, KernelCost>>,
     pub reads: u64,
     pub read_bytes: u64,
     pub uploads: u64,
@@ -75,9 +127,11 @@ impl Snapshot {
         B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
         let memory_in_use = B::memory_in_use(device);
         let counted = memory_in_use.is_some() && INSTALLED.load(Ordering::Relaxed);
+        let launches = counted.then(|| settled(&LAUNCHES)); // first: the kernels are read after their last record
         Ok(Self {
-            launches: counted.then(|| settled(&LAUNCHES)),
+            launches,
             autotunes: counted.then(|| AUTOTUNES.load(Ordering::Relaxed)),
+            kernels: counted.then(|| KERNELS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()),
             reads: traffic.reads,
             read_bytes: traffic.read_bytes,
             uploads: traffic.uploads,
@@ -93,6 +147,15 @@ impl Snapshot {
             (Some(a), Some(b)) => Some((b as f64 - a as f64) / steps as f64),
             _ => None,
         };
+        let kernels = self.kernels.as_ref().zip(later.kernels.as_ref()).map(|(a, b)| kernels_per_step(a, b, steps));
+        let timed = TIMED.load(Ordering::Relaxed);
+        let kernel_us = kernels.as_ref().filter(|_| timed).map(|k| k.iter().map(|(_, _, us)| us).sum::<f64>());
+        let kernels = kernels.map(|k| {
+            let row = |(name, launches, us): (String, f64, f64)| {
+                serde_json::json!({"name": name, "launches_per_token": launches, "us_per_token": timed.then_some(us)})
+            };
+            k.into_iter().map(row).collect::<Vec<_>>()
+        });
         serde_json::json!({
             "launches_per_token": both(self.launches, later.launches).map(|(a, b)| per(a, b)),
             "host_reads_per_token": per(self.reads, later.reads),
@@ -101,8 +164,30 @@ impl Snapshot {
             "device_bytes_growth_per_token": growth,
             "autotune_runs_after_warmup": both(self.autotunes, later.autotunes).map(|(a, b)| b - a),
             "device_bytes_in_use": later.memory_in_use,
+            "kernel_us_per_token": kernel_us,
+            "kernels": kernels,
         })
     }
+}
+
+/// Each kernel launched between `before` and `after`: its name, launches and device µs per step,
+/// the costliest first (by time when timed, else by launches).
+fn kernels_per_step(
+    before: &BTreeMap<String, KernelCost>,
+    after: &BTreeMap<String, KernelCost>,
+    steps: usize,
+) -> Vec<(String, f64, f64)> {
+    let mut rows: Vec<(String, f64, f64)> = after
+        .iter()
+        .filter_map(|(name, cost)| {
+            let was = before.get(name).copied().unwrap_or_default();
+            let launches = cost.launches - was.launches;
+            let us = (cost.time - was.time).as_secs_f64() * 1e6;
+            (launches > 0).then(|| (name.clone(), launches as f64 / steps as f64, us / steps as f64))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.1.total_cmp(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    rows
 }
 
 /// The value of `counter` once it has stopped moving for 50 ms (cubecl hands each launch record to a
@@ -119,4 +204,29 @@ fn settled(counter: &AtomicU64) -> u64 {
         }
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launches_parse_as_cubecl_logs_them() {
+        let kernel = "burn_cubecl::kernel::matmul::Kernel<f32>";
+        assert_eq!(parse_launch(&format!("Executing {kernel}")), Some((kernel, None)));
+        for (time, want) in [
+            (Duration::from_nanos(850), 850e-9),
+            (Duration::from_nanos(12_500), 12.5e-6),
+            (Duration::from_micros(1250), 1.25e-3),
+            (Duration::from_micros(2_000_001), 2.000001),
+        ] {
+            let message = format!("| {time:<10?} | {kernel}\nits source");
+            let (name, parsed) = parse_launch(&message).expect("a timed launch");
+            assert_eq!(name, kernel);
+            assert!((parsed.unwrap().as_secs_f64() - want).abs() <= want * 1e-9, "{message}: {parsed:?}");
+        }
+        // The table cubecl prints at a sync, and other records, are no launches.
+        assert_eq!(parse_launch("|⎺⎺⎺⎺| \n| Name | Duration |"), None);
+        assert_eq!(parse_launch("| Total | 12ms | 3 | 100 % |"), None);
+    }
 }

@@ -38,6 +38,12 @@ pub struct Args {
     /// Do not count kernel launches (cubecl then logs nothing per launch; for the cleanest timings).
     #[arg(long)]
     no_counters: bool,
+    /// Time every kernel on the device as well (cubecl's profiler): `kernels` then gives each
+    /// kernel's µs per token beside its launches. Each launch waits for the timer, so the step
+    /// times of this run are longer than an untimed run's; compare `kernel_us_per_token` with an
+    /// untimed `decode_ms_per_token` for the time outside the kernels.
+    #[arg(long, conflicts_with = "no_counters")]
+    kernel_times: bool,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -82,7 +88,7 @@ const WARM_STEPS: usize = 2;
 
 pub fn main(args: Args) -> Result<()> {
     if !args.no_counters {
-        counters::install()?;
+        counters::install(args.kernel_times)?;
     }
     dispatch(&args.device.clone(), args)
 }
@@ -184,7 +190,7 @@ impl Job for Args {
             "decode_ms_per_token": decode_s * 1e3, "decode_tokens_per_s": 1.0 / decode_s,
             "weight_bytes_per_token": weight_bytes, "effective_gb_per_s": gbs,
             "fraction_of_bandwidth": self.bandwidth_gbs.map(|b| gbs / b),
-            "counters": !self.no_counters,
+            "counters": !self.no_counters, "kernel_times": self.kernel_times,
         });
         let per_step = before.per_step(&after, steps * batch);
         if let (Some(o), serde_json::Value::Object(p)) = (out.as_object_mut(), per_step) {
@@ -236,6 +242,45 @@ fn print_summary(m: &serde_json::Value) {
             println!("  {k:<30} {}", m[k]);
         }
     }
+    print_kernels(m);
+}
+
+/// The costliest kernels of a step (`kernels`, sorted by `counters.rs`), one line each.
+fn print_kernels(m: &serde_json::Value) {
+    const SHOWN: usize = 12;
+    let Some(kernels) = m["kernels"].as_array().filter(|k| !k.is_empty()) else { return };
+    let timed = m["kernel_us_per_token"].as_f64();
+    match timed {
+        Some(total) => println!(
+            "  kernels per token, by device time ({total:.1} µs in all; every launch timed, so the step times above are not the untimed ones):"
+        ),
+        None => println!("  kernels per token, by launches (--kernel-times adds their device time):"),
+    }
+    for k in kernels.iter().take(SHOWN) {
+        let launches = k["launches_per_token"].as_f64().unwrap_or(f64::NAN);
+        let name = short_name(k["name"].as_str().unwrap_or(""));
+        match k["us_per_token"].as_f64() {
+            Some(us) => println!("    {launches:>7.2} × {us:>10.1} µs  {name}"),
+            None => println!("    {launches:>7.2} ×  {name}"),
+        }
+    }
+    if kernels.len() > SHOWN {
+        println!("    … {} more (--json lists them all)", kernels.len() - SHOWN);
+    }
+}
+
+/// A kernel's name as cubecl writes it (`MatmulEntry | TensorArgs | DynamicScalar | __Lhs | … |
+/// UnitMatmulFamily | … | WgpuRuntime`) without the argument plumbing: the kernel, then the
+/// families and layouts that tell its variants apart.
+fn short_name(name: &str) -> String {
+    const PLUMBING: [&str; 5] = ["TensorArgs", "DynamicScalar", "DynamicSize", "Option", "()"];
+    let mut kept: Vec<&str> = Vec::new();
+    for part in name.split(" | ").filter(|p| !p.starts_with("__") && !PLUMBING.contains(p)) {
+        if kept.last() != Some(&part) {
+            kept.push(part);
+        }
+    }
+    kept.join(" | ")
 }
 
 /// Bytes of weights read per decoded token at `precision` (quantized: layer weights in their block
