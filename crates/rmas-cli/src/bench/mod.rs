@@ -248,7 +248,12 @@ fn print_summary(m: &serde_json::Value) {
 /// The costliest kernels of a step (`kernels`, sorted by `counters.rs`), one line each.
 fn print_kernels(m: &serde_json::Value) {
     const SHOWN: usize = 12;
-    let Some(kernels) = m["kernels"].as_array().filter(|k| !k.is_empty()) else { return };
+    let Some(kernels) = m["kernels"].as_array().filter(|k| !k.is_empty()) else {
+        if m["kernel_times"] == true {
+            println!("  (--kernel-times: {} launches no cubecl kernels to time)", m["backend"]["backend"]);
+        }
+        return;
+    };
     let timed = m["kernel_us_per_token"].as_f64();
     match timed {
         Some(total) => println!(
