@@ -86,6 +86,9 @@ note "bench tiny f32 (the CI proxies on CUDA): $(cat "$out/bench-tiny.json")"
 timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --batch 32 \
     --prompt-len 64 --decode-steps 16 --json >"$out/bench-bf16-b32.json" 2>&1
 note "bench 2b bf16 batch 32 (tokens/s of all sequences; compare the batch-1 line above): $(cat "$out/bench-bf16-b32.json")"
+timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --kernel-times --batch 32 --prompt-len 64 \
+    --decode-steps 4 >"$out/bench-bf16-b32-kernels.txt" 2>&1
+note "bench 2b bf16 batch 32 --kernel-times (per token of one sequence): rc=$? $(grep -A13 'kernels per token' "$out/bench-bf16-b32-kernels.txt")"
 # Sampled decode (the reference's settings: top-k 50 candidates chosen on the device, docs/batching.md
 # "Sampled steps"): compare decode_tokens_per_s with the greedy lines above.
 for b in 1 32; do
