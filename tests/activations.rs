@@ -1,8 +1,8 @@
-//! Activations (times a gate), the attention softmax, causal attention, RMSNorm and the GDN's causal
-//! conv + SiLU: the backend's implementation (one pass or blocked on the CPU, cubecl kernels on
-//! wgpu/CUDA) against float64 host loops, at awkward sizes (1, odd, past the CPU task size and the
-//! kernels' grid), on contiguous and strided inputs, incl. −∞ (masked) scores; in f32 and, where the
-//! device supports it, f16.
+//! Activations (times a gate), the attention softmax, causal attention, RMSNorm, the GDN's causal
+//! conv + SiLU, and the keys' rotation into a KV cache: the backend's implementation (one pass or
+//! blocked on the CPU, cubecl kernels on wgpu/CUDA) against float64 host loops, at awkward sizes (1,
+//! odd, past the CPU task size and the kernels' grid), on contiguous and strided inputs, incl. −∞
+//! (masked) scores; in f32 and, where the device supports it, f16.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{Act, RmasBackend};
@@ -309,60 +309,146 @@ fn add_rms_norm<B: RmasBackend>(d: &B::Device) {
     }
 }
 
-/// Per-head RMSNorm + rotate-half RoPE + head-major transpose against float64 loops: decode and
-/// prefill, partial and full rotary widths, heads wider than `head_dim` (only the first features
-/// are used), with and without the norm, on heads sliced out of a wider tensor (offset and strides,
-/// as the model's fused projection gives them) and past the kernel's grid.
-fn rope_heads<B: RmasBackend>(d: &B::Device) {
-    // (T, heads, width, head_dim, rot, norm)
-    let cases = [
-        (1, 1, 2, 2, 2, false),
-        (1, 4, 64, 64, 16, true),
-        (3, 2, 10, 6, 4, true),
-        (5, 3, 8, 8, 8, false),
-        (300, 8, 64, 64, 16, true),
-        (1100, 4, 32, 32, 8, true),
-    ];
-    for dtype in dtypes::<B>(d) {
-        let (atol, rtol) = tolerance(dtype, (5e-6, 5e-6));
-        for (t, heads, width, hd, rot, norm) in cases {
-            let slots = heads + 2; // the heads are slots 1..=heads of a [T, heads + 2, width] tensor
-            let n = t * slots * width;
-            let all = values(n as u64 + 31, n, 3.0, dtype);
-            let cos = values(t as u64 + 32, t * rot, 1.0, DType::F32);
-            let sin = values(t as u64 + 33, t * rot, 1.0, DType::F32);
-            let scale = values(hd as u64 + 34, hd, 0.5, dtype).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
-            let half = rot / 2;
-            let mut want = vec![0f32; heads * t * hd];
-            for p in 0..t {
-                for h in 0..heads {
-                    let row = &all[(p * slots + h + 1) * width..][..hd];
-                    let inv = match norm {
-                        true => 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64 + 1e-6).sqrt(),
-                        false => 1.0,
+/// One case of the rotary kernels: heads sliced out of a wider projection, their tables and norm
+/// scale, and the float64 result.
+struct RopeCase {
+    /// `[T, heads + 2, width]`; the heads are slots `1..=heads`.
+    all: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    scale: Vec<f32>,
+    /// `[heads, T, head_dim]`.
+    want: Vec<f32>,
+}
+
+impl RopeCase {
+    fn new((t, heads, width, hd, rot, norm): (usize, usize, usize, usize, usize, bool), dtype: DType) -> Self {
+        let slots = heads + 2;
+        let n = t * slots * width;
+        let all = values(n as u64 + 31, n, 3.0, dtype);
+        let cos = values(t as u64 + 32, t * rot, 1.0, DType::F32);
+        let sin = values(t as u64 + 33, t * rot, 1.0, DType::F32);
+        let scale = values(hd as u64 + 34, hd, 0.5, dtype).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
+        let half = rot / 2;
+        let mut want = vec![0f32; heads * t * hd];
+        for p in 0..t {
+            for h in 0..heads {
+                let row = &all[(p * slots + h + 1) * width..][..hd];
+                let inv = match norm {
+                    true => 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64 + 1e-6).sqrt(),
+                    false => 1.0,
+                };
+                let y = |j: usize| row[j] as f64 * inv * if norm { scale[j] as f64 } else { 1.0 };
+                for j in 0..hd {
+                    let out = match j < rot {
+                        true => {
+                            let rotated = if j < half { -y(j + half) } else { y(j - half) };
+                            y(j) * cos[p * rot + j] as f64 + rotated * sin[p * rot + j] as f64
+                        }
+                        false => y(j),
                     };
-                    let y = |j: usize| row[j] as f64 * inv * if norm { scale[j] as f64 } else { 1.0 };
-                    for j in 0..hd {
-                        let out = match j < rot {
-                            true => {
-                                let rotated = if j < half { -y(j + half) } else { y(j - half) };
-                                y(j) * cos[p * rot + j] as f64 + rotated * sin[p * rot + j] as f64
-                            }
-                            false => y(j),
-                        };
-                        want[(h * t + p) * hd + j] = out as f32;
-                    }
+                    want[(h * t + p) * hd + j] = out as f32;
                 }
             }
-            let x =
-                Tensor::<B, 3>::from_data(TensorData::new(all, [t, slots, width]), d).cast(dtype).narrow(1, 1, heads);
-            let table = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [t, rot]), d);
-            let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [hd]), d);
-            let got = B::rope_heads(x, hd, norm.then_some((scale, 1e-6)), table(cos), table(sin));
+        }
+        Self { all, cos, sin, scale, want }
+    }
+
+    /// The heads `[T, heads, width]` (a view with an offset and strides), the norm and the tables.
+    #[allow(clippy::type_complexity)]
+    fn inputs<B: RmasBackend>(
+        &self,
+        [t, heads, width, rot]: [usize; 4],
+        norm: bool,
+        dtype: DType,
+        d: &B::Device,
+    ) -> (Tensor<B, 3>, Option<(Tensor<B, 1>, f64)>, (Tensor<B, 2>, Tensor<B, 2>)) {
+        let all = TensorData::new(self.all.clone(), [t, heads + 2, width]);
+        let x = Tensor::<B, 3>::from_data(all, d).cast(dtype).narrow(1, 1, heads);
+        let table = |v: &[f32]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [t, rot]), d);
+        let scale = Tensor::<B, 1>::from_data(TensorData::new(self.scale.clone(), [self.scale.len()]), d);
+        (x, norm.then_some((scale, 1e-6)), (table(&self.cos), table(&self.sin)))
+    }
+}
+
+/// (T, heads, width, head_dim, rot, norm) of the rotary tests: decode and prefill, partial and full
+/// rotary widths, heads wider than `head_dim` (only the first features are used), with and
+/// without the norm, and past the kernel's grid.
+const ROPE_CASES: [(usize, usize, usize, usize, usize, bool); 6] = [
+    (1, 1, 2, 2, 2, false),
+    (1, 4, 64, 64, 16, true),
+    (3, 2, 10, 6, 4, true),
+    (5, 3, 8, 8, 8, false),
+    (300, 8, 64, 64, 16, true),
+    (1100, 4, 32, 32, 8, true),
+];
+
+/// Per-head RMSNorm + rotate-half RoPE + head-major transpose against float64 loops, on heads
+/// sliced out of a wider tensor (offset and strides, as the model's fused projection gives them).
+fn rope_heads<B: RmasBackend>(d: &B::Device) {
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (5e-6, 5e-6));
+        for case in ROPE_CASES {
+            let (t, heads, width, hd, rot, norm) = case;
+            let c = RopeCase::new(case, dtype);
+            let (x, norm_args, (cos, sin)) = c.inputs::<B>([t, heads, width, rot], norm, dtype, d);
+            let got = B::rope_heads(x, hd, norm_args, cos, sin);
             let what = format!("rope_heads {dtype:?} T={t} heads={heads} width={width} hd={hd} rot={rot} norm={norm}");
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
-            let want = Tensor::<B, 3>::from_data(TensorData::new(want, [heads, t, hd]), d);
+            let want = Tensor::<B, 3>::from_data(TensorData::new(c.want, [heads, t, hd]), d);
             assert_close(&what, got.cast(DType::F32), want, atol, rtol);
+        }
+    }
+}
+
+/// Keys normed and rotated into a KV cache with the values beside them, at an offset: the written
+/// rows against float64 loops (values exactly), every other row untouched, and a cache whose buffer
+/// another tensor shares left as it was in that tensor (written into a copy, not through the view).
+fn append_kv<B: RmasBackend>(d: &B::Device) {
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (5e-6, 5e-6));
+        for (case, (at, shared)) in
+            ROPE_CASES.into_iter().zip([(0, false), (5, true), (2, false), (7, true), (0, true), (3, false)])
+        {
+            let (t, heads, width, hd, rot, norm) = case;
+            let c = RopeCase::new(case, dtype);
+            let (k, norm_args, table) = c.inputs::<B>([t, heads, width, rot], norm, dtype, d);
+            let capacity = at + t + 3;
+            let cache_values = |seed| values(seed, heads * capacity * hd, 2.0, dtype);
+            let (k_before, v_before) = (cache_values(41), cache_values(42));
+            let cache = |v: &[f32]| {
+                Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), [heads, capacity, hd]), d).cast(dtype)
+            };
+            let (k_cache, v_cache) = (cache(&k_before), cache(&v_before));
+            let kept = shared.then(|| (k_cache.clone(), v_cache.clone()));
+            // The values as the projection gives them: [T, heads, hd] sliced out of [T, heads + 1, hd].
+            let v_all = values(43, t * (heads + 1) * hd, 2.0, dtype);
+            let v = Tensor::<B, 3>::from_data(TensorData::new(v_all.clone(), [t, heads + 1, hd]), d)
+                .cast(dtype)
+                .narrow(1, 1, heads);
+            let (k_cache, v_cache) = B::append_kv((k_cache, v_cache), k, v, norm_args, table, at);
+            let what = format!(
+                "append_kv {dtype:?} T={t} heads={heads} hd={hd} rot={rot} norm={norm} at={at} shared={shared}"
+            );
+            let host = |x: Tensor<B, 3>| x.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+            let (got_k, got_v) = (host(k_cache), host(v_cache));
+            let (mut want_k, mut want_v) = (k_before.clone(), v_before.clone());
+            for h in 0..heads {
+                for p in 0..t {
+                    let row = (h * capacity + at + p) * hd;
+                    want_k[row..row + hd].copy_from_slice(&c.want[(h * t + p) * hd..][..hd]);
+                    want_v[row..row + hd].copy_from_slice(&v_all[(p * (heads + 1) + h + 1) * hd..][..hd]);
+                }
+            }
+            assert_eq!(got_v, want_v, "{what}: values");
+            let written = |i: usize| (at..at + t).contains(&(i / hd % capacity));
+            for (i, (&g, &w)) in got_k.iter().zip(&want_k).enumerate() {
+                let close = (g - w).abs() <= atol + rtol * w.abs();
+                assert!(if written(i) { close } else { g.to_bits() == w.to_bits() }, "{what}: key {i}: {g} vs {w}");
+            }
+            if let Some((k, v)) = kept {
+                assert_eq!((host(k), host(v)), (k_before, v_before), "{what}: the shared cache changed");
+            }
         }
     }
 }
@@ -370,6 +456,7 @@ fn rope_heads<B: RmasBackend>(d: &B::Device) {
 rmas_suite::backend_tests! {
     add_rms_norm_matches_f64 => add_rms_norm,
     rope_heads_matches_f64 => rope_heads,
+    append_kv_matches_f64 => append_kv,
     causal_attention_matches_f64 => causal_attention,
     rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,

@@ -290,6 +290,31 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         wrap(out)
     }
 
+    fn append_kv(
+        (k_cache, v_cache): (Tensor<Self, 3>, Tensor<Self, 3>),
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        norm: Option<(Tensor<Self, 1>, f64)>,
+        (cos, sin): (Tensor<Self, 2>, Tensor<Self, 2>),
+        at: usize,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
+        let outputs = [(k_cache.shape(), k_cache.dtype()), (v_cache.shape(), v_cache.dtype())];
+        let mut inputs = vec![raw(k_cache), raw(v_cache), raw(k), raw(v), raw(cos), raw(sin)];
+        let eps = norm.map(|(scale, eps)| {
+            inputs.push(raw(scale));
+            eps
+        });
+        let [k_cache, v_cache] = queue::<B, 2>("rmas.append_kv", inputs, outputs, move |inputs| {
+            let mut x = inputs.into_iter();
+            let caches = (take(&mut x), take(&mut x));
+            let (k, v, cos, sin) = (take(&mut x), take(&mut x), take(&mut x), take(&mut x));
+            let norm = eps.map(|eps| (take(&mut x), eps));
+            let (k_cache, v_cache) = B::append_kv(caches, k, v, norm, (cos, sin), at);
+            vec![raw(k_cache), raw(v_cache)]
+        });
+        (wrap(k_cache), wrap(v_cache))
+    }
+
     fn layer_norm_sum(
         a: Tensor<Self, 2>,
         residual: Option<Tensor<Self, 2>>,

@@ -134,6 +134,19 @@ pub trait RmasBackend: Backend {
         rope::reference(x, head_dim, norm, cos, sin)
     }
 
+    /// Writes a sequence's keys, normed and rotated as [`Self::rope_heads`] does, and its values into
+    /// rows `at..` of its KV cache (keys, values); see [`rope::append_kv`].
+    fn append_kv(
+        caches: (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>),
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        table: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
+        at: usize,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        rope::append_kv(caches, k, v, norm, table, at)
+    }
+
     /// LayerNorm of `a + residual + bias` per row; see [`link::layer_norm_sum`].
     fn layer_norm_sum(
         a: burn::Tensor<Self, 2>,
@@ -419,6 +432,20 @@ where
         sin: burn::Tensor<Self, 2>,
     ) -> burn::Tensor<Self, 3> {
         rope::cube::rope_heads(x, head_dim, norm, cos, sin)
+    }
+
+    fn append_kv(
+        caches: (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>),
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        table: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
+        at: usize,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        match rope::cube::fits(&caches, &k, &v) {
+            true => rope::cube::append_kv(caches, k, v, norm, table, at),
+            false => rope::append_kv(caches, k, v, norm, table, at),
+        }
     }
 
     fn layer_norm_sum(

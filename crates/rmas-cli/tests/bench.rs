@@ -49,8 +49,8 @@ fn wgpu_decode_step_stays_within_its_budgets() {
 
 /// A packed step of 8 sequences reads back once (every sequence's token) and uploads once (every
 /// sequence's token id), and each sequence past the first adds at most 4 launches per layer (its
-/// cache or state writes, its mixer, the packing of its output), not its own sampling, embedding
-/// or rotations (docs/batching.md, "Packed read-backs").
+/// keys' rotation into its cache or its convolution, its mixer, the packing of its output), not
+/// its own sampling, embedding or the queries' rotation (docs/batching.md, "Packed read-backs").
 #[test]
 fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     let batch = 8.0;
@@ -64,10 +64,12 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     assert!(added <= 4.0 * layers, "each added sequence costs {added} launches per step, over 4 × {layers} layers");
     let growth = packed["device_bytes_growth_per_token"].as_f64().unwrap();
     assert!(growth <= 0.0, "device memory grows per token: {packed}");
-    // By kernel: only each sequence's own mixers and the copies into and out of its cache grow with
-    // the batch; the products, norms, activations, rotations and the token's choice run once per step.
+    // By kernel: only each sequence's own mixers, its keys' rotation into its cache and the copies of
+    // its outputs grow with the batch; the products, norms, activations, the queries' rotation and the
+    // token's choice run once per step.
     let (one, packed) = (kernels(&one, 1.0), kernels(&packed, batch));
-    let per_sequence = ["SliceAssignKernel", "CausalConvSiluKernel", "GatedDeltaRuleKernel", "AttentionKernel"];
+    let per_sequence =
+        ["SliceAssignKernel", "RopeHeadsKernel", "CausalConvSiluKernel", "GatedDeltaRuleKernel", "AttentionKernel"];
     for (name, &launches) in &packed {
         let alone = one.get(name).copied().unwrap_or(0.0);
         let kind = name.split(" | ").next().unwrap();
@@ -76,7 +78,7 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
             "{kind}: {launches} launches per packed step of {batch} sequences, {alone} alone"
         );
     }
-    for kind in &per_sequence[1..] {
+    for kind in &per_sequence[2..] {
         let count =
             |k: &BTreeMap<String, f64>| k.iter().filter(|(n, _)| n.starts_with(kind)).map(|(_, c)| c).sum::<f64>();
         assert_eq!(count(&packed), batch * count(&one), "{kind} launches once per sequence and layer");

@@ -22,14 +22,24 @@ impl<B: Backend> KvCache<B> {
         let zeros = || Tensor::zeros([num_kv_heads, capacity, head_dim], (device, dtype));
         Self { k: zeros(), v: zeros(), len: 0 }
     }
+}
 
-    /// Appends `[nkv, T, hd]` keys/values and returns the whole cache `[nkv, capacity, hd]` (shared,
-    /// not copied) with the number of rows now filled.
-    fn append(&mut self, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>, usize) {
-        let [h, t, d] = k.dims();
-        let (s, e) = (self.len, self.len + t);
-        self.k.inplace(|c| c.slice_assign([0..h, s..e, 0..d], k));
-        self.v.inplace(|c| c.slice_assign([0..h, s..e, 0..d], v));
+impl<B: RmasBackend> KvCache<B> {
+    /// Appends one sequence's keys (`[T, nkv, width]`, normed with `norm` and rotated by `rope`
+    /// `[T, rot]` on the way in) and values (`[T, nkv, hd]`); returns the whole cache `[nkv,
+    /// capacity, hd]` (shared, not copied) with the number of rows now filled.
+    fn append(
+        &mut self,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        norm: Option<(Tensor<B, 1>, f64)>,
+        rope: (Tensor<B, 2>, Tensor<B, 2>),
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, usize) {
+        let (s, e) = (self.len, self.len + v.dims()[0]);
+        // Taken out (as `Tensor::inplace` does), so that the caches' buffers are written in place.
+        let take = |t: &mut Tensor<B, 3>| std::mem::replace(t, Tensor::empty([0; 3], &v.device()));
+        let caches = (take(&mut self.k), take(&mut self.v));
+        (self.k, self.v) = B::append_kv(caches, k, v, norm, rope, s);
         self.len = e;
         (self.k.clone(), self.v.clone(), e)
     }
@@ -89,9 +99,10 @@ impl<B: RmasBackend> Attention<B> {
 
     /// Attends packed rows `x` `[ΣT, hidden]` at their positions' rotary tables `rope` (`cos`,
     /// `sin`, each `[ΣT, rot_dim]`, packed the same way); `rows` holds each sequence's row count
-    /// and cache, in packing order. The projections, q/k norms, rotations and the output gate run
-    /// once on all rows (each row's own work); each sequence attends only to itself and its own
-    /// cache (docs/batching.md).
+    /// and cache, in packing order. The projections, the queries' norm and rotation and the output
+    /// gate run once on all rows (each row's own work); each sequence's keys are normed and rotated
+    /// on their way into its cache (one kernel with the values' write), and each sequence attends
+    /// only to itself and its own cache (docs/batching.md).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
@@ -107,15 +118,17 @@ impl<B: RmasBackend> Attention<B> {
         let (q_norm, k_norm) = (self.q_norm.as_ref().map(RmsNorm::parts), self.k_norm.as_ref().map(RmsNorm::parts));
         let (cos, sin) = rope.clone();
         let q = B::rope_heads(qkv.clone().narrow(1, 0, nh), hd, q_norm, cos.clone(), sin.clone()); // [nh, ΣT, hd]
-        let k = B::rope_heads(qkv.clone().narrow(1, q_heads, nkv), hd, k_norm, cos, sin); // [nkv, ΣT, hd]
-        let v = qkv.clone().narrow(1, q_heads + nkv, nkv).swap_dims(0, 1); // [nkv, ΣT, hd]
+        let k = qkv.clone().narrow(1, q_heads, nkv); // [ΣT, nkv, hd], normed and rotated into each cache
+        let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [ΣT, nkv, hd]
         let (scale, window) = (self.scale, self.window);
         let starts = lens.iter().scan(0, |at, &len| Some(std::mem::replace(at, *at + len)));
         let shares: Vec<_> = starts.zip(rows).collect();
         let outputs = B::per_sequence(shares, |(start, AttentionRow { len, cache })| {
-            let share = |t: &Tensor<B, 3>| t.clone().narrow(1, start, len); // [heads, T, hd]
-            let (k_all, v_all, keys) = cache.append(share(&k), share(&v)); // [nkv, capacity, hd], `keys` filled
-            B::causal_attention(share(&q), k_all, v_all, keys, scale, window).swap_dims(0, 1) // [T, nh, hd]
+            let rows = |t: &Tensor<B, 3>| t.clone().narrow(0, start, len); // [T, nkv, hd]
+            let table = |t: &Tensor<B, 2>| t.clone().narrow(0, start, len); // [T, rot]
+            let (k_all, v_all, keys) = cache.append(rows(&k), rows(&v), k_norm.clone(), (table(&cos), table(&sin))); // [nkv, capacity, hd], `keys` filled
+            let q = q.clone().narrow(1, start, len); // [nh, T, hd]
+            B::causal_attention(q, k_all, v_all, keys, scale, window).swap_dims(0, 1) // [T, nh, hd]
         });
         let o = cat_rows(outputs); // [ΣT, nh, hd]
         let o = match self.gated {

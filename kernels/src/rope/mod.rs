@@ -34,3 +34,21 @@ pub fn reference<B: RmasBackend>(
     let y = if rot == head_dim { r } else { Tensor::cat(vec![r, x.narrow(2, rot, head_dim - rot)], 2) };
     y.reshape([t, heads, head_dim]).swap_dims(0, 1) // [heads, T, head_dim]
 }
+
+/// Writes one sequence's keys and values into rows `at..at + T` of its KV cache `caches` (keys,
+/// values, each `[nkv, capacity, head_dim]`) and returns the caches: the keys are `k` `[T, nkv,
+/// width]` through [`RmasBackend::rope_heads`] (`norm`, then `cos`/`sin` `[T, rot]`), the values
+/// `v` `[T, nkv, head_dim]` as they are, both head-major.
+pub fn append_kv<B: RmasBackend>(
+    (k_cache, v_cache): (Tensor<B, 3>, Tensor<B, 3>),
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    norm: Option<(Tensor<B, 1>, f64)>,
+    (cos, sin): (Tensor<B, 2>, Tensor<B, 2>),
+    at: usize,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let [t, nkv, head_dim] = v.dims();
+    let k = B::rope_heads(k, head_dim, norm, cos, sin); // [nkv, T, head_dim]
+    let rows = [0..nkv, at..at + t, 0..head_dim];
+    (k_cache.slice_assign(rows.clone(), k), v_cache.slice_assign(rows, v.swap_dims(0, 1)))
+}
