@@ -1,8 +1,8 @@
 //! The gated delta rule (with Qwen3.5's q/k l2 norms, shared key heads and gates) and its fused gated
 //! RMSNorm: chunked prefill == token recurrence == the backend's own body (contiguous and strided
-//! inputs) == a plain float64 loop, incl. continuation.
+//! inputs) == a plain float64 loop, incl. continuation; in f16, the f32 body's bits on the same inputs.
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend, gdn};
 use rmas_suite::{assert_close, uniform};
 
@@ -192,7 +192,37 @@ fn continues_from_state<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// In f16 (where the device has it) the projections (`qkv`, the gates, the norm's gate) are read
+/// as they are and widened inside the body: the state is bit for bit the f32 body's on the same
+/// rounded inputs, and the output that result rounded to f16 once.
+fn half_precision<B: RmasBackend>(d: &B::Device) {
+    if !B::supports_dtype(d, DType::F16) {
+        return;
+    }
+    let bits = |x: Tensor<B, 3>| {
+        x.cast(DType::F32).into_data().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    for dims in [SMALL, QWEN35] {
+        let t = 17;
+        let inputs = Inputs::new(5, t, false, dims);
+        let s0 = f64s(98, state_len(dims));
+        let run = |round: &dyn Fn(Tensor<B, 2>) -> Tensor<B, 2>| {
+            let rule = inputs.rule::<B>(&s0, false, d);
+            let rule = DeltaRule { qkv: round(rule.qkv), ab: round(rule.ab), ..rule };
+            let norm = inputs.norm::<B>(d);
+            B::gated_delta_rule(rule, Some(GatedNorm { z: round(norm.z), ..norm }))
+        };
+        let (o16, s16) = run(&|x| x.cast(DType::F16));
+        let (o32, s32) = run(&|x| x.cast(DType::F16).cast(DType::F32));
+        let what = format!("f16 [nk, nv, dk, dv]={dims:?}");
+        assert_eq!((o16.dtype(), s16.dtype()), (DType::F16, DType::F32), "{what}: dtypes");
+        assert_eq!(bits(s16), bits(s32), "{what}: state");
+        assert_eq!(bits(o16), bits(o32.cast(DType::F16)), "{what}: output");
+    }
+}
+
 rmas_suite::backend_tests! {
+    delta_rule_in_f16 => half_precision,
     delta_rule_lengths => lengths,
     delta_rule_strong_decay => strong_decay,
     delta_rule_continues_from_state => continues_from_state,

@@ -11,8 +11,8 @@
 //! | `linear` (weight products, logits) | yes | burn's matmul | yes |
 //! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
 //! | `norm` (RMSNorm, residual add + RMSNorm) | yes | yes | yes / reference |
-//! | `quant` (products over block-quantized weights) | dequantize + matmul | no | yes |
-//! | `rope` (q/k norm + RoPE + head-major transpose) | yes | yes | reference |
+//! | `quant` (products over block-quantized weights) | dequantize + matmul | yes | yes |
+//! | `rope` (q/k norm + RoPE + head-major transpose; keys into the KV cache) | yes | yes | reference |
 //! | `softmax` | yes | yes | yes |
 //! | `topk` (each row's largest values and ids, for sampling) | host form, for tests | yes | no (host rows) |
 //!

@@ -99,6 +99,17 @@ fn kernels(m: &Value, sequences: f64) -> BTreeMap<String, f64> {
     by_name
 }
 
+/// In f16 the kernels read and write the tensors' dtype: a step launches what it launches in f32,
+/// with no dtype cast around the kernels (docs/performance.md, "Launches").
+#[test]
+fn wgpu_half_precision_step_casts_nothing() {
+    let (f32, f16) = (bench_json("wgpu"), batch_bench_json("wgpu", 1, &["--dtype", "f16"]));
+    assert_eq!(f16["weights"], "f16", "{f16}");
+    let kernels = kernels(&f16, 1.0);
+    assert!(!kernels.keys().any(|name| name.starts_with("Cast")), "f16 casts around the kernels: {kernels:?}");
+    assert_eq!(f16["launches_per_token"], f32["launches_per_token"], "f16 launches as f32 does: {f16}");
+}
+
 /// `--kernel-times` times every launch on the device: the same kernels launch as untimed, each with
 /// a time, and the times add up to `kernel_us_per_token`.
 #[test]

@@ -10,7 +10,7 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube_common::{Cube, f32_contiguous, tensor, unused};
+use crate::cube_common::{Cube, contiguous, f32_contiguous, tensor, unused};
 use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
@@ -20,14 +20,14 @@ mod kernel {
 
     #[cube(launch)]
     pub fn gated_delta_rule_kernel<F: Float>(
-        qkv: &Tensor<F>,           // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
-        ab: &Tensor<F>,            // [T, 2·nv]: per token the raw gates a, then b
-        decay: &Tensor<F>,         // [2, nv]: dt_bias, then −exp(A_log)
-        state: &Tensor<F>,         // [nv, dk, dv]
-        z: &Tensor<F>,             // [T, nv, dv] norm gate (read only when normed)
-        w: &Tensor<F>,             // [dv] norm weight (read only when normed)
-        out: &mut Tensor<F>,       // [T, nv, dv]
-        state_out: &mut Tensor<F>, // [nv, dk, dv]
+        qkv: &Tensor<F>,             // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
+        ab: &Tensor<F>,              // [T, 2·nv]: per token the raw gates a, then b
+        decay: &Tensor<f32>,         // [2, nv]: dt_bias, then −exp(A_log)
+        state: &Tensor<f32>,         // [nv, dk, dv]
+        z: &Tensor<F>,               // [T, nv, dv] norm gate (read only when normed)
+        w: &Tensor<f32>,             // [dv] norm weight (read only when normed)
+        out: &mut Tensor<F>,         // [T, nv, dv]
+        state_out: &mut Tensor<f32>, // [nv, dk, dv]
         #[comptime] dk: usize,
         #[comptime] normed: bool,
         #[comptime] units: usize,
@@ -46,12 +46,12 @@ mod kernel {
         let q0 = kh * dk;
         let k0 = (nk + kh) * dk;
         let v0 = 2 * nk * dk + h * dv;
-        let l2_eps = F::new(comptime!(crate::gdn::L2_EPS as f32));
-        let q_scale = F::new(1.0) / F::sqrt(F::cast_from(dk as u32));
+        let l2_eps = comptime!(crate::gdn::L2_EPS as f32);
+        let q_scale = 1.0f32 / f32::sqrt(f32::cast_from(dk as u32));
         // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
         let active = j < dv;
-        let mut shared = SharedMemory::<F>::new(units);
-        let mut s = Array::<F>::new(dk);
+        let mut shared = SharedMemory::<f32>::new(units);
+        let mut s = Array::<f32>::new(dk);
         if active {
             for i in 0..dk {
                 s[i] = state[(h * dk + i) * dv + j];
@@ -60,42 +60,42 @@ mod kernel {
         for t in 0..t_len {
             let base = t * width;
             let row = t * nv + h; // head h of token t in [T, nv, ·]
-            let mut o = F::new(0.0);
+            let mut o = 0.0f32;
             if active {
                 // The raw k and q: their l2 norms scale the scalars they produce.
                 // exp(g) and β from the raw gates (see `gdn::gates`).
-                let a = ab[t * 2 * nv + h] + decay[h];
-                let softplus = max(a, F::new(0.0)) + F::log1p(F::exp(-F::abs(a)));
-                let decay_t = F::exp(decay[nv + h] * softplus);
-                let beta = F::new(1.0) / (F::new(1.0) + F::exp(-ab[t * 2 * nv + nv + h]));
-                let mut kv = F::new(0.0);
-                let mut kk = F::new(0.0);
+                let a = f32::cast_from(ab[t * 2 * nv + h]) + decay[h];
+                let softplus = max(a, 0.0f32) + f32::log1p(f32::exp(-f32::abs(a)));
+                let decay_t = f32::exp(decay[nv + h] * softplus);
+                let beta = 1.0f32 / (1.0f32 + f32::exp(-f32::cast_from(ab[t * 2 * nv + nv + h])));
+                let mut kv = 0.0f32;
+                let mut kk = 0.0f32;
                 for i in 0..dk {
-                    let ki = qkv[base + k0 + i];
+                    let ki = f32::cast_from(qkv[base + k0 + i]);
                     s[i] *= decay_t;
                     kv += s[i] * ki;
                     kk += ki * ki;
                 }
-                let k_scale = F::new(1.0) / F::sqrt(kk + l2_eps);
-                let delta = beta * (qkv[base + v0 + j] - kv * k_scale) * k_scale;
-                let mut qq = F::new(0.0);
+                let k_scale = 1.0f32 / f32::sqrt(kk + l2_eps);
+                let delta = beta * (f32::cast_from(qkv[base + v0 + j]) - kv * k_scale) * k_scale;
+                let mut qq = 0.0f32;
                 for i in 0..dk {
-                    let qi = qkv[base + q0 + i];
-                    s[i] += qkv[base + k0 + i] * delta;
+                    let qi = f32::cast_from(qkv[base + q0 + i]);
+                    s[i] += f32::cast_from(qkv[base + k0 + i]) * delta;
                     o += s[i] * qi;
                     qq += qi * qi;
                 }
-                o *= q_scale / F::sqrt(qq + l2_eps);
+                o *= q_scale / f32::sqrt(qq + l2_eps);
             }
             if normed {
-                let mean_square = cube_reduce(&mut shared, o * o, false) / F::cast_from(dv as u32);
-                let scale = F::new(1.0) / F::sqrt(mean_square + F::new(comptime!(f32::from_bits(eps_bits))));
+                let mean_square = cube_reduce(&mut shared, o * o, false) / f32::cast_from(dv as u32);
+                let scale = 1.0f32 / f32::sqrt(mean_square + comptime!(f32::from_bits(eps_bits)));
                 if active {
-                    let gate = z[row * dv + j];
-                    out[row * dv + j] = w[j] * o * scale * gate / (F::new(1.0) + F::exp(-gate));
+                    let gate = f32::cast_from(z[row * dv + j]);
+                    out[row * dv + j] = F::cast_from(w[j] * o * scale * gate / (1.0f32 + f32::exp(-gate)));
                 }
             } else if active {
-                out[row * dv + j] = o;
+                out[row * dv + j] = F::cast_from(o);
             }
         }
         if active {
@@ -106,8 +106,8 @@ mod kernel {
     }
 }
 
-/// Launches the kernel on contiguous f32 copies of the inputs; returns `o` `[T, nv, dv]` (in `qkv`'s
-/// dtype) and the f32 state.
+/// Launches the kernel on the contiguous inputs, the projections (`qkv`, `ab`, `z`) in their own
+/// dtype and the rest in f32; returns `o` `[T, nv, dv]` (in `qkv`'s dtype) and the f32 state.
 pub fn gated_delta_rule<R, F, I, BT>(
     x: DeltaRule<Cube<R, F, I, BT>>,
     norm: Option<GatedNorm<Cube<R, F, I, BT>>>,
@@ -121,15 +121,19 @@ where
     let dtype = x.qkv.dtype();
     let [_, nv, dk, dv] = x.heads();
     let t_len = x.qkv.dims()[0];
-    let (qkv, state) = (f32_contiguous(x.qkv), f32_contiguous(x.state));
-    let (ab, decay) = (f32_contiguous(x.ab), f32_contiguous(x.decay));
+    // The gates and the norm's gate in `qkv`'s dtype (the projection gives them all in one).
+    let projected = |t: Tensor<Cube<R, F, I, BT>, 2>| {
+        contiguous(if t.dtype() == dtype { t } else { t.cast(dtype) }.into_primitive().tensor())
+    };
+    let (qkv, state) = (projected(x.qkv), f32_contiguous(x.state));
+    let (ab, decay) = (projected(x.ab), f32_contiguous(x.decay));
     let (normed, eps) = (norm.is_some(), norm.as_ref().map_or(0.0, |n| n.eps as f32));
     let (z, w) = match norm {
-        Some(n) => (f32_contiguous(n.z), f32_contiguous(n.weight)),
+        Some(n) => (projected(n.z), f32_contiguous(n.weight)),
         None => (unused(&qkv), unused(&qkv)),
     };
     let client = qkv.client.clone();
-    let out = empty_device_dtype(client.clone(), qkv.device.clone(), [t_len, nv, dv].into(), DType::F32);
+    let out = empty_device_dtype(client.clone(), qkv.device.clone(), [t_len, nv, dv].into(), dtype);
     let state_out = empty_device_dtype(client.clone(), qkv.device.clone(), [nv, dk, dv].into(), DType::F32);
     let units = dv.next_power_of_two();
     kernel::gated_delta_rule_kernel::launch::<R>(
@@ -148,7 +152,7 @@ where
         normed,
         units,
         eps.to_bits(),
-        DType::F32.into(),
+        dtype.into(),
     );
-    (tensor::<R, F, I, BT, 3>(out).cast(dtype), tensor(state_out))
+    (tensor(out), tensor(state_out))
 }

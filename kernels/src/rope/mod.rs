@@ -1,6 +1,7 @@
 //! Rotary position embedding of attention heads, with the heads' RMSNorm before it (Qwen3/Qwen3.5/
-//! Gemma 3 q/k norms) and the head-major transpose after it: reference path. One kernel on cubecl
-//! backends replaces the ~10 tensor ops per tensor this takes (docs/performance.md, "Launches").
+//! Gemma 3 q/k norms) and the head-major transpose after it, alone or written into a KV cache with
+//! the values: reference paths. One kernel on cubecl backends replaces the ~10 tensor ops per
+//! tensor this takes, and the cache writes (docs/performance.md, "Launches").
 
 use burn::tensor::{DType, Tensor};
 
