@@ -312,6 +312,9 @@ fn add_rms_norm<B: RmasBackend>(d: &B::Device) {
 /// One case of the rotary kernels: heads sliced out of a wider projection, their tables and norm
 /// scale, and the float64 result.
 struct RopeCase {
+    /// (T, heads, width, head_dim, rot, norm), as in [`ROPE_CASES`].
+    case: (usize, usize, usize, usize, usize, bool),
+    dtype: DType,
     /// `[T, heads + 2, width]`; the heads are slots `1..=heads`.
     all: Vec<f32>,
     cos: Vec<f32>,
@@ -322,7 +325,8 @@ struct RopeCase {
 }
 
 impl RopeCase {
-    fn new((t, heads, width, hd, rot, norm): (usize, usize, usize, usize, usize, bool), dtype: DType) -> Self {
+    fn new(case: (usize, usize, usize, usize, usize, bool), dtype: DType) -> Self {
+        let (t, heads, width, hd, rot, norm) = case;
         let slots = heads + 2;
         let n = t * slots * width;
         let all = values(n as u64 + 31, n, 3.0, dtype);
@@ -351,18 +355,16 @@ impl RopeCase {
                 }
             }
         }
-        Self { all, cos, sin, scale, want }
+        Self { case, dtype, all, cos, sin, scale, want }
     }
 
     /// The heads `[T, heads, width]` (a view with an offset and strides), the norm and the tables.
     #[allow(clippy::type_complexity)]
     fn inputs<B: RmasBackend>(
         &self,
-        [t, heads, width, rot]: [usize; 4],
-        norm: bool,
-        dtype: DType,
         d: &B::Device,
     ) -> (Tensor<B, 3>, Option<(Tensor<B, 1>, f64)>, (Tensor<B, 2>, Tensor<B, 2>)) {
+        let ((t, heads, width, _, rot, norm), dtype) = (self.case, self.dtype);
         let all = TensorData::new(self.all.clone(), [t, heads + 2, width]);
         let x = Tensor::<B, 3>::from_data(all, d).cast(dtype).narrow(1, 1, heads);
         let table = |v: &[f32]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), [t, rot]), d);
@@ -391,7 +393,7 @@ fn rope_heads<B: RmasBackend>(d: &B::Device) {
         for case in ROPE_CASES {
             let (t, heads, width, hd, rot, norm) = case;
             let c = RopeCase::new(case, dtype);
-            let (x, norm_args, (cos, sin)) = c.inputs::<B>([t, heads, width, rot], norm, dtype, d);
+            let (x, norm_args, (cos, sin)) = c.inputs::<B>(d);
             let got = B::rope_heads(x, hd, norm_args, cos, sin);
             let what = format!("rope_heads {dtype:?} T={t} heads={heads} width={width} hd={hd} rot={rot} norm={norm}");
             assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
@@ -410,9 +412,9 @@ fn append_kv<B: RmasBackend>(d: &B::Device) {
         for (case, (at, shared)) in
             ROPE_CASES.into_iter().zip([(0, false), (5, true), (2, false), (7, true), (0, true), (3, false)])
         {
-            let (t, heads, width, hd, rot, norm) = case;
+            let (t, heads, _, hd, rot, norm) = case;
             let c = RopeCase::new(case, dtype);
-            let (k, norm_args, table) = c.inputs::<B>([t, heads, width, rot], norm, dtype, d);
+            let (k, norm_args, table) = c.inputs::<B>(d);
             let capacity = at + t + 3;
             let cache_values = |seed| values(seed, heads * capacity * hd, 2.0, dtype);
             let (k_before, v_before) = (cache_values(41), cache_values(42));

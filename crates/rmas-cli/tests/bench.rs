@@ -68,17 +68,17 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     // its outputs grow with the batch; the products, norms, activations, the queries' rotation and the
     // token's choice run once per step.
     let (one, packed) = (kernels(&one, 1.0), kernels(&packed, batch));
-    let per_sequence =
-        ["SliceAssignKernel", "RopeHeadsKernel", "CausalConvSiluKernel", "GatedDeltaRuleKernel", "AttentionKernel"];
+    let once_per_sequence = ["CausalConvSiluKernel", "GatedDeltaRuleKernel", "AttentionKernel"];
+    let also_grow = ["SliceAssignKernel", "RopeHeadsKernel"]; // output copies; each sequence's keys
     for (name, &launches) in &packed {
         let alone = one.get(name).copied().unwrap_or(0.0);
         let kind = name.split(" | ").next().unwrap();
         assert!(
-            launches <= alone || per_sequence.contains(&kind),
+            launches <= alone || once_per_sequence.contains(&kind) || also_grow.contains(&kind),
             "{kind}: {launches} launches per packed step of {batch} sequences, {alone} alone"
         );
     }
-    for kind in &per_sequence[2..] {
+    for kind in &once_per_sequence {
         let count =
             |k: &BTreeMap<String, f64>| k.iter().filter(|(n, _)| n.starts_with(kind)).map(|(_, c)| c).sum::<f64>();
         assert_eq!(count(&packed), batch * count(&one), "{kind} launches once per sequence and layer");

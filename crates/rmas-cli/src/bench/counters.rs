@@ -25,7 +25,7 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 static TIMED: AtomicBool = AtomicBool::new(false);
 
 /// What one kernel has cost so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default)]
 struct KernelCost {
     launches: u64,
     /// Device time of those launches (zero when untimed).
