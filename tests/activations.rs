@@ -455,6 +455,35 @@ fn append_kv<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// The CPU's one-pass rotations compute what the reference composition of tensor ops computes, op
+/// for op: the same bits, so that moving the CPU onto them changed no model's output.
+#[test]
+fn cpu_rotations_match_the_reference_bit_for_bit() {
+    type B = burn::backend::NdArray;
+    let d = Default::default();
+    let bits =
+        |x: Tensor<B, 3>| x.into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    for case in ROPE_CASES {
+        let (t, heads, _, hd, _, _) = case;
+        let c = RopeCase::new(case, DType::F32);
+        let what = format!("{case:?}");
+        let (x, norm, (cos, sin)) = c.inputs::<B>(&d);
+        let reference = rmas_kernels::rope::reference(x.clone(), hd, norm.clone(), cos.clone(), sin.clone());
+        assert_eq!(bits(B::rope_heads(x, hd, norm, cos, sin)), bits(reference), "rope_heads {what}");
+        let (k, norm, table) = c.inputs::<B>(&d);
+        let v = k.clone().narrow(2, 0, hd) * 0.5;
+        let at = t % 5;
+        let caches = || {
+            let cache = |seed| values(seed, heads * (at + t + 2) * hd, 2.0, DType::F32);
+            let tensor = |v: Vec<f32>| Tensor::<B, 3>::from_data(TensorData::new(v, [heads, at + t + 2, hd]), &d);
+            (tensor(cache(51)), tensor(cache(52)))
+        };
+        let (got_k, got_v) = B::append_kv(caches(), k.clone(), v.clone(), norm.clone(), table.clone(), at);
+        let (want_k, want_v) = rmas_kernels::rope::append_kv(caches(), k, v, norm, table, at);
+        assert_eq!((bits(got_k), bits(got_v)), (bits(want_k), bits(want_v)), "append_kv {what}");
+    }
+}
+
 rmas_suite::backend_tests! {
     add_rms_norm_matches_f64 => add_rms_norm,
     rope_heads_matches_f64 => rope_heads,

@@ -12,7 +12,7 @@
 //! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
 //! | `norm` (RMSNorm, residual add + RMSNorm) | yes | yes | yes / reference |
 //! | `quant` (products over block-quantized weights) | dequantize + matmul | yes | yes |
-//! | `rope` (q/k norm + RoPE + head-major transpose; keys into the KV cache) | yes | yes | reference |
+//! | `rope` (q/k norm + RoPE + head-major transpose; keys into the KV cache) | yes | yes | yes |
 //! | `softmax` | yes | yes | yes |
 //! | `topk` (each row's largest values and ids, for sampling) | host form, for tests | yes | no (host rows) |
 //!
@@ -271,7 +271,7 @@ fn dense_product<B: Backend>(x: Tensor<B, 2>, w: Vec<f32>, shape: [usize; 2]) ->
 
 /// The CPU backend: weight products stream the weights instead of copying them; attention runs by
 /// query blocks over the causal keys only; the delta rule runs its recurrence and the convolution,
-/// activations, softmax and RMSNorm run in one pass, on the thread pool.
+/// activations, softmax, RMSNorm and the rotations run in one pass, on the thread pool.
 impl RmasBackend for burn::backend::NdArray {
     /// The sequences run as tasks of one parallel region, each one's own regions nested in it: a
     /// decode step of eight sequences no longer hands the cores over (wakes and parks the workers)
@@ -325,6 +325,27 @@ impl RmasBackend for burn::backend::NdArray {
         eps: f64,
     ) -> burn::Tensor<Self, D> {
         norm::cpu::rms_norm(x, scale, eps)
+    }
+
+    fn rope_heads(
+        x: burn::Tensor<Self, 3>,
+        head_dim: usize,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        cos: burn::Tensor<Self, 2>,
+        sin: burn::Tensor<Self, 2>,
+    ) -> burn::Tensor<Self, 3> {
+        rope::cpu::rope_heads(x, head_dim, norm, cos, sin)
+    }
+
+    fn append_kv(
+        caches: (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>),
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        norm: Option<(burn::Tensor<Self, 1>, f64)>,
+        table: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
+        at: usize,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
+        rope::cpu::append_kv(caches, k, v, norm, table, at)
     }
 
     fn per_row_limit(product: Product) -> Option<usize> {

@@ -15,11 +15,18 @@ pub fn rms_norm<const D: usize>(x: Tensor<NdArray, D>, scale: Tensor<NdArray, 1>
     let scale = standard(scale);
     let scale = values(&scale);
     let mut x = standard(x);
-    x.as_slice_mut().expect("standard layout").par_chunks_mut(width.max(1)).with_min_len(16).for_each(|row| {
-        wide(|| {
-            let inv = 1.0 / (dot(row, row) / width as f32 + eps as f32).sqrt();
-            row.iter_mut().zip(scale).for_each(|(v, s)| *v = *v * inv * s);
-        })
-    });
+    x.as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(width.max(1))
+        .with_min_len(16)
+        .for_each(|row| wide(|| norm_row(row, scale, eps as f32)));
     tensor(Ok(x))
+}
+
+/// One row's RMSNorm in place: `row / rms(row) · scale` (inlined into [`wide`]'s callers; the
+/// rotary body normalizes its heads with it, so both give the same bits).
+#[inline(always)]
+pub(crate) fn norm_row(row: &mut [f32], scale: &[f32], eps: f32) {
+    let inv = 1.0 / (dot(row, row) / row.len() as f32 + eps).sqrt();
+    row.iter_mut().zip(scale).for_each(|(v, s)| *v = *v * inv * s);
 }

@@ -1,12 +1,14 @@
 //! Rotary position embedding of attention heads, with the heads' RMSNorm before it (Qwen3/Qwen3.5/
 //! Gemma 3 q/k norms) and the head-major transpose after it, alone or written into a KV cache with
-//! the values: reference paths. One kernel on cubecl backends replaces the ~10 tensor ops per
-//! tensor this takes, and the cache writes (docs/performance.md, "Launches").
+//! the values: reference paths. One kernel on cubecl backends, and one pass per head on the CPU,
+//! replace the ~10 tensor ops per tensor this takes, and the cache writes (docs/performance.md,
+//! "Launches").
 
 use burn::tensor::{DType, Tensor};
 
 use crate::RmasBackend;
 
+pub(crate) mod cpu;
 pub(crate) mod cube;
 
 /// Per head of `x` `[T, heads, width]` (any strides), its first `head_dim` features: RMSNorm with
