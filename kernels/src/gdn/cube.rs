@@ -138,7 +138,7 @@ mod kernel {
             // The new conv state, window rows T..T + K − 1, of the channels this cube owns: its value
             // head's, and its key head's where it is the first value head reading that key head.
             let lag = conv_state.shape(0);
-            let owns_key_head = h % (nv / nk) == 0;
+            let owns_key_head = kh * (nv / nk) == h; // the first value head of key head kh
             let owned = if owns_key_head { 2 * dk + dv } else { dv };
             let mut e = j;
             while e < lag * owned {

@@ -99,7 +99,7 @@ fn f32_view(x: Tensor<NdArray, 3>) -> ArcArray<f32, Ix3> {
 }
 
 /// Copies the first `head_dim` features of each row of `x` `[T, heads, width]` to rows `at..at + T`
-/// of `out` `[heads, capacity, head_dim]`, then runs `f(row, t)` on each copied row: per head in
+/// of `out` `[heads, capacity, head_dim]`, then runs `f(row, i)` on row `i`'s copy: per head in
 /// parallel where the copy is large (a prompt), in one pass where it is a decode step's few heads.
 fn head_major(
     x: &ArcArray<f32, Ix3>,
