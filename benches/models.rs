@@ -307,6 +307,51 @@ fn attention_on<A: rmas_kernels::RmasBackend>(
     group.finish();
 }
 
+/// A Gated DeltaNet mixer at Qwen3.5-2B's layout (16 key and 16 value heads of 128, a 4-tap conv
+/// over 6144 channels), normed, from its raw projection: the conv run inside the delta-rule kernel
+/// (`conv_delta_rule`, one launch) against the conv kernel, then the rule's (two launches), for a
+/// decode step and a 64-token chunk, on each GPU backend compiled in.
+fn gdn_mixer(c: &mut Criterion) {
+    #[cfg(feature = "wgpu")]
+    gdn_mixer_on::<burn::backend::Wgpu>(c, "gdn_mixer_wgpu", &Default::default());
+    #[cfg(feature = "cuda")]
+    gdn_mixer_on::<burn::backend::Cuda>(c, "gdn_mixer_cuda", &Default::default());
+}
+
+/// The mixer group `name` on one backend.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn gdn_mixer_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, device: &A::Device) {
+    use burn::tensor::{Distribution, Tensor};
+    use rmas_kernels::{DeltaRule, GatedNorm};
+    let (heads, d, taps) = (16, 128, 4);
+    let channels = 3 * heads * d; // q ‖ k ‖ v
+    let random = |shape: [usize; 2]| Tensor::<A, 2>::random(shape, Distribution::Normal(0.0, 0.5), device);
+    let (conv_state, weight) = (random([taps - 1, channels]), random([taps, channels]));
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10);
+    for t in [1, 64] {
+        let rule = DeltaRule {
+            qkv: random([t, channels]),
+            ab: random([t, 2 * heads]),
+            decay: random([2, heads]),
+            state: Tensor::<A, 3>::zeros([heads, d, d], device),
+        };
+        let norm = GatedNorm { z: random([t, heads * d]), weight: random([1, d]).reshape([d]), eps: 1e-6 };
+        let conv = || (conv_state.clone(), weight.clone());
+        g.throughput(Throughput::Elements(t as u64));
+        g.bench_function(format!("conv_in_rule_{t}t"), |b| {
+            b.iter(|| A::conv_delta_rule(rule.clone(), conv(), Some(norm.clone())).0.into_data())
+        });
+        g.bench_function(format!("conv_then_rule_{t}t"), |b| {
+            b.iter(|| {
+                let (qkv, _) = A::causal_conv_silu(rule.qkv.clone(), conv_state.clone(), weight.clone());
+                A::gated_delta_rule(DeltaRule { qkv, ..rule.clone() }, Some(norm.clone())).0.into_data()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Choosing a sampled token (temperature 0.6, top-k 50, top-p 0.95: the reference's evaluation
 /// settings) from one row of logits at Qwen2/3's and Qwen3.5's vocabulary sizes: the host's warper
 /// chain over a whole row (what the CPU backend runs), and on wgpu the whole step from logits on
@@ -371,6 +416,7 @@ criterion_group!(
     quant_products,
     cpu_ops,
     attention,
+    gdn_mixer,
     gpu_weight_layouts
 );
 criterion_main!(benches);

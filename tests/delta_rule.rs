@@ -1,6 +1,7 @@
 //! The gated delta rule (with Qwen3.5's q/k l2 norms, shared key heads and gates) and its fused gated
 //! RMSNorm: chunked prefill == token recurrence == the backend's own body (contiguous and strided
-//! inputs) == a plain float64 loop, incl. continuation; in f16, the f32 body's bits on the same inputs.
+//! inputs) == a plain float64 loop, incl. continuation; in f16, the f32 body's bits on the same inputs;
+//! with the layer's convolution before it, the bits of the convolution and the rule one after the other.
 
 use burn::tensor::{DType, Tensor, TensorData};
 use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend, gdn};
@@ -221,7 +222,53 @@ fn half_precision<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// The convolution (+ SiLU) and the delta rule in one call ([`RmasBackend::conv_delta_rule`], one
+/// kernel on cubecl backends) give the bits of the two calls one after the other: the output, the
+/// state and the conv state, on the raw projection as the layer slices it out of its product
+/// (strided rows), with and without the norm, from prompts to one token (a state longer than the
+/// tokens), in f32 and, where the device has it, f16.
+fn conv_then_rule<B: RmasBackend>(d: &B::Device) {
+    let bits = |x: Tensor<B, 3>| x.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+    let bits2 = |x: Tensor<B, 2>| x.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+    let half = B::supports_dtype(d, DType::F16);
+    for (dims, t, normed, dtype) in [
+        (SMALL, 1, true, DType::F32),
+        (SMALL, 2, false, DType::F32),
+        (SMALL, 70, true, DType::F32),
+        (QWEN35, 1, true, DType::F32),
+        (QWEN35, 9, false, DType::F32),
+        (SMALL, 5, true, DType::F16),
+        (QWEN35, 1, true, DType::F16),
+    ] {
+        if dtype == DType::F16 && !half {
+            continue;
+        }
+        let [nk, nv, dk, dv] = dims;
+        let (width, taps) = (2 * nk * dk + nv * dv, 4);
+        let inputs = Inputs::new(t as u64 + 11, t, false, dims);
+        let s0 = f64s(97, state_len(dims));
+        let projection = host::<B, 2>(&f64s(t as u64 + 12, t * (width + 3)), [t, width + 3], d).cast(dtype);
+        let conv_state = host::<B, 2>(&f64s(13, (taps - 1) * width), [taps - 1, width], d).cast(dtype);
+        let weight = host::<B, 2>(&f64s(14, taps * width), [taps, width], d).cast(dtype);
+        let rule = || {
+            let rule = inputs.rule::<B>(&s0, false, d);
+            let qkv = projection.clone().narrow(1, 2, width); // [T, width], rows strided as in the layer
+            DeltaRule { qkv, ab: rule.ab.cast(dtype), ..rule }
+        };
+        let norm = || normed.then(|| inputs.norm::<B>(d)).map(|n| GatedNorm { z: n.z.cast(dtype), ..n });
+        let (o, s, c) = B::conv_delta_rule(rule(), (conv_state.clone(), weight.clone()), norm());
+        let (qkv, want_c) = B::causal_conv_silu(rule().qkv, conv_state.clone(), weight.clone());
+        let (want_o, want_s) = B::gated_delta_rule(DeltaRule { qkv, ..rule() }, norm());
+        let what = format!("{dtype:?} T={t} normed={normed} [nk, nv, dk, dv]={dims:?}");
+        assert_eq!((o.dtype(), s.dtype(), c.dtype()), (dtype, DType::F32, dtype), "{what}: dtypes");
+        assert_eq!(bits2(c), bits2(want_c), "{what}: conv state");
+        assert_eq!(bits(s), bits(want_s), "{what}: state");
+        assert_eq!(bits(o), bits(want_o), "{what}: output");
+    }
+}
+
 rmas_suite::backend_tests! {
+    conv_delta_rule_is_conv_then_rule => conv_then_rule,
     delta_rule_in_f16 => half_precision,
     delta_rule_lengths => lengths,
     delta_rule_strong_decay => strong_decay,

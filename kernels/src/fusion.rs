@@ -205,6 +205,31 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         (wrap(o), wrap(state))
     }
 
+    fn conv_delta_rule(
+        x: DeltaRule<Self>,
+        (conv_state, conv_weight): (Tensor<Self, 2>, Tensor<Self, 2>),
+        norm: Option<GatedNorm<Self>>,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>) {
+        let [_, nv, dk, dv] = x.heads();
+        let dtype = x.qkv.dtype();
+        let outputs =
+            [([x.qkv.dims()[0], nv, dv].into(), dtype), ([nv, dk, dv].into(), DType::F32), (conv_state.shape(), dtype)];
+        let mut inputs = vec![raw(x.qkv), raw(x.ab), raw(x.decay), raw(x.state), raw(conv_state), raw(conv_weight)];
+        let eps = norm.map(|n| {
+            inputs.extend([raw(n.z), raw(n.weight)]);
+            n.eps
+        });
+        let [o, state, conv_state] = queue::<B, 3>("rmas.conv_delta_rule", inputs, outputs, move |inputs| {
+            let mut x = inputs.into_iter();
+            let rule = DeltaRule { qkv: take(&mut x), ab: take(&mut x), decay: take(&mut x), state: take(&mut x) };
+            let conv = (take(&mut x), take(&mut x));
+            let norm = eps.map(|eps| GatedNorm { z: take(&mut x), weight: take(&mut x), eps });
+            let (o, state, conv_state) = B::conv_delta_rule(rule, conv, norm);
+            vec![raw(o), raw(state), raw(conv_state)]
+        });
+        (wrap(o), wrap(state), wrap(conv_state))
+    }
+
     fn causal_conv_silu(
         x: Tensor<Self, 2>,
         state: Tensor<Self, 2>,

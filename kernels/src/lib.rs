@@ -7,7 +7,7 @@
 //! | `act` (activation × gate) | yes | yes | yes |
 //! | `attn` (causal attention) | yes | yes | yes |
 //! | `conv` (GDN causal conv + SiLU) | yes | yes | yes |
-//! | `gdn` (gated delta rule + gated norm) | yes | yes | yes |
+//! | `gdn` (gated delta rule + gated norm; the GDN conv before it) | yes | yes | yes / reference |
 //! | `linear` (weight products, logits) | yes | burn's matmul | yes |
 //! | `link` (latent fusion: LayerNorm of sums, bias+GELU) | yes | yes | reference |
 //! | `norm` (RMSNorm, residual add + RMSNorm) | yes | yes | yes / reference |
@@ -64,6 +64,19 @@ pub trait RmasBackend: Backend {
         norm: Option<GatedNorm<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn::reference(x, norm)
+    }
+
+    /// A Gated DeltaNet's mixer after its input product: [`Self::causal_conv_silu`] of the raw
+    /// projection `x.qkv` with `conv` (state, weight), then [`Self::gated_delta_rule`] over it;
+    /// returns `o`, the state and the new conv state (one kernel on cubecl backends); see
+    /// [`gdn::conv_delta_rule`].
+    #[allow(clippy::type_complexity)]
+    fn conv_delta_rule(
+        x: DeltaRule<Self>,
+        conv: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
+        norm: Option<GatedNorm<Self>>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>, burn::Tensor<Self, 2>) {
+        gdn::conv_delta_rule(x, conv, norm)
     }
 
     /// Causal depthwise convolution of `x` `[T, C]` after `state` `[K−1, C]`, then SiLU; returns it
@@ -379,7 +392,7 @@ impl RmasBackend for burn::backend::NdArray {
     }
 }
 
-/// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm), the GDN convolution,
+/// CUDA, wgpu/Vulkan and WebGPU: the delta rule (with its gated norm and the GDN convolution before it),
 /// attention, activations, softmax, RMSNorm (with the residual add), RoPE (with the q/k norms) and
 /// the latent-fusion stages run as cubecl kernels.
 impl<R, F, I, BT> RmasBackend for burn_cubecl::CubeBackend<R, F, I, BT>
@@ -394,6 +407,17 @@ where
         norm: Option<GatedNorm<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>) {
         gdn::cube::gated_delta_rule(x, norm)
+    }
+
+    fn conv_delta_rule(
+        x: DeltaRule<Self>,
+        conv: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
+        norm: Option<GatedNorm<Self>>,
+    ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>, burn::Tensor<Self, 2>) {
+        match gdn::cube::fits(&x, &conv) {
+            true => gdn::cube::conv_delta_rule(x, conv, norm),
+            false => gdn::conv_delta_rule(x, conv, norm),
+        }
     }
 
     fn causal_conv_silu(

@@ -81,17 +81,15 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let (conv, decay, norm_weight, eps) = (&self.conv, &self.decay, &self.norm, self.eps);
         let shares: Vec<_> = split_rows(y, &lens).into_iter().zip(rows).collect(); // each [T, conv_dim + value_dim + 2·nv]
         let outputs = B::per_sequence(shares, |(y, (_, state))| {
-            // Causal depthwise conv over [conv state ‖ qkv], then SiLU: raw q ‖ k ‖ v [T, conv_dim].
-            let (qkv, conv_state) =
-                B::causal_conv_silu(y.clone().narrow(1, 0, conv_dim), state.conv.clone(), conv.clone());
-            state.conv = conv_state;
-            // Views of the one product: the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
+            // Views of the one product: q ‖ k ‖ v [T, conv_dim] before the causal depthwise conv (+
+            // SiLU, over [conv state ‖ qkv]), the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
+            let qkv = y.clone().narrow(1, 0, conv_dim);
             let ab = y.clone().narrow(1, conv_dim + value_dim, 2 * nv);
             let z = y.narrow(1, conv_dim, value_dim);
             let norm = GatedNorm { z, weight: norm_weight.clone(), eps };
             let rule = DeltaRule { qkv, ab, decay: decay.clone(), state: state.ssm.clone() };
-            let (o, ssm) = B::gated_delta_rule(rule, Some(norm));
-            state.ssm = ssm;
+            let (o, ssm, conv_state) = B::conv_delta_rule(rule, (state.conv.clone(), conv.clone()), Some(norm));
+            (state.ssm, state.conv) = (ssm, conv_state);
             o // [T, nv, dv] normed, in qkv's dtype
         });
         self.out_proj.forward_packed(cat_rows(outputs).reshape([n, nv * dv]), &lens)

@@ -7,15 +7,33 @@ use cubecl::prelude::CubeDim;
 
 use crate::cube_common::{Cube, ELEM_UNITS, contiguous, elementwise_cubes, tensor};
 
-mod kernel {
+pub(crate) mod kernel {
     use cubecl::prelude::*;
 
     /// Element `(r, ch)` of the window `[state ‖ x]`.
     #[cube]
-    fn window<F: Float>(x: &Tensor<F>, state: &Tensor<F>, r: usize, ch: usize) -> F {
+    pub(crate) fn window<F: Float>(x: &Tensor<F>, state: &Tensor<F>, r: usize, ch: usize) -> F {
         let lag = state.shape(0);
         let c = x.shape(1);
         if r < lag { state[r * c + ch] } else { x[(r - lag) * c + ch] }
+    }
+
+    /// Output `(t, ch)`: channel `ch`'s taps over window rows `t..t + K`, then SiLU, in `F` (the
+    /// delta-rule kernel computes its inputs with it, so that both give the same bits).
+    #[cube]
+    pub(crate) fn conv_silu_at<F: Float>(
+        x: &Tensor<F>,
+        state: &Tensor<F>,
+        weight: &Tensor<F>,
+        t: usize,
+        ch: usize,
+    ) -> F {
+        let c = x.shape(1);
+        let mut acc = F::new(0.0);
+        for j in 0..weight.shape(0) {
+            acc += weight[j * c + ch] * window(x, state, t + j, ch);
+        }
+        acc / (F::new(1.0) + F::exp(-acc))
     }
 
     #[cube(launch)]
@@ -29,20 +47,13 @@ mod kernel {
     ) {
         let t_len = x.shape(0);
         let c = x.shape(1);
-        let taps = weight.shape(0);
         let outputs = t_len * c;
         let n = outputs + state.len();
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = (CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X) as usize;
         while i < n {
             if i < outputs {
-                let t = i / c;
-                let ch = i % c;
-                let mut acc = F::new(0.0);
-                for j in 0..taps {
-                    acc += weight[j * c + ch] * window(x, state, t + j, ch);
-                }
-                out[i] = acc / (F::new(1.0) + F::exp(-acc));
+                out[i] = conv_silu_at(x, state, weight, i / c, i % c);
             } else {
                 // Row r of the new state is window row T + r.
                 let e = i - outputs;

@@ -5,6 +5,14 @@
 //! layer's conv output and raw gate projections as they are (the q/k l2 norms, q's scale, the
 //! key-head sharing and the gates' softplus/sigmoid folded in) and replaces ~10 tensor ops per
 //! token, the q/k preparation's ~15, the gates' ~10 and the norm's six.
+//!
+//! With `conv` it also runs the layer's causal conv + SiLU before the rule (one launch per layer
+//! instead of two): at each token the cube convolves its key head's q ‖ k into shared memory (the
+//! units split the channels) and each unit its own value column, with the conv kernel's own
+//! per-output function, so the bits are those of the two kernels one after the other; at the end
+//! it writes the new conv state of the channels it owns (a key head's by the first value head that
+//! reads it). That entry binds 11 storage buffers, more than WebGPU allows ([`fits`]); the plain
+//! one keeps its 8, and both run one shared body.
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
@@ -16,23 +24,29 @@ use crate::gdn::{DeltaRule, GatedNorm};
 mod kernel {
     use cubecl::prelude::*;
 
+    use crate::conv::cube::kernel::{conv_silu_at, window};
     use crate::cube_common::cube_reduce;
 
-    #[cube(launch)]
-    pub fn gated_delta_rule_kernel<F: Float>(
-        qkv: &Tensor<F>,             // [T, nk·dk ‖ nk·dk ‖ nv·dv]: raw q, k and v of each token
-        ab: &Tensor<F>,              // [T, 2·nv]: per token the raw gates a, then b
-        decay: &Tensor<f32>,         // [2, nv]: dt_bias, then −exp(A_log)
-        state: &Tensor<f32>,         // [nv, dk, dv]
-        z: &Tensor<F>,               // [T, nv, dv] norm gate (read only when normed)
-        w: &Tensor<f32>,             // [dv] norm weight (read only when normed)
-        out: &mut Tensor<F>,         // [T, nv, dv]
+    /// The rule for value head `CUBE_POS_X`, unit `j` = value column `UNIT_POS_X`, over every token:
+    /// the body both entry points share; `conv_state`, `conv_weight` are read only when `conv`.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn delta_rule<F: Float>(
+        qkv: &Tensor<F>,     // [T, nk·dk ‖ nk·dk ‖ nv·dv]: q, k and v of each token (raw projections when `conv`)
+        ab: &Tensor<F>,      // [T, 2·nv]: per token the raw gates a, then b
+        decay: &Tensor<f32>, // [2, nv]: dt_bias, then −exp(A_log)
+        state: &Tensor<f32>, // [nv, dk, dv]
+        z: &Tensor<F>,       // [T, nv, dv] norm gate (read only when normed)
+        w: &Tensor<f32>,     // [dv] norm weight (read only when normed)
+        conv_state: &Tensor<F>, // [K−1, width] (read only when `conv`)
+        conv_weight: &Tensor<F>, // [K, width] (read only when `conv`)
+        out: &mut Tensor<F>, // [T, nv, dv]
         state_out: &mut Tensor<f32>, // [nv, dk, dv]
         #[comptime] dk: usize,
         #[comptime] normed: bool,
+        #[comptime] conv: bool,
         #[comptime] units: usize,
         #[comptime] eps_bits: u32,
-        #[define(F)] _dtype: StorageType,
     ) {
         let h = CUBE_POS_X as usize;
         let j = UNIT_POS_X as usize;
@@ -51,6 +65,8 @@ mod kernel {
         // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
         let active = j < dv;
         let mut shared = SharedMemory::<f32>::new(units);
+        // The token's q ‖ k, which every unit reads whole: loaded (or convolved) once per cube.
+        let mut qk = SharedMemory::<f32>::new(comptime!(2 * dk));
         let mut s = Array::<f32>::new(dk);
         if active {
             for i in 0..dk {
@@ -60,8 +76,24 @@ mod kernel {
         for t in 0..t_len {
             let base = t * width;
             let row = t * nv + h; // head h of token t in [T, nv, ·]
+            let mut e = j;
+            while e < 2 * dk {
+                let ch = if e < dk { q0 + e } else { k0 + e - dk };
+                qk[e] = if conv {
+                    f32::cast_from(conv_silu_at(qkv, conv_state, conv_weight, t, ch))
+                } else {
+                    f32::cast_from(qkv[base + ch])
+                };
+                e += units;
+            }
+            sync_cube();
             let mut o = 0.0f32;
             if active {
+                let v = if conv {
+                    f32::cast_from(conv_silu_at(qkv, conv_state, conv_weight, t, v0 + j))
+                } else {
+                    f32::cast_from(qkv[base + v0 + j])
+                };
                 // The raw k and q: their l2 norms scale the scalars they produce.
                 // exp(g) and β from the raw gates (see `gdn::gates`).
                 let a = f32::cast_from(ab[t * 2 * nv + h]) + decay[h];
@@ -71,17 +103,17 @@ mod kernel {
                 let mut kv = 0.0f32;
                 let mut kk = 0.0f32;
                 for i in 0..dk {
-                    let ki = f32::cast_from(qkv[base + k0 + i]);
+                    let ki = qk[dk + i];
                     s[i] *= decay_t;
                     kv += s[i] * ki;
                     kk += ki * ki;
                 }
                 let k_scale = 1.0f32 / f32::sqrt(kk + l2_eps);
-                let delta = beta * (f32::cast_from(qkv[base + v0 + j]) - kv * k_scale) * k_scale;
+                let delta = beta * (v - kv * k_scale) * k_scale;
                 let mut qq = 0.0f32;
                 for i in 0..dk {
-                    let qi = f32::cast_from(qkv[base + q0 + i]);
-                    s[i] += f32::cast_from(qkv[base + k0 + i]) * delta;
+                    let qi = qk[i];
+                    s[i] += qk[dk + i] * delta;
                     o += s[i] * qi;
                     qq += qi * qi;
                 }
@@ -97,11 +129,100 @@ mod kernel {
             } else if active {
                 out[row * dv + j] = F::cast_from(o);
             }
+            sync_cube(); // every unit is done with this token's q ‖ k
         }
         if active {
             for i in 0..dk {
                 state_out[(h * dk + i) * dv + j] = s[i];
             }
+        }
+    }
+
+    /// The plain rule over the layer's conv output: 8 storage buffers, which WebGPU binds.
+    #[cube(launch)]
+    pub fn gated_delta_rule_kernel<F: Float>(
+        qkv: &Tensor<F>,
+        ab: &Tensor<F>,
+        decay: &Tensor<f32>,
+        state: &Tensor<f32>,
+        z: &Tensor<F>,
+        w: &Tensor<f32>,
+        out: &mut Tensor<F>,
+        state_out: &mut Tensor<f32>,
+        #[comptime] dk: usize,
+        #[comptime] normed: bool,
+        #[comptime] units: usize,
+        #[comptime] eps_bits: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        // `qkv` stands in for the conv's operands, which the body does not read without `conv`.
+        delta_rule(qkv, ab, decay, state, z, w, qkv, qkv, out, state_out, dk, normed, false, units, eps_bits);
+    }
+
+    /// The conv (+ SiLU) of the raw projection and the rule in one launch (11 storage buffers), then
+    /// the new conv state of the channels this cube owns: its value head's, and its key head's
+    /// where it is the first value head reading that key head.
+    #[cube(launch)]
+    pub fn conv_delta_rule_kernel<F: Float>(
+        qkv: &Tensor<F>,
+        ab: &Tensor<F>,
+        decay: &Tensor<f32>,
+        state: &Tensor<f32>,
+        z: &Tensor<F>,
+        w: &Tensor<f32>,
+        conv_state: &Tensor<F>,
+        conv_weight: &Tensor<F>,
+        out: &mut Tensor<F>,
+        state_out: &mut Tensor<f32>,
+        conv_out: &mut Tensor<F>, // [K−1, width]
+        #[comptime] dk: usize,
+        #[comptime] normed: bool,
+        #[comptime] units: usize,
+        #[comptime] eps_bits: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        delta_rule(
+            qkv,
+            ab,
+            decay,
+            state,
+            z,
+            w,
+            conv_state,
+            conv_weight,
+            out,
+            state_out,
+            dk,
+            normed,
+            true,
+            units,
+            eps_bits,
+        );
+        let h = CUBE_POS_X as usize;
+        let width = qkv.shape(1);
+        let nv = state.shape(0);
+        let dv = state.shape(2);
+        let ratio = nv / ((width - nv * dv) / (2 * dk)); // value heads per key head
+        let kh = h / ratio;
+        let q0 = kh * dk;
+        let k0 = (width - nv * dv) / 2 + kh * dk;
+        let v0 = width - nv * dv + h * dv;
+        let lag = conv_state.shape(0);
+        let owned = if kh * ratio == h { 2 * dk + dv } else { dv };
+        let mut e = UNIT_POS_X as usize;
+        while e < lag * owned {
+            let r = e / owned;
+            let c = e % owned;
+            let ch = if c < dv {
+                v0 + c
+            } else if c < dv + dk {
+                q0 + c - dv
+            } else {
+                k0 + c - dv - dk
+            };
+            // Row r of the new state is window row T + r.
+            conv_out[r * width + ch] = window(qkv, conv_state, qkv.shape(0) + r, ch);
+            e += units;
         }
     }
 }
@@ -118,9 +239,71 @@ where
     I: IntElement,
     BT: BoolElement,
 {
+    let (o, state, _) = launch(x, None, norm);
+    (o, state)
+}
+
+/// Tensors the kernel binds with the conv (besides cubecl's metadata buffer).
+const CONV_BINDINGS: u32 = 11;
+
+/// Whether [`conv_delta_rule`] runs as one kernel: a convolution of at least two taps whose state
+/// and weight have the projection's dtype (as [`crate::conv::cube::causal_conv_silu`] needs), on a
+/// device that binds the kernel's [`CONV_BINDINGS`] storage buffers in one shader. Browsers' WebGPU
+/// allows 8–10 per shader stage (Chromium's SwiftShader: 10, which refused a 12-buffer pipeline),
+/// so the wasm build keeps the conv and the plain rule (8 buffers) two launches whatever the
+/// adapter reports.
+pub fn fits<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: &DeltaRule<Cube<R, F, I, BT>>,
+    (state, weight): &(Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>),
+) -> bool {
+    let dtype = x.qkv.dtype();
+    let ([t, width], [lag, c], [taps, cw]) = (x.qkv.dims(), state.dims(), weight.dims());
+    let bindings = R::client(&x.qkv.device()).properties().hardware.max_bindings;
+    lag > 0
+        && t > 0
+        && taps == lag + 1
+        && c == width
+        && cw == width
+        && state.dtype() == dtype
+        && weight.dtype() == dtype
+        && bindings >= CONV_BINDINGS
+        && !cfg!(target_family = "wasm")
+}
+
+/// The convolution (+ SiLU) of the raw projection and the delta rule in one kernel: each cube
+/// convolves the channels its head reads as it reads them, token by token; returns `o`, the f32
+/// state and the new conv state (in `qkv`'s dtype). The caller checks [`fits`].
+pub fn conv_delta_rule<R, F, I, BT>(
+    x: DeltaRule<Cube<R, F, I, BT>>,
+    conv: (Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>),
+    norm: Option<GatedNorm<Cube<R, F, I, BT>>>,
+) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 2>)
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let (o, state, conv_state) = launch(x, Some(conv), norm);
+    (o, state, conv_state.expect("a conv state where a conv was given"))
+}
+
+/// The kernel over `x`, after the conv (`state`, `weight`) when given.
+#[allow(clippy::type_complexity)]
+fn launch<R, F, I, BT>(
+    x: DeltaRule<Cube<R, F, I, BT>>,
+    conv: Option<(Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>)>,
+    norm: Option<GatedNorm<Cube<R, F, I, BT>>>,
+) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>, Option<Tensor<Cube<R, F, I, BT>, 2>>)
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
     let dtype = x.qkv.dtype();
     let [_, nv, dk, dv] = x.heads();
-    let t_len = x.qkv.dims()[0];
+    let [t_len, width] = x.qkv.dims();
     // The gates and the norm's gate in `qkv`'s dtype (the projection gives them all in one).
     let projected = |t: Tensor<Cube<R, F, I, BT>, 2>| {
         contiguous(if t.dtype() == dtype { t } else { t.cast(dtype) }.into_primitive().tensor())
@@ -133,26 +316,65 @@ where
         None => (unused(&qkv), unused(&qkv)),
     };
     let client = qkv.client.clone();
-    let out = empty_device_dtype(client.clone(), qkv.device.clone(), [t_len, nv, dv].into(), dtype);
-    let state_out = empty_device_dtype(client.clone(), qkv.device.clone(), [nv, dk, dv].into(), DType::F32);
+    let empty = |shape: Vec<usize>, dtype| empty_device_dtype(client.clone(), qkv.device.clone(), shape.into(), dtype);
+    let conv = conv.map(|(state, weight)| {
+        let lag = state.dims()[0];
+        (projected(state), projected(weight), empty(vec![lag, width], dtype))
+    });
+    let out = empty(vec![t_len, nv, dv], dtype);
+    let state_out = empty(vec![nv, dk, dv], DType::F32);
     let units = dv.next_power_of_two();
-    kernel::gated_delta_rule_kernel::launch::<R>(
-        &client,
-        CubeCount::Static(nv as u32, 1, 1),
-        CubeDim::new_1d(units as u32),
-        qkv.into_tensor_arg(),
-        ab.into_tensor_arg(),
-        decay.into_tensor_arg(),
-        state.into_tensor_arg(),
-        z.into_tensor_arg(),
-        w.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        state_out.clone().into_tensor_arg(),
-        dk,
-        normed,
-        units,
-        eps.to_bits(),
-        dtype.into(),
-    );
-    (tensor(out), tensor(state_out))
+    let (cubes, dim) = (CubeCount::Static(nv as u32, 1, 1), CubeDim::new_1d(units as u32));
+    let [qkv, ab, decay, state, z, w] = [qkv, ab, decay, state, z, w].map(|t| t.into_tensor_arg());
+    let (o, s) = (out.clone().into_tensor_arg(), state_out.clone().into_tensor_arg());
+    let eps = eps.to_bits();
+    match conv {
+        Some((conv_state, conv_weight, conv_out)) => {
+            let conv = [conv_state, conv_weight, conv_out.clone()].map(|t| t.into_tensor_arg());
+            let [c_state, c_weight, c_out] = conv;
+            kernel::conv_delta_rule_kernel::launch::<R>(
+                &client,
+                cubes,
+                dim,
+                qkv,
+                ab,
+                decay,
+                state,
+                z,
+                w,
+                c_state,
+                c_weight,
+                o,
+                s,
+                c_out,
+                dk,
+                normed,
+                units,
+                eps,
+                dtype.into(),
+            );
+            (tensor(out), tensor(state_out), Some(tensor(conv_out)))
+        }
+        None => {
+            kernel::gated_delta_rule_kernel::launch::<R>(
+                &client,
+                cubes,
+                dim,
+                qkv,
+                ab,
+                decay,
+                state,
+                z,
+                w,
+                o,
+                s,
+                dk,
+                normed,
+                units,
+                eps,
+                dtype.into(),
+            );
+            (tensor(out), tensor(state_out), None)
+        }
+    }
 }

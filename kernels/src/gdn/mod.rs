@@ -6,7 +6,7 @@
 
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
-use crate::{Act, f32_of};
+use crate::{Act, RmasBackend, f32_of};
 
 pub(crate) mod cpu;
 pub(crate) mod cube;
@@ -68,6 +68,20 @@ pub fn reference<B: Backend>(x: DeltaRule<B>, norm: Option<GatedNorm<B>>) -> (Te
         None => o,
     };
     (o.cast(dtype), state)
+}
+
+/// The layer's causal conv + SiLU over the raw projection `x.qkv` with `conv` (state `[K−1, C]`,
+/// weight `[K, C]`), then the delta rule over its output: the composition
+/// [`RmasBackend::conv_delta_rule`] stands for; returns `o`, the state and the new conv state.
+#[allow(clippy::type_complexity)]
+pub fn conv_delta_rule<B: RmasBackend>(
+    x: DeltaRule<B>,
+    (state, weight): (Tensor<B, 2>, Tensor<B, 2>),
+    norm: Option<GatedNorm<B>>,
+) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>) {
+    let (qkv, conv_state) = B::causal_conv_silu(x.qkv, state, weight);
+    let (o, ssm) = B::gated_delta_rule(DeltaRule { qkv, ..x }, norm);
+    (o, ssm, conv_state)
 }
 
 /// The gated RMSNorm of `o` `[T, nv, dv]` in f32.
