@@ -455,6 +455,60 @@ fn append_kv<B: RmasBackend>(d: &B::Device) {
     }
 }
 
+/// Attention of a sequence's raw queries in one call ([`RmasBackend::attend`]: one kernel on cubecl
+/// backends, which norms and rotates the queries as it loads them and gates the output as it writes
+/// it) gives the bits of the three calls it replaces ([`rmas_kernels::attn::attend`]: the rotation,
+/// attention, the gate): queries and gate sliced out of a wider projection, decode and short chunks,
+/// GQA, partial rotary widths, with and without the norm and the gate, windows, heads wider than
+/// the cube, decode over caches long enough to split the keys over cubes, and a prefill (which
+/// takes the composition), in f32 and, where the device has it, f16.
+fn attend<B: RmasBackend>(d: &B::Device) {
+    use rmas_kernels::attn::Queries;
+    // (query heads, KV heads, T, keys, head dim, rot, norm, gate, window)
+    let cases = [
+        (4, 2, 1, 37, 16, 8, true, true, None),
+        (4, 1, 1, 700, 8, 8, false, true, None),
+        (8, 2, 3, 40, 64, 16, true, true, Some(9)),
+        (2, 2, 5, 5, 130, 130, true, false, None),
+        (16, 2, 1, 1200, 32, 32, true, true, Some(900)),
+        (6, 3, 2, 9, 6, 4, false, false, None),
+        (4, 2, 40, 40, 16, 8, true, true, None),
+    ];
+    let bits = |x: Tensor<B, 3>| x.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+    for dtype in dtypes::<B>(d) {
+        for (nh, nkv, t, keys, hd, rot, norm, gated, window) in cases {
+            let what = format!(
+                "{dtype:?} heads {nh}/{nkv} T {t} keys {keys} hd {hd} rot {rot} norm {norm} gate {gated} window {window:?}"
+            );
+            // The projection `[T, 2·nh + 1, hd]`: queries, then gates, then a slot that is neither.
+            let slots = 2 * nh + 1;
+            let all = values(t as u64 + 61, t * slots * hd, 3.0, dtype);
+            let all = Tensor::<B, 3>::from_data(TensorData::new(all, [t, slots, hd]), d).cast(dtype);
+            let cap = keys + 3; // the cache is longer than its filled part
+            let [k, v] = [62, 63].map(|seed| {
+                let x = values(seed, nkv * cap * hd, 1.0, dtype);
+                Tensor::<B, 3>::from_data(TensorData::new(x, [nkv, cap, hd]), d).cast(dtype)
+            });
+            let table =
+                |seed| Tensor::<B, 2>::from_data(TensorData::new(values(seed, t * rot, 1.0, DType::F32), [t, rot]), d);
+            let scale = values(hd as u64 + 64, hd, 0.5, DType::F32).into_iter().map(|s| 1.0 + s).collect::<Vec<_>>();
+            let scale = Tensor::<B, 1>::from_data(TensorData::new(scale, [hd]), d);
+            let queries = || Queries {
+                q: all.clone().narrow(1, 0, nh),
+                norm: norm.then(|| (scale.clone(), 1e-6)),
+                cos: table(65),
+                sin: table(66),
+                gate: gated.then(|| all.clone().narrow(1, nh, nh)),
+            };
+            let attn_scale = 1.0 / (hd as f64).sqrt();
+            let got = B::attend(queries(), k.clone(), v.clone(), keys, attn_scale, window);
+            let want = rmas_kernels::attn::attend::<B>(queries(), k.clone(), v.clone(), keys, attn_scale, window);
+            assert_eq!((got.dims(), got.dtype()), ([t, nh, hd], dtype), "{what}: shape and dtype");
+            assert_eq!(bits(got), bits(want), "{what}");
+        }
+    }
+}
+
 /// The CPU's one-pass rotations compute what the reference composition of tensor ops computes, op
 /// for op: the same bits, so that moving the CPU onto them changed no model's output.
 #[test]
@@ -489,6 +543,7 @@ rmas_suite::backend_tests! {
     rope_heads_matches_f64 => rope_heads,
     append_kv_matches_f64 => append_kv,
     causal_attention_matches_f64 => causal_attention,
+    attend_is_rotation_then_attention_then_gate => attend,
     rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,
     softmax_matches_f64 => softmax,

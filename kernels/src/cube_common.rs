@@ -10,6 +10,10 @@ use cubecl::prelude::*;
 
 /// Units per cube of the row kernels (a power of two, for [`cube_reduce`]).
 pub(crate) const ROW_UNITS: usize = 256;
+/// Units per cube of the kernels that take one attention head row at a time (the rotations, and
+/// attention, which norms and rotates its queries as the rotations do): one count, so that a head's
+/// norm sums in the same order in both and their bits agree.
+pub(crate) const HEAD_UNITS: usize = 64;
 /// Units per cube of the element-wise kernels.
 pub(crate) const ELEM_UNITS: usize = 256;
 /// Most cubes of the element-wise and row kernels, which stride over the rest (a dimension

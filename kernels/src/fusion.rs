@@ -11,6 +11,7 @@ use burn_fusion::{
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
+use crate::attn::Queries;
 use crate::quant::{DeviceBlocks, DevicePart};
 use crate::{Act, DeltaRule, GatedNorm, RmasBackend};
 
@@ -264,6 +265,32 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         let [out] = queue::<B, 1>("rmas.causal_attention", vec![raw(q), raw(k), raw(v)], [out], move |inputs| {
             let mut x = inputs.into_iter();
             vec![raw(B::causal_attention(take(&mut x), take(&mut x), take(&mut x), keys, scale, window))]
+        });
+        wrap(out)
+    }
+
+    fn attend(
+        q: Queries<Self>,
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        keys: usize,
+        scale: f64,
+        window: Option<usize>,
+    ) -> Tensor<Self, 3> {
+        let [t, nh, _] = q.q.dims();
+        let out = ([t, nh, v.dims()[2]].into(), v.dtype());
+        let mut inputs = vec![raw(q.q), raw(q.cos), raw(q.sin), raw(k), raw(v)];
+        let eps = q.norm.map(|(weight, eps)| {
+            inputs.push(raw(weight));
+            eps
+        });
+        let gated = q.gate.map(|gate| inputs.push(raw(gate))).is_some();
+        let [out] = queue::<B, 1>("rmas.attend", inputs, [out], move |inputs| {
+            let mut x = inputs.into_iter();
+            let (q, cos, sin, k, v) = (take(&mut x), take(&mut x), take(&mut x), take(&mut x), take(&mut x));
+            let norm = eps.map(|eps| (take(&mut x), eps));
+            let gate = gated.then(|| take(&mut x));
+            vec![raw(B::attend(Queries { q, norm, cos, sin, gate }, k, v, keys, scale, window))]
         });
         wrap(out)
     }

@@ -5,7 +5,7 @@
 //! | op | `mod.rs` (reference) | `cube.rs` | `cpu.rs` |
 //! |---|---|---|---|
 //! | `act` (activation × gate) | yes | yes | yes |
-//! | `attn` (causal attention) | yes | yes | yes |
+//! | `attn` (causal attention; the queries' norm + RoPE and the output gate around it) | yes | yes | yes / reference |
 //! | `conv` (GDN causal conv + SiLU) | yes | yes | yes |
 //! | `gdn` (gated delta rule + gated norm; the GDN conv before it) | yes | yes | yes / reference |
 //! | `linear` (weight products, logits) | yes | burn's matmul | yes |
@@ -109,6 +109,20 @@ pub trait RmasBackend: Backend {
         window: Option<usize>,
     ) -> burn::Tensor<Self, 3> {
         attn::reference(q, k.narrow(1, 0, keys), v.narrow(1, 0, keys), scale, window)
+    }
+
+    /// Attention of one sequence's raw queries `q` over the first `keys` rows of its cache `k`,
+    /// `v`: the queries normed and rotated, attended, gated; returns `[T, nh, hd]` (one kernel on
+    /// cubecl backends where it can); see [`attn::attend`].
+    fn attend(
+        q: attn::Queries<Self>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        keys: usize,
+        scale: f64,
+        window: Option<usize>,
+    ) -> burn::Tensor<Self, 3> {
+        attn::attend(q, k, v, keys, scale, window)
     }
 
     /// Softmax over the last axis (attention probabilities).
@@ -446,6 +460,21 @@ where
     ) -> burn::Tensor<Self, 3> {
         // A narrowed cubecl tensor is a view of the cache, not a copy.
         attn::cube::causal_attention(q, k.narrow(1, 0, keys), v.narrow(1, 0, keys), scale, window)
+    }
+
+    fn attend(
+        q: attn::Queries<Self>,
+        k: burn::Tensor<Self, 3>,
+        v: burn::Tensor<Self, 3>,
+        keys: usize,
+        scale: f64,
+        window: Option<usize>,
+    ) -> burn::Tensor<Self, 3> {
+        let (k, v) = (k.narrow(1, 0, keys), v.narrow(1, 0, keys));
+        match attn::cube::attend_fits(&q, &k, &v) {
+            true => attn::cube::attend(q, k, v, scale, window),
+            false => attn::attend(q, k, v, keys, scale, window),
+        }
     }
 
     fn softmax_last<const D: usize>(x: burn::Tensor<Self, D>) -> burn::Tensor<Self, D> {

@@ -40,6 +40,13 @@ fn wgpu_decode_step_stays_within_its_budgets() {
     let launches = m["launches_per_token"].as_f64().expect("cubecl counts launches on wgpu");
     assert!(launches > 0.0, "the launch counter saw nothing: {m}");
     assert!(launches <= 10.0 * layers + 8.0, "{launches} launches per token over 10 × {layers} layers + 8: {m}");
+    // The queries' norm and rotation and the output gate run inside the attention kernel: each
+    // attention layer rotates its keys only, and the one activation per layer is its MLP's.
+    let by_kind = kernels(&m, 1.0);
+    let count = |kind: &str| by_kind.iter().filter(|(n, _)| n.starts_with(kind)).map(|(_, c)| c).sum::<f64>();
+    assert!(count("AttentionKernel") > 0.0, "no attention kernel launched: {by_kind:?}");
+    assert_eq!(count("RopeHeadsKernel"), count("AttentionKernel"), "rotations apart from attention: {by_kind:?}");
+    assert_eq!(count("ActivateKernel"), layers, "activations beside the MLPs' (an output gate apart): {by_kind:?}");
     assert!(m["host_reads_per_token"].as_f64().unwrap() <= 1.0, "more than one read-back per token: {m}");
     assert!(m["host_uploads_per_token"].as_f64().unwrap() <= 1.0, "more than one upload per token: {m}");
     assert_eq!(m["device_bytes_growth_per_token"].as_f64(), Some(0.0), "device memory grows per token: {m}");
@@ -49,9 +56,9 @@ fn wgpu_decode_step_stays_within_its_budgets() {
 
 /// A packed step of 8 sequences reads back once (every sequence's token) and uploads once (every
 /// sequence's token id), and each sequence past the first adds at most 3 launches per layer (its
-/// keys' rotation into its cache, its mixer — the convolution runs inside the delta rule — and the
-/// packing of its output), not its own sampling, embedding or the queries' rotation
-/// (docs/batching.md, "Packed read-backs").
+/// keys' rotation into its cache, its mixer — the convolution runs inside the delta rule, the
+/// queries' rotation and the output gate inside attention — and the packing of its output), not
+/// its own sampling or embedding (docs/batching.md, "Packed read-backs").
 #[test]
 fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     let batch = 8.0;
@@ -66,8 +73,8 @@ fn wgpu_packed_step_reads_once_and_launches_per_layer() {
     let growth = packed["device_bytes_growth_per_token"].as_f64().unwrap();
     assert!(growth <= 0.0, "device memory grows per token: {packed}");
     // By kernel: only each sequence's own mixers, its keys' rotation into its cache and the copies of
-    // its outputs grow with the batch; the products, norms, activations, the queries' rotation and the
-    // token's choice run once per step.
+    // its outputs grow with the batch; the products, norms, activations and the token's choice run
+    // once per step.
     let (one, packed) = (kernels(&one, 1.0), kernels(&packed, batch));
     let apart = |k: &BTreeMap<String, f64>| k.keys().any(|name| name.starts_with("CausalConvSiluKernel"));
     assert!(!apart(&one) && !apart(&packed), "the convolution launches apart from the delta rule: {one:?}");

@@ -2,7 +2,8 @@
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-use rmas_kernels::{Act, RmasBackend};
+use rmas_kernels::RmasBackend;
+use rmas_kernels::attn::Queries;
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
@@ -99,10 +100,10 @@ impl<B: RmasBackend> Attention<B> {
 
     /// Attends packed rows `x` `[ΣT, hidden]` at their positions' rotary tables `rope` (`cos`,
     /// `sin`, each `[ΣT, rot_dim]`, packed the same way); `rows` holds each sequence's row count
-    /// and cache, in packing order. The projections, the queries' norm and rotation and the output
-    /// gate run once on all rows (each row's own work); each sequence's keys are normed and rotated
-    /// on their way into its cache (one kernel with the values' write), and each sequence attends
-    /// only to itself and its own cache (docs/batching.md).
+    /// and cache, in packing order. The projections run once on all rows; each sequence's keys are
+    /// normed and rotated on their way into its cache (one kernel with the values' write), and its
+    /// queries normed, rotated, attended to itself and its own cache and gated in one call
+    /// ([`RmasBackend::attend`]; docs/batching.md).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
@@ -117,24 +118,27 @@ impl<B: RmasBackend> Attention<B> {
         let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
         let (q_norm, k_norm) = (self.q_norm.as_ref().map(RmsNorm::parts), self.k_norm.as_ref().map(RmsNorm::parts));
         let (cos, sin) = rope.clone();
-        let q = B::rope_heads(qkv.clone().narrow(1, 0, nh), hd, q_norm, cos.clone(), sin.clone()); // [nh, ΣT, hd]
+        let q = qkv.clone().narrow(1, 0, nh); // [ΣT, nh, hd], normed and rotated by `attend`
+        let gate = self.gated.then(|| qkv.clone().narrow(1, nh, nh)); // [ΣT, nh, hd]
         let k = qkv.clone().narrow(1, q_heads, nkv); // [ΣT, nkv, hd], normed and rotated into each cache
-        let v = qkv.clone().narrow(1, q_heads + nkv, nkv); // [ΣT, nkv, hd]
+        let v = qkv.narrow(1, q_heads + nkv, nkv); // [ΣT, nkv, hd]
         let (scale, window) = (self.scale, self.window);
         let starts = lens.iter().scan(0, |at, &len| Some(std::mem::replace(at, *at + len)));
         let shares: Vec<_> = starts.zip(rows).collect();
         let outputs = B::per_sequence(shares, |(start, AttentionRow { len, cache })| {
-            let rows = |t: &Tensor<B, 3>| t.clone().narrow(0, start, len); // [T, nkv, hd]
+            let rows = |t: &Tensor<B, 3>| t.clone().narrow(0, start, len); // [T, ·, hd]
             let table = |t: &Tensor<B, 2>| t.clone().narrow(0, start, len); // [T, rot]
             let (k_all, v_all, keys) = cache.append(rows(&k), rows(&v), k_norm.clone(), (table(&cos), table(&sin))); // [nkv, capacity, hd], `keys` filled
-            let q = q.clone().narrow(1, start, len); // [nh, T, hd]
-            B::causal_attention(q, k_all, v_all, keys, scale, window).swap_dims(0, 1) // [T, nh, hd]
+            let queries = Queries {
+                q: rows(&q),
+                norm: q_norm.clone(),
+                cos: table(&cos),
+                sin: table(&sin),
+                gate: gate.as_ref().map(rows),
+            };
+            B::attend(queries, k_all, v_all, keys, scale, window) // [T, nh, hd]
         });
         let o = cat_rows(outputs); // [ΣT, nh, hd]
-        let o = match self.gated {
-            true => B::activate(qkv.narrow(1, nh, nh), Act::Sigmoid, Some(o)), // σ(gate) ⊙ o
-            false => o,
-        };
         self.o_proj.forward_packed(o.reshape([n, nh * hd]), &lens)
     }
 }

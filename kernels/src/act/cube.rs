@@ -8,14 +8,14 @@ use cubecl::prelude::CubeDim;
 use crate::Act;
 use crate::cube_common::{Cube, ELEM_UNITS, elementwise_cubes, tensor, unused};
 
-mod kernel {
+pub(crate) mod kernel {
     use cubecl::prelude::*;
 
     use crate::cube_common::strided_offset;
 
     /// `act(x)` for the activation code `act` (see [`super::code`]).
     #[cube]
-    fn activation<F: Float>(x: F, #[comptime] act: u32) -> F {
+    pub(crate) fn activation<F: Float>(x: F, #[comptime] act: u32) -> F {
         // Each is m(x)·σ(s(x)): silu x·σ(x), sigmoid σ(x), gelu-tanh x·σ(2·√(2/π)·(x + 0.044715·x³)).
         let mut m = x;
         if comptime!(act == 1) {
@@ -56,7 +56,7 @@ mod kernel {
 }
 
 /// The kernel's code for `act`.
-fn code(act: Act) -> u32 {
+pub(crate) fn code(act: Act) -> u32 {
     match act {
         Act::Silu => 0,
         Act::Sigmoid => 1,

@@ -1,9 +1,11 @@
-//! Causal softmax attention with grouped KV heads and an optional sliding window: reference path.
+//! Causal softmax attention with grouped KV heads and an optional sliding window: reference path;
+//! and attention of a sequence's raw queries (their norm and rotation before it, the output gate
+//! after it), which cubecl backends run inside the attention kernel (docs/performance.md, "Launches").
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData};
 
-use crate::RmasBackend;
-use crate::f32_of;
+use crate::{Act, RmasBackend, f32_of};
 
 pub(crate) mod cpu;
 pub(crate) mod cube;
@@ -39,6 +41,42 @@ pub fn reference<B: RmasBackend>(
     };
     let probs = B::softmax_last(scores).cast(v.dtype());
     probs.matmul(v).reshape([nh, t, hd])
+}
+
+/// One sequence's queries as its layer's projection gives them, and what turns them into attention's
+/// input ([`RmasBackend::rope_heads`]) and its output (the gate).
+pub struct Queries<B: Backend> {
+    /// `[T, nh, width ≥ head_dim]`, any strides (a view of the projection).
+    pub q: Tensor<B, 3>,
+    /// The heads' RMSNorm before the rotation: (effective scale `[head_dim]`, eps).
+    pub norm: Option<(Tensor<B, 1>, f64)>,
+    /// The rotary tables at the sequence's positions, each `[T, rot]` f32.
+    pub cos: Tensor<B, 2>,
+    /// See `cos`.
+    pub sin: Tensor<B, 2>,
+    /// The output gate `[T, nh, head_dim]` (any strides): the result is `σ(gate) ⊙ o`.
+    pub gate: Option<Tensor<B, 3>>,
+}
+
+/// [`RmasBackend::causal_attention`] of `q`'s queries, normed and rotated by
+/// [`RmasBackend::rope_heads`], over the first `keys` rows of the cache `k`, `v` `[nkv, ≥ keys,
+/// head_dim]`, then times `σ(gate)` ([`RmasBackend::activate`]); returns `[T, nh, head_dim]` in
+/// `v`'s dtype. The composition of those three calls, which a fused body must match bit for bit.
+pub fn attend<B: RmasBackend>(
+    q: Queries<B>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    keys: usize,
+    scale: f64,
+    window: Option<usize>,
+) -> Tensor<B, 3> {
+    let head_dim = v.dims()[2];
+    let heads = B::rope_heads(q.q, head_dim, q.norm, q.cos, q.sin); // [nh, T, head_dim]
+    let o = B::causal_attention(heads, k, v, keys, scale, window).swap_dims(0, 1); // [T, nh, head_dim]
+    match q.gate {
+        Some(gate) => B::activate(gate, Act::Sigmoid, Some(o)),
+        None => o,
+    }
 }
 
 /// The first key query `i` of `T` may see among `L`: `[lo, L − T + i]` is its range.

@@ -9,12 +9,78 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube_common::{Cube, MAX_CUBES, ROW_UNITS, f32_contiguous, tensor, unused};
+use crate::cube_common::{Cube, HEAD_UNITS, MAX_CUBES, f32_contiguous, tensor, unused};
 
-mod kernel {
+pub(crate) mod kernel {
     use cubecl::prelude::*;
 
     use crate::cube_common::cube_reduce;
+
+    /// `1/rms` of the head row at `base` of `x` (`hd` features, `step` apart), summed over the
+    /// cube's `units` (every unit calls it); 1 without `norm`.
+    #[cube]
+    pub(crate) fn head_inv_rms<F: Float>(
+        x: &Tensor<F>,
+        base: usize,
+        step: usize,
+        hd: usize,
+        shared: &mut SharedMemory<f32>,
+        #[comptime] units: usize,
+        #[comptime] norm: bool,
+        #[comptime] eps_bits: u32,
+    ) -> f32 {
+        let mut inv = 1.0f32;
+        if norm {
+            let mut acc = 0.0f32;
+            let mut j = UNIT_POS_X as usize;
+            while j < hd {
+                let v = f32::cast_from(x[base + j * step]);
+                acc += v * v;
+                j += units;
+            }
+            let mean_square = cube_reduce(shared, acc, false) / f32::cast_from(hd as u32);
+            inv = 1.0f32 / f32::sqrt(mean_square + comptime!(f32::from_bits(eps_bits)));
+        }
+        inv
+    }
+
+    /// Feature `j` of that head row, times `inv` and (with `norm`) `scale[j]`, rotated with its
+    /// partner by row `t` of `cos`, `sin` `[T, rot]` where `j < rot`: the rotation's output in f32.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rotated<F: Float>(
+        x: &Tensor<F>,
+        base: usize,
+        step: usize,
+        j: usize,
+        inv: f32,
+        scale: &Tensor<f32>,
+        cos: &Tensor<f32>,
+        sin: &Tensor<f32>,
+        t: usize,
+        #[comptime] norm: bool,
+    ) -> f32 {
+        let (rot, half) = (cos.shape(1), cos.shape(1) / 2);
+        let mut v = f32::cast_from(x[base + j * step]) * inv;
+        if norm {
+            v *= scale[j];
+        }
+        if j < rot {
+            let mut p = j + half;
+            if j >= half {
+                p = j - half;
+            }
+            let mut partner = f32::cast_from(x[base + p * step]) * inv;
+            if norm {
+                partner *= scale[p];
+            }
+            if j < half {
+                partner = -partner;
+            }
+            v = v * cos[t * rot + j] + partner * sin[t * rot + j];
+        }
+        v
+    }
 
     #[cube(launch)]
     pub fn rope_heads_kernel<F: Float>(
@@ -35,7 +101,6 @@ mod kernel {
         let u = UNIT_POS_X as usize;
         let (len, heads, hd) = (x.shape(0), x.shape(1), out.shape(2));
         let rows = out.shape(1);
-        let (rot, half) = (cos.shape(1), cos.shape(1) / 2);
         let mut shared = SharedMemory::<f32>::new(units);
         let mut row = CUBE_POS_X as usize;
         while row < len * heads {
@@ -43,39 +108,10 @@ mod kernel {
             let base = t * x.stride(0) + h * x.stride(1);
             let step = x.stride(2);
             let at_out = (h * rows + at + t) * hd;
-            let mut inv = 1.0f32;
-            if norm {
-                let mut acc = 0.0f32;
-                let mut j = u;
-                while j < hd {
-                    let v = f32::cast_from(x[base + j * step]);
-                    acc += v * v;
-                    j += units;
-                }
-                let mean_square = cube_reduce(&mut shared, acc, false) / f32::cast_from(hd as u32);
-                inv = 1.0f32 / f32::sqrt(mean_square + comptime!(f32::from_bits(eps_bits)));
-            }
+            let inv = head_inv_rms(x, base, step, hd, &mut shared, units, norm, eps_bits);
             let mut j = u;
             while j < hd {
-                let mut v = f32::cast_from(x[base + j * step]) * inv;
-                if norm {
-                    v *= scale[j];
-                }
-                if j < rot {
-                    let mut p = j + half;
-                    if j >= half {
-                        p = j - half;
-                    }
-                    let mut partner = f32::cast_from(x[base + p * step]) * inv;
-                    if norm {
-                        partner *= scale[p];
-                    }
-                    if j < half {
-                        partner = -partner;
-                    }
-                    v = v * cos[t * rot + j] + partner * sin[t * rot + j];
-                }
-                out[at_out + j] = F::cast_from(v);
+                out[at_out + j] = F::cast_from(rotated(x, base, step, j, inv, scale, cos, sin, t, norm));
                 if copy_values {
                     values_out[at_out + j] = values[t * values.stride(0) + h * values.stride(1) + j * values.stride(2)];
                 }
@@ -86,15 +122,16 @@ mod kernel {
     }
 }
 
-/// The f32 arguments of a launch: `cos`, `sin` and the norm's scale (or an unused binding), with eps.
-struct Tables<R: CubeRuntime> {
-    cos: CubeTensor<R>,
-    sin: CubeTensor<R>,
-    scale: Option<(CubeTensor<R>, f64)>,
+/// The f32 arguments of a launch: `cos`, `sin` and the norm's scale, with eps.
+pub(crate) struct Tables<R: CubeRuntime> {
+    pub(crate) cos: CubeTensor<R>,
+    pub(crate) sin: CubeTensor<R>,
+    pub(crate) scale: Option<(CubeTensor<R>, f64)>,
 }
 
 impl<R: CubeRuntime> Tables<R> {
-    fn new<F: FloatElement, I: IntElement, BT: BoolElement>(
+    /// The tables and the norm's scale as contiguous f32 kernel arguments.
+    pub(crate) fn new<F: FloatElement, I: IntElement, BT: BoolElement>(
         norm: Option<(Tensor<Cube<R, F, I, BT>, 1>, f64)>,
         cos: Tensor<Cube<R, F, I, BT>, 2>,
         sin: Tensor<Cube<R, F, I, BT>, 2>,
@@ -128,7 +165,7 @@ fn launch<R: CubeRuntime>(
     kernel::rope_heads_kernel::launch::<R>(
         &x.client.clone(),
         CubeCount::Static((t * heads).min(MAX_CUBES) as u32, 1, 1),
-        CubeDim::new_1d(ROW_UNITS as u32),
+        CubeDim::new_1d(HEAD_UNITS as u32),
         x.into_tensor_arg(),
         values.into_tensor_arg(),
         scale.into_tensor_arg(),
@@ -137,7 +174,7 @@ fn launch<R: CubeRuntime>(
         out.clone().into_tensor_arg(),
         values_out.into_tensor_arg(),
         at,
-        ROW_UNITS,
+        HEAD_UNITS,
         has_norm,
         (eps as f32).to_bits(),
         copy_values,
