@@ -27,6 +27,22 @@ mod kernel {
     use crate::conv::cube::kernel::{conv_silu_at, window};
     use crate::cube_common::cube_reduce;
 
+    /// Where value head `h` reads a token's row of `qkv` `[T, nk·dk ‖ nk·dk ‖ nv·dv]`: value head
+    /// `h` reads key head `h / (nv/nk)`. Returns (value heads per key head, the offsets of its q, k, v).
+    #[cube]
+    fn head_offsets<F: Float>(
+        qkv: &Tensor<F>,
+        state: &Tensor<f32>,
+        h: usize,
+        #[comptime] dk: usize,
+    ) -> (usize, usize, usize, usize) {
+        let (nv, dv) = (state.shape(0), state.shape(2));
+        let nk = (qkv.shape(1) - nv * dv) / (2 * dk);
+        let ratio = nv / nk;
+        let kh = h / ratio;
+        (ratio, kh * dk, (nk + kh) * dk, 2 * nk * dk + h * dv)
+    }
+
     /// The rule for value head `CUBE_POS_X`, unit `j` = value column `UNIT_POS_X`, over every token:
     /// the body both entry points share; `conv_state`, `conv_weight` are read only when `conv`.
     #[cube]
@@ -54,12 +70,7 @@ mod kernel {
         let width = qkv.shape(1);
         let nv = state.shape(0);
         let dv = state.shape(2);
-        let nk = (width - nv * dv) / (2 * dk);
-        // Value head h reads key head h / (nv/nk); offsets of its q, k and v within a token's row.
-        let kh = h / (nv / nk);
-        let q0 = kh * dk;
-        let k0 = (nk + kh) * dk;
-        let v0 = 2 * nk * dk + h * dv;
+        let (_, q0, k0, v0) = head_offsets(qkv, state, h, dk);
         let l2_eps = comptime!(crate::gdn::L2_EPS as f32);
         let q_scale = 1.0f32 / f32::sqrt(f32::cast_from(dk as u32));
         // Units past dv (the cube is a power of two for the norm's sum) only join the sums.
@@ -200,15 +211,11 @@ mod kernel {
         );
         let h = CUBE_POS_X as usize;
         let width = qkv.shape(1);
-        let nv = state.shape(0);
         let dv = state.shape(2);
-        let ratio = nv / ((width - nv * dv) / (2 * dk)); // value heads per key head
-        let kh = h / ratio;
-        let q0 = kh * dk;
-        let k0 = (width - nv * dv) / 2 + kh * dk;
-        let v0 = width - nv * dv + h * dv;
+        let (ratio, q0, k0, v0) = head_offsets(qkv, state, h, dk);
         let lag = conv_state.shape(0);
-        let owned = if kh * ratio == h { 2 * dk + dv } else { dv };
+        // The first value head reading a key head writes that key head's channels too.
+        let owned = if h % ratio == 0 { 2 * dk + dv } else { dv };
         let mut e = UNIT_POS_X as usize;
         while e < lag * owned {
             let r = e / owned;
@@ -330,8 +337,7 @@ where
     let eps = eps.to_bits();
     match conv {
         Some((conv_state, conv_weight, conv_out)) => {
-            let conv = [conv_state, conv_weight, conv_out.clone()].map(|t| t.into_tensor_arg());
-            let [c_state, c_weight, c_out] = conv;
+            let [c_state, c_weight, c_out] = [conv_state, conv_weight, conv_out.clone()].map(|t| t.into_tensor_arg());
             kernel::conv_delta_rule_kernel::launch::<R>(
                 &client,
                 cubes,
