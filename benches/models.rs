@@ -273,7 +273,7 @@ fn cpu_ops(c: &mut Criterion) {
 /// backend's body against the reference (full scores, mask, softmax): on the CPU 512- and 2048-token
 /// prefills and one decode step over 4096 cached keys; with `wgpu` or `cuda` the shapes the cubecl
 /// kernel serves (a decode step and a 16-query chunk over 4096 keys; shorter prefills run the
-/// reference).
+/// reference); and one sequence's raw queries attended in one call against the three it replaces.
 fn attention(c: &mut Criterion) {
     attention_on::<B>(c, "attention_cpu", &Default::default(), &[(512, 512), (2048, 2048), (1, 4096)]);
     #[cfg(feature = "wgpu")]
@@ -302,6 +302,27 @@ fn attention_on<A: rmas_kernels::RmasBackend>(
         });
         group.bench_function(format!("causal_{t}q_{l}k_reference"), |b| {
             b.iter(|| attn::reference(q.clone(), k.clone(), v.clone(), 0.0625, None).into_data())
+        });
+        if t > 16 {
+            continue; // prefills take the three calls
+        }
+        // Raw gated queries as Qwen3.5's projection gives them (normed, rotated over 64 of 256
+        // features): `attend` (one launch on cubecl backends) against the three calls it replaces.
+        let projection = Tensor::<A, 3>::random([t, 16, 256], Distribution::Normal(0.0, 1.0), device); // q ‖ gate
+        let table = || Tensor::<A, 2>::random([t, 64], Distribution::Uniform(-1.0, 1.0), device);
+        let (cos, sin, norm) = (table(), table(), Tensor::<A, 1>::ones([256], device));
+        let queries = || attn::Queries {
+            q: projection.clone().narrow(1, 0, 8),
+            norm: Some((norm.clone(), 1e-6)),
+            cos: cos.clone(),
+            sin: sin.clone(),
+            gate: Some(projection.clone().narrow(1, 8, 8)),
+        };
+        group.bench_function(format!("attend_{t}q_{l}k_backend"), |b| {
+            b.iter(|| A::attend(queries(), k.clone(), v.clone(), l, 0.0625, None, None).into_data())
+        });
+        group.bench_function(format!("attend_{t}q_{l}k_three_calls"), |b| {
+            b.iter(|| attn::attend(queries(), k.clone(), v.clone(), l, 0.0625, None).into_data())
         });
     }
     group.finish();
@@ -340,7 +361,7 @@ fn gdn_mixer_on<A: rmas_kernels::RmasBackend>(c: &mut Criterion, name: &str, dev
         let conv = || (conv_state.clone(), weight.clone());
         g.throughput(Throughput::Elements(t as u64));
         g.bench_function(format!("conv_in_rule_{t}t"), |b| {
-            b.iter(|| A::conv_delta_rule(rule.clone(), conv(), Some(norm.clone())).0.into_data())
+            b.iter(|| A::conv_delta_rule(rule.clone(), conv(), Some(norm.clone()), None).0.into_data())
         });
         g.bench_function(format!("conv_then_rule_{t}t"), |b| {
             b.iter(|| {

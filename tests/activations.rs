@@ -501,10 +501,25 @@ fn attend<B: RmasBackend>(d: &B::Device) {
                 gate: gated.then(|| all.clone().narrow(1, nh, nh)),
             };
             let attn_scale = 1.0 / (hd as f64).sqrt();
-            let got = B::attend(queries(), k.clone(), v.clone(), keys, attn_scale, window);
+            let got = B::attend(queries(), k.clone(), v.clone(), keys, attn_scale, window, None);
             let want = rmas_kernels::attn::attend::<B>(queries(), k.clone(), v.clone(), keys, attn_scale, window);
             assert_eq!((got.dims(), got.dtype()), ([t, nh, hd], dtype), "{what}: shape and dtype");
-            assert_eq!(bits(got), bits(want), "{what}");
+            let want = bits(want);
+            assert_eq!(bits(got), want, "{what}");
+            // Written into rows 2.. of a pack of three sequences' outputs: those rows, nothing else.
+            let [rows, at] = [t + 5, 2];
+            let pack = values(t as u64 + 67, rows * nh * hd, 1.0, dtype);
+            let pack = Tensor::<B, 3>::from_data(TensorData::new(pack, [rows, nh, hd]), d).cast(dtype);
+            let original = bits(pack.clone());
+            let mut expected = original.clone();
+            expected[at * nh * hd..(at + t) * nh * hd].copy_from_slice(&want);
+            let kept = (t % 2 == 1).then(|| pack.clone()); // a pack that shares its buffer is copied first
+            let into = rmas_kernels::PackedOut { pack, at };
+            let got = B::attend(queries(), k.clone(), v.clone(), keys, attn_scale, window, Some(into));
+            assert_eq!(bits(got), expected, "{what}: into rows {at}.. of a pack");
+            if let Some(kept) = kept {
+                assert_eq!(bits(kept), original, "{what}: the shared pack changed");
+            }
         }
     }
 }

@@ -256,14 +256,29 @@ fn conv_then_rule<B: RmasBackend>(d: &B::Device) {
             DeltaRule { qkv, ab: rule.ab.cast(dtype), ..rule }
         };
         let norm = || normed.then(|| inputs.norm::<B>(d)).map(|n| GatedNorm { z: n.z.cast(dtype), ..n });
-        let (o, s, c) = B::conv_delta_rule(rule(), (conv_state.clone(), weight.clone()), norm());
+        let (o, s, c) = B::conv_delta_rule(rule(), (conv_state.clone(), weight.clone()), norm(), None);
         let (qkv, want_c) = B::causal_conv_silu(rule().qkv, conv_state.clone(), weight.clone());
         let (want_o, want_s) = B::gated_delta_rule(DeltaRule { qkv, ..rule() }, norm());
         let what = format!("{dtype:?} T={t} normed={normed} [nk, nv, dk, dv]={dims:?}");
         assert_eq!((o.dtype(), s.dtype(), c.dtype()), (dtype, DType::F32, dtype), "{what}: dtypes");
         assert_eq!(bits2(c), bits2(want_c), "{what}: conv state");
-        assert_eq!(bits(s), bits(want_s), "{what}: state");
-        assert_eq!(bits(o), bits(want_o), "{what}: output");
+        assert_eq!(bits(s), bits(want_s.clone()), "{what}: state");
+        let want_o = bits(want_o);
+        assert_eq!(bits(o), want_o, "{what}: output");
+        // Written into rows 3.. of a pack of three sequences' outputs: those rows, nothing else.
+        let [rows, at] = [t + 4, 3];
+        let pack = host::<B, 3>(&f64s(t as u64 + 15, rows * nv * dv), [rows, nv, dv], d).cast(dtype);
+        let original = bits(pack.clone());
+        let mut expected = original.clone();
+        expected[at * nv * dv..(at + t) * nv * dv].copy_from_slice(&want_o);
+        let kept = (t % 2 == 0).then(|| pack.clone()); // a pack that shares its buffer is copied first
+        let into = rmas_kernels::PackedOut { pack, at };
+        let (o, s, _) = B::conv_delta_rule(rule(), (conv_state.clone(), weight.clone()), norm(), Some(into));
+        assert_eq!(bits(s), bits(want_s.clone()), "{what}: state beside a pack");
+        assert_eq!(bits(o), expected, "{what}: into rows {at}.. of a pack");
+        if let Some(kept) = kept {
+            assert_eq!(bits(kept), original, "{what}: the shared pack changed");
+        }
     }
 }
 

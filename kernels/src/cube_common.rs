@@ -56,6 +56,15 @@ pub(crate) fn contiguous<R: CubeRuntime>(mut x: CubeTensor<R>) -> CubeTensor<R> 
     into_contiguous(x)
 }
 
+/// `x` as a kernel's in-place output (a KV cache, a pack of outputs): its own contiguous buffer, a
+/// copy where it shares one with another tensor (as burn's `slice_assign` does) or is a strided view.
+pub(crate) fn owned<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+    x: Tensor<Cube<R, F, I, BT>, D>,
+) -> CubeTensor<R> {
+    let x = x.into_primitive().tensor();
+    if x.can_mut() && x.is_contiguous() { x } else { into_contiguous(x.copy()) }
+}
+
 /// A kernel's float output as a tensor.
 pub(crate) fn tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     out: CubeTensor<R>,

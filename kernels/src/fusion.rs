@@ -13,7 +13,7 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
 use crate::attn::Queries;
 use crate::quant::{DeviceBlocks, DevicePart};
-use crate::{Act, DeltaRule, GatedNorm, RmasBackend};
+use crate::{Act, DeltaRule, GatedNorm, PackedOut, RmasBackend};
 
 /// The inner backend's body of one queued operation: its inputs to its outputs, in order.
 type Body<B> = Arc<dyn Fn(Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> + Send + Sync>;
@@ -108,6 +108,17 @@ fn queue_over_blocks<B: FusionBackend, const D: usize>(
         vec![raw(body(x, &DeviceBlocks { cols, parts }))]
     });
     wrap(out)
+}
+
+/// `into`'s pack as the last of an operation's inputs; returns its row, which the body passes on.
+fn packed_input<B: FusionBackend>(
+    into: Option<PackedOut<Fusion<B>>>,
+    inputs: &mut Vec<FloatTensor<Fusion<B>>>,
+) -> Option<usize> {
+    into.map(|PackedOut { pack, at }| {
+        inputs.push(raw(pack));
+        at
+    })
 }
 
 /// A shape-preserving operation of `x` and `extra` (which the body reads after `x`, in order).
@@ -210,22 +221,25 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         x: DeltaRule<Self>,
         (conv_state, conv_weight): (Tensor<Self, 2>, Tensor<Self, 2>),
         norm: Option<GatedNorm<Self>>,
+        into: Option<PackedOut<Self>>,
     ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>) {
         let [_, nv, dk, dv] = x.heads();
         let dtype = x.qkv.dtype();
-        let outputs =
-            [([x.qkv.dims()[0], nv, dv].into(), dtype), ([nv, dk, dv].into(), DType::F32), (conv_state.shape(), dtype)];
+        let o_shape = into.as_ref().map_or_else(|| [x.qkv.dims()[0], nv, dv].into(), |p| p.pack.shape());
+        let outputs = [(o_shape, dtype), ([nv, dk, dv].into(), DType::F32), (conv_state.shape(), dtype)];
         let mut inputs = vec![raw(x.qkv), raw(x.ab), raw(x.decay), raw(x.state), raw(conv_state), raw(conv_weight)];
         let eps = norm.map(|n| {
             inputs.extend([raw(n.z), raw(n.weight)]);
             n.eps
         });
+        let at = packed_input(into, &mut inputs);
         let [o, state, conv_state] = queue::<B, 3>("rmas.conv_delta_rule", inputs, outputs, move |inputs| {
             let mut x = inputs.into_iter();
             let rule = DeltaRule { qkv: take(&mut x), ab: take(&mut x), decay: take(&mut x), state: take(&mut x) };
             let conv = (take(&mut x), take(&mut x));
             let norm = eps.map(|eps| GatedNorm { z: take(&mut x), weight: take(&mut x), eps });
-            let (o, state, conv_state) = B::conv_delta_rule(rule, conv, norm);
+            let into = at.map(|at| PackedOut { pack: take(&mut x), at });
+            let (o, state, conv_state) = B::conv_delta_rule(rule, conv, norm, into);
             vec![raw(o), raw(state), raw(conv_state)]
         });
         (wrap(o), wrap(state), wrap(conv_state))
@@ -276,21 +290,25 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         keys: usize,
         scale: f64,
         window: Option<usize>,
+        into: Option<PackedOut<Self>>,
     ) -> Tensor<Self, 3> {
         let [t, nh, _] = q.q.dims();
-        let out = ([t, nh, v.dims()[2]].into(), v.dtype());
+        let shape = into.as_ref().map_or_else(|| [t, nh, v.dims()[2]].into(), |p| p.pack.shape());
+        let out = (shape, v.dtype());
         let mut inputs = vec![raw(q.q), raw(q.cos), raw(q.sin), raw(k), raw(v)];
         let eps = q.norm.map(|(weight, eps)| {
             inputs.push(raw(weight));
             eps
         });
         let gated = q.gate.map(|gate| inputs.push(raw(gate))).is_some();
+        let at = packed_input(into, &mut inputs);
         let [out] = queue::<B, 1>("rmas.attend", inputs, [out], move |inputs| {
             let mut x = inputs.into_iter();
             let (q, cos, sin, k, v) = (take(&mut x), take(&mut x), take(&mut x), take(&mut x), take(&mut x));
             let norm = eps.map(|eps| (take(&mut x), eps));
             let gate = gated.then(|| take(&mut x));
-            vec![raw(B::attend(Queries { q, norm, cos, sin, gate }, k, v, keys, scale, window))]
+            let into = at.map(|at| PackedOut { pack: take(&mut x), at });
+            vec![raw(B::attend(Queries { q, norm, cos, sin, gate }, k, v, keys, scale, window, into))]
         });
         wrap(out)
     }

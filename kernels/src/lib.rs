@@ -55,6 +55,31 @@ pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 
+/// Rows `at..` of a packed call's output `pack` `[ΣT, a, b]`, which one sequence's kernel writes its
+/// `[T, a, b]` share into ([`RmasBackend::per_sequence`]).
+pub struct PackedOut<B: Backend> {
+    /// The output so far: the shares before this one written.
+    pub pack: Tensor<B, 3>,
+    /// This share's first row.
+    pub at: usize,
+}
+
+impl<B: Backend> PackedOut<B> {
+    /// `o` `[T, a, b]` written at its rows (the reference bodies' write).
+    pub fn write(self, o: Tensor<B, 3>) -> Tensor<B, 3> {
+        let t = o.dims()[0];
+        self.pack.slice_assign([self.at..self.at + t], o)
+    }
+}
+
+/// `o`, or `o` written into its rows of `into` when given.
+pub fn written<B: Backend>(o: Tensor<B, 3>, into: Option<PackedOut<B>>) -> Tensor<B, 3> {
+    match into {
+        Some(into) => into.write(o),
+        None => o,
+    }
+}
+
 /// Backends rmas can run on: every custom operation has a default (reference) body.
 pub trait RmasBackend: Backend {
     /// Gated delta rule over `T` tokens for every value head, then `norm` when given; returns `o`
@@ -68,15 +93,17 @@ pub trait RmasBackend: Backend {
 
     /// A Gated DeltaNet's mixer after its input product: [`Self::causal_conv_silu`] of the raw
     /// projection `x.qkv` with `conv` (state, weight), then [`Self::gated_delta_rule`] over it;
-    /// returns `o`, the state and the new conv state (one kernel on cubecl backends); see
-    /// [`gdn::conv_delta_rule`].
+    /// returns `o` (written into its rows of `into` when given), the state and the new conv state
+    /// (one kernel on cubecl backends); see [`gdn::conv_delta_rule`].
     #[allow(clippy::type_complexity)]
     fn conv_delta_rule(
         x: DeltaRule<Self>,
         conv: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
         norm: Option<GatedNorm<Self>>,
+        into: Option<PackedOut<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>, burn::Tensor<Self, 2>) {
-        gdn::conv_delta_rule(x, conv, norm)
+        let (o, state, conv_state) = gdn::conv_delta_rule(x, conv, norm);
+        (written(o, into), state, conv_state)
     }
 
     /// Causal depthwise convolution of `x` `[T, C]` after `state` `[K−1, C]`, then SiLU; returns it
@@ -112,8 +139,9 @@ pub trait RmasBackend: Backend {
     }
 
     /// Attention of one sequence's raw queries `q` over the first `keys` rows of its cache `k`,
-    /// `v`: the queries normed and rotated, attended, gated; returns `[T, nh, hd]` (one kernel on
-    /// cubecl backends where it can); see [`attn::attend`].
+    /// `v`: the queries normed and rotated, attended, gated; returns `[T, nh, hd]`, or `into` with
+    /// it written at its rows (one kernel on cubecl backends where it can); see [`attn::attend`].
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         q: attn::Queries<Self>,
         k: burn::Tensor<Self, 3>,
@@ -121,8 +149,9 @@ pub trait RmasBackend: Backend {
         keys: usize,
         scale: f64,
         window: Option<usize>,
+        into: Option<PackedOut<Self>>,
     ) -> burn::Tensor<Self, 3> {
-        attn::attend(q, k, v, keys, scale, window)
+        written(attn::attend(q, k, v, keys, scale, window), into)
     }
 
     /// Softmax over the last axis (attention probabilities).
@@ -192,11 +221,29 @@ pub trait RmasBackend: Backend {
     }
 
     /// `f` over each sequence's share of a packed call (its attention, its convolution and delta
-    /// rule), results in order: one after another here, where a device queues the work in order
-    /// anyway; at once on the CPU's thread pool (docs/batching.md, History: "Per-sequence work in
-    /// one region").
-    fn per_sequence<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
-        items.into_iter().map(f).collect()
+    /// rule: `rows` each, in packing order), their `[rows, a, b]` outputs packed as `[ΣT, a, b]`
+    /// of `out` (`[a, b]`, dtype, device). Here the sequences run one after another, as a device
+    /// queues them anyway, each writing its rows of one output ([`PackedOut`]) instead of the
+    /// outputs being concatenated after (a copy per sequence); the CPU runs them at once on its
+    /// thread pool (docs/batching.md, "Packed outputs").
+    fn per_sequence<T: Send>(
+        items: Vec<(usize, T)>,
+        out: ([usize; 2], DType, &Self::Device),
+        f: impl Fn(T, Option<PackedOut<Self>>) -> burn::Tensor<Self, 3> + Sync + Send,
+    ) -> burn::Tensor<Self, 3> {
+        if let [_] = items.as_slice() {
+            let (_, item) = items.into_iter().next().expect("one item");
+            return f(item, None);
+        }
+        let ([a, b], dtype, device) = out;
+        let rows = items.iter().map(|(rows, _)| rows).sum();
+        let mut pack = burn::Tensor::empty([rows, a, b], (device, dtype));
+        let mut at = 0;
+        for (rows, item) in items {
+            pack = f(item, Some(PackedOut { pack, at }));
+            at += rows;
+        }
+        pack
     }
 
     /// The largest tensor, in bytes, one device buffer can hold.
@@ -303,9 +350,18 @@ impl RmasBackend for burn::backend::NdArray {
     /// The sequences run as tasks of one parallel region, each one's own regions nested in it: a
     /// decode step of eight sequences no longer hands the cores over (wakes and parks the workers)
     /// a few times per sequence and layer. Each sequence's work, and so its bits, is unchanged.
-    fn per_sequence<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    /// Here each output is its own array, concatenated after (a copy of host memory).
+    fn per_sequence<T: Send>(
+        items: Vec<(usize, T)>,
+        _out: ([usize; 2], DType, &Self::Device),
+        f: impl Fn(T, Option<PackedOut<Self>>) -> burn::Tensor<Self, 3> + Sync + Send,
+    ) -> burn::Tensor<Self, 3> {
         use rayon::prelude::*;
-        items.into_par_iter().map(f).collect()
+        let mut outputs: Vec<_> = items.into_par_iter().map(|(_, item)| f(item, None)).collect();
+        match outputs.len() {
+            1 => outputs.pop().expect("one output"),
+            _ => burn::Tensor::cat(outputs, 0),
+        }
     }
 
     fn gated_delta_rule(
@@ -427,11 +483,13 @@ where
         x: DeltaRule<Self>,
         conv: (burn::Tensor<Self, 2>, burn::Tensor<Self, 2>),
         norm: Option<GatedNorm<Self>>,
+        into: Option<PackedOut<Self>>,
     ) -> (burn::Tensor<Self, 3>, burn::Tensor<Self, 3>, burn::Tensor<Self, 2>) {
-        match gdn::cube::fits(&x, &conv) {
-            true => gdn::cube::conv_delta_rule(x, conv, norm),
-            false => gdn::conv_delta_rule(x, conv, norm),
+        if gdn::cube::fits(&x, &conv) {
+            return gdn::cube::conv_delta_rule(x, conv, norm, into);
         }
+        let (o, state, conv_state) = gdn::conv_delta_rule(x, conv, norm);
+        (written(o, into), state, conv_state)
     }
 
     fn causal_conv_silu(
@@ -469,11 +527,12 @@ where
         keys: usize,
         scale: f64,
         window: Option<usize>,
+        into: Option<PackedOut<Self>>,
     ) -> burn::Tensor<Self, 3> {
         let (k, v) = (k.narrow(1, 0, keys), v.narrow(1, 0, keys));
         match attn::cube::attend_fits(&q, &k, &v) {
-            true => attn::cube::attend(q, k, v, scale, window),
-            false => attn::attend(q, k, v, keys, scale, window),
+            true => attn::cube::attend(q, k, v, scale, window, into),
+            false => written(attn::attend(q, k, v, keys, scale, window), into),
         }
     }
 

@@ -7,7 +7,7 @@ use rmas_kernels::attn::Queries;
 
 use crate::config::{Config, LayerConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, RmsNorm, cat_rows};
+use crate::nn::{Linear, Loader, RmsNorm};
 
 /// Keys and values of one attention layer, preallocated to the cache capacity.
 #[derive(Clone, Debug)]
@@ -98,18 +98,13 @@ impl<B: RmasBackend> Attention<B> {
         })
     }
 
-    /// Attends packed rows `x` `[ΣT, hidden]` at their positions' rotary tables `rope` (`cos`,
-    /// `sin`, each `[ΣT, rot_dim]`, packed the same way); `rows` holds each sequence's row count
-    /// and cache, in packing order. The projections run once on all rows; each sequence's keys are
-    /// normed and rotated on their way into its cache (one kernel with the values' write), and its
-    /// queries normed, rotated, attended to itself and its own cache and gated in one call
-    /// ([`RmasBackend::attend`]; docs/batching.md).
-    pub fn forward(
-        &self,
-        x: Tensor<B, 2>,
-        rope: &(Tensor<B, 2>, Tensor<B, 2>),
-        rows: Vec<AttentionRow<'_, B>>,
-    ) -> Tensor<B, 2> {
+    /// Attends packed rows `x` `[ΣT, hidden]`; `rows` holds each sequence's row count, cache and
+    /// rotary tables at its positions, in packing order. The projections run once on all rows;
+    /// each sequence's keys are normed and rotated on their way into its cache (one kernel with
+    /// the values' write), and its queries normed, rotated, attended to itself and its own cache
+    /// and gated in one call ([`RmasBackend::attend`]) that writes its rows of the packed output
+    /// (docs/batching.md).
+    pub fn forward(&self, x: Tensor<B, 2>, rows: Vec<AttentionRow<'_, B>>) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let q_heads = if self.gated { 2 * nh } else { nh }; // queries, then (regrouped at load) gates
@@ -117,28 +112,21 @@ impl<B: RmasBackend> Attention<B> {
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
         let qkv = self.qkv_proj.forward_packed(x, &lens).reshape([n, slots, hd]); // [ΣT, slots, hd]; the slices below are views
         let (q_norm, k_norm) = (self.q_norm.as_ref().map(RmsNorm::parts), self.k_norm.as_ref().map(RmsNorm::parts));
-        let (cos, sin) = rope.clone();
+        let (device, dtype) = (qkv.device(), qkv.dtype());
         let q = qkv.clone().narrow(1, 0, nh); // [ΣT, nh, hd], normed and rotated by `attend`
         let gate = self.gated.then(|| qkv.clone().narrow(1, nh, nh)); // [ΣT, nh, hd]
         let k = qkv.clone().narrow(1, q_heads, nkv); // [ΣT, nkv, hd], normed and rotated into each cache
         let v = qkv.narrow(1, q_heads + nkv, nkv); // [ΣT, nkv, hd]
         let (scale, window) = (self.scale, self.window);
         let starts = lens.iter().scan(0, |at, &len| Some(std::mem::replace(at, *at + len)));
-        let shares: Vec<_> = starts.zip(rows).collect();
-        let outputs = B::per_sequence(shares, |(start, AttentionRow { len, cache })| {
+        let shares: Vec<_> = lens.iter().copied().zip(starts.zip(rows)).collect();
+        let o = B::per_sequence(shares, ([nh, hd], dtype, &device), |(start, row), into| {
+            let AttentionRow { len, cache, rope: (cos, sin) } = row;
             let rows = |t: &Tensor<B, 3>| t.clone().narrow(0, start, len); // [T, ·, hd]
-            let table = |t: &Tensor<B, 2>| t.clone().narrow(0, start, len); // [T, rot]
-            let (k_all, v_all, keys) = cache.append(rows(&k), rows(&v), k_norm.clone(), (table(&cos), table(&sin))); // [nkv, capacity, hd], `keys` filled
-            let queries = Queries {
-                q: rows(&q),
-                norm: q_norm.clone(),
-                cos: table(&cos),
-                sin: table(&sin),
-                gate: gate.as_ref().map(rows),
-            };
-            B::attend(queries, k_all, v_all, keys, scale, window) // [T, nh, hd]
-        });
-        let o = cat_rows(outputs); // [ΣT, nh, hd]
+            let (k_all, v_all, keys) = cache.append(rows(&k), rows(&v), k_norm.clone(), (cos.clone(), sin.clone())); // [nkv, capacity, hd], `keys` filled
+            let queries = Queries { q: rows(&q), norm: q_norm.clone(), cos, sin, gate: gate.as_ref().map(rows) };
+            B::attend(queries, k_all, v_all, keys, scale, window, into)
+        }); // [ΣT, nh, hd]
         self.o_proj.forward_packed(o.reshape([n, nh * hd]), &lens)
     }
 }
@@ -149,4 +137,6 @@ pub struct AttentionRow<'a, B: Backend> {
     pub len: usize,
     /// Its keys and values.
     pub cache: &'a mut KvCache<B>,
+    /// The rotary tables (`cos`, `sin`, each `[T, rot_dim]`) at its positions.
+    pub rope: (Tensor<B, 2>, Tensor<B, 2>),
 }

@@ -5,7 +5,7 @@ use rmas_kernels::{DeltaRule, GatedNorm, RmasBackend};
 
 use crate::config::{Config, GdnConfig};
 use crate::error::Result;
-use crate::nn::{Linear, Loader, cat_rows, split_rows};
+use crate::nn::{Linear, Loader, split_rows};
 
 /// Recurrent state of one Gated DeltaNet layer.
 #[derive(Clone, Debug)]
@@ -79,8 +79,9 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
         let lens: Vec<usize> = rows.iter().map(|(len, _)| *len).collect();
         let y = self.in_proj.forward_packed(x, &lens); // [ΣT, conv_dim + value_dim + 2·nv]: qkv ‖ z ‖ a ‖ b
         let (conv, decay, norm_weight, eps) = (&self.conv, &self.decay, &self.norm, self.eps);
-        let shares: Vec<_> = split_rows(y, &lens).into_iter().zip(rows).collect(); // each [T, conv_dim + value_dim + 2·nv]
-        let outputs = B::per_sequence(shares, |(y, (_, state))| {
+        let (device, dtype) = (y.device(), y.dtype());
+        let shares: Vec<_> = lens.iter().copied().zip(split_rows(y, &lens).into_iter().zip(rows)).collect(); // each [T, conv_dim + value_dim + 2·nv]
+        let o = B::per_sequence(shares, ([nv, dv], dtype, &device), |(y, (_, state)), into| {
             // Views of the one product: q ‖ k ‖ v [T, conv_dim] before the causal depthwise conv (+
             // SiLU, over [conv state ‖ qkv]), the gates' raw inputs a ‖ b [T, 2·nv] and the norm's gate z [T, nv·dv].
             let qkv = y.clone().narrow(1, 0, conv_dim);
@@ -88,10 +89,10 @@ impl<B: RmasBackend> GatedDeltaNet<B> {
             let z = y.narrow(1, conv_dim, value_dim);
             let norm = GatedNorm { z, weight: norm_weight.clone(), eps };
             let rule = DeltaRule { qkv, ab, decay: decay.clone(), state: state.ssm.clone() };
-            let (o, ssm, conv_state) = B::conv_delta_rule(rule, (state.conv.clone(), conv.clone()), Some(norm));
+            let (o, ssm, conv_state) = B::conv_delta_rule(rule, (state.conv.clone(), conv.clone()), Some(norm), into);
             (state.ssm, state.conv) = (ssm, conv_state);
-            o // [T, nv, dv] normed, in qkv's dtype
-        });
-        self.out_proj.forward_packed(cat_rows(outputs).reshape([n, nv * dv]), &lens)
+            o // [T, nv, dv] normed, in qkv's dtype (or the pack so far)
+        }); // [ΣT, nv, dv]
+        self.out_proj.forward_packed(o.reshape([n, nv * dv]), &lens)
     }
 }

@@ -10,7 +10,7 @@ use crate::attention::{Attention, AttentionRow, KvCache};
 use crate::config::{self, Config, Mixer};
 use crate::error::{ModelError, Result};
 use crate::gated_deltanet::{DeltaState, GatedDeltaNet};
-use crate::nn::{Blocks, Linear, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix, cat_rows};
+use crate::nn::{Blocks, Linear, Loader, Mlp, Precision, RmsNorm, Rope, VocabMatrix};
 use crate::quant_cache::QuantCache;
 use crate::weights::Weights;
 
@@ -410,16 +410,14 @@ impl<B: RmasBackend> Model<B> {
                 });
             }
         }
-        // Per rotary kind, the tables at each sequence's own positions, packed like the rows:
-        // [ΣT, rot_dim] (a view of the cache's tables for one sequence).
-        let kinds = caches.first().map_or(0, |c| c.ropes.len());
-        let tables: Vec<_> = (0..kinds)
-            .map(|kind| {
-                let packed = |table: fn(&(Tensor<B, 2>, Tensor<B, 2>)) -> &Tensor<B, 2>| {
-                    let at = lens.iter().zip(caches.iter());
-                    cat_rows(at.map(|(&t, c)| table(&c.ropes[kind]).clone().narrow(0, c.len, t)).collect())
-                };
-                (packed(|(cos, _)| cos), packed(|(_, sin)| sin))
+        // Per sequence and rotary kind, the tables at the sequence's own positions: [T, rot_dim]
+        // views of its cache's tables, which its attention reads (no copy per sequence).
+        let tables: Vec<Vec<_>> = lens
+            .iter()
+            .zip(caches.iter())
+            .map(|(&t, c)| {
+                let at = |table: &Tensor<B, 2>| table.clone().narrow(0, c.len, t);
+                c.ropes.iter().map(|(cos, sin)| (at(cos), at(sin))).collect()
             })
             .collect();
         // Each block's output is added to the residual stream by the next norm (one kernel for both).
@@ -430,11 +428,11 @@ impl<B: RmasBackend> Model<B> {
             let states = caches.iter_mut().map(|c| &mut c.layers[i]).zip(lens);
             let y = match &layer.mixer {
                 LayerMixer::Attention(a) => {
-                    let rows = states.map(|(state, &len)| match state {
-                        LayerCache::Kv(cache) => AttentionRow { len, cache },
+                    let rows = states.zip(&tables).map(|((state, &len), tables)| match state {
+                        LayerCache::Kv(cache) => AttentionRow { len, cache, rope: tables[layer.rope].clone() },
                         LayerCache::Delta(_) => unreachable!("caches are built from the same layer list"),
                     });
-                    a.forward(y, &tables[layer.rope], rows.collect())
+                    a.forward(y, rows.collect())
                 }
                 LayerMixer::Delta(d) => {
                     let rows = states.map(|(state, &len)| match state {

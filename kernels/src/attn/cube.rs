@@ -17,9 +17,9 @@ use burn_cubecl::{
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::Queries;
-use crate::Act;
-use crate::cube_common::{Cube, ELEM_UNITS, HEAD_UNITS, MAX_CUBES, elementwise_cubes, tensor, unused};
+use crate::cube_common::{Cube, ELEM_UNITS, HEAD_UNITS, MAX_CUBES, elementwise_cubes, owned, tensor, unused};
 use crate::rope::cube::Tables;
+use crate::{Act, PackedOut};
 
 /// Units per cube, and keys per tile (one key per unit); the rotations' count, whose query norm
 /// the kernel repeats.
@@ -74,8 +74,9 @@ mod kernel {
         cos: &Tensor<f32>,      // [T, rot] contiguous (read only with `prep`)
         sin: &Tensor<f32>,      // [T, rot] contiguous (read only with `prep`)
         gate: &Tensor<F>,       // [nh, T, hd], any strides (read only when gated and not split)
-        out: &mut Tensor<F>,    // [nh, T, hd], any strides (written when not split)
+        out: &mut Tensor<F>,    // [nh, ≥ out_row + T, hd], any strides: rows out_row.. (when not split)
         part: &mut Tensor<f32>, // [splits, nkv·T·rep, hd + 2]: numerator, max, denominator (when split)
+        out_row: usize,
         #[comptime] rep: usize,
         #[comptime] hd: usize,
         #[comptime] units: usize,
@@ -234,7 +235,7 @@ mod kernel {
                         } else {
                             let o = F::cast_from(acc[r * per_unit + x] / z[r]);
                             let y = gated_output(o, gate, h, i, d, gated_out, gate_act);
-                            out[h * out.stride(0) + i * out.stride(1) + d * out.stride(2)] = y;
+                            out[h * out.stride(0) + (out_row + i) * out.stride(1) + d * out.stride(2)] = y;
                         }
                     }
                 }
@@ -252,13 +253,14 @@ mod kernel {
     pub fn attention_combine_kernel<F: Float>(
         part: &Tensor<f32>,  // [splits, nkv·T·rep, hd + 2]
         gate: &Tensor<F>,    // [nh, T, hd], any strides (read only when gated)
-        out: &mut Tensor<F>, // [nh, T, hd], any strides
+        out: &mut Tensor<F>, // [nh, ≥ out_row + T, hd], any strides: rows out_row.. written
+        t_len: usize,
+        out_row: usize,
         #[comptime] rep: usize,
         #[comptime] gated_out: bool,
         #[comptime] gate_act: u32,
         #[define(F)] _dtype: StorageType,
     ) {
-        let t_len = out.shape(1);
         let hd = out.shape(2);
         let splits = part.shape(0);
         let rows = part.shape(1);
@@ -284,7 +286,7 @@ mod kernel {
             let pair = row / rep;
             let (h, i) = ((pair / t_len) * rep + row % rep, pair % t_len);
             let y = gated_output(F::cast_from(num / den), gate, h, i, d, gated_out, gate_act);
-            out[h * out.stride(0) + i * out.stride(1) + d * out.stride(2)] = y;
+            out[h * out.stride(0) + (out_row + i) * out.stride(1) + d * out.stride(2)] = y;
             e += step;
         }
     }
@@ -303,8 +305,9 @@ fn kernel_takes(nh: usize, nkv: usize, t: usize, l: usize, hd: usize) -> bool {
 }
 
 /// Launches the kernel (and the combine pass of a split decode step) for `q` `[nh, T, ≥ hd]` over
-/// `k`, `v` `[nkv, L, hd]` into `out` `[nh, T, hd]` (any strides): with `tables` the queries are
-/// raw and the kernel norms and rotates them; with `gate` `[nh, T, hd]` the output is `σ(gate) ⊙ o`.
+/// `k`, `v` `[nkv, L, hd]` into rows `out_row..` of `out` `[nh, ≥ out_row + T, hd]` (any strides):
+/// with `tables` the queries are raw and the kernel norms and rotates them; with `gate` `[nh, T,
+/// hd]` the output is `σ(gate) ⊙ o`.
 #[allow(clippy::too_many_arguments)]
 fn launch<R: CubeRuntime>(
     q: CubeTensor<R>,
@@ -312,12 +315,12 @@ fn launch<R: CubeRuntime>(
     v: CubeTensor<R>,
     tables: Option<Tables<R>>,
     gate: Option<CubeTensor<R>>,
-    out: &CubeTensor<R>,
+    (out, out_row): (&CubeTensor<R>, usize),
     scale: f64,
     window: Option<usize>,
 ) {
     let (o, kv) = (out.meta.shape(), k.meta.shape());
-    let ([nh, t, hd], [nkv, l]) = ([o[0], o[1], o[2]], [kv[0], kv[1]]);
+    let ([nh, t, hd], [nkv, l]) = ([o[0], q.meta.shape()[1], o[2]], [kv[0], kv[1]]);
     let (rep, dtype) = (nh / nkv, out.dtype);
     let pairs = nkv * t;
     let visible = window.map_or(l, |w| w.min(l));
@@ -351,6 +354,7 @@ fn launch<R: CubeRuntime>(
         gate.clone().into_tensor_arg(),
         out.clone().into_tensor_arg(),
         part.clone().into_tensor_arg(),
+        out_row,
         rep,
         hd,
         UNITS,
@@ -372,6 +376,8 @@ fn launch<R: CubeRuntime>(
             part.into_tensor_arg(),
             gate.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            t,
+            out_row,
             rep,
             gated,
             gate_act,
@@ -401,7 +407,7 @@ pub fn causal_attention<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
     }
     let [q, k, v] = [q, k, v].map(|x| x.into_primitive().tensor());
     let out = empty_device_dtype(q.client.clone(), q.device.clone(), [nh, t, hd].into(), dtype);
-    launch(q, k, v, None, None, &out, scale, window);
+    launch(q, k, v, None, None, (&out, 0), scale, window);
     tensor(out)
 }
 
@@ -424,20 +430,33 @@ pub fn attend_fits<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEleme
 
 /// [`crate::attn::attend`] as one kernel launch (two for a split decode step), for operands that
 /// [`attend_fits`]: the raw queries normed and rotated as they are loaded, the output gated as it
-/// is written, `[T, nh, hd]` contiguous (the layout the output product reads).
+/// is written, `[T, nh, hd]` contiguous (the layout the output product reads), or into its rows of
+/// `into` (in place; a pack that shares its buffer is copied first).
 pub fn attend<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     q: Queries<Cube<R, F, I, BT>>,
     k: Tensor<Cube<R, F, I, BT>, 3>,
     v: Tensor<Cube<R, F, I, BT>, 3>,
     scale: f64,
     window: Option<usize>,
+    into: Option<PackedOut<Cube<R, F, I, BT>>>,
 ) -> Tensor<Cube<R, F, I, BT>, 3> {
     let ([t, nh, _], hd, dtype) = (q.q.dims(), v.dims()[2], v.dtype());
     let tables = Tables::new(q.norm, q.cos, q.sin);
     let heads_first = |x: Tensor<Cube<R, F, I, BT>, 3>| x.swap_dims(0, 1).into_primitive().tensor(); // [nh, T, ·]
     let gate = q.gate.map(heads_first);
     let (q, k, v) = (heads_first(q.q), k.into_primitive().tensor(), v.into_primitive().tensor());
-    let out = empty_device_dtype(q.client.clone(), q.device.clone(), [t, nh, hd].into(), dtype);
-    launch(q, k, v, Some(tables), gate, &heads_first(tensor(out.clone())), scale, window);
+    let (out, at) = match into {
+        Some(PackedOut { pack, at }) => {
+            let ([rows, heads, width], pack_dtype) = (pack.dims(), pack.dtype());
+            assert!(
+                at + t <= rows && [heads, width] == [nh, hd] && pack_dtype == dtype,
+                "rows {at}..{} of [{nh}, {hd}] {dtype:?} into a [{rows}, {heads}, {width}] {pack_dtype:?} pack",
+                at + t
+            );
+            (owned(pack), at)
+        }
+        None => (empty_device_dtype(q.client.clone(), q.device.clone(), [t, nh, hd].into(), dtype), 0),
+    };
+    launch(q, k, v, Some(tables), gate, (&heads_first(tensor(out.clone())), at), scale, window);
     tensor(out)
 }

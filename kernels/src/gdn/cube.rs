@@ -18,7 +18,8 @@ use burn::tensor::{DType, Tensor};
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numeric::empty_device_dtype};
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube_common::{Cube, contiguous, f32_contiguous, tensor, unused};
+use crate::PackedOut;
+use crate::cube_common::{Cube, contiguous, f32_contiguous, owned, tensor, unused};
 use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
@@ -56,8 +57,9 @@ mod kernel {
         w: &Tensor<f32>,     // [dv] norm weight (read only when normed)
         conv_state: &Tensor<F>, // [K−1, width] (read only when `conv`)
         conv_weight: &Tensor<F>, // [K, width] (read only when `conv`)
-        out: &mut Tensor<F>, // [T, nv, dv]
+        out: &mut Tensor<F>, // [≥ out_row + T, nv, dv]: rows out_row.. written
         state_out: &mut Tensor<f32>, // [nv, dk, dv]
+        out_row: usize,
         #[comptime] dk: usize,
         #[comptime] normed: bool,
         #[comptime] conv: bool,
@@ -87,6 +89,7 @@ mod kernel {
         for t in 0..t_len {
             let base = t * width;
             let row = t * nv + h; // head h of token t in [T, nv, ·]
+            let at = (out_row + t) * nv + h; // the same in `out`
             let mut e = j;
             while e < 2 * dk {
                 let ch = if e < dk { q0 + e } else { k0 + e - dk };
@@ -135,10 +138,10 @@ mod kernel {
                 let scale = 1.0f32 / f32::sqrt(mean_square + comptime!(f32::from_bits(eps_bits)));
                 if active {
                     let gate = f32::cast_from(z[row * dv + j]);
-                    out[row * dv + j] = F::cast_from(w[j] * o * scale * gate / (1.0f32 + f32::exp(-gate)));
+                    out[at * dv + j] = F::cast_from(w[j] * o * scale * gate / (1.0f32 + f32::exp(-gate)));
                 }
             } else if active {
-                out[row * dv + j] = F::cast_from(o);
+                out[at * dv + j] = F::cast_from(o);
             }
             sync_cube(); // every unit is done with this token's q ‖ k
         }
@@ -160,6 +163,7 @@ mod kernel {
         w: &Tensor<f32>,
         out: &mut Tensor<F>,
         state_out: &mut Tensor<f32>,
+        out_row: usize,
         #[comptime] dk: usize,
         #[comptime] normed: bool,
         #[comptime] units: usize,
@@ -167,7 +171,7 @@ mod kernel {
         #[define(F)] _dtype: StorageType,
     ) {
         // `qkv` stands in for the conv's operands, which the body does not read without `conv`.
-        delta_rule(qkv, ab, decay, state, z, w, qkv, qkv, out, state_out, dk, normed, false, units, eps_bits);
+        delta_rule(qkv, ab, decay, state, z, w, qkv, qkv, out, state_out, out_row, dk, normed, false, units, eps_bits);
     }
 
     /// The conv (+ SiLU) of the raw projection and the rule in one launch (11 storage buffers), then
@@ -186,6 +190,7 @@ mod kernel {
         out: &mut Tensor<F>,
         state_out: &mut Tensor<f32>,
         conv_out: &mut Tensor<F>, // [K−1, width]
+        out_row: usize,
         #[comptime] dk: usize,
         #[comptime] normed: bool,
         #[comptime] units: usize,
@@ -203,6 +208,7 @@ mod kernel {
             conv_weight,
             out,
             state_out,
+            out_row,
             dk,
             normed,
             true,
@@ -246,7 +252,7 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let (o, state, _) = launch(x, None, norm);
+    let (o, state, _) = launch(x, None, norm, None);
     (o, state)
 }
 
@@ -279,11 +285,13 @@ pub fn fits<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
 
 /// The convolution (+ SiLU) of the raw projection and the delta rule in one kernel: each cube
 /// convolves the channels its head reads as it reads them, token by token; returns `o`, the f32
-/// state and the new conv state (in `qkv`'s dtype). The caller checks [`fits`].
+/// state and the new conv state (in `qkv`'s dtype); `o` is written into its rows of `into` when
+/// given. The caller checks [`fits`].
 pub fn conv_delta_rule<R, F, I, BT>(
     x: DeltaRule<Cube<R, F, I, BT>>,
     conv: (Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>),
     norm: Option<GatedNorm<Cube<R, F, I, BT>>>,
+    into: Option<PackedOut<Cube<R, F, I, BT>>>,
 ) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 2>)
 where
     R: CubeRuntime,
@@ -291,16 +299,18 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let (o, state, conv_state) = launch(x, Some(conv), norm);
+    let (o, state, conv_state) = launch(x, Some(conv), norm, into);
     (o, state, conv_state.expect("a conv state where a conv was given"))
 }
 
-/// The kernel over `x`, after the conv (`state`, `weight`) when given.
+/// The kernel over `x`, after the conv (`state`, `weight`) when given, writing `o` into its rows
+/// of `into` when given (in place; a pack that shares its buffer is copied first).
 #[allow(clippy::type_complexity)]
 fn launch<R, F, I, BT>(
     x: DeltaRule<Cube<R, F, I, BT>>,
     conv: Option<(Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>)>,
     norm: Option<GatedNorm<Cube<R, F, I, BT>>>,
+    into: Option<PackedOut<Cube<R, F, I, BT>>>,
 ) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>, Option<Tensor<Cube<R, F, I, BT>, 2>>)
 where
     R: CubeRuntime,
@@ -328,7 +338,18 @@ where
         let lag = state.dims()[0];
         (projected(state), projected(weight), empty(vec![lag, width], dtype))
     });
-    let out = empty(vec![t_len, nv, dv], dtype);
+    let (out, out_row) = match into {
+        Some(PackedOut { pack, at }) => {
+            let ([rows, heads, width], pack_dtype) = (pack.dims(), pack.dtype());
+            assert!(
+                at + t_len <= rows && [heads, width] == [nv, dv] && pack_dtype == dtype,
+                "rows {at}..{} of [{nv}, {dv}] {dtype:?} into a [{rows}, {heads}, {width}] {pack_dtype:?} pack",
+                at + t_len
+            );
+            (owned(pack), at)
+        }
+        None => (empty(vec![t_len, nv, dv], dtype), 0),
+    };
     let state_out = empty(vec![nv, dk, dv], DType::F32);
     let units = dv.next_power_of_two();
     let (cubes, dim) = (CubeCount::Static(nv as u32, 1, 1), CubeDim::new_1d(units as u32));
@@ -353,6 +374,7 @@ where
                 o,
                 s,
                 c_out,
+                out_row,
                 dk,
                 normed,
                 units,
@@ -374,6 +396,7 @@ where
                 w,
                 o,
                 s,
+                out_row,
                 dk,
                 normed,
                 units,

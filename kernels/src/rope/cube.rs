@@ -9,7 +9,7 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use crate::cube_common::{Cube, HEAD_UNITS, MAX_CUBES, f32_contiguous, tensor, unused};
+use crate::cube_common::{Cube, HEAD_UNITS, MAX_CUBES, f32_contiguous, owned, tensor, unused};
 
 pub(crate) mod kernel {
     use cubecl::prelude::*;
@@ -221,10 +221,6 @@ pub fn append_kv<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement
     (cos, sin): (Tensor<Cube<R, F, I, BT>, 2>, Tensor<Cube<R, F, I, BT>, 2>),
     at: usize,
 ) -> (Tensor<Cube<R, F, I, BT>, 3>, Tensor<Cube<R, F, I, BT>, 3>) {
-    let owned = |c: Tensor<Cube<R, F, I, BT>, 3>| {
-        let c = c.into_primitive().tensor();
-        if c.can_mut() { c } else { c.copy() }
-    };
     let (k_cache, v_cache) = (owned(k_cache), owned(v_cache));
     let values = v.into_primitive().tensor();
     launch(k.into_primitive().tensor(), Tables::new(norm, cos, sin), &k_cache, Some((values, &v_cache)), at);
