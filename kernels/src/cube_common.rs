@@ -8,6 +8,8 @@ use burn_cubecl::{
 };
 use cubecl::prelude::*;
 
+use crate::PackedOut;
+
 /// Units per cube of the row kernels (a power of two, for [`cube_reduce`]).
 pub(crate) const ROW_UNITS: usize = 256;
 /// Units per cube of the kernels that take one attention head row at a time (the rotations, and
@@ -63,6 +65,26 @@ pub(crate) fn owned<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElem
 ) -> CubeTensor<R> {
     let x = x.into_primitive().tensor();
     if x.can_mut() && x.is_contiguous() { x } else { into_contiguous(x.copy()) }
+}
+
+/// A per-sequence kernel's `[T, a, b]` output in `dtype`: its rows of `into`'s pack (owned, see
+/// [`owned`]) and their first row, or a new tensor and row 0.
+pub(crate) fn output_rows<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    into: Option<PackedOut<Cube<R, F, I, BT>>>,
+    [t, a, b]: [usize; 3],
+    dtype: DType,
+    like: &CubeTensor<R>,
+) -> (CubeTensor<R>, usize) {
+    let Some(PackedOut { pack, at }) = into else {
+        return (empty_device_dtype(like.client.clone(), like.device.clone(), [t, a, b].into(), dtype), 0);
+    };
+    let ([rows, pa, pb], pack_dtype) = (pack.dims(), pack.dtype());
+    assert!(
+        at + t <= rows && [pa, pb] == [a, b] && pack_dtype == dtype,
+        "rows {at}..{} of [{a}, {b}] {dtype:?} into a [{rows}, {pa}, {pb}] {pack_dtype:?} pack",
+        at + t
+    );
+    (owned(pack), at)
 }
 
 /// A kernel's float output as a tensor.

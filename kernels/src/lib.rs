@@ -68,7 +68,7 @@ impl<B: Backend> PackedOut<B> {
     /// `o` `[T, a, b]` written at its rows (the reference bodies' write).
     pub fn write(self, o: Tensor<B, 3>) -> Tensor<B, 3> {
         let t = o.dims()[0];
-        self.pack.slice_assign([self.at..self.at + t], o)
+        self.pack.slice_assign(burn::tensor::s![self.at..self.at + t], o)
     }
 }
 

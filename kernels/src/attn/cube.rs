@@ -17,7 +17,7 @@ use burn_cubecl::{
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use super::Queries;
-use crate::cube_common::{Cube, ELEM_UNITS, HEAD_UNITS, MAX_CUBES, elementwise_cubes, owned, tensor, unused};
+use crate::cube_common::{Cube, ELEM_UNITS, HEAD_UNITS, MAX_CUBES, elementwise_cubes, output_rows, tensor, unused};
 use crate::rope::cube::Tables;
 use crate::{Act, PackedOut};
 
@@ -445,18 +445,7 @@ pub fn attend<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     let heads_first = |x: Tensor<Cube<R, F, I, BT>, 3>| x.swap_dims(0, 1).into_primitive().tensor(); // [nh, T, ·]
     let gate = q.gate.map(heads_first);
     let (q, k, v) = (heads_first(q.q), k.into_primitive().tensor(), v.into_primitive().tensor());
-    let (out, at) = match into {
-        Some(PackedOut { pack, at }) => {
-            let ([rows, heads, width], pack_dtype) = (pack.dims(), pack.dtype());
-            assert!(
-                at + t <= rows && [heads, width] == [nh, hd] && pack_dtype == dtype,
-                "rows {at}..{} of [{nh}, {hd}] {dtype:?} into a [{rows}, {heads}, {width}] {pack_dtype:?} pack",
-                at + t
-            );
-            (owned(pack), at)
-        }
-        None => (empty_device_dtype(q.client.clone(), q.device.clone(), [t, nh, hd].into(), dtype), 0),
-    };
+    let (out, at) = output_rows(into, [t, nh, hd], dtype, &q);
     launch(q, k, v, Some(tables), gate, (&heads_first(tensor(out.clone())), at), scale, window);
     tensor(out)
 }

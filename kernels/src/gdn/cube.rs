@@ -19,7 +19,7 @@ use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement, ops::numer
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::PackedOut;
-use crate::cube_common::{Cube, contiguous, f32_contiguous, owned, tensor, unused};
+use crate::cube_common::{Cube, contiguous, f32_contiguous, output_rows, tensor, unused};
 use crate::gdn::{DeltaRule, GatedNorm};
 
 mod kernel {
@@ -220,8 +220,8 @@ mod kernel {
         let dv = state.shape(2);
         let (ratio, q0, k0, v0) = head_offsets(qkv, state, h, dk);
         let lag = conv_state.shape(0);
-        // The first value head reading a key head writes that key head's channels too.
-        let owned = if h % ratio == 0 { 2 * dk + dv } else { dv };
+        // The first value head reading a key head (h / ratio) writes that key head's channels too.
+        let owned = if (h / ratio) * ratio == h { 2 * dk + dv } else { dv };
         let mut e = UNIT_POS_X as usize;
         while e < lag * owned {
             let r = e / owned;
@@ -338,18 +338,7 @@ where
         let lag = state.dims()[0];
         (projected(state), projected(weight), empty(vec![lag, width], dtype))
     });
-    let (out, out_row) = match into {
-        Some(PackedOut { pack, at }) => {
-            let ([rows, heads, width], pack_dtype) = (pack.dims(), pack.dtype());
-            assert!(
-                at + t_len <= rows && [heads, width] == [nv, dv] && pack_dtype == dtype,
-                "rows {at}..{} of [{nv}, {dv}] {dtype:?} into a [{rows}, {heads}, {width}] {pack_dtype:?} pack",
-                at + t_len
-            );
-            (owned(pack), at)
-        }
-        None => (empty(vec![t_len, nv, dv], dtype), 0),
-    };
+    let (out, out_row) = output_rows(into, [t_len, nv, dv], dtype, &qkv);
     let state_out = empty(vec![nv, dk, dv], DType::F32);
     let units = dv.next_power_of_two();
     let (cubes, dim) = (CubeCount::Static(nv as u32, 1, 1), CubeDim::new_1d(units as u32));
