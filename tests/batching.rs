@@ -13,7 +13,7 @@ use rmas::options::RunOptions;
 use rmas::system::SystemSpec;
 use rmas_models::batch::BatchStats;
 use rmas_models::generate::Sampling;
-use rmas_models::{Model, RmasBackend, block_on};
+use rmas_models::{BlockFormat, Blocks, Model, Precision, RmasBackend, block_on};
 use rmas_suite::{Golden, assert_close, golden, golden_options};
 use rmas_text::Style;
 use serde_json::Value;
@@ -22,26 +22,30 @@ fn strict() {
     rmas_models::set_strict_f32(true);
 }
 
-/// Golden model `case` in f32 with its reference tensors.
-fn open<B: RmasBackend>(case: &str, device: &B::Device) -> (Golden, Model<B>) {
+/// Golden model `case` in f32 (its weights quantized at load to `blocks`) with its reference tensors.
+fn open<B: RmasBackend>(case: &str, blocks: Blocks, device: &B::Device) -> (Golden, Model<B>) {
+    let path = golden(&format!("{case}/model"));
     let model =
-        Model::load(&golden(&format!("{case}/model")), device, DType::F32).unwrap_or_else(|e| panic!("{case}: {e}"));
+        Model::load(&path, device, Precision::new(DType::F32, blocks)).unwrap_or_else(|e| panic!("{case}: {e}"));
     (Golden::open(&format!("{case}/golden.safetensors")), model)
 }
 
 /// Sequences packed into one forward (`Model::forward_packed`: ragged rows of 1, an odd count, past
 /// 64 for the chunked delta rule, the whole prompt — past the sliding windows of the variants that
 /// have one), then a second packed step continuing each cache: every sequence's hidden states equal
-/// its forward alone. Cubecl backends run strict f32, whose per-row sums do not depend on the row count.
+/// its forward alone, dense and with int4 weights (whose products switch algorithm by row count on
+/// every backend). Cubecl backends run strict f32, whose per-row sums do not depend on the row count.
 fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
     strict();
-    let cases =
-        rmas_suite::cases("models", "golden.safetensors").into_iter().map(|a| (format!("models/{a}"), "input_ids"));
+    let models = rmas_suite::cases("models", "golden.safetensors");
+    let cases = models.iter().map(|a| (format!("models/{a}"), "input_ids", Blocks::Dense));
+    let int4 = models.iter().map(|a| (format!("models/{a}"), "input_ids", Blocks::Quantize(BlockFormat::Q4_1)));
     let variants = rmas_suite::cases("variants", "golden.safetensors")
         .into_iter()
-        .map(|v| (format!("variants/{v}"), "prompt_ids"));
-    for (case, key) in cases.chain(variants) {
-        let (g, model) = open::<B>(&case, device);
+        .map(|v| (format!("variants/{v}"), "prompt_ids", Blocks::Dense));
+    for (case, key, blocks) in cases.chain(int4).chain(variants) {
+        let (g, model) = open::<B>(&case, blocks, device);
+        let case = format!("{case} {blocks:?}");
         let ids = g.ids(key);
         let n = ids.len();
         let lens = [1, 7, 70.min(n), n];

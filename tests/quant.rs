@@ -67,6 +67,12 @@ fn mixed_formats_and_reordered_rows_and_columns<B: RmasBackend>(d: &B::Device) {
     for m in [1, 6] {
         check::<B>(d, &format!("mixed, {m} rows"), &all, m);
     }
+    // Adjacent runs of one format merge into one run (one product launch on a device), rows in order.
+    let same: Vec<_> = [50, 51].into_iter().map(|seed| random_blocks(seed, BlockFormat::Q4K, 20, k)).collect();
+    let merged = QuantMatrix::concat(same.clone()).expect("same width");
+    assert!(merged.single_format().is_some(), "two Q4_K runs stayed two");
+    assert_eq!(merged.dequantize(), same.iter().flat_map(|p| p.dequantize()).collect::<Vec<_>>());
+    check::<B>(d, "merged runs", &merged, 3);
     // Reordered across the format runs (a GGUF query weight un-permuted, gated attention regrouped).
     let order: Vec<usize> = (0..all.rows()).rev().step_by(2).chain((0..all.rows()).step_by(2)).collect();
     let reordered = all.select_rows(&order);

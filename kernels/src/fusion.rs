@@ -161,6 +161,11 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
 
     const BLOCKS_ON_DEVICE: bool = B::BLOCKS_ON_DEVICE;
 
+    /// The inner backend's: its products are the ones that run.
+    fn per_row_limit(product: crate::Product) -> Option<usize> {
+        B::per_row_limit(product)
+    }
+
     /// Queued as one operation whose body is the inner backend's
     /// [`RmasBackend::device_quant_matmul`] ([`queue_over_blocks`]).
     fn device_quant_matmul(x: Tensor<Self, 2>, blocks: &DeviceBlocks<Self>, rows: crate::Rows) -> Tensor<Self, 2> {

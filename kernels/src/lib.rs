@@ -598,6 +598,13 @@ where
 
     const WEIGHTS_OUT_IN: bool = true;
 
+    /// The quantized products switch from their rows kernel to a decoded matrix's matmul past
+    /// [`quant::cpu::DOT_ROWS`] rows ([`quant::cube::matmul`]); the dense ones run one matmul, whose
+    /// tiles round alike at every row count only in strict f32 (docs/batching.md, "Batch invariance").
+    fn per_row_limit(product: Product) -> Option<usize> {
+        (product == Product::Quant).then_some(quant::cpu::DOT_ROWS)
+    }
+
     const DEVICE_TOP_K: bool = true;
 
     fn top_values(x: burn::Tensor<Self, 2>, m: usize) -> Option<burn::Tensor<Self, 2>> {

@@ -35,24 +35,26 @@ mod kernel {
         }
     }
 
-    /// `out[m, r] = Σ_k x[m, k]·w[r, k]` for one run of rows: cube `(r, m)` (strided over `r`), its
-    /// units over the row's words.
+    /// `out[m, col0 + r] = Σ_k x[m, k]·w[r, k]` for one run of rows: cube `(r, m)` (strided over
+    /// `r`), its units over the row's words.
     #[cube(launch)]
     pub fn rows_dot_kernel(
         x: &Tensor<f32>,       // [M, K]
         words: &Tensor<u32>,   // [rows · K·bits/32]
         groups: &Tensor<f32>,  // [rows · K/group · 2]
-        out: &mut Tensor<f32>, // [M, rows]
+        out: &mut Tensor<f32>, // [M, N ≥ col0 + rows]: this run's columns from col0 on
+        col0: usize,
         #[comptime] units: usize,
         #[comptime] bits: u32,
         #[comptime] group: usize,
         #[comptime] bias: i32,
     ) {
         let k_len = x.shape(1);
-        let rows = out.shape(1);
+        let n = out.shape(1);
         let m = CUBE_POS_Y as usize;
         let per_word = comptime!(32 / bits as usize);
         let row_words = k_len / per_word;
+        let rows = words.len() / row_words;
         let row_groups = k_len / group;
         let mut shared = SharedMemory::<f32>::new(units);
         let mut r = CUBE_POS_X as usize;
@@ -76,7 +78,7 @@ mod kernel {
             }
             let total = cube_reduce(&mut shared, acc, false);
             if UNIT_POS_X == 0 {
-                out[m * rows + r] = total;
+                out[m * n + col0 + r] = total;
             }
             r += CUBE_COUNT_X as usize;
         }
@@ -145,8 +147,10 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         return out.cast(dtype);
     }
     let x = f32_contiguous(x);
-    let outs = w.parts.iter().map(|p| {
-        let out = empty_device_dtype(x.client.clone(), x.device.clone(), [m, p.rows].into(), DType::F32);
+    // Each run of rows writes its columns of the one output: a launch per run, no copy after.
+    let out = empty_device_dtype(x.client.clone(), x.device.clone(), [m, w.rows()].into(), DType::F32);
+    let mut col0 = 0;
+    for p in &w.parts {
         if m > 0 && p.rows > 0 {
             let (words, groups) = part_args::<R, F, I, BT>(p);
             kernel::rows_dot_kernel::launch::<R>(
@@ -157,15 +161,16 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
                 words.into_tensor_arg(),
                 groups.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
+                col0,
                 UNITS,
                 p.format.code_bits(),
                 p.format.group(),
                 p.format.code_bias(),
             );
         }
-        tensor::<R, F, I, BT, 2>(out)
-    });
-    Tensor::cat(outs.collect(), 1).cast(dtype)
+        col0 += p.rows;
+    }
+    tensor::<R, F, I, BT, 2>(out).cast(dtype)
 }
 
 /// Rows `ids` `[T]` (row indices as f32 values) of a matrix on this device, decoded: `[T, K]` f32.

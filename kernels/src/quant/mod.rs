@@ -430,14 +430,25 @@ impl QuantMatrix {
         Some(Self::new(self.cols, parts.collect::<Option<_>>()?))
     }
 
-    /// The matrices stacked row-wise (their outputs side by side); `None` unless all have the same
-    /// number of columns (each already a whole number of its formats' blocks) and hold their blocks
-    /// on the host.
+    /// The matrices stacked row-wise (their outputs side by side), adjacent runs of one format
+    /// merged into one (a fused projection quantized in one format is one run: one product launch
+    /// on a device); `None` unless all have the same number of columns (each already a whole number
+    /// of its formats' blocks) and hold their blocks on the host.
     pub fn concat(matrices: Vec<Self>) -> Option<Self> {
         let cols = matrices.first()?.cols;
         if matrices.iter().any(|m| m.cols != cols || !m.host) {
             return None;
         }
-        Some(Self::new(cols, matrices.into_iter().flat_map(|m| m.parts).collect()))
+        let mut parts: Vec<Part> = Vec::new();
+        for part in matrices.into_iter().flat_map(|m| m.parts) {
+            match parts.last_mut() {
+                Some(last) if last.format == part.format => {
+                    last.blocks.extend_from_slice(&part.blocks);
+                    last.rows += part.rows;
+                }
+                _ => parts.push(part),
+            }
+        }
+        Some(Self::new(cols, parts))
     }
 }
