@@ -210,7 +210,8 @@ fn a_backend_that_cannot_start_is_a_clear_error() {
 }
 
 /// `--quantize` runs on the CPU (blocks as stored: 8.5 and 5 bits a weight) and on wgpu (the device
-/// layout: 10 and 6 bits), reading that fraction of f32's bytes.
+/// layout: 10 and 6 bits), reading that fraction of f32's bytes; on wgpu a step launches what the
+/// f32 step does (one launch per fused product, its runs of one format merged, and no copy after).
 #[test]
 fn quantized_weights_run_on_the_cpu_and_wgpu() {
     let tiny = ["bench", "--size", "tiny", "--prompt-len", "8", "--decode-steps", "4", "--json"];
@@ -228,6 +229,9 @@ fn quantized_weights_run_on_the_cpu_and_wgpu() {
             let ratio = bits / 32.0;
             assert!(bytes < ratio * 1.2 + 0.05, "{backend} --quantize {flag} reads {bytes} of f32's bytes: {m}");
             assert!(m["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{m}");
+            if backend == "wgpu" {
+                assert_eq!(m["launches_per_token"], f32["launches_per_token"], "{flag} launches as f32 does: {m}");
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 //! cubecl kernels of the products over quantized blocks ([`crate::RmasBackend::quant_matmul`] on
 //! CUDA, wgpu and WebGPU; docs/quantization.md, "On the GPU"), reading the device layout of
 //! `device.rs`: for a few rows of activations (a decode step) or rows that must each take the
-//! per-row path, one cube per weight row and activation row sums the row's codes times `x` across
-//! its units; for more rows (a prompt), the blocks are decoded into a dense f32 matrix for one matmul
+//! per-row path, one cube per weight row and [`ROWS_PER_CUBE`] activation rows sums the row's codes
+//! times each `x` across its units; for more rows (a prompt), the blocks are decoded into a dense f32 matrix for one matmul
 //! by the kernel that decodes looked-up rows (the embedding's).
 
 use burn::tensor::ops::IntTensorOps;
@@ -17,11 +17,11 @@ use crate::cube_common::{Cube, ELEM_UNITS, MAX_CUBES, elementwise_cubes, f32_con
 
 /// Units per cube of the product kernel (a power of two, for `cube_reduce`).
 const UNITS: usize = 64;
+/// Activation rows a cube of the product kernel takes: each weight word it reads serves them all.
+const ROWS_PER_CUBE: usize = 8;
 
 mod kernel {
     use cubecl::prelude::*;
-
-    use crate::cube_common::cube_reduce;
 
     /// The code in bits `shift..shift + bits` of `word` (a nibble plus `bias`, or a signed byte).
     #[cube]
@@ -35,9 +35,12 @@ mod kernel {
         }
     }
 
-    /// `out[m, col0 + r] = Σ_k x[m, k]·w[r, k]` for one run of rows: cube `(r, m)` (strided over
-    /// `r`), its units over the row's words.
+    /// `out[m, col0 + r] = Σ_k x[m, k]·w[r, k]` for one run of rows: cube `(r, c)` (strided over
+    /// `r`) takes activation rows `c·per_cube..` (up to `per_cube` of them), its units over the
+    /// row's words. Each word is read and decoded once for all of them, and each row's sum runs in
+    /// the same order whatever the rows beside it (a decode step's bits do not depend on the batch).
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn rows_dot_kernel(
         x: &Tensor<f32>,       // [M, K]
         words: &Tensor<u32>,   // [rows · K·bits/32]
@@ -45,41 +48,73 @@ mod kernel {
         out: &mut Tensor<f32>, // [M, N ≥ col0 + rows]: this run's columns from col0 on
         col0: usize,
         #[comptime] units: usize,
+        #[comptime] per_cube: usize,
         #[comptime] bits: u32,
         #[comptime] group: usize,
         #[comptime] bias: i32,
     ) {
-        let k_len = x.shape(1);
+        let (m_len, k_len) = (x.shape(0), x.shape(1));
         let n = out.shape(1);
-        let m = CUBE_POS_Y as usize;
+        let m0 = CUBE_POS_Y as usize * per_cube;
         let per_word = comptime!(32 / bits as usize);
         let row_words = k_len / per_word;
-        let rows = words.len() / row_words;
         let row_groups = k_len / group;
-        let mut shared = SharedMemory::<f32>::new(units);
+        let rows = words.len() / row_words;
+        let mut shared = SharedMemory::<f32>::new(comptime!(per_cube * units));
+        let mut acc = Array::<f32>::new(per_cube);
         let mut r = CUBE_POS_X as usize;
         while r < rows {
-            let mut acc = 0.0f32;
+            #[unroll]
+            for j in 0..per_cube {
+                acc[j] = 0.0f32;
+            }
             let mut w = UNIT_POS_X as usize;
             while w < row_words {
                 let word = words[r * row_words + w];
                 let k0 = w * per_word;
                 let at = (r * row_groups + k0 / group) * 2;
-                let mut dot = 0.0f32;
-                let mut sum = 0.0f32;
+                let (scale, offset) = (groups[at], groups[at + 1]);
                 #[unroll]
-                for i in 0..per_word {
-                    let xv = x[m * k_len + k0 + i];
-                    dot += code(word, comptime!((i as u32) * bits), bits, bias) * xv;
-                    sum += xv;
+                for j in 0..per_cube {
+                    let m = m0 + j;
+                    if m < m_len {
+                        let mut dot = 0.0f32;
+                        let mut sum = 0.0f32;
+                        #[unroll]
+                        for i in 0..per_word {
+                            let xv = x[m * k_len + k0 + i];
+                            dot += code(word, comptime!((i as u32) * bits), bits, bias) * xv;
+                            sum += xv;
+                        }
+                        acc[j] += scale * dot + offset * sum;
+                    }
                 }
-                acc += groups[at] * dot + groups[at + 1] * sum;
                 w += units;
             }
-            let total = cube_reduce(&mut shared, acc, false);
-            if UNIT_POS_X == 0 {
-                out[m * n + col0 + r] = total;
+            // Each row's partial sums added over the units as `cube_common::cube_reduce` adds one
+            // value's, every row in the same tree steps.
+            let u = UNIT_POS_X as usize;
+            #[unroll]
+            for j in 0..per_cube {
+                shared[j * units + u] = acc[j];
             }
+            sync_cube();
+            let mut stride = (CUBE_DIM_X / 2) as usize;
+            while stride > 0 {
+                if u < stride {
+                    #[unroll]
+                    for j in 0..per_cube {
+                        let other = shared[j * units + u + stride];
+                        shared[j * units + u] += other;
+                    }
+                }
+                sync_cube();
+                stride /= 2;
+            }
+            if u < per_cube && m0 + u < m_len {
+                out[(m0 + u) * n + col0 + r] = shared[u * units];
+            }
+            sync_cube();
             r += CUBE_COUNT_X as usize;
         }
     }
@@ -147,6 +182,8 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
         return out.cast(dtype);
     }
     let x = f32_contiguous(x);
+    // A decode step of one row compiles the one-row kernel; each row's sums are the same in all.
+    let per_cube = m.clamp(1, ROWS_PER_CUBE);
     // Each run of rows writes its columns of the one output: a launch per run, no copy after.
     let out = empty_device_dtype(x.client.clone(), x.device.clone(), [m, w.rows()].into(), DType::F32);
     let mut col0 = 0;
@@ -155,7 +192,7 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
             let (words, groups) = part_args::<R, F, I, BT>(p);
             kernel::rows_dot_kernel::launch::<R>(
                 &x.client,
-                CubeCount::Static(p.rows.min(MAX_CUBES) as u32, m as u32, 1),
+                CubeCount::Static(p.rows.min(MAX_CUBES) as u32, m.div_ceil(per_cube) as u32, 1),
                 CubeDim::new_1d(UNITS as u32),
                 x.clone().into_tensor_arg(),
                 words.into_tensor_arg(),
@@ -163,6 +200,7 @@ pub fn matmul<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
                 out.clone().into_tensor_arg(),
                 col0,
                 UNITS,
+                per_cube,
                 p.format.code_bits(),
                 p.format.group(),
                 p.format.code_bias(),
