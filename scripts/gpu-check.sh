@@ -103,6 +103,10 @@ for q in int8 int4; do
         >"$out/bench-bf16-$q.json" 2>&1
     note "bench 2b bf16 --quantize $q (compare decode_tokens_per_s with bf16 above): $(cat "$out/bench-bf16-$q.json")"
 done
+# A packed int4 step of 16 takes the rows kernel for every sequence (batch-invariant; docs/quantization.md "Batches").
+timeout 150 "$out/bin/rmas" bench --size 2b --backend cuda --dtype bf16 --no-counters --quantize int4 --batch 16 \
+    --prompt-len 64 --decode-steps 16 --json >"$out/bench-bf16-int4-b16.json" 2>&1
+note "bench 2b bf16 --quantize int4 --batch 16: $(cat "$out/bench-bf16-int4-b16.json")"
 
 echo
 echo "summary: $summary"
