@@ -110,15 +110,21 @@ fn queue_over_blocks<B: FusionBackend, const D: usize>(
     wrap(out)
 }
 
-/// `into`'s pack as the last of an operation's inputs; returns its row, which the body passes on.
+/// `into`'s pack as the last of an operation's inputs. Returns the output's shape (the pack's, else
+/// the sequence's own `share`) and the pack's row, which the body passes on.
 fn packed_input<B: FusionBackend>(
     into: Option<PackedOut<Fusion<B>>>,
+    share: [usize; 3],
     inputs: &mut Vec<FloatTensor<Fusion<B>>>,
-) -> Option<usize> {
-    into.map(|PackedOut { pack, at }| {
-        inputs.push(raw(pack));
-        at
-    })
+) -> (Shape, Option<usize>) {
+    match into {
+        Some(PackedOut { pack, at }) => {
+            let shape = pack.shape();
+            inputs.push(raw(pack));
+            (shape, Some(at))
+        }
+        None => (share.into(), None),
+    }
 }
 
 /// A shape-preserving operation of `x` and `extra` (which the body reads after `x`, in order).
@@ -229,15 +235,14 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         into: Option<PackedOut<Self>>,
     ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>) {
         let [_, nv, dk, dv] = x.heads();
-        let dtype = x.qkv.dtype();
-        let o_shape = into.as_ref().map_or_else(|| [x.qkv.dims()[0], nv, dv].into(), |p| p.pack.shape());
-        let outputs = [(o_shape, dtype), ([nv, dk, dv].into(), DType::F32), (conv_state.shape(), dtype)];
+        let (t, dtype, conv_shape) = (x.qkv.dims()[0], x.qkv.dtype(), conv_state.shape());
         let mut inputs = vec![raw(x.qkv), raw(x.ab), raw(x.decay), raw(x.state), raw(conv_state), raw(conv_weight)];
         let eps = norm.map(|n| {
             inputs.extend([raw(n.z), raw(n.weight)]);
             n.eps
         });
-        let at = packed_input(into, &mut inputs);
+        let (o_shape, at) = packed_input(into, [t, nv, dv], &mut inputs);
+        let outputs = [(o_shape, dtype), ([nv, dk, dv].into(), DType::F32), (conv_shape, dtype)];
         let [o, state, conv_state] = queue::<B, 3>("rmas.conv_delta_rule", inputs, outputs, move |inputs| {
             let mut x = inputs.into_iter();
             let rule = DeltaRule { qkv: take(&mut x), ab: take(&mut x), decay: take(&mut x), state: take(&mut x) };
@@ -297,17 +302,15 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         window: Option<usize>,
         into: Option<PackedOut<Self>>,
     ) -> Tensor<Self, 3> {
-        let [t, nh, _] = q.q.dims();
-        let shape = into.as_ref().map_or_else(|| [t, nh, v.dims()[2]].into(), |p| p.pack.shape());
-        let out = (shape, v.dtype());
+        let ([t, nh, _], [_, _, dv], dtype) = (q.q.dims(), v.dims(), v.dtype());
         let mut inputs = vec![raw(q.q), raw(q.cos), raw(q.sin), raw(k), raw(v)];
         let eps = q.norm.map(|(weight, eps)| {
             inputs.push(raw(weight));
             eps
         });
         let gated = q.gate.map(|gate| inputs.push(raw(gate))).is_some();
-        let at = packed_input(into, &mut inputs);
-        let [out] = queue::<B, 1>("rmas.attend", inputs, [out], move |inputs| {
+        let (shape, at) = packed_input(into, [t, nh, dv], &mut inputs);
+        let [out] = queue::<B, 1>("rmas.attend", inputs, [(shape, dtype)], move |inputs| {
             let mut x = inputs.into_iter();
             let (q, cos, sin, k, v) = (take(&mut x), take(&mut x), take(&mut x), take(&mut x), take(&mut x));
             let norm = eps.map(|eps| (take(&mut x), eps));

@@ -55,6 +55,14 @@ pub fn f32_of<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
 }
 
+/// Concatenates per-sequence results along their first dim (one part is returned as it is).
+pub fn cat_rows<B: Backend, const D: usize>(mut parts: Vec<Tensor<B, D>>) -> Tensor<B, D> {
+    match parts.len() {
+        1 => parts.pop().expect("one part"),
+        _ => Tensor::cat(parts, 0),
+    }
+}
+
 /// Rows `at..` of a packed call's output `pack` `[ΣT, a, b]`, which one sequence's kernel writes its
 /// `[T, a, b]` share into ([`RmasBackend::per_sequence`]).
 pub struct PackedOut<B: Backend> {
@@ -357,11 +365,7 @@ impl RmasBackend for burn::backend::NdArray {
         f: impl Fn(T, Option<PackedOut<Self>>) -> burn::Tensor<Self, 3> + Sync + Send,
     ) -> burn::Tensor<Self, 3> {
         use rayon::prelude::*;
-        let mut outputs: Vec<_> = items.into_par_iter().map(|(_, item)| f(item, None)).collect();
-        match outputs.len() {
-            1 => outputs.pop().expect("one output"),
-            _ => burn::Tensor::cat(outputs, 0),
-        }
+        cat_rows(items.into_par_iter().map(|(_, item)| f(item, None)).collect())
     }
 
     fn gated_delta_rule(

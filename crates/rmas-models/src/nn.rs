@@ -8,6 +8,7 @@ use std::sync::Arc;
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
 use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
+pub(crate) use rmas_kernels::cat_rows;
 use rmas_kernels::{Product, RmasBackend, Rows};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
@@ -667,10 +668,3 @@ pub fn split_rows<B: Backend, const D: usize>(packed: Tensor<B, D>, lens: &[usiz
         .collect()
 }
 
-/// Concatenates per-sequence results along their first dim (one part is returned as it is).
-pub(crate) fn cat_rows<B: Backend, const D: usize>(mut parts: Vec<Tensor<B, D>>) -> Tensor<B, D> {
-    match parts.len() {
-        1 => parts.pop().expect("one part"),
-        _ => Tensor::cat(parts, 0),
-    }
-}

@@ -7,6 +7,7 @@
 //! The encoders are ggml's reference quantizers (`quantize_row_q*_ref`), the decoders its
 //! `dequantize_row_q*`: a file rmas quantizes holds the blocks llama.cpp would write.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use half::f16;
@@ -268,6 +269,20 @@ struct Part {
     blocks: Vec<u8>,
 }
 
+impl Part {
+    /// Appends `rows` rows of `format` blocks to `parts`: onto the last run where it has that
+    /// format (one run, one product launch on a device), else as a new run.
+    fn append(parts: &mut Vec<Part>, format: BlockFormat, rows: usize, blocks: Cow<[u8]>) {
+        match parts.last_mut() {
+            Some(last) if last.format == format => {
+                last.blocks.extend_from_slice(&blocks);
+                last.rows += rows;
+            }
+            _ => parts.push(Part { format, rows, blocks: blocks.into_owned() }),
+        }
+    }
+}
+
 /// A `[rows, cols]` weight matrix (HF's `[out, in]`) held as blocks along each row. Runs of rows may
 /// differ in format: a fused projection concatenates layers a GGUF file stored in different types.
 #[derive(Clone)]
@@ -396,13 +411,7 @@ impl QuantMatrix {
         let mut parts: Vec<Part> = Vec::new();
         for &r in order {
             let (format, blocks) = self.row_blocks(r);
-            match parts.last_mut() {
-                Some(p) if p.format == format => {
-                    p.blocks.extend_from_slice(blocks);
-                    p.rows += 1;
-                }
-                _ => parts.push(Part { format, rows: 1, blocks: blocks.to_vec() }),
-            }
+            Part::append(&mut parts, format, 1, Cow::Borrowed(blocks));
         }
         Self::new(self.cols, parts)
     }
@@ -441,13 +450,7 @@ impl QuantMatrix {
         }
         let mut parts: Vec<Part> = Vec::new();
         for part in matrices.into_iter().flat_map(|m| m.parts) {
-            match parts.last_mut() {
-                Some(last) if last.format == part.format => {
-                    last.blocks.extend_from_slice(&part.blocks);
-                    last.rows += part.rows;
-                }
-                _ => parts.push(part),
-            }
+            Part::append(&mut parts, part.format, part.rows, Cow::Owned(part.blocks));
         }
         Some(Self::new(cols, parts))
     }
