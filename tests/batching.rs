@@ -84,6 +84,53 @@ fn packed_rows_match_alone<B: RmasBackend>(device: &B::Device) {
     }
 }
 
+/// Generation steps (`Calls::step`) packed: each sequence gets its greedy ids alone, and a sequence
+/// whose cache runs out fails its own step with its own error, while the others' steps (then run
+/// alone, the pack refused) go on to the same ids (docs/batching.md, "Packed read-backs").
+#[test]
+fn a_failing_step_fails_alone() {
+    use rmas_models::batch::{Batch, Calls, Sequence};
+    use rmas_models::generate::Sampler;
+    let device = Default::default();
+    let case = format!("models/{}", rmas_suite::cases("models", "golden.safetensors")[0]);
+    let (g, model) = open::<burn::backend::NdArray>(&case, Blocks::Dense, &device);
+    let ids = g.ids("input_ids");
+    /// Greedy steps after `prompt` (its last id the first step's), at most 4, with `room` for them.
+    async fn steps<B: RmasBackend>(
+        calls: Calls<'_, B>,
+        model: &Model<B>,
+        prompt: &[u32],
+        room: usize,
+    ) -> (Vec<u32>, Option<String>) {
+        let (head, &last) = (&prompt[..prompt.len() - 1], prompt.last().unwrap());
+        let mut cache = model.new_cache(head.len(), room).unwrap();
+        let mut sampler = Sampler::new(Sampling::Greedy, 0);
+        calls.forward_tokens(model, head, &mut cache).await.unwrap();
+        let (mut out, mut id) = (Vec::new(), last);
+        for _ in 0..4 {
+            match calls.step(model, id, &mut cache, &mut sampler).await {
+                Ok(next) => (id, _) = (next, out.push(next)),
+                Err(e) => return (out, Some(e.to_string())),
+            }
+        }
+        (out, None)
+    }
+    // Prompts of 5, 6 and 7 ids; the second has room for 2 steps, the others for 4.
+    let rooms = [4, 2, 4];
+    let prompts: Vec<&[u32]> = (0..3).map(|i| &ids[i..2 * i + 5]).collect();
+    let run = |calls, i: usize| steps(calls, &model, prompts[i], rooms[i]);
+    let alone: Vec<_> = (0..3).map(|i| block_on(run(Calls::Alone, i))).collect();
+    let batch = Batch::new();
+    let packed = batch.run_all((0..3).map(|i| Box::pin(run(Calls::Packed(&batch), i)) as Sequence<'_, _>).collect());
+    assert_eq!(packed, alone, "{case}: packed steps vs alone");
+    for (i, (out, err)) in packed.iter().enumerate() {
+        assert_eq!(out.len(), rooms[i], "{case} sequence {i}: {out:?} {err:?}");
+        assert_eq!(err.is_some(), rooms[i] < 4, "{case} sequence {i}: {err:?}");
+    }
+    assert!(packed[1].1.as_ref().unwrap().contains("cache"), "the overflow names the cache: {:?}", packed[1].1);
+    assert!(batch.stats().sequences >= 2 * batch.stats().calls, "the steps were packed: {:?}", batch.stats());
+}
+
 /// Golden system `name` loaded in f32, its expected outputs and settings.
 fn open_system<B: RmasBackend>(device: &B::Device, name: &str) -> (rmas::engine::LoadedSystem<B>, Value) {
     let expected: Value =

@@ -18,7 +18,7 @@ use burn::tensor::Tensor;
 
 use crate::RmasBackend;
 use crate::error::{ModelError, Result};
-use crate::generate::{Choices, ReadBack, Sampler, Sampling, last_row};
+use crate::generate::{Choices, ReadBack, Sampler, Sampling};
 use crate::model::{Cache, Model};
 use crate::nn::{cat_rows, split_rows};
 
@@ -75,17 +75,22 @@ impl<B: RmasBackend> Calls<'_, B> {
         }
     }
 
-    /// The token `sampler` chooses from the logits of the last row of `h` `[T, H]`. Packed, the
-    /// sequences that choose the same way share one LM-head product and one host read-back
-    /// (docs/batching.md, "Packed read-backs").
-    pub async fn token(self, model: &Model<B>, h: Tensor<B, 2>, sampler: &mut Sampler) -> Result<u32> {
-        let h = last_row(h); // [1, H]
+    /// A decode step: [`Self::forward_tokens`] of `id` after `cache`, then the token `sampler`
+    /// chooses from its row's logits. Packed, the steps that choose the same way are adjacent rows
+    /// of the forward, which go to one LM-head product as they are (no copy per sequence), with
+    /// one host read-back (docs/batching.md, "Packed read-backs").
+    pub async fn step(self, model: &Model<B>, id: u32, cache: &mut Cache<B>, sampler: &mut Sampler) -> Result<u32> {
         match self {
-            Self::Alone => sampler.sample(model.logits(h)).await,
+            Self::Alone => {
+                let h = self.forward_tokens(model, &[id], cache).await?; // [1, H]
+                sampler.sample(model.logits(h)).await
+            }
             Self::Packed(batch) => {
-                let reply = Slot::default();
-                batch.submit(model, Op::Token { h, sampling: sampler.sampling(), reply: reply.clone() });
-                let (read, row) = batch.wait(model, &reply).await;
+                let (reply, sampling) = (Slot::default(), sampler.sampling());
+                batch.submit(model, Op::Step { id, cache: std::mem::take(cache), sampling, reply: reply.clone() });
+                let (read, back) = batch.wait(model, &reply).await;
+                *cache = back;
+                let (read, row) = read?;
                 sampler.choose(read.get().await?, row)
             }
         }
@@ -122,12 +127,17 @@ struct Request<B: RmasBackend> {
 /// Where a call's result goes: the waiting sequence takes it from there.
 type Slot<T> = Rc<RefCell<Option<T>>>;
 
-/// A queued call with its reply slot; a forward gets its cache back whatever the result.
+/// A queued call with its reply slot; a forward or a step gets its cache back whatever the result.
 enum Op<B: RmasBackend> {
-    Forward { x: Input<B>, cache: Cache<B>, reply: Slot<(Result<Tensor<B, 2>>, Cache<B>)> },
+    Forward { x: Input<B>, cache: Cache<B>, reply: Slot<Forwarded<B>> },
     Logits { h: Tensor<B, 2>, reply: Slot<Result<Tensor<B, 2>>> },
-    Token { h: Tensor<B, 2>, sampling: Sampling, reply: Slot<(Rc<SharedRead>, usize)> },
+    Step { id: u32, cache: Cache<B>, sampling: Sampling, reply: Slot<(Result<TokenRow>, Cache<B>)> },
 }
+
+/// A step's token: the read-back its group shares, and its row there.
+type TokenRow = (Rc<SharedRead>, usize);
+/// A forward's rows `[T, H]` (or why it failed), with its cache back.
+type Forwarded<B> = (Result<Tensor<B, 2>>, Cache<B>);
 
 /// A forward's input: embedded rows, or token ids the model embeds.
 enum Input<B: RmasBackend> {
@@ -305,20 +315,21 @@ impl<B: RmasBackend> Batch<B> {
         }
     }
 
-    /// Runs the ready calls to `model`: one packed forward, one LM-head product for the calls that
-    /// want logits, and one per way of choosing for those that want tokens.
+    /// Runs the ready calls to `model`: one packed forward of its forwards and steps (the steps
+    /// first, grouped by how they choose), one LM-head product for the calls that want logits, and
+    /// one product and read-back per group of steps.
     fn flush(&self, model: &Model<B>) {
         let (mine, rest) =
             std::mem::take(&mut *self.ready.borrow_mut()).into_iter().partition(|r| r.model == key(model));
         *self.ready.borrow_mut() = rest;
-        let (mut forwards, mut heads, mut tokens) = (Vec::new(), Vec::new(), Vec::<(Sampling, Vec<_>)>::new());
+        let (mut forwards, mut heads, mut steps) = (Vec::new(), Vec::new(), Vec::<(Sampling, Vec<_>)>::new());
         for Request { op, .. } in mine {
             match op {
                 Op::Forward { x, cache, reply } => forwards.push((x, cache, reply)),
                 Op::Logits { h, reply } => heads.push((h, reply)),
-                Op::Token { h, sampling, reply } => match tokens.iter_mut().find(|(s, _)| *s == sampling) {
-                    Some((_, group)) => group.push((h, reply)),
-                    None => tokens.push((sampling, vec![(h, reply)])),
+                Op::Step { id, cache, sampling, reply } => match steps.iter_mut().find(|(s, _)| *s == sampling) {
+                    Some((_, group)) => group.push((id, cache, reply)),
+                    None => steps.push((sampling, vec![(id, cache, reply)])),
                 },
             }
         }
@@ -327,9 +338,51 @@ impl<B: RmasBackend> Batch<B> {
             stats.calls += 1;
             stats.sequences += n;
         };
-        if !forwards.is_empty() {
-            count(forwards.len());
-            forward_pack(model, forwards);
+        let groups: Vec<usize> = steps.iter().map(|(_, group)| group.len()).collect();
+        let stepped = groups.iter().sum::<usize>();
+        if stepped + forwards.len() > 0 {
+            count(stepped + forwards.len());
+            // One row each, the steps are the pack's first rows, a group's rows side by side.
+            let mut calls = Vec::new();
+            let mut step_replies = Vec::new();
+            for (id, cache, reply) in steps.iter_mut().flat_map(|(_, group)| group.drain(..)) {
+                calls.push((Input::Tokens(vec![id]), cache));
+                step_replies.push(reply);
+            }
+            let mut forward_replies = Vec::new();
+            for (x, cache, reply) in forwards {
+                calls.push((x, cache));
+                forward_replies.push(reply);
+            }
+            let (packed, mut outs) = forward_pack(model, calls);
+            for ((out, cache), reply) in outs.split_off(stepped).into_iter().zip(forward_replies) {
+                *reply.borrow_mut() = Some((out, cache));
+            }
+            let (mut outs, mut step_replies, mut start) = (outs.into_iter(), step_replies.into_iter(), 0);
+            for ((sampling, _), n) in steps.into_iter().zip(groups) {
+                let group: Vec<_> = outs.by_ref().take(n).zip(step_replies.by_ref()).collect();
+                let rows = match &packed {
+                    Some(h) => Some(h.clone().narrow(0, start, n)), // [n, H]: the pack's rows, not a copy
+                    None => {
+                        let ok: Vec<_> = group.iter().filter_map(|((out, _), _)| out.as_ref().ok().cloned()).collect();
+                        (!ok.is_empty()).then(|| cat_rows(ok)) // a failed step has no row
+                    }
+                };
+                start += n;
+                count(n);
+                let read = rows.map(|rows| {
+                    let lens = vec![1; rows.dims()[0]];
+                    SharedRead::new(sampling.read(model.logits_packed(rows, &lens))) // [n, V], read back once
+                });
+                let mut row = 0;
+                for ((out, cache), reply) in group {
+                    let token = out.map(|_| {
+                        row += 1;
+                        (read.clone().expect("a step that ran has a row"), row - 1)
+                    });
+                    *reply.borrow_mut() = Some((token, cache));
+                }
+            }
         }
         if !heads.is_empty() {
             count(heads.len());
@@ -340,32 +393,20 @@ impl<B: RmasBackend> Batch<B> {
                 *reply.borrow_mut() = Some(Ok(rows));
             }
         }
-        for (sampling, group) in tokens {
-            count(group.len());
-            let (hs, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-            let logits = model.logits_packed(cat_rows(hs), &vec![1; replies.len()]); // [n, V]
-            let read = SharedRead::new(sampling.read(logits));
-            for (row, reply) in replies.into_iter().enumerate() {
-                *reply.borrow_mut() = Some((read.clone(), row));
-            }
-        }
         self.stats.set(stats);
     }
 }
 
-type ForwardCall<B> = (Input<B>, Cache<B>, Slot<(Result<Tensor<B, 2>>, Cache<B>)>);
-
-/// One packed forward of `calls`; if the pack is refused (a sequence past its cache, a bad
-/// width or token), each call runs alone so that only the bad one fails, with its own error.
-/// When every call brings token ids, they are embedded together.
-fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
-    let lens: Vec<usize> = calls.iter().map(|(x, ..)| x.len()).collect();
-    let (mut xs, mut caches, mut replies) = (Vec::new(), Vec::new(), Vec::new());
-    for (x, cache, reply) in calls {
-        xs.push(x);
-        caches.push(cache);
-        replies.push(reply);
-    }
+/// One packed forward of `calls`: the packed `[ΣT, H]` and each call's rows with its cache back.
+/// If the pack is refused (a sequence past its cache, a bad width or token), each call runs alone
+/// so that only the bad one fails, with its own error, and no packed output is returned. When every
+/// call brings token ids, they are embedded together.
+fn forward_pack<B: RmasBackend>(
+    model: &Model<B>,
+    calls: Vec<(Input<B>, Cache<B>)>,
+) -> (Option<Tensor<B, 2>>, Vec<Forwarded<B>>) {
+    let lens: Vec<usize> = calls.iter().map(|(x, _)| x.len()).collect();
+    let (xs, mut caches): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
     let packed = match lens.len() {
         1 => None,
         _ => packed_rows(model, &xs).ok().and_then(|x| {
@@ -375,15 +416,16 @@ fn forward_pack<B: RmasBackend>(model: &Model<B>, calls: Vec<ForwardCall<B>>) {
     };
     match packed {
         Some(h) => {
-            for ((rows, cache), reply) in split_rows(h, &lens).into_iter().zip(caches).zip(replies) {
-                *reply.borrow_mut() = Some((Ok(rows), cache));
-            }
+            let outs = split_rows(h.clone(), &lens).into_iter().map(Ok).zip(caches).collect();
+            (Some(h), outs)
         }
         None => {
-            for ((x, mut cache), reply) in xs.into_iter().zip(caches).zip(replies) {
-                let out = x.rows(model).and_then(|x| model.forward(x, &mut cache));
-                *reply.borrow_mut() = Some((out, cache));
-            }
+            let outs = xs
+                .into_iter()
+                .zip(caches)
+                .map(|(x, mut cache)| (x.rows(model).and_then(|x| model.forward(x, &mut cache)), cache))
+                .collect();
+            (None, outs)
         }
     }
 }

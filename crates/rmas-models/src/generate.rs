@@ -334,9 +334,14 @@ pub async fn generate_from<B: RmasBackend>(
     let start = Instant::now();
     for step in 0..opts.max_new_tokens {
         // The first step also checks the logits, and log-probabilities need them at every step;
-        // otherwise only the choice comes back, read once for all the sequences of a pack.
+        // otherwise a step forwards the last token and only its choice comes back, read once for
+        // all the sequences of a pack.
+        let last = out.ids.last().copied();
         let id = if step == 0 || opts.logprobs {
-            let logits = calls.logits(model, h).await?;
+            if let Some(last) = last {
+                h = last_row(calls.forward_tokens(model, &[last], cache).await?);
+            }
+            let logits = calls.logits(model, h.clone()).await?;
             if step == 0 {
                 // Where argmax would quietly pick token 0 (NaN weights decoded as "!!!!").
                 check_finite(logits.clone(), "logits").await?;
@@ -349,7 +354,7 @@ pub async fn generate_from<B: RmasBackend>(
             }
             id
         } else {
-            calls.token(model, h, sampler).await?
+            calls.step(model, last.expect("a step after the first"), cache, sampler).await?
         };
         if step == 0 {
             out.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -359,7 +364,6 @@ pub async fn generate_from<B: RmasBackend>(
         if stop || opts.stop_ids.contains(&id) || step + 1 == opts.max_new_tokens {
             break;
         }
-        h = last_row(calls.forward_tokens(model, &[id], cache).await?);
     }
     out.decode_ms = start.elapsed().as_secs_f64() * 1e3 - out.prefill_ms;
     Ok(out)

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
 
-use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
 pub(crate) use rmas_kernels::cat_rows;
+use rmas_kernels::quant::{BLOCK, BlockFormat, QuantMatrix};
 use rmas_kernels::{Product, RmasBackend, Rows};
 
 use crate::config::{Activation, NormKind, RopeConfig, RopeScaling};
@@ -667,4 +667,3 @@ pub fn split_rows<B: Backend, const D: usize>(packed: Tensor<B, D>, lens: &[usiz
         })
         .collect()
 }
-
