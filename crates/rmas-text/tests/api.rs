@@ -1,15 +1,14 @@
 //! Behaviour of the public API: prompt builders (byte-exact literals from docs/algorithm.md, "Prompt templates"),
 //! name parsing, tokenizer loading errors, slot splitting and chat-template edge cases.
 
-mod common;
-
 use chrono::NaiveDate;
-use common::{fixture, model_tokenizer};
 use rmas_text::prompts::{self, HIE_FEEDBACK_SLOT, PLANNER_SLOT};
 use rmas_text::{
     ChatMessage, ChatOptions, Dataset, MasTask, Prompt, PromptContext, Role, Style, Task, TextError, Tokenizer,
     TokenizerFiles, system_prompt, user_prompt,
 };
+
+use crate::common::{fixture, model_tokenizer};
 
 const Q: &str = "What is 2+3?";
 const GPQA_Q: &str = "Which is right?\nA. one\nB. two\nC. three\nD. four";

@@ -1,15 +1,14 @@
 //! Conformance against the reference goldens: every prompt of both system runs (user text,
 //! rendered chat, token ids), generated-text decoding, and the per-architecture tokenizers.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use common::{fixture, model_tokenizer};
 use rmas_text::{ChatOptions, Dataset, PromptContext, Role, Style, Tokenizer, system_prompt, user_prompt};
 use serde_json::Value;
+
+use crate::common::{fixture, model_tokenizer};
 
 fn load_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

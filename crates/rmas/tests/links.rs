@@ -1,7 +1,5 @@
 //! RecursiveLinks against the system goldens, and loading failures.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +12,7 @@ use rmas::system::SystemSpec;
 use rmas_models::nn::Linear;
 use rmas_text::{Role, Style, Task};
 
-use common::{SYSTEMS, golden_cases};
+use crate::common::{SYSTEMS, golden_cases};
 
 type B = NdArray<f32>;
 

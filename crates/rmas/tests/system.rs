@@ -1,7 +1,5 @@
 //! System resolution against the golden hub caches, manifests, descriptions and the hub cache.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +10,7 @@ use rmas::source::{FileSource, LocalDir};
 use rmas::system::{Checkpoint, SystemSpec, family_style, parse_outer_manifest, resolve_inner_link};
 use rmas_text::{Role, Style, Task};
 
-use common::{SYSTEMS, golden_cases};
+use crate::common::{SYSTEMS, golden_cases};
 
 type B = NdArray<f32>;
 
