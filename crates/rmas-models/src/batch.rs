@@ -131,11 +131,13 @@ type Slot<T> = Rc<RefCell<Option<T>>>;
 enum Op<B: RmasBackend> {
     Forward { x: Input<B>, cache: Cache<B>, reply: Slot<Forwarded<B>> },
     Logits { h: Tensor<B, 2>, reply: Slot<Result<Tensor<B, 2>>> },
-    Step { id: u32, cache: Cache<B>, sampling: Sampling, reply: Slot<(Result<TokenRow>, Cache<B>)> },
+    Step { id: u32, cache: Cache<B>, sampling: Sampling, reply: StepSlot<B> },
 }
 
 /// A step's token: the read-back its group shares, and its row there.
 type TokenRow = (Rc<SharedRead>, usize);
+/// Where a step's token (or why it failed) goes, with its cache.
+type StepSlot<B> = Slot<(Result<TokenRow>, Cache<B>)>;
 /// A forward's rows `[T, H]` (or why it failed), with its cache back.
 type Forwarded<B> = (Result<Tensor<B, 2>>, Cache<B>);
 
@@ -338,16 +340,18 @@ impl<B: RmasBackend> Batch<B> {
             stats.calls += 1;
             stats.sequences += n;
         };
-        let groups: Vec<usize> = steps.iter().map(|(_, group)| group.len()).collect();
-        let stepped = groups.iter().sum::<usize>();
+        let stepped = steps.iter().map(|(_, group)| group.len()).sum::<usize>();
         if stepped + forwards.len() > 0 {
             count(stepped + forwards.len());
             // One row each, the steps are the pack's first rows, a group's rows side by side.
-            let mut calls = Vec::new();
-            let mut step_replies = Vec::new();
-            for (id, cache, reply) in steps.iter_mut().flat_map(|(_, group)| group.drain(..)) {
-                calls.push((Input::Tokens(vec![id]), cache));
-                step_replies.push(reply);
+            let (mut calls, mut groups) = (Vec::new(), Vec::new());
+            for (sampling, group) in steps {
+                count(group.len());
+                let replies = group.into_iter().map(|(id, cache, reply)| {
+                    calls.push((Input::Tokens(vec![id]), cache));
+                    reply
+                });
+                groups.push((sampling, replies.collect::<Vec<_>>()));
             }
             let mut forward_replies = Vec::new();
             for (x, cache, reply) in forwards {
@@ -358,31 +362,7 @@ impl<B: RmasBackend> Batch<B> {
             for ((out, cache), reply) in outs.split_off(stepped).into_iter().zip(forward_replies) {
                 *reply.borrow_mut() = Some((out, cache));
             }
-            let (mut outs, mut step_replies, mut start) = (outs.into_iter(), step_replies.into_iter(), 0);
-            for ((sampling, _), n) in steps.into_iter().zip(groups) {
-                let group: Vec<_> = outs.by_ref().take(n).zip(step_replies.by_ref()).collect();
-                let rows = match &packed {
-                    Some(h) => Some(h.clone().narrow(0, start, n)), // [n, H]: the pack's rows, not a copy
-                    None => {
-                        let ok: Vec<_> = group.iter().filter_map(|((out, _), _)| out.as_ref().ok().cloned()).collect();
-                        (!ok.is_empty()).then(|| cat_rows(ok)) // a failed step has no row
-                    }
-                };
-                start += n;
-                count(n);
-                let read = rows.map(|rows| {
-                    let lens = vec![1; rows.dims()[0]];
-                    SharedRead::new(sampling.read(model.logits_packed(rows, &lens))) // [n, V], read back once
-                });
-                let mut row = 0;
-                for ((out, cache), reply) in group {
-                    let token = out.map(|_| {
-                        row += 1;
-                        (read.clone().expect("a step that ran has a row"), row - 1)
-                    });
-                    *reply.borrow_mut() = Some((token, cache));
-                }
-            }
+            choose_tokens(model, packed, outs, groups);
         }
         if !heads.is_empty() {
             count(heads.len());
@@ -394,6 +374,41 @@ impl<B: RmasBackend> Batch<B> {
             }
         }
         self.stats.set(stats);
+    }
+}
+
+/// The steps' tokens: each group's rows of the forward (`packed`'s first rows, group after group,
+/// as they are; else each step's own row, copied) go to one LM-head product and one read-back.
+fn choose_tokens<B: RmasBackend>(
+    model: &Model<B>,
+    packed: Option<Tensor<B, 2>>,
+    outs: Vec<Forwarded<B>>,
+    groups: Vec<(Sampling, Vec<StepSlot<B>>)>,
+) {
+    let (mut outs, mut start) = (outs.into_iter(), 0);
+    for (sampling, replies) in groups {
+        let n = replies.len();
+        let group: Vec<Forwarded<B>> = outs.by_ref().take(n).collect();
+        let rows = match &packed {
+            Some(h) => Some(h.clone().narrow(0, start, n)), // [n, H]: the pack's rows, not a copy
+            None => {
+                let ok: Vec<_> = group.iter().filter_map(|(out, _)| out.as_ref().ok().cloned()).collect();
+                (!ok.is_empty()).then(|| cat_rows(ok)) // a failed step has no row
+            }
+        };
+        start += n;
+        let read = rows.map(|rows| {
+            let lens = vec![1; rows.dims()[0]];
+            SharedRead::new(sampling.read(model.logits_packed(rows, &lens))) // [n, V], read back once
+        });
+        let mut row = 0;
+        for ((out, cache), reply) in group.into_iter().zip(replies) {
+            let token = out.map(|_| {
+                row += 1;
+                (read.clone().expect("a step that ran has a row"), row - 1)
+            });
+            *reply.borrow_mut() = Some((token, cache));
+        }
     }
 }
 
