@@ -1,6 +1,6 @@
 //! Strict-f32 weight products (docs/numerics.md, "Strict f32"): with the mode on, the cubecl
 //! backends multiply f32 weights with plain f32 multiply-adds (never TF32), so products match
-//! float64 host loops at CPU tolerances. This file runs in its own process: the mode is global.
+//! float64 host loops at CPU tolerances. This file is in the `strict` test binary: the mode is global.
 
 use burn::tensor::{Tensor, TensorData};
 use rmas_kernels::{RmasBackend, Rows};
