@@ -1,11 +1,11 @@
-//! Activations (times a gate), the attention softmax, causal attention, RMSNorm, the GDN's causal
+//! Activations (times a gate), the gated MLP product, the attention softmax, causal attention, RMSNorm, the GDN's causal
 //! conv + SiLU, and the keys' rotation into a KV cache: the backend's implementation (one pass or
 //! blocked on the CPU, cubecl kernels on wgpu/CUDA) against float64 host loops, at awkward sizes (1,
 //! odd, past the CPU task size and the kernels' grid), on contiguous and strided inputs, incl. −∞
 //! (masked) scores; in f32 and, where the device supports it, f16.
 
 use burn::tensor::{DType, Tensor, TensorData};
-use rmas_kernels::{Act, RmasBackend};
+use rmas_kernels::{Act, RmasBackend, Rows};
 use rmas_suite::{assert_close, uniform};
 
 fn act_f64(act: Act, x: f64) -> f64 {
@@ -85,6 +85,50 @@ fn activations<B: RmasBackend>(d: &B::Device) {
                 let by = tensor::<B>(&by, shape, !strided, dtype, d);
                 let got = B::activate(tensor::<B>(&x, shape, strided, dtype, d), act, Some(by));
                 assert_close(&format!("{what} gated"), got.cast(DType::F32), want(true), atol, rtol);
+            }
+        }
+    }
+}
+
+/// The gated MLP product `act(x·W_gᵀ) ⊙ (x·W_vᵀ)` ([`RmasBackend::gated_matmul`]: one kernel for a
+/// decode step's rows on wgpu/CUDA) against a float64 loop, at row counts on both sides of the per-row
+/// limit and past the kernel's grid; and each row of a [`Rows::PerRow`] call has the bits it has alone.
+fn gated_product<B: RmasBackend>(d: &B::Device) {
+    let bits = |x: Tensor<B, 2>| {
+        x.cast(DType::F32).into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
+    };
+    for dtype in dtypes::<B>(d) {
+        let (atol, rtol) = tolerance(dtype, (1e-5, 1e-4));
+        for [m, k, n] in [[1, 1, 1], [1, 7, 5], [3, 130, 33], [8, 257, 70], [16, 96, 4100], [20, 64, 9]] {
+            let x = values((m * k) as u64, m * k, 1.0, dtype);
+            let w = values((n * k) as u64 + 7, 2 * n * k, 1.0, dtype); // [2n, k]: gate rows, then values
+            let weight = || {
+                let out_in = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [2 * n, k]), d).cast(dtype);
+                if B::WEIGHTS_OUT_IN { out_in } else { Tensor::from_data(out_in.transpose().into_data(), d) }
+            };
+            let rows_of = |r: std::ops::Range<usize>| {
+                Tensor::<B, 2>::from_data(TensorData::new(x[r.start * k..r.end * k].to_vec(), [r.len(), k]), d)
+                    .cast(dtype)
+            };
+            for act in [Act::Silu, Act::GeluTanh] {
+                let dot = |i: usize, j: usize| (0..k).map(|c| x[i * k + c] as f64 * w[j * k + c] as f64).sum::<f64>();
+                let want: Vec<f32> = (0..m)
+                    .flat_map(|i| (0..n).map(move |j| (i, j)))
+                    .map(|(i, j)| (act_f64(act, dot(i, j)) * dot(i, n + j)) as f32)
+                    .collect();
+                let want = Tensor::<B, 2>::from_data(TensorData::new(want, [m, n]), d);
+                for rows in [Rows::Sequence, Rows::PerRow] {
+                    let what = format!("{act:?} {dtype:?} [{m}, {k}]·[{}, {k}]ᵀ {rows:?}", 2 * n);
+                    let got = B::gated_matmul(rows_of(0..m), weight(), act, rows);
+                    assert_eq!(got.dtype(), dtype, "{what}: output dtype follows the input");
+                    assert_close(&what, got.clone().cast(DType::F32), want.clone(), atol, rtol);
+                    if rows == Rows::PerRow {
+                        for i in 0..m {
+                            let alone = B::gated_matmul(rows_of(i..i + 1), weight(), act, Rows::Sequence);
+                            assert_eq!(bits(got.clone().narrow(0, i, 1)), bits(alone), "{what}: row {i} alone");
+                        }
+                    }
+                }
             }
         }
     }
@@ -561,6 +605,7 @@ rmas_suite::backend_tests! {
     attend_is_rotation_then_attention_then_gate => attend,
     rms_norm_matches_f64 => rms_norm,
     activations_match_f64 => activations,
+    gated_product_matches_f64 => gated_product,
     softmax_matches_f64 => softmax,
     causal_conv_matches_f64 => causal_conv,
 }

@@ -198,6 +198,23 @@ impl<B: FusionBackend + RmasBackend> RmasBackend for Fusion<B> {
         wrap(out)
     }
 
+    /// A decode step's rows (or [`crate::Rows::PerRow`] ones) queued as one operation whose body is the
+    /// inner backend's [`RmasBackend::gated_matmul`] (one launch); more rows as this backend's product,
+    /// then its activation.
+    fn gated_matmul(x: Tensor<Self, 2>, w: Tensor<Self, 2>, act: Act, rows: crate::Rows) -> Tensor<Self, 2> {
+        let m = x.dims()[0];
+        if rows == crate::Rows::Sequence && B::per_row_limit(crate::Product::Gated).is_none_or(|limit| m > limit) {
+            return crate::product_then_activate::<Self>(x, w, act, rows);
+        }
+        let n = w.dims()[if Self::WEIGHTS_OUT_IN { 0 } else { 1 }] / 2;
+        let out = ([m, n].into(), x.dtype());
+        let [out] = queue::<B, 1>("rmas.gated_matmul", vec![raw(x), raw(w)], [out], move |inputs| {
+            let mut x = inputs.into_iter();
+            vec![raw(B::gated_matmul(take(&mut x), take(&mut x), act, rows))]
+        });
+        wrap(out)
+    }
+
     fn vocab_logits(h: Tensor<Self, 2>, m: Tensor<Self, 2>, rows: crate::Rows) -> Tensor<Self, 2> {
         if !crate::linear::cube::strict_for(h.dtype()) {
             return crate::linear::logits_reference(h, m);

@@ -305,6 +305,13 @@ pub trait RmasBackend: Backend {
         linear::logits_reference(h, m)
     }
 
+    /// `act(gate) ⊙ value` `[M, N]` for `x` `[M, K]` and a gated MLP's dense weight `w` (`gate_proj ‖
+    /// up_proj`, `2N` outputs, in this backend's layout): [`Self::linear_matmul`], then
+    /// [`Self::activate`] on its two halves.
+    fn gated_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, act: Act, rows: Rows) -> burn::Tensor<Self, 2> {
+        product_then_activate::<Self>(x, w, act, rows)
+    }
+
     /// Whether [`Self::quant_matmul`] multiplies the blocks themselves; where not, the model loaders
     /// keep weights dense (a GGUF file's blocks are dequantized on load).
     const QUANTIZED_PRODUCTS: bool = false;
@@ -343,6 +350,14 @@ pub trait RmasBackend: Backend {
         let data = burn::tensor::TensorData::new(w.dequantize(), [w.rows(), w.cols]);
         Tensor::<Self, 2>::from_data(data, (&ids.device(), DType::F32)).select(0, ids.int())
     }
+}
+
+/// [`RmasBackend::gated_matmul`] as two calls: the product `[M, 2N]`, then the activation of its first
+/// half times its second.
+fn product_then_activate<B: RmasBackend>(x: Tensor<B, 2>, w: Tensor<B, 2>, act: Act, rows: Rows) -> Tensor<B, 2> {
+    let y = B::linear_matmul(x, w, rows); // [M, 2N]
+    let n = y.dims()[1] / 2;
+    B::activate(y.clone().narrow(1, 0, n), act, Some(y.narrow(1, n, n)))
 }
 
 /// `x·wᵀ` for `w` `[rows, cols]` given as row-major host values: uploaded in `x`'s dtype, multiplied.
@@ -437,7 +452,7 @@ impl RmasBackend for burn::backend::NdArray {
 
     fn per_row_limit(product: Product) -> Option<usize> {
         match product {
-            Product::Linear => None, // register tiles at every row count
+            Product::Linear | Product::Gated => None, // register tiles at every row count
             Product::Vocab => Some(linear::cpu::STREAM_ROWS),
             Product::Quant => Some(quant::cpu::DOT_ROWS),
         }
@@ -602,11 +617,12 @@ where
 
     const WEIGHTS_OUT_IN: bool = true;
 
-    /// The quantized products switch from their rows kernel to a decoded matrix's matmul past
-    /// [`quant::cpu::DOT_ROWS`] rows ([`quant::cube::matmul`]); the dense ones run one matmul, whose
-    /// tiles round alike at every row count only in strict f32 (docs/batching.md, "Batch invariance").
+    /// The quantized and gated products switch from their rows kernels to a matmul past
+    /// [`quant::cpu::DOT_ROWS`] rows ([`quant::cube::matmul`], [`linear::cube::gated_product`]); the
+    /// other dense ones run one matmul, whose tiles round alike at every row count only in strict f32
+    /// (docs/batching.md, "Batch invariance").
     fn per_row_limit(product: Product) -> Option<usize> {
-        (product == Product::Quant).then_some(quant::cpu::DOT_ROWS)
+        matches!(product, Product::Quant | Product::Gated).then_some(quant::cpu::DOT_ROWS)
     }
 
     const DEVICE_TOP_K: bool = true;
@@ -624,6 +640,13 @@ where
     /// `h·mᵀ` through burn's matmul, or cubek's plain-f32 kernel in strict-f32 mode.
     fn vocab_logits(h: burn::Tensor<Self, 2>, m: burn::Tensor<Self, 2>, _rows: Rows) -> burn::Tensor<Self, 2> {
         linear::cube::strict_product(h.clone(), m.clone()).unwrap_or_else(|| linear::logits_reference(h, m))
+    }
+
+    /// One launch of the gated rows kernel for a decode step's rows (or [`Rows::PerRow`] ones); a
+    /// product and the activation kernel for more.
+    fn gated_matmul(x: burn::Tensor<Self, 2>, w: burn::Tensor<Self, 2>, act: Act, rows: Rows) -> burn::Tensor<Self, 2> {
+        linear::cube::gated_product(x.clone(), w.clone(), act, rows)
+            .unwrap_or_else(|| product_then_activate::<Self>(x, w, act, rows))
     }
 
     const QUANTIZED_PRODUCTS: bool = true;

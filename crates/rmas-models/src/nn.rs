@@ -307,6 +307,18 @@ impl<B: RmasBackend> Linear<B> {
             None => y,
         }
     }
+
+    /// `act(gate) ⊙ value` `[ΣT, out/2]` of packed rows for a gated MLP's `gate ‖ value` layer: a dense
+    /// weight without bias through [`RmasBackend::gated_matmul`] (one launch for a decode step on the
+    /// GPU backends), else [`Self::forward_packed`], then [`RmasBackend::activate`].
+    pub fn forward_gated(&self, x: Tensor<B, 2>, lens: &[usize], act: Activation) -> Tensor<B, 2> {
+        if let (Weight::Dense(w), None) = (&self.weight, &self.bias) {
+            return packed_product::<B>(x, lens, Product::Gated, |x, rows| B::gated_matmul(x, w.clone(), act, rows));
+        }
+        let y = self.forward_packed(x, lens); // [ΣT, 2·n]
+        let n = y.dims()[1] / 2;
+        B::activate(y.clone().narrow(1, 0, n), act, Some(y.narrow(1, n, n)))
+    }
 }
 
 /// A weight product (`kind`) of packed sequences' rows, each sequence's rows as they would be alone
@@ -555,10 +567,7 @@ impl<B: RmasBackend> Mlp<B> {
 
     /// Applies the MLP to packed rows `[ΣT, hidden]` of sequences of `lens` rows.
     pub fn forward(&self, x: Tensor<B, 2>, lens: &[usize]) -> Tensor<B, 2> {
-        let inter = self.down.in_dim();
-        let gate_up = self.gate_up.forward_packed(x, lens); // [ΣT, 2·inter]
-        let (gate, up) = (gate_up.clone().narrow(1, 0, inter), gate_up.narrow(1, inter, inter));
-        self.down.forward_packed(B::activate(gate, self.act, Some(up)), lens)
+        self.down.forward_packed(self.gate_up.forward_gated(x, lens, self.act), lens) // [ΣT, inter] in between
     }
 }
 

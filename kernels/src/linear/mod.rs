@@ -14,6 +14,8 @@ pub enum Product {
     Vocab,
     /// Quantized blocks ([`crate::RmasBackend::quant_matmul`]).
     Quant,
+    /// A dense gated-MLP weight and its activation ([`crate::RmasBackend::gated_matmul`]).
+    Gated,
 }
 
 /// What a weight product may assume of its activation rows (docs/batching.md, "Batch invariance").
