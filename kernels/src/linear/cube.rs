@@ -6,8 +6,9 @@
 //! FMA per output) instead.
 //!
 //! The gated product (a decode step's `gate_proj ‖ up_proj` and its activation in one launch, where
-//! cubek's product and the activation kernel were two): a kernel of our own, one cube per output
-//! column over a few activation rows, summing in f32 whatever the dtype (docs/performance.md).
+//! cubek's product and the activation kernel were two): a kernel of our own, 16 units along `k` per
+//! output column and 4 columns per cube, over up to 8 activation rows, summing in f32 whatever the
+//! dtype (docs/performance.md).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
